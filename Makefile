@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both set up what they need: system packages (apt-get, as root) and a virtualenv in .venv.
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := ingest rules devices simulators
+
+.PHONY: demo test setup system lint bench
+
+demo: setup
+	$(BIN)/siaga demo
+
+test: setup lint
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check $(PACKAGES) tests
+	$(BIN)/mypy
+
+setup: system $(VENV)/.installed
+
+system:
+	@scripts/ensure-system-packages
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
