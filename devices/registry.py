@@ -1,0 +1,147 @@
+"""The device catalog: what each device is, where, its labels and thresholds, and lookup."""
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from devices.configfile import Loc, load_yaml
+from devices.kinds import DEFAULT_INTERVAL_S, Kind
+from devices.topics import DEVICE_ID_PATTERN
+
+# Labels become InfluxDB tag keys and alert labels: keep them identifiers.
+LABEL_KEY_PATTERN: Final = r"^[a-z_][a-z0-9_]*$"
+# Siaga sets this tag itself (SPEC section 2); a label of that name would hide the real id.
+RESERVED_LABELS: Final = frozenset({"device_id"})
+# Flood gauge ladder (jakarta.md section 1): Siaga 3 < Siaga 2 < Siaga 1.
+SIAGA_THRESHOLDS: Final = ("siaga3_cm", "siaga2_cm", "siaga1_cm")
+
+
+def _label_key(key: str) -> str:
+    if key in RESERVED_LABELS:
+        raise ValueError(f"key {key!r} is reserved: Siaga adds it from the device's id")
+    return key
+
+
+def _printable(value: str) -> str:
+    # A line-protocol tag value cannot hold a newline; tabs and the like are typos.
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise ValueError("must not contain control characters such as newline or tab")
+    return value
+
+
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN), AfterValidator(_label_key)]
+LabelValue = Annotated[str, Field(min_length=1), AfterValidator(_printable)]
+ThresholdName = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Device(BaseModel):
+    """One catalog entry."""
+
+    # The catalog is written by people: an unknown key is a typo, never ignored.
+    # `kind` is the one lax field: YAML gives a string, strict mode wants the enum itself.
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    id: str = Field(pattern=DEVICE_ID_PATTERN)
+    kind: Annotated[Kind, Field(strict=False)]
+    name: str = Field(min_length=1)
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    thresholds: dict[ThresholdName, FiniteFloat] = Field(default_factory=dict)
+    expected_interval_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _ordered(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        if all(name in thresholds for name in SIAGA_THRESHOLDS):
+            levels = [thresholds[name] for name in SIAGA_THRESHOLDS]
+            if not levels[0] < levels[1] < levels[2]:
+                shown = ", ".join(f"{name}={thresholds[name]:g}" for name in SIAGA_THRESHOLDS)
+                raise ValueError(f"must rise from siaga3_cm to siaga1_cm (got {shown})")
+        low, high = thresholds.get("normal_low_cm"), thresholds.get("normal_high_cm")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"normal_low_cm ({low:g}) must not exceed normal_high_cm ({high:g})")
+        return thresholds
+
+    @property
+    def interval_s(self) -> float:
+        """How often the device reports: its own `expected_interval_s` or its kind's default."""
+        if self.expected_interval_s is not None:
+            return self.expected_interval_s
+        return DEFAULT_INTERVAL_S[self.kind]
+
+
+class Catalog(BaseModel):
+    """A catalog file: `devices:` and a list of entries."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    devices: list[Device]
+
+
+def duplicate_ids(catalog: Catalog) -> Iterator[tuple[Loc, str]]:
+    """The semantic check of a catalog: every id appears once."""
+    first: dict[str, int] = {}
+    for index, device in enumerate(catalog.devices):
+        if device.id in first:
+            message = f"duplicate id {device.id!r}: devices[{first[device.id]}] has it too"
+            yield ("devices", index, "id"), message
+        else:
+            first[device.id] = index
+
+
+class Registry:
+    """The devices Siaga accepts readings from, by id, with their tags precomputed."""
+
+    def __init__(self, devices: Iterable[Device]) -> None:
+        self._devices: dict[str, Device] = {}
+        for device in devices:
+            if device.id in self._devices:
+                raise ValueError(f"duplicate device id {device.id!r}")
+            self._devices[device.id] = device
+        self._tags = {device.id: _tags(device) for device in self._devices.values()}
+        self._by_kind: dict[Kind, tuple[Device, ...]] = {
+            kind: tuple(d for d in self._devices.values() if d.kind is kind) for kind in Kind
+        }
+
+    def get(self, device_id: str) -> Device | None:
+        """The device with this id, or None if the catalog does not have it."""
+        return self._devices.get(device_id)
+
+    def tags(self, device_id: str) -> Mapping[str, str]:
+        """InfluxDB tags of a known device: `device_id` and its labels (SPEC section 2)."""
+        return self._tags[device_id]
+
+    def by_kind(self, kind: Kind) -> Sequence[Device]:
+        """The devices of one kind, in catalog order."""
+        return self._by_kind[kind]
+
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self._devices.values())
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+
+def _tags(device: Device) -> Mapping[str, str]:
+    # Sorted by key, the order InfluxDB prefers, so the writer need not sort per point.
+    tags = sorted({**device.labels, "device_id": device.id}.items())
+    return MappingProxyType(dict(tags))
+
+
+def load_catalog(path: Path) -> Registry:
+    """Load a catalog file; raises `ConfigError` naming each problem's file, line and field."""
+    catalog = load_yaml(path, Catalog, check=duplicate_ids)
+    return Registry(catalog.devices)
+
+
+def bundled_catalog_path() -> Path:
+    """The Jakarta catalog shipped with Siaga (used when no configuration names one)."""
+    return Path(__file__).with_name("catalog") / "jakarta.yaml"

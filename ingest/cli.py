@@ -1,0 +1,143 @@
+"""The `siaga` console script: run, check, simulate, demo, deadletters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from devices.configfile import ConfigError
+from devices.registry import load_catalog
+from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.command(args)
+    except ConfigError as exc:
+        print(f"siaga: configuration error:\n{exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siaga", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(command=func)
+        return p
+
+    def config_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", type=Path, default=None,
+                       help=f"YAML configuration (default: the bundled {BUNDLED_CONFIG.name})")
+
+    config_option(command("run", _run, "the service: ingest, store, evaluate"))
+    config_option(command("check", _check, "validate a configuration and its device catalog"))
+
+    simulate = command("simulate", _simulate, "publish simulated readings over MQTT")
+    config_option(simulate)
+    simulate.add_argument("--rate", type=float, default=100.0, help="readings per second")
+    simulate.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    simulate.add_argument("--seed", type=int, default=1, help="random seed")
+    simulate.add_argument("--batch", type=int, default=1, help="readings per message")
+
+    demo = command("demo", _demo, "broker, database, service and simulators on this machine")
+    demo.add_argument("--rate", type=float, default=200.0, help="readings per second")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="seconds (default: until Ctrl-C)")
+    demo.add_argument("--dir", type=Path, default=Path(".siaga"),
+                      help="where the demo keeps its data")
+    demo.add_argument("--influx-api", choices=["v1", "v2"], default="v1",
+                      help="v1: InfluxDB 1.6 /write; v2: /api/v2/write on VictoriaMetrics")
+
+    dead = command("deadletters", _deadletters, "list the messages Siaga could not store, and why")
+    config_option(dead)
+    dead.add_argument("--limit", type=int, default=50)
+    dead.add_argument("--code", help="only this reason code, e.g. invalid-reading")
+    dead.add_argument("--counts", action="store_true", help="totals by reason code")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ingest.app import serve
+
+    asyncio.run(serve(_settings(args)))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    registry = load_catalog(settings.catalog_path)
+    source = args.config or BUNDLED_CONFIG
+    print(f"{source}: OK ({len(registry)} devices from {settings.catalog_path}, "
+          f"InfluxDB {settings.influx.api} at {settings.influx.url}, "
+          f"MQTT {settings.mqtt.host}:{settings.mqtt.port})")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulators.fleet import Fleet, FleetConfig
+
+    settings = _settings(args)
+    registry = load_catalog(settings.catalog_path)
+    mqtt = settings.mqtt
+    config = FleetConfig(
+        host=mqtt.host, port=mqtt.port, username=mqtt.username,
+        password=mqtt.password.get_secret_value() if mqtt.password else None,
+        topic_prefix=mqtt.topic_prefix, rate=args.rate, duration_s=args.duration,
+        seed=args.seed, batch=args.batch,
+    )
+    summary = asyncio.run(_run_fleet(Fleet(registry, config)))
+    print(summary)
+    return 0
+
+
+async def _run_fleet(fleet: object) -> object:
+    from ingest.app import stop_on_signals
+    from simulators.fleet import Fleet
+
+    assert isinstance(fleet, Fleet)
+    async with stop_on_signals() as stop:
+        return await fleet.run(stop)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ingest.demo import Demo
+
+    return asyncio.run(Demo(args.dir, rate=args.rate, duration_s=args.duration,
+                            influx_api=args.influx_api).run())
+
+
+def _deadletters(args: argparse.Namespace) -> int:
+    from ingest.deadletters import DeadLetterStore, format_table
+
+    settings = _settings(args)
+    path = settings.data_dir / "deadletters.sqlite"
+    if not path.exists():
+        print(f"no dead letters: {path} does not exist yet")
+        return 0
+    with DeadLetterStore(path) as store:
+        if args.counts:
+            for code, count in sorted(store.counts().items()):
+                print(f"{count:>10}  {code}")
+        else:
+            print(format_table(store.recent(limit=args.limit, code=args.code)))
+    return 0

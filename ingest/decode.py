@@ -1,0 +1,191 @@
+"""Raw MQTT messages -> validated readings, status updates or dead letters; never raises."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+from pydantic import ValidationError
+
+from devices.kinds import Kind
+from devices.readings import READING_MODELS, Reading, explain, to_reading
+from devices.registry import Registry
+from devices.topics import InvalidTopic, Topic, TopicScheme
+from ingest.deadletters import DeadLetter
+
+MAX_BATCH = 1000  # SPEC section 1: a batch holds up to 1000 readings
+TOPIC_CACHE_MAX = 200_000  # parsed topics kept; a city's fleet fits, a topic flood does not grow it
+
+UnknownDevicePolicy = Literal["dead-letter", "accept"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A device's retained `online`/`offline` status message."""
+
+    kind: Kind
+    device_id: str
+    online: bool
+    received_ns: int
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What a run of messages decoded to; the pipeline empties it at each flush."""
+
+    readings: list[Reading] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    # SPEC: unknown fields are ignored, and counted by device and field name.
+    ignored_fields: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+class Decoder:
+    """Turns one MQTT message into readings or dead letters, appending to a `Decoded`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        topics: TopicScheme,
+        *,
+        unknown_devices: UnknownDevicePolicy = "dead-letter",
+        max_future_s: float = 300.0,
+    ) -> None:
+        self._registry = registry
+        self._topics = topics
+        self._accept_unknown = unknown_devices == "accept"
+        self._max_future_ns = int(max_future_s * 1e9)
+        self._parsed: dict[str, Topic | str] = {}  # topic -> Topic, or the reason it is invalid
+
+    def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
+        parsed = self._parse_topic(topic)
+        if isinstance(parsed, str):
+            out.dead.append(DeadLetter(topic, payload, parsed, received_ns, "bad-topic"))
+            return
+        if parsed.channel == "status":
+            self._decode_status(parsed, topic, payload, received_ns, out)
+            return
+        rejection = self._check_device(parsed)
+        if rejection is not None:
+            code, reason = rejection
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, code))
+            return
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            reason = "empty payload" if not payload else f"not valid UTF-8 JSON: {exc}"
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-json"))
+            return
+        if isinstance(document, dict):
+            self._decode_item(parsed, topic, payload, document, received_ns, out, None)
+        elif isinstance(document, list):
+            self._decode_batch(parsed, topic, payload, document, received_ns, out)
+        else:
+            reason = f"expected a JSON object or array, got {type(document).__name__}"
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-json"))
+
+    def _parse_topic(self, topic: str) -> Topic | str:
+        parsed = self._parsed.get(topic)
+        if parsed is None:
+            try:
+                parsed = self._topics.parse(topic)
+            except InvalidTopic as exc:
+                parsed = str(exc)
+            if len(self._parsed) >= TOPIC_CACHE_MAX:
+                self._parsed.clear()
+            self._parsed[topic] = parsed
+        return parsed
+
+    def _check_device(self, parsed: Topic) -> tuple[str, str] | None:
+        device = self._registry.get(parsed.device_id)
+        if device is None:
+            if self._accept_unknown:
+                return None
+            return "unknown-device", f"device {parsed.device_id!r} is not in the catalog"
+        if device.kind != parsed.kind:
+            return (
+                "kind-mismatch",
+                f"device {parsed.device_id!r} is a {device.kind} device, not {parsed.kind}",
+            )
+        return None
+
+    def _decode_status(
+        self, parsed: Topic, topic: str, payload: bytes, received_ns: int, out: Decoded
+    ) -> None:
+        if payload in (b"online", b"offline"):
+            online = payload == b"online"
+            out.statuses.append(StatusUpdate(parsed.kind, parsed.device_id, online, received_ns))
+        elif payload:  # an empty retained message clears the status: nothing to record
+            reason = "status must be 'online' or 'offline'"
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-status"))
+
+    def _decode_batch(
+        self,
+        parsed: Topic,
+        topic: str,
+        payload: bytes,
+        items: list[object],
+        received_ns: int,
+        out: Decoded,
+    ) -> None:
+        if len(items) > MAX_BATCH:
+            reason = f"batch of {len(items)} readings; at most {MAX_BATCH} per message"
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, "batch-too-large"))
+            return
+        if not items:
+            out.dead.append(DeadLetter(topic, payload, "empty batch", received_ns, "bad-json"))
+            return
+        for index, item in enumerate(items):
+            if isinstance(item, dict):
+                self._decode_item(parsed, topic, payload, item, received_ns, out, index)
+            else:
+                reason = f"item {index}: expected a JSON object, got {type(item).__name__}"
+                raw = orjson.dumps(item)
+                out.dead.append(DeadLetter(topic, raw, reason, received_ns, "invalid-reading"))
+
+    def _decode_item(
+        self,
+        parsed: Topic,
+        topic: str,
+        payload: bytes,
+        item: dict[str, object],
+        received_ns: int,
+        out: Decoded,
+        index: int | None,
+    ) -> None:
+        """Validate one reading; a batch item's dead letter keeps only that item."""
+        try:
+            model = READING_MODELS[parsed.kind].model_validate(item)
+            reading = to_reading(model, parsed.kind, parsed.device_id, received_ns)
+        except (ValidationError, ValueError) as exc:
+            reason = explain(exc) if isinstance(exc, ValidationError) else str(exc)
+            self._reject(topic, payload, item, index, reason, received_ns, out, "invalid-reading")
+            return
+        if reading.ts_ns - received_ns > self._max_future_ns:
+            ahead = (reading.ts_ns - received_ns) / 1e9
+            reason = f"ts: {ahead:.0f} s in the future (device clock wrong?)"
+            self._reject(topic, payload, item, index, reason, received_ns, out, "future-ts")
+            return
+        if model.model_extra:
+            for name in model.model_extra:
+                out.ignored_fields[(parsed.device_id, name)] += 1
+        out.readings.append(reading)
+
+    @staticmethod
+    def _reject(
+        topic: str,
+        payload: bytes,
+        item: dict[str, object],
+        index: int | None,
+        reason: str,
+        received_ns: int,
+        out: Decoded,
+        code: str,
+    ) -> None:
+        if index is None:
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, code))
+        else:
+            raw = orjson.dumps(item)
+            out.dead.append(DeadLetter(topic, raw, f"item {index}: {reason}", received_ns, code))

@@ -1,0 +1,113 @@
+"""`siaga demo`: broker, database, service and simulators on one machine, with a live line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from ingest.app import Service, stop_on_signals
+from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
+from ingest.settings import InfluxSettings, MqttSettings, Settings
+from simulators.fleet import Fleet, FleetConfig
+
+LIVE_INTERVAL_S = 1.0  # how often the live line is redrawn
+PLAIN_EVERY = 10  # without a terminal, print a line every this many intervals
+
+
+class Demo:
+    """Everything in one folder (`.siaga/` by default), stopped cleanly by Ctrl-C."""
+
+    def __init__(self, root: Path, *, rate: float, duration_s: float | None,
+                 influx_api: str = "v1", out: TextIO = sys.stdout) -> None:
+        self.root = root.resolve()
+        self.rate = rate
+        self.duration_s = duration_s
+        self.influx_api = influx_api
+        self.out = out
+
+    async def run(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._say(f"Siaga demo: data in {self.root}")
+        with contextlib.ExitStack() as servers:
+            broker = servers.enter_context(Mosquitto(self.root / "mosquitto"))
+            self._say(f"  Mosquitto  {broker.url} (from mosquitto.conf)")
+            database: InfluxDB1 | VictoriaMetrics
+            if self.influx_api == "v1":
+                database = servers.enter_context(InfluxDB1(self.root / "influxdb"))
+                self._say(f"  InfluxDB   {database.url} (v1 API, database 'siaga')")
+            else:
+                database = servers.enter_context(VictoriaMetrics(self.root / "victoria-metrics"))
+                self._say(f"  VictoriaMetrics {database.url} (v2 write API)")
+            settings = Settings(
+                mqtt=MqttSettings(url=broker.url, client_id="siaga-demo"),
+                influx=InfluxSettings(api="v1" if self.influx_api == "v1" else "v2",
+                                      url=database.url),
+                data_dir=self.root / "data",
+            )
+            service = Service(settings)
+            totals = await self._run_all(service, broker.port)
+        self._say(
+            f"\nStopped. {totals.get('messages', 0)} messages received, "
+            f"{totals.get('stored', 0)} readings stored, "
+            f"{totals.get('dead_lettered', 0)} dead letters, "
+            f"{totals.get('spool_segments', 0)} batches left in the spool."
+        )
+        return 0
+
+    async def _run_all(self, service: Service, broker_port: int) -> dict[str, int]:
+        fleet = Fleet(service.registry, FleetConfig(
+            host="127.0.0.1", port=broker_port, topic_prefix=service.settings.mqtt.topic_prefix,
+            rate=self.rate, duration_s=None, seed=int(time.time()),
+        ))
+        kinds = sorted({str(device.kind) for device in service.registry})
+        self._say(f"  Simulators {len(service.registry)} devices ({', '.join(kinds)}) "
+                  f"at {self.rate:g} readings/s. Ctrl-C stops.\n")
+        async with stop_on_signals() as stop, asyncio.TaskGroup() as group:
+            group.create_task(service.run(stop))
+            await service.ready.wait()
+            group.create_task(fleet.run(stop))
+            group.create_task(self._live_line(service, stop))
+            if self.duration_s is not None:
+                group.create_task(_stop_after(stop, self.duration_s))
+        return service.snapshot()
+
+    async def _live_line(self, service: Service, stop: asyncio.Event) -> None:
+        tty = self.out.isatty()
+        before, started, ticks = service.snapshot(), time.monotonic(), 0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LIVE_INTERVAL_S)
+            now = service.snapshot()
+            ticks += 1
+            line = _live_text(before, now, LIVE_INTERVAL_S, time.monotonic() - started)
+            before = now
+            if tty:
+                self.out.write("\r" + line.ljust(110))
+                self.out.flush()
+            elif ticks % PLAIN_EVERY == 0:
+                self._say(line)
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def _live_text(before: dict[str, int], now: dict[str, int], dt: float, elapsed: float) -> str:
+    def rate(key: str) -> float:
+        return (now.get(key, 0) - before.get(key, 0)) / dt
+
+    return (
+        f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] "
+        f"received {rate('readings'):6.0f}/s  stored {rate('stored'):6.0f}/s  "
+        f"dead-lettered {rate('dead_lettered'):4.0f}/s  spooled {rate('spooled'):5.0f}/s  | "
+        f"total stored {now.get('stored', 0):,}  spool {now.get('spool_segments', 0)} batches"
+    )
+
+
+async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    stop.set()

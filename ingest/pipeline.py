@@ -1,0 +1,174 @@
+"""Batching: decode as messages arrive, flush on size, on interval and at shutdown, then ack.
+
+One collector task decodes and encodes messages into the current batch; one flusher task
+makes each batch durable (dead letters to SQLite, readings to InfluxDB or the spool) and
+only then acknowledges its messages. A queue of at most two batches between them lets the
+collector fill the next batch while the flusher writes the last one; when the flusher
+falls behind, the collector waits, the paho inbox grows, and past the broker's in-flight
+window the broker keeps the rest (backpressure without unbounded memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from devices.kinds import MEASUREMENTS
+from devices.readings import Reading
+from devices.registry import Registry
+from ingest.deadletters import DeadLetter, DeadLetterStore
+from ingest.decode import Decoded, Decoder
+from ingest.lineprotocol import encode_with_key, series_key
+from ingest.settings import IngestSettings
+from ingest.stats import IngestStats
+from ingest.storage import Storage, StorageUnavailable, StoreOutcome
+from ingest.subscriber import Message, Subscriber
+
+log = logging.getLogger(__name__)
+
+QUEUED_BATCHES = 2  # one being written, one being filled: enough to overlap I/O and CPU
+COLLECT_POLL_S = 0.2  # how often the collector looks at the stop flag while idle
+UNAVAILABLE_RETRY_MAX_S = 30.0  # backoff cap while neither InfluxDB nor the spool takes data
+SERIES_CACHE_MAX = 200_000  # device series keys kept; bounded for `unknown_devices: accept`
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages, what they decoded to, and the line protocol of their readings."""
+
+    messages: list[Message] = field(default_factory=list)
+    decoded: Decoded = field(default_factory=Decoded)
+    lines: list[str] = field(default_factory=list)
+    line_topics: list[str] = field(default_factory=list)  # the topic each line came from
+
+
+class Pipeline:
+    """Moves messages from the subscriber to storage, acknowledging what is durable."""
+
+    def __init__(
+        self,
+        subscriber: Subscriber,
+        decoder: Decoder,
+        registry: Registry,
+        storage: Storage,
+        dead_letters: DeadLetterStore,
+        stats: IngestStats,
+        settings: IngestSettings,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._subscriber = subscriber
+        self._decoder = decoder
+        self._registry = registry
+        self._storage = storage
+        self._dead_letters = dead_letters
+        self._stats = stats
+        self._settings = settings
+        self._clock_ns = clock_ns
+        self._series: dict[str, str] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then flush what was collected and return."""
+        queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=QUEUED_BATCHES)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._flush_loop(queue, stop))
+            try:
+                await self._collect(queue, stop)
+            finally:
+                await queue.put(None)
+
+    async def _collect(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
+        size, interval = self._settings.batch_size, self._settings.flush_interval_s
+        batch = Batch()
+        deadline = time.monotonic() + interval
+        while not stop.is_set():
+            await self._subscriber.wait(min(COLLECT_POLL_S, max(0.0, deadline - time.monotonic())))
+            messages = self._subscriber.take(size)
+            if messages:
+                self._add(batch, messages)
+            full = len(batch.lines) >= size or len(batch.messages) >= size
+            if full or time.monotonic() >= deadline:
+                if batch.messages:
+                    await queue.put(batch)
+                    batch = Batch()
+                deadline = time.monotonic() + interval
+        if batch.messages:
+            await queue.put(batch)
+
+    def _add(self, batch: Batch, messages: list[Message]) -> None:
+        decode, decoded = self._decoder.decode, batch.decoded
+        readings, lines, line_topics = decoded.readings, batch.lines, batch.line_topics
+        decoded_before = len(readings)
+        for message in messages:
+            first = len(readings)
+            decode(message.topic, message.payload, message.received_ns, decoded)
+            for reading in readings[first:]:
+                key = self._series.get(reading.device_id) or self._series_key(reading)
+                lines.append(encode_with_key(key, reading.values, reading.seq, reading.ts_ns))
+                line_topics.append(message.topic)
+        batch.messages.extend(messages)
+        self._stats.messages += len(messages)
+        self._stats.readings += len(readings) - decoded_before
+
+    def _series_key(self, reading: Reading) -> str:
+        device_id = reading.device_id
+        # An unknown device (accepted by policy) has no labels: device_id is its only tag.
+        tags = self._registry.tags(device_id) if device_id in self._registry else {
+            "device_id": device_id}
+        key = series_key(MEASUREMENTS[reading.kind], tags)
+        if len(self._series) >= SERIES_CACHE_MAX:
+            self._series.clear()
+        self._series[reading.device_id] = key
+        return key
+
+    async def _flush_loop(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
+        while (batch := await queue.get()) is not None:
+            await self._flush(batch, stop)
+
+    async def _flush(self, batch: Batch, stop: asyncio.Event) -> None:
+        decoded = batch.decoded
+        if decoded.dead:
+            await asyncio.to_thread(self._dead_letters.add_many, decoded.dead)
+        outcome = await self._store(batch.lines, stop)
+        if outcome is None:
+            log.error("shutting down with %d messages not durable; the broker redelivers them",
+                      len(batch.messages))
+            return
+        if outcome.rejected:
+            await asyncio.to_thread(self._dead_letters.add_many, self._rejected(batch, outcome))
+        stats = self._stats
+        stats.acked += self._subscriber.ack(batch.messages)
+        stats.statuses += len(decoded.statuses)
+        stats.flushes += 1
+        stats.ignored_fields.update(decoded.ignored_fields)
+        for letter in decoded.dead:
+            stats.dead_letters[letter.code] += 1
+
+    async def _store(self, lines: list[str], stop: asyncio.Event) -> StoreOutcome | None:
+        """Store the lines; while neither InfluxDB nor the spool takes them, wait and retry.
+
+        Waiting here holds back the acks, so the broker keeps the messages: nothing is lost
+        and nothing is acknowledged that is not durable. Returns None if stopped first.
+        """
+        delay = 1.0
+        while True:
+            try:
+                return await self._storage.store(lines)
+            except StorageUnavailable as exc:
+                log.error("cannot make readings durable (%s); retrying in %.0f s", exc, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return None
+            except TimeoutError:
+                delay = min(delay * 2, UNAVAILABLE_RETRY_MAX_S)
+
+    def _rejected(self, batch: Batch, outcome: StoreOutcome) -> list[DeadLetter]:
+        topic_of = dict(zip(batch.lines, batch.line_topics, strict=True))
+        now = self._clock_ns()
+        return [
+            DeadLetter(topic_of.get(line, ""), line.encode(), f"InfluxDB refused: {reason}",
+                       now, "rejected-by-influxdb")
+            for line, reason in outcome.rejected
+        ]

@@ -1,0 +1,185 @@
+"""The service's settings: one YAML file plus the SPEC section 4 environment overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from devices.configfile import ConfigError, Loc, Problem, read_yaml, validate_data
+from devices.registry import bundled_catalog_path
+
+BUNDLED_CONFIG = Path(__file__).with_name("siaga.yaml")
+
+# YAML has no path type: a path is a string, so this one field type converts.
+FilePath = Annotated[Path, Field(strict=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+class MqttSettings(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = Field(default="siaga-ingest", min_length=1, max_length=64)
+    topic_prefix: str = "siaga"
+    qos: Literal[0, 1] = 1
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    reconnect_min_s: int = Field(default=1, ge=1)
+    reconnect_max_s: int = Field(default=30, ge=1)
+    ca_file: FilePath | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must look like mqtt://user:pass@host:port (mqtts:// for TLS)")
+        if not parts.hostname:
+            raise ValueError("needs a host, e.g. mqtt://127.0.0.1:1883")
+        return url
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def username(self) -> str | None:
+        user = urlsplit(self.url).username
+        return unquote(user) if user else None
+
+    @property
+    def password(self) -> SecretStr | None:
+        password = urlsplit(self.url).password
+        return SecretStr(unquote(password)) if password else None
+
+
+class InfluxSettings(_Section):
+    api: Literal["v1", "v2"] = "v1"
+    url: str = "http://127.0.0.1:8086"
+    # v1
+    database: str = Field(default="siaga", min_length=1)
+    username: str | None = None
+    password: SecretStr | None = None
+    create_database: bool = True
+    # v2
+    org: str = "siaga"
+    bucket: str = "siaga"
+    token: SecretStr | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8086")
+        return url.rstrip("/")
+
+
+class IngestSettings(_Section):
+    # 5000 lines is InfluxDB's recommended batch size; the MQTT in-flight window
+    # (max_inflight_messages 20000 in mosquitto.conf) must hold a few batches.
+    batch_size: int = Field(default=5000, ge=1, le=20000)
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    unknown_devices: Literal["dead-letter", "accept"] = "dead-letter"
+    max_future_s: float = Field(default=300.0, ge=0)
+
+
+class SpoolSettings(_Section):
+    max_bytes: int = Field(default=1 << 30, ge=1 << 20)  # 1 GiB: hours of a city's readings
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Settings(_Section):
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    ingest: IngestSettings = IngestSettings()
+    spool: SpoolSettings = SpoolSettings()
+    http: HttpSettings = HttpSettings()
+    data_dir: FilePath = Path(".siaga/data")
+    catalog: FilePath | None = None
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.catalog or bundled_catalog_path()
+
+
+# SPEC section 4: variable -> (field path, converter from the environment's string).
+ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
+    "SIAGA_MQTT_URL": (("mqtt", "url"), str),
+    "SIAGA_INFLUX_URL": (("influx", "url"), str),
+    "SIAGA_INFLUX_API": (("influx", "api"), str),
+    "SIAGA_INFLUX_DATABASE": (("influx", "database"), str),
+    "SIAGA_INFLUX_ORG": (("influx", "org"), str),
+    "SIAGA_INFLUX_BUCKET": (("influx", "bucket"), str),
+    "SIAGA_INFLUX_TOKEN": (("influx", "token"), SecretStr),
+    "SIAGA_HTTP_PORT": (("http", "port"), int),
+    "SIAGA_DATA_DIR": (("data_dir",), Path),
+}
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (the bundled one without a path) and apply the environment on top.
+
+    Raises ConfigError naming the file, the line and field (or the variable) and the fix.
+    """
+    path = path or BUNDLED_CONFIG
+    document = read_yaml(path)
+    data = document.data
+    sources: dict[Loc, str] = {}
+    problems: list[Problem] = []
+    for name, (field_path, convert) in ENVIRONMENT.items():
+        raw = (environ if environ is not None else os.environ).get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            value: object = convert(raw)
+        except ValueError:
+            problems.append(Problem(f"environment {name}", f"must be an integer, got {raw!r}"))
+            continue
+        _set_path(data, field_path, value)
+        sources[field_path] = f"environment {name}"
+    if problems:
+        raise ConfigError(path, problems)
+    settings = validate_data(data, Settings, path, document.node, sources)
+    return _resolve_paths(settings, path.parent, sources)
+
+
+def _set_path(data: dict[str, object], field_path: tuple[str, ...], value: object) -> None:
+    target = data
+    for key in field_path[:-1]:
+        section = target.setdefault(key, {})
+        if not isinstance(section, dict):  # the YAML had a scalar here; validation will say so
+            return
+        target = section
+    target[field_path[-1]] = value
+
+
+def _resolve_paths(settings: Settings, base: Path, sources: Mapping[Loc, str]) -> Settings:
+    """Relative paths in a file are relative to that file; from the environment or the
+    bundled file (which lives inside the installed package), to the working directory."""
+    if base == BUNDLED_CONFIG.parent:
+        return settings
+    update: dict[str, Path] = {}
+    if not settings.data_dir.is_absolute() and ("data_dir",) not in sources:
+        update["data_dir"] = base / settings.data_dir
+    if settings.catalog is not None and not settings.catalog.is_absolute():
+        update["catalog"] = base / settings.catalog
+    return settings.model_copy(update=update)

@@ -1,0 +1,271 @@
+"""The durable sink for line protocol: InfluxDB when it takes the lines, else the spool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ingest.influx import RejectedWriteError, RetryableWriteError, Writer
+from ingest.spool import Segment, Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL_S = 1.0  # a restarting InfluxDB is often back within a second or two
+BACKOFF_MAX_S = 30.0  # an outage is noticed within half a minute of its end
+RETRY_AFTER_MAX_S = 300.0  # a Retry-After beyond five minutes is more likely a bug than a plan
+
+Rejection = tuple[str, str]  # (line, InfluxDB's reason for refusing it)
+# Called in a worker thread, as it is expected to write the lines to disk (as dead letters).
+RejectedCallback = Callable[[list[Rejection]], None]
+
+
+class StorageUnavailable(Exception):
+    """Lines could be made durable neither in InfluxDB nor in the spool."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What became of a batch: lines written, spooled, and rejected with a reason."""
+
+    written: int = 0
+    spooled: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    """A snapshot of the storage counters, in lines."""
+
+    written_total: int
+    spooled_total: int
+    rejected_total: int
+    retryable_errors_total: int
+    spool_segments: int
+    spool_bytes: int
+    last_write_latency_s: float | None
+
+
+@dataclass(slots=True)
+class _Progress:
+    written: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class _Interrupted(Exception):
+    """A retryable failure part way through a batch; `remaining` keeps the order."""
+
+    def __init__(
+        self, progress: _Progress, remaining: list[str], cause: RetryableWriteError
+    ) -> None:
+        super().__init__(str(cause))
+        self.progress = progress
+        self.remaining = remaining
+        self.cause = cause
+
+
+class Storage:
+    """Writes batches to InfluxDB, spools what it cannot write, and drains the spool in order.
+
+    While the spool holds anything, new batches join its end rather than going straight to
+    InfluxDB, so readings reach InfluxDB in the order they arrived. A batch InfluxDB
+    refuses (400, 413, 422) is split in halves until the refused lines are alone; those are
+    handed back with InfluxDB's message, so a single bad line costs no good ones.
+
+    The drain hands the refused lines of spooled segments to `on_rejected`, in a worker
+    thread; it must make them durable (as dead letters) before it returns, since the
+    segment is removed right after.
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        spool: Spool,
+        on_rejected: RejectedCallback,
+        *,
+        timer: Callable[[], float] = time.perf_counter,
+        backoff_initial_s: float = BACKOFF_INITIAL_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
+    ) -> None:
+        self._writer = writer
+        self._spool = spool
+        self._on_rejected = on_rejected
+        self._timer = timer
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._appended = asyncio.Event()
+        # One batch at a time: a second batch written directly while the first is being
+        # spooled would overtake it.
+        self._store_lock = asyncio.Lock()
+        self._written_total = 0
+        self._spooled_total = 0
+        self._rejected_total = 0
+        self._retryable_errors_total = 0
+        self._last_write_latency_s: float | None = None
+
+    @property
+    def stats(self) -> StorageStats:
+        return StorageStats(
+            written_total=self._written_total,
+            spooled_total=self._spooled_total,
+            rejected_total=self._rejected_total,
+            retryable_errors_total=self._retryable_errors_total,
+            spool_segments=self._spool.segments,
+            spool_bytes=self._spool.size_bytes,
+            last_write_latency_s=self._last_write_latency_s,
+        )
+
+    async def store(self, lines: list[str]) -> StoreOutcome:
+        """Make `lines` durable: written to InfluxDB, or appended to the spool.
+
+        Rejected lines are returned for the caller to dead-letter. When the spool is full
+        (or the disk fails) the lines cannot be made durable, and this raises
+        `StorageUnavailable` instead of dropping them: the caller must then not acknowledge
+        the messages, so the broker keeps them and redelivers them later. Dropping the
+        newest data, or evicting the oldest from the spool, would both lose readings that
+        the broker can still hold for us. Lines written before the error are written again
+        on redelivery, which InfluxDB turns into harmless overwrites.
+        """
+        if not lines:
+            return StoreOutcome()
+        async with self._store_lock:
+            if not self._spool.empty:
+                await self._append(lines)
+                return StoreOutcome(spooled=len(lines))
+            try:
+                progress = await self._write_splitting(lines)
+            except _Interrupted as stopped:
+                log.warning("InfluxDB unavailable, spooling: %s", stopped.cause)
+                await self._append(stopped.remaining)
+                self._rejected_total += len(stopped.progress.rejected)
+                return StoreOutcome(
+                    stopped.progress.written, len(stopped.remaining), stopped.progress.rejected
+                )
+            self._rejected_total += len(progress.rejected)
+            return StoreOutcome(written=progress.written, rejected=progress.rejected)
+
+    async def drain(self, stop: asyncio.Event) -> None:
+        """Deliver the spool to InfluxDB, oldest segment first, until `stop` is set.
+
+        A segment leaves the spool only after it is written (and its rejected lines are
+        reported through `on_rejected`), so a crash at any point loses nothing. An error
+        from `on_rejected` propagates: the segment then stays for the next run.
+        """
+        backoff = self._backoff_initial_s
+        while not stop.is_set():
+            if self._spool.empty:
+                await self._wait_for_append(stop)
+                continue
+            failure = await self._drain_oldest()
+            if failure is None:
+                backoff = self._backoff_initial_s
+                continue
+            delay = _retry_delay(failure, backoff)
+            backoff = min(backoff * 2, self._backoff_max_s)
+            log.warning("spool drain paused for %.1f s: %s", delay, failure)
+            await _wait(stop, delay)
+
+    async def _drain_oldest(self) -> RetryableWriteError | None:
+        """Deliver the oldest segment; return the error that stopped it, if one did."""
+        segment = await asyncio.to_thread(self._spool.oldest)
+        if segment is None:
+            return None
+        lines = _split_lines(segment.body)
+        try:
+            progress = await self._write_splitting(lines)
+        except _Interrupted as stopped:
+            await self._keep_rest(segment, lines, stopped)
+            return stopped.cause
+        await self._report(progress.rejected)
+        await asyncio.to_thread(self._spool.remove, segment)
+        return None
+
+    async def _keep_rest(self, segment: Segment, lines: list[str], stopped: _Interrupted) -> None:
+        # Rewriting lines already written would be harmless, but shrinking the segment
+        # keeps lines already dead-lettered from being dead-lettered again.
+        await self._report(stopped.progress.rejected)
+        if len(stopped.remaining) < len(lines):
+            body = _join_lines(stopped.remaining)
+            await asyncio.to_thread(self._spool.replace, segment, body)
+
+    async def _report(self, rejected: list[Rejection]) -> None:
+        if rejected:
+            await asyncio.to_thread(self._on_rejected, rejected)
+            self._rejected_total += len(rejected)
+
+    async def _write_splitting(self, lines: list[str]) -> _Progress:
+        """Write `lines`, halving refused chunks until each refused line stands alone.
+
+        Raises `_Interrupted` on a retryable error, with the lines not yet dealt with.
+        """
+        progress = _Progress()
+        pending = [lines]  # a stack of chunks, the next one on top
+        while pending:
+            chunk = pending.pop()
+            try:
+                await self._timed_write(chunk)
+            except RejectedWriteError as exc:
+                if len(chunk) == 1:
+                    progress.rejected.append((chunk[0], exc.message))
+                else:
+                    middle = len(chunk) // 2
+                    pending += [chunk[middle:], chunk[:middle]]
+                continue
+            except RetryableWriteError as exc:
+                self._retryable_errors_total += 1
+                remaining = chunk + [line for later in reversed(pending) for line in later]
+                raise _Interrupted(progress, remaining, exc) from exc
+            progress.written += len(chunk)
+        return progress
+
+    async def _timed_write(self, lines: list[str]) -> None:
+        started = self._timer()
+        await self._writer.write(_join_lines(lines))
+        self._last_write_latency_s = self._timer() - started
+        self._written_total += len(lines)
+
+    async def _append(self, lines: list[str]) -> None:
+        try:
+            await asyncio.to_thread(self._spool.append, _join_lines(lines))
+        except (SpoolFull, OSError) as exc:
+            raise StorageUnavailable(
+                f"cannot store {len(lines)} lines: InfluxDB is not taking them and {exc}"
+            ) from exc
+        self._spooled_total += len(lines)
+        self._appended.set()
+
+    async def _wait_for_append(self, stop: asyncio.Event) -> None:
+        self._appended.clear()
+        if not self._spool.empty:  # appended between the caller's check and the clear
+            return
+        waiters = [asyncio.ensure_future(self._appended.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+def _retry_delay(exc: RetryableWriteError, backoff: float) -> float:
+    # The server's own estimate beats our guess, in both directions.
+    if exc.retry_after is not None:
+        return max(0.0, min(exc.retry_after, RETRY_AFTER_MAX_S))
+    return backoff
+
+
+async def _wait(stop: asyncio.Event, delay: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+
+
+def _join_lines(lines: list[str]) -> bytes:
+    return "\n".join(lines).encode("utf-8")
+
+
+def _split_lines(body: bytes) -> list[str]:
+    # A damaged segment still goes out: InfluxDB refuses the bad lines, which get
+    # dead-lettered, instead of the whole segment blocking the spool forever.
+    return [line for line in body.decode("utf-8", errors="replace").split("\n") if line]

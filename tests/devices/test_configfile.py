@@ -1,0 +1,174 @@
+"""configfile: strict YAML to pydantic, with every problem placed at file, line and field."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.configfile import (
+    ConfigError,
+    Loc,
+    Problem,
+    load_yaml,
+    read_yaml,
+    validate_data,
+)
+
+
+class Server(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str
+    servers: list[Server] = Field(default_factory=list)
+    http: Server | None = None
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "siaga.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[Problem]:
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(path, Settings)
+    return caught.value.problems
+
+
+def test_a_valid_file_loads_into_the_model(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nservers:\n  - host: a\n    port: 1883\n")
+    assert load_yaml(path, Settings) == Settings(name="x", servers=[Server(host="a", port=1883)])
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "nope.yaml") == [Problem("file", "not found")]
+
+
+def test_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    [problem] = problems_of(tmp_path)
+    assert problem.message.startswith("cannot be read")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bin.yaml"
+    path.write_bytes(b"name: \xff\n")
+    assert problems_of(path) == [Problem("file", "not UTF-8 text (byte 6)")]
+
+
+def test_a_yaml_syntax_error_names_its_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nservers: [a, b\n")
+    [problem] = problems_of(path)
+    assert problem.place == "YAML syntax"
+    assert problem.line == 3
+    assert "column 1" in problem.message
+    assert "flow sequence that starts at line 2" in problem.message
+
+
+def test_unsafe_tags_are_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(write(tmp_path, "name: !!python/object:os.system x\n"))
+    assert "could not determine a constructor" in problem.message
+
+
+def test_several_documents_are_refused(tmp_path: Path) -> None:
+    [problem] = problems_of(write(tmp_path, "name: a\n---\nname: b\n"))
+    assert "expected a single document" in problem.message
+    assert problem.line == 2
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- a\n", "a list"), ("just text\n", "a string")])
+def test_a_top_level_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str, kind: str) -> None:
+    assert problems_of(write(tmp_path, text)) == [
+        Problem("top level", f"must be a mapping (key: value lines), not {kind}", 1)
+    ]
+
+
+def test_an_empty_file_is_an_empty_mapping(tmp_path: Path) -> None:
+    assert read_yaml(write(tmp_path, "# only a comment\n")).data == {}
+    assert problems_of(write(tmp_path, "")) == [Problem("name", "required, but missing")]
+
+
+def test_duplicate_keys_are_refused_at_the_second_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: a\nservers:\n  - host: a\n    port: 1\n    host: b\nname: c\n")
+    assert problems_of(path) == [
+        Problem("servers[0].host", "duplicate key (first at line 3)", 5),
+        Problem("name", "duplicate key (first at line 1)", 6),
+    ]
+
+
+def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    text = "name: x\nservers:\n  - &a {host: a, port: 1}\n  - <<: *a\n    port: 2\n"
+    assert load_yaml(write(tmp_path, text), Settings).servers[1] == Server(host="a", port=2)
+
+
+def test_str_renders_one_line_per_problem_as_file_line_place_message(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "name: x\nservers:\n  - host: a\n    port: 0\n  - host: 7\n    port: 1\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(path, Settings)
+    assert str(caught.value).splitlines() == [
+        f"{path}:4: servers[0].port: must be >= 1 (got 0)",
+        f"{path}:5: servers[1].host: must be a string, not an integer (put it in quotes)",
+    ]
+
+
+def test_a_missing_field_is_placed_at_its_parent(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nservers:\n  - host: a\n")
+    assert problems_of(path) == [Problem("servers[0].port", "required, but missing", 3)]
+
+
+def test_an_unknown_key_suggests_the_closest_allowed_one(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nhttp:\n  host: a\n  prot: 80\n")
+    assert Problem(
+        "http.prot", "unknown key (did you mean port? expected one of host, port)", 4
+    ) in problems_of(path)
+
+
+def test_an_unknown_top_level_key_lists_the_allowed_ones(tmp_path: Path) -> None:
+    [problem] = problems_of(write(tmp_path, "name: x\nzzz: 1\n"))
+    assert problem == Problem("zzz", "unknown key (expected one of name, servers, http)", 2)
+
+
+def test_a_wrong_container_type_says_what_is_expected(tmp_path: Path) -> None:
+    [problem] = problems_of(write(tmp_path, "name: x\nservers: {host: a}\n"))
+    assert problem == Problem("servers", "must be a list (- item lines), not a mapping", 2)
+
+
+def test_values_from_the_environment_are_placed_at_their_variable(tmp_path: Path) -> None:
+    document = read_yaml(write(tmp_path, "name: x\nhttp:\n  host: a\n  port: 80\n"))
+    data = {**document.data, "http": {"host": "a", "port": 0}}
+    sources: dict[Loc, str] = {("http", "port"): "environment SIAGA_HTTP_PORT"}
+    with pytest.raises(ConfigError) as caught:
+        validate_data(data, Settings, document.path, document.node, sources)
+    assert caught.value.problems == [Problem("environment SIAGA_HTTP_PORT", "must be >= 1 (got 0)")]
+    assert (
+        str(caught.value) == f"{document.path}: environment SIAGA_HTTP_PORT: must be >= 1 (got 0)"
+    )
+
+
+def test_semantic_checks_run_on_a_valid_model_and_are_placed(tmp_path: Path) -> None:
+    def unique_hosts(settings: Settings) -> Iterator[tuple[Loc, str]]:
+        seen = set()
+        for index, server in enumerate(settings.servers):
+            if server.host in seen:
+                yield ("servers", index, "host"), "duplicate host"
+            seen.add(server.host)
+
+    path = write(tmp_path, "name: x\nservers:\n- {host: a, port: 1}\n- {host: a, port: 2}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_yaml(path, Settings, check=unique_hosts)
+    assert caught.value.problems == [Problem("servers[1].host", "duplicate host", 4)]
+
+
+def test_config_error_without_a_path_renders_place_and_message() -> None:
+    assert str(ConfigError(None, [Problem("name", "required, but missing")])) == (
+        "name: required, but missing"
+    )

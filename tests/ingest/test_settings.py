@@ -1,0 +1,88 @@
+"""Settings: the YAML file, the SPEC environment overrides, and errors that name the place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devices.configfile import ConfigError
+from ingest.settings import BUNDLED_CONFIG, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "siaga.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_bundled_configuration_is_valid_and_uses_the_bundled_catalog() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.influx.api == "v1"
+    assert settings.catalog_path.name == "jakarta.yaml"
+    assert load_settings(BUNDLED_CONFIG, environ={}) == settings
+
+
+def test_every_section_can_be_set_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+mqtt: {url: "mqtts://ingest:s%40cret@broker.example:8884", ca_file: ca.pem, client_id: a}
+influx: {api: v2, url: "http://db:8086/", org: o, bucket: b, token: t0k3n, timeout_s: 5}
+ingest: {batch_size: 100, flush_interval_s: 0.5, unknown_devices: accept}
+spool: {max_bytes: 2097152}
+data_dir: state
+catalog: devices.yaml
+""")
+    settings = load_settings(path, environ={})
+    assert (settings.mqtt.host, settings.mqtt.port, settings.mqtt.tls) == (
+        "broker.example", 8884, True)
+    assert settings.mqtt.username == "ingest"
+    assert settings.mqtt.password is not None
+    assert settings.mqtt.password.get_secret_value() == "s@cret"
+    assert settings.mqtt.ca_file == Path("ca.pem")
+    assert settings.influx.url == "http://db:8086"
+    assert settings.influx.token is not None and settings.influx.token.get_secret_value() == "t0k3n"
+    assert settings.ingest.unknown_devices == "accept"
+    assert settings.data_dir == tmp_path / "state"
+    assert settings.catalog == tmp_path / "devices.yaml"
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "influx: {api: v1, database: fromfile}\ndata_dir: fromfile\n")
+    settings = load_settings(path, environ={
+        "SIAGA_MQTT_URL": "mqtt://other:1884",
+        "SIAGA_INFLUX_API": "v2",
+        "SIAGA_INFLUX_DATABASE": "fromenv",
+        "SIAGA_INFLUX_TOKEN": "secret",
+        "SIAGA_HTTP_PORT": "9090",
+        "SIAGA_DATA_DIR": "/var/lib/siaga",
+    })
+    assert settings.mqtt.port == 1884
+    assert settings.influx.api == "v2"
+    assert settings.influx.database == "fromenv"
+    assert settings.http.port == 9090
+    assert settings.data_dir == Path("/var/lib/siaga")
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        ("influx:\n  api: v3\n", {}, "siaga.yaml:2: influx.api:"),
+        ("ingest:\n  batch_size: 0\n", {}, "siaga.yaml:2: ingest.batch_size:"),
+        ("mqtt:\n  url: http://x\n", {}, "siaga.yaml:2: mqtt.url: "),
+        ("influx:\n  tmeout_s: 3\n", {}, "siaga.yaml:2: influx.tmeout_s:"),
+        ("spool: 5\n", {}, "siaga.yaml:1: spool:"),
+        ("data_dir: x\n", {"SIAGA_HTTP_PORT": "eighty"}, "environment SIAGA_HTTP_PORT"),
+        ("", {"SIAGA_INFLUX_API": "v9"}, "environment SIAGA_INFLUX_API"),
+    ],
+)
+def test_a_mistake_names_the_file_the_place_and_the_fix(
+    tmp_path: Path, text: str, environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=environ)
+    assert expected in str(caught.value)
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", environ={})

@@ -1,0 +1,293 @@
+"""Tests of storage: write or spool, split refused batches, drain the spool in order.
+
+`ScriptedWriter` is a deterministic stand-in for InfluxDB, used here ONLY to produce exact
+failure sequences (down for two writes, a 429 with Retry-After, a failure in the middle of
+a split) that a real server cannot be made to produce on demand. Storage against real
+InfluxDB servers is tested in `tests/integration/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pytest
+
+from ingest.influx import RejectedWriteError, RetryableWriteError
+from ingest.spool import Spool
+from ingest.storage import Rejection, Storage, StorageUnavailable
+
+BUDGET = 1_000_000
+DEADLINE_S = 5.0  # generous: a loaded CI machine must not fail a correct drain
+
+
+class ScriptedWriter:
+    """Follows the `Writer` protocol; answers as scripted instead of as a server would.
+
+    Each write consumes the next entry of `script`: an error to raise, or None to behave
+    normally (refuse batches holding a line of `refused`, else take the lines). An empty
+    script means normal behaviour; `down` makes every write fail as if unreachable.
+    """
+
+    def __init__(self) -> None:
+        self.down = False
+        self.refused: set[str] = set()
+        self.script: list[Exception | None] = []
+        self.written: list[str] = []
+        self.attempts: list[float] = []  # time.monotonic() of each write
+
+    async def write(self, body: bytes) -> None:
+        self.attempts.append(time.monotonic())
+        scripted = self.script.pop(0) if self.script else None
+        if scripted is not None:
+            raise scripted
+        if self.down:
+            raise RetryableWriteError("connection refused")
+        lines = body.decode().split("\n")
+        for line in lines:
+            if line in self.refused:
+                raise RejectedWriteError(400, f"unable to parse '{line}': bad timestamp")
+        self.written.extend(lines)
+
+    async def ping(self) -> bool:
+        return not self.down
+
+    def describe(self) -> str:
+        return "scripted stand-in for InfluxDB"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+class Harness:
+    """A storage over a real spool directory, collecting what the drain reports."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        max_bytes: int = BUDGET,
+        backoff_initial_s: float = 0.01,
+        backoff_max_s: float = 0.05,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.writer = ScriptedWriter()
+        self.spool = Spool(tmp_path / "spool", max_bytes)
+        self.reported: list[Rejection] = []
+        self.storage = Storage(
+            self.writer,
+            self.spool,
+            self.reported.extend,
+            timer=timer,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+        )
+
+    @contextlib.asynccontextmanager
+    async def draining(self) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.storage.drain(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within the deadline")
+        await asyncio.sleep(0.005)
+
+
+def batch(name: str, size: int = 3) -> list[str]:
+    return [f"m,b={name} v={i}i {i}" for i in range(size)]
+
+
+async def test_a_batch_influxdb_takes_is_written(harness: Harness) -> None:
+    outcome = await harness.storage.store(batch("a"))
+    assert (outcome.written, outcome.spooled, outcome.rejected) == (3, 0, [])
+    assert harness.writer.written == batch("a")
+    assert harness.spool.empty
+
+
+async def test_write_latency_is_measured_with_the_timer(tmp_path: Path) -> None:
+    ticks: Iterator[float] = iter([10.0, 10.25])
+    harness = Harness(tmp_path, timer=lambda: next(ticks))
+    await harness.storage.store(batch("a"))
+    assert harness.storage.stats.last_write_latency_s == 0.25
+
+
+async def test_batches_are_spooled_while_influxdb_is_down_then_drained_in_order(
+    harness: Harness,
+) -> None:
+    harness.writer.down = True
+    async with harness.draining():
+        first = await harness.storage.store(batch("a"))
+        second = await harness.storage.store(batch("b"))
+        assert (first.spooled, second.spooled) == (3, 3)
+        assert harness.writer.written == []
+        harness.writer.down = False
+        await eventually(lambda: harness.spool.empty)
+    assert harness.writer.written == batch("a") + batch("b")
+    stats = harness.storage.stats
+    assert (stats.written_total, stats.spooled_total, stats.spool_segments) == (6, 6, 0)
+
+
+async def test_new_batches_go_behind_the_spool_and_are_written_after_it(
+    harness: Harness,
+) -> None:
+    harness.writer.down = True
+    await harness.storage.store(batch("old"))
+    harness.writer.down = False
+
+    outcome = await harness.storage.store(batch("new"))
+
+    assert (outcome.written, outcome.spooled) == (0, 3)
+    assert harness.writer.written == []
+    async with harness.draining():
+        await eventually(lambda: harness.spool.empty)
+    assert harness.writer.written == batch("old") + batch("new")
+
+
+async def test_a_batch_with_one_bad_line_loses_only_that_line(harness: Harness) -> None:
+    lines = batch("a", size=8)
+    harness.writer.refused = {lines[5]}
+
+    outcome = await harness.storage.store(lines)
+
+    assert outcome.written == 7
+    assert outcome.rejected == [(lines[5], f"unable to parse '{lines[5]}': bad timestamp")]
+    assert harness.writer.written == lines[:5] + lines[6:]
+    assert harness.storage.stats.rejected_total == 1
+
+
+async def test_a_failure_in_the_middle_of_a_split_spools_the_rest(harness: Harness) -> None:
+    _, bad, c, d = lines = batch("x", size=4)
+    harness.writer.refused = {bad}
+    # Writes: [a bad c d] refused, [a bad] refused, [a] taken, [bad] refused, [c d] fails.
+    harness.writer.script = [None, None, None, None, RetryableWriteError("timeout")]
+
+    outcome = await harness.storage.store(lines)
+
+    assert (outcome.written, outcome.spooled) == (1, 2)
+    assert [line for line, _ in outcome.rejected] == [bad]
+    oldest = harness.spool.oldest()
+    assert oldest is not None
+    assert oldest.body == f"{c}\n{d}".encode()
+
+
+async def test_the_drain_reports_refused_lines_and_removes_the_segment(
+    harness: Harness,
+) -> None:
+    lines = batch("a", size=5)
+    harness.spool.append("\n".join(lines).encode())
+    harness.writer.refused = {lines[0]}
+    async with harness.draining():
+        await eventually(lambda: harness.spool.empty)
+    assert [line for line, _ in harness.reported] == [lines[0]]
+    assert harness.writer.written == lines[1:]
+
+
+async def test_the_drain_keeps_only_the_unwritten_rest_when_influxdb_fails_midway(
+    tmp_path: Path,
+) -> None:
+    harness = Harness(tmp_path, backoff_initial_s=60.0)
+    a, bad, c, d = lines = batch("x", size=4)
+    harness.spool.append("\n".join(lines).encode())
+    harness.writer.refused = {bad}
+    harness.writer.script = [None, None, None, None, RetryableWriteError("timeout")]
+
+    async with harness.draining():
+        await eventually(lambda: len(harness.writer.attempts) == 5)
+        await eventually(lambda: harness.spool.size_bytes == len(f"{c}\n{d}"))
+
+    assert [line for line, _ in harness.reported] == [bad]
+    oldest = harness.spool.oldest()
+    assert oldest is not None
+    assert oldest.body == f"{c}\n{d}".encode()
+    assert harness.writer.written == [a]
+
+
+async def test_retry_after_shorter_than_the_backoff_is_honoured(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, backoff_initial_s=60.0)
+    harness.spool.append(b"m v=1i 1")
+    harness.writer.script = [RetryableWriteError("429", status=429, retry_after=0.05)]
+    async with harness.draining():
+        await eventually(lambda: harness.spool.empty)
+    first, second = harness.writer.attempts
+    assert second - first >= 0.05 * 0.9  # the loop's timers may fire a tick early
+
+
+async def test_retry_after_longer_than_the_backoff_is_honoured(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, backoff_initial_s=0.001)
+    harness.spool.append(b"m v=1i 1")
+    harness.writer.script = [RetryableWriteError("429", status=429, retry_after=0.3)]
+    async with harness.draining():
+        await eventually(lambda: harness.spool.empty)
+    first, second = harness.writer.attempts
+    assert second - first >= 0.3 * 0.9
+
+
+async def test_the_drain_backs_off_exponentially_up_to_the_cap(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, backoff_initial_s=0.02, backoff_max_s=0.08)
+    harness.spool.append(b"m v=1i 1")
+    harness.writer.script = [RetryableWriteError("down") for _ in range(5)]
+    async with harness.draining():
+        await eventually(lambda: harness.spool.empty)
+    attempts = harness.writer.attempts
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    for gap, expected in zip(gaps, [0.02, 0.04, 0.08, 0.08, 0.08], strict=True):
+        assert gap >= expected * 0.9
+
+
+async def test_a_full_spool_makes_storage_unavailable(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, max_bytes=20)
+    harness.writer.down = True
+    with pytest.raises(StorageUnavailable, match="spool full"):
+        await harness.storage.store(batch("a"))
+    assert harness.spool.empty
+    assert harness.storage.stats.spooled_total == 0
+
+
+async def test_the_drain_stops_promptly_while_waiting_for_work(harness: Harness) -> None:
+    async with asyncio.timeout(DEADLINE_S), harness.draining():
+        await asyncio.sleep(0)
+
+
+async def test_the_drain_stops_promptly_while_backing_off(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, backoff_initial_s=60.0)
+    harness.spool.append(b"m v=1i 1")
+    harness.writer.down = True
+    async with asyncio.timeout(DEADLINE_S), harness.draining():
+        await eventually(lambda: len(harness.writer.attempts) == 1)
+    assert harness.spool.segments == 1
+
+
+async def test_a_spool_left_by_an_earlier_run_is_drained_first(tmp_path: Path) -> None:
+    Spool(tmp_path / "spool", BUDGET).append("\n".join(batch("earlier")).encode())
+    harness = Harness(tmp_path)
+    await harness.storage.store(batch("now"))
+    async with harness.draining():
+        await eventually(lambda: harness.spool.empty)
+    assert harness.writer.written == batch("earlier") + batch("now")

@@ -1,0 +1,135 @@
+"""Shared pieces of the end-to-end tests: a running service, a publisher, polling, counting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.registry import Registry, load_catalog
+from ingest.app import Service
+from ingest.localservers import InfluxDB1
+from ingest.settings import InfluxSettings, IngestSettings, MqttSettings, Settings
+
+_unique = itertools.count()
+
+
+def unique_name(stem: str) -> str:
+    """A name no other test uses: topic prefixes, databases, client ids."""
+    return f"{stem}{next(_unique)}{uuid.uuid4().hex[:6]}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(step)
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(0.05)
+
+
+def make_settings(mqtt_url: str, influx: InfluxSettings, data_dir: Path, *,
+                  catalog: Path | None = None, batch_size: int = 500,
+                  flush_interval_s: float = 0.2, prefix: str | None = None,
+                  unknown_devices: str = "dead-letter") -> Settings:
+    return Settings(
+        mqtt=MqttSettings(url=mqtt_url, client_id=unique_name("siaga-test-"),
+                          topic_prefix=prefix or unique_name("t"), reconnect_max_s=2),
+        influx=influx,
+        ingest=IngestSettings(batch_size=batch_size, flush_interval_s=flush_interval_s,
+                              unknown_devices=unknown_devices),  # type: ignore[arg-type]
+        data_dir=data_dir,
+        catalog=catalog,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings,
+                          registry: Registry | None = None) -> AsyncIterator[Service]:
+    """The service in this event loop, stopped (gracefully) when the block ends."""
+    service = Service(settings, registry or load_catalog(settings.catalog_path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    ready = asyncio.create_task(service.ready.wait())
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # raises what broke start-up
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+class Publisher:
+    """A device-side QoS 1 publisher that counts what the broker acknowledged."""
+
+    def __init__(self, port: int, client_id: str | None = None) -> None:
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or unique_name("pub-"),
+                                  clean_session=False)
+        self.client.on_publish = self._on_publish
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)  # unbounded: keep everything across outages
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_publish(self, *args: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, topic: str, payload: object, qos: int = 1) -> None:
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        self.client.publish(topic, body, qos=qos)
+
+    def publish_all(self, messages: Iterable[tuple[str, object]]) -> int:
+        count = 0
+        for topic, payload in messages:
+            self.publish(topic, payload)
+            count += 1
+        return count
+
+    def wait_acked(self, count: int, timeout: float = 30.0) -> None:
+        wait_until(lambda: self.acked >= count, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def influx_rows(influx: InfluxDB1, database: str, query: str) -> list[dict[str, Any]]:
+    """Rows of an InfluxQL query as dicts (tags and fields by column name)."""
+    result = influx.query(query, database)
+    rows: list[dict[str, Any]] = []
+    for statement in result.get("results", []):
+        for series in statement.get("series", []):
+            columns = series["columns"]
+            tags = series.get("tags", {})
+            for values in series["values"]:
+                rows.append({**tags, **dict(zip(columns, values, strict=True))})
+    return rows
+
+
+def influx_count(influx: InfluxDB1, database: str, measurement: str, field: str) -> int:
+    rows = influx_rows(influx, database, f'SELECT count("{field}") FROM "{measurement}"')
+    return int(rows[0]["count"]) if rows else 0

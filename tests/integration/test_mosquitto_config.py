@@ -1,0 +1,142 @@
+"""The shipped mosquitto.conf, run by a real broker, does what its comments promise."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.localservers import (
+    MOSQUITTO_CONF,
+    Mosquitto,
+    ServerNotInstalled,
+    ServerStartError,
+    adapt_mosquitto_config,
+    find_binary,
+)
+
+BACKLOG = 3000  # three times Mosquitto's default max_queued_messages (1000)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+class Inbox:
+    """Payloads a client received, safe to read from the test thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._payloads: list[bytes] = []
+
+    def on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self._payloads.append(bytes(message.payload))
+
+    @property
+    def payloads(self) -> list[bytes]:
+        with self._lock:
+            return list(self._payloads)
+
+
+@contextmanager
+def connected(
+    broker: Mosquitto,
+    client_id: str = "",
+    *,
+    clean_session: bool = True,
+    inbox: Inbox | None = None,
+) -> Iterator[mqtt.Client]:
+    """A connected MQTT 3.1.1 client with its network loop running; disconnected on exit."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+    )
+    client.max_inflight_messages_set(1000)  # the publishers of these tests are not paced
+    if inbox is not None:
+        client.on_message = inbox.on_message
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        wait_until(client.is_connected, 10)
+        yield client
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def subscribe(client: mqtt.Client, topic: str) -> None:
+    result, mid = client.subscribe(topic, qos=1)
+    assert result == mqtt.MQTT_ERR_SUCCESS
+    granted = threading.Event()
+    client.on_subscribe = lambda *args: granted.set() if args[2] == mid else None
+    assert granted.wait(10), "no SUBACK"
+
+
+def unique_topic() -> str:
+    return f"test/{uuid.uuid4().hex}"
+
+
+def test_the_adapted_configuration_changes_only_port_and_paths(tmp_path: Path) -> None:
+    shipped = MOSQUITTO_CONF.read_text().splitlines()
+    adapted = adapt_mosquitto_config("\n".join(shipped), 1234, tmp_path, as_root=False)
+    changed = [
+        (old, new) for old, new in zip(shipped, adapted.splitlines(), strict=True) if old != new
+    ]
+    assert changed == [
+        ("listener 1883", "listener 1234 127.0.0.1"),
+        ("persistence_location /var/lib/mosquitto/", f"persistence_location {tmp_path}/"),
+        (
+            "log_dest file /var/log/mosquitto/mosquitto.log",
+            f"log_dest file {tmp_path / 'mosquitto.log'}",
+        ),
+    ]
+
+
+def test_the_broker_refuses_a_payload_over_64_kib(mosquitto: Mosquitto) -> None:
+    topic, inbox = unique_topic(), Inbox()
+    with connected(mosquitto, inbox=inbox) as subscriber, connected(mosquitto) as publisher:
+        subscribe(subscriber, topic)
+        large = publisher.publish(topic, b"x" * 70_000, qos=1)
+        small = publisher.publish(topic, b"y" * 1024, qos=1)
+        large.wait_for_publish(10)
+        small.wait_for_publish(10)
+        # Delivery keeps the publishing order: had the large one been forwarded, it would
+        # be in the inbox before the small one.
+        wait_until(lambda: len(inbox.payloads) > 0)
+    assert inbox.payloads == [b"y" * 1024]
+
+
+def test_the_broker_keeps_a_persistent_sessions_backlog_beyond_1000_messages(
+    mosquitto: Mosquitto,
+) -> None:
+    topic, client_id, inbox = unique_topic(), f"backlog-{uuid.uuid4().hex[:8]}", Inbox()
+    with connected(mosquitto, client_id, clean_session=False) as subscriber:
+        subscribe(subscriber, topic)
+    with connected(mosquitto) as publisher:
+        sent = [publisher.publish(topic, str(n).encode(), qos=1) for n in range(BACKLOG)]
+        for message in sent:
+            message.wait_for_publish(10)
+    with connected(mosquitto, client_id, clean_session=False, inbox=inbox):
+        wait_until(lambda: len(inbox.payloads) >= BACKLOG, 30)
+    assert sorted(int(payload) for payload in inbox.payloads) == list(range(BACKLOG))
+
+
+def test_a_broker_that_cannot_start_says_why(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    with pytest.raises(ServerStartError, match="already in use"):
+        Mosquitto(tmp_path, port=mosquitto.port).start()
+
+
+def test_a_missing_server_names_the_package_to_install() -> None:
+    with pytest.raises(ServerNotInstalled, match="apt-get install -y mosquitto"):
+        find_binary("siaga-no-such-server", "siaga-no-such-package")
