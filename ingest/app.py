@@ -69,7 +69,7 @@ class Service:
                               max_future_s=settings.ingest.max_future_s)
             pipeline = Pipeline(subscriber, decoder, self.registry, storage, dead_letters,
                                 self.stats, settings.ingest, self.clock_ns)
-            log.info("Siaga ingest started: %d devices, MQTT %s:%s, InfluxDB %s (%s), data in %s",
+            log.info("Siaga ingest started: %d devices, MQTT %s:%s, InfluxDB %s %s, data in %s",
                      len(self.registry), settings.mqtt.host, settings.mqtt.port,
                      writer.describe(), settings.influx.api, data_dir)
             drain_stop = asyncio.Event()

@@ -12,6 +12,7 @@ from pathlib import Path
 from devices.configfile import ConfigError
 from devices.registry import load_catalog
 from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
+from simulators.fleet import Fleet, FleetConfig, FleetSummary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,7 +95,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from simulators.fleet import Fleet, FleetConfig
 
     settings = _settings(args)
     registry = load_catalog(settings.catalog_path)
@@ -110,11 +110,9 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_fleet(fleet: object) -> object:
+async def _run_fleet(fleet: Fleet) -> FleetSummary:
     from ingest.app import stop_on_signals
-    from simulators.fleet import Fleet
 
-    assert isinstance(fleet, Fleet)
     async with stop_on_signals() as stop:
         return await fleet.run(stop)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +14,6 @@ from typing import TextIO
 from ingest.app import Service, stop_on_signals
 from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from ingest.settings import InfluxSettings, MqttSettings, Settings
-from simulators.fleet import Fleet, FleetConfig
 
 LIVE_INTERVAL_S = 1.0  # how often the live line is redrawn
 PLAIN_EVERY = 10  # without a terminal, print a line every this many intervals
@@ -49,7 +50,7 @@ class Demo:
                 data_dir=self.root / "data",
             )
             service = Service(settings)
-            totals = await self._run_all(service, broker.port)
+            totals = await self._run_all(service, broker.url)
         self._say(
             f"\nStopped. {totals.get('messages', 0)} messages received, "
             f"{totals.get('stored', 0)} readings stored, "
@@ -58,37 +59,52 @@ class Demo:
         )
         return 0
 
-    async def _run_all(self, service: Service, broker_port: int) -> dict[str, int]:
-        fleet = Fleet(service.registry, FleetConfig(
-            host="127.0.0.1", port=broker_port, topic_prefix=service.settings.mqtt.topic_prefix,
-            rate=self.rate, duration_s=None, seed=int(time.time()),
-        ))
+    async def _run_all(self, service: Service, broker_url: str) -> dict[str, int]:
         kinds = sorted({str(device.kind) for device in service.registry})
         self._say(f"  Simulators {len(service.registry)} devices ({', '.join(kinds)}) "
-                  f"at {self.rate:g} readings/s. Ctrl-C stops.\n")
+                  f"at {self.rate:g} readings/s, in their own process. Ctrl-C stops.\n")
         async with stop_on_signals() as stop, asyncio.TaskGroup() as group:
             group.create_task(service.run(stop))
             await service.ready.wait()
-            group.create_task(fleet.run(stop))
+            group.create_task(self._simulators(broker_url, stop))
             group.create_task(self._live_line(service, stop))
             if self.duration_s is not None:
                 group.create_task(_stop_after(stop, self.duration_s))
         return service.snapshot()
 
+    async def _simulators(self, broker_url: str, stop: asyncio.Event) -> None:
+        """`siaga simulate` as a separate process: devices are not part of the service."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ingest", "simulate", "--rate", str(self.rate),
+            "--seed", str(int(time.time())),
+            env={**os.environ, "SIAGA_MQTT_URL": broker_url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        await stop.wait()
+        process.send_signal(signal.SIGINT)  # the fleet publishes `offline` and its summary
+        output, _ = await process.communicate()
+        summary = output.decode(errors="replace").strip().splitlines()
+        if summary:
+            self._say(f"\nSimulators: {summary[-1]}")
+
     async def _live_line(self, service: Service, stop: asyncio.Event) -> None:
+        """Every second on a terminal; every PLAIN_EVERY seconds (averaged) in a log."""
         tty = self.out.isatty()
-        before, started, ticks = service.snapshot(), time.monotonic(), 0
+        every = 1 if tty else PLAIN_EVERY
+        shown, started, ticks = service.snapshot(), time.monotonic(), 0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LIVE_INTERVAL_S)
-            now = service.snapshot()
             ticks += 1
-            line = _live_text(before, now, LIVE_INTERVAL_S, time.monotonic() - started)
-            before = now
+            if ticks % every:
+                continue
+            now = service.snapshot()
+            line = _live_text(shown, now, every * LIVE_INTERVAL_S, time.monotonic() - started)
+            shown = now
             if tty:
                 self.out.write("\r" + line.ljust(110))
                 self.out.flush()
-            elif ticks % PLAIN_EVERY == 0:
+            else:
                 self._say(line)
 
     def _say(self, text: str) -> None:
