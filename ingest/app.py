@@ -12,6 +12,9 @@ from contextlib import AsyncExitStack
 
 from devices.registry import Registry, load_catalog
 from devices.topics import TopicScheme
+from ingest.alerting import Alerting
+from ingest.api import serve_api
+from ingest.apicontext import ApiContext
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoder
 from ingest.influx import V1Writer, V2Writer, Writer
@@ -19,12 +22,14 @@ from ingest.pipeline import Pipeline
 from ingest.settings import InfluxSettings, Settings
 from ingest.spool import Spool
 from ingest.stats import IngestStats
-from ingest.storage import Storage
+from ingest.storage import Storage, StorageStats
 from ingest.subscriber import Subscriber
+from rules.config import load_rules
 
 log = logging.getLogger(__name__)
 
 READY_POLL_S = 0.5  # how often start-up looks for a stop while waiting for the broker
+SPOOL_NEARLY_FULL = 0.9  # past 90 % of its budget the spool may refuse the next batch
 
 
 def make_writer(settings: InfluxSettings) -> V1Writer | V2Writer:
@@ -37,16 +42,20 @@ def make_writer(settings: InfluxSettings) -> V1Writer | V2Writer:
 
 
 class Service:
-    """Ingest, store and (later) evaluate: one `run` from start to graceful stop."""
+    """Ingest, store, evaluate and notify: one `run` from start to graceful stop."""
 
     def __init__(self, settings: Settings, registry: Registry | None = None,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings
         self.registry = registry or load_catalog(settings.catalog_path)
+        self.rules = load_rules(settings.rules_path, self.registry)
         self.stats = IngestStats()
         self.clock_ns = clock_ns
         self.ready = asyncio.Event()
+        self.http_port: int | None = None  # the bound port, once the API listens
+        self.alerting: Alerting | None = None
         self._storage: Storage | None = None
+        self._subscriber: Subscriber | None = None
         self._subscriptions: list[str] = []
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -62,19 +71,34 @@ class Service:
             spool = Spool(data_dir / "spool", settings.spool.max_bytes)
             storage = Storage(writer, spool, on_rejected=self._on_drain_rejected(dead_letters))
             self._storage = storage
+            alerting = await stack.enter_async_context(Alerting(
+                self.rules, self.registry, data_dir, webhook_url=settings.webhook_url,
+                external_url=self._external_url(),
+                clock_ns=self.clock_ns))
+            self.alerting = alerting
+            # The API starts before the subscriber, so /healthz answers while the broker is
+            # awaited, and stops after it (the exit stack unwinds in reverse).
+            self.http_port = await stack.enter_async_context(serve_api(
+                self._api_context(alerting, dead_letters), settings.http.host,
+                settings.http.port))
             subscriber = await stack.enter_async_context(
-                Subscriber(settings.mqtt, self._subscriptions, self.clock_ns))
+                Subscriber(settings.mqtt, self._subscriptions, self.clock_ns,
+                           on_connection=alerting.connection))
+            self._subscriber = subscriber
             decoder = Decoder(self.registry, topics,
                               unknown_devices=settings.ingest.unknown_devices,
                               max_future_s=settings.ingest.max_future_s)
             pipeline = Pipeline(subscriber, decoder, self.registry, storage, dead_letters,
-                                self.stats, settings.ingest, self.clock_ns)
-            log.info("Siaga ingest started: %d devices, MQTT %s:%s, InfluxDB %s %s, data in %s",
-                     len(self.registry), settings.mqtt.host, settings.mqtt.port,
-                     writer.describe(), settings.influx.api, data_dir)
+                                self.stats, settings.ingest, alerting, self.clock_ns)
+            log.info("Siaga ingest started: %d devices, %d rules, MQTT %s:%s, InfluxDB %s %s, "
+                     "API http://%s:%s, data in %s", len(self.registry), len(self.rules.rules),
+                     settings.mqtt.host, settings.mqtt.port, writer.describe(),
+                     settings.influx.api, settings.http.host, self.http_port, data_dir)
             drain_stop = asyncio.Event()
             async with asyncio.TaskGroup() as group:
                 group.create_task(storage.drain(drain_stop))
+                # Notifications are delivered until the very end, after the last flush.
+                group.create_task(alerting.run(drain_stop))
                 group.create_task(self._mark_ready(subscriber, stop))
                 await pipeline.run(stop)
                 drain_stop.set()
@@ -88,6 +112,34 @@ class Service:
                 self.ready.set()
                 log.info("Siaga ingest ready: subscribed to %s", ", ".join(self._subscriptions))
                 return
+
+    def _external_url(self) -> str:
+        http = self.settings.http
+        return (http.external_url or f"http://{http.host}:{http.port}").rstrip("/")
+
+    def _api_context(self, alerting: Alerting, dead_letters: DeadLetterStore) -> ApiContext:
+        return ApiContext(
+            registry=self.registry, alerts=alerting.book, dead_letters=dead_letters,
+            outbox=alerting.outbox, ingest_stats=self.stats, storage_stats=self._storage_stats,
+            readiness=self.readiness, token=self.settings.http.token,
+            devices_seen=alerting.devices_seen, latest=alerting.latest,
+            notify=alerting.dispatch, clock_ns=self.clock_ns)
+
+    def readiness(self) -> list[str]:
+        """What keeps the service from being ready (GET /readyz); empty when it is."""
+        reasons = []
+        if self._subscriber is None or not self._subscriber.subscribed.is_set():
+            reasons.append("not subscribed to MQTT")
+        stats, budget = self._storage_stats(), self.settings.spool.max_bytes
+        if stats is None:
+            reasons.append("storage not open")
+        elif stats.spool_bytes >= SPOOL_NEARLY_FULL * budget:
+            reasons.append(f"spool nearly full ({stats.spool_bytes} of {budget} bytes):"
+                           " InfluxDB has not been taking writes")
+        return reasons
+
+    def _storage_stats(self) -> StorageStats | None:
+        return None if self._storage is None else self._storage.stats
 
     def snapshot(self) -> dict[str, int]:
         """Totals since start: received, stored, dead-lettered, spooled, spool depth."""

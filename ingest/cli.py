@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from devices.configfile import ConfigError
 from devices.registry import load_catalog
+from ingest.apiclient import (
+    ApiClient,
+    ApiClientError,
+    base_url,
+    format_alert,
+    format_alerts,
+    format_silences,
+)
 from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
 from simulators.fleet import Fleet, FleetConfig, FleetSummary
 
@@ -26,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.command(args)
     except ConfigError as exc:
         print(f"siaga: configuration error:\n{exc}", file=sys.stderr)
+        return 1
+    except ApiClientError as exc:
+        print(f"siaga: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -70,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=50)
     dead.add_argument("--code", help="only this reason code, e.g. invalid-reading")
     dead.add_argument("--counts", action="store_true", help="totals by reason code")
+    _api_parsers(sub, config_option)
     return parser
 
 
@@ -139,3 +155,96 @@ def _deadletters(args: argparse.Namespace) -> int:
         else:
             print(format_table(store.recent(limit=args.limit, code=args.code)))
     return 0
+
+
+def _api_parsers(sub: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    """`siaga alerts ...` and `siaga silences ...`: talk to a running service's HTTP API."""
+
+    def action(group: Any, name: str, func: Callable[[argparse.Namespace], int],
+               help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = group.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(command=func)
+        config_option(p)
+        p.add_argument("--url", help="the API's base URL (default: $SIAGA_API_URL, else the "
+                                     "configuration's http.host and http.port)")
+        p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+        return p
+
+    alerts = sub.add_parser("alerts", help="list, show and acknowledge the service's alerts")
+    group = alerts.add_subparsers(required=True, metavar="ACTION")
+    listing = action(group, "list", _alerts_list, "alerts, newest first")
+    listing.add_argument("--status", choices=["pending", "firing", "resolved"])
+    listing.add_argument("--match", action="append", default=[], metavar="MATCHER",
+                         help="label matcher: name=value, !=, =~regex, !~regex (repeat to AND)")
+    listing.add_argument("--limit", type=int, default=100)
+    show = action(group, "show", _alerts_show, "one alert and its history")
+    show.add_argument("fingerprint")
+    ack = action(group, "ack", _alerts_ack, "acknowledge an alert: no more repeat notifications")
+    ack.add_argument("fingerprint")
+    ack.add_argument("--comment", default="")
+    ack.add_argument("--by", help="who acknowledges (default: your user name)")
+
+    silences = sub.add_parser("silences", help="add, list and expire silences")
+    group = silences.add_subparsers(required=True, metavar="ACTION")
+    add = action(group, "add", _silences_add, "silence the alerts matching every --match")
+    add.add_argument("--match", action="append", required=True, metavar="MATCHER",
+                     help="e.g. alertname=FloodLevel or device_id=~pa-manggarai|pa-karet")
+    until = add.add_mutually_exclusive_group(required=True)
+    until.add_argument("--duration", help="how long, e.g. 2h, 90m, 1d")
+    until.add_argument("--until", dest="ends_at", help="RFC 3339, e.g. 2024-01-31T18:00:00+07:00")
+    add.add_argument("--start", dest="starts_at", help="RFC 3339 (default: now)")
+    add.add_argument("--comment", required=True, help="why: kept with the silence")
+    add.add_argument("--by", help="who silences (default: your user name)")
+    listing = action(group, "list", _silences_list, "active and pending silences")
+    listing.add_argument("--expired", action="store_true", help="expired silences too")
+    expire = action(group, "expire", _silences_expire, "end a silence now")
+    expire.add_argument("id")
+
+
+def _api_client(args: argparse.Namespace) -> ApiClient:
+    http = _settings(args).http
+    return ApiClient(args.url or base_url(http), http.token)
+
+
+def _show(args: argparse.Namespace, data: Any, table: Callable[[Any], str]) -> int:
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.json else table(data))
+    return 0
+
+
+def _who(args: argparse.Namespace) -> str:
+    if args.by:
+        return str(args.by)
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        return "siaga-cli"
+
+
+def _alerts_list(args: argparse.Namespace) -> int:
+    return _show(args, _api_client(args).alerts(args.status, args.match, args.limit),
+                 format_alerts)
+
+
+def _alerts_show(args: argparse.Namespace) -> int:
+    return _show(args, _api_client(args).alert(args.fingerprint), format_alert)
+
+
+def _alerts_ack(args: argparse.Namespace) -> int:
+    acked = _api_client(args).acknowledge(args.fingerprint, _who(args), args.comment)
+    return _show(args, acked, format_alert)
+
+
+def _silences_add(args: argparse.Namespace) -> int:
+    silence = _api_client(args).add_silence(
+        args.match, _who(args), args.comment, duration=args.duration, ends_at=args.ends_at,
+        starts_at=args.starts_at)
+    return _show(args, silence, lambda s: f"silence {s['id']} {s['state']} until {s['ends_at']}")
+
+
+def _silences_list(args: argparse.Namespace) -> int:
+    return _show(args, _api_client(args).silences(args.expired), format_silences)
+
+
+def _silences_expire(args: argparse.Namespace) -> int:
+    silence = _api_client(args).expire_silence(args.id)
+    return _show(args, silence, lambda s: f"silence {s['id']} expired at {s['ends_at']}")

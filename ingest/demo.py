@@ -8,12 +8,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from aiohttp import web
 
 from ingest.app import Service, stop_on_signals
 from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
-from ingest.settings import InfluxSettings, MqttSettings, Settings
+from ingest.settings import HttpSettings, InfluxSettings, MqttSettings, Settings
 
 LIVE_INTERVAL_S = 1.0  # how often the live line is redrawn
 PLAIN_EVERY = 10  # without a terminal, print a line every this many intervals
@@ -43,14 +46,17 @@ class Demo:
             else:
                 database = servers.enter_context(VictoriaMetrics(self.root / "victoria-metrics"))
                 self._say(f"  VictoriaMetrics {database.url} (v2 write API)")
-            settings = Settings(
-                mqtt=MqttSettings(url=broker.url, client_id="siaga-demo"),
-                influx=InfluxSettings(api="v1" if self.influx_api == "v1" else "v2",
-                                      url=database.url),
-                data_dir=self.root / "data",
-            )
-            service = Service(settings)
-            totals = await self._run_all(service, broker.url)
+            async with AlertConsole(self._alert) as console:
+                settings = Settings(
+                    mqtt=MqttSettings(url=broker.url, client_id="siaga-demo"),
+                    influx=InfluxSettings(api="v1" if self.influx_api == "v1" else "v2",
+                                          url=database.url),
+                    http=HttpSettings(port=0),
+                    data_dir=self.root / "data",
+                    webhook_url=console.url,
+                )
+                service = Service(settings)
+                totals = await self._run_all(service, broker.url)
         self._say(
             f"\nStopped. {totals.get('messages', 0)} messages received, "
             f"{totals.get('stored', 0)} readings stored, "
@@ -107,6 +113,10 @@ class Demo:
             else:
                 self._say(line)
 
+    def _alert(self, line: str) -> None:
+        # On a terminal the live line is redrawn in place: start the alert on a fresh line.
+        self._say(("\r" if self.out.isatty() else "") + line.ljust(110))
+
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
@@ -127,3 +137,41 @@ async def _stop_after(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
     stop.set()
+
+
+class AlertConsole:
+    """A webhook receiver that prints each notification: the demo's operator screen."""
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self._show = show
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> AlertConsole:
+        app = web.Application()
+        app.router.add_post("/", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        for alert in body.get("alerts", []):
+            self._show(_alert_text(alert))
+        return web.Response(status=200)
+
+
+def _alert_text(alert: dict[str, Any]) -> str:
+    labels, annotations = alert.get("labels", {}), alert.get("annotations", {})
+    status = str(alert.get("status", "?")).upper()
+    what = " ".join(str(labels[key]) for key in ("alertname", "device_id", "level", "severity")
+                    if key in labels)
+    return f"  ALERT {status:<8} {what}: {annotations.get('summary', '')}"

@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from devices.kinds import MEASUREMENTS
 from devices.readings import Reading
 from devices.registry import Registry
 from ingest.deadletters import DeadLetter, DeadLetterStore
-from ingest.decode import Decoded, Decoder
+from ingest.decode import Decoded, Decoder, StatusUpdate
 from ingest.lineprotocol import encode_with_key, series_key
 from ingest.settings import IngestSettings
 from ingest.stats import IngestStats
@@ -33,6 +34,13 @@ QUEUED_BATCHES = 2  # one being written, one being filled: enough to overlap I/O
 COLLECT_POLL_S = 0.2  # how often the collector looks at the stop flag while idle
 UNAVAILABLE_RETRY_MAX_S = 30.0  # backoff cap while neither InfluxDB nor the spool takes data
 SERIES_CACHE_MAX = 200_000  # device series keys kept; bounded for `unknown_devices: accept`
+
+
+class Observer(Protocol):
+    """Sees every valid reading and status update as soon as it is decoded."""
+
+    def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
+                received_ns: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -57,8 +65,10 @@ class Pipeline:
         dead_letters: DeadLetterStore,
         stats: IngestStats,
         settings: IngestSettings,
+        observer: Observer,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        self._observer = observer
         self._subscriber = subscriber
         self._decoder = decoder
         self._registry = registry
@@ -100,7 +110,7 @@ class Pipeline:
     def _add(self, batch: Batch, messages: list[Message]) -> None:
         decode, decoded = self._decoder.decode, batch.decoded
         readings, lines, line_topics = decoded.readings, batch.lines, batch.line_topics
-        decoded_before = len(readings)
+        decoded_before, statuses_before = len(readings), len(decoded.statuses)
         for message in messages:
             first = len(readings)
             decode(message.topic, message.payload, message.received_ns, decoded)
@@ -111,6 +121,9 @@ class Pipeline:
         batch.messages.extend(messages)
         self._stats.messages += len(messages)
         self._stats.readings += len(readings) - decoded_before
+        # Rules run on receipt, not after the storage flush: alerts do not wait for InfluxDB.
+        self._observer.observe(readings[decoded_before:], decoded.statuses[statuses_before:],
+                               messages[-1].received_ns)
 
     def _series_key(self, reading: Reading) -> str:
         device_id = reading.device_id

@@ -10,10 +10,12 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+import rules
 from devices.configfile import ConfigError, Loc, Problem, read_yaml, validate_data
 from devices.registry import bundled_catalog_path
 
 BUNDLED_CONFIG = Path(__file__).with_name("siaga.yaml")
+BUNDLED_RULES = Path(rules.__file__).with_name("default.yaml")
 
 # YAML has no path type: a path is a string, so this one field type converts.
 FilePath = Annotated[Path, Field(strict=False)]
@@ -104,7 +106,11 @@ class SpoolSettings(_Section):
 
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    # Bearer token for the mutating endpoints (ack, silences); without one they refuse all.
+    token: SecretStr | None = None
+    # The base URL operators reach the API at, used in webhook links (externalURL).
+    external_url: str | None = None
 
 
 class Settings(_Section):
@@ -115,10 +121,17 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings()
     data_dir: FilePath = Path(".siaga/data")
     catalog: FilePath | None = None
+    rules: FilePath | None = None
+    # A receiver that gets every notification, besides the routes of the rules file.
+    webhook_url: str | None = None
 
     @property
     def catalog_path(self) -> Path:
         return self.catalog or bundled_catalog_path()
+
+    @property
+    def rules_path(self) -> Path:
+        return self.rules or BUNDLED_RULES
 
 
 # SPEC section 4: variable -> (field path, converter from the environment's string).
@@ -131,7 +144,9 @@ ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
     "SIAGA_INFLUX_BUCKET": (("influx", "bucket"), str),
     "SIAGA_INFLUX_TOKEN": (("influx", "token"), SecretStr),
     "SIAGA_HTTP_PORT": (("http", "port"), int),
+    "SIAGA_API_TOKEN": (("http", "token"), SecretStr),
     "SIAGA_DATA_DIR": (("data_dir",), Path),
+    "SIAGA_WEBHOOK_URL": (("webhook_url",), str),
 }
 
 
@@ -180,6 +195,8 @@ def _resolve_paths(settings: Settings, base: Path, sources: Mapping[Loc, str]) -
     update: dict[str, Path] = {}
     if not settings.data_dir.is_absolute() and ("data_dir",) not in sources:
         update["data_dir"] = base / settings.data_dir
-    if settings.catalog is not None and not settings.catalog.is_absolute():
-        update["catalog"] = base / settings.catalog
+    for name in ("catalog", "rules"):
+        path = getattr(settings, name)
+        if path is not None and not path.is_absolute():
+            update[name] = base / path
     return settings.model_copy(update=update)

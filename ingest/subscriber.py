@@ -20,6 +20,7 @@ import logging
 import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NamedTuple, cast
 
@@ -43,7 +44,9 @@ class Message(NamedTuple):
 class Subscriber:
     """A persistent-session subscriber whose messages are acknowledged by the caller."""
 
-    def __init__(self, settings: MqttSettings, topics: list[str], clock_ns: Any) -> None:
+    def __init__(self, settings: MqttSettings, topics: list[str], clock_ns: Any,
+                 on_connection: Callable[[bool], None] | None = None) -> None:
+        self._on_connection = on_connection  # called in the event loop: up (True) or down
         self._settings = settings
         self._topics = topics
         self._clock_ns = clock_ns
@@ -113,6 +116,8 @@ class Subscriber:
         log.info("MQTT connected to %s:%s (session present: %s)", self._settings.host,
                  self._settings.port, flags.session_present)
         self._call_in_loop(self.connected.set)
+        if self._on_connection is not None:
+            self._call_in_loop(self._on_connection, True)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                       properties: Any) -> None:
@@ -126,6 +131,8 @@ class Subscriber:
                        properties: Any) -> None:
         self._call_in_loop(self.connected.clear)
         self._call_in_loop(self.subscribed.clear)
+        if self._on_connection is not None:
+            self._call_in_loop(self._on_connection, False)
         if reason.is_failure:
             log.warning("MQTT connection lost (%s); reconnecting", reason)
 
@@ -138,9 +145,9 @@ class Subscriber:
             self._wake_pending = True
             self._call_in_loop(self._wake.set)
 
-    def _call_in_loop(self, callback: Any) -> None:
+    def _call_in_loop(self, callback: Callable[..., object], *args: object) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback)
+            self._loop.call_soon_threadsafe(callback, *args)
 
     # --- event loop -----------------------------------------------------------------------
 

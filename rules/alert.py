@@ -99,7 +99,10 @@ class Transition:
     previous: AlertStatus | None
 
 
-def step(alert: Alert | None, signal: Signal, timing: Timing) -> tuple[Alert | None, Transition | None]:
+Stepped = tuple["Alert | None", "Transition | None"]
+
+
+def step(alert: Alert | None, signal: Signal, timing: Timing) -> Stepped:
     """Apply one signal to an alert's record: the new record, and the change if there is one.
 
     Pure: no clock, no I/O. Signals older than the record's latest are the caller's to
@@ -110,7 +113,7 @@ def step(alert: Alert | None, signal: Signal, timing: Timing) -> tuple[Alert | N
     return _step_inactive(alert, signal, timing)
 
 
-def _step_active(alert: Alert | None, signal: Signal, timing: Timing) -> tuple[Alert, Transition | None]:
+def _step_active(alert: Alert | None, signal: Signal, timing: Timing) -> Stepped:
     if alert is None or alert.status is AlertStatus.RESOLVED:
         status = AlertStatus.FIRING if timing.for_ns <= 0 else AlertStatus.PENDING
         new = _record(signal, status, starts_at_ns=signal.at_ns)
@@ -127,7 +130,7 @@ def _step_active(alert: Alert | None, signal: Signal, timing: Timing) -> tuple[A
     return new, None
 
 
-def _step_inactive(alert: Alert | None, signal: Signal, timing: Timing) -> tuple[Alert | None, Transition | None]:
+def _step_inactive(alert: Alert | None, signal: Signal, timing: Timing) -> Stepped:
     if alert is None or alert.status is AlertStatus.RESOLVED:
         return alert, None
     if alert.status is AlertStatus.PENDING:

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices.registry import Registry, load_catalog
 from ingest.app import Service
 from ingest.localservers import InfluxDB1
-from ingest.settings import InfluxSettings, IngestSettings, MqttSettings, Settings
+from ingest.settings import HttpSettings, InfluxSettings, IngestSettings, MqttSettings, Settings
 
 _unique = itertools.count()
 
@@ -46,7 +46,8 @@ async def eventually(predicate: Callable[[], bool], within: float = 20.0) -> Non
 
 
 def make_settings(mqtt_url: str, influx: InfluxSettings, data_dir: Path, *,
-                  catalog: Path | None = None, batch_size: int = 500,
+                  catalog: Path | None = None, rules: Path | None = None,
+                  batch_size: int = 500,
                   flush_interval_s: float = 0.2, prefix: str | None = None,
                   unknown_devices: str = "dead-letter") -> Settings:
     return Settings(
@@ -57,6 +58,8 @@ def make_settings(mqtt_url: str, influx: InfluxSettings, data_dir: Path, *,
                               unknown_devices=unknown_devices),  # type: ignore[arg-type]
         data_dir=data_dir,
         catalog=catalog,
+        rules=rules,
+        http=HttpSettings(port=0),
     )
 
 

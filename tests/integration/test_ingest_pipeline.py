@@ -173,8 +173,10 @@ async def test_label_values_that_break_naive_line_protocol_round_trip_exactly(
         + "".join(f"      {key}: {_yaml_string(value)}\n" for key, value in labels.items()),
         encoding="utf-8",
     )
+    no_rules = tmp_path / "rules.yaml"
+    no_rules.write_text("rules: []\n", encoding="utf-8")  # the bundled rules name Jakarta gauges
     influx, database = _v1(influxdb1)
-    settings = make_settings(mosquitto.url, influx, tmp_path, catalog=catalog)
+    settings = make_settings(mosquitto.url, influx, tmp_path, catalog=catalog, rules=no_rules)
     async with running_service(settings):
         publisher = Publisher(mosquitto.port)
         publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/tricky-gauge/telemetry",

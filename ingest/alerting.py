@@ -1,0 +1,152 @@
+"""The alerting side of the service: readings -> rule engine -> alert book -> dispatcher.
+
+Rules run on receipt (the pipeline calls `observe` as soon as a message is decoded), not
+after the storage flush. The wall-clock jobs (silent devices, repeats, silence expiry,
+history pruning) run on an apscheduler `AsyncIOScheduler` in the same event loop, so the
+engine and the alert book are only ever touched from that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from devices.readings import Reading
+from devices.registry import Registry
+from ingest.decode import StatusUpdate
+from rules.alert import Notification, Transition
+from rules.alertbook import AlertBook
+from rules.config import RulesFile
+from rules.dispatch import Dispatcher
+from rules.durations import to_ns
+from rules.engine import RuleEngine
+from rules.offline import DeviceTracker, OfflineChecker
+from rules.outbox import Deliverer, Outbox
+from rules.routing import Router
+
+log = logging.getLogger(__name__)
+
+REPEAT_CHECK_S = 60  # repeats are due per alert every repeat_interval (hours): a minute is fine
+SILENCE_CHECK_S = 15  # an expired silence restores its alerts within this many seconds
+PRUNE_EVERY_H = 6  # history retention is in days; a few prunes a day keep the file small
+
+
+class Alerting:
+    """Owns the engine, the alert book, the outbox and its deliverer, and the scheduled jobs."""
+
+    def __init__(self, rules_file: RulesFile, registry: Registry, data_dir: Path, *,
+                 webhook_url: str | None, external_url: str,
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 ) -> None:
+        self.rules_file = rules_file
+        self.registry = registry
+        self._data_dir = data_dir
+        self._webhook_url = webhook_url
+        self._external_url = external_url
+        self._clock_ns = clock_ns
+        self.engine = RuleEngine(rules_file, registry)
+        self.tracker = DeviceTracker(started_ns=clock_ns())
+        self.devices_seen: dict[str, int] = {}  # device id -> wall ns of its latest message
+        self.latest: dict[str, Reading] = {}  # device id -> its newest reading (event time)
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Alerting:
+        alerting = self.rules_file.alerting
+        self.book = self._stack.enter_context(AlertBook(
+            self._data_dir / "alerts.sqlite",
+            page_max_age_ns=to_ns(alerting.page_max_age),
+            repeat_interval_ns=to_ns(alerting.repeat_interval), clock_ns=self._clock_ns))
+        self.outbox = self._stack.enter_context(Outbox(self._data_dir / "outbox.sqlite",
+                                                       clock_ns=self._clock_ns))
+        router = Router(self.rules_file.receivers, self.rules_file.routes, self._webhook_url)
+        self.deliverer = Deliverer(self.outbox, router, clock_ns=self._clock_ns)
+        self.dispatcher = Dispatcher(router, self.outbox, self.deliverer.notify,
+                                     self._external_url, clock_ns=self._clock_ns)
+        self.checker = OfflineChecker(self.rules_file.offline, self.registry, self.tracker)
+        # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
+        for transition in self.engine.restore(self.book.restore()):
+            self._apply(transition)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self._stack.aclose()
+
+    # --- on receipt (called by the pipeline, in the event loop) ----------------------------
+
+    def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
+                received_ns: int) -> None:
+        seen, latest, tracker = self.devices_seen, self.latest, self.tracker
+        for status in statuses:
+            tracker.status(status.device_id, status.online, status.received_ns)
+            seen[status.device_id] = status.received_ns
+        for reading in readings:
+            device_id = reading.device_id
+            seen[device_id] = received_ns
+            tracker.seen(device_id, received_ns)
+            newest = latest.get(device_id)
+            if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps the newest
+                latest[device_id] = reading
+            for transition in self.engine.evaluate(reading):
+                self._apply(transition)
+
+    def _apply(self, transition: Transition) -> None:
+        alert = transition.alert
+        notification = self.book.apply(transition)
+        log.info("alert %s %s %s (%s)%s", alert.rule, alert.subject, transition.change,
+                 alert.labels.get("level", alert.severity),
+                 f": notifying ({notification.reason})" if notification else "")
+        if notification is not None:
+            self.dispatch(notification)
+
+    def connection(self, up: bool) -> None:
+        """The broker connection changed: devices are unobservable while it is down."""
+        self.tracker.connection(up, self._clock_ns())
+
+    def dispatch(self, notification: Notification) -> None:
+        self.dispatcher.dispatch(notification)
+
+    # --- wall clock -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver notifications and run the scheduled checks until `stop` is set."""
+        scheduler = AsyncIOScheduler()
+        check_s = self.rules_file.offline.check_every.total_seconds()
+        scheduler.add_job(self._check_offline, "interval", seconds=check_s, id="offline")
+        scheduler.add_job(self._repeat, "interval", seconds=REPEAT_CHECK_S, id="repeat")
+        scheduler.add_job(self._silences, "interval", seconds=SILENCE_CHECK_S, id="silences")
+        scheduler.add_job(self._prune, "interval", hours=PRUNE_EVERY_H, id="prune")
+        scheduler.start()
+        try:
+            await self.deliverer.run(stop)
+        finally:
+            scheduler.shutdown(wait=False)
+
+    async def _check_offline(self) -> None:
+        for signal in self.checker.check(self._clock_ns()):
+            transition = self.engine.signal(signal)
+            if transition is not None:
+                self._apply(transition)
+
+    async def _repeat(self) -> None:
+        for notification in self.book.due_repeats(self._clock_ns()):
+            self.dispatch(notification)
+
+    async def _silences(self) -> None:
+        for notification in self.book.refresh_after_silence_change(self._clock_ns()):
+            self.dispatch(notification)
+
+    async def _prune(self) -> None:
+        keep = timedelta(days=self.rules_file.alerting.history_days)
+        try:
+            self.book.prune(self._clock_ns() - to_ns(keep))
+        except Exception:  # retention must never take the service down; say so and go on
+            log.exception("pruning alert history failed")

@@ -1,0 +1,189 @@
+"""What every API handler shares: the context, errors as JSON, bearer auth, query and body parsing.
+
+Errors (all answered as `{"error": "..."}` by `errors_as_json`):
+
+    ApiError(status, message)    raised by handlers and the auth check: 400, 401, 403, 404, 409
+    web.HTTPException            aiohttp's own (unknown route 404, wrong method 405, body 413)
+    any other Exception          a bug: logged with its traceback, answered 500
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from devices.readings import Reading
+from devices.registry import Registry
+from ingest.deadletters import DeadLetterStore
+from ingest.stats import IngestStats
+from ingest.storage import StorageStats
+from rules.alert import Notification
+from rules.alertbook import AlertBook
+from rules.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+# Methods that change state; everything else only reads and stays open (documented).
+MUTATING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LIMIT_DEFAULT: Final = 100  # a screenful or two of rows
+LIMIT_MAX: Final = 1000  # bounds one response (dead letters carry payloads of up to 64 KiB)
+NO_TOKEN_MESSAGE: Final = (
+    "mutating endpoints are disabled until a token is configured: set http.token / SIAGA_API_TOKEN"
+)
+_REALM: Final = 'Bearer realm="siaga"'
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    """Everything the API reads or changes; the service fills it and keeps the mappings live.
+
+    `devices_seen` (device id -> wall-clock ns of its latest message) and `latest` (device
+    id -> its latest reading) are read on the event loop, where the pipeline updates them.
+    `readiness` names what keeps the service from being ready; empty means ready.
+    `notify` hands a notification to the dispatcher (blocking: it is called in a thread);
+    with it, expiring a silence tells the alerts it kept back at once.
+    """
+
+    registry: Registry
+    alerts: AlertBook
+    dead_letters: DeadLetterStore
+    outbox: Outbox
+    ingest_stats: IngestStats
+    storage_stats: Callable[[], StorageStats | None]
+    readiness: Callable[[], Sequence[str]]
+    token: SecretStr | None
+    devices_seen: Mapping[str, int] = field(default_factory=dict)
+    latest: Mapping[str, Reading] = field(default_factory=dict)
+    notify: Callable[[Notification], object] | None = None
+    clock_ns: Callable[[], int] = time.time_ns
+
+
+CONTEXT: Final = web.AppKey("siaga_api_context", ApiContext)
+
+
+class ApiError(Exception):
+    """An answer other than success, with the status code and a message for the caller."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def json_response(data: object, status: int = 200, headers: Mapping[str, str] | None = None
+                  ) -> web.Response:
+    """`data` as JSON through orjson (which refuses NaN, so clients never get invalid JSON)."""
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None
+                   ) -> web.Response:
+    return json_response({"error": message}, status, headers)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as `{"error": "..."}` with its status code."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Keep headers such as Allow (405), drop the ones describing aiohttp's text body.
+        kept = {k: v for k, v in exc.headers.items()
+                if k.lower() not in ("content-type", "content-length")}
+        return error_response(exc.status, _routing_message(request, exc), kept)
+    except Exception:
+        log.exception("HTTP API: %s %s failed", request.method, request.path)
+        return error_response(500, "internal error; the service log has the details")
+
+
+def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
+    # Handlers raise ApiError; aiohttp's own errors come from routing and body limits.
+    if isinstance(exc, web.HTTPNotFound):
+        return f"no endpoint {request.path}: /openapi.json lists them"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return f"{request.method} is not allowed on {request.path}"
+    return exc.reason
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Mutating requests need the configured bearer token; reads are open."""
+    if request.method in MUTATING_METHODS:
+        check_token(request.app[CONTEXT].token, request.headers.get("Authorization"))
+    return await handler(request)
+
+
+def check_token(expected: SecretStr | None, authorization: str | None) -> None:
+    """Raise 403 when no token is configured (refuse rather than be open), 401 when the
+    request's is missing or wrong."""
+    # An empty token is a blank in the configuration, not a password anyone should type.
+    if expected is None or not expected.get_secret_value():
+        raise ApiError(403, NO_TOKEN_MESSAGE)
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(401, "missing bearer token: send Authorization: Bearer <token>",
+                       {"WWW-Authenticate": _REALM})
+    # Constant time over equal-length digests: the answer's timing tells neither how much
+    # of a guess matched nor how long the token is.
+    if not hmac.compare_digest(_digest(given.strip()), _digest(expected.get_secret_value())):
+        raise ApiError(401, "invalid bearer token",
+                       {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'})
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def query_limit(request: web.Request) -> int:
+    """The `limit` query parameter: 1 to LIMIT_MAX, LIMIT_DEFAULT when absent."""
+    raw = request.query.get("limit")
+    if raw is None:
+        return LIMIT_DEFAULT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(400, f"limit must be an integer, got {raw!r}") from None
+    if not 1 <= limit <= LIMIT_MAX:
+        raise ApiError(400, f"limit must be between 1 and {LIMIT_MAX}, got {limit}")
+    return limit
+
+
+async def read_body(request: web.Request, model: type[Model]) -> Model:
+    """The request's JSON body validated by `model`; 400 naming each problem otherwise."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid body: " + describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """A pydantic error as one line: `field: problem; field: problem`."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,323 @@
+"""The alert book: alert state, history, acks and silences in SQLite (policy: `rules.paging`)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from rules.alert import Alert, AlertStatus, Notification, Transition
+from rules.alertstore import (
+    Ack,
+    AlertRow,
+    AlertStore,
+    HistoryEntry,
+    Notified,
+    NotifiedStatus,
+    Pruned,
+    content_digest,
+)
+from rules.paging import (
+    Decision,
+    decide,
+    decide_firing,
+    decide_news,
+    decide_repeat,
+    kept_ack,
+    notification,
+)
+from rules.silences import Matcher, Silence, SilenceError, matches_all, silencing
+
+__all__ = [
+    "Ack", "AlertBook", "AlertBookError", "AlertNotActive", "AlertView", "Decision",
+    "HistoryEntry", "Notified", "Pruned", "UnknownSilence", "decide", "decide_news",
+    "decide_repeat",
+]
+
+_WITHHELD = ("silenced", "stale")  # a firing state not told for these may be told later
+
+
+class AlertBookError(Exception):
+    """Root of the alert book's errors.
+
+    AlertBookError
+     +-- AlertNotActive   (acknowledging an alert that is over)
+     +-- UnknownSilence   (expiring a silence that does not exist)
+    """
+
+
+class AlertNotActive(AlertBookError):
+    """Only a pending or firing alert can be acknowledged."""
+
+
+class UnknownSilence(AlertBookError):
+    """No silence has this id."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertView:
+    """One alert as operators see it: the record, its ack, silence, and what they were told."""
+
+    alert: Alert
+    ack: Ack | None
+    notified: Notified
+    silenced_by: str | None  # the id of the active silence that matches it
+
+    @property
+    def silenced(self) -> bool:
+        return self.silenced_by is not None
+
+
+class AlertBook:
+    """Alert records, history and silences in SQLite; decides which changes are paged.
+
+    Methods are synchronous and quick (the app calls them through `asyncio.to_thread`); a
+    lock makes each one a single transaction, so threads may share the book. Wall-clock
+    arguments (`now_ns`) default to the injected clock.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        page_max_age_ns: int,
+        repeat_interval_ns: int,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if page_max_age_ns <= 0 or repeat_interval_ns <= 0:
+            raise ValueError("page_max_age_ns and repeat_interval_ns must be positive")
+        self._page_max_age_ns = page_max_age_ns
+        self._repeat_interval_ns = repeat_interval_ns
+        self._clock_ns = clock_ns
+        self._store = AlertStore(path)
+
+    def apply(self, transition: Transition, now_ns: int | None = None) -> Notification | None:
+        """Record one change of an alert and its history; the notification, if it is paged."""
+        now, alert = self._now(now_ns), transition.alert
+        with self._store.transaction():
+            old = self._store.row(alert.fingerprint)
+            notified = Notified() if old is None else old.notified
+            silence = silencing(self._store.silences(now), alert.labels, now)
+            decision = decide(transition, notified, silence is not None, now,
+                              self._page_max_age_ns)
+            row = AlertRow(alert, notified, kept_ack(old, transition))
+            self._record(row, transition.change, decision, now, silence)
+        return notification(alert, decision.reason) if decision.page else None
+
+    def observe(self, alert: Alert, now_ns: int | None = None) -> Notification | None:
+        """Keep a record that a signal updated without a change (the engine's `step` gave none).
+
+        Keeps `active_at` current for keep-firing-for after a restart, and tells operators
+        of an alert withheld as stale or silenced once it is fresh and unsilenced.
+        """
+        if alert.status is AlertStatus.RESOLVED:
+            return None  # a quiet subject: nothing to keep, and no write per reading
+        now = self._now(now_ns)
+        with self._store.transaction():
+            old = self._store.row(alert.fingerprint)
+            row = AlertRow(alert) if old is None else replace(old, alert=alert)
+            if alert.status is not AlertStatus.FIRING:
+                self._store.save(row, now)
+                return None
+            silence = silencing(self._store.silences(now), alert.labels, now)
+            decision = decide_firing(alert, row.notified, silence is not None,
+                                      now - self._page_max_age_ns)
+            self._record(row, "refresh", decision, now, silence, history=decision.page)
+        return notification(alert, decision.reason) if decision.page else None
+
+    def restore(self) -> list[Alert]:
+        """The pending and firing alerts, for the engine to resume after a restart."""
+        with self._store.transaction():
+            rows = self._store.rows((AlertStatus.PENDING, AlertStatus.FIRING))
+        return [row.alert for row in rows]
+
+    def due_repeats(self, now_ns: int | None = None) -> list[Notification]:
+        """Reminders of firing alerts told but unacknowledged for `repeat_interval`."""
+        now = self._now(now_ns)
+        sent: list[Notification] = []
+        with self._store.transaction():
+            silences = self._store.silences(now)
+            for row in self._store.rows((AlertStatus.FIRING,)):
+                silence = silencing(silences, row.alert.labels, now)
+                decision = decide_repeat(row, silence is not None, now, self._repeat_interval_ns)
+                if decision.page:
+                    self._record(row, "repeat", decision, now, silence)
+                    sent.append(notification(row.alert, "repeat"))
+        return sent
+
+    def refresh_after_silence_change(self, now_ns: int | None = None) -> list[Notification]:
+        """Tell the firing alerts a silence kept back, now that no silence covers them.
+
+        A silence suppresses and its expiry restores: call this after expiring a silence,
+        and on a schedule for silences that end by themselves.
+        """
+        now = self._now(now_ns)
+        sent: list[Notification] = []
+        with self._store.transaction():
+            silences = self._store.silences(now)
+            for row in self._store.rows((AlertStatus.FIRING,)):
+                if row.withheld != "silenced" or silencing(silences, row.alert.labels, now):
+                    continue
+                decision = decide_news(row.alert, row.notified)
+                self._record(row, "refresh", decision, now, None, history=decision.page)
+                if decision.page:
+                    sent.append(notification(row.alert, decision.reason))
+        return sent
+
+    def acknowledge(
+        self, fingerprint: str, by: str, comment: str = "", now_ns: int | None = None
+    ) -> AlertView | None:
+        """Mark an alert as being handled (no more repeats); None if there is no such alert.
+
+        Raises AlertNotActive for an alert that is over. The ack lasts until the alert
+        resolves or escalates to a higher severity.
+        """
+        if not by.strip():
+            raise ValueError("an acknowledgement needs who gives it")
+        now = self._now(now_ns)
+        with self._store.transaction():
+            row = self._store.row(fingerprint)
+            if row is None:
+                return None
+            if row.alert.status is AlertStatus.RESOLVED:
+                raise AlertNotActive(f"alert {fingerprint} is resolved: nothing to acknowledge")
+            row = replace(row, ack=Ack(now, by, comment))
+            self._store.save(row, now)
+            self._store.add_history(row.alert, "acknowledged", recorded_at_ns=now, paged=False,
+                                    reason="acknowledged", note=f"{by}: {comment}")
+            return self._view(row, self._store.silences(now), now)
+
+    def alerts(
+        self,
+        status: AlertStatus | None = None,
+        matchers: Sequence[Matcher] = (),
+        limit: int = 100,
+    ) -> list[AlertView]:
+        """Alerts, newest first, with a status and matching every label matcher given."""
+        now = self._now(None)
+        with self._store.transaction():
+            rows = self._store.rows(() if status is None else (status,))
+            silences = self._store.silences(now)
+        chosen = [row for row in rows if matches_all(matchers, row.alert.labels)][:limit]
+        return [self._view(row, silences, now) for row in chosen]
+
+    def get(self, fingerprint: str) -> AlertView | None:
+        now = self._now(None)
+        with self._store.transaction():
+            row = self._store.row(fingerprint)
+            silences = self._store.silences(now)
+        return None if row is None else self._view(row, silences, now)
+
+    def history(self, fingerprint: str | None = None, limit: int = 100) -> list[HistoryEntry]:
+        """History entries, newest first, of one alert or of all."""
+        with self._store.transaction():
+            return self._store.history(fingerprint, limit)
+
+    def counts_by_status(self) -> dict[str, int]:
+        """How many alerts are in each state (every state listed, for /metrics)."""
+        with self._store.transaction():
+            counts = self._store.counts()
+        return {status.value: counts.get(status.value, 0) for status in AlertStatus}
+
+    def add_silence(
+        self,
+        matchers: Iterable[Matcher],
+        starts_at_ns: int,
+        ends_at_ns: int,
+        created_by: str,
+        comment: str = "",
+        now_ns: int | None = None,
+    ) -> Silence:
+        """Store a new silence; raises SilenceError for one that cannot be or is already over."""
+        now = self._now(now_ns)
+        if ends_at_ns <= max(starts_at_ns, now):
+            raise SilenceError("a silence must end after it starts and after now")
+        silence = Silence(uuid.uuid4().hex, tuple(matchers), starts_at_ns, ends_at_ns,
+                          created_by, comment)
+        with self._store.transaction():
+            self._store.add_silence(silence, now)
+        return silence
+
+    def silences(self, include_expired: bool = False, now_ns: int | None = None) -> list[Silence]:
+        """Silences, latest start first; expired ones too when asked (who silenced what)."""
+        with self._store.transaction():
+            return self._store.silences(None if include_expired else self._now(now_ns))
+
+    def expire_silence(self, silence_id: str, now_ns: int | None = None) -> Silence:
+        """End a silence now (an expired one is returned as it is). Raises UnknownSilence.
+
+        Then call `refresh_after_silence_change` to tell what it kept back.
+        """
+        now = self._now(now_ns)
+        with self._store.transaction():
+            silence = self._store.silence(silence_id)
+            if silence is None:
+                raise UnknownSilence(f"no silence has id {silence_id!r}")
+            if silence.expired(now):
+                return silence
+            # A silence that had not started yet ends before it begins, as in Alertmanager.
+            silence = replace(silence, starts_at_ns=min(silence.starts_at_ns, now), ends_at_ns=now)
+            self._store.set_silence_times(silence.id, silence.starts_at_ns, silence.ends_at_ns)
+        return silence
+
+    def silenced(self, labels: Mapping[str, str], now_ns: int | None = None) -> Silence | None:
+        """The active silence covering these labels, if any."""
+        now = self._now(now_ns)
+        with self._store.transaction():
+            return silencing(self._store.silences(now), labels, now)
+
+    def prune(self, older_than_ns: int) -> Pruned:
+        """Forget history, resolved alerts and expired silences from before `older_than_ns`."""
+        with self._store.transaction():
+            return self._store.prune(older_than_ns)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _now(self, now_ns: int | None) -> int:
+        return self._clock_ns() if now_ns is None else now_ns
+
+    def _record(
+        self,
+        row: AlertRow,
+        change: str,
+        decision: Decision,
+        now_ns: int,
+        silence: Silence | None,
+        *,
+        history: bool = True,
+    ) -> None:
+        """Save the row with what operators now know, and the decision in the history."""
+        alert = row.alert
+        if decision.page:
+            status: NotifiedStatus = "resolved" if decision.reason == "resolved" else "firing"
+            row = replace(row, notified=Notified(status, content_digest(alert), now_ns),
+                          withheld=None)
+        elif alert.status is AlertStatus.FIRING and decision.reason in _WITHHELD:
+            row = replace(row, withheld=decision.reason)
+        else:
+            row = replace(row, withheld=None)
+        self._store.save(row, now_ns)
+        if history:
+            self._store.add_history(alert, change, recorded_at_ns=now_ns, paged=decision.page,
+                                    reason=decision.reason,
+                                    note="" if silence is None else f"silence {silence.id}")
+
+    def _view(self, row: AlertRow, silences: Sequence[Silence], now_ns: int) -> AlertView:
+        silence = silencing(silences, row.alert.labels, now_ns)
+        return AlertView(row.alert, row.ack, row.notified, None if silence is None else silence.id)

@@ -1,0 +1,345 @@
+"""The alert book's SQLite tables: alert records, their history, and silences."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+import orjson
+
+from rules.alert import Alert, AlertStatus, Severity
+from rules.silences import Matcher, Silence, parse_matcher
+
+NotifiedStatus = Literal["firing", "resolved"]
+_NOTIFIED_STATUS: dict[str, NotifiedStatus] = {"firing": "firing", "resolved": "resolved"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER,
+    active_at INTEGER NOT NULL,
+    evaluated_at INTEGER NOT NULL,
+    acked_at INTEGER,
+    acked_by TEXT,
+    ack_comment TEXT,
+    notified_status TEXT CHECK (notified_status IN ('firing', 'resolved')),
+    notified_at INTEGER,
+    notified_digest TEXT,
+    withheld TEXT,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    change TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    paged INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS history_fingerprint ON history (fingerprint, id);
+CREATE INDEX IF NOT EXISTS history_recorded ON history (recorded_at);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at);
+"""
+
+_ALERT_COLUMNS = (
+    "fingerprint, rule, subject, status, severity, labels, annotations, starts_at, ends_at,"
+    " active_at, evaluated_at, acked_at, acked_by, ack_comment, notified_status, notified_at,"
+    " notified_digest, withheld"
+)
+_HISTORY_COLUMNS = (
+    "id, fingerprint, change, status, severity, labels, at, recorded_at, paged, reason, note"
+)
+_SILENCE_COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment"
+
+
+def content_digest(alert: Alert) -> str:
+    """What a notification says about an alert (severity and labels), to compare later.
+
+    Annotations are left out: they carry the latest value, which changes with every reading.
+    """
+    body = orjson.dumps([alert.severity.value, dict(alert.labels)], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Notified:
+    """What operators were last told of an alert: nothing yet, that it fires, or that it ended."""
+
+    status: NotifiedStatus | None = None
+    digest: str | None = None  # content_digest of the alert as last notified
+    at_ns: int | None = None  # wall clock
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """An operator's acknowledgement: someone is on it, so stop repeating."""
+
+    at_ns: int  # wall clock
+    by: str
+    comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """One alert as the book keeps it: the record, what operators know, and any ack."""
+
+    alert: Alert
+    notified: Notified = Notified()
+    ack: Ack | None = None
+    withheld: str | None = None  # why the current firing state was not paged: silenced, stale
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of an alert's history: a change, a repeat or an ack, and what was decided."""
+
+    id: int
+    fingerprint: str
+    change: str
+    status: AlertStatus
+    severity: Severity
+    labels: Mapping[str, str]
+    at_ns: int  # event time of the alert's latest signal
+    recorded_at_ns: int  # wall clock
+    paged: bool
+    reason: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """How many rows `prune` removed from each table."""
+
+    history: int
+    alerts: int
+    silences: int
+
+
+class AlertStore:
+    """The SQL behind the alert book. Every call must be made inside `transaction()`."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # Transactions are begun explicitly: one decision, one commit.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # What operators were told is committed before the notification leaves; FULL fsyncs
+        # every commit so a power loss cannot make the book forget a page it sent.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One exclusive unit of work; callers from several threads take turns."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def row(self, fingerprint: str) -> AlertRow | None:
+        found = self._db.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE fingerprint = ?", (fingerprint,)
+        ).fetchone()
+        return None if found is None else _alert_row(found)
+
+    def rows(self, statuses: Sequence[AlertStatus] = ()) -> list[AlertRow]:
+        """Alert rows, newest episode first; only the given statuses when any are given."""
+        query = f"SELECT {_ALERT_COLUMNS} FROM alerts"
+        if statuses:
+            query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+        query += " ORDER BY starts_at DESC, fingerprint"
+        return [_alert_row(found) for found in self._db.execute(query, [*statuses])]
+
+    def save(self, row: AlertRow, now_ns: int) -> None:
+        a, n, ack = row.alert, row.notified, row.ack
+        self._db.execute(
+            f"INSERT OR REPLACE INTO alerts ({_ALERT_COLUMNS}, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                a.fingerprint, a.rule, a.subject, a.status.value, a.severity.value,
+                _json(a.labels), _json(a.annotations), a.starts_at_ns, a.ends_at_ns,
+                a.active_at_ns, a.evaluated_at_ns,
+                None if ack is None else ack.at_ns, None if ack is None else ack.by,
+                None if ack is None else ack.comment,
+                n.status, n.at_ns, n.digest, row.withheld, now_ns,
+            ),
+        )
+
+    def counts(self) -> dict[str, int]:
+        found = self._db.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
+        return {status: count for status, count in found}
+
+    def add_history(
+        self, alert: Alert, change: str, *, recorded_at_ns: int, paged: bool, reason: str,
+        note: str = "",
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO history (fingerprint, change, status, severity, labels, at, recorded_at,"
+            " paged, reason, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert.fingerprint, change, alert.status.value, alert.severity.value,
+                _json(alert.labels), alert.evaluated_at_ns, recorded_at_ns, int(paged), reason,
+                note,
+            ),
+        )
+
+    def history(self, fingerprint: str | None, limit: int) -> list[HistoryEntry]:
+        """The newest entries first, of one alert or of all."""
+        query = f"SELECT {_HISTORY_COLUMNS} FROM history"
+        params: list[object] = []
+        if fingerprint is not None:
+            query += " WHERE fingerprint = ?"
+            params.append(fingerprint)
+        query += " ORDER BY id DESC LIMIT ?"
+        return [_history_entry(found) for found in self._db.execute(query, [*params, limit])]
+
+    def add_silence(self, silence: Silence, now_ns: int) -> None:
+        self._db.execute(
+            f"INSERT INTO silences ({_SILENCE_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                silence.id, _matchers_json(silence.matchers), silence.starts_at_ns,
+                silence.ends_at_ns, silence.created_by, silence.comment, now_ns,
+            ),
+        )
+
+    def silence(self, silence_id: str) -> Silence | None:
+        found = self._db.execute(
+            f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = ?", (silence_id,)
+        ).fetchone()
+        return None if found is None else _silence(found)
+
+    def silences(self, ending_after_ns: int | None = None) -> list[Silence]:
+        """Silences, latest start first; only those not expired by then, when given."""
+        query = f"SELECT {_SILENCE_COLUMNS} FROM silences"
+        params: list[object] = []
+        if ending_after_ns is not None:
+            query += " WHERE ends_at > ?"
+            params.append(ending_after_ns)
+        query += " ORDER BY starts_at DESC, id"
+        return [_silence(found) for found in self._db.execute(query, params)]
+
+    def set_silence_times(self, silence_id: str, starts_at_ns: int, ends_at_ns: int) -> None:
+        self._db.execute(
+            "UPDATE silences SET starts_at = ?, ends_at = ? WHERE id = ?",
+            (starts_at_ns, ends_at_ns, silence_id),
+        )
+
+    def prune(self, older_than_ns: int) -> Pruned:
+        """Forget history, resolved alerts and expired silences from before `older_than_ns`."""
+        history = self._db.execute("DELETE FROM history WHERE recorded_at < ?", (older_than_ns,))
+        # A resolved alert operators still believe firing is kept: its resolution is owed.
+        alerts = self._db.execute(
+            "DELETE FROM alerts WHERE status = 'resolved' AND updated_at < ?"
+            " AND (notified_status IS NULL OR notified_status = 'resolved')",
+            (older_than_ns,),
+        )
+        silences = self._db.execute("DELETE FROM silences WHERE ends_at < ?", (older_than_ns,))
+        return Pruned(history.rowcount, alerts.rowcount, silences.rowcount)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _json(mapping: Mapping[str, str]) -> str:
+    return orjson.dumps(dict(mapping), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _labels(text: str) -> dict[str, str]:
+    loaded: dict[str, str] = orjson.loads(text)
+    return loaded
+
+
+def _alert_row(found: tuple[object, ...]) -> AlertRow:
+    (fp, rule, subject, status, severity, labels, annotations, starts_at, ends_at, active_at,
+     evaluated_at, acked_at, acked_by, ack_comment, n_status, n_at, n_digest, withheld) = found
+    alert = Alert(
+        fingerprint=str(fp), rule=str(rule), subject=str(subject),
+        status=AlertStatus(str(status)), severity=Severity(str(severity)),
+        labels=_labels(str(labels)), annotations=_labels(str(annotations)),
+        starts_at_ns=_int(starts_at), ends_at_ns=None if ends_at is None else _int(ends_at),
+        active_at_ns=_int(active_at), evaluated_at_ns=_int(evaluated_at),
+    )
+    ack = None if acked_at is None else Ack(_int(acked_at), str(acked_by), str(ack_comment))
+    notified = Notified(
+        status=_NOTIFIED_STATUS.get(str(n_status)),
+        digest=None if n_digest is None else str(n_digest),
+        at_ns=None if n_at is None else _int(n_at),
+    )
+    return AlertRow(alert, notified, ack, None if withheld is None else str(withheld))
+
+
+def _history_entry(found: tuple[object, ...]) -> HistoryEntry:
+    (id_, fp, change, status, severity, labels, at, recorded_at, paged, reason, note) = found
+    return HistoryEntry(
+        id=_int(id_), fingerprint=str(fp), change=str(change), status=AlertStatus(str(status)),
+        severity=Severity(str(severity)), labels=_labels(str(labels)), at_ns=_int(at),
+        recorded_at_ns=_int(recorded_at), paged=bool(paged), reason=str(reason), note=str(note),
+    )
+
+
+def _matchers_json(matchers: Sequence[Matcher]) -> str:
+    # Stored as operators write them; parse_matcher reads back exactly what str() wrote.
+    return orjson.dumps([str(matcher) for matcher in matchers]).decode()
+
+
+def _silence(found: tuple[object, ...]) -> Silence:
+    id_, matchers, starts_at, ends_at, created_by, comment = found
+    return Silence(
+        id=str(id_),
+        matchers=tuple(parse_matcher(text) for text in orjson.loads(str(matchers))),
+        starts_at_ns=_int(starts_at), ends_at_ns=_int(ends_at),
+        created_by=str(created_by), comment=str(comment),
+    )
+
+
+def _int(value: object) -> int:
+    # SQLite INTEGER columns come back as int; anything else means the file was tampered with.
+    if not isinstance(value, int):
+        raise TypeError(f"expected an integer column, got {value!r}")
+    return value

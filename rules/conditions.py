@@ -1,0 +1,398 @@
+"""One condition per rule type: a reading and the rule's memory of a device -> signals.
+
+A condition is pure given its `Memory`: it reads only the reading (event time, `ts_ns`),
+the device's catalog entry and what it remembered from that device's earlier readings.
+The engine keeps one memory per (rule, device) and feeds the signals to `alert.step`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Final, Generic, Protocol, TypeVar
+
+from devices.readings import Reading
+from devices.registry import Device, Registry
+from rules.alert import Alert, AlertStatus, Severity, Signal, Timing
+from rules.config import (
+    BoundedRule,
+    FloodWaveRule,
+    IspuRule,
+    LadderRule,
+    RateOfChangeRule,
+    Rule,
+    RuleBase,
+    SelectingRule,
+    ThresholdRule,
+    WindowRule,
+)
+from rules.durations import format_duration, to_ns
+from rules.ispu import BREAKPOINTS, Category, ispu
+
+T = TypeVar("T")
+R = TypeVar("R", bound=RuleBase)
+
+# The severity of each ISPU category (SPEC section 3 carries the category as `level`).
+ISPU_SEVERITY: Mapping[Category, Severity] = MappingProxyType({
+    Category.BAIK: Severity.INFO,
+    Category.SEDANG: Severity.INFO,
+    Category.TIDAK_SEHAT: Severity.WARNING,
+    Category.SANGAT_TIDAK_SEHAT: Severity.MAJOR,
+    Category.BERBAHAYA: Severity.CRITICAL,
+})
+AGGREGATES: Mapping[str, Callable[[Sequence[float]], float]] = MappingProxyType(
+    {"mean": statistics.fmean, "max": max, "min": min}
+)
+_OPEN: Final = frozenset({AlertStatus.PENDING, AlertStatus.FIRING})
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(slots=True)
+class Memory:
+    """What one rule remembers about one device between its readings (event time only)."""
+
+    points: deque[tuple[int, float]] = field(default_factory=deque)  # (ts_ns, value)
+    samples: deque[tuple[int, Mapping[str, float]]] = field(default_factory=deque)  # ISPU
+    band: int = 0  # ladder: 0 below every step, n once steps[n - 1] is reached
+    active: bool = False  # the condition held at the previous reading (for hysteresis)
+    since_ns: int | None = None  # flood wave: when the upstream gauge reached the level
+
+
+class Condition(Protocol):
+    """What the engine needs of a rule."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timing(self) -> Timing: ...
+
+    def selects(self, device: Device) -> bool:
+        """Whether readings of this device go to this condition."""
+        ...
+
+    def subjects(self, device_id: str) -> tuple[str, ...]:
+        """The alert subjects a reading of this device speaks about."""
+        ...
+
+    def memory(self, alerts: Sequence[Alert]) -> Memory:
+        """A fresh memory, seeded from the subjects' current alerts (after a restart)."""
+        ...
+
+    def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
+        """Signals for the reading; none when the rule cannot judge yet (window not full)."""
+        ...
+
+
+def build(rule: Rule, registry: Registry) -> Condition:
+    """The condition of a checked rule (`config.load_rules`)."""
+    if isinstance(rule, LadderRule):
+        return Ladder(rule)
+    if isinstance(rule, ThresholdRule):
+        return Threshold(rule)
+    if isinstance(rule, RateOfChangeRule):
+        return RateOfChange(rule)
+    if isinstance(rule, WindowRule):
+        return Window(rule)
+    if isinstance(rule, IspuRule):
+        return Ispu(rule)
+    return FloodWave(rule, registry)
+
+
+def render(template: str, context: Mapping[str, object]) -> str:
+    """A template filled from `context`; a placeholder without a value becomes ""."""
+    try:
+        return template.format_map(_Lenient(context))
+    except (ValueError, IndexError, AttributeError, TypeError):
+        return template  # checked at load; only a device label of another type gets here
+
+
+class _Lenient(dict[str, object]):
+    # A device without label `river` renders `{river}` as "", not as an error mid-alert.
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+class _Base(Generic[R]):
+    """Identity, timing, selection and signal building shared by every condition."""
+
+    def __init__(self, rule: R) -> None:
+        self.rule = rule
+        self.name = rule.name
+        self.timing = Timing(to_ns(rule.for_), to_ns(rule.keep_firing_for))
+
+    def selects(self, device: Device) -> bool:
+        return isinstance(self.rule, SelectingRule) and self.rule.selects(device)
+
+    def subjects(self, device_id: str) -> tuple[str, ...]:
+        return (device_id,)
+
+    def memory(self, alerts: Sequence[Alert]) -> Memory:
+        return Memory(active=any(alert.status in _OPEN for alert in alerts))
+
+    def _inactive(self, subject: str, at_ns: int) -> Signal:
+        # `step` keeps the alert's own labels when a condition stops: none are needed here.
+        return Signal(self.name, subject, False, at_ns, Severity.INFO, {}, {})
+
+    def _active(
+        self,
+        device: Device,
+        at_ns: int,
+        severity: Severity,
+        value: float,
+        text: tuple[str, str],
+        extra: Mapping[str, object] = _EMPTY,
+        labels: Mapping[str, str] = _EMPTY,
+        notes: Mapping[str, str] = _EMPTY,
+    ) -> Signal:
+        """A firing signal for `device`.
+
+        `text`: the default summary and description; `extra`: placeholders of the rule type;
+        `labels` and `notes` (annotations): the rule type's own, before the rule's templates.
+        """
+        context = {
+            **device.labels, "alertname": self.name, "device_id": device.id, "name": device.name,
+            "kind": device.kind.value, "severity": severity.value, "value": value,
+            "field": getattr(self.rule, "field", ""), **extra,
+        }
+        all_labels = {
+            **device.labels, "alertname": self.name, "severity": severity.value,
+            "device_id": device.id, "kind": device.kind.value, **labels,
+        }
+        all_labels.update({key: render(t, context) for key, t in self.rule.labels.items()})
+        summary, description = text
+        annotations = {
+            "summary": render(summary, context), "description": render(description, context),
+            "value": f"{value:g}", **notes,
+        }
+        annotations.update({key: render(t, context) for key, t in self.rule.annotations.items()})
+        return Signal(self.name, device.id, True, at_ns, severity, all_labels, annotations)
+
+
+def holds(rule: BoundedRule, value: float, was_active: bool) -> bool:
+    """Past the limit, or (hysteresis) still within the clear limit after being past it."""
+    if rule.above is not None:
+        if value > rule.above:
+            return True
+        return was_active and rule.clear_below is not None and value >= rule.clear_below
+    if value < rule.limit:
+        return True
+    return was_active and rule.clear_above is not None and value <= rule.clear_above
+
+
+def ladder_band(value: float, limits: Sequence[float], band: int, margin: float) -> int:
+    """The ladder band after `value`: 0 below every limit, n at or above limits[n - 1].
+
+    Up: at or above a limit enters its band at once. Down: a band is left only when the
+    value falls below its limit minus `margin`, so a level hovering at a limit stays put.
+    """
+    reached = sum(1 for limit in limits if value >= limit)
+    if reached >= band:
+        return reached
+    while band > 0 and value < limits[band - 1] - margin:
+        band -= 1
+    return band
+
+
+def trim(history: deque[tuple[int, T]], cutoff_ns: int) -> None:
+    """Drop entries before `cutoff_ns` but the newest of them: it shows the window is full."""
+    while len(history) >= 2 and history[1][0] <= cutoff_ns:
+        history.popleft()
+
+
+class Ladder(_Base[LadderRule]):
+    """Per-device thresholds (siaga3_cm, ...): one alert whose level follows the value."""
+
+    def selects(self, device: Device) -> bool:
+        names = (step.threshold for step in self.rule.steps)
+        return self.rule.selects(device) and all(name in device.thresholds for name in names)
+
+    def memory(self, alerts: Sequence[Alert]) -> Memory:
+        # After a restart, resume in the band the alert is in, so hysteresis still holds.
+        levels = [step.level for step in self.rule.steps]
+        open_levels = [a.labels.get("level") for a in alerts if a.status in _OPEN]
+        band = max((levels.index(lv) + 1 for lv in open_levels if lv in levels), default=0)
+        return Memory(band=band, active=band > 0)
+
+    def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
+        value = reading.values.get(self.rule.field)
+        if value is None:
+            return []
+        limits = [device.thresholds[step.threshold] for step in self.rule.steps]
+        memory.band = ladder_band(value, limits, memory.band, self.rule.clear_margin)
+        if memory.band == 0:
+            return [self._inactive(device.id, reading.ts_ns)]
+        step = self.rule.steps[memory.band - 1]
+        text = ("{name} is at {level}: {field} {value:g}",
+                "{name} reads {field} {value:g}; the {level} threshold is {threshold:g}.")
+        extra = {"level": step.level, "threshold": limits[memory.band - 1]}
+        return [self._active(device, reading.ts_ns, step.severity, value, text, extra,
+                             {"level": step.level})]
+
+
+class Threshold(_Base[ThresholdRule]):
+    """A field past a fixed limit, with an optional clear limit."""
+
+    def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
+        value = reading.values.get(self.rule.field)
+        if value is None:
+            return []
+        memory.active = holds(self.rule, value, memory.active)
+        if not memory.active:
+            return [self._inactive(device.id, reading.ts_ns)]
+        text = ("{name}: {field} {value:g}", "{name} reads {field} {value:g}, past {limit:g}.")
+        return [self._active(device, reading.ts_ns, self.rule.severity, value, text,
+                             {"limit": self.rule.limit})]
+
+
+class RateOfChange(_Base[RateOfChangeRule]):
+    """A rise (fall) within `within`: the value now against the lowest (highest) in the span.
+
+    The span is [ts - within, ts], both ends included: 5-minute readings over 30 minutes
+    compare seven readings. It clears once the change within the span is under the limit.
+    """
+
+    def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
+        value = reading.values.get(self.rule.field)
+        if value is None:
+            return []
+        points = memory.points
+        points.append((reading.ts_ns, value))
+        while points[0][0] < reading.ts_ns - to_ns(self.rule.within):
+            points.popleft()
+        values = [v for _, v in points]
+        rise = self.rule.rise
+        change = value - min(values) if rise is not None else max(values) - value
+        limit = rise if rise is not None else self.rule.fall or 0.0
+        if change < limit:
+            return [self._inactive(device.id, reading.ts_ns)]
+        text = ("{name}: {field} changed {change:g} within {within}",
+                "{name} reads {field} {value:g}, {change:g} from {within} ago or less "
+                "(limit {limit:g}).")
+        extra = {"change": change, "limit": limit, "within": format_duration(self.rule.within)}
+        return [self._active(device, reading.ts_ns, self.rule.severity, value, text, extra)]
+
+
+class Window(_Base[WindowRule]):
+    """An aggregate over (ts - window, ts]; silent until the readings span the window."""
+
+    def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
+        value = reading.values.get(self.rule.field)
+        if value is None:
+            return []
+        cutoff = reading.ts_ns - to_ns(self.rule.window)
+        memory.points.append((reading.ts_ns, value))
+        trim(memory.points, cutoff)
+        if memory.points[0][0] > cutoff:
+            return []  # a few readings are not a 10-minute mean: no judgement yet
+        inside = [v for ts, v in memory.points if ts > cutoff]
+        aggregate = AGGREGATES[self.rule.aggregate](inside)
+        memory.active = holds(self.rule, aggregate, memory.active)
+        if not memory.active:
+            return [self._inactive(device.id, reading.ts_ns)]
+        text = ("{name}: {aggregate} {field} over {window} is {value:.1f}",
+                "{name}: the {aggregate} {field} over {window} is {value:.1f} (limit {limit:g}).")
+        extra = {"aggregate": self.rule.aggregate, "window": format_duration(self.rule.window),
+                 "limit": self.rule.limit}
+        return [self._active(device, reading.ts_ns, self.rule.severity, aggregate, text, extra)]
+
+
+class Ispu(_Base[IspuRule]):
+    """The ISPU of the pollutant means over `window`; `level` follows the category.
+
+    P.14/2020 computes ISPU from 24-hour averages; an instantaneous sub-index would page
+    on every passing truck, and 24 hours would page a day late, so the rule averages each
+    pollutant over a configurable window (default 1 h). Silent until readings span it.
+    """
+
+    def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
+        pollutants = {k: v for k, v in reading.values.items() if k in BREAKPOINTS}
+        if not pollutants:
+            return []
+        cutoff = reading.ts_ns - to_ns(self.rule.window)
+        memory.samples.append((reading.ts_ns, pollutants))
+        trim(memory.samples, cutoff)
+        if memory.samples[0][0] > cutoff:
+            return []
+        result = ispu(_means(values for ts, values in memory.samples if ts > cutoff))
+        if result.category.rank < Category(self.rule.min_category).rank:
+            return [self._inactive(device.id, reading.ts_ns)]
+        text = ("{name}: ISPU {index} ({category})",
+                "Air at {name} is {category}: ISPU {index}, dominant pollutant {dominant} "
+                "({window} means; the regulation's ISPU uses 24-hour means).")
+        extra = {"index": result.index, "category": result.category.display_name,
+                 "level": result.category.value, "dominant": result.dominant,
+                 "window": format_duration(self.rule.window)}
+        notes = {"index": str(result.index), "category": result.category.display_name,
+                 "dominant": result.dominant}
+        severity = ISPU_SEVERITY[result.category]
+        return [self._active(device, reading.ts_ns, severity, result.index, text, extra,
+                             {"level": result.category.value}, notes)]
+
+
+def _means(samples: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    totals: dict[str, list[float]] = {}
+    for values in samples:
+        for pollutant, value in values.items():
+            totals.setdefault(pollutant, []).append(value)
+    return {pollutant: statistics.fmean(values) for pollutant, values in totals.items()}
+
+
+class FloodWave(_Base[FloodWaveRule]):
+    """The upstream gauge at `at_level` or worse warns each downstream gauge of the wave.
+
+    The expected arrival is the event time the upstream reached the level plus the travel
+    time; it stays put while the upstream stays up, and the alerts resolve when it falls
+    back below the level (minus `clear_margin`).
+    """
+
+    def __init__(self, rule: FloodWaveRule, registry: Registry) -> None:
+        super().__init__(rule)
+        found = ((registry.get(entry.device), entry.travel) for entry in rule.downstream)
+        self._downstream = [(device, travel) for device, travel in found if device is not None]
+        hours, minutes = rule.utc_offset[1:].split(":")
+        sign = -1 if rule.utc_offset.startswith("-") else 1
+        self._zone = timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+
+    def selects(self, device: Device) -> bool:
+        return device.id == self.rule.upstream
+
+    def subjects(self, device_id: str) -> tuple[str, ...]:
+        return tuple(device.id for device, _ in self._downstream)
+
+    def memory(self, alerts: Sequence[Alert]) -> Memory:
+        # The alerts began at the upstream reading that reached the level: the wave's start.
+        starts = [alert.starts_at_ns for alert in alerts if alert.status in _OPEN]
+        return Memory(active=bool(starts), since_ns=min(starts, default=None))
+
+    def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
+        value = reading.values.get(self.rule.field)
+        limit = device.thresholds.get(self.rule.threshold)
+        if value is None or limit is None:
+            return []
+        margin = self.rule.clear_margin if memory.active else 0.0
+        if value < limit - margin:
+            memory.active, memory.since_ns = False, None
+            return [self._inactive(down.id, reading.ts_ns) for down, _ in self._downstream]
+        since = memory.since_ns if memory.active and memory.since_ns is not None else reading.ts_ns
+        memory.active, memory.since_ns = True, since
+        return [self._wave(reading, device, down, travel, value, limit, since)
+                for down, travel in self._downstream]
+
+    def _wave(self, reading: Reading, upstream: Device, down: Device, travel: timedelta,
+              value: float, limit: float, since_ns: int) -> Signal:
+        arrival_ns = since_ns + to_ns(travel)
+        arrival = datetime.fromtimestamp(arrival_ns / 1e9, self._zone).isoformat("T", "seconds")
+        extra = {"upstream": upstream.id, "upstream_name": upstream.name,
+                 "level": self.rule.at_level, "threshold": limit,
+                 "expected_arrival": arrival, "travel_time": format_duration(travel)}
+        text = ("Flood wave expected at {name} around {expected_arrival}",
+                "{upstream_name} reads {value:g} cm, at or past {level} ({threshold:g} cm); "
+                "the wave takes about {travel_time} to reach {name}.")
+        notes = {"expected_arrival": arrival, "travel_time": format_duration(travel)}
+        return self._active(down, reading.ts_ns, self.rule.severity, value, text, extra,
+                            {"upstream": upstream.id}, notes)

@@ -1,0 +1,441 @@
+"""The rules file: rules, offline detection, alerting, receivers and routes (strict YAML).
+
+Loading is Alertmanager's two steps: a strict parse into these models (every unknown key,
+wrong type or bad value is an error naming file:line and field), then semantic checks
+against the device registry (duplicate rule names, unknown devices, kinds or fields,
+thresholds a device lacks, unknown template placeholders, routes naming undefined
+receivers). `rules/default.yaml` is the commented sample.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import string
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from devices.configfile import ConfigError, Loc, format_validation_error, locate, read_yaml
+from devices.kinds import Kind
+from devices.readings import NUMERIC_FIELDS
+from devices.registry import LABEL_KEY_PATTERN, Device, LabelKey, LabelValue, Registry
+from devices.topics import DEVICE_ID_PATTERN
+from rules.alert import Severity
+from rules.durations import Duration
+from rules.offline import AREA_OFFLINE, DEVICE_OFFLINE, OfflineConfig, PositiveDuration
+from rules.routing import Receiver, Route, route_problems
+
+# Alert names follow Prometheus: they become the `alertname` label.
+ALERTNAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# The offline checker's alerts: a rule of that name would share their identity.
+OFFLINE_ALERTS: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE})
+# Labels every signal sets itself; a rule's own `labels` may not replace them.
+RESERVED_RULE_LABELS: Final = frozenset({"alertname", "severity", "device_id", "kind"})
+# Placeholders any template may use, besides the device's label keys (`{river}`).
+COMMON_PLACEHOLDERS: Final = frozenset(
+    {"alertname", "device_id", "name", "kind", "severity", "value", "field"}
+)
+# Placeholders that are numbers, so `{value:.0f}` works; the rest are strings.
+NUMERIC_PLACEHOLDERS: Final = frozenset({"value", "threshold", "limit", "change", "index"})
+# Placeholders that change from reading to reading: in a label, every change would be
+# notified as a change of the alert, so they are for annotations only.
+VOLATILE_PLACEHOLDERS: Final = frozenset({"value", "change", "index", "dominant"})
+# Flood-wave `at_level` -> the registry threshold it means.
+SIAGA_LEVELS: Mapping[str, str] = MappingProxyType(
+    {"siaga-3": "siaga3_cm", "siaga-2": "siaga2_cm", "siaga-1": "siaga1_cm"}
+)
+
+SeverityField = Annotated[Severity, Field(strict=False)]  # YAML gives a string, not the enum
+KindField = Annotated[Kind, Field(strict=False)]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
+FieldName = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+_ZERO: Final = timedelta(0)
+Problems = Iterator[tuple[Loc, str]]  # what a semantic check yields: (field path, message)
+
+
+class _Strict(BaseModel):
+    # Written by people: an unknown key is a typo, never ignored. `for` is a Python keyword,
+    # so the field is `for_` with an alias; populate_by_name lets code use either.
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RuleBase(_Strict):
+    """What every rule has: its alert name, timing and templates."""
+
+    placeholders: ClassVar[frozenset[str]] = COMMON_PLACEHOLDERS
+
+    name: str = Field(pattern=ALERTNAME_PATTERN)
+    for_: Duration = Field(default=_ZERO, alias="for")  # hold this long before firing
+    keep_firing_for: Duration = _ZERO  # keep firing this long after the condition stops
+    # Text with `{placeholder}`s (str.format syntax), checked by `check_rules`.
+    labels: dict[LabelKey, str] = Field(default_factory=dict)
+    annotations: dict[LabelKey, str] = Field(default_factory=dict)
+
+
+class SelectingRule(RuleBase):
+    """A rule on the devices a selector picks: a kind, a list of ids, or both (none: all)."""
+
+    kind: KindField | None = None
+    devices: list[DeviceId] | None = Field(default=None, min_length=1)
+
+    def selects(self, device: Device) -> bool:
+        if self.kind is not None and device.kind is not self.kind:
+            return False
+        return self.devices is None or device.id in self.devices
+
+
+class BoundedRule(SelectingRule):
+    """A value compared with a limit, with an optional recovery limit (hysteresis).
+
+    `above: 900, clear_below: 880`: holds once the value is above 900 and keeps holding
+    until it falls below 880. Without a clear limit it holds exactly while above 900.
+    """
+
+    placeholders: ClassVar[frozenset[str]] = COMMON_PLACEHOLDERS | {"limit"}
+
+    field: FieldName
+    severity: SeverityField = Severity.WARNING
+    above: Number | None = None
+    below: Number | None = None
+    clear_below: Number | None = None
+    clear_above: Number | None = None
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> BoundedRule:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("needs exactly one of above or below")
+        if self.above is not None and self.clear_above is not None:
+            raise ValueError("clear_above goes with below; with above use clear_below")
+        if self.below is not None and self.clear_below is not None:
+            raise ValueError("clear_below goes with above; with below use clear_above")
+        low, high = self.clear_below, self.clear_above
+        if (low is not None and low > self.limit) or (high is not None and high < self.limit):
+            raise ValueError("the clear limit must be on the near side: clear_below <= above, "
+                             "clear_above >= below")
+        return self
+
+    @property
+    def limit(self) -> float:
+        """The limit that starts the condition: `above` or `below`."""
+        limit = self.above if self.above is not None else self.below
+        if limit is None:
+            raise AssertionError("unreachable: validated to have above or below")
+        return limit
+
+
+class LadderStep(_Strict):
+    """One rung: at or above the device's `threshold`, the alert has this level and severity."""
+
+    threshold: FieldName  # a key of the device's `thresholds`, e.g. siaga3_cm
+    level: LabelValue  # label `level`, e.g. siaga-3
+    severity: SeverityField
+
+
+class LadderRule(SelectingRule):
+    """One alert per device whose `level` and severity follow the value up and down."""
+
+    placeholders: ClassVar[frozenset[str]] = COMMON_PLACEHOLDERS | {"level", "threshold"}
+
+    type: Literal["ladder"]
+    field: FieldName = "level_cm"
+    steps: list[LadderStep] = Field(min_length=1)
+    # Hysteresis: stepping down from a band needs the value below its threshold - margin.
+    clear_margin: Number = Field(default=0.0, ge=0)
+
+
+class ThresholdRule(BoundedRule):
+    """A reading's field above (or below) a fixed limit."""
+
+    type: Literal["threshold"]
+
+
+class RateOfChangeRule(SelectingRule):
+    """A rise (or fall) of at least so much within a time span, e.g. 50 cm within 30 minutes."""
+
+    placeholders: ClassVar[frozenset[str]] = COMMON_PLACEHOLDERS | {"change", "limit", "within"}
+
+    type: Literal["rate_of_change"]
+    field: FieldName
+    severity: SeverityField = Severity.WARNING
+    rise: Number | None = Field(default=None, gt=0)
+    fall: Number | None = Field(default=None, gt=0)
+    within: PositiveDuration
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> RateOfChangeRule:
+        if (self.rise is None) == (self.fall is None):
+            raise ValueError("needs exactly one of rise or fall")
+        return self
+
+
+class WindowRule(BoundedRule):
+    """An aggregate of a field over a time window, e.g. mean speed over 10 minutes < 15."""
+
+    placeholders: ClassVar[frozenset[str]] = BoundedRule.placeholders | {"aggregate", "window"}
+
+    type: Literal["window"]
+    aggregate: Literal["mean", "max", "min"]
+    window: PositiveDuration
+
+
+class IspuRule(SelectingRule):
+    """The ISPU of an air-quality monitor's pollutant means over `window`.
+
+    The regulation averages over 24 h; an hour keeps the alert timely without paging on a
+    single puff of smoke. `level` follows the category; severity is fixed per category.
+    """
+
+    placeholders: ClassVar[frozenset[str]] = COMMON_PLACEHOLDERS | {
+        "index", "category", "level", "dominant", "window",
+    }
+
+    type: Literal["ispu"]
+    kind: KindField | None = Kind.AIR_QUALITY
+    window: PositiveDuration = timedelta(hours=1)
+    # Not baik: that would always fire.
+    min_category: Literal["sedang", "tidak-sehat", "sangat-tidak-sehat", "berbahaya"] = (
+        "tidak-sehat"
+    )
+
+
+class Downstream(_Strict):
+    """A gauge a flood wave reaches, and how long it takes (jakarta.md section 1)."""
+
+    device: DeviceId
+    travel: PositiveDuration
+
+
+class FloodWaveRule(RuleBase):
+    """When the upstream gauge reaches `at_level`, each downstream gauge gets a warning."""
+
+    placeholders: ClassVar[frozenset[str]] = COMMON_PLACEHOLDERS | {
+        "level", "threshold", "upstream", "upstream_name", "expected_arrival", "travel_time",
+    }
+
+    type: Literal["flood_wave"]
+    upstream: DeviceId
+    at_level: Literal["siaga-3", "siaga-2", "siaga-1"] = "siaga-2"
+    field: FieldName = "level_cm"
+    clear_margin: Number = Field(default=0.0, ge=0)
+    downstream: list[Downstream] = Field(min_length=1)
+    severity: SeverityField = Severity.WARNING
+    # Offset of `expected_arrival` in the annotations: WIB, the operators' clock.
+    utc_offset: str = Field(default="+07:00", pattern=r"^[+-](0\d|1[0-4]):[0-5]\d$")
+
+    @property
+    def threshold(self) -> str:
+        return SIAGA_LEVELS[self.at_level]
+
+
+Rule = Annotated[
+    LadderRule | ThresholdRule | RateOfChangeRule | WindowRule | IspuRule | FloodWaveRule,
+    Field(discriminator="type"),
+]
+# The `type` of each rule, for error messages.
+RULE_TYPES: Mapping[str, type[RuleBase]] = MappingProxyType({
+    "ladder": LadderRule, "threshold": ThresholdRule, "rate_of_change": RateOfChangeRule,
+    "window": WindowRule, "ispu": IspuRule, "flood_wave": FloodWaveRule,
+})
+
+
+class AlertingConfig(_Strict):
+    """How the alert book treats transitions (rules/alertbook.py)."""
+
+    # A transition whose event time is older than this on the wall clock is history.
+    page_max_age: PositiveDuration = timedelta(minutes=15)
+    repeat_interval: PositiveDuration = timedelta(hours=4)
+    history_days: int = Field(default=30, ge=1)
+
+
+class RulesFile(_Strict):
+    """A whole rules file."""
+
+    rules: list[Rule] = Field(default_factory=list)
+    offline: OfflineConfig = Field(default_factory=OfflineConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    receivers: list[Receiver] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+
+
+def load_rules(path: Path, registry: Registry) -> RulesFile:
+    """Load and check a rules file; raises `ConfigError` naming each problem's line and field."""
+    document = read_yaml(path)
+    try:
+        rules_file = RulesFile.model_validate(document.data)
+    except ValidationError as exc:
+        error = format_validation_error(_untagged(exc), path, document.node, None, RulesFile)
+        raise error from None
+    found = check_rules(rules_file, registry)
+    problems = [locate(loc, message, document.node) for loc, message in found]
+    if problems:
+        problems.sort(key=lambda problem: problem.line or 0)
+        raise ConfigError(path, problems)
+    return rules_file
+
+
+def check_rules(rules_file: RulesFile, registry: Registry) -> Problems:
+    """The semantic checks of a valid rules file against the registry."""
+    yield from _name_problems(rules_file.rules)
+    label_keys = frozenset(key for device in registry for key in device.labels)
+    for index, rule in enumerate(rules_file.rules):
+        loc: Loc = ("rules", index)
+        if isinstance(rule, SelectingRule):
+            yield from _selector_problems(loc, rule, registry)
+        if isinstance(rule, LadderRule):
+            yield from _ladder_problems(loc, rule, registry)
+        if isinstance(rule, IspuRule) and rule.kind not in (None, Kind.AIR_QUALITY):
+            yield (*loc, "kind"), "an ispu rule reads air-quality monitors"
+        if isinstance(rule, FloodWaveRule):
+            yield from _flood_wave_problems(loc, rule, registry)
+        for key in sorted(RESERVED_RULE_LABELS & set(rule.labels)):
+            yield (*loc, "labels", key), "set by Siaga itself, not by a rule"
+        yield from _template_problems(loc, rule, rule.placeholders | label_keys)
+    yield from route_problems(rules_file.receivers, rules_file.routes)
+
+
+def _name_problems(rules: Sequence[RuleBase]) -> Problems:
+    first: dict[str, int] = {}
+    for index, rule in enumerate(rules):
+        if rule.name in OFFLINE_ALERTS:
+            yield ("rules", index, "name"), f"{rule.name} is raised by the offline checker"
+        elif rule.name in first:
+            yield (("rules", index, "name"),
+                   f"duplicate rule name {rule.name!r}: rules[{first[rule.name]}] has it too")
+        else:
+            first[rule.name] = index
+
+
+def _selector_problems(loc: Loc, rule: SelectingRule, registry: Registry) -> Problems:
+    for position, device_id in enumerate(rule.devices or ()):
+        device = registry.get(device_id)
+        if device is None:
+            yield (*loc, "devices", position), f"unknown device {device_id!r}"
+        elif rule.kind is not None and device.kind is not rule.kind:
+            yield (*loc, "devices", position), f"{device_id} is {device.kind}, not {rule.kind}"
+    field = getattr(rule, "field", None)
+    kinds = {rule.kind} if rule.kind is not None else {d.kind for d in registry if rule.selects(d)}
+    for kind in sorted(kinds):
+        if field is not None and field not in NUMERIC_FIELDS[kind]:
+            known = ", ".join(sorted(NUMERIC_FIELDS[kind]))
+            yield (*loc, "field"), f"{kind} readings have no field {field!r} (fields: {known})"
+
+
+def _ladder_problems(loc: Loc, rule: LadderRule, registry: Registry) -> Problems:
+    names = [step.threshold for step in rule.steps]
+    for position, device_id in enumerate(rule.devices or ()):
+        device = registry.get(device_id)
+        missing = [name for name in names if device is not None and name not in device.thresholds]
+        if missing:
+            yield (*loc, "devices", position), f"{device_id} has no threshold {', '.join(missing)}"
+    for device in registry:
+        if rule.selects(device) and all(name in device.thresholds for name in names):
+            values = [device.thresholds[name] for name in names]
+            if any(low >= high for low, high in itertools.pairwise(values)):
+                pairs = zip(names, values, strict=True)
+                shown = ", ".join(f"{name}={value:g}" for name, value in pairs)
+                yield (*loc, "steps"), f"must rise step by step; {device.id} has {shown}"
+
+
+def _flood_wave_problems(loc: Loc, rule: FloodWaveRule, registry: Registry) -> Problems:
+    upstream = registry.get(rule.upstream)
+    if upstream is None:
+        yield (*loc, "upstream"), f"unknown device {rule.upstream!r}"
+    elif rule.threshold not in upstream.thresholds:
+        yield (*loc, "at_level"), f"{upstream.id} has no threshold {rule.threshold}"
+    elif rule.field not in NUMERIC_FIELDS[upstream.kind]:
+        yield (*loc, "field"), f"{upstream.kind} readings have no field {rule.field!r}"
+    seen: set[str] = set()
+    for position, entry in enumerate(rule.downstream):
+        where = (*loc, "downstream", position, "device")
+        if registry.get(entry.device) is None:
+            yield where, f"unknown device {entry.device!r}"
+        elif entry.device == rule.upstream:
+            yield where, "the upstream gauge cannot be its own downstream"
+        elif entry.device in seen:
+            yield where, f"{entry.device} is listed twice"
+        seen.add(entry.device)
+
+
+def _template_problems(loc: Loc, rule: RuleBase, allowed: frozenset[str]) -> Problems:
+    sample = {name: 0.0 if name in NUMERIC_PLACEHOLDERS else "x" for name in allowed}
+    for section, templates in (("labels", rule.labels), ("annotations", rule.annotations)):
+        for key, template in templates.items():
+            try:
+                names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+                unknown = [name for name in names if name not in allowed]
+                if not unknown:
+                    template.format_map(sample)  # a format spec that cannot take the value
+            except (ValueError, TypeError, IndexError) as exc:
+                hint = "a literal brace is written {{ or }}"
+                yield (*loc, section, key), f"not a valid template: {exc} ({hint})"
+                continue
+            volatile = [n for n in names if n in VOLATILE_PLACEHOLDERS and section == "labels"]
+            if unknown:
+                yield (*loc, section, key), _unknown_placeholder(unknown[0], allowed)
+            elif volatile:
+                yield ((*loc, section, key), f"{{{volatile[0]}}} changes with the readings, and "
+                       "a label change is notified: use it in annotations")
+
+
+def _unknown_placeholder(name: str, allowed: frozenset[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(allowed), n=1)
+    hint = f"did you mean {{{close[0]}}}? " if close else ""
+    return f"unknown placeholder {{{name}}} ({hint}known: {', '.join(sorted(allowed))})"
+
+
+def _untagged(exc: ValidationError) -> ValidationError:
+    """The same errors without pydantic's union tag in the path (`rules[0].ladder.steps`).
+
+    A rule's errors then name the place the operator wrote (`rules[0].steps`), find its
+    line, and an unknown key lists the keys that rule type accepts.
+    """
+    details = [_untag(error) for error in exc.errors(include_url=False)]
+    return ValidationError.from_exception_data(exc.title, details)
+
+
+def _untag(error: Any) -> InitErrorDetails:
+    loc: Loc = tuple(error["loc"])
+    kind, value = str(error["type"]), error["input"]
+    if loc[:1] == ("rules",) and len(loc) >= 2 and isinstance(loc[1], int):
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            tag = value.get("type") if isinstance(value, dict) else None
+            got = "required, but missing" if tag is None else f"unknown rule type {tag!r}"
+            return _custom((*loc, "type"), value, f"{got} (one of {', '.join(RULE_TYPES)})")
+        if len(loc) >= 3:
+            model = RULE_TYPES.get(str(loc[2]))
+            loc = (*loc[:2], *loc[3:])
+            if kind == "extra_forbidden" and model is not None:
+                allowed = _keys_at(model, loc[2:-1])
+                return _custom(loc, value, _unknown_key(str(loc[-1]), allowed))
+    detail: InitErrorDetails = {"type": kind, "loc": loc, "input": value}
+    if "ctx" in error:
+        detail["ctx"] = error["ctx"]
+    return detail
+
+
+def _custom(loc: Loc, value: object, message: str) -> InitErrorDetails:
+    # The message goes in the context: a template would read its braces as placeholders.
+    error = PydanticCustomError("rules", "{message}", {"message": message})
+    return {"type": error, "loc": loc, "input": value}
+
+
+def _unknown_key(key: str, allowed: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown key ({hint}expected one of {', '.join(allowed)})"
+
+
+def _keys_at(model: type[BaseModel], path: Loc) -> list[str]:
+    """The keys accepted at `path` in a rule: its own, or a step's or downstream's."""
+    if not path:
+        return [field.alias or name for name, field in model.model_fields.items()]
+    nested: dict[str, type[BaseModel]] = {"steps": LadderStep, "downstream": Downstream}
+    inner = nested.get(str(path[0]))
+    return [] if inner is None or len(path) != 2 else _keys_at(inner, ())

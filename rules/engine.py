@@ -1,0 +1,111 @@
+"""The rule engine: readings in event-time order per device -> conditions -> alert changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from devices.readings import Reading
+from devices.registry import Registry
+from rules.alert import Alert, AlertStatus, Change, Signal, Timing, Transition, step
+from rules.conditions import Condition, Memory, build
+from rules.config import OFFLINE_ALERTS, RulesFile
+
+
+class RuleEngine:
+    """Applies every rule to each reading and keeps the current alert records in memory.
+
+    Per device, readings are evaluated in event-time order: one no newer than the latest
+    evaluated for its device is late (stored by ingest, but it must not re-fire or flap an
+    alert) and is only counted. The alert book persists what `evaluate` and `signal`
+    return; after a restart `restore` gives the engine its alerts back, so a pending
+    alert's `for` keeps counting from when it began and a firing one is not new again.
+    Not thread-safe: the service calls it from its event loop.
+    """
+
+    def __init__(self, rules_file: RulesFile, registry: Registry) -> None:
+        self._registry = registry
+        self._conditions = [build(rule, registry) for rule in rules_file.rules]
+        self._timings = {condition.name: condition.timing for condition in self._conditions}
+        self._by_device: dict[str, tuple[Condition, ...]] = {
+            device.id: tuple(c for c in self._conditions if c.selects(device))
+            for device in registry
+        }
+        self._alerts: dict[str, Alert] = {}  # open (pending or firing) alerts by fingerprint
+        self._memories: dict[tuple[str, str], Memory] = {}  # by (rule, device id)
+        self._latest_ns: dict[str, int] = {}  # event time of the latest reading evaluated
+        self._late = 0
+
+    @property
+    def late_readings(self) -> int:
+        """Readings skipped because their device had a newer (or equally old) one already."""
+        return self._late
+
+    @property
+    def alerts(self) -> Mapping[str, Alert]:
+        """The open alerts by fingerprint (a copy)."""
+        return dict(self._alerts)
+
+    def restore(self, alerts: Iterable[Alert]) -> list[Transition]:
+        """Seed the engine with persisted alerts; call it before the first reading.
+
+        Returns a `resolved` change for each open alert whose rule is gone from the rules
+        file: nothing would ever resolve it otherwise.
+        """
+        known = set(self._timings) | OFFLINE_ALERTS
+        orphans: list[Transition] = []
+        for alert in alerts:
+            if alert.status is AlertStatus.RESOLVED:
+                continue
+            if alert.rule in known:
+                self._alerts[alert.fingerprint] = alert
+                continue
+            ended = replace(alert, status=AlertStatus.RESOLVED, ends_at_ns=alert.evaluated_at_ns)
+            change: Change = "resolved" if alert.status is AlertStatus.FIRING else "abandoned"
+            orphans.append(Transition(change, ended, alert.status))
+        self._memories.clear()  # memories seeded before would not know these alerts
+        return orphans
+
+    def evaluate(self, reading: Reading) -> list[Transition]:
+        """The alert changes a reading causes, in rule order."""
+        device = self._registry.get(reading.device_id)
+        if device is None:
+            return []  # ingest dead-letters unknown devices; nothing to judge
+        latest = self._latest_ns.get(device.id)
+        if latest is not None and reading.ts_ns <= latest:
+            self._late += 1
+            return []
+        self._latest_ns[device.id] = reading.ts_ns
+        transitions: list[Transition] = []
+        for condition in self._by_device.get(device.id, ()):
+            memory = self._memory(condition, device.id)
+            for signal in condition.evaluate(reading, device, memory):
+                transition = self._apply(signal, condition.timing)
+                if transition is not None:
+                    transitions.append(transition)
+        return transitions
+
+    def signal(self, signal: Signal) -> Transition | None:
+        """Apply a signal from outside the rules (the offline checker), with its rule's timing."""
+        return self._apply(signal, self._timings.get(signal.rule, Timing()))
+
+    def _apply(self, signal: Signal, timing: Timing) -> Transition | None:
+        current = self._alerts.get(signal.fingerprint)
+        if current is not None and signal.at_ns < current.evaluated_at_ns:
+            return None  # older than what the alert already saw: late, not news
+        new, transition = step(current, signal, timing)
+        if new is None or new.status is AlertStatus.RESOLVED:
+            self._alerts.pop(signal.fingerprint, None)
+        else:
+            self._alerts[signal.fingerprint] = new
+        return transition
+
+    def _memory(self, condition: Condition, device_id: str) -> Memory:
+        key = (condition.name, device_id)
+        memory = self._memories.get(key)
+        if memory is None:
+            subjects = condition.subjects(device_id)
+            alerts = [a for a in self._alerts.values() if a.rule == condition.name
+                      and a.subject in subjects]
+            memory = self._memories[key] = condition.memory(alerts)
+        return memory

@@ -1,0 +1,191 @@
+"""Tests of the Prometheus exposition: the text format, the families, and GET /metrics."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.metrics import (
+    Family,
+    Sample,
+    alert_families,
+    escape_label_value,
+    format_value,
+    ingest_families,
+    render,
+)
+from ingest.stats import IngestStats
+from ingest.storage import StorageStats
+from tests.ingest.test_http import T0, TOKEN, World, fire, open_world, running_api
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(rf"^({_NAME})(?:\{{((?:{_LABEL})(?:,{_LABEL})*)?\}})? (\S+)$")
+_HELP = re.compile(rf"^# HELP ({_NAME}) (.*)$")
+_TYPE = re.compile(rf"^# TYPE ({_NAME}) (counter|gauge|histogram|summary|untyped)$")
+_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+Key = tuple[str, frozenset[tuple[str, str]]]
+
+
+def parse(text: str) -> dict[Key, float]:
+    """A strict reader of the text format 0.0.4: every line must be HELP, TYPE or a sample
+    of a family whose HELP and TYPE came first, and no sample may repeat."""
+    assert text.endswith("\n")
+    helped: set[str] = set()
+    typed: set[str] = set()
+    samples: dict[Key, float] = {}
+    for line in text.splitlines():
+        if found := _HELP.match(line):
+            helped.add(found.group(1))
+        elif found := _TYPE.match(line):
+            assert found.group(1) in helped, f"TYPE before HELP: {line!r}"
+            typed.add(found.group(1))
+        else:
+            found = _SAMPLE.match(line)
+            assert found is not None, f"not a valid sample line: {line!r}"
+            name, labels, value = found.groups()
+            assert name in typed, f"sample without TYPE: {line!r}"
+            key = (name, frozenset(_labels(labels or "").items()))
+            assert key not in samples, f"duplicate sample: {line!r}"
+            samples[key] = float(value)
+    return samples
+
+
+def _labels(text: str) -> dict[str, str]:
+    return {name: re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], value)
+            for name, value in _PAIR.findall(text)}
+
+
+def key(name: str, **labels: str) -> Key:
+    return name, frozenset(labels.items())
+
+
+def test_a_family_renders_help_type_and_one_line_per_sample() -> None:
+    family = Family("siaga_things_total", "counter", "Things.",
+                    [Sample(3, {"kind": "a"}), Sample(4, {"kind": "b"})])
+    assert render([family]) == (
+        "# HELP siaga_things_total Things.\n"
+        "# TYPE siaga_things_total counter\n"
+        'siaga_things_total{kind="a"} 3\n'
+        'siaga_things_total{kind="b"} 4\n'
+    )
+
+
+def test_label_values_are_escaped_and_read_back_unchanged() -> None:
+    nasty = 'a "quoted" \\ back\nslash'
+    text = render([Family("siaga_x", "gauge", "X.", [Sample(1, {"field": nasty})])])
+    assert 'field="a \\"quoted\\" \\\\ back\\nslash"' in text
+    assert parse(text) == {key("siaga_x", field=nasty): 1}
+    assert escape_label_value("plain") == "plain"
+
+
+def test_help_text_is_escaped() -> None:
+    text = render([Family("siaga_x", "gauge", "two\nlines \\ here")])
+    assert "# HELP siaga_x two\\nlines \\\\ here\n" in text
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (0, "0"), (12, "12"), (2.0, "2"), (0.125, "0.125"), (1e-9, "1e-09"),
+    (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"),
+])
+def test_values_are_written_as_prometheus_reads_them(value: float, shown: str) -> None:
+    assert format_value(value) == shown
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Family("siaga-x", "gauge", "X."), "invalid Prometheus metric name"),
+    (lambda: Family("siaga_x", "counter", "X."), "must end in _total"),
+    (lambda: Sample(1, {"bad-name": "v"}), "invalid Prometheus label name"),
+    (lambda: Sample(1, {"__reserved": "v"}), "invalid Prometheus label name"),
+])
+def test_invalid_names_are_refused(make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()  # type: ignore[operator]
+
+
+def storage_stats(latency_s: float | None = 0.0125) -> StorageStats:
+    return StorageStats(written_total=90, spooled_total=10, rejected_total=2,
+                        retryable_errors_total=1, spool_segments=3, spool_bytes=4096,
+                        last_write_latency_s=latency_s)
+
+
+def test_dead_letters_are_counted_by_code_with_influxdb_rejections() -> None:
+    stats = IngestStats(messages=5, readings=100, dead_letters=Counter({"bad-json": 3}))
+    samples = parse(render(ingest_families(stats, storage_stats())))
+    assert samples[key("siaga_dead_letters_total", code="bad-json")] == 3
+    assert samples[key("siaga_dead_letters_total", code="rejected-by-influxdb")] == 2
+    assert samples[key("siaga_readings_received_total")] == 100
+    assert samples[key("siaga_readings_written_total")] == 90
+    assert samples[key("siaga_spool_bytes")] == 4096
+    assert samples[key("siaga_influxdb_last_write_latency_seconds")] == 0.0125
+
+
+def test_storage_metrics_are_absent_rather_than_zero_before_storage_starts() -> None:
+    text = render(ingest_families(IngestStats(), None))
+    assert "# TYPE siaga_spool_bytes gauge" in text
+    assert not any(name == "siaga_spool_bytes" for name, _ in parse(text))
+
+
+def test_an_unknown_write_latency_is_left_out() -> None:
+    samples = parse(render(ingest_families(IngestStats(), storage_stats(None))))
+    assert key("siaga_influxdb_last_write_latency_seconds") not in samples
+    assert samples[key("siaga_spool_segments")] == 3
+
+
+def test_every_alert_status_is_shown_even_at_zero() -> None:
+    samples = parse(render(alert_families({"firing": 2}, {"delivered": 7}, 1)))
+    assert samples[key("siaga_alerts", status="pending")] == 0
+    assert samples[key("siaga_alerts", status="firing")] == 2
+    assert samples[key("siaga_deliveries_total", outcome="delivered")] == 7
+    assert samples[key("siaga_deliveries_pending")] == 1
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with open_world(tmp_path) as opened:
+        yield opened
+
+
+async def test_the_endpoint_serves_every_family_as_parseable_text(world: World) -> None:
+    world.stats.messages, world.stats.readings = 12, 30
+    world.stats.dead_letters["future-ts"] += 2
+    world.stats.ignored_fields[("pa-manggarai", 'fw"ver')] += 4
+    world.storage = storage_stats()
+    world.seen["pa-manggarai"] = T0
+    fire(world, "pa-manggarai")
+    world.outbox.enqueue("bpbd", "abc", b"{}", T0)
+    async with running_api(world) as api, api.session.get(api.url + "/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        samples = parse(await response.text())
+    assert samples[key("siaga_mqtt_messages_received_total")] == 12
+    assert samples[key("siaga_dead_letters_total", code="future-ts")] == 2
+    assert samples[key("siaga_ignored_fields_total", device_id="pa-manggarai",
+                       field='fw"ver')] == 4
+    assert samples[key("siaga_alerts", status="firing")] == 1
+    assert samples[key("siaga_deliveries_pending")] == 1
+    assert samples[key("siaga_deliveries_total", outcome="dead")] == 0
+    assert samples[key("siaga_ready")] == 1
+    assert samples[key("siaga_devices")] == 2 and samples[key("siaga_devices_seen")] == 1
+
+
+async def test_the_endpoint_says_when_the_service_is_not_ready(world: World) -> None:
+    world.reasons.append("not subscribed to MQTT yet")
+    async with running_api(world) as api, api.session.get(api.url + "/metrics") as response:
+        samples = parse(await response.text())
+    assert samples[key("siaga_ready")] == 0
+
+
+async def test_no_secret_appears_in_any_read_endpoint(world: World) -> None:
+    world.storage = storage_stats()
+    async with running_api(world) as api:
+        for path in ("/metrics", "/openapi.json", "/api/devices", "/readyz", "/healthz"):
+            async with api.session.get(api.url + path) as response:
+                assert TOKEN not in await response.text(), path

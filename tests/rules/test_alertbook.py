@@ -1,0 +1,531 @@
+"""Tests of the alert book: what is paged, what is only recorded, and what survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rules.alert import Alert, AlertStatus, Change, Severity, Transition, fingerprint
+from rules.alertbook import (
+    AlertBook,
+    AlertNotActive,
+    Decision,
+    Notified,
+    UnknownSilence,
+    decide,
+    decide_repeat,
+)
+from rules.alertstore import Ack, AlertRow, content_digest
+from rules.silences import Matcher, SilenceError, parse_matcher
+
+T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z
+MINUTE = 60 * 1_000_000_000
+HOUR = 60 * MINUTE
+MAX_AGE = 15 * MINUTE
+REPEAT = HOUR
+LEVELS = {
+    "siaga-3": Severity.WARNING, "siaga-2": Severity.MAJOR, "siaga-1": Severity.CRITICAL,
+}
+FLOOD = fingerprint("FloodLevel", "manggarai")
+
+
+class Clock:
+    """The wall clock, set by the test."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def book(tmp_path: Path, clock: Clock) -> Iterator[AlertBook]:
+    with open_book(tmp_path, clock) as opened:
+        yield opened
+
+
+def open_book(tmp_path: Path, clock: Clock) -> AlertBook:
+    return AlertBook(tmp_path / "alerts.db", page_max_age_ns=MAX_AGE,
+                     repeat_interval_ns=REPEAT, clock_ns=clock)
+
+
+def flood(status: AlertStatus = AlertStatus.FIRING, *, level: str = "siaga-3", at: int = T0,
+          device: str = "manggarai") -> Alert:
+    severity = LEVELS[level]
+    return Alert(
+        fingerprint=fingerprint("FloodLevel", device), rule="FloodLevel", subject=device,
+        status=status, severity=severity,
+        labels={"alertname": "FloodLevel", "severity": severity.value, "device_id": device,
+                "kind": "water-level", "level": level},
+        annotations={"summary": f"{device} at {level}"},
+        starts_at_ns=T0 - 10 * MINUTE, ends_at_ns=at if status is AlertStatus.RESOLVED else None,
+        active_at_ns=at, evaluated_at_ns=at,
+    )
+
+
+def move(change: Change, alert: Alert, previous: AlertStatus | None = None) -> Transition:
+    return Transition(change, alert, previous)
+
+
+def fire(at: int = T0, level: str = "siaga-3", device: str = "manggarai") -> Transition:
+    return move("firing", flood(level=level, at=at, device=device), AlertStatus.PENDING)
+
+
+def change(level: str, at: int = T0) -> Transition:
+    return move("changed", flood(level=level, at=at), AlertStatus.FIRING)
+
+
+def resolve(at: int = T0, level: str = "siaga-3") -> Transition:
+    return move("resolved", flood(AlertStatus.RESOLVED, level=level, at=at), AlertStatus.FIRING)
+
+
+TOLD_FIRING = Notified("firing", content_digest(flood()), T0)
+
+
+# decide: one rule each, pure
+
+
+def test_pending_is_never_paged() -> None:
+    pending = move("pending", flood(AlertStatus.PENDING), None)
+    assert decide(pending, Notified(), False, T0, MAX_AGE) == Decision(False, "pending")
+
+
+def test_abandoned_is_never_paged() -> None:
+    abandoned = move("abandoned", flood(AlertStatus.RESOLVED), AlertStatus.PENDING)
+    assert decide(abandoned, Notified(), False, T0, MAX_AGE) == Decision(False, "abandoned")
+
+
+def test_a_fresh_firing_is_paged_as_new() -> None:
+    assert decide(fire(T0 - MINUTE), Notified(), False, T0, MAX_AGE) == Decision(True, "new")
+
+
+def test_a_silenced_firing_is_recorded_as_silenced() -> None:
+    assert decide(fire(), Notified(), True, T0, MAX_AGE) == Decision(False, "silenced")
+
+
+def test_a_firing_older_than_the_page_max_age_is_recorded_as_stale() -> None:
+    old = fire(T0 - MAX_AGE - 1)
+    assert decide(old, Notified(), False, T0, MAX_AGE) == Decision(False, "stale")
+
+
+def test_a_change_of_a_told_alert_is_paged_as_changed() -> None:
+    assert decide(change("siaga-2"), TOLD_FIRING, False, T0, MAX_AGE) == Decision(True, "changed")
+
+
+def test_a_late_change_of_a_told_alert_is_still_paged() -> None:
+    late = change("siaga-2", at=T0 - 5 * HOUR)
+    assert decide(late, TOLD_FIRING, False, T0, MAX_AGE) == Decision(True, "changed")
+
+
+def test_a_silenced_change_is_not_paged() -> None:
+    assert decide(change("siaga-2"), TOLD_FIRING, True, T0, MAX_AGE) == Decision(False, "silenced")
+
+
+def test_a_fresh_change_of_an_alert_never_told_is_paged_as_new() -> None:
+    assert decide(change("siaga-2"), Notified(), False, T0, MAX_AGE) == Decision(True, "new")
+
+
+def test_a_stale_change_of_an_alert_never_told_is_recorded_as_stale() -> None:
+    stale = change("siaga-2", at=T0 - HOUR)
+    assert decide(stale, Notified(), False, T0, MAX_AGE) == Decision(False, "stale")
+
+
+def test_a_firing_operators_already_know_is_not_paged_again() -> None:
+    assert decide(fire(), TOLD_FIRING, False, T0, MAX_AGE) == Decision(False, "unchanged")
+
+
+def test_the_resolution_of_a_told_alert_is_paged_even_when_stale_and_silenced() -> None:
+    late = resolve(at=T0 - 5 * HOUR)
+    assert decide(late, TOLD_FIRING, True, T0, MAX_AGE) == Decision(True, "resolved")
+
+
+def test_the_resolution_of_an_alert_never_told_is_only_recorded() -> None:
+    assert decide(resolve(), Notified(), False, T0, MAX_AGE) == Decision(False, "never-paged")
+    told_over = Notified("resolved", None, T0)
+    assert decide(resolve(), told_over, False, T0, MAX_AGE) == Decision(False, "never-paged")
+
+
+def test_a_repeat_is_due_once_the_interval_has_passed() -> None:
+    row = AlertRow(flood(), TOLD_FIRING)
+    assert decide_repeat(row, False, T0 + REPEAT - 1, REPEAT) == Decision(False, "not-due")
+    assert decide_repeat(row, False, T0 + REPEAT, REPEAT) == Decision(True, "repeat")
+
+
+def test_no_repeat_for_acknowledged_silenced_or_never_told_alerts() -> None:
+    later = T0 + 2 * REPEAT
+    acked = AlertRow(flood(), TOLD_FIRING, ack=Ack(T0, "budi", "on it"))
+    assert decide_repeat(acked, False, later, REPEAT) == Decision(False, "acknowledged")
+    told = AlertRow(flood(), TOLD_FIRING)
+    assert decide_repeat(told, True, later, REPEAT) == Decision(False, "silenced")
+    untold = AlertRow(flood(), Notified())
+    assert decide_repeat(untold, False, later, REPEAT) == Decision(False, "never-paged")
+
+
+# apply: the same rules through the book
+
+
+def test_apply_pages_a_fresh_firing_as_new(book: AlertBook) -> None:
+    sent = book.apply(fire())
+    assert sent is not None
+    assert (sent.status, sent.reason, sent.fingerprint) == ("firing", "new", FLOOD)
+    assert sent.labels["level"] == "siaga-3"
+    assert sent.ends_at_ns is None
+
+
+def test_apply_never_pages_pending_or_abandoned(book: AlertBook) -> None:
+    assert book.apply(move("pending", flood(AlertStatus.PENDING), None)) is None
+    assert book.apply(move("abandoned", flood(AlertStatus.RESOLVED), AlertStatus.PENDING)) is None
+    assert [h.reason for h in book.history(FLOOD)] == ["abandoned", "pending"]
+
+
+def test_each_level_change_of_a_told_flood_is_paged_then_its_resolution(
+    book: AlertBook, clock: Clock
+) -> None:
+    steps = [fire(level="siaga-3"), change("siaga-2"), change("siaga-1"), change("siaga-2"),
+             change("siaga-3"), resolve(level="siaga-3")]
+    sent = []
+    for i, step in enumerate(steps):
+        clock.now = T0 + i * 5 * MINUTE
+        at = clock.now
+        sent.append(book.apply(replace(step, alert=replace(step.alert, evaluated_at_ns=at))))
+    assert [(n.reason, n.labels["level"]) for n in sent if n] == [
+        ("new", "siaga-3"), ("changed", "siaga-2"), ("changed", "siaga-1"),
+        ("changed", "siaga-2"), ("changed", "siaga-3"), ("resolved", "siaga-3"),
+    ]
+
+
+def test_a_stale_backlog_is_recorded_without_paging(book: AlertBook, clock: Clock) -> None:
+    clock.now = T0 + 8 * HOUR  # the gauge's store-and-forward flushes last night's readings
+    assert book.apply(fire(T0)) is None
+    assert book.apply(change("siaga-2", T0 + 30 * MINUTE)) is None
+    assert book.apply(resolve(T0 + HOUR)) is None
+    assert [(h.change, h.paged, h.reason) for h in book.history(FLOOD)] == [
+        ("resolved", False, "never-paged"), ("changed", False, "stale"),
+        ("firing", False, "stale"),
+    ]
+
+
+def test_a_fresh_change_of_a_stale_alert_is_paged_as_new(book: AlertBook, clock: Clock) -> None:
+    clock.now = T0 + HOUR
+    assert book.apply(fire(T0)) is None
+    sent = book.apply(change("siaga-2", T0 + HOUR))
+    assert sent is not None and (sent.reason, sent.labels["level"]) == ("new", "siaga-2")
+
+
+def test_the_resolution_of_a_told_alert_is_sent_however_late(
+    book: AlertBook, clock: Clock
+) -> None:
+    book.apply(fire(T0))
+    clock.now = T0 + 6 * HOUR  # the gauge was cut off; its backlog arrives much later
+    sent = book.apply(resolve(T0 + HOUR))
+    assert sent is not None
+    assert (sent.status, sent.reason, sent.ends_at_ns) == ("resolved", "resolved", T0 + HOUR)
+
+
+def test_a_silenced_firing_is_recorded_with_its_silence(book: AlertBook) -> None:
+    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
+    assert book.apply(fire()) is None
+    entry = book.history(FLOOD)[0]
+    assert (entry.paged, entry.reason, entry.note) == (False, "silenced", f"silence {silence.id}")
+
+
+def test_history_keeps_every_decision_with_its_reason(book: AlertBook, clock: Clock) -> None:
+    book.apply(move("pending", flood(AlertStatus.PENDING, at=T0 - MINUTE), None))
+    book.apply(fire(T0))
+    clock.now = T0 + REPEAT
+    book.due_repeats()
+    book.acknowledge(FLOOD, "budi", "pumps on")
+    book.apply(resolve(T0 + REPEAT))
+    history = book.history(FLOOD)
+    assert [(h.change, h.paged, h.reason) for h in reversed(history)] == [
+        ("pending", False, "pending"), ("firing", True, "new"), ("repeat", True, "repeat"),
+        ("acknowledged", False, "acknowledged"), ("resolved", True, "resolved"),
+    ]
+    assert history[1].note == "budi: pumps on"
+    assert history[0].recorded_at_ns == T0 + REPEAT
+    assert history[0].at_ns == T0 + REPEAT
+
+
+def test_observe_pages_a_stale_alert_once_fresh_readings_arrive(
+    book: AlertBook, clock: Clock
+) -> None:
+    clock.now = T0 + HOUR
+    assert book.apply(fire(T0)) is None  # the backlog ends with the river still high
+    sent = book.observe(flood(at=T0 + HOUR))  # a live reading, same level: no transition
+    assert sent is not None and sent.reason == "new"
+    assert book.observe(flood(at=T0 + HOUR + MINUTE)) is None  # told once
+
+
+def test_observe_keeps_the_record_current_without_history(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    book.observe(flood(at=T0 + 5 * MINUTE))
+    assert book.restore()[0].active_at_ns == T0 + 5 * MINUTE
+    assert len(book.history(FLOOD)) == 1
+
+
+# persistence across a restart
+
+
+def test_a_firing_alert_is_restored_after_reopening(tmp_path: Path, clock: Clock) -> None:
+    with open_book(tmp_path, clock) as first:
+        first.apply(fire(T0))
+        first.apply(move("pending", flood(AlertStatus.PENDING, device="depok"), None))
+        first.apply(fire(T0, device="katulampa"))
+        first.apply(move("resolved", flood(AlertStatus.RESOLVED, device="katulampa"),
+                         AlertStatus.FIRING))
+    with open_book(tmp_path, clock) as reopened:
+        restored = {a.subject: a for a in reopened.restore()}
+    assert sorted(restored) == ["depok", "manggarai"]  # resolved alerts need no resuming
+    assert restored["manggarai"] == flood(at=T0)
+    assert restored["depok"].status is AlertStatus.PENDING
+
+
+def test_a_restored_alert_is_not_paged_again_but_its_resolution_is(
+    tmp_path: Path, clock: Clock
+) -> None:
+    with open_book(tmp_path, clock) as first:
+        first.apply(fire(T0))
+    clock.now = T0 + MINUTE
+    with open_book(tmp_path, clock) as reopened:
+        assert reopened.apply(fire(T0 + MINUTE)) is None  # an engine that lost its timers
+        sent = reopened.apply(resolve(T0 + MINUTE))
+    assert sent is not None and sent.reason == "resolved"
+
+
+def test_repeats_continue_from_before_the_restart(tmp_path: Path, clock: Clock) -> None:
+    with open_book(tmp_path, clock) as first:
+        first.apply(fire(T0))
+    with open_book(tmp_path, clock) as reopened:
+        assert reopened.due_repeats(T0 + REPEAT - 1) == []
+        assert [n.reason for n in reopened.due_repeats(T0 + REPEAT)] == ["repeat"]
+
+
+# repeats and acknowledgements
+
+
+def test_due_repeats_reminds_of_a_firing_alert_each_interval(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    assert book.due_repeats(T0 + REPEAT - 1) == []
+    first = book.due_repeats(T0 + REPEAT)
+    assert [(n.status, n.reason, n.fingerprint) for n in first] == [("firing", "repeat", FLOOD)]
+    assert book.due_repeats(T0 + REPEAT + MINUTE) == []  # marked as notified
+    assert len(book.due_repeats(T0 + 2 * REPEAT)) == 1
+
+
+def test_ack_stops_repeats(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    view = book.acknowledge(FLOOD, "budi", "pumps on", T0 + MINUTE)
+    assert view is not None and view.ack is not None
+    assert (view.ack.by, view.ack.comment, view.ack.at_ns) == ("budi", "pumps on", T0 + MINUTE)
+    assert book.due_repeats(T0 + 10 * REPEAT) == []
+
+
+def test_an_escalation_clears_the_ack_so_repeats_resume(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    book.acknowledge(FLOOD, "budi", "watching Siaga 3")
+    book.apply(change("siaga-2", T0))
+    assert [n.labels["level"] for n in book.due_repeats(T0 + REPEAT)] == ["siaga-2"]
+
+
+def test_a_deescalation_keeps_the_ack(book: AlertBook) -> None:
+    book.apply(fire(T0, level="siaga-2"))
+    book.acknowledge(FLOOD, "budi", "")
+    book.apply(change("siaga-3", T0))
+    assert book.due_repeats(T0 + REPEAT) == []
+
+
+def test_a_new_episode_is_not_acknowledged(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    book.acknowledge(FLOOD, "budi", "")
+    book.apply(resolve(T0))
+    book.apply(move("firing", flood(at=T0 + MINUTE), AlertStatus.RESOLVED))
+    view = book.get(FLOOD)
+    assert view is not None and view.ack is None
+    assert len(book.due_repeats(T0 + MINUTE + REPEAT)) == 1
+
+
+def test_acknowledging_a_resolved_alert_is_refused(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    book.apply(resolve(T0))
+    with pytest.raises(AlertNotActive):
+        book.acknowledge(FLOOD, "budi", "")
+
+
+def test_acknowledging_an_unknown_alert_returns_none(book: AlertBook) -> None:
+    assert book.acknowledge("0123456789abcdef", "budi", "") is None
+
+
+def test_repeats_skip_silenced_alerts_and_alerts_never_told(book: AlertBook, clock: Clock) -> None:
+    book.apply(fire(T0))
+    clock.now = T0 + HOUR
+    book.apply(fire(T0, device="depok"))  # stale: never told
+    book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + 5 * HOUR, "budi")
+    assert book.due_repeats(T0 + 2 * REPEAT) == []
+
+
+# silences
+
+
+def test_a_silence_suppresses_and_its_expiry_restores(book: AlertBook, clock: Clock) -> None:
+    floods = parse_matcher("alertname=~Flood.*")
+    silence = book.add_silence([floods], T0, T0 + HOUR, "budi", "drill")
+    assert book.apply(fire(T0)) is None
+    assert book.refresh_after_silence_change() == []  # still silenced
+    clock.now = T0 + MINUTE
+    book.expire_silence(silence.id)
+    sent = book.refresh_after_silence_change()
+    assert [(n.reason, n.fingerprint) for n in sent] == [("new", FLOOD)]
+    assert book.refresh_after_silence_change() == []  # told once
+
+
+def test_a_silence_that_ends_by_itself_restores(book: AlertBook, clock: Clock) -> None:
+    book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
+    book.apply(fire(T0))
+    clock.now = T0 + HOUR
+    assert [n.reason for n in book.refresh_after_silence_change()] == ["new"]
+
+
+def test_a_change_made_under_a_silence_is_told_when_it_ends(book: AlertBook, clock: Clock) -> None:
+    book.apply(fire(T0))
+    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
+    assert book.apply(change("siaga-2", T0)) is None
+    book.expire_silence(silence.id)
+    sent = book.refresh_after_silence_change()
+    assert [(n.reason, n.labels["level"]) for n in sent] == [("changed", "siaga-2")]
+
+
+def test_silence_expiry_does_not_page_a_stale_backlog(book: AlertBook, clock: Clock) -> None:
+    clock.now = T0 + HOUR
+    book.apply(fire(T0))  # stale, not silenced
+    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + 2 * HOUR, "budi")
+    book.expire_silence(silence.id)
+    assert book.refresh_after_silence_change() == []
+
+
+def test_expired_silences_stay_listed_but_do_not_suppress(book: AlertBook, clock: Clock) -> None:
+    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
+    clock.now = T0 + HOUR
+    assert book.silences() == []
+    assert book.silences(include_expired=True) == [silence]
+    assert book.silenced(flood().labels) is None
+    assert book.apply(fire(T0 + HOUR)) is not None
+
+
+def test_expiring_a_silence_ends_it_now(book: AlertBook, clock: Clock) -> None:
+    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
+    assert book.silenced(flood().labels) == silence
+    expired = book.expire_silence(silence.id, T0 + MINUTE)
+    assert (expired.starts_at_ns, expired.ends_at_ns) == (T0, T0 + MINUTE)
+    assert book.silenced(flood().labels, T0 + MINUTE) is None
+    assert book.expire_silence(silence.id, T0 + HOUR) == expired  # already over: unchanged
+
+
+def test_expiring_a_silence_not_started_yet_ends_it_before_it_begins(book: AlertBook) -> None:
+    later = book.add_silence([Matcher("device_id", "manggarai")], T0 + HOUR, T0 + 2 * HOUR, "budi")
+    expired = book.expire_silence(later.id, T0)
+    assert (expired.starts_at_ns, expired.ends_at_ns) == (T0, T0)
+    assert book.silenced(flood().labels, T0 + HOUR) is None
+
+
+def test_expiring_an_unknown_silence_is_an_error(book: AlertBook) -> None:
+    with pytest.raises(UnknownSilence):
+        book.expire_silence("nope")
+
+
+def test_a_silence_already_over_is_refused(book: AlertBook) -> None:
+    with pytest.raises(SilenceError, match="after now"):
+        book.add_silence([Matcher("device_id", "manggarai")], T0 - HOUR, T0, "budi")
+
+
+def test_silences_survive_reopening_with_their_matchers(tmp_path: Path, clock: Clock) -> None:
+    texts = ['summary=~"pa-\\d+ \\"x\\""', "level!=siaga-3", "a!~b|c"]
+    matchers = [parse_matcher(text) for text in texts]
+    with open_book(tmp_path, clock) as first:
+        silence = first.add_silence(matchers, T0, T0 + HOUR, "budi", "pumps")
+    with open_book(tmp_path, clock) as reopened:
+        assert reopened.silences() == [silence]
+
+
+# views, counts, pruning, storage
+
+
+def test_alerts_filter_by_status_and_label_matchers(book: AlertBook) -> None:
+    book.apply(fire(T0, device="manggarai"))
+    book.apply(fire(T0, device="depok", level="siaga-2"))
+    book.apply(move("pending", flood(AlertStatus.PENDING, device="katulampa"), None))
+    assert {v.alert.subject for v in book.alerts(AlertStatus.FIRING)} == {"manggarai", "depok"}
+    siaga_2 = [parse_matcher("level=siaga-2")]
+    assert [v.alert.subject for v in book.alerts(matchers=siaga_2)] == ["depok"]
+    assert len(book.alerts(limit=2)) == 2
+    assert len(book.alerts()) == 3
+
+
+def test_an_alert_view_shows_ack_silence_and_what_operators_were_told(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    book.acknowledge(FLOOD, "budi", "on it")
+    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
+    view = book.get(FLOOD)
+    assert view is not None
+    assert view.silenced and view.silenced_by == silence.id
+    assert view.ack is not None and view.ack.by == "budi"
+    assert (view.notified.status, view.notified.at_ns) == ("firing", T0)
+    assert book.get("0123456789abcdef") is None
+
+
+def test_counts_by_status_lists_every_state(book: AlertBook) -> None:
+    assert book.counts_by_status() == {"pending": 0, "firing": 0, "resolved": 0}
+    book.apply(fire(T0))
+    book.apply(fire(T0, device="depok"))
+    assert book.counts_by_status() == {"pending": 0, "firing": 2, "resolved": 0}
+
+
+def test_history_is_newest_first_and_can_be_limited(book: AlertBook) -> None:
+    book.apply(fire(T0))
+    book.apply(fire(T0, device="depok"))
+    book.apply(change("siaga-2"))
+    assert [h.change for h in book.history(limit=2)] == ["changed", "firing"]
+    assert [h.labels["device_id"] for h in book.history()] == ["manggarai", "depok", "manggarai"]
+    assert [h.change for h in book.history(FLOOD)] == ["changed", "firing"]
+
+
+def test_prune_forgets_old_history_resolved_alerts_and_expired_silences(
+    book: AlertBook, clock: Clock
+) -> None:
+    book.apply(fire(T0, device="depok"))
+    book.apply(move("resolved", flood(AlertStatus.RESOLVED, device="depok"), AlertStatus.FIRING))
+    book.apply(fire(T0))
+    book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + MINUTE, "budi")
+    pruned = book.prune(T0 + HOUR)
+    assert (pruned.history, pruned.alerts, pruned.silences) == (3, 1, 1)
+    assert [a.subject for a in book.restore()] == ["manggarai"]  # still firing: kept
+
+
+def test_the_database_uses_write_ahead_logging(tmp_path: Path, clock: Clock) -> None:
+    with open_book(tmp_path, clock) as opened:
+        opened.apply(fire(T0))
+    db = sqlite3.connect(tmp_path / "alerts.db")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT notified_status FROM alerts").fetchall() == [("firing",)]
+    finally:
+        db.close()
+
+
+async def test_the_book_can_be_shared_by_threads(book: AlertBook) -> None:
+    devices = [f"pa-{i:02d}" for i in range(40)]
+    sent = await asyncio.gather(
+        *(asyncio.to_thread(book.apply, fire(T0, device=device)) for device in devices)
+    )
+    assert all(n is not None and n.reason == "new" for n in sent)
+    assert book.counts_by_status()["firing"] == len(devices)

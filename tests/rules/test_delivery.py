@@ -1,0 +1,365 @@
+"""Delivery end to end: dispatcher -> outbox -> deliverer -> a real HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from rules.alert import Notification, fingerprint
+from rules.dispatch import Dispatcher
+from rules.outbox import Deliverer, DeliveryPolicy, Outbox
+from rules.routing import Receiver, Route, Router
+from rules.webhook import build_body
+from tests.rules.test_webhook import Answer, FakeReceiver
+
+EXTERNAL_URL = "https://siaga.example"
+# Retries within a fraction of a second; a long idle interval, so a delivery that arrives
+# quickly proves the deliverer was woken rather than polling.
+FAST = DeliveryPolicy(backoff_initial_s=0.02, backoff_max_s=0.2, idle_s=30.0, drain_s=0.1)
+HOUR_NS = 3600 * 1_000_000_000
+MANGGARAI = fingerprint("FloodLevel", "pa-manggarai")
+KATULAMPA = fingerprint("FloodLevel", "pa-katulampa")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeReceiver]:
+    receiver = FakeReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+async def down() -> AsyncIterator[FakeReceiver]:
+    """A receiver whose port is known but which is not listening until the test starts it."""
+    receiver = FakeReceiver()
+    yield receiver
+    await receiver.stop()
+
+
+@dataclass
+class Siaga:
+    """The notification side, wired as the service wires it."""
+
+    outbox: Outbox
+    deliverer: Deliverer
+    dispatcher: Dispatcher
+
+    def dispatch(self, *notifications: Notification) -> list[str]:
+        return [i for n in notifications for i in self.dispatcher.dispatch(n)]
+
+
+@pytest.fixture
+def wire(tmp_path: Path) -> Iterator[Callable[..., Siaga]]:
+    opened: list[Outbox] = []
+
+    def make(router: Router, *, policy: DeliveryPolicy = FAST,
+             enqueue_clock: Callable[[], int] = time.time_ns) -> Siaga:
+        outbox = Outbox(tmp_path / "outbox.sqlite")
+        opened.append(outbox)
+        deliverer = Deliverer(outbox, router, policy=policy)
+        dispatcher = Dispatcher(router, outbox, deliverer.notify, EXTERNAL_URL, enqueue_clock)
+        return Siaga(outbox, deliverer, dispatcher)
+
+    yield make
+    for outbox in opened:
+        outbox.close()
+
+
+@contextlib.asynccontextmanager
+async def delivering(siaga: Siaga) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(siaga.deliverer.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(0.01)
+
+
+def one_route(*receivers: Receiver) -> Router:
+    return Router(receivers, [Route(receivers=[r.name for r in receivers])])
+
+
+def flood(fp: str = MANGGARAI, level: str = "siaga-3", *, resolved: bool = False,
+          reason: str = "new", severity: str = "warning") -> Notification:
+    return Notification(
+        fingerprint=fp,
+        status="resolved" if resolved else "firing",
+        reason="resolved" if resolved else reason,  # type: ignore[arg-type]
+        labels={"alertname": "FloodLevel", "severity": severity, "device_id": "pa-manggarai",
+                "kind": "water-level", "level": level},
+        annotations={"summary": f"Manggarai at {level}", "description": "water rising"},
+        starts_at_ns=1_700_000_000_000_000_000,
+        ends_at_ns=1_700_000_900_000_000_000 if resolved else None,
+    )
+
+
+def a_flood_rising_and_falling(fp: str) -> list[Notification]:
+    return [flood(fp, "siaga-3"), flood(fp, "siaga-2", reason="changed"),
+            flood(fp, "siaga-2", resolved=True)]
+
+
+def assert_each_delivered_once_in_order(server: FakeReceiver, ids: Iterable[str]) -> None:
+    delivered = server.delivered()
+    assert Counter(r.delivery for r in delivered) == Counter(dict.fromkeys(ids, 1))
+    by_alert: dict[str, list[str]] = {}
+    for request in delivered:
+        by_alert.setdefault(request.json["alerts"][0]["fingerprint"], []).append(request.delivery)
+    for order in by_alert.values():
+        assert order == [i for i in ids if i in order]  # ids are listed in dispatch order
+
+
+def interleaved(first: list[Notification], second: list[Notification]) -> list[Notification]:
+    return [n for pair in zip(first, second, strict=False) for n in pair] + first[len(second):]
+
+
+async def test_a_notification_arrives_in_the_spec_format_signed(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    siaga = wire(one_route(Receiver(name="bpbd", url=server.url, secret=SecretStr("k3y"))))
+    sent = flood()
+    async with delivering(siaga):
+        (delivery_id,) = siaga.dispatch(sent)
+        await eventually(lambda: len(server.delivered()) == 1)
+    (request,) = server.requests
+    assert request.body == build_body(sent, "bpbd", EXTERNAL_URL)
+    body: dict[str, Any] = request.json
+    assert list(body) == ["version", "groupKey", "truncatedAlerts", "status", "receiver",
+                          "groupLabels", "commonLabels", "commonAnnotations", "externalURL",
+                          "alerts"]
+    (alert,) = body["alerts"]
+    assert list(alert) == ["status", "labels", "annotations", "startsAt", "endsAt",
+                           "generatorURL", "fingerprint"]
+    assert (body["version"], body["status"], body["receiver"]) == ("4", "firing", "bpbd")
+    assert alert["labels"]["severity"] == "warning"
+    assert alert["labels"]["level"] == "siaga-3"
+    assert (alert["startsAt"], alert["endsAt"]) == ("2023-11-14T22:13:20Z",
+                                                   "0001-01-01T00:00:00Z")
+    assert alert["fingerprint"] == MANGGARAI
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["X-Siaga-Delivery"] == delivery_id
+    timestamp = request.headers["X-Siaga-Timestamp"]
+    assert abs(int(timestamp) - time.time()) < 5
+    expected = hmac.new(b"k3y", timestamp.encode() + b"." + request.body, hashlib.sha256)
+    assert hmac.compare_digest(request.headers["X-Siaga-Signature"],
+                               "sha256=" + expected.hexdigest())
+
+
+async def test_a_receiver_that_was_down_gets_every_notification_once_in_order(
+    wire: Callable[..., Siaga], down: FakeReceiver
+) -> None:
+    siaga = wire(one_route(Receiver(name="bpbd", url=down.url)))
+    async with delivering(siaga):
+        ids = siaga.dispatch(*interleaved(a_flood_rising_and_falling(MANGGARAI),
+                                          a_flood_rising_and_falling(KATULAMPA)))
+        await eventually(lambda: siaga.outbox.counts_by_outcome()["retried"] >= 4)
+        await down.start()
+        await eventually(lambda: siaga.outbox.pending_count() == 0)
+    assert_each_delivered_once_in_order(down, ids)
+    assert siaga.outbox.counts_by_outcome()["delivered"] == 6
+
+
+async def test_a_receiver_answering_503_gets_every_notification_once_in_order(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    server.script.extend([Answer(503)] * 5 + [Answer(500)] * 2)
+    siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
+    async with delivering(siaga):
+        ids = siaga.dispatch(*interleaved(a_flood_rising_and_falling(MANGGARAI),
+                                          a_flood_rising_and_falling(KATULAMPA)))
+        await eventually(lambda: siaga.outbox.pending_count() == 0)
+    assert len(server.requests) == 6 + 7
+    assert_each_delivered_once_in_order(server, ids)
+
+
+async def test_retry_after_is_honoured(wire: Callable[..., Siaga], server: FakeReceiver) -> None:
+    server.script.append(Answer(429, {"Retry-After": "1"}))
+    siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
+    async with delivering(siaga):
+        siaga.dispatch(flood())
+        await eventually(lambda: len(server.delivered()) == 1)
+    first, second = server.requests
+    assert second.at - first.at >= 0.95  # the fast backoff alone would retry within 0.02 s
+
+
+async def test_a_404_makes_the_delivery_dead_without_retrying(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    server.default = Answer(404)
+    siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
+    async with delivering(siaga):
+        (delivery_id,) = siaga.dispatch(flood())
+        await eventually(lambda: bool(siaga.outbox.dead()))
+    (dead,) = siaga.outbox.dead()
+    assert dead.id == delivery_id
+    assert dead.last_error is not None and dead.last_error.startswith("404 Not Found")
+    assert len(server.requests) == 1
+    assert siaga.outbox.counts_by_outcome() == {"delivered": 0, "retried": 0, "dead": 1}
+
+
+async def test_a_notification_older_than_max_age_is_dead_unsent(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    siaga = wire(one_route(Receiver(name="bpbd", url=server.url)),
+                 enqueue_clock=lambda: time.time_ns() - 25 * HOUR_NS)
+    async with delivering(siaga):
+        siaga.dispatch(flood())
+        await eventually(lambda: bool(siaga.outbox.dead()))
+    (dead,) = siaga.outbox.dead()
+    assert dead.last_error == "older than max_age 1d (last error: never attempted)"
+    assert server.requests == []
+
+
+async def test_retries_stop_at_max_age_with_a_dead_delivery(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    server.default = Answer(503)
+    receiver = Receiver(name="bpbd", url=server.url, max_age=timedelta(milliseconds=500))
+    siaga = wire(one_route(receiver))
+    async with delivering(siaga):
+        siaga.dispatch(flood())
+        await eventually(lambda: bool(siaga.outbox.dead()))
+    (dead,) = siaga.outbox.dead()
+    assert dead.last_error is not None and dead.last_error.startswith("503 Service Unavailable")
+    assert dead.attempts == len(server.requests) >= 2
+    assert siaga.outbox.pending_count() == 0
+
+
+async def test_a_restart_delivers_what_was_pending_with_the_same_delivery_id(
+    wire: Callable[..., Siaga], down: FakeReceiver
+) -> None:
+    router = one_route(Receiver(name="bpbd", url=down.url))
+    before = wire(router)
+    async with delivering(before):
+        ids = before.dispatch(*a_flood_rising_and_falling(MANGGARAI))
+        await eventually(lambda: before.outbox.counts_by_outcome()["retried"] >= 2)
+    before.outbox.close()
+    await down.start()
+    after = wire(router)  # the same file, a new outbox and deliverer: a restarted service
+    async with delivering(after):
+        await eventually(lambda: after.outbox.pending_count() == 0)
+    assert_each_delivered_once_in_order(down, ids)
+
+
+async def test_an_attempt_in_flight_at_shutdown_is_sent_again_after_restart(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    server.script.append(Answer(200, delay_s=3.0))  # still answering when Siaga stops
+    router = one_route(Receiver(name="bpbd", url=server.url))
+    before = wire(router)
+    async with delivering(before):
+        (delivery_id,) = before.dispatch(flood())
+        await eventually(lambda: len(server.requests) == 1)
+    before.outbox.close()
+    after = wire(router)
+    async with delivering(after):
+        await eventually(lambda: after.outbox.pending_count() == 0)
+    assert [r.delivery for r in server.requests] == [delivery_id, delivery_id]
+
+
+async def test_routes_send_each_alert_to_the_receivers_its_labels_match(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    monitoring = FakeReceiver()
+    await monitoring.start()
+    try:
+        router = Router(
+            [Receiver(name="bpbd", url=server.url),
+             Receiver(name="monitoring", url=monitoring.url)],
+            [Route(receivers=["bpbd"], match={"kind": "water-level"}),
+             Route(receivers=["monitoring"], match_re={"severity": "critical|major"})],
+        )
+        siaga = wire(router)
+        congestion = Notification(
+            fingerprint=fingerprint("Congestion", "tr-sudirman"), status="firing", reason="new",
+            labels={"alertname": "Congestion", "severity": "critical", "kind": "traffic"},
+            annotations={}, starts_at_ns=0, ends_at_ns=None)
+        async with delivering(siaga):
+            for sent in (flood(MANGGARAI), flood(KATULAMPA, severity="critical"), congestion):
+                await asyncio.to_thread(siaga.dispatcher.dispatch, sent)  # from another thread
+            await eventually(lambda: siaga.outbox.pending_count() == 0)
+        assert {r.json["alerts"][0]["fingerprint"] for r in server.delivered()} == {
+            MANGGARAI, KATULAMPA}
+        assert {r.json["alerts"][0]["fingerprint"] for r in monitoring.delivered()} == {
+            KATULAMPA, congestion.fingerprint}
+        assert {r.json["receiver"] for r in monitoring.delivered()} == {"monitoring"}
+    finally:
+        await monitoring.stop()
+
+
+async def test_the_webhook_url_receiver_gets_everything_as_default(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    siaga = wire(Router([], [], extra_receiver_url=server.url))
+    async with delivering(siaga):
+        siaga.dispatch(flood())
+        await eventually(lambda: len(server.delivered()) == 1)
+    assert server.requests[0].json["receiver"] == "default"
+
+
+async def test_a_receivers_extra_headers_are_sent(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    receiver = Receiver(name="bpbd", url=server.url,
+                        headers={"Authorization": "Bearer t0ken", "X-Team": "pusdalops"})
+    siaga = wire(one_route(receiver))
+    async with delivering(siaga):
+        siaga.dispatch(flood())
+        await eventually(lambda: len(server.delivered()) == 1)
+    seen = server.requests[0].headers
+    assert (seen["Authorization"], seen["X-Team"]) == ("Bearer t0ken", "pusdalops")
+
+
+async def test_a_slow_receiver_does_not_hold_up_another(
+    wire: Callable[..., Siaga], server: FakeReceiver
+) -> None:
+    slow = FakeReceiver()
+    slow.default = Answer(200, delay_s=1.5)
+    await slow.start()
+    try:
+        siaga = wire(one_route(Receiver(name="slow", url=slow.url),
+                               Receiver(name="fast", url=server.url)))
+        async with delivering(siaga):
+            siaga.dispatch(flood())
+            await eventually(lambda: len(server.delivered()) == 1, within=1.0)
+            assert siaga.outbox.pending_count() == 1  # the slow one is still answering
+            await eventually(lambda: siaga.outbox.pending_count() == 0)
+    finally:
+        await slow.stop()
+
+
+def test_a_notification_no_route_takes_is_not_enqueued(wire: Callable[..., Siaga]) -> None:
+    siaga = wire(Router([Receiver(name="a", url="http://127.0.0.1:9/")],
+                        [Route(receivers=["a"], match={"kind": "traffic"})]))
+    assert siaga.dispatch(flood()) == []
+    assert siaga.outbox.pending_count() == 0
+
+
+def test_bodies_are_built_at_enqueue_time_for_each_receiver(wire: Callable[..., Siaga]) -> None:
+    siaga = wire(one_route(Receiver(name="a", url="http://127.0.0.1:9/"),
+                           Receiver(name="b", url="http://127.0.0.1:9/")))
+    first, second = siaga.dispatch(flood())
+    stored = [siaga.outbox.get(first), siaga.outbox.get(second)]
+    assert [orjson.loads(d.body)["receiver"] for d in stored if d is not None] == ["a", "b"]

@@ -1,0 +1,174 @@
+"""The outbox store: one alert's deliveries in order, outcomes recorded, nothing lost."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rules.outbox import DeliveryPolicy, Outbox
+
+NOW = 1_700_000_000_000_000_000
+SECOND = 1_000_000_000
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    with Outbox(tmp_path / "outbox.sqlite", clock_ns=lambda: NOW) as store:
+        yield store
+
+
+def ids(outbox: Outbox, now_ns: int = NOW, limit: int = 100, exclude: tuple[str, ...] = ()
+        ) -> list[str]:
+    return [d.id for d in outbox.due(now_ns, limit, exclude)]
+
+
+def test_an_enqueued_delivery_is_due_at_once_with_a_fresh_id(outbox: Outbox) -> None:
+    delivery_id = outbox.enqueue("bpbd", "fp1", b"{}", NOW)
+    assert uuid.UUID(hex=delivery_id).version == 4
+    (due,) = outbox.due(NOW, 10)
+    assert (due.id, due.receiver, due.fingerprint, due.body) == (delivery_id, "bpbd", "fp1", b"{}")
+    assert (due.state, due.attempts, due.created_ns) == ("pending", 0, NOW)
+
+
+def test_only_the_oldest_delivery_of_an_alert_is_due(outbox: Outbox) -> None:
+    first = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    outbox.enqueue("bpbd", "fp1", b"2", NOW)
+    other_alert = outbox.enqueue("bpbd", "fp2", b"3", NOW)
+    other_receiver = outbox.enqueue("monitoring", "fp1", b"4", NOW)
+    assert ids(outbox) == [first, other_alert, other_receiver]
+
+
+def test_the_next_delivery_of_an_alert_waits_until_the_earlier_is_delivered(
+    outbox: Outbox,
+) -> None:
+    first = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    second = outbox.enqueue("bpbd", "fp1", b"2", NOW)
+    outbox.mark_retry(first, NOW + 10 * SECOND, "503")
+    assert ids(outbox) == []  # the first is backing off and the second waits behind it
+    outbox.mark_delivered(first, NOW + 10 * SECOND)
+    assert ids(outbox) == [second]
+
+
+def test_a_dead_delivery_lets_the_next_one_of_its_alert_go(outbox: Outbox) -> None:
+    first = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    second = outbox.enqueue("bpbd", "fp1", b"2", NOW)
+    outbox.mark_dead(first, "404 Not Found")
+    assert ids(outbox) == [second]
+
+
+def test_a_retry_is_due_at_its_time_with_attempts_and_error_kept(outbox: Outbox) -> None:
+    delivery_id = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    outbox.mark_retry(delivery_id, NOW + 5 * SECOND, "503 Service Unavailable")
+    assert ids(outbox, NOW + 5 * SECOND - 1) == []
+    (due,) = outbox.due(NOW + 5 * SECOND, 10)
+    assert (due.attempts, due.last_error, due.next_attempt_ns) == (
+        1, "503 Service Unavailable", NOW + 5 * SECOND)
+
+
+def test_due_deliveries_come_earliest_first_up_to_the_limit(outbox: Outbox) -> None:
+    late = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    early = outbox.enqueue("bpbd", "fp2", b"2", NOW)
+    outbox.mark_retry(late, NOW + 2, "x")
+    outbox.mark_retry(early, NOW + 1, "x")
+    assert ids(outbox, NOW + 2) == [early, late]
+    assert ids(outbox, NOW + 2, limit=1) == [early]
+
+
+def test_deliveries_in_flight_are_left_out_and_their_alert_waits(outbox: Outbox) -> None:
+    in_flight = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    outbox.enqueue("bpbd", "fp1", b"2", NOW)
+    other = outbox.enqueue("bpbd", "fp2", b"3", NOW)
+    assert ids(outbox, exclude=(in_flight,)) == [other]
+    assert outbox.next_due_ns(exclude=(in_flight, other)) is None
+
+
+def test_next_due_is_the_earliest_waiting_attempt(outbox: Outbox) -> None:
+    assert outbox.next_due_ns() is None
+    delivery_id = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    outbox.mark_retry(delivery_id, NOW + 3 * SECOND, "x")
+    assert outbox.next_due_ns() == NOW + 3 * SECOND
+
+
+def test_dead_deliveries_are_listed_newest_first_with_their_reason(outbox: Outbox) -> None:
+    older = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    newer = outbox.enqueue("bpbd", "fp2", b"2", NOW)
+    outbox.mark_dead(older, "404 Not Found (not retried)", NOW + 1)
+    outbox.mark_dead(newer, "older than max_age 24h", NOW + 2, attempted=False)
+    dead = outbox.dead()
+    assert [(d.id, d.last_error, d.attempts, d.finished_ns) for d in dead] == [
+        (newer, "older than max_age 24h", 0, NOW + 2),
+        (older, "404 Not Found (not retried)", 1, NOW + 1),
+    ]
+
+
+def test_outcomes_are_counted_for_metrics(outbox: Outbox) -> None:
+    assert outbox.counts_by_outcome() == {"delivered": 0, "retried": 0, "dead": 0}
+    a, b, _ = (outbox.enqueue("r", f"fp{i}", b"", NOW) for i in range(3))
+    outbox.mark_retry(a, NOW, "503")
+    outbox.mark_retry(a, NOW, "503")
+    outbox.mark_delivered(a, NOW)
+    outbox.mark_dead(b, "404")
+    assert outbox.counts_by_outcome() == {"delivered": 1, "retried": 2, "dead": 1}
+    assert outbox.pending_count() == 1
+
+
+def test_a_finished_delivery_is_not_marked_again(outbox: Outbox) -> None:
+    delivery_id = outbox.enqueue("r", "fp", b"", NOW)
+    outbox.mark_delivered(delivery_id, NOW)
+    outbox.mark_dead(delivery_id, "late news")
+    outbox.mark_retry(delivery_id, NOW, "late news")
+    delivery = outbox.get(delivery_id)
+    assert delivery is not None
+    assert (delivery.state, delivery.attempts, delivery.last_error) == ("delivered", 1, None)
+    assert outbox.counts_by_outcome() == {"delivered": 1, "retried": 0, "dead": 0}
+
+
+def test_several_receivers_are_enqueued_together(outbox: Outbox) -> None:
+    made = outbox.enqueue_many([("bpbd", "fp", b"1"), ("monitoring", "fp", b"2")], NOW)
+    assert len(set(made)) == 2
+    assert sorted(ids(outbox)) == sorted(made)
+
+
+def test_everything_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path) as before:
+        pending = before.enqueue("bpbd", "fp1", b"body", NOW)
+        before.mark_retry(pending, NOW + SECOND, "connection refused")
+        dead = before.enqueue("bpbd", "fp2", b"body", NOW)
+        before.mark_dead(dead, "404", NOW)
+    with Outbox(path) as after:
+        (due,) = after.due(NOW + SECOND, 10)
+        assert (due.id, due.body, due.attempts) == (pending, b"body", 1)
+        assert [d.id for d in after.dead()] == [dead]
+        assert after.counts_by_outcome() == {"delivered": 0, "retried": 1, "dead": 1}
+
+
+def test_pruning_forgets_old_delivered_deliveries_only(outbox: Outbox) -> None:
+    old, recent, dead, pending = (outbox.enqueue("r", f"fp{i}", b"", NOW) for i in range(4))
+    outbox.mark_delivered(old, NOW)
+    outbox.mark_delivered(recent, NOW + 10)
+    outbox.mark_dead(dead, "404", NOW)
+    assert outbox.prune(NOW + 5) == 1
+    assert outbox.get(old) is None
+    assert all(outbox.get(x) is not None for x in (recent, dead, pending))
+    assert outbox.counts_by_outcome()["delivered"] == 2  # counters outlive the rows
+
+
+def test_backoff_doubles_from_the_initial_wait_up_to_the_cap_with_full_jitter() -> None:
+    policy = DeliveryPolicy(backoff_initial_s=1.0, backoff_max_s=300.0)
+    rng = random.Random(7)
+    for attempts, ceiling in [(1, 1.0), (2, 2.0), (5, 16.0), (9, 256.0), (10, 300.0),
+                              (1000, 300.0)]:
+        waits = [policy.backoff_s(attempts, rng) for _ in range(200)]
+        assert all(0.0 <= wait <= ceiling for wait in waits)
+        assert max(waits) > ceiling * 0.9  # jitter reaches the top of the range ...
+        assert min(waits) < ceiling * 0.1  # ... and the bottom
+
+
+def test_a_policy_needs_room_for_one_attempt() -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        DeliveryPolicy(concurrency=0)
