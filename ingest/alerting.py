@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from devices.readings import Reading
 from devices.registry import Registry
 from ingest.decode import StatusUpdate
-from rules.alert import Notification, Transition
+from rules.alert import Alert, Notification, Transition
 from rules.alertbook import AlertBook
 from rules.config import RulesFile
 from rules.dispatch import Dispatcher
@@ -34,8 +34,9 @@ from rules.routing import Router
 
 log = logging.getLogger(__name__)
 
-REPEAT_CHECK_S = 60  # repeats are due per alert every repeat_interval (hours): a minute is fine
+REPEAT_CHECK_MAX_S = 60  # repeats come every repeat_interval (hours): a minute late is fine
 SILENCE_CHECK_S = 15  # an expired silence restores its alerts within this many seconds
+REFRESH_EVERY_NS = 30 * 10**9  # an unchanged open alert's record is refreshed at most this often
 PRUNE_EVERY_H = 6  # history retention is in days; a few prunes a day keep the file small
 
 
@@ -52,7 +53,8 @@ class Alerting:
         self._webhook_url = webhook_url
         self._external_url = external_url
         self._clock_ns = clock_ns
-        self.engine = RuleEngine(rules_file, registry)
+        self.engine = RuleEngine(rules_file, registry, on_unchanged=self._unchanged)
+        self._refreshed: dict[str, int] = {}  # fingerprint -> wall ns of its last refresh
         self.tracker = DeviceTracker(started_ns=clock_ns())
         self.devices_seen: dict[str, int] = {}  # device id -> wall ns of its latest message
         self.latest: dict[str, Reading] = {}  # device id -> its newest reading (event time)
@@ -107,6 +109,24 @@ class Alerting:
         if notification is not None:
             self.dispatch(notification)
 
+    def _unchanged(self, alert: Alert) -> None:
+        """An open alert that held without a change: refresh its record now and then.
+
+        This is how an alert first seen in a stale backlog (recorded, not paged) is paged
+        once fresh readings show it still holds, and how keep-firing-for survives a
+        restart. Throttled, because a write per reading would put a disk sync on the
+        hot path.
+        """
+        now = self._clock_ns()
+        if now - self._refreshed.get(alert.fingerprint, 0) < REFRESH_EVERY_NS:
+            return
+        self._refreshed[alert.fingerprint] = now
+        notification = self.book.observe(alert, now)
+        if notification is not None:
+            log.info("alert %s %s still holds: notifying (%s)", alert.rule, alert.subject,
+                     notification.reason)
+            self.dispatch(notification)
+
     def connection(self, up: bool) -> None:
         """The broker connection changed: devices are unobservable while it is down."""
         self.tracker.connection(up, self._clock_ns())
@@ -121,7 +141,9 @@ class Alerting:
         scheduler = AsyncIOScheduler()
         check_s = self.rules_file.offline.check_every.total_seconds()
         scheduler.add_job(self._check_offline, "interval", seconds=check_s, id="offline")
-        scheduler.add_job(self._repeat, "interval", seconds=REPEAT_CHECK_S, id="repeat")
+        repeat_s = self.rules_file.alerting.repeat_interval.total_seconds()
+        scheduler.add_job(self._repeat, "interval", id="repeat",
+                          seconds=min(REPEAT_CHECK_MAX_S, repeat_s / 4))
         scheduler.add_job(self._silences, "interval", seconds=SILENCE_CHECK_S, id="silences")
         scheduler.add_job(self._prune, "interval", hours=PRUNE_EVERY_H, id="prune")
         scheduler.start()

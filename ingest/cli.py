@@ -24,6 +24,7 @@ from ingest.apiclient import (
     format_silences,
 )
 from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
+from rules.config import load_rules
 from simulators.fleet import Fleet, FleetConfig, FleetSummary
 
 
@@ -62,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"YAML configuration (default: the bundled {BUNDLED_CONFIG.name})")
 
     config_option(command("run", _run, "the service: ingest, store, evaluate"))
-    config_option(command("check", _check, "validate a configuration and its device catalog"))
+    config_option(command("check", _check,
+                          "validate a configuration, its device catalog and its rules"))
 
     simulate = command("simulate", _simulate, "publish simulated readings over MQTT")
     config_option(simulate)
@@ -103,10 +105,14 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     registry = load_catalog(settings.catalog_path)
+    rules = load_rules(settings.rules_path, registry)
     source = args.config or BUNDLED_CONFIG
-    print(f"{source}: OK ({len(registry)} devices from {settings.catalog_path}, "
-          f"InfluxDB {settings.influx.api} at {settings.influx.url}, "
-          f"MQTT {settings.mqtt.host}:{settings.mqtt.port})")
+    print(f"{source}: OK\n"
+          f"  catalog   {settings.catalog_path}: {len(registry)} devices\n"
+          f"  rules     {settings.rules_path}: {len(rules.rules)} rules, "
+          f"{len(rules.receivers)} receivers, {len(rules.routes)} routes\n"
+          f"  MQTT      {settings.mqtt.host}:{settings.mqtt.port}\n"
+          f"  InfluxDB  {settings.influx.api} at {settings.influx.url}")
     return 0
 
 

@@ -334,6 +334,11 @@ def _ladder_problems(loc: Loc, rule: LadderRule, registry: Registry) -> Problems
         missing = [name for name in names if device is not None and name not in device.thresholds]
         if missing:
             yield (*loc, "devices", position), f"{device_id} has no threshold {', '.join(missing)}"
+    selected = [device for device in registry if rule.selects(device)]  # named ones: above
+    for position, name in enumerate(names):
+        if rule.devices is None and not any(name in device.thresholds for device in selected):
+            yield (*loc, "steps", position, "threshold"), (
+                f"no selected device has a threshold {name!r}: the rule could never fire")
     for device in registry:
         if rule.selects(device) and all(name in device.thresholds for name in names):
             values = [device.thresholds[name] for name in names]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from devices.readings import Reading
@@ -23,8 +23,11 @@ class RuleEngine:
     Not thread-safe: the service calls it from its event loop.
     """
 
-    def __init__(self, rules_file: RulesFile, registry: Registry) -> None:
+    def __init__(self, rules_file: RulesFile, registry: Registry,
+                 on_unchanged: Callable[[Alert], None] | None = None) -> None:
+        """`on_unchanged` sees an open alert a signal updated without changing it."""
         self._registry = registry
+        self._on_unchanged = on_unchanged
         self._conditions = [build(rule, registry) for rule in rules_file.rules]
         self._timings = {condition.name: condition.timing for condition in self._conditions}
         self._by_device: dict[str, tuple[Condition, ...]] = {
@@ -98,6 +101,8 @@ class RuleEngine:
             self._alerts.pop(signal.fingerprint, None)
         else:
             self._alerts[signal.fingerprint] = new
+            if transition is None and self._on_unchanged is not None:
+                self._on_unchanged(new)
         return transition
 
     def _memory(self, condition: Condition, device_id: str) -> Memory:

@@ -242,3 +242,18 @@ def test_a_zero_window_is_refused(tmp_path: Path, registry: Registry) -> None:
     assert problems(tmp_path, registry, text) == [
         ":7: rules[0].window: must be longer than 0s, e.g. 30s",
     ]
+
+
+def test_a_ladder_whose_threshold_no_selected_device_has_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: Typo\n"
+        "    type: ladder\n"
+        "    kind: water-level\n"
+        "    field: level_cm\n"
+        "    steps: [{threshold: siaga9_cm, level: siaga-3, severity: warning}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"steps\[0\]\.threshold: no selected device"):
+        load_rules(path, load_catalog(bundled_catalog_path()))

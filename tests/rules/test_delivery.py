@@ -23,7 +23,7 @@ from rules.dispatch import Dispatcher
 from rules.outbox import Deliverer, DeliveryPolicy, Outbox
 from rules.routing import Receiver, Route, Router
 from rules.webhook import build_body
-from tests.rules.test_webhook import Answer, FakeReceiver
+from tests.receiver import Answer, RecordingReceiver
 
 EXTERNAL_URL = "https://siaga.example"
 # Retries within a fraction of a second; a long idle interval, so a delivery that arrives
@@ -35,17 +35,9 @@ KATULAMPA = fingerprint("FloodLevel", "pa-katulampa")
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeReceiver]:
-    receiver = FakeReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
-async def down() -> AsyncIterator[FakeReceiver]:
+async def down() -> AsyncIterator[RecordingReceiver]:
     """A receiver whose port is known but which is not listening until the test starts it."""
-    receiver = FakeReceiver()
+    receiver = RecordingReceiver()
     yield receiver
     await receiver.stop()
 
@@ -121,7 +113,7 @@ def a_flood_rising_and_falling(fp: str) -> list[Notification]:
             flood(fp, "siaga-2", resolved=True)]
 
 
-def assert_each_delivered_once_in_order(server: FakeReceiver, ids: Iterable[str]) -> None:
+def assert_each_delivered_once_in_order(server: RecordingReceiver, ids: Iterable[str]) -> None:
     delivered = server.delivered()
     assert Counter(r.delivery for r in delivered) == Counter(dict.fromkeys(ids, 1))
     by_alert: dict[str, list[str]] = {}
@@ -136,7 +128,7 @@ def interleaved(first: list[Notification], second: list[Notification]) -> list[N
 
 
 async def test_a_notification_arrives_in_the_spec_format_signed(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     siaga = wire(one_route(Receiver(name="bpbd", url=server.url, secret=SecretStr("k3y"))))
     sent = flood()
@@ -168,7 +160,7 @@ async def test_a_notification_arrives_in_the_spec_format_signed(
 
 
 async def test_a_receiver_that_was_down_gets_every_notification_once_in_order(
-    wire: Callable[..., Siaga], down: FakeReceiver
+    wire: Callable[..., Siaga], down: RecordingReceiver
 ) -> None:
     siaga = wire(one_route(Receiver(name="bpbd", url=down.url)))
     async with delivering(siaga):
@@ -182,7 +174,7 @@ async def test_a_receiver_that_was_down_gets_every_notification_once_in_order(
 
 
 async def test_a_receiver_answering_503_gets_every_notification_once_in_order(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     server.script.extend([Answer(503)] * 5 + [Answer(500)] * 2)
     siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
@@ -194,7 +186,9 @@ async def test_a_receiver_answering_503_gets_every_notification_once_in_order(
     assert_each_delivered_once_in_order(server, ids)
 
 
-async def test_retry_after_is_honoured(wire: Callable[..., Siaga], server: FakeReceiver) -> None:
+async def test_retry_after_is_honoured(
+    wire: Callable[..., Siaga], server: RecordingReceiver
+) -> None:
     server.script.append(Answer(429, {"Retry-After": "1"}))
     siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
     async with delivering(siaga):
@@ -205,7 +199,7 @@ async def test_retry_after_is_honoured(wire: Callable[..., Siaga], server: FakeR
 
 
 async def test_a_404_makes_the_delivery_dead_without_retrying(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     server.default = Answer(404)
     siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
@@ -220,7 +214,7 @@ async def test_a_404_makes_the_delivery_dead_without_retrying(
 
 
 async def test_a_notification_older_than_max_age_is_dead_unsent(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     siaga = wire(one_route(Receiver(name="bpbd", url=server.url)),
                  enqueue_clock=lambda: time.time_ns() - 25 * HOUR_NS)
@@ -233,7 +227,7 @@ async def test_a_notification_older_than_max_age_is_dead_unsent(
 
 
 async def test_retries_stop_at_max_age_with_a_dead_delivery(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     server.default = Answer(503)
     receiver = Receiver(name="bpbd", url=server.url, max_age=timedelta(milliseconds=500))
@@ -248,7 +242,7 @@ async def test_retries_stop_at_max_age_with_a_dead_delivery(
 
 
 async def test_a_restart_delivers_what_was_pending_with_the_same_delivery_id(
-    wire: Callable[..., Siaga], down: FakeReceiver
+    wire: Callable[..., Siaga], down: RecordingReceiver
 ) -> None:
     router = one_route(Receiver(name="bpbd", url=down.url))
     before = wire(router)
@@ -264,7 +258,7 @@ async def test_a_restart_delivers_what_was_pending_with_the_same_delivery_id(
 
 
 async def test_an_attempt_in_flight_at_shutdown_is_sent_again_after_restart(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     server.script.append(Answer(200, delay_s=3.0))  # still answering when Siaga stops
     router = one_route(Receiver(name="bpbd", url=server.url))
@@ -280,9 +274,9 @@ async def test_an_attempt_in_flight_at_shutdown_is_sent_again_after_restart(
 
 
 async def test_routes_send_each_alert_to_the_receivers_its_labels_match(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
-    monitoring = FakeReceiver()
+    monitoring = RecordingReceiver()
     await monitoring.start()
     try:
         router = Router(
@@ -310,7 +304,7 @@ async def test_routes_send_each_alert_to_the_receivers_its_labels_match(
 
 
 async def test_the_webhook_url_receiver_gets_everything_as_default(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     siaga = wire(Router([], [], extra_receiver_url=server.url))
     async with delivering(siaga):
@@ -320,7 +314,7 @@ async def test_the_webhook_url_receiver_gets_everything_as_default(
 
 
 async def test_a_receivers_extra_headers_are_sent(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     receiver = Receiver(name="bpbd", url=server.url,
                         headers={"Authorization": "Bearer t0ken", "X-Team": "pusdalops"})
@@ -333,9 +327,9 @@ async def test_a_receivers_extra_headers_are_sent(
 
 
 async def test_a_slow_receiver_does_not_hold_up_another(
-    wire: Callable[..., Siaga], server: FakeReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
-    slow = FakeReceiver()
+    slow = RecordingReceiver()
     slow.default = Answer(200, delay_s=1.5)
     await slow.start()
     try:

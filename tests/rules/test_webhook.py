@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import socket
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
-from multidict import CIMultiDict
 from pydantic import SecretStr
 
 from rules.alert import Notification, fingerprint
@@ -32,94 +25,11 @@ from rules.webhook import (
     redact_url,
     sign,
 )
+from tests.receiver import Answer, RecordingReceiver, free_port
 
 STARTS_NS = 1_600_675_200_123_000_000  # 2020-09-21T08:00:00.123Z
 ENDS_NS = 1_600_680_000_000_000_000  # 2020-09-21T09:20:00Z
 FLOOD = fingerprint("FloodLevel", "pa-katulampa")
-
-
-# --- a real webhook receiver, shared with test_delivery (conftest.py is not ours to edit) ---
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Answer:
-    """How the receiver answers one request."""
-
-    status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Received:
-    """One request as the receiver saw it, and the status it was answered with."""
-
-    headers: CIMultiDict[str]
-    body: bytes
-    at: float  # time.monotonic() on arrival
-    status: int
-
-    @property
-    def delivery(self) -> str:
-        return self.headers["X-Siaga-Delivery"]
-
-    @property
-    def json(self) -> dict[str, Any]:
-        document: dict[str, Any] = orjson.loads(self.body)
-        return document
-
-
-class FakeReceiver:
-    """An aiohttp server on 127.0.0.1 that records requests and answers as scripted."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.requests: list[Received] = []
-        self.script: deque[Answer] = deque()  # answers for the next requests, in order
-        self.default = Answer()  # the answer once the script is used up
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def delivered(self) -> list[Received]:
-        return [r for r in self.requests if 200 <= r.status < 300]
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        answer = self.script.popleft() if self.script else self.default
-        self.requests.append(
-            Received(CIMultiDict(request.headers), body, time.monotonic(), answer.status))
-        if answer.delay_s:
-            await asyncio.sleep(answer.delay_s)
-        return web.Response(status=answer.status, headers=dict(answer.headers), text="answer")
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeReceiver]:
-    receiver = FakeReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 # --- the body ---
@@ -277,7 +187,9 @@ async def attempt(receiver: Receiver, body: bytes = b"{}") -> Any:
         return await post(session, receiver, "d1", body, time.time())
 
 
-async def test_a_post_sends_the_bytes_and_a_signature_that_verifies(server: FakeReceiver) -> None:
+async def test_a_post_sends_the_bytes_and_a_signature_that_verifies(
+    server: RecordingReceiver,
+) -> None:
     body = build_body(notification(), "bpbd", "https://siaga.example")
     receiver = Receiver(name="bpbd", url=server.url, secret=SecretStr("k3y"))
     outcome = await attempt(receiver, body)
@@ -290,20 +202,20 @@ async def test_a_post_sends_the_bytes_and_a_signature_that_verifies(server: Fake
     assert abs(int(seen.headers["X-Siaga-Timestamp"]) - time.time()) < 5
 
 
-async def test_a_503_with_retry_after_asks_to_retry_then(server: FakeReceiver) -> None:
+async def test_a_503_with_retry_after_asks_to_retry_then(server: RecordingReceiver) -> None:
     server.default = Answer(503, {"Retry-After": "7"})
     outcome = await attempt(Receiver(name="a", url=server.url))
     assert (outcome.kind, outcome.status, outcome.retry_after_s) == ("retry", 503, 7.0)
     assert outcome.reason.startswith("503 Service Unavailable")
 
 
-async def test_a_404_fails_for_good(server: FakeReceiver) -> None:
+async def test_a_404_fails_for_good(server: RecordingReceiver) -> None:
     server.default = Answer(404)
     outcome = await attempt(Receiver(name="a", url=server.url))
     assert (outcome.kind, outcome.status) == ("failed", 404)
 
 
-async def test_no_answer_in_time_is_retried(server: FakeReceiver) -> None:
+async def test_no_answer_in_time_is_retried(server: RecordingReceiver) -> None:
     server.default = Answer(200, delay_s=2.0)
     outcome = await attempt(Receiver(name="a", url=server.url, timeout_s=0.2))
     assert (outcome.kind, outcome.status) == ("retry", None)
