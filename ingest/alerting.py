@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from devices.readings import Reading
 from devices.registry import Registry
 from ingest.decode import StatusUpdate
-from rules.alert import Alert, Notification, Transition
+from rules.alert import Alert, Transition
 from rules.alertbook import AlertBook
 from rules.config import RulesFile
 from rules.dispatch import Dispatcher
@@ -62,16 +62,18 @@ class Alerting:
 
     async def __aenter__(self) -> Alerting:
         alerting = self.rules_file.alerting
-        self.book = self._stack.enter_context(AlertBook(
-            self._data_dir / "alerts.sqlite",
-            page_max_age_ns=to_ns(alerting.page_max_age),
-            repeat_interval_ns=to_ns(alerting.repeat_interval), clock_ns=self._clock_ns))
         self.outbox = self._stack.enter_context(Outbox(self._data_dir / "outbox.sqlite",
                                                        clock_ns=self._clock_ns))
         router = Router(self.rules_file.receivers, self.rules_file.routes, self._webhook_url)
         self.deliverer = Deliverer(self.outbox, router, clock_ns=self._clock_ns)
         self.dispatcher = Dispatcher(router, self.outbox, self.deliverer.notify,
                                      self._external_url, clock_ns=self._clock_ns)
+        # The book hands each notification to the dispatcher before it commits "told".
+        self.book = self._stack.enter_context(AlertBook(
+            self._data_dir / "alerts.sqlite",
+            page_max_age_ns=to_ns(alerting.page_max_age),
+            repeat_interval_ns=to_ns(alerting.repeat_interval), clock_ns=self._clock_ns,
+            send=self.dispatcher.dispatch))
         self.checker = OfflineChecker(self.rules_file.offline, self.registry, self.tracker)
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
         for transition in self.engine.restore(self.book.restore()):
@@ -102,12 +104,10 @@ class Alerting:
 
     def _apply(self, transition: Transition) -> None:
         alert = transition.alert
-        notification = self.book.apply(transition)
+        notification = self.book.apply(transition)  # dispatched by the book when paged
         log.info("alert %s %s %s (%s)%s", alert.rule, alert.subject, transition.change,
                  alert.labels.get("level", alert.severity),
                  f": notifying ({notification.reason})" if notification else "")
-        if notification is not None:
-            self.dispatch(notification)
 
     def _unchanged(self, alert: Alert) -> None:
         """An open alert that held without a change: refresh its record now and then.
@@ -125,14 +125,10 @@ class Alerting:
         if notification is not None:
             log.info("alert %s %s still holds: notifying (%s)", alert.rule, alert.subject,
                      notification.reason)
-            self.dispatch(notification)
 
     def connection(self, up: bool) -> None:
         """The broker connection changed: devices are unobservable while it is down."""
         self.tracker.connection(up, self._clock_ns())
-
-    def dispatch(self, notification: Notification) -> None:
-        self.dispatcher.dispatch(notification)
 
     # --- wall clock -----------------------------------------------------------------------
 
@@ -159,12 +155,10 @@ class Alerting:
                 self._apply(transition)
 
     async def _repeat(self) -> None:
-        for notification in self.book.due_repeats(self._clock_ns()):
-            self.dispatch(notification)
+        self.book.due_repeats(self._clock_ns())  # the book dispatches what is due
 
     async def _silences(self) -> None:
-        for notification in self.book.refresh_after_silence_change(self._clock_ns()):
-            self.dispatch(notification)
+        self.book.refresh_after_silence_change(self._clock_ns())
 
     async def _prune(self) -> None:
         keep = timedelta(days=self.rules_file.alerting.history_days)

@@ -141,11 +141,8 @@ async def expire_silence(request: web.Request) -> web.Response:
 
 
 def _tell_released(context: ApiContext, now_ns: int) -> None:
-    # Without a dispatcher the scheduled refresh tells them, a little later.
-    if context.notify is None:
-        return
-    for notification in context.alerts.refresh_after_silence_change(now_ns):
-        context.notify(notification)
+    # The book hands what it releases to its dispatcher (the service wires one).
+    context.alerts.refresh_after_silence_change(now_ns)
 
 
 async def list_dead_deliveries(request: web.Request) -> web.Response:

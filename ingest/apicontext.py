@@ -26,7 +26,6 @@ from devices.registry import Registry
 from ingest.deadletters import DeadLetterStore
 from ingest.stats import IngestStats
 from ingest.storage import StorageStats
-from rules.alert import Notification
 from rules.alertbook import AlertBook
 from rules.outbox import Outbox
 
@@ -52,8 +51,6 @@ class ApiContext:
     `devices_seen` (device id -> wall-clock ns of its latest message) and `latest` (device
     id -> its latest reading) are read on the event loop, where the pipeline updates them.
     `readiness` names what keeps the service from being ready; empty means ready.
-    `notify` hands a notification to the dispatcher (blocking: it is called in a thread);
-    with it, expiring a silence tells the alerts it kept back at once.
     """
 
     registry: Registry
@@ -66,7 +63,6 @@ class ApiContext:
     token: SecretStr | None
     devices_seen: Mapping[str, int] = field(default_factory=dict)
     latest: Mapping[str, Reading] = field(default_factory=dict)
-    notify: Callable[[Notification], object] | None = None
     clock_ns: Callable[[], int] = time.time_ns
 
 

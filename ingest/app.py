@@ -122,8 +122,7 @@ class Service:
             registry=self.registry, alerts=alerting.book, dead_letters=dead_letters,
             outbox=alerting.outbox, ingest_stats=self.stats, storage_stats=self._storage_stats,
             readiness=self.readiness, token=self.settings.http.token,
-            devices_seen=alerting.devices_seen, latest=alerting.latest,
-            notify=alerting.dispatch, clock_ns=self.clock_ns)
+            devices_seen=alerting.devices_seen, latest=alerting.latest, clock_ns=self.clock_ns)
 
     def readiness(self) -> list[str]:
         """What keeps the service from being ready (GET /readyz); empty when it is."""

@@ -87,7 +87,12 @@ class AlertBook:
         page_max_age_ns: int,
         repeat_interval_ns: int,
         clock_ns: Callable[[], int] = time.time_ns,
+        send: Callable[[Notification], object] | None = None,
     ) -> None:
+        """`send` (the dispatcher) gets each notification inside the transaction that
+        records it as told: if the process dies before the commit, the notification may
+        go out twice, never zero times (at least once, SPEC section 3)."""
+        self._send = send
         if page_max_age_ns <= 0 or repeat_interval_ns <= 0:
             raise ValueError("page_max_age_ns and repeat_interval_ns must be positive")
         self._page_max_age_ns = page_max_age_ns
@@ -106,7 +111,7 @@ class AlertBook:
                               self._page_max_age_ns)
             row = AlertRow(alert, notified, kept_ack(old, transition))
             self._record(row, transition.change, decision, now, silence)
-        return notification(alert, decision.reason) if decision.page else None
+            return self._told(notification(alert, decision.reason)) if decision.page else None
 
     def observe(self, alert: Alert, now_ns: int | None = None) -> Notification | None:
         """Keep a record that a signal updated without a change (the engine's `step` gave none).
@@ -127,7 +132,12 @@ class AlertBook:
             decision = decide_firing(alert, row.notified, silence is not None,
                                       now - self._page_max_age_ns)
             self._record(row, "refresh", decision, now, silence, history=decision.page)
-        return notification(alert, decision.reason) if decision.page else None
+            return self._told(notification(alert, decision.reason)) if decision.page else None
+
+    def _told(self, told: Notification) -> Notification:
+        if self._send is not None:
+            self._send(told)
+        return told
 
     def restore(self) -> list[Alert]:
         """The pending and firing alerts, for the engine to resume after a restart."""
@@ -146,7 +156,7 @@ class AlertBook:
                 decision = decide_repeat(row, silence is not None, now, self._repeat_interval_ns)
                 if decision.page:
                     self._record(row, "repeat", decision, now, silence)
-                    sent.append(notification(row.alert, "repeat"))
+                    sent.append(self._told(notification(row.alert, "repeat")))
         return sent
 
     def refresh_after_silence_change(self, now_ns: int | None = None) -> list[Notification]:
@@ -165,7 +175,7 @@ class AlertBook:
                 decision = decide_news(row.alert, row.notified)
                 self._record(row, "refresh", decision, now, None, history=decision.page)
                 if decision.page:
-                    sent.append(notification(row.alert, decision.reason))
+                    sent.append(self._told(notification(row.alert, decision.reason)))
         return sent
 
     def acknowledge(

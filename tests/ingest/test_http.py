@@ -71,8 +71,7 @@ class World:
             registry=self.registry, alerts=self.book, dead_letters=self.dead_letters,
             outbox=self.outbox, ingest_stats=self.stats, storage_stats=lambda: self.storage,
             readiness=lambda: self.reasons, token=None if token is None else SecretStr(token),
-            devices_seen=self.seen, latest=self.latest, notify=self.told.append,
-            clock_ns=self.clock,
+            devices_seen=self.seen, latest=self.latest, clock_ns=self.clock,
         )
 
 
@@ -115,11 +114,12 @@ def open_world(tmp_path: Path) -> Iterator[World]:
     clock = Clock()
     registry = Registry([device("pa-manggarai", Kind.WATER_LEVEL, river="ciliwung"),
                          device("aq-gbk", Kind.AIR_QUALITY, kota="jakarta-pusat")])
+    told: list[Notification] = []  # what the book handed to its dispatcher
     with (AlertBook(tmp_path / "alerts.db", page_max_age_ns=3600 * S,
-                    repeat_interval_ns=4 * 3600 * S, clock_ns=clock) as book,
+                    repeat_interval_ns=4 * 3600 * S, clock_ns=clock, send=told.append) as book,
           DeadLetterStore(tmp_path / "dead.db") as dead,
           Outbox(tmp_path / "outbox.db", clock) as outbox):
-        yield World(clock, registry, book, dead, outbox)
+        yield World(clock, registry, book, dead, outbox, told=told)
 
 
 @pytest.fixture

@@ -529,3 +529,27 @@ async def test_the_book_can_be_shared_by_threads(book: AlertBook) -> None:
     )
     assert all(n is not None and n.reason == "new" for n in sent)
     assert book.counts_by_status()["firing"] == len(devices)
+
+
+def test_a_page_is_handed_to_the_sender_before_it_is_recorded_as_told(
+    tmp_path: Path, clock: Clock
+) -> None:
+    sent: list[str] = []
+    with AlertBook(tmp_path / "alerts.db", page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
+                   clock_ns=clock, send=lambda told: sent.append(told.reason)) as book:
+        assert book.apply(fire()) is not None
+    assert sent == ["new"]
+
+
+def test_a_sender_that_fails_leaves_the_alert_untold_so_it_is_paged_again(
+    tmp_path: Path, clock: Clock
+) -> None:
+    def broken(_: object) -> None:
+        raise OSError("outbox disk full")
+
+    with AlertBook(tmp_path / "alerts.db", page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
+                   clock_ns=clock, send=broken) as book, pytest.raises(OSError):
+        book.apply(fire())
+    with open_book(tmp_path, clock) as book:
+        told = book.apply(fire())
+    assert told is not None and told.reason == "new"  # at least once: never zero times
