@@ -87,8 +87,9 @@ def read_yaml(path: Path) -> YamlDocument:
         raise ConfigError(path, [Problem("file", f"not UTF-8 text (byte {exc.start})")]) from None
     except OSError as exc:
         raise ConfigError(path, [Problem("file", f"cannot be read: {exc.strerror}")]) from None
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # reads ahead: a forbidden character fails here
         node = loader.get_single_node()
         duplicates = _duplicate_keys(node)
         if duplicates:
@@ -96,10 +97,13 @@ def read_yaml(path: Path) -> YamlDocument:
         data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(path, [_syntax_problem(exc)]) from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(path, [_reader_problem(text, exc)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, [Problem("YAML", str(exc))]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if data is None:
         return YamlDocument(path, {}, None)
     if not isinstance(data, dict):
@@ -141,7 +145,8 @@ def format_validation_error(
 ) -> ConfigError:
     """Translate pydantic's errors into a `ConfigError`; `model` lets it list allowed keys."""
     problems = [
-        locate(error["loc"], _expectation(error, model), node, sources)
+        locate(error["loc"], _expectation(error, model), node, sources,
+               at_key=error["type"] == "extra_forbidden")
         for error in exc.errors(include_url=False)
     ]
     # Read top to bottom, as the file is; problems without a line (environment) go last.
@@ -154,6 +159,8 @@ def locate(
     message: str,
     node: yaml.Node | None = None,
     sources: Mapping[Loc, str] | None = None,
+    *,
+    at_key: bool = False,
 ) -> Problem:
     """A `Problem` for field path `loc`, placed at its line or at the source it came from."""
     if sources:
@@ -161,7 +168,8 @@ def locate(
             source = sources.get(loc[:length])
             if source is not None:
                 return Problem(source, message)
-    return Problem(place(loc), message, None if node is None else line_of(node, loc))
+    line = None if node is None else line_of(node, loc, at_key=at_key)
+    return Problem(place(loc), message, line)
 
 
 def place(loc: Loc) -> str:
@@ -179,9 +187,12 @@ def place(loc: Loc) -> str:
     return text or "top level"
 
 
-def line_of(node: yaml.Node, loc: Loc) -> int:
-    """The 1-based line of the deepest node on `loc` (a missing field: its parent's line)."""
-    current = node
+def line_of(node: yaml.Node, loc: Loc, *, at_key: bool = False) -> int:
+    """The 1-based line of the deepest node on `loc` (a missing field: its parent's line).
+
+    `at_key`: the key's own line, for problems with the key itself (an unknown key whose
+    value is a block starts on the line below it)."""
+    current, key_of_current = node, None
     for index, part in enumerate(loc):
         entry = _entry(current, part)
         if entry is None:
@@ -190,6 +201,9 @@ def line_of(node: yaml.Node, loc: Loc) -> int:
         # An error in a mapping key (`labels.Kota.[key]`) belongs on the key's line.
         wants_key = loc[index + 1 : index + 2] == (_KEY_MARK,)
         current = key_node if wants_key and key_node is not None else value_node
+        key_of_current = key_node
+    if at_key and key_of_current is not None:
+        return key_of_current.start_mark.line + 1
     return current.start_mark.line + 1
 
 
@@ -232,6 +246,13 @@ def _duplicate_keys(root: yaml.Node | None) -> list[Problem]:
                 else:
                     first[key_node.value] = line
     return sorted(problems, key=lambda problem: problem.line or 0)
+
+
+def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> Problem:
+    # A character YAML forbids anywhere (a NUL, a terminal escape pasted with colours).
+    line = text.count("\n", 0, exc.position) + 1
+    character = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return Problem("YAML", f"character {character!r} is not allowed in YAML: remove it", line)
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError) -> Problem:

@@ -29,6 +29,10 @@ def _printable(value: str) -> str:
     # A line-protocol tag value cannot hold a newline; tabs and the like are typos.
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
         raise ValueError("must not contain control characters such as newline or tab")
+    # Line protocol cannot carry a tag value ending in a backslash: InfluxDB reads the
+    # escaped space after it and stores a space instead (seen on InfluxDB 1.6.7).
+    if value.endswith("\\"):
+        raise ValueError("must not end with a backslash (InfluxDB cannot store it)")
     return value
 
 

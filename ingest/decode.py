@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -19,6 +19,11 @@ MAX_BATCH = 1000  # SPEC section 1: a batch holds up to 1000 readings
 TOPIC_CACHE_MAX = 200_000  # parsed topics kept; a city's fleet fits, a topic flood does not grow it
 
 UnknownDevicePolicy = Literal["dead-letter", "accept"]
+# What orjson.loads returns, by the names a device developer knows from JSON.
+_JSON_TYPES: Final = {
+    "NoneType": "null", "bool": "bool", "int": "number", "float": "number", "str": "string",
+    "list": "array", "dict": "object",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,25 +62,28 @@ class Decoder:
         self._topics = topics
         self._accept_unknown = unknown_devices == "accept"
         self._max_future_ns = int(max_future_s * 1e9)
-        self._parsed: dict[str, Topic | str] = {}  # topic -> Topic, or the reason it is invalid
+        self._parsed: dict[str, Topic] = {}  # valid topics only: see _parse_topic
 
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         parsed = self._parse_topic(topic)
         if isinstance(parsed, str):
             out.dead.append(DeadLetter(topic, payload, parsed, received_ns, "bad-topic"))
             return
-        if parsed.channel == "status":
-            self._decode_status(parsed, topic, payload, received_ns, out)
-            return
+        if parsed.channel == "status" and not payload:
+            return  # an empty retained message clears the status: nothing to record
+        # Statuses too: `offline` on another kind's topic would mark a real device offline.
         rejection = self._check_device(parsed)
         if rejection is not None:
             code, reason = rejection
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, code))
             return
+        if parsed.channel == "status":
+            self._decode_status(parsed, topic, payload, received_ns, out)
+            return
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            reason = "empty payload" if not payload else f"not valid UTF-8 JSON: {exc}"
+            reason = _json_problem(payload, exc)
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-json"))
             return
         if isinstance(document, dict):
@@ -83,7 +91,7 @@ class Decoder:
         elif isinstance(document, list):
             self._decode_batch(parsed, topic, payload, document, received_ns, out)
         else:
-            reason = f"expected a JSON object or array, got {type(document).__name__}"
+            reason = f"expected a JSON object or array, got {_json_type(document)}"
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-json"))
 
     def _parse_topic(self, topic: str) -> Topic | str:
@@ -92,7 +100,9 @@ class Decoder:
             try:
                 parsed = self._topics.parse(topic)
             except InvalidTopic as exc:
-                parsed = str(exc)
+                # Not remembered: a topic level can be 64 KiB long, so a flood of distinct
+                # bad topics would hold gigabytes. A valid topic is short (a 64-char id).
+                return str(exc)
             if len(self._parsed) >= TOPIC_CACHE_MAX:
                 self._parsed.clear()
             self._parsed[topic] = parsed
@@ -117,7 +127,7 @@ class Decoder:
         if payload in (b"online", b"offline"):
             online = payload == b"online"
             out.statuses.append(StatusUpdate(parsed.kind, parsed.device_id, online, received_ns))
-        elif payload:  # an empty retained message clears the status: nothing to record
+        else:
             reason = "status must be 'online' or 'offline'"
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-status"))
 
@@ -141,8 +151,8 @@ class Decoder:
             if isinstance(item, dict):
                 self._decode_item(parsed, topic, payload, item, received_ns, out, index)
             else:
-                reason = f"item {index}: expected a JSON object, got {type(item).__name__}"
-                raw = orjson.dumps(item)
+                reason = f"item {index}: expected a JSON object, got {_json_type(item)}"
+                raw = _item_json(item)
                 out.dead.append(DeadLetter(topic, raw, reason, received_ns, "invalid-reading"))
 
     def _decode_item(
@@ -187,5 +197,62 @@ class Decoder:
         if index is None:
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, code))
         else:
-            raw = orjson.dumps(item)
+            raw = _item_json(item)
             out.dead.append(DeadLetter(topic, raw, f"item {index}: {reason}", received_ns, code))
+
+
+def _json_problem(payload: bytes, exc: orjson.JSONDecodeError) -> str:
+    if not payload:
+        return "empty payload"
+    # orjson says "surrogates not allowed" at column 1 for any bad byte: say which and where.
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8 JSON: byte {bad.start} ({payload[bad.start]:#04x}): {bad.reason}"
+    return f"not valid UTF-8 JSON: {exc}"
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value).__name__, type(value).__name__)
+
+
+def _item_json(item: object) -> bytes:
+    """One batch item as JSON, for its own dead letter.
+
+    orjson reads 1024 levels of nesting but writes only 254 (it raises past that), so an
+    item it read may be one it cannot write back: those go through `_deep_json`.
+    """
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return _deep_json(item)
+
+
+def _deep_json(value: object) -> bytes:
+    """Compact JSON of what orjson.loads returned, however deep, with an explicit stack."""
+    parts: list[bytes] = []
+    # Pending values, last first; a bytes entry is literal output (loads never returns bytes).
+    stack: list[object] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, bytes):
+            parts.append(node)
+        elif isinstance(node, list):
+            stack.append(b"]")
+            for index in range(len(node) - 1, -1, -1):
+                stack.append(node[index])
+                if index:
+                    stack.append(b",")
+            parts.append(b"[")
+        elif isinstance(node, dict):
+            stack.append(b"}")
+            entries = list(node.items())
+            for index in range(len(entries) - 1, -1, -1):
+                key, child = entries[index]
+                stack.extend((child, orjson.dumps(key) + b":"))
+                if index:
+                    stack.append(b",")
+            parts.append(b"{")
+        else:
+            parts.append(orjson.dumps(node))
+    return b"".join(parts)

@@ -155,7 +155,7 @@ class Pipeline:
         stats.acked += self._subscriber.ack(batch.messages)
         stats.statuses += len(decoded.statuses)
         stats.flushes += 1
-        stats.ignored_fields.update(decoded.ignored_fields)
+        stats.count_ignored(decoded.ignored_fields)
         for letter in decoded.dead:
             stats.dead_letters[letter.code] += 1
 

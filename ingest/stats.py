@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+# Distinct (device, field) pairs counted one by one; past this, a firmware sending random
+# field names would grow memory and /metrics series without bound, so the rest is folded.
+IGNORED_FIELDS_MAX = 10_000
+OTHER = ("(other)", "(other)")
 
 
 @dataclass(slots=True)
@@ -17,6 +23,13 @@ class IngestStats:
     statuses: int = 0
     acked: int = 0
     flushes: int = 0
+
+    def count_ignored(self, fields: Mapping[tuple[str, str], int]) -> None:
+        counted = self.ignored_fields
+        for key, count in fields.items():
+            if key not in counted and len(counted) >= IGNORED_FIELDS_MAX:
+                key = OTHER
+            counted[key] += count
 
     @property
     def dead_lettered(self) -> int:

@@ -139,8 +139,12 @@ class Subscriber:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # paho hands over the payload as bytes (sliced from the packet): no copy needed.
         payload = cast(bytes, msg.payload)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # Mosquitto refuses these; if one came, dead-letter it
+            topic = msg._topic.decode("utf-8", "backslashreplace")
         self._inbox.append(
-            Message(msg.topic, payload, msg.mid, msg.qos, self._generation, self._clock_ns()))
+            Message(topic, payload, msg.mid, msg.qos, self._generation, self._clock_ns()))
         if not self._wake_pending:
             self._wake_pending = True
             self._call_in_loop(self._wake.set)

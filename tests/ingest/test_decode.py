@@ -96,3 +96,12 @@ def test_status_messages_become_status_updates() -> None:
     [status] = out.statuses
     assert (status.device_id, status.online) == ("manggarai", False)
     assert out.dead == [] and out.readings == []
+
+
+def test_ignored_field_counts_are_bounded_whatever_a_device_sends() -> None:
+    from ingest.stats import IGNORED_FIELDS_MAX, OTHER, IngestStats
+
+    stats = IngestStats()
+    stats.count_ignored({("pos", f"f{i}"): 1 for i in range(IGNORED_FIELDS_MAX + 500)})
+    assert len(stats.ignored_fields) == IGNORED_FIELDS_MAX + 1
+    assert stats.ignored_fields[OTHER] == 500

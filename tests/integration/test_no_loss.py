@@ -134,16 +134,20 @@ def test_a_service_killed_with_sigkill_mid_stream_loses_nothing(
     settings = make_settings(mosquitto.url, influx, tmp_path / "data", batch_size=200)
     service = service_process(settings)
     service.start()
-    count = 3000
+    count = 6000
     publisher = Publisher(mosquitto.port)
-    stream = PacedPublisher(publisher, settings.mqtt.topic_prefix, count, rate=1500)
+    stream = PacedPublisher(publisher, settings.mqtt.topic_prefix, count, rate=1000)
     stream.start()
-    for _ in range(2):  # kill twice while the stream runs
-        wait_until(lambda: len(_seqs(influxdb1, database)) > 0 and stream.sent < count, 20)
+    sent_at_kills = []
+    for _ in range(2):  # kill twice, each time once the service has stored something more
+        stored_before = len(_seqs(influxdb1, database))
+        wait_until(lambda before=stored_before: len(_seqs(influxdb1, database)) > before, 20)
+        sent_at_kills.append(stream.sent)
         service.signal(signal.SIGKILL)
         service.wait()
         service.start()
     stream.join()
+    assert sent_at_kills[0] < count  # the first kill, at least, hit a running stream
     publisher.wait_acked(count)
     wait_until(lambda: _all_stored(influxdb1, database, count), 60)
     seqs = _seqs(influxdb1, database)
