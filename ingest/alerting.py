@@ -55,6 +55,7 @@ class Alerting:
         self._clock_ns = clock_ns
         self.engine = RuleEngine(rules_file, registry, on_unchanged=self._unchanged)
         self._refreshed: dict[str, int] = {}  # fingerprint -> wall ns of its last refresh
+        self._page_max_age_ns = to_ns(rules_file.alerting.page_max_age)
         self.tracker = DeviceTracker(started_ns=clock_ns())
         self.devices_seen: dict[str, int] = {}  # device id -> wall ns of its latest message
         self.latest: dict[str, Reading] = {}  # device id -> its newest reading (event time)
@@ -118,6 +119,8 @@ class Alerting:
         hot path.
         """
         now = self._clock_ns()
+        if alert.evaluated_at_ns < now - self._page_max_age_ns:
+            return  # still replaying the past: nothing to tell yet, and no throttle spent
         if now - self._refreshed.get(alert.fingerprint, 0) < REFRESH_EVERY_NS:
             return
         self._refreshed[alert.fingerprint] = now

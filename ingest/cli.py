@@ -15,6 +15,7 @@ import orjson
 
 from devices.configfile import ConfigError
 from devices.registry import load_catalog
+from ingest import simulatorcli
 from ingest.apiclient import (
     ApiClient,
     ApiClientError,
@@ -25,7 +26,6 @@ from ingest.apiclient import (
 )
 from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
 from rules.config import load_rules
-from simulators.fleet import Fleet, FleetConfig, FleetSummary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,10 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = command("simulate", _simulate, "publish simulated readings over MQTT")
     config_option(simulate)
-    simulate.add_argument("--rate", type=float, default=100.0, help="readings per second")
-    simulate.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
-    simulate.add_argument("--seed", type=int, default=1, help="random seed")
-    simulate.add_argument("--batch", type=int, default=1, help="readings per message")
+    simulatorcli.add_arguments(simulate)
 
     demo = command("demo", _demo, "broker, database, service and simulators on this machine")
     demo.add_argument("--rate", type=float, default=200.0, help="readings per second")
@@ -120,26 +117,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-
-    settings = _settings(args)
-    registry = load_catalog(settings.catalog_path)
-    mqtt = settings.mqtt
-    config = FleetConfig(
-        host=mqtt.host, port=mqtt.port, username=mqtt.username,
-        password=mqtt.password.get_secret_value() if mqtt.password else None,
-        topic_prefix=mqtt.topic_prefix, rate=args.rate, duration_s=args.duration,
-        seed=args.seed, batch=args.batch,
-    )
-    summary = asyncio.run(_run_fleet(Fleet(registry, config)))
-    print(summary)
-    return 0
-
-
-async def _run_fleet(fleet: Fleet) -> FleetSummary:
-    from ingest.app import stop_on_signals
-
-    async with stop_on_signals() as stop:
-        return await fleet.run(stop)
+    return simulatorcli.run(args, lambda: _settings(args))
 
 
 def _demo(args: argparse.Namespace) -> int:

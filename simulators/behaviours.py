@@ -1,244 +1,201 @@
-"""Device behaviours: what a simulated device of each kind measures at a given moment."""
+"""Device behaviours: what one simulated device measures at a moment, and when it reports next.
+
+A behaviour holds the state of one device (a river's slow wander, a road's character) and
+draws from that device's own `random.Random`, so a device reads the same whatever else runs.
+The scenario's events reach it through the `World`, which is a pure function of time.
+"""
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from devices.kinds import Kind
 from devices.registry import Device
-
-WIB_OFFSET_S = 7 * 3600  # Jakarta keeps UTC+7 (WIB) all year, with no daylight saving
-DAY_S = 86_400
-
-# Battery-powered nodes piggyback housekeeping on some readings only, so the optional
-# fields of SPEC section 1 show up now and then, as they do from real firmware.
-BATTERY_SHARE = 0.1
-RSSI_SHARE = 0.2
-BATTERY_V = (3.6, 4.15)  # a charged 1-cell Li-ion pack (hard bounds 2.5-4.3 V in jakarta.md)
-RSSI_DBM = (-78.0, 8.0, -115.0, -45.0)  # mean, spread, floor, ceiling of a urban LoRa/cellular link
-
-Profile = tuple[tuple[float, float], ...]
+from simulators.calendar import HOUR_S, MINUTE_S, SUNDAY, DailyProfile, YearlyProfile, weekday
+from simulators.noise import Fields, add_diagnostics, jitter, wander
+from simulators.rivers import tide_cm
+from simulators.roads import Road
+from simulators.world import World, is_sea_gauge, normal_range
 
 
 class Behaviour(Protocol):
-    """Produces the measured fields of one reading; the runner adds `ts` and `seq`.
+    """One device's measurements and reporting schedule."""
 
-    A behaviour keeps the state of every device it has seen (a random walk, a site's
-    character), keyed by device id, so one instance serves a kind's whole fleet and can
-    later couple devices (a flood wave travelling downstream).
-    """
+    def first_time(self, start_s: float) -> float:
+        """When the device first reports at or after `start_s`."""
+        ...
 
-    def next_reading(
-        self, device: Device, sim_time_s: float, rng: random.Random
-    ) -> dict[str, object]: ...
+    def measure(self, t: float) -> Fields:
+        """The measured fields at `t` (the delivery adds `ts` and `seq`)."""
+        ...
 
-
-def behaviour_for(kind: Kind) -> Behaviour:
-    """A fresh behaviour, with no device state yet, for devices of `kind`."""
-    behaviours: dict[Kind, type[WaterLevel | AirQuality | Traffic]] = {
-        Kind.WATER_LEVEL: WaterLevel,
-        Kind.AIR_QUALITY: AirQuality,
-        Kind.TRAFFIC: Traffic,
-    }
-    return behaviours[kind]()
+    def next_time(self, t: float) -> float:
+        """When it reports after the reading it measured at `t`."""
+        ...
 
 
-def local_hour(sim_time_s: float) -> float:
-    """The hour of the day in Jakarta (0 <= h < 24) at epoch second `sim_time_s`."""
-    return ((sim_time_s + WIB_OFFSET_S) % DAY_S) / 3600
-
-
-def interpolate(profile: Profile, hour: float) -> float:
-    """Piecewise-linear value of a daily `profile` of (hour, value) points from 0 to 24."""
-    for (h0, v0), (h1, v1) in itertools.pairwise(profile):
-        if h0 <= hour <= h1:
-            return v0 + (v1 - v0) * (hour - h0) / (h1 - h0)
-    return profile[-1][1]
-
-
-def clamp(value: float, low: float, high: float) -> float:
-    return min(max(value, low), high)
-
-
-def add_diagnostics(fields: dict[str, object], rng: random.Random) -> None:
-    """Adds battery voltage and signal strength to some readings."""
-    if rng.random() < BATTERY_SHARE:
-        fields["battery_v"] = round(rng.uniform(*BATTERY_V), 2)
-    if rng.random() < RSSI_SHARE:
-        mean, spread, floor, ceiling = RSSI_DBM
-        fields["rssi_dbm"] = round(clamp(rng.gauss(mean, spread), floor, ceiling))
+def behaviour_for(device: Device, world: World, rng: random.Random, interval_s: float) -> Behaviour:
+    """A fresh behaviour for `device`, reporting every `interval_s` when nothing is amiss."""
+    if device.kind is Kind.WATER_LEVEL:
+        return Gauge(device, world, rng, interval_s)
+    if device.kind is Kind.AIR_QUALITY:
+        return AirMonitor(device, world, rng, interval_s)
+    return Road(device, world, rng, interval_s)
 
 
 # --- water level ------------------------------------------------------------------------
 
-FALLBACK_NORMAL_CM = (0.0, 100.0)  # a gauge whose catalog entry has no normal range
-WALK_STEP = 0.02  # one reading moves the level by ~2% of the normal range: slow, like a river
+LEVEL_TAU_S = 6 * HOUR_S  # a river at normal level wanders over hours, not minutes
+LEVEL_SD_SHARE = 0.35  # of half the normal band: the wander stays mostly inside it
+READ_NOISE_CM = 1.0  # sensor and surface ripple
+SEA_NOISE_CM = 2.5  # waves at the sea gauge
+SEA_WANDER_SHARE = 0.3  # weather moves the sea less than rain moves a river
+LEVEL_BOUNDS_CM = (-390.0, 1190.0)  # inside the hard bounds of devices.readings
+# jakarta.md section 1, "Reading interval": hourly at normal, every 30 min once in siaga,
+# every 5 min at Siaga 1. Indexed by status: 0 normal, 1..3 = Siaga 3, 2, 1.
+SIAGA_INTERVAL_S: Final = (math.inf, 30 * MINUTE_S, 30 * MINUTE_S, 5 * MINUTE_S)
+SIAGA_THRESHOLDS: Final = ("siaga3_cm", "siaga2_cm", "siaga1_cm")
+JITTER_MAX_S = 60.0  # a gauge's report leaves within a minute of the hour (hh:00)
 
 
-@dataclass(slots=True)
-class _Walk:
-    """A level wandering inside [low, high], reflected at the edges."""
+class Gauge:
+    """A river or sea gauge: normal wander, scenario floods and replays, tide at sea."""
 
-    level: float
-    low: float
-    high: float
+    def __init__(self, device: Device, world: World, rng: random.Random, interval_s: float):
+        self._id, self._world, self._rng = device.id, world, rng
+        low, high = normal_range(device)
+        self._low, self._high, self._mid = low, high, (low + high) / 2
+        self._sd = (high - low) / 2 * LEVEL_SD_SHARE
+        self._sea = is_sea_gauge(device)
+        self._replay = world.replay(device.id, "level_cm")
+        self._ladder = tuple(device.thresholds[name] for name in SIAGA_THRESHOLDS
+                             if name in device.thresholds)  # fmt: skip
+        self._interval_s = interval_s
+        self._jitter_s = rng.uniform(0.0, min(JITTER_MAX_S, interval_s / 10))
+        self._wander = rng.gauss(0.0, self._sd)
+        self._last_t: float | None = None
+        self.status = 0  # 0 normal, 1..3 = Siaga 3..1, from the last reading
 
-    def step(self, rng: random.Random) -> float:
-        span = self.high - self.low
-        level = self.level + rng.gauss(0.0, span * WALK_STEP)
-        if level < self.low:
-            level = 2 * self.low - level
-        if level > self.high:
-            level = 2 * self.high - level
-        self.level = clamp(level, self.low, self.high)
-        return self.level
+    def first_time(self, start_s: float) -> float:
+        interval, jitter = self._interval_s, self._jitter_s
+        return math.ceil((start_s - jitter) / interval) * interval + jitter
 
+    def next_time(self, t: float) -> float:
+        interval = min(self._interval_s, SIAGA_INTERVAL_S[self.status])
+        jitter = self._jitter_s
+        # Reports stay on the clock (hh:00, hh:30, hh:05...) as the gauge's status changes.
+        return (math.floor((t - jitter) / interval + 1e-9) + 1) * interval + jitter
 
-def normal_range(device: Device) -> tuple[float, float]:
-    """The gauge's normal band from its thresholds, or a fallback when it has none."""
-    low = device.thresholds.get("normal_low_cm")
-    high = device.thresholds.get("normal_high_cm")
-    if low is None or high is None or not low < high:
-        return FALLBACK_NORMAL_CM
-    return low, high
-
-
-class WaterLevel:
-    """A gauge's level as a random walk inside its normal range (no rain events yet)."""
-
-    def __init__(self) -> None:
-        self._walks: dict[str, _Walk] = {}
-
-    def next_reading(
-        self, device: Device, sim_time_s: float, rng: random.Random
-    ) -> dict[str, object]:
-        walk = self._walks.get(device.id)
-        if walk is None:
-            low, high = normal_range(device)
-            walk = self._walks[device.id] = _Walk(rng.uniform(low, high), low, high)
-        fields: dict[str, object] = {"level_cm": round(walk.step(rng), 1)}
-        add_diagnostics(fields, rng)
+    def measure(self, t: float) -> Fields:
+        dt = 0.0 if self._last_t is None else t - self._last_t
+        self._last_t = t
+        self._wander = wander(self._wander, dt, LEVEL_TAU_S, self._sd, self._rng)
+        level = self._water(t) + jitter(self._rng, SEA_NOISE_CM if self._sea else READ_NOISE_CM)
+        if self._replay is not None:
+            weight, value = self._replay.at(t)
+            if weight > 0.0:
+                level = weight * (value + jitter(self._rng, READ_NOISE_CM)) + (1 - weight) * level
+        level = round(min(max(level, LEVEL_BOUNDS_CM[0]), LEVEL_BOUNDS_CM[1]), 1)
+        # The status of what the gauge reports, as the operators (and the rules) see it.
+        self.status = sum(1 for threshold in self._ladder if level >= threshold)
+        fields: Fields = {"level_cm": level}
+        add_diagnostics(fields, self._rng)
         return fields
+
+    def _water(self, t: float) -> float:
+        if self._sea:
+            weather = self._wander * SEA_WANDER_SHARE
+            return self._mid + tide_cm(t) + self._world.surge(self._id, t) + weather
+        base = min(max(self._mid + self._wander, self._low), self._high)
+        return base + self._world.flood_excess(self._id, t)
 
 
 # --- air quality ------------------------------------------------------------------------
 
-# Jakarta's PM shape: high from late night through the morning commute (peak ~07-08),
-# lowest mid-afternoon when the mixing layer is deepest (jakarta.md section 3).
-PM_PROFILE: Profile = (
-    (0, 1.15), (3, 1.2), (6, 1.35), (7.5, 1.55), (9, 1.3),
-    (12, 0.8), (15, 0.55), (18, 0.8), (21, 1.0), (24, 1.15),
-)  # fmt: skip
-# Ozone is photochemical: near zero at night, peaking in the early afternoon sun.
-O3_PROFILE: Profile = ((0, 0.4), (6, 0.3), (10, 1.2), (13, 2.0), (16, 1.4), (19, 0.6), (24, 0.4))
-# NO2 and CO come from exhaust and follow the two commutes.
-EXHAUST_PROFILE: Profile = (
+# jakarta.md section 3. Annual PM2.5 36-49 ug/m3 (IQAir 2019-2022).
+PM25_MEAN = 38.0
+# Diurnal: high from late night through the morning commute, lowest mid-afternoon when
+# the mixing layer is deepest (e.g. 1 Oct 2023: 61 at 08:00, ~21 at the low). Mean ~1.
+PM_DAY: Final = DailyProfile((
+    (0, 1.15), (3, 1.2), (6, 1.35), (7, 1.5), (8, 1.5), (9, 1.3), (11, 0.95),
+    (13, 0.7), (15, 0.55), (17, 0.7), (19, 0.9), (21, 1.05), (24, 1.15),
+))  # fmt: skip
+# Seasonal: the dry season (Jun-Sep) is worst. South Jakarta 2016: Jun-Aug 57.4 against
+# ~20 in Dec-Feb; with the mean above, these factors give ~54 and ~24.
+PM_SEASON: Final = YearlyProfile((0.62, 0.6, 0.7, 0.85, 1.05, 1.3,
+                                  1.45, 1.5, 1.35, 1.1, 0.85, 0.65))  # fmt: skip
+PM_SUNDAY = 0.85  # fewer vehicles, less exhaust and dust
+PM10_RATIO = (1.3, 1.8)  # PM10 exceeds PM2.5; urban sites sit in this band
+PM_CEILING = 990.0  # sensors saturate at 1,000 (jakarta.md section 5)
+# Ozone is photochemical: near zero at night, peaking in the early-afternoon sun.
+O3_DAY: Final = DailyProfile(((0, 0.4), (6, 0.3), (10, 1.2), (13, 2.0), (16, 1.4),
+                              (19, 0.6), (24, 0.4)))  # fmt: skip
+# NO2, CO and hydrocarbons come from exhaust and follow the two commutes.
+EXHAUST_DAY: Final = DailyProfile((
     (0, 0.7), (4, 0.6), (7.5, 1.5), (10, 1.1), (14, 0.8), (18, 1.4), (21, 1.1), (24, 0.7),
-)  # fmt: skip
-TEMP_PROFILE: Profile = ((0, 27.0), (5, 25.5), (9, 28.5), (14, 33.0), (18, 30.0), (24, 27.0))
-
-# Daily-mean concentrations in ug/m3, plausible for Jakarta (annual PM2.5 ~36-49).
-BASE_UG_M3 = {"pm25": 38.0, "o3": 55.0, "no2": 40.0, "so2": 20.0, "co": 1200.0}
-PM10_RATIO = (1.3, 1.8)  # PM10 always exceeds PM2.5; urban ratios sit in this band
+))  # fmt: skip
+TEMP_DAY: Final = DailyProfile(((0, 27.0), (5, 25.5), (9, 28.5), (14, 33.0), (18, 30.0),
+                                (24, 27.0)))  # fmt: skip
+TEMP_SEASON: Final = YearlyProfile((-0.6, -0.6, -0.3, 0.2, 0.4, 0.2,
+                                    0.0, 0.3, 0.8, 0.9, 0.4, -0.3))  # fmt: skip
+# Daily means of the gases, ug/m3, well inside ISPU "Baik"/"Sedang" (section 3 table).
+GAS_MEAN: Final = (("o3", 45.0), ("no2", 38.0), ("so2", 22.0), ("co", 1100.0), ("hc", 28.0))
+RAIN_COOLING_C = 3.0
+RH_AT_24C, RH_PER_DEGC, RH_IN_RAIN = 95.0, 3.5, 93.0  # humidity falls as the day warms
 SITE_SPREAD = 0.2  # sites differ: a roadside monitor reads higher than a park
-DRIFT_KEEP, DRIFT_SD, NOISE_SD = 0.9, 0.05, 0.08  # slow weather drift plus sensor noise
-RH_AT_24C, RH_PER_DEGC = 95.0, 3.5  # humidity falls as the afternoon warms
+DRIFT_TAU_S, DRIFT_SD, NOISE_SD = 3 * HOUR_S, 0.15, 0.06  # weather drift and sensor noise
 
 
-@dataclass(slots=True)
-class _Site:
-    """What makes one monitor differ from another, and its current weather drift."""
+class AirMonitor:
+    """PM2.5/PM10 and gases with Jakarta's day and season, washed out by rain, raised by haze."""
 
-    factor: float
-    drift: float = 0.0
+    def __init__(self, device: Device, world: World, rng: random.Random, interval_s: float):
+        self._id, self._world, self._rng = device.id, world, rng
+        self._interval_s = interval_s
+        self._phase_s = rng.uniform(0.0, interval_s)
+        self._site = math.exp(rng.gauss(0.0, SITE_SPREAD))
+        self._pm10_ratio = rng.uniform(*PM10_RATIO)
+        self._drift = rng.gauss(0.0, DRIFT_SD)
+        self._last_t: float | None = None
+        self._replay = world.replay(device.id, "pm25")
 
+    def first_time(self, start_s: float) -> float:
+        return start_s + self._phase_s
 
-class AirQuality:
-    """Pollutants with a Jakarta diurnal shape, temperature and humidity (no seasons yet)."""
+    def next_time(self, t: float) -> float:
+        return t + self._interval_s
 
-    def __init__(self) -> None:
-        self._sites: dict[str, _Site] = {}
-
-    def next_reading(
-        self, device: Device, sim_time_s: float, rng: random.Random
-    ) -> dict[str, object]:
-        site = self._sites.get(device.id)
-        if site is None:
-            site = self._sites[device.id] = _Site(math.exp(rng.gauss(0.0, SITE_SPREAD)))
-        site.drift = DRIFT_KEEP * site.drift + rng.gauss(0.0, DRIFT_SD)
-        hour = local_hour(sim_time_s)
-
-        def level(name: str, profile: Profile) -> float:
-            noise = math.exp(site.drift + rng.gauss(0.0, NOISE_SD))
-            return BASE_UG_M3[name] * interpolate(profile, hour) * site.factor * noise
-
-        pm25 = level("pm25", PM_PROFILE)
-        temp_c = interpolate(TEMP_PROFILE, hour) + rng.gauss(0.0, 0.4)
-        fields: dict[str, object] = {
-            "pm25": round(pm25, 1),
-            "pm10": round(pm25 * rng.uniform(*PM10_RATIO), 1),
-            "o3": round(level("o3", O3_PROFILE), 1),
-            "no2": round(level("no2", EXHAUST_PROFILE), 1),
-            "so2": round(level("so2", ((0, 1.0), (24, 1.0))), 1),
-            "co": round(level("co", EXHAUST_PROFILE)),
-            "temp_c": round(temp_c, 1),
-            "rh_pct": round(clamp(RH_AT_24C - (temp_c - 24) * RH_PER_DEGC, 30.0, 100.0), 1),
-        }
+    def measure(self, t: float) -> Fields:
+        rng, world = self._rng, self._world
+        dt = 0.0 if self._last_t is None else t - self._last_t
+        self._last_t = t
+        self._drift = wander(self._drift, dt, DRIFT_TAU_S, DRIFT_SD, rng)
+        rain = world.rain(t)
+        weather = self._site * math.exp(self._drift)
+        pm25 = self._pm25(t, weather)
+        pm10 = pm25 * self._pm10_ratio * (1.0 + jitter(rng, NOISE_SD))
+        fields: Fields = {"pm25": round(pm25, 1), "pm10": round(min(pm10, PM_CEILING), 1)}
+        exhaust = EXHAUST_DAY.at(t) * weather
+        shapes = {"o3": O3_DAY.at(t) * (1.0 - 0.5 * rain), "no2": exhaust, "so2": weather,
+                  "co": exhaust, "hc": exhaust}  # fmt: skip
+        for name, mean in GAS_MEAN:
+            fields[name] = round(mean * shapes[name] * (1.0 + jitter(rng, NOISE_SD)), 1)
+        temp_c = TEMP_DAY.at(t) + TEMP_SEASON.at(t) - RAIN_COOLING_C * rain + jitter(rng, 0.3)
+        rh = max(RH_AT_24C - (temp_c - 24.0) * RH_PER_DEGC, RH_IN_RAIN * rain)
+        fields["temp_c"] = round(temp_c, 1)
+        fields["rh_pct"] = round(min(max(rh + jitter(rng, 1.5), 30.0), 100.0), 1)
         add_diagnostics(fields, rng)
         return fields
 
-
-# --- traffic ----------------------------------------------------------------------------
-
-# Weekday demand relative to the evening peak: commutes at 07-09 and 17-19 (jakarta.md 4).
-DEMAND_PROFILE: Profile = (
-    (0, 0.15), (5, 0.3), (7, 0.85), (8, 1.0), (9, 0.8), (11, 0.6),
-    (15, 0.65), (17, 0.95), (18, 1.0), (19, 0.8), (22, 0.35), (24, 0.15),
-)  # fmt: skip
-JAM_OCCUPANCY_PCT = 60.0  # occupancy at which traffic stands still (Greenshields' jam density)
-PEAK_LOAD = 0.65  # share of jam density at peak demand: ~20 km/h, Jakarta's rush-hour speed
-FREE_FLOW_KMH = (45.0, 65.0)  # urban arterials, limit 50 km/h, tolerated a little above
-LANES = (2, 3, 4)
-LANE_CAPACITY_VPH = 1800.0  # mixed traffic per lane at capacity (MKJI urban base ~1,650 smp)
-MIN_SPEED_KMH = 3.0  # a jam still creeps; a reading of 0 would mean a closed road
-
-
-@dataclass(slots=True)
-class _Road:
-    """A sensor's road: its free-flow speed, its lanes and its current traffic drift."""
-
-    free_flow_kmh: float
-    lanes: int
-    drift: float = 0.0
-
-
-class Traffic:
-    """Speed, volume and occupancy tied by Greenshields' speed-density relation."""
-
-    def __init__(self) -> None:
-        self._roads: dict[str, _Road] = {}
-
-    def next_reading(
-        self, device: Device, sim_time_s: float, rng: random.Random
-    ) -> dict[str, object]:
-        road = self._roads.get(device.id)
-        if road is None:
-            road = _Road(rng.uniform(*FREE_FLOW_KMH), rng.choice(LANES))
-            self._roads[device.id] = road
-        road.drift = DRIFT_KEEP * road.drift + rng.gauss(0.0, DRIFT_SD)
-        demand = interpolate(DEMAND_PROFILE, local_hour(sim_time_s))
-        load = clamp(demand * PEAK_LOAD * math.exp(road.drift + rng.gauss(0.0, NOISE_SD)),
-                     0.01, 0.95)  # fmt: skip
-        speed = max(road.free_flow_kmh * (1 - load), MIN_SPEED_KMH)
-        volume = road.lanes * LANE_CAPACITY_VPH * 4 * load * (1 - load)
-        fields: dict[str, object] = {
-            "speed_kmh": round(speed, 1),
-            "volume_vph": round(volume),
-            "occupancy_pct": round(load * JAM_OCCUPANCY_PCT, 1),
-        }
-        add_diagnostics(fields, rng)
-        return fields
+    def _pm25(self, t: float, weather: float) -> float:
+        world = self._world
+        sunday = PM_SUNDAY if weekday(t) == SUNDAY else 1.0
+        pm25 = (PM25_MEAN * PM_SEASON.at(t) * PM_DAY.at(t) * sunday * weather
+                * world.washout(t) * world.haze(self._id, t)
+                * (1.0 + jitter(self._rng, NOISE_SD)))  # fmt: skip
+        if self._replay is not None:
+            weight, value = self._replay.at(t)
+            pm25 = weight * value + (1.0 - weight) * pm25
+        return min(max(pm25, 0.0), PM_CEILING)

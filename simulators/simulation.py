@@ -1,91 +1,96 @@
-"""The simulated devices of a registry: seeded per-device streams of readings, without I/O."""
+"""A scenario played on a catalog's devices: every message they send, in simulated time order.
+
+No I/O: a fleet publishes the emissions, tests read them. Each device has its own seeded
+random streams (one for what it measures, one for its faults), keyed by the run's seed and
+its id, so a device's emissions depend neither on the other devices nor on their order.
+"""
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from operator import attrgetter
 
-from devices.kinds import Kind
 from devices.registry import Device, Registry
 from devices.topics import TopicScheme
-from simulators.behaviours import Behaviour, behaviour_for
+from simulators.behaviours import behaviour_for
+from simulators.emission import Emission
+from simulators.faults import Delivery
+from simulators.scenario import Scenario
+from simulators.world import World
 
-# InfluxDB keeps one point per series and timestamp, and an epoch float near 1.7e9 resolves
-# ~0.24 us: a device's readings are stamped at least 1 us apart so none overwrites another.
-MIN_TS_STEP_S = 1e-6
-TS_DECIMALS = 6  # microseconds: what the step above can tell apart, and a short payload
+__all__ = ["Emission", "Simulation"]
 
-Payload = dict[str, object]
-
-
-@dataclass(slots=True)
-class DeviceStream:
-    """One simulated device: its topic, its own seeded randomness and its sequence number.
-
-    Each device draws from its own `random.Random`, seeded by the run's seed and its id, so
-    its readings do not depend on which other devices run or in what order.
-    """
-
-    device: Device
-    topic: str
-    rng: random.Random
-    seq: int = 0
-    last_ts: float = field(default=float("-inf"))
-
-    def stamp(self, ts: float) -> float:
-        """`ts`, moved later when needed so this device's timestamps strictly increase."""
-        ts = max(round(ts, TS_DECIMALS), round(self.last_ts + MIN_TS_STEP_S, TS_DECIMALS))
-        self.last_ts = ts
-        return ts
+_BY_TIME = attrgetter("sim_time_s")
 
 
 class Simulation:
-    """Every device of a registry with its behaviour; produces readings on demand.
+    """Emissions of a scenario's devices; the same registry, scenario and seed, the same bytes.
 
-    Behaviours are created once per kind and keep per-device state, so devices of a kind
-    can later be coupled (a flood wave travelling downstream from gauge to gauge).
+    `emissions()` may be called again (each call starts from scratch), with another window
+    of simulated time. The scenario's events count from its start whatever the window.
     """
 
-    def __init__(self, registry: Registry, seed: int, topics: TopicScheme | None = None) -> None:
-        scheme = topics if topics is not None else TopicScheme()
-        self.streams = [
-            DeviceStream(device, scheme.telemetry(device.kind, device.id),
-                         random.Random(f"{seed}/{device.id}"))
-            for device in registry
-        ]  # fmt: skip
-        self._behaviours: dict[Kind, Behaviour] = {kind: behaviour_for(kind) for kind in Kind}
+    def __init__(
+        self,
+        registry: Registry,
+        scenario: Scenario,
+        seed: int,
+        topics: TopicScheme = TopicScheme(),  # noqa: B008  # frozen, so one default is safe
+    ) -> None:
+        self._scenario, self._seed, self._topics = scenario, seed, topics
+        self._devices = scenario.devices.select(registry)
+        self._world = World(scenario, registry)
 
-    def reading(self, stream: DeviceStream, sim_time_s: float) -> Payload:
-        """The next reading of `stream`'s device at `sim_time_s`, with `ts` and `seq`."""
-        ts = stream.stamp(sim_time_s)
-        behaviour = self._behaviours[stream.device.kind]
-        fields = behaviour.next_reading(stream.device, ts, stream.rng)
-        payload: Payload = {"ts": ts, "seq": stream.seq, **fields}
-        stream.seq += 1
-        return payload
+    @property
+    def devices(self) -> list[Device]:
+        """The devices the scenario runs, in catalog order."""
+        return list(self._devices)
 
+    @property
+    def scenario(self) -> Scenario:
+        return self._scenario
 
-def generate(
-    registry: Registry,
-    count: int,
-    seed: int,
-    start_s: float,
-    *,
-    interval_s: float = 60.0,
-    topics: TopicScheme | None = None,
-) -> Iterator[tuple[str, Payload]]:
-    """`count` (topic, reading) pairs, as the fleet would publish them, without a broker.
+    @property
+    def warnings(self) -> list[str]:
+        """Scenario events ignored because the catalog lacks the devices they name."""
+        return list(self._world.warnings)
 
-    Devices take turns; each reports every `interval_s` simulated seconds from `start_s`,
-    the fleet's readings spread evenly over that interval. The same seed gives the same
-    readings.
-    """
-    simulation = Simulation(registry, seed, topics)
-    streams = simulation.streams
-    if not streams:
-        return
-    spacing_s = interval_s / len(streams)
-    for index in range(count):
-        stream = streams[index % len(streams)]
-        yield stream.topic, simulation.reading(stream, start_s + index * spacing_s)
+    def emissions(
+        self, start_s: float | None = None, until_s: float | None = None
+    ) -> Iterator[Emission]:
+        """Every message sent in [start_s, until_s), ordered by `sim_time_s`.
+
+        Defaults: the scenario's start and its end; `until_s` may be `math.inf` for a run
+        that ends when its consumer stops reading. Ties keep catalog order.
+        """
+        start = self._scenario.start_s if start_s is None else start_s
+        until = self._scenario.end_s if until_s is None else until_s
+        streams = [self.device_emissions(device, start, until) for device in self._devices]
+        return heapq.merge(*streams, key=_BY_TIME)
+
+    def device_emissions(
+        self, device: Device, start_s: float, until_s: float
+    ) -> Iterator[Emission]:
+        """One device's messages in [start_s, until_s), in time order."""
+        interval = self._scenario.interval_of(device)
+        rng = random.Random(f"{self._seed}/{device.id}")
+        behaviour = behaviour_for(device, self._world, rng, interval)
+        fault_rng = random.Random(f"{self._seed}/{device.id}/faults")
+        delivery = Delivery(device, self._topics, self._scenario.faults, fault_rng)
+        t = behaviour.first_time(start_s)
+        if delivery.plain:
+            while t < until_s:
+                measured = behaviour.measure(t)
+                yield delivery.send_plain(t, measured)
+                t = behaviour.next_time(t)
+            return
+        while t < until_s:
+            measured = behaviour.measure(t)
+            next_t = behaviour.next_time(t)
+            for emission in delivery.send(t, measured, next_t):
+                if emission.sim_time_s < until_s:
+                    yield emission
+            t = next_t
+        yield from delivery.finish(until_s)

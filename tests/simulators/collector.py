@@ -1,0 +1,49 @@
+"""A subscriber that keeps every message under a prefix, and polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+class Collector:
+    """A paho subscriber that keeps every message it receives under `prefix`."""
+
+    def __init__(self, port: int, prefix: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []  # topic, payload, retained
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(f"{prefix}/#", qos=1)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("no SUBACK within 10 s")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def received(self, channel: str) -> list[tuple[str, bytes, bool]]:
+        with self._lock:
+            return [m for m in self.messages if m[0].endswith("/" + channel)]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.02)
