@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -14,12 +15,24 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from devices.registry import bundled_catalog_path, load_catalog
 from ingest.app import Service, stop_on_signals
 from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
-from ingest.settings import HttpSettings, InfluxSettings, MqttSettings, Settings
+from ingest.settings import (
+    BUNDLED_RULES,
+    HttpSettings,
+    InfluxSettings,
+    MqttSettings,
+    Settings,
+)
+from simulators.load import synthetic_devices, write_catalog
 
 LIVE_INTERVAL_S = 1.0  # how often the live line is redrawn
 PLAIN_EVERY = 10  # without a terminal, print a line every this many intervals
+LOAD_DEVICES = 1000  # synthetic devices carrying the --rate load, beside the Jakarta catalog
+# The replayed flood: 1 Jan 2020 from 00:00 WIB, 30 simulated hours placed to end now,
+# played at 720x (an hour in 5 s: about 2.5 minutes), then live.
+FLOOD = ("flood-2020-01-01", "30h", 720)
 
 
 class Demo:
@@ -34,6 +47,10 @@ class Demo:
         self.out = out
 
     async def run(self) -> int:
+        # The console shows each alert; the per-alert and per-delivery log lines would
+        # drown the live line.
+        for chatty in ("ingest.alerting", "rules.outbox", "ingest.influx"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
         self.root.mkdir(parents=True, exist_ok=True)
         self._say(f"Siaga demo: data in {self.root}")
         with contextlib.ExitStack() as servers:
@@ -54,6 +71,7 @@ class Demo:
                     http=HttpSettings(port=0),
                     data_dir=self.root / "data",
                     webhook_url=console.url,
+                    catalog=self._catalog(), rules=self._rules(),
                 )
                 service = Service(settings)
                 totals = await self._run_all(service, broker.url)
@@ -65,13 +83,32 @@ class Demo:
         )
         return 0
 
+    def _catalog(self) -> Path:
+        """The Jakarta catalog plus the synthetic devices that carry the load."""
+        path = self.root / "demo-catalog.yaml"
+        jakarta = list(load_catalog(bundled_catalog_path()))
+        write_catalog(jakarta + synthetic_devices(LOAD_DEVICES), path)
+        return path
+
+    def _rules(self) -> Path:
+        """The bundled rules, paging changes up to 30 days old: the demo replays a past
+        flood, whose crossings would otherwise be history (recorded, not paged)."""
+        text = BUNDLED_RULES.read_text(encoding="utf-8")
+        path = self.root / "demo-rules.yaml"
+        path.write_text(text.replace("page_max_age: 15m", "page_max_age: 30d"), "utf-8")
+        return path
+
     async def _run_all(self, service: Service, broker_url: str) -> dict[str, int]:
-        kinds = sorted({str(device.kind) for device in service.registry})
-        self._say(f"  Simulators {len(service.registry)} devices ({', '.join(kinds)}) "
-                  f"at {self.rate:g} readings/s, in their own process. Ctrl-C stops.\n")
+        name, played, speed = FLOOD
+        self._say(f"  Simulators the {name} scenario replayed at {speed}x ({played} ending "
+                  f"now, then live), and {self.rate:g} readings/s from {LOAD_DEVICES} "
+                  f"synthetic devices; each in its own process.")
+
         async with stop_on_signals() as stop, asyncio.TaskGroup() as group:
             group.create_task(service.run(stop))
             await service.ready.wait()
+            self._say(f"  API        http://127.0.0.1:{service.http_port}/api/alerts "
+                      "(alerts are printed here as they are notified). Ctrl-C stops.\n")
             group.create_task(self._simulators(broker_url, stop))
             group.create_task(self._live_line(service, stop))
             if self.duration_s is not None:
@@ -79,19 +116,27 @@ class Demo:
         return service.snapshot()
 
     async def _simulators(self, broker_url: str, stop: asyncio.Event) -> None:
-        """`siaga simulate` as a separate process: devices are not part of the service."""
+        """`siaga simulate` as separate processes: devices are not part of the service."""
+        name, played, speed = FLOOD
+        flood = ["--scenario", name, "--start", f"now-{played}", "--speed", str(speed)]
+        load = ["--devices", str(LOAD_DEVICES), "--rate", str(self.rate)]
+        async with asyncio.TaskGroup() as group:
+            for args in (flood, load):
+                group.create_task(self._simulator(args, broker_url, stop))
+
+    async def _simulator(self, args: list[str], broker_url: str, stop: asyncio.Event) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ingest", "simulate", "--rate", str(self.rate),
-            "--seed", str(int(time.time())),
+            sys.executable, "-m", "ingest", "simulate", *args, "--seed", str(int(time.time())),
             env={**os.environ, "SIAGA_MQTT_URL": broker_url},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
         await stop.wait()
-        process.send_signal(signal.SIGINT)  # the fleet publishes `offline` and its summary
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)  # the fleet publishes `offline` and its summary
         output, _ = await process.communicate()
-        summary = output.decode(errors="replace").strip().splitlines()
-        if summary:
-            self._say(f"\nSimulators: {summary[-1]}")
+        lines = output.decode(errors="replace").strip().splitlines()
+        if lines:
+            self._say(f"\nSimulators ({' '.join(args[:2])}): {lines[0]}")
 
     async def _live_line(self, service: Service, stop: asyncio.Event) -> None:
         """Every second on a terminal; every PLAIN_EVERY seconds (averaged) in a log."""
