@@ -25,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from devices.redaction import redact_userinfo
+
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
 # A semantic check: yields (field path, message) for each problem in a valid model.
@@ -391,5 +393,5 @@ def _number(bound: object) -> str:
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
+    text = redact_userinfo(repr(value))  # a URL with a password must not reach a log
     return text if len(text) <= 60 else text[:57] + "..."

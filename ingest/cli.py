@@ -1,4 +1,5 @@
-"""The `siaga` console script: run, check, simulate, demo, deadletters."""
+"""The `siaga` console script: run, check, simulate, demo, deadletters, alerts, silences,
+broker init, devices add."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 import orjson
 
 from devices.configfile import ConfigError
+from devices.kinds import Kind
+from devices.redaction import redact_userinfo
 from devices.registry import load_catalog
 from ingest import simulatorcli
 from ingest.apiclient import (
@@ -24,6 +27,8 @@ from ingest.apiclient import (
     format_alerts,
     format_silences,
 )
+from ingest.brokerauth import SERVICE_USER
+from ingest.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
 from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
 from rules.config import load_rules
 
@@ -43,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"siaga: configuration error:\n{exc}", file=sys.stderr)
         return 1
-    except ApiClientError as exc:
+    except (ApiClientError, ProvisionError) as exc:
         print(f"siaga: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -88,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--code", help="only this reason code, e.g. invalid-reading")
     dead.add_argument("--counts", action="store_true", help="totals by reason code")
     _api_parsers(sub, config_option)
+    _provision_parsers(sub, config_option)
     return parser
 
 
@@ -111,8 +117,8 @@ def _check(args: argparse.Namespace) -> int:
           f"  catalog   {settings.catalog_path}: {len(registry)} devices\n"
           f"  rules     {settings.rules_path}: {len(rules.rules)} rules, "
           f"{len(rules.receivers)} receivers, {len(rules.routes)} routes\n"
-          f"  MQTT      {settings.mqtt.host}:{settings.mqtt.port}\n"
-          f"  InfluxDB  {settings.influx.api} at {settings.influx.url}")
+          f"  MQTT      {settings.mqtt.host}:{settings.mqtt.port}{_mqtt_login(settings)}\n"
+          f"  InfluxDB  {settings.influx.api} at {redact_userinfo(settings.influx.url)}")
     return 0
 
 
@@ -235,3 +241,64 @@ def _silences_list(args: argparse.Namespace) -> int:
 def _silences_expire(args: argparse.Namespace) -> int:
     silence = _api_client(args).expire_silence(args.id)
     return _show(args, silence, lambda s: f"silence {s['id']} expired at {s['ends_at']}")
+
+
+def _mqtt_login(settings: Settings) -> str:
+    mqtt = settings.mqtt
+    tls = f"TLS, CA {mqtt.ca_file or 'of the system'}" if mqtt.tls else "no TLS"
+    return f" ({tls}, user {mqtt.username})" if mqtt.username else f" ({tls}, anonymous)"
+
+
+def _provision_parsers(sub: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    """`siaga broker init` and `siaga devices add`: credentials at the broker."""
+    broker = sub.add_parser("broker", help="the broker's password and ACL files")
+    group = broker.add_subparsers(required=True, metavar="ACTION")
+    init = group.add_parser("init", help="write DIR/siaga.passwd and DIR/siaga.acl for the "
+                                         "service user and every catalog device")
+    init.set_defaults(command=_broker_init)
+    config_option(init)
+    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument("--service-user", default=SERVICE_USER)
+    init.add_argument("--force", action="store_true", help="replace existing files")
+
+    devices = sub.add_parser("devices", help="provision devices")
+    group = devices.add_subparsers(required=True, metavar="ACTION")
+    add = group.add_parser("add", help="add a device to the site catalog and give it broker "
+                                       "credentials; prints what the device needs")
+    add.set_defaults(command=_devices_add)
+    config_option(add)
+    add.add_argument("id")
+    add.add_argument("--kind", required=True, choices=[kind.value for kind in Kind])
+    add.add_argument("--name", help="a human name (default: the id)")
+    add.add_argument("--lat", type=float, default=0.0)
+    add.add_argument("--lon", type=float, default=0.0)
+    add.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _broker_init(args: argparse.Namespace) -> int:
+    passwords = init_broker(args.dir, _settings(args), service_user=args.service_user,
+                            force=args.force)
+    folder = args.dir.resolve()
+    print(f"wrote {folder / 'siaga.passwd'} and {folder / 'siaga.acl'} "
+          f"({len(passwords) - 1} devices). Passwords, shown once:")
+    for user, password in passwords.items():
+        print(f"  {user:<24} {password}")
+    print(f"In mosquitto.conf: password_file {folder / 'siaga.passwd'}\n"
+          f"                   acl_file {folder / 'siaga.acl'}\n"
+          f"In siaga.yaml: broker.password_file / broker.acl_file as above, and the service's\n"
+          f"  SIAGA_MQTT_URL=mqtt://{args.service_user}:PASSWORD@HOST:1883")
+    return 0
+
+
+def _devices_add(args: argparse.Namespace) -> int:
+    labels: dict[str, str] = {}
+    for label in args.label:
+        key, equals, value = label.partition("=")
+        if not equals:
+            raise ProvisionError(f"--label {label!r}: expected KEY=VALUE")
+        labels[key] = value
+    settings = _settings(args)
+    device, password = add_device(settings, NewDevice(args.id, args.kind, args.name, args.lat,
+                                                      args.lon, labels))
+    print(device_sheet(settings, device, password))
+    return 0

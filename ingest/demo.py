@@ -17,6 +17,7 @@ from aiohttp import web
 
 from devices.registry import bundled_catalog_path, load_catalog
 from ingest.app import Service, stop_on_signals
+from ingest.brokerauth import SERVICE_USER, SIMULATOR_USER
 from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from ingest.settings import (
     BUNDLED_RULES,
@@ -54,8 +55,11 @@ class Demo:
         self.root.mkdir(parents=True, exist_ok=True)
         self._say(f"Siaga demo: data in {self.root}")
         with contextlib.ExitStack() as servers:
-            broker = servers.enter_context(Mosquitto(self.root / "mosquitto"))
-            self._say(f"  Mosquitto  {broker.url} (from mosquitto.conf)")
+            broker = servers.enter_context(Mosquitto(self.root / "mosquitto",
+                                                     topic_prefix="siaga"))
+            self._say(f"  Mosquitto  mqtt://127.0.0.1:{broker.port} (from mosquitto.conf; "
+                      f"users {SERVICE_USER} and {SIMULATOR_USER}; password and ACL files "
+                      f"in {broker.data_dir})")
             database: InfluxDB1 | VictoriaMetrics
             if self.influx_api == "v1":
                 database = servers.enter_context(InfluxDB1(self.root / "influxdb"))
@@ -74,7 +78,7 @@ class Demo:
                     catalog=self._catalog(), rules=self._rules(),
                 )
                 service = Service(settings)
-                totals = await self._run_all(service, broker.url)
+                totals = await self._run_all(service, broker.simulator_url)
         self._say(
             f"\nStopped. {totals.get('messages', 0)} messages received, "
             f"{totals.get('stored', 0)} readings stored, "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -14,10 +13,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
+from urllib.parse import quote
 
+from ingest import brokerauth, brokerconfig
+from ingest.brokerauth import SERVICE_USER, SIMULATOR_USER
+from ingest.brokerconfig import MOSQUITTO_CONF, TlsListener, adapt_mosquitto_config
 from ingest.ports import free_port, port_is_free
 
 INSTALL_HINT = "sudo apt-get install -y mosquitto influxdb victoria-metrics (or `make setup`)"
@@ -30,8 +34,7 @@ STOP_TIMEOUT_S = 10.0  # a graceful stop flushes caches; past this, SIGKILL
 POLL_INTERVAL_S = 0.05
 PROBE_TIMEOUT_S = 1.0
 LOG_TAIL_LINES = 30
-# The broker configuration the project ships (see its header): tests run this very file.
-MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "mosquitto.conf"
+ADMIN_USER = "siaga.admin"  # local brokers only: the tests' observers and raw clients
 
 
 class ServerNotInstalled(RuntimeError):
@@ -202,49 +205,45 @@ class LocalServer:
         raise NotImplementedError
 
 
-def adapt_mosquitto_config(text: str, port: int, data_dir: Path, *, as_root: bool) -> str:
-    """The shipped mosquitto.conf with only its port and paths moved to `data_dir`.
-
-    Every other line is kept verbatim, so the tests exercise the configuration we ship.
-    """
-    listener = re.compile(r"^\s*listener\s+1883\b.*$")
-    adapted, found_listener = [], False
-    for line in text.splitlines():
-        key = line.split(maxsplit=1)[0] if line.strip() else ""
-        if listener.match(line):
-            line, found_listener = f"listener {port} 127.0.0.1", True
-        elif key == "persistence_location":
-            line = f"persistence_location {data_dir}/"  # mosquitto appends the file name as is
-        elif key == "log_dest" and line.split()[1:2] == ["file"]:
-            line = f"log_dest file {data_dir / 'mosquitto.log'}"
-        elif key == "pid_file":
-            continue
-        adapted.append(line)
-    if not found_listener:
-        raise ValueError("mosquitto.conf has no `listener 1883` line to move to a free port")
-    if as_root:
-        # Started as root, mosquitto switches to user `mosquitto`, which cannot write into
-        # a private data directory (pytest's tmp dirs are 0700).
-        adapted.append("user root")
-    return "\n".join(adapted) + "\n"
-
-
 class Mosquitto(LocalServer):
-    """Mosquitto started from the project's mosquitto.conf, adapted to a port and data dir."""
+    """Mosquitto from the project's mosquitto.conf, adapted to a port and data dir.
+
+    Users (random passwords in `users`): the service, the simulators, ADMIN_USER and one
+    per name in `devices`; the ACL is `siaga broker init`'s for `topic_prefix` (`+`: tests
+    use a prefix each). `tls` (certificate, key) enables the shipped TLS listener."""
 
     name = "Mosquitto"
     binary = "mosquitto"
     package = "mosquitto"
 
     def __init__(
-        self, data_dir: Path, config: Path = MOSQUITTO_CONF, port: int | None = None
+        self, data_dir: Path, config: Path = MOSQUITTO_CONF, port: int | None = None, *,
+        topic_prefix: str = "+", devices: Iterable[str] = (),
+        tls: tuple[Path, Path] | None = None, tls_port: int | None = None,
     ) -> None:
         super().__init__(data_dir, port)
         self.config = config
+        self.topic_prefix = topic_prefix
+        users = [SERVICE_USER, SIMULATOR_USER, ADMIN_USER, *devices]
+        self.users = {user: brokerauth.generate_password() for user in users}
+        self.tls = None if tls is None else TlsListener(tls_port or free_port(), *tls)
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        """The service's URL, its credentials included."""
+        return self.url_for(SERVICE_USER)
+
+    @property
+    def simulator_url(self) -> str:
+        """The simulators' URL: publish anything under the prefix."""
+        return self.url_for(SIMULATOR_USER)
+
+    def url_for(self, user: str, *, tls: bool = False) -> str:
+        """mqtt://user:password@127.0.0.1:port (mqtts:// and the TLS port with `tls`)."""
+        assert self.tls is not None or not tls, "this broker has no TLS listener"
+        scheme, port = ("mqtts", self.tls.port) if self.tls and tls else ("mqtt", self.port)
+        return f"{scheme}://{quote(user, safe='')}:{quote(self.users[user], safe='')}" \
+               f"@127.0.0.1:{port}"
 
     @property
     def config_path(self) -> Path:
@@ -254,18 +253,23 @@ class Mosquitto(LocalServer):
     def log_paths(self) -> list[Path]:
         return [self.output_path, self.data_dir / "mosquitto.log"]
 
+    def ports(self) -> list[int]:
+        return [self.port] + ([self.tls.port] if self.tls else [])
+
     def _prepare(self) -> None:
         adapted = adapt_mosquitto_config(
-            self.config.read_text(), self.port, self.data_dir, as_root=os.geteuid() == 0
+            self.config.read_text(), self.port, self.data_dir, as_root=os.geteuid() == 0,
+            tls=self.tls,
         )
         self.config_path.write_text(adapted)
+        brokerauth.write_local_files(self.data_dir, self.users, self.topic_prefix, ADMIN_USER)
 
     def _command(self) -> list[str]:
         return [self.executable, "-c", str(self.config_path)]
 
     def _answers(self) -> bool:
-        # A full MQTT 3.1.1 CONNECT/CONNACK: an open port alone may still be a stranger's.
-        connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"  # clean session, empty id
+        # A full MQTT CONNECT/CONNACK: an open port alone may still be a stranger's.
+        connect = brokerconfig.connect_packet("", SERVICE_USER, self.users[SERVICE_USER])
         try:
             with socket.create_connection(("127.0.0.1", self.port), PROBE_TIMEOUT_S) as sock:
                 sock.sendall(connect)

@@ -69,6 +69,16 @@ class MqttSettings(_Section):
         return SecretStr(unquote(password)) if password else None
 
 
+class BrokerSettings(_Section):
+    """Mosquitto's files, written by `siaga broker init` and `siaga devices add`."""
+
+    password_file: FilePath | None = None
+    acl_file: FilePath | None = None
+    # What devices connect to, printed for each new device (no credentials in it);
+    # without it, mqtt.url's scheme, host and port.
+    device_url: str | None = None
+
+
 class InfluxSettings(_Section):
     api: Literal["v1", "v2"] = "v1"
     url: str = "http://127.0.0.1:8086"
@@ -119,6 +129,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     spool: SpoolSettings = SpoolSettings()
     http: HttpSettings = HttpSettings()
+    broker: BrokerSettings = BrokerSettings()
     data_dir: FilePath = Path(".siaga/data")
     catalog: FilePath | None = None
     rules: FilePath | None = None
@@ -199,4 +210,12 @@ def _resolve_paths(settings: Settings, base: Path, sources: Mapping[Loc, str]) -
         path = getattr(settings, name)
         if path is not None and not path.is_absolute():
             update[name] = base / path
-    return settings.model_copy(update=update)
+    sections: dict[str, object] = {}
+    for section, names in (("mqtt", ("ca_file",)), ("broker", ("password_file", "acl_file"))):
+        current = getattr(settings, section)
+        relative = {name: base / getattr(current, name) for name in names
+                    if getattr(current, name) is not None
+                    and not getattr(current, name).is_absolute()}
+        if relative:
+            sections[section] = current.model_copy(update=relative)
+    return settings.model_copy(update={**update, **sections})

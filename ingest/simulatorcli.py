@@ -142,7 +142,8 @@ def _write_catalog(args: argparse.Namespace, settings: Settings) -> None:
 
 def _address(mqtt: MqttSettings) -> BrokerAddress:
     password = mqtt.password.get_secret_value() if mqtt.password else None
-    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password, mqtt.tls)
+    ca_file = str(mqtt.ca_file) if mqtt.ca_file else None
+    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password, mqtt.tls, ca_file)
 
 
 def _fleet(args: argparse.Namespace, settings: Settings,

@@ -42,6 +42,7 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # kept out of logs
     tls: bool = False
+    ca_file: str | None = None  # with tls: the CA to verify the broker by (else the system's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ class Connection:
         if address.username is not None:
             client.username_pw_set(address.username, address.password)
         if address.tls:
-            client.tls_set()
+            client.tls_set(ca_certs=address.ca_file)
         if self._status_topic is not None:
             client.will_set(self._status_topic, OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect

@@ -38,7 +38,7 @@ catalog: devices.yaml
     assert settings.mqtt.username == "ingest"
     assert settings.mqtt.password is not None
     assert settings.mqtt.password.get_secret_value() == "s@cret"
-    assert settings.mqtt.ca_file == Path("ca.pem")
+    assert settings.mqtt.ca_file == tmp_path / "ca.pem"  # relative to the file, like all paths
     assert settings.influx.url == "http://db:8086"
     assert settings.influx.token is not None and settings.influx.token.get_secret_value() == "t0k3n"
     assert settings.ingest.unknown_devices == "accept"

@@ -18,8 +18,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.registry import Registry, load_catalog
 from ingest.app import Service
-from ingest.localservers import InfluxDB1
+from ingest.brokerauth import SIMULATOR_USER
+from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import HttpSettings, InfluxSettings, IngestSettings, MqttSettings, Settings
+from simulators.connection import BrokerAddress
 
 _unique = itertools.count()
 
@@ -43,6 +45,11 @@ async def eventually(predicate: Callable[[], bool], within: float = 20.0) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(0.05)
+
+
+def simulator_address(broker: Mosquitto, user: str = SIMULATOR_USER) -> BrokerAddress:
+    """Where and as whom the simulators under test connect."""
+    return BrokerAddress("127.0.0.1", broker.port, user, broker.users[user])
 
 
 def make_settings(mqtt_url: str, influx: InfluxSettings, data_dir: Path, *,
@@ -84,7 +91,8 @@ async def running_service(settings: Settings,
 class Publisher:
     """A device-side QoS 1 publisher that counts what the broker acknowledged."""
 
-    def __init__(self, port: int, client_id: str | None = None) -> None:
+    def __init__(self, broker: Mosquitto, client_id: str | None = None, *,
+                 user: str = SIMULATOR_USER) -> None:
         self.acked = 0
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -94,7 +102,8 @@ class Publisher:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)  # unbounded: keep everything across outages
         self.client.reconnect_delay_set(1, 2)
-        self.client.connect("127.0.0.1", port)
+        self.client.username_pw_set(user, broker.users[user])
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
 
     def _on_publish(self, *args: Any) -> None:

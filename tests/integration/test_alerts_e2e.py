@@ -132,7 +132,7 @@ async def test_manggarai_rising_and_falling_notifies_each_siaga_change_once(
     rise = [700, 740, 780, 820, 860, 900, 940, 960, 980]
     fall = [960, 930, 900, 870, 840, 800, 760, 720, 700]
     async with running_service(settings):
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", rise + fall,
                NOW_S - 3 * 3600)
         await eventually(lambda: len(receiver.delivered()) >= 6)
@@ -161,7 +161,7 @@ async def test_a_level_hovering_around_a_boundary_does_not_flap(
     settings = settings_for(mosquitto, influxdb1, tmp_path, rules_file(tmp_path, receiver))
     hovering = [800, 848, 853, 849, 852, 847, 855, 846, 851, 849]
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", hovering, NOW_S - 3600)
         await eventually(lambda: service.stats.readings == len(hovering))
         await eventually(lambda: len(receiver.delivered()) >= 2)
@@ -179,7 +179,7 @@ async def test_last_nights_backlog_is_recorded_in_history_without_paging(
     backlog = [{"ts": night + i * 5 * MINUTE, "seq": i, "level_cm": level}
                for i, level in enumerate([700, 760, 800, 790, 720, 700])]
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/manggarai/telemetry",
                           backlog)  # one store-and-forward batch
         await eventually(lambda: service.stats.readings == len(backlog))
@@ -201,7 +201,7 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_in_order(
 ) -> None:
     settings = settings_for(mosquitto, influxdb1, tmp_path, rules_file(tmp_path, receiver))
     receiver.default = Answer(503)
-    publisher = Publisher(mosquitto.port)
+    publisher = Publisher(mosquitto)
     prefix = settings.mqtt.topic_prefix
     async with running_service(settings) as service:
         levels(publisher, prefix, "manggarai", [700, 760, 860, 960], NOW_S - 3600)
@@ -229,7 +229,7 @@ async def test_katulampa_at_siaga_2_warns_depok_and_manggarai_of_the_wave(
     settings = settings_for(mosquitto, influxdb1, tmp_path, rules_file(tmp_path, receiver))
     at = NOW_S - 600
     async with running_service(settings):
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "katulampa", [40, 120, 170], at - 600,
                step_s=300)
         await eventually(lambda: sum(a["labels"]["alertname"] == "FloodWaveExpected"
@@ -249,7 +249,7 @@ async def test_acknowledging_needs_the_token(
 ) -> None:
     settings = settings_for(mosquitto, influxdb1, tmp_path, rules_file(tmp_path, receiver))
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", [960], NOW_S - 60)
         await eventually(lambda: len(receiver.delivered()) == 1)
         fingerprint = alerts_of(receiver.delivered())[0]["fingerprint"]
@@ -297,7 +297,7 @@ async def test_a_silent_device_raises_device_offline_and_resolves_when_it_return
                             catalog=small_river_catalog(tmp_path, 3))
     prefix = settings.mqtt.topic_prefix
     async with running_service(settings):
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
 
         def report(devices: list[str]) -> None:
             for device in devices:
@@ -324,7 +324,7 @@ async def test_a_dark_river_is_one_area_offline_alert_not_one_per_gauge(
     settings = settings_for(mosquitto, influxdb1, tmp_path, offline_rules(tmp_path, receiver),
                             catalog=small_river_catalog(tmp_path, 10))
     async with running_service(settings):
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         for index in range(10):
             publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/pos-{index}/telemetry",
                               {"level_cm": 5})
@@ -345,7 +345,7 @@ async def test_an_unhealthy_ispu_alerts_with_its_category_and_index(
     topic = f"{settings.mqtt.topic_prefix}/air-quality/dki1-bundaran-hi/telemetry"
     start = NOW_S - 2 * 3600
     async with running_service(settings):
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         for index in range(13):  # every 10 minutes for two hours: the 1 h window is covered
             publisher.publish(topic, {"ts": start + index * 600, "pm25": 100.0, "pm10": 60.0})
         await eventually(lambda: len(receiver.delivered()) >= 1)
@@ -366,7 +366,7 @@ async def test_a_silence_suppresses_and_its_expiry_restores(
             "matchers": ["alertname=FloodLevel", "device_id=manggarai"], "duration": "2h",
             "created_by": "ops", "comment": "gate maintenance"})
         assert status == 201
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", [700, 800], NOW_S - 600)
         await eventually(lambda: service.stats.readings == 2)
         await asyncio.sleep(1)  # an absence can only be seen by waiting
@@ -385,7 +385,7 @@ async def test_an_acknowledgement_stops_the_repeats(
     settings = settings_for(mosquitto, influxdb1, tmp_path,
                             rules_file(tmp_path, receiver, repeat_interval="1s"))
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", [800], NOW_S - 60)
         await eventually(lambda: len(receiver.delivered()) >= 3, 30)  # new, repeat, repeat
         fingerprint = alerts_of(receiver.delivered())[0]["fingerprint"]

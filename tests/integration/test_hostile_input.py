@@ -15,6 +15,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from ingest.brokerauth import SIMULATOR_USER
+from ingest.brokerconfig import connect_packet, remaining_length
 from ingest.deadletters import DeadLetterStore, StoredDeadLetter
 from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import InfluxSettings
@@ -90,7 +92,7 @@ async def test_hostile_messages_between_valid_readings_become_their_dead_letters
     hostile_stored = {stored.seq: stored.values for case in delivered for stored in case.stored}
 
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         for seq, case in enumerate(cases):
             publisher.publish(valid_topic, valid_reading(seq))
             publisher.publish(case.topic(prefix), case.payload)
@@ -150,7 +152,7 @@ async def test_a_payload_over_64_kib_is_refused_by_the_broker_and_what_follows_i
     assert all(len(case.payload) > 65536 for case in oversized)
     assert any(case.stored for case in oversized)  # one that would be stored if it came
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         for case in oversized:
             publisher.publish(case.topic(prefix), case.payload)
         publisher.publish(f"{prefix}/water-level/{DEVICE}/telemetry", valid_reading(0))
@@ -173,9 +175,9 @@ async def test_topics_the_broker_refuses_never_reach_the_service_which_stays_up(
         for case in refused:
             # paho refuses to send these: a raw client shows what the broker does with them.
             closed = await asyncio.to_thread(
-                _raw_publish, mosquitto.port, case.topic_bytes(prefix), case.payload)
+                _raw_publish, mosquitto, case.topic_bytes(prefix), case.payload)
             assert closed, f"{case.name}: the broker kept the connection"
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         publisher.publish(f"{prefix}/water-level/{DEVICE}/telemetry", valid_reading(0))
         await eventually(lambda: influx_count(influxdb1, database, "water_level", "seq") == 1)
         publisher.close()
@@ -205,25 +207,17 @@ def _write_lines(influx: InfluxDB1, database: str, lines: list[str]) -> None:
         assert response.status == 204
 
 
-def _raw_publish(port: int, topic: bytes, payload: bytes) -> bool:
+def _raw_publish(broker: Mosquitto, topic: bytes, payload: bytes) -> bool:
     """Publish at QoS 0 over a bare MQTT 3.1.1 connection; True if the broker then hung up."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        client_id = unique_name("raw-").encode()
-        variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack(">H", len(client_id)) + client_id
-        sock.sendall(b"\x10" + _remaining_length(len(variable)) + variable)
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock:
+        sock.sendall(connect_packet(unique_name("raw-"), SIMULATOR_USER,
+                                    broker.users[SIMULATOR_USER]))
         assert sock.recv(4) == b"\x20\x02\x00\x00", "CONNACK: connection accepted"
         body = struct.pack(">H", len(topic)) + topic + payload
-        sock.sendall(b"\x30" + _remaining_length(len(body)) + body)
+        sock.sendall(b"\x30" + remaining_length(len(body)) + body)
         try:
             return sock.recv(1) == b""
         except TimeoutError:
             return False
 
 
-def _remaining_length(length: int) -> bytes:
-    encoded = bytearray()
-    while True:
-        length, digit = divmod(length, 128)
-        encoded.append(digit | (0x80 if length else 0))
-        if not length:
-            return bytes(encoded)

@@ -50,7 +50,7 @@ async def test_readings_of_every_kind_single_and_batched_land_in_influxdb_v1(
         air = _catalog_device(registry, "air-quality")
         road = _catalog_device(registry, "traffic")
         prefix = settings.mqtt.topic_prefix
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         publisher.publish(f"{prefix}/water-level/manggarai/telemetry",
                           {"ts": TS, "seq": 1, "level_cm": 920.5, "battery_v": 12.6})
         levels = [{"ts": TS + 60 * i, "seq": 2 + i, "level_cm": 700 + i} for i in range(1, 6)]
@@ -99,7 +99,7 @@ async def test_readings_land_through_the_v2_api_on_victoriametrics(
     settings = make_settings(mosquitto.url, influx, tmp_path)
     async with running_service(settings) as service:
         prefix = settings.mqtt.topic_prefix
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         publisher.publish(f"{prefix}/water-level/karet/telemetry",
                           [{"ts": TS + i, "seq": i, "level_cm": 480.0 + i} for i in range(3)])
         publisher.publish(f"{prefix}/traffic/{_catalog_device(service.registry, 'traffic')}"
@@ -135,7 +135,7 @@ async def test_a_mixed_batch_stores_the_valid_readings_and_dead_letters_the_rest
         {"ts": TS + 5, "seq": 5},
     ]
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/karet/telemetry", batch)
         await eventually(lambda: publisher.acked >= 1)
         await eventually(lambda: service.stats.dead_lettered == 4)
@@ -178,7 +178,7 @@ async def test_label_values_that_break_naive_line_protocol_round_trip_exactly(
     influx, database = _v1(influxdb1)
     settings = make_settings(mosquitto.url, influx, tmp_path, catalog=catalog, rules=no_rules)
     async with running_service(settings):
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/tricky-gauge/telemetry",
                           {"ts": TS, "level_cm": 1.5})
         await eventually(lambda: publisher.acked >= 1)
@@ -202,7 +202,7 @@ async def test_unknown_devices_follow_the_configured_policy(
     influx, database = _v1(influxdb1)
     settings = make_settings(mosquitto.url, influx, tmp_path, unknown_devices=policy)
     async with running_service(settings) as service:
-        publisher = Publisher(mosquitto.port)
+        publisher = Publisher(mosquitto)
         publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/not-in-catalog/telemetry",
                           {"ts": TS, "level_cm": 10})
         await eventually(lambda: publisher.acked >= 1)

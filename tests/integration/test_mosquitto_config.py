@@ -13,12 +13,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.brokerconfig import MOSQUITTO_CONF, adapt_mosquitto_config
 from ingest.localservers import (
-    MOSQUITTO_CONF,
+    ADMIN_USER,
     Mosquitto,
     ServerNotInstalled,
     ServerStartError,
-    adapt_mosquitto_config,
     find_binary,
 )
 
@@ -65,6 +65,7 @@ def connected(
     client.max_inflight_messages_set(1000)  # the publishers of these tests are not paced
     if inbox is not None:
         client.on_message = inbox.on_message
+    client.username_pw_set(ADMIN_USER, broker.users[ADMIN_USER])
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
@@ -95,6 +96,8 @@ def test_the_adapted_configuration_changes_only_port_and_paths(tmp_path: Path) -
     ]
     assert changed == [
         ("listener 1883", "listener 1234 127.0.0.1"),
+        ("password_file /etc/mosquitto/siaga.passwd", f"password_file {tmp_path}/siaga.passwd"),
+        ("acl_file /etc/mosquitto/siaga.acl", f"acl_file {tmp_path}/siaga.acl"),
         ("persistence_location /var/lib/mosquitto/", f"persistence_location {tmp_path}/"),
         (
             "log_dest file /var/log/mosquitto/mosquitto.log",

@@ -135,7 +135,7 @@ def test_a_service_killed_with_sigkill_mid_stream_loses_nothing(
     service = service_process(settings)
     service.start()
     count = 6000
-    publisher = Publisher(mosquitto.port)
+    publisher = Publisher(mosquitto)
     stream = PacedPublisher(publisher, settings.mqtt.topic_prefix, count, rate=1000)
     stream.start()
     sent_at_kills = []
@@ -164,7 +164,7 @@ def test_sigterm_flushes_what_was_received_and_exits_0(
                              flush_interval_s=60)
     service = service_process(settings)
     service.start()
-    publisher = Publisher(mosquitto.port)
+    publisher = Publisher(mosquitto)
     publisher.publish_all(_stream(settings.mqtt.topic_prefix, 500))
     publisher.wait_acked(500)
     time.sleep(1.0)  # the service receives them into its batch; nothing can be observed here
@@ -183,7 +183,7 @@ async def test_influxdb_down_mid_stream_spools_and_replays_every_reading(
         settings = make_settings(mosquitto.url, influx, tmp_path / "data", batch_size=200)
         count = 3000
         async with running_service(settings) as service:
-            publisher = Publisher(mosquitto.port)
+            publisher = Publisher(mosquitto)
             stream = PacedPublisher(publisher, settings.mqtt.topic_prefix, count, rate=1000)
             stream.start()
             await eventually(lambda: service.snapshot().get("stored", 0) > 0)
@@ -206,7 +206,7 @@ async def test_a_broker_restart_mid_stream_is_survived_by_reconnecting(
         settings = make_settings(broker.url, influx, tmp_path / "data", batch_size=200)
         count = 2000
         async with running_service(settings) as service:
-            publisher = Publisher(broker.port)
+            publisher = Publisher(broker)
             stream = PacedPublisher(publisher, settings.mqtt.topic_prefix, count, rate=1000)
             stream.start()
             await eventually(lambda: service.stats.acked > 200)

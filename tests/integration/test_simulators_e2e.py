@@ -17,7 +17,6 @@ from devices.timestamps import parse_ts
 from devices.topics import TopicScheme
 from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import BUNDLED_RULES, InfluxSettings, Settings
-from simulators.connection import BrokerAddress
 from simulators.emission import Emission
 from simulators.fleet import FleetConfig
 from simulators.runner import placed, playback
@@ -28,6 +27,7 @@ from tests.integration.support import (
     influx_count,
     make_settings,
     running_service,
+    simulator_address,
     unique_name,
 )
 from tests.receiver import RecordingReceiver
@@ -79,7 +79,7 @@ def service_settings(mosquitto: Mosquitto, influx: InfluxDB1, tmp_path: Path,
 
 
 def fleet_config(mosquitto: Mosquitto, settings: Settings, speed: float | None) -> FleetConfig:
-    return FleetConfig(BrokerAddress("127.0.0.1", mosquitto.port), settings.mqtt.topic_prefix,
+    return FleetConfig(simulator_address(mosquitto), settings.mqtt.topic_prefix,
                        speed=speed, client_prefix=unique_name("sim-") + "-")
 
 

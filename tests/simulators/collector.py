@@ -11,18 +11,21 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.localservers import ADMIN_USER, Mosquitto
+
 
 class Collector:
     """A paho subscriber that keeps every message it receives under `prefix`."""
 
-    def __init__(self, port: int, prefix: str) -> None:
+    def __init__(self, broker: Mosquitto, prefix: str) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []  # topic, payload, retained
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2)
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_: self._subscribed.set()
-        self._client.connect("127.0.0.1", port)
+        self._client.username_pw_set(ADMIN_USER, broker.users[ADMIN_USER])
+        self._client.connect("127.0.0.1", broker.port)
         self._client.subscribe(f"{prefix}/#", qos=1)
         self._client.loop_start()
         if not self._subscribed.wait(10):

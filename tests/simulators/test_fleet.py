@@ -22,6 +22,7 @@ from simulators.pool import Pool, PoolConfig
 from simulators.runner import ProgressPrinter, placed
 from simulators.scenario import load_scenario
 from simulators.summary import Count, Summary
+from tests.integration.support import simulator_address
 from tests.simulators.collector import Collector, eventually
 from tests.simulators.fakes import FakeClock, FakeSource, Opener, device, emission
 
@@ -257,7 +258,7 @@ def collect(mosquitto: Mosquitto, prefix: str) -> Iterator[Callable[[], Collecto
     collectors: list[Collector] = []
 
     def start() -> Collector:
-        collectors.append(Collector(mosquitto.port, prefix))
+        collectors.append(Collector(mosquitto, prefix))
         return collectors[-1]
 
     yield start
@@ -266,7 +267,7 @@ def collect(mosquitto: Mosquitto, prefix: str) -> Iterator[Callable[[], Collecto
 
 
 def pool_of(mosquitto: Mosquitto, prefix: str, names: list[str], **config: Any) -> Pool:
-    address = BrokerAddress("127.0.0.1", mosquitto.port)
+    address = simulator_address(mosquitto)
     return Pool([device(name) for name in names],
                 PoolConfig(address, client_prefix=f"{prefix}-", **config), TopicScheme(prefix))
 
@@ -322,7 +323,7 @@ async def test_every_acknowledged_message_of_a_playback_arrives(
     names = [f"pos-{index}" for index in range(5)]
     source = FakeSource([device(name) for name in names], [
         emission(T0 + i, names[i % 5], prefix=prefix) for i in range(2000)])
-    config = FleetConfig(BrokerAddress("127.0.0.1", mosquitto.port), prefix, speed=None,
+    config = FleetConfig(simulator_address(mosquitto), prefix, speed=None,
                          window=16, client_prefix=f"{prefix}-")
     summary = await Fleet(source, config).run()
     assert summary.acknowledged_messages == summary.messages == 2000

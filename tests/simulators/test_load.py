@@ -16,9 +16,9 @@ from devices.kinds import Kind
 from devices.readings import READING_MODELS
 from devices.registry import load_catalog
 from ingest.localservers import Mosquitto
-from simulators.connection import BrokerAddress
 from simulators.fleet import FleetConfigError
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
+from tests.integration.support import simulator_address
 from tests.simulators.collector import Collector, eventually
 from tests.simulators.fakes import FakeClock, Opener
 
@@ -121,13 +121,13 @@ async def test_the_same_seed_gives_the_same_payloads() -> None:
 @pytest.fixture
 def collector(mosquitto: Mosquitto) -> Iterator[tuple[str, Collector]]:
     prefix = f"loadtest{uuid.uuid4().hex[:8]}"
-    collector = Collector(mosquitto.port, prefix)
+    collector = Collector(mosquitto, prefix)
     yield prefix, collector
     collector.close()
 
 
 def config(mosquitto: Mosquitto, prefix: str, **overrides: Any) -> LoadConfig:
-    settings: dict[str, Any] = {"address": BrokerAddress("127.0.0.1", mosquitto.port),
+    settings: dict[str, Any] = {"address": simulator_address(mosquitto),
                                 "topic_prefix": prefix, "client_id": prefix}
     return LoadConfig(**(settings | overrides))
 
@@ -172,7 +172,7 @@ async def test_a_broker_restart_mid_run_is_survived_and_every_reading_acknowledg
 ) -> None:
     with Mosquitto(tmp_path / "broker") as broker:
         run = LoadRun(synthetic_devices(30), LoadConfig(
-            BrokerAddress("127.0.0.1", broker.port), rate=500.0, duration_s=4.0,
+            simulator_address(broker), rate=500.0, duration_s=4.0,
             status=False))
 
         async def restart_broker() -> None:
