@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := ingest rules devices simulators
 
-.PHONY: demo test setup system lint bench
+.PHONY: demo test setup system lint faults
 
 demo: setup
 	$(BIN)/siaga demo
@@ -26,3 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+# The long fault suite (about an hour, with a 30-minute soak); `make test` runs the short one.
+faults: setup
+	SIAGA_FAULTS=long SIAGA_FAULTS_REPORT=faults-long.jsonl $(BIN)/pytest tests/faults -q

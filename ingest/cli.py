@@ -104,7 +104,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run(args: argparse.Namespace) -> int:
     from ingest.app import serve
 
-    asyncio.run(serve(_settings(args)))
+    settings = _settings(args)
+    try:
+        asyncio.run(serve(settings))
+    except Exception:  # one clear line (and the traceback) instead of a silent death
+        logging.getLogger("ingest").exception(
+            "the service stopped on an error; nothing unacknowledged is lost (the broker "
+            "redelivers it): fix the cause and start it again")
+        return 1
     return 0
 
 

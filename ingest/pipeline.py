@@ -83,11 +83,15 @@ class Pipeline:
         """Run until `stop` is set, then flush what was collected and return."""
         queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=QUEUED_BATCHES)
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._flush_loop(queue, stop))
+            flusher = group.create_task(self._flush_loop(queue, stop))
             try:
                 await self._collect(queue, stop)
             finally:
-                await queue.put(None)
+                # A flusher that died (a store failed) consumes nothing: waiting to hand it
+                # the end mark would hang the service. The group then raises its error, the
+                # service exits, and the broker redelivers what was not acknowledged.
+                if not flusher.done():
+                    await queue.put(None)
 
     async def _collect(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
         size, interval = self._settings.batch_size, self._settings.flush_interval_s

@@ -1,0 +1,97 @@
+"""InfluxDB down under load: the spool absorbs the stream within its budget, then drains."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ingest.localservers import InfluxDB1, Mosquitto
+from tests.faults.conftest import Figures
+from tests.faults.harness import LONG, fault_settings, poll, restart, wait_all_stored
+
+OUTAGE_S = 180.0 if LONG else 10.0
+RATE = 500.0  # readings/s
+FULL_RATE = 1000.0  # readings/s: fills the smallest spool (1 MiB) in seconds
+FULL_HELD_S = 20.0 if LONG else 4.0  # how long the full spool withholds acks
+SMALLEST_SPOOL = 1 << 20  # spool.max_bytes may not be lower
+
+
+def test_an_influxdb_outage_is_absorbed_by_the_spool_and_drained_faster_than_live_traffic(
+    mosquitto: Mosquitto, tmp_path: Path, rigs: Any, figures: Figures,
+) -> None:
+    with InfluxDB1(tmp_path / "influx") as influx:
+        settings, database = fault_settings(mosquitto, influx, tmp_path / "data",
+                                            spool_bytes=256 << 20)
+        rig = rigs(mosquitto, settings, RATE)
+        service = rig.service
+        poll(lambda: service.metric("siaga_readings_written_total") > 0, 20, "first write")
+        influx.stop()
+        down_at = time.monotonic()
+        time.sleep(OUTAGE_S)  # the fault's duration: the spool must take the stream meanwhile
+        spooled = service.metric("siaga_readings_spooled_total")
+        spool_bytes = service.metric("siaga_spool_bytes")
+        restart(influx)
+        back_at = time.monotonic()
+        written_at_back = service.metric("siaga_readings_written_total")
+        recovery_s = poll(lambda: service.metric("siaga_readings_written_total")
+                          > written_at_back, 60, "first write after the outage")
+        progress_at = time.monotonic()
+        written_at_progress = service.metric("siaga_readings_written_total")
+        poll(lambda: service.metric("siaga_spool_segments") == 0, 600, "spool drained", 0.05)
+        drained_at = time.monotonic()
+        drain_written = service.metric("siaga_readings_written_total") - written_at_progress
+        published = rig.load.finish()
+        poll(lambda: rig.publisher.acked >= published, 60, "broker acknowledged everything")
+        count = wait_all_stored(influx, database, rig.load.published, 120)
+        drain_s = drained_at - progress_at
+        drain_rate = drain_written / max(drain_s, 1e-9)
+        figures.record(outage_s=round(back_at - down_at, 1), rate=round(rig.load.achieved_rate),
+                       spooled_readings=int(spooled), spool_bytes_at_peak=int(spool_bytes),
+                       first_write_after_s=round(recovery_s, 1),
+                       drain_s=round(drain_s, 1), drain_rate=round(drain_rate),
+                       drain_multiple_of_live=round(drain_rate / rig.load.achieved_rate, 1),
+                       **count.as_dict())
+    assert spooled > 0.8 * RATE * OUTAGE_S * 0.8
+    assert count.lost == 0, f"lost {count.lost}, e.g. {count.lost_examples}"
+    assert count.duplicates == 0
+    assert drain_rate > 2 * rig.load.achieved_rate
+
+
+def test_a_full_spool_withholds_acks_says_why_and_loses_nothing_once_influxdb_returns(
+    mosquitto: Mosquitto, tmp_path: Path, rigs: Any, figures: Figures,
+) -> None:
+    with InfluxDB1(tmp_path / "influx") as influx:
+        settings, database = fault_settings(mosquitto, influx, tmp_path / "data",
+                                            spool_bytes=SMALLEST_SPOOL)
+        rig = rigs(mosquitto, settings, FULL_RATE)
+        service = rig.service
+        poll(lambda: service.metric("siaga_readings_written_total") > 0, 20, "first write")
+        influx.stop()
+        down_at = time.monotonic()
+        full_s = poll(lambda: service.get("/readyz")[0] == 503, 60, "readyz says not ready")
+        readyz = service.get("/readyz")[1]
+        poll(lambda: "cannot make readings durable" in service.log_text(), 30,
+             "the service says it cannot store")
+        acked_when_full = service.metric("siaga_mqtt_messages_acked_total")
+        time.sleep(FULL_HELD_S)  # the fault's duration: acks must stay withheld throughout
+        acked_after = service.metric("siaga_mqtt_messages_acked_total")
+        withheld = rig.load.sent - acked_after
+        refusals = service.log_text().count("cannot make readings durable")
+        restart(influx)
+        back_at = time.monotonic()
+        recovery_s = poll(lambda: service.get("/readyz")[0] == 200, 120, "ready again")
+        published = rig.load.finish()
+        poll(lambda: rig.publisher.acked >= published, 60, "broker acknowledged everything")
+        count = wait_all_stored(influx, database, rig.load.published, 180)
+        figures.record(rate=round(rig.load.achieved_rate), spool_budget=SMALLEST_SPOOL,
+                       spool_full_after_s=round(full_s, 1), readyz=readyz,
+                       acks_withheld_at_peak=withheld, storage_refusals_logged=refusals,
+                       outage_s=round(back_at - down_at, 1),
+                       ready_again_after_s=round(recovery_s, 1),
+                       **count.as_dict())
+    assert "spool nearly full" in readyz
+    assert acked_after == acked_when_full  # nothing acknowledged while nothing is durable
+    assert withheld > 0
+    assert count.lost == 0, f"lost {count.lost}, e.g. {count.lost_examples}"
+    assert count.duplicates == 0
