@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PACKAGES := ingest rules devices simulators
 
-.PHONY: demo test setup system lint faults
+.PHONY: demo test setup system lint faults bench
 
 demo: setup
 	$(BIN)/siaga demo
@@ -30,3 +30,9 @@ $(VENV)/.installed: pyproject.toml
 # The long fault suite (about an hour, with a 30-minute soak); `make test` runs the short one.
 faults: setup
 	SIAGA_FAULTS=long SIAGA_FAULTS_REPORT=faults-long.jsonl $(BIN)/pytest tests/faults -q
+
+# The benchmarks (bench/README.md): `make bench BENCH_ARGS=--quick` for a short smoke run.
+bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench --setup-node-red
+	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,48 @@
+"""How big each measurement is: the full plan, and the quick smoke check (`--quick`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+SCENARIOS = ("ceilings", "throughput", "latency", "scale", "recovery")
+SYSTEMS = ("siaga", "node-red", "paho-batched", "paho-naive")
+SHAPES = (1, 100)  # readings per message: single readings, and batches of 100
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    runs: int = 3  # medians of this many
+    devices: int = 1000  # synthetic devices publishing in throughput, latency and recovery
+    mosquitto_messages: int = 300_000  # ~10 s at the broker's own rate
+    influx_points: int = 1_000_000  # ~5 s at InfluxDB's own rate
+    single_backlog: int = 300_000  # readings: 15 s for the fastest single-reading consumer
+    batch_backlog: int = 2_000_000  # readings in batches of 100: ~15 s at 130,000/s
+    drain_cap_s: float = 120.0  # a consumer still draining then is measured on what landed
+    naive_cap_s: float = 20.0  # the naive script takes minutes for a backlog: its rate is steady
+    alert_samples: int = 200
+    alert_rate: float = 5000.0  # background readings/s during the alert probes
+    storage_samples: int = 100
+    storage_rate: float = 10_000.0  # background readings/s during the storage probes
+    scale_devices: tuple[int, ...] = (1000, 10_000, 100_000)
+    scale_rate: float = 5000.0
+    scale_duration_s: float = 30.0  # at least long enough for every device to report once
+    outage_s: float = 60.0
+    recovery_rate: float = 5000.0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+FULL = Plan()
+QUICK = Plan(runs=1, mosquitto_messages=60_000, influx_points=250_000, single_backlog=100_000,
+             batch_backlog=500_000, drain_cap_s=45.0, naive_cap_s=8.0, alert_samples=30,
+             storage_samples=20, scale_duration_s=8.0, outage_s=10.0)
+
+
+def make_plan(*, quick: bool, runs: int | None, outage_s: float | None) -> Plan:
+    plan = QUICK if quick else FULL
+    if runs is not None:
+        plan = replace(plan, runs=runs)
+    if outage_s is not None:
+        plan = replace(plan, outage_s=outage_s)
+    return plan

@@ -1,0 +1,322 @@
+"""Medians, same-run ratios and the issue's targets; the table, the JSON and the PNG chart."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+Result = dict[str, Any]
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarise(results: dict[str, list[Result]]) -> dict[str, Any]:
+    """Medians per measurement, and ratios taken within each run before their median."""
+    return {
+        "ceilings": {name: _medians(results[name], ["rate"], ["verified"])
+                     for name in ("mosquitto", "influxdb") if results[name]},
+        "throughput": {f"{name}/{shape}": _medians(rows, ["rate", "rate_10_90", "cpu_percent",
+                                                          "peak_rss_mb", "first_landed_s"],
+                                                   ["complete"])
+                       | {"ended": sorted({r["ended"] for r in rows})}
+                       for (name, shape), rows in _group(results["throughput"],
+                                                         "consumer", "shape").items()},
+        "ratios": _ratios(results["throughput"]),
+        "latency": {what: _medians(rows, ["p50_ms", "p99_ms", "mean_ms", "background_rate"])
+                    | {"max_ms": max((r["max_ms"] for r in rows if r["max_ms"] is not None),
+                                     default=None),
+                       "lost": sum(r["lost"] for r in rows)}
+                    for (what,), rows in _group(results["latency"], "what").items()},
+        "scale": {str(devices): _medians(rows, ["ready_rss_mb", "peak_rss_mb", "end_rss_mb",
+                                                "cpu_us_per_reading", "rate", "ready_s"])
+                  | {"verified": all(r["landed"] >= r["expected"] for r in rows)}
+                  for (devices,), rows in _group(results["scale"], "devices").items()},
+        "recovery": (_medians(results["recovery"], ["drain_s", "multiple", "spooled",
+                                                    "live_rate", "catch_up_rate", "outage_s"])
+                     | {"verified": all(r["landed"] >= r["expected"]
+                                        for r in results["recovery"])}
+                     if results["recovery"] else {}),
+    }
+
+
+def _group(rows: list[Result], *keys: str) -> dict[tuple[Any, ...], list[Result]]:
+    grouped: dict[tuple[Any, ...], list[Result]] = defaultdict(list)
+    for row in rows:
+        grouped[tuple(row[key] for key in keys)].append(row)
+    return dict(grouped)
+
+
+def _medians(rows: list[Result], numbers: list[str], flags: Iterable[str] = ()) -> Result:
+    summary: Result = {key: median(r.get(key) for r in rows) for key in numbers}
+    summary["runs"] = len(rows)
+    for flag in flags:
+        summary[flag] = all(bool(r.get(flag)) for r in rows)
+    return summary
+
+
+def _ratios(rows: list[Result]) -> Result:
+    """Siaga over each peer, and its memory over Node-RED's, within each run; then medians."""
+    by_run = _group(rows, "run", "shape")
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for (_, shape), runs in by_run.items():
+        named = {r["consumer"]: r for r in runs}
+        siaga = named.get("siaga")
+        if siaga is None:
+            continue
+        for peer, row in named.items():
+            if peer != "siaga" and row["rate"]:
+                ratios[f"siaga/{peer} rate, {shape}"].append(siaga["rate"] / row["rate"])
+        if "node-red" in named and named["node-red"]["peak_rss_mb"]:
+            ratios[f"siaga/node-red peak RSS, {shape}"].append(
+                siaga["peak_rss_mb"] / named["node-red"]["peak_rss_mb"])
+    return {name: median(values) for name, values in sorted(ratios.items())}
+
+
+def targets(summary: dict[str, Any]) -> list[Result]:
+    """The issue's targets, each with the measured median and whether it is met."""
+    ratios, latency = summary["ratios"], summary["latency"]
+    throughput, scale = summary["throughput"], summary["scale"]
+
+    def get(mapping: dict[str, Any], *path: str) -> float | None:
+        for key in path:
+            if not isinstance(mapping, dict) or key not in mapping:
+                return None
+            mapping = mapping[key]
+        return mapping  # type: ignore[return-value]
+
+    rows: list[tuple[str, str, float | None, Callable[[float], bool]]] = [
+        ("single readings: Siaga / Node-RED rate (same run)", ">= 1.0",
+         ratios.get("siaga/node-red rate, single"), lambda v: v >= 1.0),
+        ("single readings: Siaga / Node-RED peak RSS", "<= 0.25",
+         ratios.get("siaga/node-red peak RSS, single"), lambda v: v <= 0.25),
+        ("single readings: Siaga / batched paho script rate", ">= 0.9",
+         ratios.get("siaga/paho-batched rate, single"), lambda v: v >= 0.9),
+        ("batches of 100: Siaga readings/s landed", ">= 100,000",
+         get(throughput, "siaga/batch100", "rate"), lambda v: v >= 100_000),
+        ("alert latency p99 at 5,000 readings/s (ms)", "<= 50",
+         get(latency, "alert", "p99_ms"), lambda v: v <= 50),
+        ("storage latency p99 at 10,000 readings/s (ms)", "<= 250",
+         get(latency, "storage", "p99_ms"), lambda v: v <= 250),
+        ("peak RSS with 10,000 devices (MB)", "<= 100",
+         get(scale, "10000", "peak_rss_mb"), lambda v: v <= 100),
+        ("spool drain speed / live rate", ">= 5",
+         get(summary["recovery"], "multiple"), lambda v: v >= 5),
+    ]
+    return [{"target": name, "wanted": wanted, "measured": value,
+             "met": None if value is None else bool(check(value))}
+            for name, wanted, value, check in rows]
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+def table(summary: dict[str, Any], goals: list[Result], header: str) -> str:
+    out = [header, ""]
+
+    def section(title: str, columns: list[str], rows: list[list[str]]) -> None:
+        if not rows:
+            return
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+        out.append(title)
+        out.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                    for i, (c, w) in enumerate(zip(columns, widths, strict=True))))
+        for row in rows:
+            out.append("  " + "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                                        for i, (v, w) in enumerate(zip(row, widths, strict=True))))
+        out.append("")
+
+    ceilings = summary["ceilings"]
+    section("Ceilings (medians)", ["what", "rate", "verified", "runs"], [
+        [label, f"{c['rate']:,.0f} {unit}", _yes(c["verified"]), str(c["runs"])]
+        for key, label, unit in (("mosquitto", "Mosquitto QoS 1, mosquitto_pub -> mosquitto_sub",
+                                  "msg/s"),
+                                 ("influxdb", "InfluxDB 1.6.7, batches of 5000, one connection",
+                                  "points/s"))
+        if (c := ceilings.get(key))])
+    section("Throughput: a backlog drained into InfluxDB (medians)",
+            ["system / message shape", "readings/s", "10-90% slope", "CPU %", "peak RSS MB",
+             "start s", "all landed", "runs"],
+            [[key, _num(t["rate"]), _num(t["rate_10_90"]), _num(t["cpu_percent"]),
+              _num(t["peak_rss_mb"]),
+              _num(t["first_landed_s"], ".1f"),
+              "yes" if t["complete"] else "/".join(t["ended"]), str(t["runs"])]
+             for key, t in sorted(summary["throughput"].items(),
+                                  key=lambda kv: (kv[0].split("/")[1], -(kv[1]["rate"] or 0)))])
+    section("Same-run ratios (median over runs)", ["ratio", "value"],
+            [[name, _num(value, ".2f")] for name, value in summary["ratios"].items()])
+    section("Latency (medians of runs; max over all)",
+            ["probe", "background/s", "p50 ms", "p99 ms", "max ms", "lost", "runs"],
+            [[what, _num(v["background_rate"]), _num(v["p50_ms"], ".1f"),
+              _num(v["p99_ms"], ".1f"), _num(v["max_ms"], ".1f"), str(v["lost"]), str(v["runs"])]
+             for what, v in summary["latency"].items()])
+    section("Scale of devices: Siaga (medians)",
+            ["devices", "RSS ready MB", "peak RSS MB", "CPU us/reading", "load/s", "ready s",
+             "all landed"],
+            [[f"{int(devices):,}", _num(v["ready_rss_mb"]), _num(v["peak_rss_mb"]),
+              _num(v["cpu_us_per_reading"], ".1f"), _num(v["rate"]), _num(v["ready_s"], ".1f"),
+              _yes(v["verified"])]
+             for devices, v in sorted(summary["scale"].items(), key=lambda kv: int(kv[0]))])
+    recovery = summary["recovery"]
+    if recovery:
+        section("Recovery: InfluxDB stopped under steady load (medians)",
+                ["outage s", "live/s", "spooled", "drain s", "catch-up/s", "x live", "all landed"],
+                [[_num(recovery["outage_s"]), _num(recovery["live_rate"]),
+                  _num(recovery["spooled"]), _num(recovery["drain_s"], ".1f"),
+                  _num(recovery["catch_up_rate"]), _num(recovery["multiple"], ".1f"),
+                  _yes(recovery["verified"])]])
+    section("Targets (issue 6)", ["target", "wanted", "measured", "met"],
+            [[g["target"], g["wanted"], _measured(g["measured"]),
+              "-" if g["met"] is None else _yes(g["met"])] for g in goals])
+    return "\n".join(out)
+
+
+def _num(value: float | None, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _measured(value: float | None) -> str:
+    """Ratios with two decimals, rates and sizes whole."""
+    return _num(value, ",.0f" if value is not None and abs(value) >= 100 else ".2f")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=1, sort_keys=False, default=str) + "\n")
+
+
+def write_chart(path: Path, summary: dict[str, Any], title: str) -> None:
+    """Six panels: throughput (two shapes), memory, latency, scale, recovery."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 3, figsize=(17, 9.5))
+    figure.suptitle(title, fontsize=11)
+    ceilings = summary["ceilings"]
+    _throughput_panel(axes[0][0], summary, "single", "Single-reading messages, QoS 1",
+                      ceilings.get("mosquitto"), "Mosquitto C->C msg/s")
+    _throughput_panel(axes[0][1], summary, "batch100", "Messages of 100 readings",
+                      ceilings.get("influxdb"), "InfluxDB points/s")
+    _memory_panel(axes[0][2], summary)
+    _latency_panel(axes[1][0], summary)
+    _scale_panel(axes[1][1], summary)
+    _recovery_panel(axes[1][2], summary)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+COLOURS = {"siaga": "#1f77b4", "node-red": "#d62728", "paho-batched": "#2ca02c",
+           "paho-naive": "#7f7f7f"}
+
+
+def _bars(axis: Any, names: list[str], values: list[float], fmt: Callable[[float], str]) -> None:
+    bars = axis.bar(names, values, color=[COLOURS.get(n, "#9467bd") for n in names])
+    for bar, value in zip(bars, values, strict=True):
+        axis.annotate(fmt(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=8)
+
+
+def _throughput_panel(axis: Any, summary: dict[str, Any], shape: str, title: str,
+                      ceiling: Result | None, ceiling_label: str) -> None:
+    rows = {key.split("/")[0]: v for key, v in summary["throughput"].items()
+            if key.endswith("/" + shape) and v["rate"] is not None}
+    names = sorted(rows, key=lambda n: -rows[n]["rate"])
+    if not names:
+        axis.set_axis_off()
+        return
+    _bars(axis, names, [rows[n]["rate"] for n in names], lambda v: f"{v:,.0f}")
+    slopes = [rows[n]["rate_10_90"] for n in names]
+    axis.scatter(names, slopes, marker="_", s=900, color="black", zorder=3,
+                 label="10-90 % slope")
+    top = max([*slopes, *(rows[n]["rate"] for n in names), (ceiling or {}).get("rate") or 0])
+    axis.set_ylim(top=top * 1.2)
+    axis.legend(fontsize=7, loc="upper right")
+    if ceiling and ceiling.get("rate"):
+        axis.axhline(ceiling["rate"], color="black", linestyle="--", linewidth=1)
+        axis.annotate(f"{ceiling_label} {ceiling['rate']:,.0f}", (0, ceiling["rate"]),
+                      xytext=(2, 2), textcoords="offset points", fontsize=8)
+    axis.set_title(title, fontsize=10)
+    axis.set_ylabel("readings/s landed in InfluxDB")
+
+
+def _memory_panel(axis: Any, summary: dict[str, Any]) -> None:
+    rows = {key.split("/")[0]: v for key, v in summary["throughput"].items()
+            if key.endswith("/single") and v["peak_rss_mb"] is not None}
+    names = sorted(rows)
+    if not names:
+        axis.set_axis_off()
+        return
+    _bars(axis, names, [rows[n]["peak_rss_mb"] for n in names], lambda v: f"{v:.0f} MB")
+    axis.set_title("Peak RSS while draining single readings", fontsize=10)
+    axis.set_ylabel("MB")
+
+
+def _latency_panel(axis: Any, summary: dict[str, Any]) -> None:
+    latency = summary["latency"]
+    labels, p50, p99 = [], [], []
+    for what, target in (("alert", 50), ("storage", 250)):
+        if what in latency and latency[what]["p99_ms"] is not None:
+            labels.append(f"{what}\n@{latency[what]['background_rate']:,.0f}/s "
+                          f"(target p99 {target})")
+            p50.append(latency[what]["p50_ms"])
+            p99.append(latency[what]["p99_ms"])
+    if not labels:
+        axis.set_axis_off()
+        return
+    positions = range(len(labels))
+    axis.bar([p - 0.2 for p in positions], p50, width=0.4, label="p50")
+    axis.bar([p + 0.2 for p in positions], p99, width=0.4, label="p99")
+    axis.set_xticks(list(positions), labels, fontsize=8)
+    axis.set_ylabel("ms, publish -> webhook / queryable")
+    axis.set_title("Siaga latency under background load", fontsize=10)
+    axis.legend(fontsize=8)
+
+
+def _scale_panel(axis: Any, summary: dict[str, Any]) -> None:
+    scale = sorted(summary["scale"].items(), key=lambda kv: int(kv[0]))
+    if not scale:
+        axis.set_axis_off()
+        return
+    devices = [int(k) for k, _ in scale]
+    axis.plot(devices, [v["peak_rss_mb"] for _, v in scale], "o-", color="#1f77b4",
+              label="peak RSS MB")
+    axis.plot(devices, [v["ready_rss_mb"] for _, v in scale], "s--", color="#17becf",
+              label="RSS when ready MB")
+    axis.axhline(100, color="black", linestyle=":", linewidth=1)
+    axis.set_xscale("log")
+    axis.set_xlabel("devices")
+    axis.set_ylabel("MB")
+    twin = axis.twinx()
+    twin.plot(devices, [v["cpu_us_per_reading"] for _, v in scale], "^-", color="#ff7f0e",
+              label="CPU us/reading")
+    twin.set_ylabel("CPU us per reading")
+    axis.legend(loc="upper left", fontsize=8)
+    twin.legend(loc="lower right", fontsize=8)
+    axis.set_title("Siaga: memory and CPU per reading vs devices", fontsize=10)
+
+
+def _recovery_panel(axis: Any, summary: dict[str, Any]) -> None:
+    recovery = summary["recovery"]
+    if not recovery:
+        axis.set_axis_off()
+        return
+    _bars(axis, ["live rate", "catch-up rate"],
+          [recovery["live_rate"], recovery["catch_up_rate"]], lambda v: f"{v:,.0f}/s")
+    axis.set_title(f"InfluxDB down {recovery['outage_s']:g} s: spool drained in "
+                   f"{recovery['drain_s']:.1f} s, {recovery['multiple']:.1f}x live", fontsize=10)
+    axis.set_ylabel("readings/s")
