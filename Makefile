@@ -34,5 +34,5 @@ faults: setup
 # The benchmarks (bench/README.md): `make bench BENCH_ARGS=--quick` for a short smoke run.
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python -m bench --setup-node-red
+	@test -f bench/.node/node_modules/node-red/red.js || $(BIN)/python -m bench --setup-node-red
 	$(BIN)/python -m bench $(BENCH_ARGS)
