@@ -17,7 +17,7 @@ from ingest.api import serve_api
 from ingest.apicontext import ApiContext
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoder
-from ingest.influx import V1Writer, V2Writer, Writer
+from ingest.influx import V1Writer, Writer
 from ingest.pipeline import Pipeline
 from ingest.settings import InfluxSettings, Settings
 from ingest.spool import Spool
@@ -32,11 +32,13 @@ READY_POLL_S = 0.5  # how often start-up looks for a stop while waiting for the 
 SPOOL_NEARLY_FULL = 0.9  # past 90 % of its budget the spool may refuse the next batch
 
 
-def make_writer(settings: InfluxSettings) -> V1Writer | V2Writer:
+def make_writer(settings: InfluxSettings) -> Writer:
     if settings.api == "v1":
         return V1Writer(settings.url, settings.database, username=settings.username,
                         password=settings.password, timeout_s=settings.timeout_s,
                         create_database=settings.create_database)
+    from ingest.influx2 import V2Writer  # only v2 deployments pay for influxdb-client
+
     return V2Writer(settings.url, settings.org, settings.bucket, token=settings.token,
                     timeout_s=settings.timeout_s)
 

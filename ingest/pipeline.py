@@ -4,8 +4,8 @@ One collector task decodes and encodes messages into the current batch; one flus
 makes each batch durable (dead letters to SQLite, readings to InfluxDB or the spool) and
 only then acknowledges its messages. A queue of at most two batches between them lets the
 collector fill the next batch while the flusher writes the last one; when the flusher
-falls behind, the collector waits, the paho inbox grows, and past the broker's in-flight
-window the broker keeps the rest (backpressure without unbounded memory).
+falls behind, the collector waits, the subscriber's inbox fills, the subscriber stops
+reading the socket, and the broker keeps the rest (backpressure without unbounded memory).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ QUEUED_BATCHES = 2  # one being written, one being filled: enough to overlap I/O
 COLLECT_POLL_S = 0.2  # how often the collector looks at the stop flag while idle
 UNAVAILABLE_RETRY_MAX_S = 30.0  # backoff cap while neither InfluxDB nor the spool takes data
 SERIES_CACHE_MAX = 200_000  # device series keys kept; bounded for `unknown_devices: accept`
+# Messages decoded per step at most: the loop gets a turn (reads, acks, HTTP) between steps.
+TAKE_CHUNK = 256
 
 
 class Observer(Protocol):
@@ -78,6 +80,7 @@ class Pipeline:
         self._settings = settings
         self._clock_ns = clock_ns
         self._series: dict[str, str] = {}
+        self._per_message = 1.0  # lines per message in the latest step
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what was collected and return."""
@@ -99,9 +102,10 @@ class Pipeline:
         deadline = time.monotonic() + interval
         while not stop.is_set():
             await self._subscriber.wait(min(COLLECT_POLL_S, max(0.0, deadline - time.monotonic())))
-            messages = self._subscriber.take(size)
+            messages = self._subscriber.take(self._take_limit(batch, size))
             if messages:
                 self._add(batch, messages)
+                await asyncio.sleep(0)
             full = len(batch.lines) >= size or len(batch.messages) >= size
             if full or time.monotonic() >= deadline:
                 if batch.messages:
@@ -111,10 +115,17 @@ class Pipeline:
         if batch.messages:
             await queue.put(batch)
 
+    def _take_limit(self, batch: Batch, size: int) -> int:
+        # Messages of 100 readings would overshoot a batch by 100x the messages taken:
+        # take about as many as the batch has room for, judged by the latest messages.
+        room = max(1.0, size - len(batch.lines))
+        return max(1, min(TAKE_CHUNK, int(room / self._per_message)))
+
     def _add(self, batch: Batch, messages: list[Message]) -> None:
         decode, decoded = self._decoder.decode, batch.decoded
         readings, lines, line_topics = decoded.readings, batch.lines, batch.line_topics
         decoded_before, statuses_before = len(readings), len(decoded.statuses)
+        lines_before = len(lines)
         for message in messages:
             first = len(readings)
             decode(message.topic, message.payload, message.received_ns, decoded)
@@ -123,6 +134,7 @@ class Pipeline:
                 lines.append(encode_with_key(key, reading.values, reading.seq, reading.ts_ns))
                 line_topics.append(message.topic)
         batch.messages.extend(messages)
+        self._per_message = max(1.0, (len(lines) - lines_before) / len(messages))
         self._stats.messages += len(messages)
         self._stats.readings += len(readings) - decoded_before
         # Rules run on receipt, not after the storage flush: alerts do not wait for InfluxDB.

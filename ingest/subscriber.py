@@ -1,15 +1,30 @@
-"""The MQTT side of the service: paho-mqtt's network thread bridged into asyncio.
+"""The MQTT side of the service: paho-mqtt's protocol, driven by the asyncio event loop.
 
-Why paho directly and not aiomqtt: measured here, a bare paho subscriber takes about
-22,000 QoS 1 messages/s at a full core, a bare aiomqtt one about 15,000. aiomqtt wraps
-paho and adds a future and a queue hop per message; this bridge adds one deque append per
-message and one event-loop wake-up per burst, and it exposes paho's `manual_ack`, which
-durable acknowledgement needs.
+paho does the protocol (CONNECT with credentials and TLS, SUBSCRIBE, keepalive, packet
+parsing, `manual_ack`, which durable acknowledgement needs); this module does its I/O.
+Profiled under a backlog, paho's own network thread spent more time on I/O than on MQTT:
+a `select()` per packet, three `recv()` calls per packet (one byte, then the length byte
+by byte, then the body), one `send()` per PUBACK plus a socket-pair write to wake its
+thread, and two threads passing the GIL back and forth. So:
 
-Threading: paho's loop thread calls `_on_message`, which appends to a deque (thread-safe)
-and wakes the event loop only when it is not already awake. The asyncio side drains the
-deque in chunks. Acks are sent from the event loop thread through paho's thread-safe
-`Client.ack`.
+- paho runs in the event loop's thread through its external-loop API (`loop_read`,
+  `loop_write`, `loop_misc` and the socket callbacks): no second thread, no hand-off.
+- Reads are buffered (`_Client._sock_recv`): one `recv()` of 64 KiB serves hundreds of
+  messages.
+- The PUBACKs of a batch go out as one packet write (`Subscriber.ack`).
+- The inbox is bounded: past `INBOX_MAX` messages or `INBOX_MAX_BYTES` of payload the
+  socket is no longer read until the pipeline has taken half of it. TCP flow control and
+  the broker's in-flight window then hold the rest, so a burst of large batched messages
+  cannot fill memory. While reading is paused the service still pings the broker, so a
+  long pause (InfluxDB and the spool both unavailable) does not cost the connection.
+
+Why paho and not aiomqtt: aiomqtt wraps the same paho client and adds a future and a
+queue hop per message (a bare aiomqtt subscriber took about 15,000 QoS 1 messages/s here,
+a bare paho one about 22,000), and it does not expose `manual_ack`.
+
+`_Client` overrides two private methods of paho 2.x (`_sock_recv`, `_handle_on_message`)
+and queues packets with a third (`_packet_queue`); pyproject pins paho below 2.3, and
+tests/integration/test_subscriber.py exercises each against a real broker.
 """
 
 from __future__ import annotations
@@ -17,19 +32,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, NamedTuple, cast
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ingest.settings import MqttSettings
 
 log = logging.getLogger(__name__)
+
+READ_CHUNK = 65536  # bytes per recv(): hundreds of small messages
+READ_BURST = 2000  # packets per reader wake-up, so timers and the HTTP API get their turn
+INBOX_MAX = 20_000  # messages waiting for the pipeline before the socket is left unread
+INBOX_MAX_BYTES = 16 * 2**20  # ... or this much payload (batched messages are large)
+MISC_EVERY_S = 1.0  # paho's keepalive bookkeeping (PINGREQ, ping timeouts)
+DISCONNECT_TIMEOUT_S = 2.0  # for the DISCONNECT packet to leave at shutdown
+PUBACK = 0x40
+PINGREQ_PACKET = b"\xc0\x00"
+# A PUBACK of MQTT 3.1.1: fixed header 0x40, remaining length 2, then the packet id.
+_PUBACK_BASE = (PUBACK << 24) | (2 << 16)
 
 
 class Message(NamedTuple):
@@ -41,29 +70,81 @@ class Message(NamedTuple):
     received_ns: int
 
 
+class _Client(mqtt.Client):
+    """paho's client with buffered reads and a direct hand-off of each PUBLISH."""
+
+    def __init__(self, deliver: Callable[[mqtt.MQTTMessage], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._deliver = deliver
+        self._chunk = b""
+        self._chunk_pos = 0
+        self.exhausted = False  # the socket had nothing more to give on the last read
+
+    def reset_buffer(self) -> None:
+        """Forget unread bytes: they belonged to a connection that is gone."""
+        self._chunk, self._chunk_pos = b"", 0
+
+    @property
+    def buffered(self) -> bool:
+        return self._chunk_pos < len(self._chunk)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        chunk, pos = self._chunk, self._chunk_pos
+        if pos >= len(chunk):
+            try:
+                chunk = super()._sock_recv(READ_CHUNK)
+            except BlockingIOError:
+                self.exhausted = True
+                raise
+            if not chunk:
+                return chunk  # the broker closed the connection
+            self._chunk, pos = chunk, 0
+        end = min(pos + bufsize, len(chunk))
+        self._chunk_pos = end
+        return chunk[pos:end]
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        # paho would look the topic up among per-filter callbacks first; we have none.
+        self._deliver(message)
+
+    def queue_packet(self, command: int, packet: bytes) -> None:
+        """Queue raw packet bytes behind paho's own; the writer callback sends them."""
+        self._packet_queue(command, packet, 0, 0)
+
+
 class Subscriber:
     """A persistent-session subscriber whose messages are acknowledged by the caller."""
 
     def __init__(self, settings: MqttSettings, topics: list[str], clock_ns: Any,
-                 on_connection: Callable[[bool], None] | None = None) -> None:
+                 on_connection: Callable[[bool], None] | None = None, *,
+                 inbox_max: int = INBOX_MAX, inbox_max_bytes: int = INBOX_MAX_BYTES) -> None:
         self._on_connection = on_connection  # called in the event loop: up (True) or down
         self._settings = settings
         self._topics = topics
         self._clock_ns = clock_ns
         self._inbox: deque[Message] = deque()
+        self._inbox_bytes = 0
+        self._inbox_max = inbox_max
+        self._inbox_max_bytes = inbox_max_bytes
+        self._paused = False  # the inbox is full: the socket is left unread
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._wake = asyncio.Event()
-        self._wake_pending = False
         self._generation = 0
-        self._lock = threading.Lock()  # guards _generation against the paho thread
+        self._closing = False
+        self._down = asyncio.Event()  # no socket open
+        self._down.set()
+        self._stack = AsyncExitStack()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker confirmed our subscriptions
         self.connects = 0
+        self.pauses = 0  # times the inbox filled and reading paused
         self._client = self._make_client()
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _Client:
         s = self._settings
-        client = mqtt.Client(
+        client = _Client(
+            self._on_publish_message,
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
             clean_session=False,  # persistent session: the broker queues while we are away
@@ -76,30 +157,125 @@ class Subscriber:
         if s.tls:
             client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         return client
 
     async def __aenter__(self) -> Subscriber:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         s = self._settings
-        # connect_async + loop_start: the thread retries the first connection too, so the
-        # service starts (and spools nothing, acks nothing) even while the broker is down.
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
-        self._client.loop_start()
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s)  # records only
+        group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        # The first connection is retried like any other, so the service starts (and
+        # acknowledges nothing) even while the broker is down.
+        self._connection_task = group.create_task(self._keep_connected())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
+        self._closing = True
+        if self._client.is_connected():
+            self._client.disconnect()  # queued; the writer sends it and closes the socket
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._down.wait(), DISCONNECT_TIMEOUT_S)
+        self._connection_task.cancel()
+        await self._stack.aclose()
+        sock = self._client.socket()
+        if sock is not None:  # the broker never answered the DISCONNECT's TCP close
+            self._forget_socket(sock)
+            sock.close()
 
-    # --- paho thread --------------------------------------------------------------------
+    # --- connection -------------------------------------------------------------------------
+
+    async def _keep_connected(self) -> None:
+        s = self._settings
+        delay = float(s.reconnect_min_s)
+        while not self._closing:
+            connects = self.connects
+            try:
+                # Blocking TCP connect and TLS handshake: in a worker thread. paho's
+                # socket callbacks come from there; they hop to the loop (see _in_loop).
+                await asyncio.to_thread(self._client.reconnect)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                log.warning("MQTT connection to %s:%s failed: %s; retrying in %.0f s",
+                            s.host, s.port, exc, delay)
+            else:
+                await self._while_connected()
+            if self._closing:
+                return
+            if self.connects > connects:
+                delay = float(s.reconnect_min_s)  # a session was established: start over
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, float(s.reconnect_max_s))
+
+    async def _while_connected(self) -> None:
+        """paho's keepalive bookkeeping, until the socket closes."""
+        # The socket callbacks hop from paho's connecting thread before this task resumes.
+        if self._client.socket() is None:
+            self._down.set()
+        pinged = 0.0
+        keepalive = self._settings.keepalive_s
+        loop = asyncio.get_running_loop()
+        while not self._down.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._down.wait(), MISC_EVERY_S)
+            if self._down.is_set():
+                return
+            if not self._paused:
+                self._client.loop_misc()
+            elif loop.time() - pinged >= keepalive / 2:
+                # Reading is paused, so PINGRESPs wait unread and paho would take the
+                # silence for a dead broker. The broker only needs to hear from us.
+                self._client.queue_packet(0xC0, PINGREQ_PACKET)
+                pinged = loop.time()
+
+    def _in_loop(self, callback: Callable[..., object], *args: object) -> None:
+        """Run now if in the loop's thread (paho's callbacks mostly are), else hop there."""
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._client.reset_buffer()
+        self._in_loop(self._watch, sock)
+
+    def _watch(self, sock: socket.socket) -> None:
+        if self._client.socket() is not sock or self._loop is None:
+            return  # closed again before this ran
+        self._down.clear()
+        if not self._paused:
+            self._loop.add_reader(sock, self._on_readable)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._forget_socket, sock)
+
+    def _forget_socket(self, sock: Any) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        self._down.set()
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._watch_writable, sock)
+
+    def _watch_writable(self, sock: socket.socket) -> None:
+        if self._client.socket() is sock and self._loop is not None:
+            self._loop.add_writer(sock, self._client.loop_write)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._loop is not None:
+            self._in_loop(self._loop.remove_writer, sock)
+
+    # --- paho callbacks (event loop thread) ---------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
@@ -107,17 +283,16 @@ class Subscriber:
             log.warning("MQTT connection to %s:%s refused: %s",
                         self._settings.host, self._settings.port, reason)
             return
-        with self._lock:
-            self._generation += 1
+        self._generation += 1
         self.connects += 1
         # Subscribe on every connect: a broker that lost its state lost our subscriptions.
         qos = int(self._settings.qos)
         client.subscribe([(topic, qos) for topic in self._topics])
         log.info("MQTT connected to %s:%s (session present: %s)", self._settings.host,
                  self._settings.port, flags.session_present)
-        self._call_in_loop(self.connected.set)
+        self.connected.set()
         if self._on_connection is not None:
-            self._call_in_loop(self._on_connection, True)
+            self._on_connection(True)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
                       properties: Any) -> None:
@@ -125,18 +300,21 @@ class Subscriber:
         if failed:
             log.error("MQTT subscription refused: %s", failed)
             return
-        self._call_in_loop(self.subscribed.set)
+        self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        self._call_in_loop(self.connected.clear)
-        self._call_in_loop(self.subscribed.clear)
+        # Packet ids belong to the connection: messages it delivered can no longer be
+        # acknowledged (the broker redelivers them on the next one).
+        self._generation += 1
+        self.connected.clear()
+        self.subscribed.clear()
         if self._on_connection is not None:
-            self._call_in_loop(self._on_connection, False)
-        if reason.is_failure:
+            self._on_connection(False)
+        if reason.is_failure and not self._closing:
             log.warning("MQTT connection lost (%s); reconnecting", reason)
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_publish_message(self, msg: mqtt.MQTTMessage) -> None:
         # paho hands over the payload as bytes (sliced from the packet): no copy needed.
         payload = cast(bytes, msg.payload)
         try:
@@ -145,48 +323,73 @@ class Subscriber:
             topic = msg._topic.decode("utf-8", "backslashreplace")
         self._inbox.append(
             Message(topic, payload, msg.mid, msg.qos, self._generation, self._clock_ns()))
-        if not self._wake_pending:
-            self._wake_pending = True
-            self._call_in_loop(self._wake.set)
+        self._inbox_bytes += len(payload)
+        if len(self._inbox) >= self._inbox_max or self._inbox_bytes >= self._inbox_max_bytes:
+            self._pause()
 
-    def _call_in_loop(self, callback: Callable[..., object], *args: object) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback, *args)
+    def _on_readable(self) -> None:
+        client = self._client
+        client.exhausted = False
+        for _ in range(READ_BURST):
+            if (client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or client.exhausted
+                    or client.socket() is None or self._paused):
+                break
+        else:
+            # Bytes may wait in our buffer (or in TLS's) where epoll cannot see them.
+            if self._loop is not None and client.buffered:
+                self._loop.call_soon(self._on_readable)
+        if self._inbox:
+            self._wake.set()
 
-    # --- event loop -----------------------------------------------------------------------
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self.pauses += 1
+            sock = self._client.socket()
+            if sock is not None and self._loop is not None:
+                self._loop.remove_reader(sock)
+
+    def _resume(self) -> None:
+        self._paused = False
+        sock = self._client.socket()
+        if sock is not None and self._loop is not None:
+            self._loop.add_reader(sock, self._on_readable)
+            self._loop.call_soon(self._on_readable)  # what is already in the buffer
+
+    # --- the pipeline's side --------------------------------------------------------------
 
     async def wait(self, seconds: float) -> None:
         """Wait until messages are waiting, or for `seconds`."""
         if self._inbox:
             return
+        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     def take(self, limit: int) -> list[Message]:
         """Take up to `limit` waiting messages, oldest first."""
-        # Order matters: re-arm the wake-up before draining, so a message appended after
-        # the drain always schedules a new wake-up.
-        self._wake.clear()
-        self._wake_pending = False
         inbox = self._inbox
-        count = min(limit, len(inbox))
-        return [inbox.popleft() for _ in range(count)]
+        taken = [inbox.popleft() for _ in range(min(limit, len(inbox)))]
+        self._inbox_bytes -= sum(len(message.payload) for message in taken)
+        if self._paused and (len(inbox) <= self._inbox_max // 2
+                             and self._inbox_bytes <= self._inbox_max_bytes // 2):
+            self._resume()
+        return taken
 
     @property
     def backlog(self) -> int:
         return len(self._inbox)
 
     def ack(self, messages: list[Message]) -> int:
-        """Acknowledge messages in receive order; returns how many were acknowledged.
+        """Acknowledge messages in receive order, in one write; how many were acknowledged.
 
         A message from an earlier connection is not acknowledged: its packet id belongs to
         that connection, and the broker redelivers it on the new one.
         """
         generation = self._generation
-        client = self._client
-        acked = 0
-        for message in messages:
-            if message.qos and message.generation == generation:
-                client.ack(message.mid, message.qos)
-                acked += 1
-        return acked
+        mids = [message.mid for message in messages
+                if message.qos and message.generation == generation]
+        if mids:
+            packet = struct.pack(f">{len(mids)}I", *[_PUBACK_BASE | mid for mid in mids])
+            self._client.queue_packet(PUBACK, packet)
+        return len(mids)

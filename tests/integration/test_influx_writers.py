@@ -15,10 +15,10 @@ from ingest.influx import (
     RejectedWriteError,
     RetryableWriteError,
     V1Writer,
-    V2Writer,
     WriteError,
     parse_retry_after,
 )
+from ingest.influx2 import V2Writer
 from ingest.lineprotocol import encode
 from ingest.localservers import InfluxDB1, VictoriaMetrics
 from ingest.ports import free_port

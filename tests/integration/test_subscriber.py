@@ -1,0 +1,147 @@
+"""The subscriber against a real Mosquitto: buffered reads, the bounded inbox, batched acks.
+
+ingest/subscriber.py drives paho-mqtt from the event loop and overrides private parts of
+it (buffered `_sock_recv`, the direct message hand-off, raw PUBACK packets); these tests
+are what would fail if a paho release changed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import pytest
+
+from ingest.localservers import ADMIN_USER, Mosquitto
+from ingest.settings import MqttSettings
+from ingest.subscriber import Message, Subscriber
+from tests.integration.support import Publisher, eventually, unique_name
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"{unique_name('sub')}/x/telemetry"
+
+
+@pytest.fixture
+def settings(mosquitto: Mosquitto, topic: str) -> MqttSettings:
+    return MqttSettings(url=mosquitto.url_for(ADMIN_USER), client_id=unique_name("c"),
+                        topic_prefix=topic.split("/")[0], keepalive_s=5, reconnect_max_s=2)
+
+
+async def started(stack: AsyncExitStack, settings: MqttSettings, topic: str,
+                  **limits: int) -> Subscriber:
+    subscriber = await stack.enter_async_context(
+        Subscriber(settings, [topic], clock_ns=lambda: 0, **limits))
+    await asyncio.wait_for(subscriber.subscribed.wait(), 10)
+    return subscriber
+
+
+async def take_all(subscriber: Subscriber, count: int, within: float = 20.0) -> list[Message]:
+    taken: list[Message] = []
+
+    async def fill() -> None:
+        while len(taken) < count:
+            await subscriber.wait(0.2)
+            taken.extend(subscriber.take(1000))
+
+    await asyncio.wait_for(fill(), within)
+    return taken
+
+
+def publish_numbered(broker: Mosquitto, topic: str, count: int, size: int = 0) -> None:
+    publisher = Publisher(broker, user=ADMIN_USER)
+    try:
+        for number in range(count):
+            publisher.publish(topic, str(number).encode() + b" " * size)
+        publisher.wait_acked(count)
+    finally:
+        publisher.close()
+
+
+async def test_many_small_messages_arrive_whole_and_in_order(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    # Thousands of messages share each 64 KiB read: packets straddle the chunk borders.
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 5000, 37)
+        taken = await take_all(subscriber, 5000)
+    assert [int(m.payload.split()[0]) for m in taken] == list(range(5000))
+    assert all(len(m.payload) == len(str(i)) + 37 for i, m in enumerate(taken))
+    assert {m.topic for m in taken} == {topic}
+
+
+async def test_a_full_inbox_stops_reading_until_the_pipeline_takes(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic, inbox_max=100)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 1000)
+        await eventually(lambda: subscriber.backlog == 100)
+        await asyncio.sleep(0.5)  # were it still reading, the backlog would grow meanwhile
+        assert subscriber.backlog == 100
+        assert subscriber.pauses == 1
+        taken = await take_all(subscriber, 1000)
+    assert [int(m.payload) for m in taken] == list(range(1000))
+
+
+async def test_large_payloads_fill_the_inbox_by_bytes(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic, inbox_max_bytes=100_000)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 50, 10_000)
+        await eventually(lambda: subscriber.pauses == 1)
+        assert subscriber.backlog == 10  # the tenth message crossed 100,000 bytes
+        taken = await take_all(subscriber, 50)
+    assert [int(m.payload.split()[0]) for m in taken] == list(range(50))
+
+
+async def test_a_pause_longer_than_the_keepalive_keeps_the_connection(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    # Paused, PINGRESPs wait unread: paho alone would call the broker dead after 2 x 5 s.
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic, inbox_max=10)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 20)
+        await eventually(lambda: subscriber.pauses == 1)
+        await asyncio.sleep(13)
+        assert subscriber.connected.is_set()
+        taken = await take_all(subscriber, 20)
+        assert subscriber.connects == 1
+    assert [int(m.payload) for m in taken] == list(range(20))
+
+
+async def test_acks_of_a_batch_settle_exactly_those_messages(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    # Acknowledge the first 300 of 500 in one write, leave: the broker redelivers the rest.
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 500)
+        taken = await take_all(subscriber, 500)
+        assert subscriber.ack(taken[:300]) == 300
+        await asyncio.sleep(0.3)  # the PUBACKs leave with the next loop iterations
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic)
+        again = await take_all(subscriber, 200)
+        await asyncio.sleep(0.5)
+        again += subscriber.take(1000)
+        assert subscriber.ack(again) == 200
+    assert sorted(int(m.payload) for m in again) == list(range(300, 500))
+
+
+async def test_acks_from_an_earlier_connection_are_dropped(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 3)
+        taken = await take_all(subscriber, 3)
+        # Kick the connection: a second client with the same id takes the session over.
+        await stack.enter_async_context(Subscriber(settings, [topic], lambda: 0))
+        await eventually(lambda: subscriber.connects >= 2 or not subscriber.connected.is_set())
+        assert subscriber.ack(taken) == 0
