@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 QUEUED_BATCHES = 2  # one being written, one being filled: enough to overlap I/O and CPU
 COLLECT_POLL_S = 0.2  # how often the collector looks at the stop flag while idle
+BUSY_POLL_S = 0.01  # how often a lingering batch looks whether the writer is done
 UNAVAILABLE_RETRY_MAX_S = 30.0  # backoff cap while neither InfluxDB nor the spool takes data
 SERIES_CACHE_MAX = 200_000  # device series keys kept; bounded for `unknown_devices: accept`
 # Messages decoded per step at most: the loop gets a turn (reads, acks, HTTP) between steps.
@@ -53,6 +54,7 @@ class Batch:
     decoded: Decoded = field(default_factory=Decoded)
     lines: list[str] = field(default_factory=list)
     line_topics: list[str] = field(default_factory=list)  # the topic each line came from
+    started: float = 0.0  # time.monotonic() of its first message
 
 
 class Pipeline:
@@ -81,6 +83,7 @@ class Pipeline:
         self._clock_ns = clock_ns
         self._series: dict[str, str] = {}
         self._per_message = 1.0  # lines per message in the latest step
+        self._writing = False  # the flusher is making a batch durable
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what was collected and return."""
@@ -97,23 +100,49 @@ class Pipeline:
                     await queue.put(None)
 
     async def _collect(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
-        size, interval = self._settings.batch_size, self._settings.flush_interval_s
+        size = self._settings.batch_size
         batch = Batch()
-        deadline = time.monotonic() + interval
         while not stop.is_set():
-            await self._subscriber.wait(min(COLLECT_POLL_S, max(0.0, deadline - time.monotonic())))
+            await self._subscriber.wait(self._patience(batch, queue))
             messages = self._subscriber.take(self._take_limit(batch, size))
             if messages:
+                if not batch.messages:
+                    batch.started = time.monotonic()
                 self._add(batch, messages)
                 await asyncio.sleep(0)
-            full = len(batch.lines) >= size or len(batch.messages) >= size
-            if full or time.monotonic() >= deadline:
-                if batch.messages:
-                    await queue.put(batch)
-                    batch = Batch()
-                deadline = time.monotonic() + interval
+            if batch.messages and self._due(batch, size, queue):
+                await queue.put(batch)
+                batch = Batch()
         if batch.messages:
             await queue.put(batch)
+
+    def _due(self, batch: Batch, size: int, queue: asyncio.Queue[Batch | None]) -> bool:
+        """Full, or old enough: `linger_s` while the writer is idle, else `flush_interval_s`.
+
+        An idle writer takes a batch after a short linger, so readings are queryable
+        within tens of milliseconds at a modest rate; a busy one lets the next batch grow,
+        so a high rate gets large batches and InfluxDB few requests.
+        """
+        if len(batch.lines) >= size or len(batch.messages) >= size:
+            return True
+        age = time.monotonic() - batch.started
+        settings = self._settings
+        return age >= settings.flush_interval_s or (
+            age >= settings.linger_s and self._writer_idle(queue))
+
+    def _patience(self, batch: Batch, queue: asyncio.Queue[Batch | None]) -> float:
+        """How long the collector may wait for messages before looking at its batch again."""
+        if not batch.messages:
+            return COLLECT_POLL_S
+        settings, age = self._settings, time.monotonic() - batch.started
+        if self._writer_idle(queue):
+            due_in = min(settings.linger_s, settings.flush_interval_s) - age
+        else:  # it may become due when the write ends: look again every linger or so
+            due_in = min(settings.flush_interval_s - age, max(settings.linger_s, BUSY_POLL_S))
+        return max(0.0, min(COLLECT_POLL_S, due_in))
+
+    def _writer_idle(self, queue: asyncio.Queue[Batch | None]) -> bool:
+        return not self._writing and queue.empty()
 
     def _take_limit(self, batch: Batch, size: int) -> int:
         # Messages of 100 readings would overshoot a batch by 100x the messages taken:
@@ -154,7 +183,11 @@ class Pipeline:
 
     async def _flush_loop(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:
         while (batch := await queue.get()) is not None:
-            await self._flush(batch, stop)
+            self._writing = True
+            try:
+                await self._flush(batch, stop)
+            finally:
+                self._writing = False
 
     async def _flush(self, batch: Batch, stop: asyncio.Event) -> None:
         decoded = batch.decoded

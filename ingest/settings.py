@@ -106,6 +106,9 @@ class IngestSettings(_Section):
     # (max_inflight_messages 20000 in mosquitto.conf) must hold a few batches.
     batch_size: int = Field(default=5000, ge=1, le=20000)
     flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # While no write is under way a batch goes out once its first reading waited this
+    # long: readings are queryable sooner, and a high rate still makes large batches.
+    linger_s: float = Field(default=0.05, ge=0, le=60)
     unknown_devices: Literal["dead-letter", "accept"] = "dead-letter"
     max_future_s: float = Field(default=300.0, ge=0)
 

@@ -55,13 +55,15 @@ def simulator_address(broker: Mosquitto, user: str = SIMULATOR_USER) -> BrokerAd
 def make_settings(mqtt_url: str, influx: InfluxSettings, data_dir: Path, *,
                   catalog: Path | None = None, rules: Path | None = None,
                   batch_size: int = 500,
-                  flush_interval_s: float = 0.2, prefix: str | None = None,
+                  flush_interval_s: float = 0.2, linger_s: float = 0.05,
+                  prefix: str | None = None,
                   unknown_devices: str = "dead-letter") -> Settings:
     return Settings(
         mqtt=MqttSettings(url=mqtt_url, client_id=unique_name("siaga-test-"),
                           topic_prefix=prefix or unique_name("t"), reconnect_max_s=2),
         influx=influx,
         ingest=IngestSettings(batch_size=batch_size, flush_interval_s=flush_interval_s,
+                              linger_s=linger_s,
                               unknown_devices=unknown_devices),  # type: ignore[arg-type]
         data_dir=data_dir,
         catalog=catalog,

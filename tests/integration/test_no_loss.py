@@ -161,7 +161,7 @@ def test_sigterm_flushes_what_was_received_and_exits_0(
     influx, database = _v1(influxdb1)
     # Nothing would be written for a minute but for the shutdown flush.
     settings = make_settings(mosquitto.url, influx, tmp_path / "data", batch_size=20000,
-                             flush_interval_s=60)
+                             flush_interval_s=60, linger_s=60)
     service = service_process(settings)
     service.start()
     publisher = Publisher(mosquitto)
