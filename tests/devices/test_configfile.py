@@ -172,3 +172,46 @@ def test_config_error_without_a_path_renders_place_and_message() -> None:
     assert str(ConfigError(None, [Problem("name", "required, but missing")])) == (
         "name: required, but missing"
     )
+
+
+# --- the fast path: libyaml, one list item's nodes at a time --------------------------
+
+
+FAST_PATH_FILES = {
+    "lists of mappings": "name: x\nservers:\n  - {host: a, port: 1}\n  - host: b\n    port: 2\n",
+    "anchors and merge keys": (
+        "base: &base {host: a, port: 1}\nname: x\n"
+        "servers:\n  - *base\n  - <<: *base\n    port: 2\n"
+    ),
+    "scalars of every kind": "a: 1\nb: 1.5\nc: true\nd: null\ne: 2020-01-01\nf: 'x: y'\n",
+    "an anchored list": "l: &l [1, 2]\nm: *l\n",
+    "nested lists": "devices:\n  - [1, [2, 3]]\n  - {a: [4]}\n",
+}
+
+
+@pytest.mark.parametrize("text", FAST_PATH_FILES.values(), ids=FAST_PATH_FILES.keys())
+def test_the_fast_path_reads_what_pyyaml_reads(tmp_path: Path, text: str) -> None:
+    import yaml
+
+    assert read_yaml(write(tmp_path, text)).data == yaml.safe_load(text)
+
+
+def test_a_valid_file_composes_no_node_tree(tmp_path: Path) -> None:
+    # The node tree (ten times the data's memory) is composed only to place an error.
+    path = write(tmp_path, "name: x\nservers:\n  - {host: a, port: 1}\n")
+    document = read_yaml(path)
+    assert load_yaml(path, Settings).servers[0].host == "a"
+    assert "node" not in vars(document)
+    assert document.node is not None and document.node.start_mark.line == 0
+
+
+def test_an_error_in_the_hundredth_item_is_still_placed_at_its_line(tmp_path: Path) -> None:
+    items = "".join(f"  - host: h{i}\n    port: {70000 if i == 99 else i + 1}\n"
+                    for i in range(100))
+    path = write(tmp_path, f"name: x\nservers:\n{items}")
+    assert problems_of(path) == [Problem("servers[99].port", "must be <= 65535 (got 70000)", 202)]
+
+
+def test_a_duplicate_key_inside_a_list_item_is_found_by_either_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nservers:\n  - host: a\n    host: b\n    port: 1\n")
+    assert [p.line for p in problems_of(path)] == [4]
