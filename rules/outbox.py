@@ -137,6 +137,19 @@ class Outbox:
     def mark_delivered(self, delivery_id: str, now_ns: int) -> None:
         self._finish(delivery_id, "delivered", None, now_ns, attempted=True)
 
+    def hurry(self, receiver_name: str, now_ns: int) -> int:
+        """Make every delivery to `receiver_name` waiting on a backoff due now; how many.
+
+        Called when the receiver took a delivery: it is back, and what piled up while it
+        was down should not wait out backoffs grown during the outage.
+        """
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE receiver = ?"
+                " AND state = 'pending' AND next_attempt_at > ?",
+                (now_ns, receiver_name, now_ns),
+            ).rowcount
+
     def mark_retry(self, delivery_id: str, next_attempt_ns: int, error: str) -> None:
         """An attempt failed and may succeed later: try again at `next_attempt_ns`."""
         with self._transaction() as db:
@@ -237,7 +250,8 @@ class DeliveryPolicy:
     """How the deliverer retries and paces itself; tests shrink the times."""
 
     backoff_initial_s: float = 1.0  # attempt n waits up to initial * 2^(n-1), fully jittered
-    backoff_max_s: float = 300.0  # 5 minutes: a receiver back from an outage hears soon
+    # Alertmanager's cap too; and a receiver's first success makes the rest due at once.
+    backoff_max_s: float = 60.0
     concurrency: int = 8  # attempts at once: alerts and receivers never wait on each other
     idle_s: float = 60.0  # look at the outbox at least this often, whatever the clock did
     drain_s: float = 5.0  # at shutdown, attempts in flight get this long; the rest wait
@@ -381,6 +395,7 @@ class Deliverer:
         if outcome.kind == "delivered":
             log.info("delivered %s to %s (attempt %d)", delivery.id, describe(receiver), attempt)
             await asyncio.to_thread(self._outbox.mark_delivered, delivery.id, self._clock_ns())
+            await asyncio.to_thread(self._outbox.hurry, delivery.receiver, self._clock_ns())
             return
         if outcome.kind == "failed":
             return await self._dead(delivery, f"{outcome.reason} (not retried)", attempted=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.localservers import InfluxDB1, Mosquitto
+from rules.outbox import DeliveryPolicy
 from tests.faults.conftest import Figures
 from tests.faults.harness import (
     CYCLE_NEWS,
@@ -31,6 +32,8 @@ SLOW = Answer(503, delay_s=2.0)  # answered long after the service gave up (reco
 # What the receiver does once back, attempt by attempt; then it answers 200.
 TROUBLE = [SLOW, Answer(500), SLOW, Answer(429, {"Retry-After": "1"}), Answer(500),
            Answer(429, {"Retry-After": "1"})]
+# After a long outage each failed attempt may wait out a whole (jittered) backoff cap.
+TROUBLE_WITHIN_S = len(TROUBLE) * DeliveryPolicy().backoff_max_s
 
 
 def test_a_receiver_down_slow_and_refusing_gets_every_notification_once_in_order(
@@ -51,7 +54,7 @@ def test_a_receiver_down_slow_and_refusing_gets_every_notification_once_in_order
     webhook.start()
     cycles = [gauge.finish() for gauge in gauges]
     troubled_at = time.monotonic()
-    poll(lambda: not webhook.receiver.script, 60, "the receiver's trouble played out")
+    poll(lambda: not webhook.receiver.script, TROUBLE_WITHIN_S, "the receiver's trouble played out")
     healthy_at = time.monotonic()
     expected = sum(cycles) * len(CYCLE_NEWS)
     poll(lambda: len(webhook.news()) >= expected, 120, "every notification delivered", 0.05)

@@ -186,6 +186,22 @@ async def test_a_receiver_answering_503_gets_every_notification_once_in_order(
     assert_each_delivered_once_in_order(server, ids)
 
 
+async def test_a_receiver_back_from_an_outage_gets_the_backlog_without_waiting_out_backoffs(
+    wire: Callable[..., Siaga], down: RecordingReceiver
+) -> None:
+    # Backoffs of up to 30 s grown while the receiver was down; the first delivery that
+    # gets through makes the others due at once.
+    slow = DeliveryPolicy(backoff_initial_s=30.0, backoff_max_s=30.0, idle_s=30.0, drain_s=0.1)
+    siaga = wire(one_route(Receiver(name="bpbd", url=down.url)), policy=slow)
+    async with delivering(siaga):
+        ids = siaga.dispatch(flood(MANGGARAI), flood(KATULAMPA))
+        await eventually(lambda: siaga.outbox.counts_by_outcome()["retried"] >= 2)
+        await down.start()
+        siaga.dispatch(flood(fingerprint("FloodLevel", "pa-depok")))  # gets through at once
+        await eventually(lambda: siaga.outbox.pending_count() == 0, within=5.0)
+    assert {request.delivery for request in down.delivered()} >= set(ids)
+
+
 async def test_retry_after_is_honoured(
     wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:

@@ -172,3 +172,12 @@ def test_backoff_doubles_from_the_initial_wait_up_to_the_cap_with_full_jitter() 
 def test_a_policy_needs_room_for_one_attempt() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         DeliveryPolicy(concurrency=0)
+
+
+def test_hurry_makes_a_receivers_waiting_deliveries_due_now(outbox: Outbox) -> None:
+    waiting = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    other_receiver = outbox.enqueue("dinas", "fp2", b"2", NOW)
+    for delivery_id in (waiting, other_receiver):
+        outbox.mark_retry(delivery_id, NOW + 60 * SECOND, "connection refused")
+    assert outbox.hurry("bpbd", NOW + SECOND) == 1
+    assert ids(outbox, NOW + SECOND) == [waiting]
