@@ -3,28 +3,31 @@
 Rules run on receipt (the pipeline calls `observe` as soon as a message is decoded), not
 after the storage flush. The wall-clock jobs (silent devices, repeats, silence expiry,
 history pruning) run on an apscheduler `AsyncIOScheduler` in the same event loop, so the
-engine and the alert book are only ever touched from that loop.
+engine and the alert book are only ever touched from that loop. The pipeline tells
+`storage` when readings stop (and start again) being durable: the StorageUnavailable alert.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from devices.readings import Reading
 from devices.registry import Registry
 from ingest.decode import StatusUpdate
-from rules.alert import Alert, Transition
+from rules.alert import Alert, Severity, Signal, Transition
 from rules.alertbook import AlertBook
-from rules.config import RulesFile
+from rules.config import STORAGE_UNAVAILABLE, RulesFile
 from rules.dispatch import Dispatcher
 from rules.durations import to_ns
 from rules.engine import RuleEngine
@@ -38,6 +41,9 @@ REPEAT_CHECK_MAX_S = 60  # repeats come every repeat_interval (hours): a minute 
 SILENCE_CHECK_S = 15  # an expired silence restores its alerts within this many seconds
 REFRESH_EVERY_NS = 30 * 10**9  # an unchanged open alert's record is refreshed at most this often
 PRUNE_EVERY_H = 6  # history retention is in days; a few prunes a day keep the file small
+STORAGE_SUBJECT: Final = "storage"
+# Acks are withheld meanwhile: the broker's in-flight window fills and Siaga goes blind.
+STORAGE_SEVERITY: Final = Severity.CRITICAL
 
 
 class Alerting:
@@ -133,6 +139,20 @@ class Alerting:
         """The broker connection changed: devices are unobservable while it is down."""
         self.tracker.connection(up, self._clock_ns())
 
+    def storage(self, reason: str | None) -> None:
+        """Readings cannot be made durable (why), or can again (None): StorageUnavailable.
+
+        On a full disk the alert book's own write may fail as well. That is logged and the
+        service carries on: `/readyz` and `siaga_storage_unavailable` still show the state.
+        """
+        try:
+            transition = self.engine.signal(_storage_signal(reason, self._clock_ns()))
+            if transition is not None:
+                self._apply(transition)
+        except (sqlite3.Error, OSError):
+            log.exception("could not record the %s alert (%s)", STORAGE_UNAVAILABLE,
+                          "resolved" if reason is None else reason)
+
     # --- wall clock -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -169,3 +189,20 @@ class Alerting:
             self.book.prune(self._clock_ns() - to_ns(keep))
         except Exception:  # retention must never take the service down; say so and go on
             log.exception("pruning alert history failed")
+
+
+def _storage_signal(reason: str | None, now_ns: int) -> Signal:
+    if reason is None:
+        return Signal(STORAGE_UNAVAILABLE, STORAGE_SUBJECT, False, now_ns, STORAGE_SEVERITY,
+                      {}, {})
+    labels = {"alertname": STORAGE_UNAVAILABLE, "severity": STORAGE_SEVERITY.value}
+    annotations = {
+        "summary": "Siaga cannot make readings durable",
+        "description": f"Neither InfluxDB nor the disk spool takes readings ({reason}). "
+                       "Acknowledgements are withheld, so the broker keeps the messages; "
+                       "once its in-flight window is full it sends no more, and no rule "
+                       "sees a new reading until storage recovers.",
+        "reason": reason,
+    }
+    return Signal(STORAGE_UNAVAILABLE, STORAGE_SUBJECT, True, now_ns, STORAGE_SEVERITY, labels,
+                  annotations)

@@ -91,7 +91,8 @@ class Service:
                               unknown_devices=settings.ingest.unknown_devices,
                               max_future_s=settings.ingest.max_future_s)
             pipeline = Pipeline(subscriber, decoder, self.registry, storage, dead_letters,
-                                self.stats, settings.ingest, alerting, self.clock_ns)
+                                self.stats, settings.ingest, alerting, self.clock_ns,
+                                on_durability=alerting.storage)
             log.info("Siaga ingest started: %d devices, %d rules, MQTT %s:%s, InfluxDB %s %s, "
                      "API http://%s:%s, data in %s", len(self.registry), len(self.rules.rules),
                      settings.mqtt.host, settings.mqtt.port, writer.describe(),
@@ -134,9 +135,16 @@ class Service:
         stats, budget = self._storage_stats(), self.settings.spool.max_bytes
         if stats is None:
             reasons.append("storage not open")
-        elif stats.spool_bytes >= SPOOL_NEARLY_FULL * budget:
-            reasons.append(f"spool nearly full ({stats.spool_bytes} of {budget} bytes):"
-                           " InfluxDB has not been taking writes")
+        else:
+            if stats.spool_bytes >= SPOOL_NEARLY_FULL * budget:
+                reasons.append(f"spool nearly full ({stats.spool_bytes} of {budget} bytes):"
+                               " InfluxDB has not been taking writes")
+            if stats.unavailable_reason is not None:
+                # The disk may fill long before the budget: only a refused store tells.
+                since = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                      time.gmtime(stats.unavailable_since or 0.0))
+                reasons.append(f"cannot make readings durable since {since}:"
+                               f" {stats.unavailable_reason}")
         return reasons
 
     def _storage_stats(self) -> StorageStats | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from ingest.stats import IngestStats
-from ingest.storage import StorageStats
+from ingest.storage import UNAVAILABLE_CAUSES, StorageStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 REJECTED_CODE: Final = "rejected-by-influxdb"  # the dead-letter code storage counts itself
@@ -150,6 +150,13 @@ def _storage_families(storage: StorageStats | None) -> list[Family]:
         _one("siaga_spool_bytes", "gauge", "Bytes waiting in the disk spool.", s.spool_bytes),
         _one("siaga_influxdb_last_write_latency_seconds", "gauge",
              "Duration of the latest successful InfluxDB write.", s.last_write_latency_s),
+        Family("siaga_storage_unavailable_total", "counter",
+               "Attempts to store a batch refused as neither InfluxDB nor the spool took it "
+               "(its acks withheld, the batch retried), by cause: spool-full, disk-error.",
+               _by("cause", s.unavailable_total, UNAVAILABLE_CAUSES)),
+        _one("siaga_storage_unavailable", "gauge",
+             "1 while readings cannot be made durable (acks withheld), else 0.",
+             int(s.unavailable)),
     ]
 
 

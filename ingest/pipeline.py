@@ -71,7 +71,14 @@ class Pipeline:
         settings: IngestSettings,
         observer: Observer,
         clock_ns: Callable[[], int] = time.time_ns,
+        *,
+        on_durability: Callable[[str | None], None] | None = None,
     ) -> None:
+        """`on_durability` hears why readings cannot be made durable, or None once they can.
+
+        It is called on changes only, and once on the first store after start, so a state
+        left behind by an earlier run (an alert still firing) is corrected.
+        """
         self._observer = observer
         self._subscriber = subscriber
         self._decoder = decoder
@@ -84,6 +91,8 @@ class Pipeline:
         self._series: dict[str, str] = {}
         self._per_message = 1.0  # lines per message in the latest step
         self._writing = False  # the flusher is making a batch durable
+        self._on_durability = on_durability
+        self._durable: bool | None = None  # as last told to `on_durability`; None: not yet
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what was collected and return."""
@@ -213,13 +222,26 @@ class Pipeline:
 
         Waiting here holds back the acks, so the broker keeps the messages: nothing is lost
         and nothing is acknowledged that is not durable. Returns None if stopped first.
+        `on_durability` hears when this starts and when it ends.
         """
         delay = 1.0
+        tell = self._on_durability
         while True:
             try:
-                return await self._storage.store(lines)
+                outcome = await self._storage.store(lines)
             except StorageUnavailable as exc:
                 log.error("cannot make readings durable (%s); retrying in %.0f s", exc, delay)
+                reason = exc.reason
+            else:
+                # A batch without lines stores nothing, so it proves nothing either way.
+                if tell is not None and lines and self._durable is not True:
+                    self._durable = True
+                    tell(None)
+                return outcome
+            # Told outside the `except`: an error of its own is not logged as caused by this.
+            if tell is not None and self._durable is not False:
+                self._durable = False
+                tell(reason)
             try:
                 await asyncio.wait_for(stop.wait(), delay)
                 return None

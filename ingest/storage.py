@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from ingest.influx import RejectedWriteError, RetryableWriteError, Writer
 from ingest.spool import Segment, Spool, SpoolFull
@@ -17,6 +18,10 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 1.0  # a restarting InfluxDB is often back within a second or two
 BACKOFF_MAX_S = 30.0  # an outage is noticed within half a minute of its end
 RETRY_AFTER_MAX_S = 300.0  # a Retry-After beyond five minutes is more likely a bug than a plan
+# Why a batch could not be made durable (the `cause` label of the refusal counter).
+SPOOL_FULL: Final = "spool-full"  # InfluxDB down and the spool at its byte budget
+DISK_ERROR: Final = "disk-error"  # InfluxDB down and the spool's disk failing (ENOSPC, EIO)
+UNAVAILABLE_CAUSES: Final = (SPOOL_FULL, DISK_ERROR)
 
 Rejection = tuple[str, str]  # (line, InfluxDB's reason for refusing it)
 # Called in a worker thread, as it is expected to write the lines to disk (as dead letters).
@@ -24,7 +29,16 @@ RejectedCallback = Callable[[list[Rejection]], None]
 
 
 class StorageUnavailable(Exception):
-    """Lines could be made durable neither in InfluxDB nor in the spool."""
+    """Lines could be made durable neither in InfluxDB nor in the spool.
+
+    `cause` is one of `UNAVAILABLE_CAUSES`; `reason` says what failed, short and without
+    the batch's size, for `/readyz` and the StorageUnavailable alert.
+    """
+
+    def __init__(self, message: str, cause: str, reason: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +61,17 @@ class StorageStats:
     spool_segments: int
     spool_bytes: int
     last_write_latency_s: float | None
+    # Stores refused as not durable (each retry of a batch counts), by cause: every one of
+    # `UNAVAILABLE_CAUSES` is present.
+    unavailable_total: Mapping[str, int] = field(default_factory=dict)
+    # While readings cannot be made durable: why, and since when (time.time() of the first
+    # refusal); both None once a store succeeds again.
+    unavailable_reason: str | None = None
+    unavailable_since: float | None = None
+
+    @property
+    def unavailable(self) -> bool:
+        return self.unavailable_reason is not None
 
 
 @dataclass(slots=True)
@@ -87,6 +112,7 @@ class Storage:
         on_rejected: RejectedCallback,
         *,
         timer: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.time,
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
     ) -> None:
@@ -94,6 +120,7 @@ class Storage:
         self._spool = spool
         self._on_rejected = on_rejected
         self._timer = timer
+        self._clock = clock
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._appended = asyncio.Event()
@@ -105,6 +132,8 @@ class Storage:
         self._rejected_total = 0
         self._retryable_errors_total = 0
         self._last_write_latency_s: float | None = None
+        self._unavailable_total = dict.fromkeys(UNAVAILABLE_CAUSES, 0)
+        self._unavailable: tuple[str, float] | None = None  # (reason, since), until a store works
 
     @property
     def stats(self) -> StorageStats:
@@ -116,6 +145,9 @@ class Storage:
             spool_segments=self._spool.segments,
             spool_bytes=self._spool.size_bytes,
             last_write_latency_s=self._last_write_latency_s,
+            unavailable_total=dict(self._unavailable_total),
+            unavailable_reason=None if self._unavailable is None else self._unavailable[0],
+            unavailable_since=None if self._unavailable is None else self._unavailable[1],
         )
 
     async def store(self, lines: list[str]) -> StoreOutcome:
@@ -128,24 +160,32 @@ class Storage:
         newest data, or evicting the oldest from the spool, would both lose readings that
         the broker can still hold for us. Lines written before the error are written again
         on redelivery, which InfluxDB turns into harmless overwrites.
+
+        Each refusal is counted by cause, and `stats` tells why and since when until a
+        store succeeds again.
         """
         if not lines:
             return StoreOutcome()
         async with self._store_lock:
-            if not self._spool.empty:
-                await self._append(lines)
-                return StoreOutcome(spooled=len(lines))
-            try:
-                progress = await self._write_splitting(lines)
-            except _Interrupted as stopped:
-                log.warning("InfluxDB unavailable, spooling: %s", stopped.cause)
-                await self._append(stopped.remaining)
-                self._rejected_total += len(stopped.progress.rejected)
-                return StoreOutcome(
-                    stopped.progress.written, len(stopped.remaining), stopped.progress.rejected
-                )
-            self._rejected_total += len(progress.rejected)
-            return StoreOutcome(written=progress.written, rejected=progress.rejected)
+            outcome = await self._store(lines)
+            self._unavailable = None  # durable again: InfluxDB or the spool took the lines
+            return outcome
+
+    async def _store(self, lines: list[str]) -> StoreOutcome:
+        if not self._spool.empty:
+            await self._append(lines)
+            return StoreOutcome(spooled=len(lines))
+        try:
+            progress = await self._write_splitting(lines)
+        except _Interrupted as stopped:
+            log.warning("InfluxDB unavailable, spooling: %s", stopped.cause)
+            await self._append(stopped.remaining)
+            self._rejected_total += len(stopped.progress.rejected)
+            return StoreOutcome(
+                stopped.progress.written, len(stopped.remaining), stopped.progress.rejected
+            )
+        self._rejected_total += len(progress.rejected)
+        return StoreOutcome(written=progress.written, rejected=progress.rejected)
 
     async def drain(self, stop: asyncio.Event) -> None:
         """Deliver the spool to InfluxDB, oldest segment first, until `stop` is set.
@@ -231,11 +271,19 @@ class Storage:
         try:
             await asyncio.to_thread(self._spool.append, _join_lines(lines))
         except (SpoolFull, OSError) as exc:
-            raise StorageUnavailable(
-                f"cannot store {len(lines)} lines: InfluxDB is not taking them and {exc}"
-            ) from exc
+            raise self._refused(len(lines), exc) from exc
         self._spooled_total += len(lines)
         self._appended.set()
+
+    def _refused(self, count: int, exc: SpoolFull | OSError) -> StorageUnavailable:
+        """Count a refusal and remember it (from its first occurrence) until a store works."""
+        cause, reason = (SPOOL_FULL, str(exc)) if isinstance(exc, SpoolFull) else (
+            DISK_ERROR, f"spool disk error: {exc}")
+        self._unavailable_total[cause] += 1
+        since = self._clock() if self._unavailable is None else self._unavailable[1]
+        self._unavailable = (reason, since)
+        return StorageUnavailable(
+            f"cannot store {count} lines: InfluxDB is not taking them and {exc}", cause, reason)
 
     async def _wait_for_append(self, stop: asyncio.Event) -> None:
         self._appended.clear()

@@ -33,8 +33,18 @@ from rules.routing import Receiver, Route, route_problems
 
 # Alert names follow Prometheus: they become the `alertname` label.
 ALERTNAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
-# The offline checker's alerts: a rule of that name would share their identity.
-OFFLINE_ALERTS: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE})
+# Raised by the ingest service (not by a rule) while readings can be made durable
+# neither in InfluxDB nor in its disk spool.
+STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
+# The alerts Siaga raises itself, and what raises them: a rule of that name would share
+# their identity.
+BUILTIN_ALERTS: Mapping[str, str] = MappingProxyType({
+    DEVICE_OFFLINE: "the offline checker", AREA_OFFLINE: "the offline checker",
+    STORAGE_UNAVAILABLE: "the service when readings cannot be made durable",
+})
+# What the engine keeps across a restart besides the rules (it resolves the open alerts of
+# any other name): every built-in alert, not only the offline checker's, despite the name.
+OFFLINE_ALERTS: Final = frozenset(BUILTIN_ALERTS)
 # Labels every signal sets itself; a rule's own `labels` may not replace them.
 RESERVED_RULE_LABELS: Final = frozenset({"alertname", "severity", "device_id", "kind"})
 # Placeholders any template may use, besides the device's label keys (`{river}`).
@@ -303,8 +313,9 @@ def check_rules(rules_file: RulesFile, registry: Registry) -> Problems:
 def _name_problems(rules: Sequence[RuleBase]) -> Problems:
     first: dict[str, int] = {}
     for index, rule in enumerate(rules):
-        if rule.name in OFFLINE_ALERTS:
-            yield ("rules", index, "name"), f"{rule.name} is raised by the offline checker"
+        if rule.name in BUILTIN_ALERTS:
+            yield (("rules", index, "name"),
+                   f"{rule.name} is raised by {BUILTIN_ALERTS[rule.name]}")
         elif rule.name in first:
             yield (("rules", index, "name"),
                    f"duplicate rule name {rule.name!r}: rules[{first[rule.name]}] has it too")

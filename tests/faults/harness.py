@@ -30,6 +30,7 @@ TS = 1_700_000_000  # the load's event time starts here, one second per seq
 # Quiet gauges of the bundled catalog: their levels stay far below every Siaga threshold.
 LOAD_DEVICES = ("krukut-hulu", "pesanggrahan", "angke-hulu", "cipinang-hulu")
 READY_LINE = "Siaga ingest ready"
+_LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')  # escapes kept
 START_TIMEOUT_S = 30.0  # a restart replays the broker's backlog before it is ready
 HTTP_TIMEOUT_S = 5.0
 # One Siaga ladder cycle at Manggarai (siaga3 751, siaga2 851, siaga1 950, clear margin 10).
@@ -295,8 +296,9 @@ class ServiceProcess:
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
 
-    def metrics(self) -> dict[str, float]:
-        """Prometheus samples by name, labelled samples summed."""
+    def metrics(self, **labels: str) -> dict[str, float]:
+        """Prometheus samples by name, labelled samples summed; with `labels`, only the
+        samples carrying each of those labels with that value."""
         status, text = self.get("/metrics")
         assert status == 200, text
         values: dict[str, float] = {}
@@ -304,13 +306,16 @@ class ServiceProcess:
             if not line or line.startswith("#"):
                 continue
             name_part, _, value = line.rpartition(" ")
-            name = name_part.split("{", 1)[0]
+            name, _, label_part = name_part.partition("{")
+            if labels and not labels.items() <= dict(_LABEL_PAIR.findall(label_part)).items():
+                continue
             values[name] = values.get(name, 0.0) + float(value)
         return values
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, **labels: str) -> float:
+        """One family's value (summed over its samples, or those with `labels`)."""
         try:
-            return self.metrics().get(name, 0.0)
+            return self.metrics(**labels).get(name, 0.0)
         except OSError:
             return -1.0  # not answering (restarting): never mistaken for progress
 

@@ -80,20 +80,34 @@ def test_a_full_disk_withholds_acks_with_a_clear_error_and_loses_nothing_once_sp
         time.sleep(FULL_HELD_S)  # the fault's duration: acks must stay withheld throughout
         acked_after = service.metric("siaga_mqtt_messages_acked_total")
         readyz = service.get("/readyz") if service.running else (0, "(exited)")
+        disk_errors = service.metric("siaga_storage_unavailable_total", cause="disk-error")
+        unavailable = service.metric("siaga_storage_unavailable")
         restart(influx)  # the spool drains, and the disk has room again
+        back_at = time.monotonic()
         exit_code = restart_if_exited(service)
+        poll(lambda: service.get("/readyz")[0] == 200, 120, "ready again")
+        ready_again_s = time.monotonic() - back_at
+        unavailable_after = service.metric("siaga_storage_unavailable")
         published = rig.load.finish()
         poll(lambda: rig.publisher.acked >= published + 20, 60, "broker acknowledged everything")
         count = wait_all_stored(influx, database, rig.load.published, 180)
         poll(lambda: service.metric("siaga_dead_letters_total") >= 20, 60, "dead letters kept")
         assert service.terminate() == 0
-        errors = [line for line in service.log_text().splitlines()
-                  if "No space left on device" in line]
+        log = service.log_text()
+        errors = [line for line in log.splitlines() if "No space left on device" in line]
         checks = integrity(small_disk)
         figures.record(rate=round(rig.load.achieved_rate), disk_mib=4,
                        disk_full_after_s=round(full_s, 1), readyz_while_full=readyz,
+                       disk_errors_counted=int(disk_errors),
+                       ready_again_after_s=round(ready_again_s, 1),
+                       alert_not_recorded=log.count("could not record the StorageUnavailable"),
                        exited_while_full=exit_code, first_error=errors[0][:300],
                        integrity=checks, **count.as_dict())
+    assert readyz[0] == 503, readyz
+    assert "cannot make readings durable" in readyz[1]
+    assert "No space left on device" in readyz[1]
+    assert disk_errors > 0 and unavailable == 1 and unavailable_after == 0
+    assert exit_code is None  # a full disk is waited out, not a reason to exit
     assert acked_after == acked_when_full  # nothing acknowledged while nothing is durable
     assert count.lost == 0, f"lost {count.lost}, e.g. {count.lost_examples}"
     assert set(checks.values()) == {"ok"}

@@ -8,7 +8,15 @@ from typing import Any
 
 from ingest.localservers import InfluxDB1, Mosquitto
 from tests.faults.conftest import Figures
-from tests.faults.harness import LONG, fault_settings, poll, restart, wait_all_stored
+from tests.faults.harness import (
+    LONG,
+    ThreadedReceiver,
+    fault_settings,
+    poll,
+    restart,
+    rules_file,
+    wait_all_stored,
+)
 
 OUTAGE_S = 180.0 if LONG else 10.0
 RATE = 500.0  # readings/s
@@ -58,11 +66,25 @@ def test_an_influxdb_outage_is_absorbed_by_the_spool_and_drained_faster_than_liv
     assert drain_rate > 2 * rig.load.achieved_rate
 
 
+def storage_pages(webhook: ThreadedReceiver) -> list[str]:
+    """The status of each StorageUnavailable notification the receiver took, in order."""
+    seen: set[str] = set()
+    pages = []
+    for request in webhook.delivered():
+        alert = request.json["alerts"][0]
+        if alert["labels"]["alertname"] == "StorageUnavailable" and request.delivery not in seen:
+            seen.add(request.delivery)
+            pages.append(alert["status"])
+    return pages
+
+
 def test_a_full_spool_withholds_acks_says_why_and_loses_nothing_once_influxdb_returns(
-    mosquitto: Mosquitto, tmp_path: Path, rigs: Any, figures: Figures,
+    mosquitto: Mosquitto, tmp_path: Path, rigs: Any, webhook: ThreadedReceiver,
+    figures: Figures,
 ) -> None:
+    rules = rules_file(tmp_path / "rules.yaml", webhook.url)
     with InfluxDB1(tmp_path / "influx") as influx:
-        settings, database = fault_settings(mosquitto, influx, tmp_path / "data",
+        settings, database = fault_settings(mosquitto, influx, tmp_path / "data", rules=rules,
                                             spool_bytes=SMALLEST_SPOOL)
         rig = rigs(mosquitto, settings, FULL_RATE)
         service = rig.service
@@ -73,24 +95,37 @@ def test_a_full_spool_withholds_acks_says_why_and_loses_nothing_once_influxdb_re
         readyz = service.get("/readyz")[1]
         poll(lambda: "cannot make readings durable" in service.log_text(), 30,
              "the service says it cannot store")
+        poll(lambda: "cannot make readings durable" in service.get("/readyz")[1], 10,
+             "readyz says readings cannot be made durable")
+        readyz_refusing = service.get("/readyz")[1]
+        poll(lambda: storage_pages(webhook) == ["firing"], 30, "StorageUnavailable paged")
         acked_when_full = service.metric("siaga_mqtt_messages_acked_total")
         time.sleep(FULL_HELD_S)  # the fault's duration: acks must stay withheld throughout
         acked_after = service.metric("siaga_mqtt_messages_acked_total")
+        refused = service.metric("siaga_storage_unavailable_total", cause="spool-full")
+        unavailable = service.metric("siaga_storage_unavailable")
         withheld = rig.load.sent - acked_after
         refusals = service.log_text().count("cannot make readings durable")
         restart(influx)
         back_at = time.monotonic()
         recovery_s = poll(lambda: service.get("/readyz")[0] == 200, 120, "ready again")
+        poll(lambda: storage_pages(webhook) == ["firing", "resolved"], 60,
+             "StorageUnavailable resolved")
         published = rig.load.finish()
         poll(lambda: rig.publisher.acked >= published, 60, "broker acknowledged everything")
         count = wait_all_stored(influx, database, rig.load.published, 180)
+        unavailable_after = service.metric("siaga_storage_unavailable")
         figures.record(rate=round(rig.load.achieved_rate), spool_budget=SMALLEST_SPOOL,
                        spool_full_after_s=round(full_s, 1), readyz=readyz,
+                       readyz_refusing=readyz_refusing,
                        acks_withheld_at_peak=withheld, storage_refusals_logged=refusals,
+                       storage_refusals_counted=int(refused),
                        outage_s=round(back_at - down_at, 1),
                        ready_again_after_s=round(recovery_s, 1),
                        **count.as_dict())
     assert "spool nearly full" in readyz
+    assert "spool full" in readyz_refusing
+    assert refused > 0 and unavailable == 1 and unavailable_after == 0
     assert acked_after == acked_when_full  # nothing acknowledged while nothing is durable
     assert withheld > 0
     assert count.lost == 0, f"lost {count.lost}, e.g. {count.lost_examples}"

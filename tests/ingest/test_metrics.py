@@ -6,6 +6,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,30 @@ def test_storage_metrics_are_absent_rather_than_zero_before_storage_starts() -> 
     text = render(ingest_families(IngestStats(), None))
     assert "# TYPE siaga_spool_bytes gauge" in text
     assert not any(name == "siaga_spool_bytes" for name, _ in parse(text))
+
+
+def test_storage_refusals_are_shown_by_cause_with_both_causes_at_zero() -> None:
+    samples = parse(render(ingest_families(IngestStats(), storage_stats())))
+    assert samples[key("siaga_storage_unavailable_total", cause="spool-full")] == 0
+    assert samples[key("siaga_storage_unavailable_total", cause="disk-error")] == 0
+    assert samples[key("siaga_storage_unavailable")] == 0
+
+
+def test_storage_that_cannot_make_readings_durable_is_shown_as_such() -> None:
+    stats = replace(storage_stats(), unavailable_total={"spool-full": 0, "disk-error": 3},
+                    unavailable_reason="spool disk error: [Errno 28] No space left on device",
+                    unavailable_since=1_700_000_000.0)
+    samples = parse(render(ingest_families(IngestStats(), stats)))
+    assert samples[key("siaga_storage_unavailable_total", cause="disk-error")] == 3
+    assert samples[key("siaga_storage_unavailable_total", cause="spool-full")] == 0
+    assert samples[key("siaga_storage_unavailable")] == 1
+
+
+def test_storage_unavailability_is_absent_rather_than_zero_before_storage_starts() -> None:
+    text = render(ingest_families(IngestStats(), None))
+    assert "# TYPE siaga_storage_unavailable_total counter" in text
+    assert "# TYPE siaga_storage_unavailable gauge" in text
+    assert not any(name.startswith("siaga_storage_unavailable") for name, _ in parse(text))
 
 
 def test_an_unknown_write_latency_is_left_out() -> None:

@@ -19,9 +19,10 @@ from typing import Self
 
 import pytest
 
-from ingest.influx import RejectedWriteError, RetryableWriteError
+from ingest.influx import RejectedWriteError, RetryableWriteError, V1Writer
+from ingest.ports import free_port
 from ingest.spool import Spool
-from ingest.storage import Rejection, Storage, StorageUnavailable
+from ingest.storage import DISK_ERROR, SPOOL_FULL, Rejection, Storage, StorageUnavailable
 
 BUDGET = 1_000_000
 DEADLINE_S = 5.0  # generous: a loaded CI machine must not fail a correct drain
@@ -268,6 +269,56 @@ async def test_a_full_spool_makes_storage_unavailable(tmp_path: Path) -> None:
         await harness.storage.store(batch("a"))
     assert harness.spool.empty
     assert harness.storage.stats.spooled_total == 0
+
+
+@contextlib.asynccontextmanager
+async def dead_influxdb() -> AsyncIterator[V1Writer]:
+    """A real InfluxDB 1.x writer aimed at a port nothing listens on: connection refused."""
+    async with V1Writer(f"http://127.0.0.1:{free_port()}", "siaga", timeout_s=2.0,
+                        create_database=False) as writer:
+        yield writer
+
+
+async def test_a_full_spool_is_counted_and_said_until_a_store_succeeds(tmp_path: Path) -> None:
+    refused, fits = batch("a", 4), ["m v=1i 1"]  # 4 lines do not fit 40 bytes; 1 does
+    clock = iter([100.0, 200.0, 300.0])
+    async with dead_influxdb() as writer:
+        storage = Storage(writer, Spool(tmp_path / "spool", 40), lambda rejected: None,
+                          clock=lambda: next(clock))
+        for _ in range(2):
+            with pytest.raises(StorageUnavailable) as raised:
+                await storage.store(refused)
+        full = storage.stats
+        await storage.store(fits)
+        after = storage.stats
+    assert raised.value.cause == SPOOL_FULL
+    assert full.unavailable_total == {SPOOL_FULL: 2, DISK_ERROR: 0}
+    assert full.unavailable and full.unavailable_reason == raised.value.reason
+    assert raised.value.reason.startswith("spool full: 0 of 40 bytes used")
+    assert full.unavailable_since == 100.0  # since the first refusal, not the latest
+    assert after.spooled_total == 1
+    assert not after.unavailable and after.unavailable_since is None
+    assert after.unavailable_total == {SPOOL_FULL: 2, DISK_ERROR: 0}
+
+
+async def test_a_failing_spool_disk_is_counted_as_a_disk_error(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    async with dead_influxdb() as writer:
+        storage = Storage(writer, Spool(directory, BUDGET), lambda rejected: None)
+        directory.rmdir()
+        directory.write_bytes(b"")  # a file where the spool's folder was: every write fails
+        with pytest.raises(StorageUnavailable) as raised:
+            await storage.store(batch("a"))
+        failing = storage.stats
+        directory.unlink()
+        directory.mkdir()
+        await storage.store(batch("b"))
+        after = storage.stats
+    assert raised.value.cause == DISK_ERROR
+    assert isinstance(raised.value.__cause__, OSError)
+    assert failing.unavailable_total == {SPOOL_FULL: 0, DISK_ERROR: 1}
+    assert failing.unavailable_reason == f"spool disk error: {raised.value.__cause__}"
+    assert not after.unavailable and after.spooled_total == 3
 
 
 async def test_the_drain_stops_promptly_while_waiting_for_work(harness: Harness) -> None:

@@ -104,6 +104,16 @@ def test_a_rule_named_like_the_offline_alerts_is_refused(
     ]
 
 
+def test_a_rule_named_like_the_storage_alert_is_refused(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = LADDER.replace("FloodLevel", "StorageUnavailable")
+    assert problems(tmp_path, registry, text) == [
+        ":2: rules[0].name: StorageUnavailable is raised by the service when readings cannot"
+        " be made durable",
+    ]
+
+
 def test_an_unknown_device_is_refused_at_its_line(tmp_path: Path, registry: Registry) -> None:
     text = LADDER.replace("    kind: water-level\n", "    devices: [manggarai, monas]\n")
     assert problems(tmp_path, registry, text) == [":4: rules[0].devices[1]: unknown device 'monas'"]

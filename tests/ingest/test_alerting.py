@@ -1,0 +1,105 @@
+"""Tests of the service's alerting side: the StorageUnavailable alert, over real SQLite stores
+and a real webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from devices.registry import Registry, bundled_catalog_path, load_catalog
+from ingest.alerting import Alerting
+from rules.alert import AlertStatus, fingerprint
+from rules.config import RulesFile
+from tests.receiver import RecordingReceiver
+
+STORAGE_ALERT = fingerprint("StorageUnavailable", "storage")
+DISK_FULL = "spool disk error: [Errno 28] No space left on device"
+DEADLINE_S = 10.0  # generous: a loaded CI machine must not fail a correct delivery
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return load_catalog(bundled_catalog_path())
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[RecordingReceiver]:
+    receiver = RecordingReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+def alerting(registry: Registry, data_dir: Path, webhook_url: str | None = None) -> Alerting:
+    return Alerting(RulesFile(), registry, data_dir, webhook_url=webhook_url,
+                    external_url="http://siaga.test")
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within the deadline")
+        await asyncio.sleep(0.02)
+
+
+def status(service: Alerting) -> AlertStatus | None:
+    view = service.book.get(STORAGE_ALERT)
+    return None if view is None else view.alert.status
+
+
+async def test_storage_unavailable_is_paged_as_critical_and_resolved_when_storage_recovers(
+    registry: Registry, tmp_path: Path, receiver: RecordingReceiver,
+) -> None:
+    async with alerting(registry, tmp_path, receiver.url) as service:
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(service.run(stop))
+            service.storage(DISK_FULL)
+            firing = status(service)
+            await eventually(lambda: len(receiver.delivered()) == 1)
+            service.storage(None)
+            resolved = status(service)
+            await eventually(lambda: len(receiver.delivered()) == 2)
+            stop.set()
+    pages = [request.json["alerts"][0] for request in receiver.delivered()]
+    assert (firing, resolved) == (AlertStatus.FIRING, AlertStatus.RESOLVED)
+    assert [page["status"] for page in pages] == ["firing", "resolved"]
+    assert pages[0]["labels"] == {"alertname": "StorageUnavailable", "severity": "critical"}
+    assert pages[0]["annotations"]["reason"] == DISK_FULL
+    assert DISK_FULL in pages[0]["annotations"]["description"]
+
+
+async def test_a_storage_alert_left_firing_by_an_earlier_run_resolves_on_the_first_store(
+    registry: Registry, tmp_path: Path,
+) -> None:
+    async with alerting(registry, tmp_path) as earlier:
+        earlier.storage(DISK_FULL)
+    async with alerting(registry, tmp_path) as later:
+        kept = status(later)  # not resolved at start as the alert of an unknown rule
+        later.storage(None)
+        assert (kept, status(later)) == (AlertStatus.FIRING, AlertStatus.RESOLVED)
+
+
+async def test_a_storage_alert_the_alert_book_cannot_write_is_logged_and_the_service_goes_on(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with alerting(registry, tmp_path) as service:
+        other = sqlite3.connect(tmp_path / "alerts.sqlite", isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            with caplog.at_level(logging.ERROR, logger="ingest.alerting"):
+                service.storage(DISK_FULL)  # waits out SQLite's 5 s busy timeout, then logs
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        service.storage(None)
+        assert status(service) is AlertStatus.RESOLVED  # recorded, never paged
+    assert "could not record the StorageUnavailable alert" in caplog.text
+    assert "database is locked" in caplog.text
