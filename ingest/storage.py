@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_S = 1.0  # a restarting InfluxDB is often back within a second or two
 BACKOFF_MAX_S = 30.0  # an outage is noticed within half a minute of its end
+PROBE_EVERY_S = 0.5  # while InfluxDB is unreachable, /ping it this often (a cheap request)
 RETRY_AFTER_MAX_S = 300.0  # a Retry-After beyond five minutes is more likely a bug than a plan
 # Why a batch could not be made durable (the `cause` label of the refusal counter).
 SPOOL_FULL: Final = "spool-full"  # InfluxDB down and the spool at its byte budget
@@ -206,7 +207,22 @@ class Storage:
             delay = _retry_delay(failure, backoff)
             backoff = min(backoff * 2, self._backoff_max_s)
             log.warning("spool drain paused for %.1f s: %s", delay, failure)
-            await _wait(stop, delay)
+            if failure.status is None and failure.retry_after is None:
+                await self._wait_for_server(stop, delay)  # unreachable: watch for its return
+            else:
+                await _wait(stop, delay)  # it answered: its errors are not fixed by a ping
+
+    async def _wait_for_server(self, stop: asyncio.Event, delay: float) -> None:
+        """Wait `delay`, or less: until InfluxDB answers its ping again.
+
+        The backoff spares a server that keeps failing; a server that was simply away
+        gets the spool as soon as it is back, not up to `backoff_max_s` later.
+        """
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0 and not stop.is_set():
+            await _wait(stop, min(PROBE_EVERY_S, left))
+            if not stop.is_set() and await self._writer.ping():
+                return
 
     async def _drain_oldest(self) -> RetryableWriteError | None:
         """Deliver the oldest segment; return the error that stopped it, if one did."""

@@ -22,7 +22,14 @@ import pytest
 from ingest.influx import RejectedWriteError, RetryableWriteError, V1Writer
 from ingest.ports import free_port
 from ingest.spool import Spool
-from ingest.storage import DISK_ERROR, SPOOL_FULL, Rejection, Storage, StorageUnavailable
+from ingest.storage import (
+    DISK_ERROR,
+    PROBE_EVERY_S,
+    SPOOL_FULL,
+    Rejection,
+    Storage,
+    StorageUnavailable,
+)
 
 BUDGET = 1_000_000
 DEADLINE_S = 5.0  # generous: a loaded CI machine must not fail a correct drain
@@ -228,6 +235,33 @@ async def test_the_drain_keeps_only_the_unwritten_rest_when_influxdb_fails_midwa
     assert oldest is not None
     assert oldest.body == f"{c}\n{d}".encode()
     assert harness.writer.written == [a]
+
+
+async def test_an_unreachable_influxdb_gets_the_spool_as_soon_as_it_answers_again(
+    tmp_path: Path,
+) -> None:
+    # A 60 s backoff, but InfluxDB is only away: the drain pings it and goes on when it is
+    # back, within one probe interval.
+    harness = Harness(tmp_path, backoff_initial_s=60.0)
+    harness.spool.append(b"m v=1i 1")
+    harness.writer.down = True
+    async with harness.draining():
+        await eventually(lambda: len(harness.writer.attempts) == 1)
+        harness.writer.down = False
+        back = time.monotonic()
+        await eventually(lambda: harness.spool.empty)
+    assert harness.writer.attempts[1] - back <= PROBE_EVERY_S + 0.2
+
+
+async def test_a_server_that_answers_with_errors_waits_out_its_backoff(tmp_path: Path) -> None:
+    # A 503 is an answer: pinging would not tell whether writes work again.
+    harness = Harness(tmp_path, backoff_initial_s=0.6)
+    harness.spool.append(b"m v=1i 1")
+    harness.writer.script = [RetryableWriteError("503", status=503)]
+    async with harness.draining():
+        await eventually(lambda: harness.spool.empty)
+    first, second = harness.writer.attempts
+    assert second - first >= 0.6 * 0.9
 
 
 async def test_retry_after_shorter_than_the_backoff_is_honoured(tmp_path: Path) -> None:
