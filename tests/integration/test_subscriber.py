@@ -145,3 +145,21 @@ async def test_acks_from_an_earlier_connection_are_dropped(
         await stack.enter_async_context(Subscriber(settings, [topic], lambda: 0))
         await eventually(lambda: subscriber.connects >= 2 or not subscriber.connected.is_set())
         assert subscriber.ack(taken) == 0
+
+
+async def test_qos_0_messages_and_empty_payloads_arrive_and_need_no_ack(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    settings = settings.model_copy(update={"qos": 0})
+    async with AsyncExitStack() as stack:
+        subscriber = await started(stack, settings, topic)
+        publisher = Publisher(mosquitto, user=ADMIN_USER)
+        try:
+            for body in (b"", b"x" * 200, "ü".encode()):
+                publisher.publish(topic, body, qos=0)
+            taken = await take_all(subscriber, 3)
+        finally:
+            publisher.close()
+    assert [(m.payload, m.qos, m.mid) for m in taken] == [
+        (b"", 0, 0), (b"x" * 200, 0, 0), ("ü".encode(), 0, 0)]
+    assert subscriber.ack(taken) == 0
