@@ -3,13 +3,13 @@
 A condition is pure given its `Memory`: it reads only the reading (event time, `ts_ns`),
 the device's catalog entry and what it remembered from that device's earlier readings.
 The engine keeps one memory per (rule, device) and feeds the signals to `alert.step`.
+Windows (window, rate of change, ISPU) are `series.Series`: bounded whatever the device's
+rate, exact up to MAX_SPANS - 1 readings a window, approximate at the old edge above.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
@@ -32,8 +32,9 @@ from rules.config import (
 )
 from rules.durations import format_duration, to_ns
 from rules.ispu import BREAKPOINTS, Category, ispu
+from rules.series import Series
+from rules.series import trim as trim  # re-exported: it was public here before series
 
-T = TypeVar("T")
 R = TypeVar("R", bound=RuleBase)
 
 # The severity of each ISPU category (SPEC section 3 carries the category as `level`).
@@ -44,8 +45,8 @@ ISPU_SEVERITY: Mapping[Category, Severity] = MappingProxyType({
     Category.SANGAT_TIDAK_SEHAT: Severity.MAJOR,
     Category.BERBAHAYA: Severity.CRITICAL,
 })
-AGGREGATES: Mapping[str, Callable[[Sequence[float]], float]] = MappingProxyType(
-    {"mean": statistics.fmean, "max": max, "min": min}
+AGGREGATES: Mapping[str, Callable[[Series], float]] = MappingProxyType(
+    {"mean": Series.mean, "max": Series.high, "min": Series.low}
 )
 _OPEN: Final = frozenset({AlertStatus.PENDING, AlertStatus.FIRING})
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -55,8 +56,8 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 class Memory:
     """What one rule remembers about one device between its readings (event time only)."""
 
-    points: deque[tuple[int, float]] = field(default_factory=deque)  # (ts_ns, value)
-    samples: deque[tuple[int, Mapping[str, float]]] = field(default_factory=deque)  # ISPU
+    series: Series = field(default_factory=Series)  # window, rate of change: the field
+    pollutants: dict[str, Series] = field(default_factory=dict)  # ISPU: one per pollutant
     band: int = 0  # ladder: 0 below every step, n once steps[n - 1] is reached
     active: bool = False  # the condition held at the previous reading (for hysteresis)
     since_ns: int | None = None  # flood wave: when the upstream gauge reached the level
@@ -198,12 +199,6 @@ def ladder_band(value: float, limits: Sequence[float], band: int, margin: float)
     return band
 
 
-def trim(history: deque[tuple[int, T]], cutoff_ns: int) -> None:
-    """Drop entries before `cutoff_ns` but the newest of them: it shows the window is full."""
-    while len(history) >= 2 and history[1][0] <= cutoff_ns:
-        history.popleft()
-
-
 class Ladder(_Base[LadderRule]):
     """Per-device thresholds (siaga3_cm, ...): one alert whose level follows the value."""
 
@@ -260,13 +255,10 @@ class RateOfChange(_Base[RateOfChangeRule]):
         value = reading.values.get(self.rule.field)
         if value is None:
             return []
-        points = memory.points
-        points.append((reading.ts_ns, value))
-        while points[0][0] < reading.ts_ns - to_ns(self.rule.within):
-            points.popleft()
-        values = [v for _, v in points]
+        # [ts - within, ts] on integer nanoseconds is the series' (ts - within - 1, ts].
+        memory.series.add(reading.ts_ns, value, to_ns(self.rule.within) + 1)
         rise = self.rule.rise
-        change = value - min(values) if rise is not None else max(values) - value
+        change = value - memory.series.low() if rise is not None else memory.series.high() - value
         limit = rise if rise is not None else self.rule.fall or 0.0
         if change < limit:
             return [self._inactive(device.id, reading.ts_ns)]
@@ -284,13 +276,10 @@ class Window(_Base[WindowRule]):
         value = reading.values.get(self.rule.field)
         if value is None:
             return []
-        cutoff = reading.ts_ns - to_ns(self.rule.window)
-        memory.points.append((reading.ts_ns, value))
-        trim(memory.points, cutoff)
-        if memory.points[0][0] > cutoff:
+        memory.series.add(reading.ts_ns, value, to_ns(self.rule.window))
+        if not memory.series.full:
             return []  # a few readings are not a 10-minute mean: no judgement yet
-        inside = [v for ts, v in memory.points if ts > cutoff]
-        aggregate = AGGREGATES[self.rule.aggregate](inside)
+        aggregate = AGGREGATES[self.rule.aggregate](memory.series)
         memory.active = holds(self.rule, aggregate, memory.active)
         if not memory.active:
             return [self._inactive(device.id, reading.ts_ns)]
@@ -313,12 +302,19 @@ class Ispu(_Base[IspuRule]):
         pollutants = {k: v for k, v in reading.values.items() if k in BREAKPOINTS}
         if not pollutants:
             return []
-        cutoff = reading.ts_ns - to_ns(self.rule.window)
-        memory.samples.append((reading.ts_ns, pollutants))
-        trim(memory.samples, cutoff)
-        if memory.samples[0][0] > cutoff:
+        window = to_ns(self.rule.window)
+        series = memory.pollutants
+        for pollutant, value in pollutants.items():
+            if pollutant not in series:
+                series[pollutant] = Series()
+            series[pollutant].add(reading.ts_ns, value, window)
+        for pollutant, one in series.items():
+            if pollutant not in pollutants:
+                one.trim(reading.ts_ns - window)
+        # Full once any pollutant's readings span the window: a reading of any of them is one.
+        if not any(one.full for one in series.values()):
             return []
-        result = ispu(_means(values for ts, values in memory.samples if ts > cutoff))
+        result = ispu({pollutant: one.mean() for pollutant, one in series.items() if one.recent})
         if result.category.rank < Category(self.rule.min_category).rank:
             return [self._inactive(device.id, reading.ts_ns)]
         text = ("{name}: ISPU {index} ({category})",
@@ -332,14 +328,6 @@ class Ispu(_Base[IspuRule]):
         severity = ISPU_SEVERITY[result.category]
         return [self._active(device, reading.ts_ns, severity, result.index, text, extra,
                              {"level": result.category.value}, notes)]
-
-
-def _means(samples: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    totals: dict[str, list[float]] = {}
-    for values in samples:
-        for pollutant, value in values.items():
-            totals.setdefault(pollutant, []).append(value)
-    return {pollutant: statistics.fmean(values) for pollutant, values in totals.items()}
 
 
 class FloodWave(_Base[FloodWaveRule]):

@@ -1,7 +1,7 @@
 """Conditions one by one: bands, hysteresis, windows, rates, ISPU, flood waves, templates."""
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from rules.conditions import (
     trim,
 )
 from rules.config import RulesFile, ThresholdRule
+from rules.series import MAX_SPANS, WIDEN
 
 MINUTE = 60 * 1_000_000_000
 T0 = 1_600_682_400 * 1_000_000_000  # 2020-09-21T10:00:00Z
@@ -183,3 +184,49 @@ def test_every_placeholder_of_a_rule_type_has_a_value() -> None:
 
 def test_a_placeholder_for_a_label_the_device_lacks_renders_empty() -> None:
     assert render("{name} on {river}", {"name": "Gauge"}) == "Gauge on "
+
+
+def feed(cond: Condition, device: Device, phases: Sequence[tuple[float, dict[str, float]]],
+         every_ms: int, spans: Callable[[Memory], int]
+         ) -> tuple[list[tuple[float, bool | None]], int]:
+    """Readings every `every_ms` through phases (until minute, values): the minutes at
+    which the signal changes, and the most spans the memory held."""
+    memory, changes, longest, minute = Memory(), list[tuple[float, bool | None]](), 0, 0.0
+    for until, values in phases:
+        while minute < until:
+            signals = cond.evaluate(reading(minute, device, **values), device, memory)
+            longest = max(longest, spans(memory))
+            active = signals[0].active if signals else None  # None: the window is not full
+            if not changes or active != changes[-1][1]:
+                changes.append((minute, active))
+            minute += every_ms / 60_000
+    return changes, longest
+
+
+def lags(minutes: Sequence[float], exact: Sequence[float], window_min: float) -> bool:
+    """Each change at its exact minute or later by at most the edge of a merged window."""
+    edge = window_min * WIDEN / MAX_SPANS
+    return all(e - 0.01 <= m <= e + edge for m, e in zip(minutes, exact, strict=True))
+
+
+def test_a_window_fed_fifty_thousand_readings_stays_bounded_and_fires_then_clears() -> None:
+    cond = condition(name="High", type="window", field="level_cm", aggregate="mean",
+                     window="10m", above=100, clear_below=80)
+    phases = [(15, {"level_cm": 50.0}), (32, {"level_cm": 150.0}), (50, {"level_cm": 50.0})]
+    changes, longest = feed(cond, GAUGE, phases, 60, lambda memory: len(memory.series))
+    assert longest <= MAX_SPANS
+    # Exact: full at 10, the mean past 100 at 20 (half the window at 150), under 80 at 39.
+    assert [active for _, active in changes] == [None, False, True, False]
+    assert lags([minute for minute, _ in changes[1:]], [10, 20, 39], window_min=10)
+
+
+def test_an_ispu_fed_fifty_thousand_readings_stays_bounded_and_fires_then_clears() -> None:
+    cond = condition(name="Air", type="ispu", window="10m")
+    phases = [(15, {"pm25": 10.0}), (32, {"pm25": 200.0}), (50, {"pm25": 10.0})]
+    changes, longest = feed(cond, MONITOR, phases, 60,
+                            lambda memory: len(memory.pollutants["pm25"]))
+    assert longest <= MAX_SPANS
+    # Exact: full at 10, the pm25 mean past 55.4 (tidak sehat) at 10 + 10 * 45.4 / 190,
+    # back under it at 32 + 10 * 144.6 / 190.
+    assert [active for _, active in changes] == [None, False, True, False]
+    assert lags([minute for minute, _ in changes[1:]], [10, 17.39, 39.61], window_min=10)
