@@ -174,7 +174,11 @@ class _Unusual(Exception):
 
 
 def _stream_mapping(loader: Any) -> dict[str, Any]:
-    _expect(loader, yaml.StreamStartEvent, yaml.DocumentStartEvent, yaml.MappingStartEvent)
+    _expect(loader, yaml.StreamStartEvent, yaml.DocumentStartEvent)
+    top = loader.peek_event()
+    if top.tag is not None or top.anchor is not None:  # a tagged top level: the careful path
+        raise _Unusual
+    _expect(loader, yaml.MappingStartEvent)
     data: dict[str, Any] = {}
     while not loader.check_event(yaml.MappingEndEvent):
         key = loader.compose_node(None, None)

@@ -215,3 +215,8 @@ def test_an_error_in_the_hundredth_item_is_still_placed_at_its_line(tmp_path: Pa
 def test_a_duplicate_key_inside_a_list_item_is_found_by_either_path(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\nservers:\n  - host: a\n    host: b\n    port: 1\n")
     assert [p.line for p in problems_of(path)] == [4]
+
+
+def test_a_tagged_top_level_is_judged_as_pyyaml_judges_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="python/object"):
+        read_yaml(write(tmp_path, "!!python/object:os.system {a: 1}\n"))
