@@ -56,11 +56,20 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 class Memory:
     """What one rule remembers about one device between its readings (event time only)."""
 
-    series: Series = field(default_factory=Series)  # window, rate of change: the field
+    # Window and rate of change: the field (see `series`). Made on first use: one memory
+    # per (rule, device), and with 10,000 devices the unused ones of ladders and
+    # thresholds cost some 10 MB.
+    window: Series | None = None
     pollutants: dict[str, Series] = field(default_factory=dict)  # ISPU: one per pollutant
     band: int = 0  # ladder: 0 below every step, n once steps[n - 1] is reached
     active: bool = False  # the condition held at the previous reading (for hysteresis)
     since_ns: int | None = None  # flood wave: when the upstream gauge reached the level
+
+    @property
+    def series(self) -> Series:
+        if self.window is None:
+            self.window = Series()
+        return self.window
 
 
 class Condition(Protocol):
