@@ -187,7 +187,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         sources[field_path] = f"environment {name}"
     if problems:
         raise ConfigError(path, problems)
-    settings = validate_data(data, Settings, path, document.node, sources)
+    settings = validate_data(data, Settings, path, lambda: document.node, sources)
     return _resolve_paths(settings, path.parent, sources)
 
 

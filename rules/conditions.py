@@ -33,7 +33,6 @@ from rules.config import (
 from rules.durations import format_duration, to_ns
 from rules.ispu import BREAKPOINTS, Category, ispu
 from rules.series import Series
-from rules.series import trim as trim  # re-exported: it was public here before series
 
 R = TypeVar("R", bound=RuleBase)
 

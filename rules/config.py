@@ -42,9 +42,6 @@ BUILTIN_ALERTS: Mapping[str, str] = MappingProxyType({
     DEVICE_OFFLINE: "the offline checker", AREA_OFFLINE: "the offline checker",
     STORAGE_UNAVAILABLE: "the service when readings cannot be made durable",
 })
-# What the engine keeps across a restart besides the rules (it resolves the open alerts of
-# any other name): every built-in alert, not only the offline checker's, despite the name.
-OFFLINE_ALERTS: Final = frozenset(BUILTIN_ALERTS)
 # Labels every signal sets itself; a rule's own `labels` may not replace them.
 RESERVED_RULE_LABELS: Final = frozenset({"alertname", "severity", "device_id", "kind"})
 # Placeholders any template may use, besides the device's label keys (`{river}`).

@@ -9,7 +9,7 @@ from devices.readings import Reading
 from devices.registry import Registry
 from rules.alert import Alert, AlertStatus, Change, Signal, Timing, Transition, step
 from rules.conditions import Condition, Memory, build
-from rules.config import OFFLINE_ALERTS, RulesFile
+from rules.config import BUILTIN_ALERTS, RulesFile
 
 
 class RuleEngine:
@@ -55,7 +55,7 @@ class RuleEngine:
         Returns a `resolved` change for each open alert whose rule is gone from the rules
         file: nothing would ever resolve it otherwise.
         """
-        known = set(self._timings) | OFFLINE_ALERTS
+        known = set(self._timings) | set(BUILTIN_ALERTS)
         orphans: list[Transition] = []
         for alert in alerts:
             if alert.status is AlertStatus.RESOLVED:

@@ -216,3 +216,20 @@ async def test_unknown_devices_follow_the_configured_policy(
     else:
         assert stored == []
         assert service.stats.dead_letters == {"unknown-device": 1}
+
+
+async def test_an_idle_writer_takes_a_batch_after_the_linger_not_the_interval(
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path
+) -> None:
+    # A one-minute interval and a batch far from full: only the linger can write it soon.
+    influx, database = _v1(influxdb1)
+    settings = make_settings(mosquitto.url, influx, tmp_path, batch_size=20000,
+                             flush_interval_s=60, linger_s=0.05)
+    async with running_service(settings):
+        publisher = Publisher(mosquitto)
+        publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/manggarai/telemetry",
+                          {"ts": TS, "seq": 1, "level_cm": 700.0})
+        await eventually(
+            lambda: influx_count(influxdb1, database, "water_level", "level_cm") == 1,
+            within=10.0)
+        publisher.close()

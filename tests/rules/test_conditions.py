@@ -17,10 +17,9 @@ from rules.conditions import (
     holds,
     ladder_band,
     render,
-    trim,
 )
 from rules.config import RulesFile, ThresholdRule
-from rules.series import MAX_SPANS, WIDEN
+from rules.series import MAX_SPANS, WIDEN, trim
 
 MINUTE = 60 * 1_000_000_000
 T0 = 1_600_682_400 * 1_000_000_000  # 2020-09-21T10:00:00Z
