@@ -220,3 +220,9 @@ def test_a_duplicate_key_inside_a_list_item_is_found_by_either_path(tmp_path: Pa
 def test_a_tagged_top_level_is_judged_as_pyyaml_judges_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="python/object"):
         read_yaml(write(tmp_path, "!!python/object:os.system {a: 1}\n"))
+
+
+def test_a_tab_after_a_colon_is_refused_as_pyyaml_refuses_it(tmp_path: Path) -> None:
+    # libyaml alone would take it: the fast path leaves files with tabs to PyYAML.
+    with pytest.raises(ConfigError, match="tab"):
+        load_yaml(write(tmp_path, "name: x\nservers:\n  - {host: a, port:\t1}\n"), Settings)
