@@ -1,6 +1,5 @@
 """Conditions one by one: bands, hysteresis, windows, rates, ISPU, flood waves, templates."""
 
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from rules.conditions import (
     render,
 )
 from rules.config import RulesFile, ThresholdRule
-from rules.series import MAX_SPANS, WIDEN, trim
+from rules.series import MAX_SPANS, WIDEN
 
 MINUTE = 60 * 1_000_000_000
 T0 = 1_600_682_400 * 1_000_000_000  # 2020-09-21T10:00:00Z
@@ -106,12 +105,6 @@ def test_a_below_limit_clears_only_above_its_clear_limit() -> None:
     rule = ThresholdRule.model_validate({"name": "X", "type": "threshold", "field": "speed_kmh",
                                          "below": 15, "clear_above": 25})
     assert holds(rule, 14, False) and holds(rule, 25, True) and not holds(rule, 25.1, True)
-
-
-def test_trimming_keeps_the_newest_entry_before_the_window() -> None:
-    history = deque([(0, 1.0), (5, 2.0), (10, 3.0), (15, 4.0)])
-    trim(history, 12)
-    assert list(history) == [(10, 3.0), (15, 4.0)]
 
 
 def test_a_window_says_nothing_until_readings_span_it() -> None:
