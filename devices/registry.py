@@ -99,15 +99,23 @@ def duplicate_ids(catalog: Catalog) -> Iterator[tuple[Loc, str]]:
 
 
 class Registry:
-    """The devices Siaga accepts readings from, by id, with their tags precomputed."""
+    """The devices Siaga accepts readings from, by id."""
 
     def __init__(self, devices: Iterable[Device]) -> None:
         self._devices: dict[str, Device] = {}
+        # pydantic gives every model its own set of the fields given (728 B for a device
+        # with six); a catalog has a handful of distinct ones. Devices are frozen and a
+        # model_copy copies the set, so one shared set per distinct value is safe, and
+        # takes 7 MB off a 10,000-device catalog.
+        fields_sets: dict[frozenset[str], set[str]] = {}
         for device in devices:
             if device.id in self._devices:
                 raise ValueError(f"duplicate device id {device.id!r}")
+            given = device.model_fields_set
+            shared = fields_sets.setdefault(frozenset(given), given)
+            if shared is not given:
+                object.__setattr__(device, "__pydantic_fields_set__", shared)
             self._devices[device.id] = device
-        self._tags = {device.id: _tags(device) for device in self._devices.values()}
         self._by_kind: dict[Kind, tuple[Device, ...]] = {
             kind: tuple(d for d in self._devices.values() if d.kind is kind) for kind in Kind
         }
@@ -117,8 +125,11 @@ class Registry:
         return self._devices.get(device_id)
 
     def tags(self, device_id: str) -> Mapping[str, str]:
-        """InfluxDB tags of a known device: `device_id` and its labels (SPEC section 2)."""
-        return self._tags[device_id]
+        """InfluxDB tags of a known device: `device_id` and its labels (SPEC section 2).
+
+        Made on each call, not kept: the pipeline keeps each device's series key instead.
+        """
+        return _tags(self._devices[device_id])
 
     def by_kind(self, kind: Kind) -> Sequence[Device]:
         """The devices of one kind, in catalog order."""
