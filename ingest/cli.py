@@ -18,7 +18,7 @@ from devices.configfile import ConfigError
 from devices.kinds import Kind
 from devices.redaction import redact_userinfo
 from devices.registry import load_catalog
-from ingest import simulatorcli
+from ingest import simulateargs
 from ingest.apiclient import (
     ApiClient,
     ApiClientError,
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate = command("simulate", _simulate, "publish simulated readings over MQTT")
     config_option(simulate)
-    simulatorcli.add_arguments(simulate)
+    simulateargs.add_arguments(simulate)
 
     demo = command("demo", _demo, "broker, database, service and simulators on this machine")
     demo.add_argument("--rate", type=float, default=200.0, help="readings per second")
@@ -130,6 +130,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from ingest import simulatorcli  # the simulators: not loaded by `siaga run` (2 MB)
+
     return simulatorcli.run(args, lambda: _settings(args))
 
 

@@ -55,9 +55,8 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 class Memory:
     """What one rule remembers about one device between its readings (event time only)."""
 
-    # Window and rate of change: the field (see `series`). Made on first use: one memory
-    # per (rule, device), and with 10,000 devices the unused ones of ladders and
-    # thresholds cost some 10 MB.
+    # Window and rate of change: the field (see `series`). Made on first use: there is one
+    # memory per (rule, device), and ladders and thresholds never use one.
     window: Series | None = None
     pollutants: dict[str, Series] = field(default_factory=dict)  # ISPU: one per pollutant
     band: int = 0  # ladder: 0 below every step, n once steps[n - 1] is reached
