@@ -99,10 +99,13 @@ class Alerting:
         for status in statuses:
             tracker.status(status.device_id, status.online, status.received_ns)
             seen[status.device_id] = status.received_ns
+        previous = None
         for reading in readings:
             device_id = reading.device_id
-            seen[device_id] = received_ns
-            tracker.seen(device_id, received_ns)
+            if device_id != previous:  # a batch message is one device's: seen once, not 100x
+                seen[device_id] = received_ns
+                tracker.seen(device_id, received_ns)
+                previous = device_id
             newest = latest.get(device_id)
             if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps the newest
                 latest[device_id] = reading

@@ -258,12 +258,16 @@ class RateOfChange(_Base[RateOfChangeRule]):
     compare seven readings. It clears once the change within the span is under the limit.
     """
 
+    def __init__(self, rule: RateOfChangeRule) -> None:
+        super().__init__(rule)
+        # [ts - within, ts] on integer nanoseconds is the series' (ts - within - 1, ts].
+        self._span_ns = to_ns(rule.within) + 1
+
     def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
         value = reading.values.get(self.rule.field)
         if value is None:
             return []
-        # [ts - within, ts] on integer nanoseconds is the series' (ts - within - 1, ts].
-        memory.series.add(reading.ts_ns, value, to_ns(self.rule.within) + 1)
+        memory.series.add(reading.ts_ns, value, self._span_ns)
         rise = self.rule.rise
         change = value - memory.series.low() if rise is not None else memory.series.high() - value
         limit = rise if rise is not None else self.rule.fall or 0.0
@@ -279,11 +283,15 @@ class RateOfChange(_Base[RateOfChangeRule]):
 class Window(_Base[WindowRule]):
     """An aggregate over (ts - window, ts]; silent until the readings span the window."""
 
+    def __init__(self, rule: WindowRule) -> None:
+        super().__init__(rule)
+        self._window_ns = to_ns(rule.window)
+
     def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
         value = reading.values.get(self.rule.field)
         if value is None:
             return []
-        memory.series.add(reading.ts_ns, value, to_ns(self.rule.window))
+        memory.series.add(reading.ts_ns, value, self._window_ns)
         if not memory.series.full:
             return []  # a few readings are not a 10-minute mean: no judgement yet
         aggregate = AGGREGATES[self.rule.aggregate](memory.series)
@@ -305,11 +313,15 @@ class Ispu(_Base[IspuRule]):
     pollutant over a configurable window (default 1 h). Silent until readings span it.
     """
 
+    def __init__(self, rule: IspuRule) -> None:
+        super().__init__(rule)
+        self._window_ns = to_ns(rule.window)
+
     def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
         pollutants = {k: v for k, v in reading.values.items() if k in BREAKPOINTS}
         if not pollutants:
             return []
-        window = to_ns(self.rule.window)
+        window = self._window_ns
         series = memory.pollutants
         for pollutant, value in pollutants.items():
             if pollutant not in series:
