@@ -8,11 +8,12 @@ readings inside a full window) nothing is merged and the mean, min and max are e
 `fmean`, `min` and `max` of the readings inside.
 
 Above that (a fast or misconfigured device, a load test), neighbouring spans are merged,
-two at a time, but never into one longer than window * WIDEN / MAX_SPANS (window / 16)
-of event time. So memory and the work per reading stay bounded whatever the rate; a span
-reaching across the window's old edge counts as inside, so the edge is approximate to
-window / 16 (the readings counted are at most that much older than the window). Counts,
-min and max stay those of real readings, and "window full" stays exact.
+two at a time, and a reading close enough to the newest span joins it, but no span grows
+as long as window * WIDEN / MAX_SPANS (window / 16) of event time. So memory and the work
+per reading stay bounded whatever the rate; a span reaching across the window's old edge
+counts as inside, so the edge is approximate to window / 16 (the readings counted are
+less than that much older than the window). Counts, min and max stay those of real
+readings, and "window full" stays exact.
 
 The spans live in two flat arrays of machine numbers, three per span, not in a deque of
 tuples: a full window costs about 3 kB instead of 10 kB, and a city has tens of
@@ -64,9 +65,20 @@ class Series:
 
     def add(self, ts_ns: int, value: float, window_ns: int) -> None:
         """Take a reading; the window becomes (ts_ns - window_ns, ts_ns]."""
-        ints = self._ints
-        ints.frombytes(_INTS.pack(ts_ns, ts_ns, self._added))
-        self._floats.frombytes(_FLOATS.pack(value, value, value))
+        ints, n = self._ints, len(self._ints)
+        newest = n - _WIDTH
+        if (n >= MAX_SPANS * _WIDTH and ints[newest + _NEWEST] <= ts_ns
+                and ts_ns - ints[newest + _OLDEST] < window_ns * WIDEN // MAX_SPANS):
+            # Full, and the reading fits the newest span: fold it in. A burst (a batch of
+            # readings microseconds apart) then costs no merge pass per reading.
+            floats = self._floats
+            ints[newest + _NEWEST] = ts_ns
+            floats[newest + _TOTAL] += value
+            floats[newest + _LO] = min(floats[newest + _LO], value)
+            floats[newest + _HI] = max(floats[newest + _HI], value)
+        else:
+            ints.frombytes(_INTS.pack(ts_ns, ts_ns, self._added))
+            self._floats.frombytes(_FLOATS.pack(value, value, value))
         self._added += 1
         self._cutoff_ns = cutoff_ns = ts_ns - window_ns
         if len(ints) >= 2 * _WIDTH and ints[_WIDTH + _NEWEST] <= cutoff_ns:
@@ -125,7 +137,7 @@ class Series:
         return _WIDTH if ints and ints[_NEWEST] <= self._cutoff_ns else 0
 
     def _merge(self, width_ns: int) -> None:
-        """Merge neighbours, left to right, where the pair spans at most `width_ns`."""
+        """Merge neighbours, left to right, where the pair spans less than `width_ns`."""
         # Plain lists while merging: indexing an array makes a Python number each time.
         ints, floats = self._ints.tolist(), self._floats.tolist()
         n = len(ints)
@@ -134,7 +146,7 @@ class Series:
         i = 0
         while i < n:
             j = i + _WIDTH
-            if j < n and ints[j + _NEWEST] - ints[i + _OLDEST] <= width_ns:
+            if j < n and ints[j + _NEWEST] - ints[i + _OLDEST] < width_ns:
                 _join(ints, floats, i, j, merged_ints, merged_floats)
                 i = j + _WIDTH
             else:
