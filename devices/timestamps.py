@@ -54,6 +54,9 @@ def parse_ts(value: object) -> int:
     # The common case first, by exact type: bool is an int subclass and must not pass here.
     if type(value) is int and MIN_EPOCH_S <= value < MAX_EPOCH_S:
         return value * NS_PER_S
+    # NaN and infinities fail the range test and take the checked path below.
+    if type(value) is float and MIN_EPOCH_S <= value < MAX_EPOCH_S:
+        return round(value * 1_000_000) * 1000
     if isinstance(value, str):
         return _parse_rfc3339(value)
     # `true` is never a time.
