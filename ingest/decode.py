@@ -181,8 +181,9 @@ class Decoder:
             reason = f"ts: {ahead:.0f} s in the future (device clock wrong?)"
             self._reject(topic, payload, item, index, reason, received_ns, out, "future-ts")
             return
-        if model.model_extra:
-            for name in model.model_extra:
+        extra = model.__pydantic_extra__  # what `model_extra` returns, minus a property call
+        if extra:
+            for name in extra:
                 out.ignored_fields[(parsed.device_id, name)] += 1
         out.readings.append(reading)
 

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 
 class Severity(StrEnum):
@@ -56,9 +56,12 @@ class Timing:
     keep_firing_for_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Signal:
-    """What a rule's condition says about one subject at one (event) time."""
+class Signal(NamedTuple):
+    """What a rule's condition says about one subject at one (event) time.
+
+    A NamedTuple, as `Reading` is: most readings make one (the rule still does not
+    hold), and a frozen dataclass costs twice as much to build.
+    """
 
     rule: str
     subject: str  # a device id, or an area such as "river=Ciliwung"
@@ -116,15 +119,17 @@ def step(alert: Alert | None, signal: Signal, timing: Timing) -> Stepped:
 def _step_active(alert: Alert | None, signal: Signal, timing: Timing) -> Stepped:
     if alert is None or alert.status is AlertStatus.RESOLVED:
         status = AlertStatus.FIRING if timing.for_ns <= 0 else AlertStatus.PENDING
-        new = _record(signal, status, starts_at_ns=signal.at_ns)
+        new = _record(signal, status, starts_at_ns=signal.at_ns, alert=alert)
         return new, Transition("firing" if status is AlertStatus.FIRING else "pending", new,
                                None if alert is None else alert.status)
     if alert.status is AlertStatus.PENDING:
         if signal.at_ns - alert.starts_at_ns >= timing.for_ns:
-            new = _record(signal, AlertStatus.FIRING, starts_at_ns=alert.starts_at_ns)
+            new = _record(signal, AlertStatus.FIRING, starts_at_ns=alert.starts_at_ns,
+                          alert=alert)
             return new, Transition("firing", new, AlertStatus.PENDING)
-        return _record(signal, AlertStatus.PENDING, starts_at_ns=alert.starts_at_ns), None
-    new = _record(signal, AlertStatus.FIRING, starts_at_ns=alert.starts_at_ns)
+        return _record(signal, AlertStatus.PENDING, starts_at_ns=alert.starts_at_ns,
+                       alert=alert), None
+    new = _record(signal, AlertStatus.FIRING, starts_at_ns=alert.starts_at_ns, alert=alert)
     if new.severity != alert.severity or dict(new.labels) != dict(alert.labels):
         return new, Transition("changed", new, AlertStatus.FIRING)
     return new, None
@@ -144,9 +149,12 @@ def _step_inactive(alert: Alert | None, signal: Signal, timing: Timing) -> Stepp
     return new, Transition("resolved", new, AlertStatus.FIRING)
 
 
-def _record(signal: Signal, status: AlertStatus, *, starts_at_ns: int) -> Alert:
+def _record(signal: Signal, status: AlertStatus, *, starts_at_ns: int,
+            alert: Alert | None) -> Alert:
+    # The current record's fingerprint, if any: the same, without a SHA-256 per reading.
     return Alert(
-        fingerprint=signal.fingerprint, rule=signal.rule, subject=signal.subject, status=status,
+        fingerprint=signal.fingerprint if alert is None else alert.fingerprint,
+        rule=signal.rule, subject=signal.subject, status=status,
         severity=signal.severity, labels=dict(signal.labels),
         annotations=dict(signal.annotations), starts_at_ns=starts_at_ns, ends_at_ns=None,
         active_at_ns=signal.at_ns, evaluated_at_ns=signal.at_ns,

@@ -34,7 +34,9 @@ class RuleEngine:
             device.id: tuple(c for c in self._conditions if c.selects(device))
             for device in registry
         }
-        self._alerts: dict[str, Alert] = {}  # open (pending or firing) alerts by fingerprint
+        # Open (pending or firing) alerts by (rule, subject): a fingerprint is a SHA-256,
+        # too dear to compute for every reading's signal just to look one up.
+        self._alerts: dict[tuple[str, str], Alert] = {}
         self._memories: dict[tuple[str, str], Memory] = {}  # by (rule, device id)
         self._latest_ns: dict[str, int] = {}  # event time of the latest reading evaluated
         self._late = 0
@@ -47,7 +49,7 @@ class RuleEngine:
     @property
     def alerts(self) -> Mapping[str, Alert]:
         """The open alerts by fingerprint (a copy)."""
-        return dict(self._alerts)
+        return {alert.fingerprint: alert for alert in self._alerts.values()}
 
     def restore(self, alerts: Iterable[Alert]) -> list[Transition]:
         """Seed the engine with persisted alerts; call it before the first reading.
@@ -61,7 +63,7 @@ class RuleEngine:
             if alert.status is AlertStatus.RESOLVED:
                 continue
             if alert.rule in known:
-                self._alerts[alert.fingerprint] = alert
+                self._alerts[(alert.rule, alert.subject)] = alert
                 continue
             ended = replace(alert, status=AlertStatus.RESOLVED, ends_at_ns=alert.evaluated_at_ns)
             change: Change = "resolved" if alert.status is AlertStatus.FIRING else "abandoned"
@@ -93,14 +95,15 @@ class RuleEngine:
         return self._apply(signal, self._timings.get(signal.rule, Timing()))
 
     def _apply(self, signal: Signal, timing: Timing) -> Transition | None:
-        current = self._alerts.get(signal.fingerprint)
+        key = (signal.rule, signal.subject)
+        current = self._alerts.get(key)
         if current is not None and signal.at_ns < current.evaluated_at_ns:
             return None  # older than what the alert already saw: late, not news
         new, transition = step(current, signal, timing)
         if new is None or new.status is AlertStatus.RESOLVED:
-            self._alerts.pop(signal.fingerprint, None)
+            self._alerts.pop(key, None)
         else:
-            self._alerts[signal.fingerprint] = new
+            self._alerts[key] = new
             if transition is None and self._on_unchanged is not None:
                 self._on_unchanged(new)
         return transition
