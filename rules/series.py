@@ -28,7 +28,7 @@ from struct import Struct
 from typing import Final
 
 MAX_SPANS: Final = 64  # per window: 1-minute readings over an hour stay exact; ~3 kB at most
-# A merged span is at most window * WIDEN / MAX_SPANS wide. At 4, a pass over 65 spans
+# A merged span is narrower than window * WIDEN / MAX_SPANS. At 4, a pass over 65 spans
 # (all within window + window/16) merges at least 15 pairs, so merging costs O(1) a reading;
 # at 2 a pass could merge none.
 WIDEN: Final = 4

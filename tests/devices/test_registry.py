@@ -90,6 +90,24 @@ def test_tags_are_read_only(bundled: Registry) -> None:
         bundled.tags("manggarai")["kota"] = "x"  # type: ignore[index]  # the point of the test
 
 
+def test_devices_given_the_same_fields_share_one_fields_set_without_mixing_them() -> None:
+    def device(number: int, **extra: object) -> Device:
+        return Device.model_validate({"id": f"d{number}", "kind": "traffic",
+                                      "name": f"D {number}", "lat": -6.2, "lon": 106.8, **extra})
+
+    first, second, other = device(1), device(2), device(3, labels={"kota": "Jakarta Pusat"})
+    registry = Registry([first, second, other])
+    a, b, c = (registry.get(f"d{n}") for n in (1, 2, 3))
+    assert a is not None and b is not None and c is not None
+    assert a.model_fields_set is b.model_fields_set  # the memory saving itself
+    assert c.model_fields_set == {"id", "kind", "name", "lat", "lon", "labels"}
+    assert "labels" not in a.model_dump(exclude_unset=True)
+    # A copy gets its own set: updating it leaves the shared one alone.
+    copied = a.model_copy(update={"name": "Renamed"})
+    assert "name" in copied.model_fields_set and copied.name == "Renamed"
+    assert b.model_fields_set == {"id", "kind", "name", "lat", "lon"}
+
+
 def test_get_returns_none_for_an_unknown_device(bundled: Registry) -> None:
     assert bundled.get("nope") is None
     assert "nope" not in bundled
