@@ -10,7 +10,7 @@ import orjson
 from pydantic import ValidationError
 
 from devices.kinds import Kind
-from devices.readings import READING_MODELS, Reading, ReadingModel, explain, to_reading
+from devices.readings import READING_VALIDATORS, Reading, explain, to_reading
 from devices.registry import Registry
 from devices.topics import InvalidTopic, Topic, TopicScheme
 from ingest.deadletters import DeadLetter
@@ -63,9 +63,6 @@ class Decoder:
         self._accept_unknown = unknown_devices == "accept"
         self._max_future_ns = int(max_future_s * 1e9)
         self._parsed: dict[str, Topic] = {}  # valid topics only: see _parse_topic
-        # The models' validators themselves: model_validate adds a Python call per reading.
-        self._validate = {kind: model.__pydantic_validator__.validate_python
-                          for kind, model in READING_MODELS.items()}
 
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         parsed = self._parse_topic(topic)
@@ -170,7 +167,7 @@ class Decoder:
     ) -> None:
         """Validate one reading; a batch item's dead letter keeps only that item."""
         try:
-            model: ReadingModel = self._validate[parsed.kind](item)
+            model = READING_VALIDATORS[parsed.kind](item)
             reading = to_reading(model, parsed.kind, parsed.device_id, received_ns)
         except (ValidationError, ValueError) as exc:
             reason = explain(exc) if isinstance(exc, ValidationError) else str(exc)

@@ -316,6 +316,7 @@ class Ispu(_Base[IspuRule]):
     def __init__(self, rule: IspuRule) -> None:
         super().__init__(rule)
         self._window_ns = to_ns(rule.window)
+        self._min_rank = Category(rule.min_category).rank
 
     def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
         pollutants = {k: v for k, v in reading.values.items() if k in BREAKPOINTS}
@@ -334,7 +335,7 @@ class Ispu(_Base[IspuRule]):
         if not any(one.full for one in series.values()):
             return []
         result = ispu({pollutant: one.mean() for pollutant, one in series.items() if one.recent})
-        if result.category.rank < Category(self.rule.min_category).rank:
+        if result.category.rank < self._min_rank:
             return [self._inactive(device.id, reading.ts_ns)]
         text = ("{name}: ISPU {index} ({category})",
                 "Air at {name} is {category}: ISPU {index}, dominant pollutant {dominant} "
