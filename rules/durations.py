@@ -37,16 +37,27 @@ def parse_duration(text: object) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest `1h30m` form of a duration (whole seconds)."""
-    seconds = int(value.total_seconds())
-    if seconds == 0:
+    """The shortest `1h30m` form of a duration, exact to the microsecond: `500ms`, `1s250ms`.
+
+    Sub-second parts are written in milliseconds (fractional below one: `0.5ms`), never
+    dropped: a max_age of 500 ms reported as "0s" sends a reader looking for a bug that is
+    not there. The text parses back to the same duration with `parse_duration`.
+    """
+    micros = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+    if micros == 0:
         return "0s"
+    sign, micros = ("-", -micros) if micros < 0 else ("", micros)
+    seconds, micros = divmod(micros, 1_000_000)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, seconds = divmod(seconds, size)
         if count:
             parts.append(f"{count}{unit}")
-    return "".join(parts)
+    if micros:
+        whole, fraction = divmod(micros, 1000)
+        parts.append(f"{whole}.{fraction:03d}".rstrip("0").rstrip(".") + "ms" if fraction
+                     else f"{whole}ms")
+    return sign + "".join(parts)
 
 
 def to_ns(value: timedelta) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -16,22 +17,65 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
 from rules.alert import Notification, fingerprint
 from rules.dispatch import Dispatcher
-from rules.outbox import Deliverer, DeliveryPolicy, Outbox
+from rules.outbox import Deliverer, Delivery, DeliveryPolicy, Outbox
 from rules.routing import Receiver, Route, Router
 from rules.webhook import build_body
+from tests.polling import eventually
 from tests.receiver import Answer, RecordingReceiver
 
 EXTERNAL_URL = "https://siaga.example"
 # Retries within a fraction of a second; a long idle interval, so a delivery that arrives
 # quickly proves the deliverer was woken rather than polling.
 FAST = DeliveryPolicy(backoff_initial_s=0.02, backoff_max_s=0.2, idle_s=30.0, drain_s=0.1)
-HOUR_NS = 3600 * 1_000_000_000
+SECOND_NS = 1_000_000_000
+HOUR_NS = 3600 * SECOND_NS
 MANGGARAI = fingerprint("FloodLevel", "pa-manggarai")
 KATULAMPA = fingerprint("FloodLevel", "pa-katulampa")
+
+
+class ManualClock:
+    """A clock that moves only when the test moves it.
+
+    With it, what is due and what is too old is decided by the test, not by how long a busy
+    machine took between two attempts: the deliverer's timing rules are checked exactly.
+    """
+
+    def __init__(self, start_ns: int = 1_700_000_000 * SECOND_NS) -> None:
+        self.now_ns = start_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance_to(self, when_ns: int) -> None:
+        self.now_ns = max(self.now_ns, when_ns)
+
+
+class HeldReceiver(RecordingReceiver):
+    """A receiver that records each request on arrival and answers only once `release` is set:
+    slow for exactly as long as the test needs, however slow or fast the machine is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        response = await super()._handle(request)
+        await self.release.wait()
+        return response
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldReceiver]:
+    receiver = HeldReceiver()
+    await receiver.start()
+    yield receiver
+    receiver.release.set()
+    await receiver.stop()
 
 
 @pytest.fixture
@@ -53,17 +97,26 @@ class Siaga:
     def dispatch(self, *notifications: Notification) -> list[str]:
         return [i for n in notifications for i in self.dispatcher.dispatch(n)]
 
+    def delivery(self, delivery_id: str) -> Delivery:
+        found = self.outbox.get(delivery_id)
+        assert found is not None
+        return found
+
 
 @pytest.fixture
 def wire(tmp_path: Path) -> Iterator[Callable[..., Siaga]]:
     opened: list[Outbox] = []
 
     def make(router: Router, *, policy: DeliveryPolicy = FAST,
-             enqueue_clock: Callable[[], int] = time.time_ns) -> Siaga:
-        outbox = Outbox(tmp_path / "outbox.sqlite")
+             clock: Callable[[], int] = time.time_ns,
+             enqueue_clock: Callable[[], int] | None = None) -> Siaga:
+        outbox = Outbox(tmp_path / "outbox.sqlite", clock)
         opened.append(outbox)
-        deliverer = Deliverer(outbox, router, policy=policy)
-        dispatcher = Dispatcher(router, outbox, deliverer.notify, EXTERNAL_URL, enqueue_clock)
+        # A seeded jitter: a run that fails can be run again the same way.
+        deliverer = Deliverer(outbox, router, clock_ns=clock, policy=policy,
+                              rng=random.Random(7))
+        dispatcher = Dispatcher(router, outbox, deliverer.notify, EXTERNAL_URL,
+                                enqueue_clock or clock)
         return Siaga(outbox, deliverer, dispatcher)
 
     yield make
@@ -82,12 +135,15 @@ async def delivering(siaga: Siaga) -> AsyncIterator[None]:
             stop.set()
 
 
-async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.01)
+async def attempted(siaga: Siaga, delivery_id: str, more_than: int) -> Delivery:
+    """The delivery once it was attempted more than `more_than` times, or finished."""
+
+    def changed() -> Delivery | None:
+        delivery = siaga.delivery(delivery_id)
+        return delivery if delivery.attempts > more_than or delivery.state != "pending" else None
+
+    await eventually(changed, what=f"attempt {more_than + 1} of {delivery_id}, or its end")
+    return siaga.delivery(delivery_id)
 
 
 def one_route(*receivers: Receiver) -> Router:
@@ -130,11 +186,13 @@ def interleaved(first: list[Notification], second: list[Notification]) -> list[N
 async def test_a_notification_arrives_in_the_spec_format_signed(
     wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
-    siaga = wire(one_route(Receiver(name="bpbd", url=server.url, secret=SecretStr("k3y"))))
+    clock = ManualClock()
+    siaga = wire(one_route(Receiver(name="bpbd", url=server.url, secret=SecretStr("k3y"))),
+                 clock=clock)
     sent = flood()
     async with delivering(siaga):
         (delivery_id,) = siaga.dispatch(sent)
-        await eventually(lambda: len(server.delivered()) == 1)
+        await eventually(lambda: len(server.delivered()) == 1, what="one delivery")
     (request,) = server.requests
     assert request.body == build_body(sent, "bpbd", EXTERNAL_URL)
     body: dict[str, Any] = request.json
@@ -153,7 +211,7 @@ async def test_a_notification_arrives_in_the_spec_format_signed(
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["X-Siaga-Delivery"] == delivery_id
     timestamp = request.headers["X-Siaga-Timestamp"]
-    assert abs(int(timestamp) - time.time()) < 5
+    assert timestamp == str(clock() // SECOND_NS)  # signed at the time of the attempt
     expected = hmac.new(b"k3y", timestamp.encode() + b"." + request.body, hashlib.sha256)
     assert hmac.compare_digest(request.headers["X-Siaga-Signature"],
                                "sha256=" + expected.hexdigest())
@@ -166,9 +224,10 @@ async def test_a_receiver_that_was_down_gets_every_notification_once_in_order(
     async with delivering(siaga):
         ids = siaga.dispatch(*interleaved(a_flood_rising_and_falling(MANGGARAI),
                                           a_flood_rising_and_falling(KATULAMPA)))
-        await eventually(lambda: siaga.outbox.counts_by_outcome()["retried"] >= 4)
+        await eventually(lambda: siaga.outbox.counts_by_outcome()["retried"] >= 4,
+                         what="four failed attempts")
         await down.start()
-        await eventually(lambda: siaga.outbox.pending_count() == 0)
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="nothing pending")
     assert_each_delivered_once_in_order(down, ids)
     assert siaga.outbox.counts_by_outcome()["delivered"] == 6
 
@@ -181,7 +240,7 @@ async def test_a_receiver_answering_503_gets_every_notification_once_in_order(
     async with delivering(siaga):
         ids = siaga.dispatch(*interleaved(a_flood_rising_and_falling(MANGGARAI),
                                           a_flood_rising_and_falling(KATULAMPA)))
-        await eventually(lambda: siaga.outbox.pending_count() == 0)
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="nothing pending")
     assert len(server.requests) == 6 + 7
     assert_each_delivered_once_in_order(server, ids)
 
@@ -189,16 +248,20 @@ async def test_a_receiver_answering_503_gets_every_notification_once_in_order(
 async def test_a_receiver_back_from_an_outage_gets_the_backlog_without_waiting_out_backoffs(
     wire: Callable[..., Siaga], down: RecordingReceiver
 ) -> None:
-    # Backoffs of up to 30 s grown while the receiver was down; the first delivery that
-    # gets through makes the others due at once.
+    # Backoffs grown while the receiver was down; the first delivery that gets through
+    # makes the others due at once. The clock stands still, so no backoff ever runs out:
+    # only that hurry can deliver the backlog.
     slow = DeliveryPolicy(backoff_initial_s=30.0, backoff_max_s=30.0, idle_s=30.0, drain_s=0.1)
-    siaga = wire(one_route(Receiver(name="bpbd", url=down.url)), policy=slow)
+    clock = ManualClock()
+    siaga = wire(one_route(Receiver(name="bpbd", url=down.url)), policy=slow, clock=clock)
     async with delivering(siaga):
         ids = siaga.dispatch(flood(MANGGARAI), flood(KATULAMPA))
-        await eventually(lambda: siaga.outbox.counts_by_outcome()["retried"] >= 2)
+        await eventually(lambda: siaga.outbox.counts_by_outcome()["retried"] >= 2,
+                         what="both refused once")
+        assert all(siaga.delivery(i).next_attempt_ns > clock() for i in ids)
         await down.start()
         siaga.dispatch(flood(fingerprint("FloodLevel", "pa-depok")))  # gets through at once
-        await eventually(lambda: siaga.outbox.pending_count() == 0, within=5.0)
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="the backlog delivered")
     assert {request.delivery for request in down.delivered()} >= set(ids)
 
 
@@ -206,12 +269,18 @@ async def test_retry_after_is_honoured(
     wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
     server.script.append(Answer(429, {"Retry-After": "1"}))
-    siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
+    clock = ManualClock()
+    siaga = wire(one_route(Receiver(name="bpbd", url=server.url)), clock=clock)
     async with delivering(siaga):
-        siaga.dispatch(flood())
-        await eventually(lambda: len(server.delivered()) == 1)
-    first, second = server.requests
-    assert second.at - first.at >= 0.95  # the fast backoff alone would retry within 0.02 s
+        (delivery_id,) = siaga.dispatch(flood())
+        await eventually(lambda: siaga.delivery(delivery_id).attempts == 1, what="the 429")
+        # The fast backoff alone would retry within 0.02 s; Retry-After asks for one second.
+        assert siaga.delivery(delivery_id).next_attempt_ns == clock() + SECOND_NS
+        assert siaga.outbox.due(clock() + SECOND_NS - 1, limit=1) == []
+        clock.advance_to(clock() + SECOND_NS)
+        siaga.deliverer.notify()
+        await eventually(lambda: len(server.delivered()) == 1, what="the retry delivered")
+    assert [r.status for r in server.requests] == [429, 200]
 
 
 async def test_a_404_makes_the_delivery_dead_without_retrying(
@@ -221,7 +290,7 @@ async def test_a_404_makes_the_delivery_dead_without_retrying(
     siaga = wire(one_route(Receiver(name="bpbd", url=server.url)))
     async with delivering(siaga):
         (delivery_id,) = siaga.dispatch(flood())
-        await eventually(lambda: bool(siaga.outbox.dead()))
+        await eventually(siaga.outbox.dead, what="a dead delivery")
     (dead,) = siaga.outbox.dead()
     assert dead.id == delivery_id
     assert dead.last_error is not None and dead.last_error.startswith("404 Not Found")
@@ -236,7 +305,7 @@ async def test_a_notification_older_than_max_age_is_dead_unsent(
                  enqueue_clock=lambda: time.time_ns() - 25 * HOUR_NS)
     async with delivering(siaga):
         siaga.dispatch(flood())
-        await eventually(lambda: bool(siaga.outbox.dead()))
+        await eventually(siaga.outbox.dead, what="a dead delivery")
     (dead,) = siaga.outbox.dead()
     assert dead.last_error == "older than max_age 1d (last error: never attempted)"
     assert server.requests == []
@@ -245,16 +314,51 @@ async def test_a_notification_older_than_max_age_is_dead_unsent(
 async def test_retries_stop_at_max_age_with_a_dead_delivery(
     wire: Callable[..., Siaga], server: RecordingReceiver
 ) -> None:
+    # The test moves the clock to each retry's due time, as an idle machine would; it never
+    # passes the deadline itself, so the deliverer must give up on its own when the next
+    # backoff would end past max_age.
     server.default = Answer(503)
+    clock = ManualClock()
     receiver = Receiver(name="bpbd", url=server.url, max_age=timedelta(milliseconds=500))
-    siaga = wire(one_route(receiver))
+    siaga = wire(one_route(receiver), clock=clock)
+    deadline_ns = clock() + 500_000_000
     async with delivering(siaga):
-        siaga.dispatch(flood())
-        await eventually(lambda: bool(siaga.outbox.dead()))
+        (delivery_id,) = siaga.dispatch(flood())
+        delivery = await attempted(siaga, delivery_id, more_than=0)
+        while delivery.state == "pending":  # a failed attempt: its retry is due before max_age
+            assert delivery.next_attempt_ns < deadline_ns
+            clock.advance_to(delivery.next_attempt_ns)
+            siaga.deliverer.notify()
+            delivery = await attempted(siaga, delivery_id, more_than=delivery.attempts)
     (dead,) = siaga.outbox.dead()
-    assert dead.last_error is not None and dead.last_error.startswith("503 Service Unavailable")
+    assert dead.last_error is not None
+    assert dead.last_error.startswith("503 Service Unavailable")
+    assert dead.last_error.endswith("; no attempt left within 500ms")
     assert dead.attempts == len(server.requests) >= 2
+    assert clock() < deadline_ns  # every attempt was made within max_age
     assert siaga.outbox.pending_count() == 0
+
+
+async def test_a_retry_that_comes_due_only_after_max_age_is_dead_unsent_with_the_last_error(
+    wire: Callable[..., Siaga], server: RecordingReceiver
+) -> None:
+    # What a loaded machine does: the retry was due within max_age, but by the time the
+    # deliverer gets to it the notification is too old to send.
+    server.default = Answer(503)
+    clock = ManualClock()
+    receiver = Receiver(name="bpbd", url=server.url, max_age=timedelta(milliseconds=500))
+    siaga = wire(one_route(receiver), clock=clock)
+    async with delivering(siaga):
+        (delivery_id,) = siaga.dispatch(flood())
+        await eventually(lambda: siaga.delivery(delivery_id).attempts == 1, what="the 503")
+        first_error = siaga.delivery(delivery_id).last_error
+        assert first_error is not None and first_error.startswith("503 Service Unavailable")
+        clock.advance_to(clock() + 500_000_000)
+        siaga.deliverer.notify()
+        await eventually(siaga.outbox.dead, what="a dead delivery")
+    (dead,) = siaga.outbox.dead()
+    assert dead.last_error == f"older than max_age 500ms (last error: {first_error})"
+    assert dead.attempts == len(server.requests) == 1
 
 
 async def test_a_restart_delivers_what_was_pending_with_the_same_delivery_id(
@@ -264,29 +368,31 @@ async def test_a_restart_delivers_what_was_pending_with_the_same_delivery_id(
     before = wire(router)
     async with delivering(before):
         ids = before.dispatch(*a_flood_rising_and_falling(MANGGARAI))
-        await eventually(lambda: before.outbox.counts_by_outcome()["retried"] >= 2)
+        await eventually(lambda: before.outbox.counts_by_outcome()["retried"] >= 2,
+                         what="two failed attempts")
     before.outbox.close()
     await down.start()
     after = wire(router)  # the same file, a new outbox and deliverer: a restarted service
     async with delivering(after):
-        await eventually(lambda: after.outbox.pending_count() == 0)
+        await eventually(lambda: after.outbox.pending_count() == 0, what="nothing pending")
     assert_each_delivered_once_in_order(down, ids)
 
 
 async def test_an_attempt_in_flight_at_shutdown_is_sent_again_after_restart(
-    wire: Callable[..., Siaga], server: RecordingReceiver
+    wire: Callable[..., Siaga], held: HeldReceiver
 ) -> None:
-    server.script.append(Answer(200, delay_s=3.0))  # still answering when Siaga stops
-    router = one_route(Receiver(name="bpbd", url=server.url))
+    router = one_route(Receiver(name="bpbd", url=held.url))
     before = wire(router)
     async with delivering(before):
         (delivery_id,) = before.dispatch(flood())
-        await eventually(lambda: len(server.requests) == 1)
+        # Held unanswered: still in flight when Siaga stops, whatever the machine's speed.
+        await eventually(lambda: len(held.requests) == 1, what="the attempt arriving")
     before.outbox.close()
+    held.release.set()
     after = wire(router)
     async with delivering(after):
-        await eventually(lambda: after.outbox.pending_count() == 0)
-    assert [r.delivery for r in server.requests] == [delivery_id, delivery_id]
+        await eventually(lambda: after.outbox.pending_count() == 0, what="nothing pending")
+    assert [r.delivery for r in held.requests] == [delivery_id, delivery_id]
 
 
 async def test_routes_send_each_alert_to_the_receivers_its_labels_match(
@@ -309,7 +415,7 @@ async def test_routes_send_each_alert_to_the_receivers_its_labels_match(
         async with delivering(siaga):
             for sent in (flood(MANGGARAI), flood(KATULAMPA, severity="critical"), congestion):
                 await asyncio.to_thread(siaga.dispatcher.dispatch, sent)  # from another thread
-            await eventually(lambda: siaga.outbox.pending_count() == 0)
+            await eventually(lambda: siaga.outbox.pending_count() == 0, what="nothing pending")
         assert {r.json["alerts"][0]["fingerprint"] for r in server.delivered()} == {
             MANGGARAI, KATULAMPA}
         assert {r.json["alerts"][0]["fingerprint"] for r in monitoring.delivered()} == {
@@ -325,7 +431,7 @@ async def test_the_webhook_url_receiver_gets_everything_as_default(
     siaga = wire(Router([], [], extra_receiver_url=server.url))
     async with delivering(siaga):
         siaga.dispatch(flood())
-        await eventually(lambda: len(server.delivered()) == 1)
+        await eventually(lambda: len(server.delivered()) == 1, what="one delivery")
     assert server.requests[0].json["receiver"] == "default"
 
 
@@ -337,27 +443,24 @@ async def test_a_receivers_extra_headers_are_sent(
     siaga = wire(one_route(receiver))
     async with delivering(siaga):
         siaga.dispatch(flood())
-        await eventually(lambda: len(server.delivered()) == 1)
+        await eventually(lambda: len(server.delivered()) == 1, what="one delivery")
     seen = server.requests[0].headers
     assert (seen["Authorization"], seen["X-Team"]) == ("Bearer t0ken", "pusdalops")
 
 
 async def test_a_slow_receiver_does_not_hold_up_another(
-    wire: Callable[..., Siaga], server: RecordingReceiver
+    wire: Callable[..., Siaga], server: RecordingReceiver, held: HeldReceiver
 ) -> None:
-    slow = RecordingReceiver()
-    slow.default = Answer(200, delay_s=1.5)
-    await slow.start()
-    try:
-        siaga = wire(one_route(Receiver(name="slow", url=slow.url),
-                               Receiver(name="fast", url=server.url)))
-        async with delivering(siaga):
-            siaga.dispatch(flood())
-            await eventually(lambda: len(server.delivered()) == 1, within=1.0)
-            assert siaga.outbox.pending_count() == 1  # the slow one is still answering
-            await eventually(lambda: siaga.outbox.pending_count() == 0)
-    finally:
-        await slow.stop()
+    siaga = wire(one_route(Receiver(name="slow", url=held.url),
+                           Receiver(name="fast", url=server.url)))
+    async with delivering(siaga):
+        slow_id, fast_id = siaga.dispatch(flood())
+        await eventually(lambda: siaga.delivery(fast_id).state == "delivered",
+                         what="the fast receiver's delivery")
+        await eventually(lambda: len(held.requests) == 1, what="the slow receiver's request")
+        assert siaga.delivery(slow_id).state == "pending"  # sent, and still unanswered
+        held.release.set()
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="nothing pending")
 
 
 def test_a_notification_no_route_takes_is_not_enqueued(wire: Callable[..., Siaga]) -> None:
