@@ -256,6 +256,14 @@ class Storage:
         """Write `lines`, halving refused chunks until each refused line stands alone.
 
         Raises `_Interrupted` on a retryable error, with the lines not yet dealt with.
+
+        A refused chunk may have been written in part: InfluxDB 1.x stores every line it
+        can parse and type-check and still answers 400 ("partial write: ... dropped=N"),
+        naming only the first conflict, so which lines it dropped cannot be read from the
+        answer. Halving sends those good lines again, which is harmless: InfluxDB keeps one
+        point per series and timestamp, so the same line overwrites itself, and a line is
+        counted written only once, in the chunk that was taken whole (tested against the
+        real server in tests/integration/test_influx_partial_write.py).
         """
         progress = _Progress()
         pending = [lines]  # a stack of chunks, the next one on top
