@@ -64,14 +64,16 @@ class ConfigError(Exception):
 
     def render(self) -> str:
         """One line per problem: `FILE:LINE: PLACE: MESSAGE`."""
-        return "\n".join(self._line(problem) for problem in self.problems)
+        return "\n".join(render_problem(self.path, problem) for problem in self.problems)
 
-    def _line(self, problem: Problem) -> str:
-        where = "" if self.path is None else str(self.path)
-        if problem.line is not None:
-            where = f"{where}:{problem.line}"
-        prefix = f"{where}: " if where else ""
-        return f"{prefix}{problem.place}: {problem.message}"
+
+def render_problem(path: Path | None, problem: Problem) -> str:
+    """`FILE:LINE: PLACE: MESSAGE` (no LINE when unknown): errors and warnings alike."""
+    where = "" if path is None else str(path)
+    if problem.line is not None:
+        where = f"{where}:{problem.line}"
+    prefix = f"{where}: " if where else ""
+    return f"{prefix}{problem.place}: {problem.message}"
 
 
 class YamlDocument:

@@ -24,7 +24,7 @@ from ingest.spool import Spool
 from ingest.stats import IngestStats
 from ingest.storage import Storage, StorageStats
 from ingest.subscriber import Subscriber
-from rules.config import load_rules
+from rules.config import RulesFile, load_rules
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,11 @@ class Service:
     """Ingest, store, evaluate and notify: one `run` from start to graceful stop."""
 
     def __init__(self, settings: Settings, registry: Registry | None = None,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 rules: RulesFile | None = None) -> None:
         self.settings = settings
         self.registry = registry or load_catalog(settings.catalog_path)
-        self.rules = load_rules(settings.rules_path, self.registry)
+        self.rules = rules or load_rules(settings.rules_path, self.registry)
         self.stats = IngestStats()
         self.clock_ns = clock_ns
         self.ready = asyncio.Event()
@@ -185,7 +186,8 @@ async def stop_on_signals() -> AsyncIterator[asyncio.Event]:
             loop.remove_signal_handler(sig)
 
 
-async def serve(settings: Settings) -> None:
-    """`siaga run`: the service until SIGTERM/SIGINT."""
+async def serve(settings: Settings, registry: Registry | None = None,
+                rules: RulesFile | None = None) -> None:
+    """`siaga run`: the service until SIGTERM/SIGINT (catalog and rules loaded if not given)."""
     async with stop_on_signals() as stop:
-        await Service(settings).run(stop)
+        await Service(settings, registry, rules=rules).run(stop)

@@ -17,7 +17,7 @@ import orjson
 from devices.configfile import ConfigError
 from devices.kinds import Kind
 from devices.redaction import redact_userinfo
-from devices.registry import load_catalog
+from devices.registry import Registry, load_catalog
 from ingest import simulateargs
 from ingest.apiclient import (
     ApiClient,
@@ -30,7 +30,7 @@ from ingest.apiclient import (
 from ingest.brokerauth import SERVICE_USER
 from ingest.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
 from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
-from rules.config import load_rules
+from rules.config import RulesFile, load_rules
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,17 +97,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+def _settings(args: argparse.Namespace, *, require_files: bool = False) -> Settings:
+    return load_settings(args.config, require_files=require_files)
+
+
+def _configuration(args: argparse.Namespace) -> tuple[Settings, Registry, RulesFile]:
+    """Everything `siaga run` and `siaga check` read before they act: the configuration,
+    its catalog and its rules. Any mistake raises `ConfigError` (main prints it, exit 1)."""
+    settings = _settings(args, require_files=True)
+    registry = load_catalog(settings.catalog_path)
+    return settings, registry, load_rules(settings.rules_path, registry)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ingest.app import serve
 
-    settings = _settings(args)
+    # Read and checked before the event loop starts: a mistake in a file is the operator's
+    # to fix, printed as `siaga check` prints it, never a traceback.
+    settings, registry, rules = _configuration(args)
+    if rules.skipped:
+        logging.getLogger("ingest").warning("%s", _skipped_text(settings, rules))
     try:
-        asyncio.run(serve(settings))
-    except Exception:  # one clear line (and the traceback) instead of a silent death
+        asyncio.run(serve(settings, registry, rules))
+    except OSError as exc:  # the machine's answer (a port taken, a disk, a permission)
+        logging.getLogger("ingest").error(
+            "the service stopped: %s; nothing unacknowledged is lost (the broker redelivers "
+            "it): fix the cause and start it again", exc, exc_info=args.verbose)
+        return 1
+    except Exception:  # a bug: one clear line and the traceback, instead of a silent death
         logging.getLogger("ingest").exception(
             "the service stopped on an error; nothing unacknowledged is lost (the broker "
             "redelivers it): fix the cause and start it again")
@@ -116,23 +133,32 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    registry = load_catalog(settings.catalog_path)
-    rules = load_rules(settings.rules_path, registry)
+    settings, registry, rules = _configuration(args)
     source = args.config or BUNDLED_CONFIG
+    skipped = f" ({len(rules.skipped)} skipped or cut, below)" if rules.skipped else ""
     print(f"{source}: OK\n"
           f"  catalog   {settings.catalog_path}: {len(registry)} devices\n"
-          f"  rules     {settings.rules_path}: {len(rules.rules)} rules, "
+          f"  rules     {settings.rules_path}: {len(rules.rules)} rules{skipped}, "
           f"{len(rules.receivers)} receivers, {len(rules.routes)} routes\n"
           f"  MQTT      {settings.mqtt.host}:{settings.mqtt.port}{_mqtt_login(settings)}\n"
           f"  InfluxDB  {settings.influx.api} at {redact_userinfo(settings.influx.url)}")
+    if rules.skipped:
+        # A warning, not an error (exit 0): optional rules are written for another catalog.
+        print(f"warning: {_skipped_text(settings, rules)}")
     return 0
+
+
+def _skipped_text(settings: Settings, rules: RulesFile) -> str:
+    """The one message, for `siaga run`'s log and `siaga check`, on optional rules cut."""
+    return (f"{len(rules.skipped)} optional rules skipped or cut: the catalog "
+            f"{settings.catalog_path} lacks their devices or thresholds\n"
+            + "\n".join(f"  {line}" for line in rules.skipped))
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from ingest import simulatorcli  # the simulators: not loaded by `siaga run` (2 MB)
 
-    return simulatorcli.run(args, lambda: _settings(args))
+    return simulatorcli.run(args, lambda: _settings(args, require_files=True))
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 import rules
-from devices.configfile import ConfigError, Loc, Problem, read_yaml, validate_data
+from devices.configfile import ConfigError, Loc, Problem, locate, read_yaml, validate_data
 from devices.registry import bundled_catalog_path
 
 BUNDLED_CONFIG = Path(__file__).with_name("siaga.yaml")
@@ -164,9 +164,13 @@ ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
 }
 
 
-def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None, *,
+                  require_files: bool = False) -> Settings:
     """Read the YAML file (the bundled one without a path) and apply the environment on top.
 
+    `require_files`: the files the service reads at start (catalog, rules, mqtt.ca_file)
+    must be there and readable, and data_dir must be a folder, so `siaga run` and
+    `siaga check` name the setting and its line rather than fail deep inside start-up.
     Raises ConfigError naming the file, the line and field (or the variable) and the fix.
     """
     path = path or BUNDLED_CONFIG
@@ -188,7 +192,34 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     if problems:
         raise ConfigError(path, problems)
     settings = validate_data(data, Settings, path, lambda: document.node, sources)
-    return _resolve_paths(settings, path.parent, sources)
+    settings = _resolve_paths(settings, path.parent, sources)
+    if require_files:
+        found = [locate(loc, message, document.node, sources)
+                 for loc, message in _file_problems(settings)]
+        if found:
+            raise ConfigError(path, found)
+    return settings
+
+
+def _file_problems(settings: Settings) -> list[tuple[Loc, str]]:
+    """Files named in the settings that start-up would fail to read."""
+    problems: list[tuple[Loc, str]] = []
+    named: list[tuple[Loc, Path | None]] = [
+        (("catalog",), settings.catalog), (("rules",), settings.rules),
+        (("mqtt", "ca_file"), settings.mqtt.ca_file if settings.mqtt.tls else None),
+    ]
+    for loc, file in named:
+        if file is None:
+            continue
+        if not file.exists():
+            problems.append((loc, f"{file}: no such file"))
+        elif not file.is_file():
+            problems.append((loc, f"{file}: not a file"))
+        elif not os.access(file, os.R_OK):
+            problems.append((loc, f"{file}: cannot be read (permission denied)"))
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        problems.append((("data_dir",), f"{settings.data_dir}: exists and is not a folder"))
+    return problems
 
 
 def _set_path(data: dict[str, object], field_path: tuple[str, ...], value: object) -> None:

@@ -18,10 +18,24 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from devices.configfile import ConfigError, Loc, format_validation_error, locate, read_yaml
+from devices.configfile import (
+    ConfigError,
+    Loc,
+    format_validation_error,
+    locate,
+    read_yaml,
+    render_problem,
+)
 from devices.kinds import Kind
 from devices.readings import NUMERIC_FIELDS
 from devices.registry import LABEL_KEY_PATTERN, Device, LabelKey, LabelValue, Registry
@@ -64,7 +78,8 @@ DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 FieldName = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
 Number = Annotated[float, Field(allow_inf_nan=False)]
 _ZERO: Final = timedelta(0)
-Problems = Iterator[tuple[Loc, str]]  # what a semantic check yields: (field path, message)
+Note = tuple[Loc, str]  # (field path, message)
+Problems = Iterator[Note]  # what a semantic check yields
 
 
 class _Strict(BaseModel):
@@ -84,6 +99,11 @@ class RuleBase(_Strict):
     # Text with `{placeholder}`s (str.format syntax), checked by `check_rules`.
     labels: dict[LabelKey, str] = Field(default_factory=dict)
     annotations: dict[LabelKey, str] = Field(default_factory=dict)
+    # Where the catalog lacks what the rule names (devices, thresholds, any device of its
+    # kind), skip the rule there with a warning instead of refusing the file. For rules
+    # written for one catalog (the bundled Jakarta rules): a newcomer's catalog of their own
+    # gauges still starts. Off by default: see `check_rules` for why.
+    optional: bool = False
 
 
 class SelectingRule(RuleBase):
@@ -269,10 +289,21 @@ class RulesFile(_Strict):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     receivers: list[Receiver] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
+    # `FILE:LINE: PLACE: MESSAGE` for each optional rule cut or left out (`load_rules`).
+    _skipped: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Optional rules the catalog made the loader cut or leave out, one line each."""
+        return self._skipped
 
 
 def load_rules(path: Path, registry: Registry) -> RulesFile:
-    """Load and check a rules file; raises `ConfigError` naming each problem's line and field."""
+    """Load and check a rules file; raises `ConfigError` naming each problem's line and field.
+
+    The result holds the rules as they apply to `registry`: an optional rule is cut to
+    what the catalog has, or left out, and `RulesFile.skipped` says which and why.
+    """
     document = read_yaml(path)
     try:
         rules_file = RulesFile.model_validate(document.data)
@@ -284,15 +315,29 @@ def load_rules(path: Path, registry: Registry) -> RulesFile:
     if problems:
         problems.sort(key=lambda problem: problem.line or 0)
         raise ConfigError(path, problems)
-    return rules_file
+    fitted, notes = fit_to_catalog(rules_file, registry)
+    if notes:
+        fitted = fitted.model_copy()
+        fitted._skipped = tuple(  # set once, here, by the loader
+            render_problem(path, locate(loc, message, document.node)) for loc, message in notes)
+    return fitted
 
 
 def check_rules(rules_file: RulesFile, registry: Registry) -> Problems:
-    """The semantic checks of a valid rules file against the registry."""
+    """The semantic checks of a valid rules file against the registry.
+
+    A rule naming a device (or threshold) the catalog lacks is an error unless the rule is
+    `optional`: in a rules file of one's own such a name is most likely a typo, and a flood
+    gauge silently left unwatched is the worst outcome a typo can have. Rules written for
+    another catalog say `optional: true` and are cut to this one (`fit_to_catalog`), with
+    a warning at start-up and from `siaga check`.
+    """
     yield from _name_problems(rules_file.rules)
     label_keys = frozenset(key for device in registry for key in device.labels)
     for index, rule in enumerate(rules_file.rules):
         loc: Loc = ("rules", index)
+        if not rule.optional:
+            yield from _absences(loc, rule, registry)
         if isinstance(rule, SelectingRule):
             yield from _selector_problems(loc, rule, registry)
         if isinstance(rule, LadderRule):
@@ -305,6 +350,111 @@ def check_rules(rules_file: RulesFile, registry: Registry) -> Problems:
             yield (*loc, "labels", key), "set by Siaga itself, not by a rule"
         yield from _template_problems(loc, rule, rule.placeholders | label_keys)
     yield from route_problems(rules_file.receivers, rules_file.routes)
+
+
+def fit_to_catalog(rules_file: RulesFile, registry: Registry) -> tuple[RulesFile, list[Note]]:
+    """The rules as they apply to `registry`, and a note for each optional rule it changed.
+
+    An optional rule loses the devices the catalog lacks; one left with nothing to watch
+    is left out. Rules that are not optional are returned as they are (`check_rules`
+    refused the file if they name what the catalog lacks).
+    """
+    kept: list[Rule] = []
+    notes: list[Note] = []
+    for index, rule in enumerate(rules_file.rules):
+        fitted, missing = _fit(rule, registry) if rule.optional else (rule, [])
+        if fitted is None:
+            notes.append((("rules", index), f"{rule.name} skipped: {'; '.join(missing)}"))
+            continue
+        if missing:
+            notes.append((("rules", index),
+                           f"{rule.name} applies without what the catalog lacks: "
+                           f"{'; '.join(missing)}"))
+        kept.append(fitted)
+    if not notes:
+        return rules_file, notes
+    return rules_file.model_copy(update={"rules": kept}), notes
+
+
+def _fit(rule: Rule, registry: Registry) -> tuple[Rule | None, list[str]]:
+    """An optional rule cut to the catalog (None: nothing left), and what the catalog lacks."""
+    if isinstance(rule, FloodWaveRule):
+        upstream = registry.get(rule.upstream)
+        if upstream is None:
+            return None, [f"the catalog has no device {rule.upstream!r} (the upstream gauge)"]
+        if rule.threshold not in upstream.thresholds:
+            return None, [f"{upstream.id} has no threshold {rule.threshold}"]
+        present = [entry for entry in rule.downstream if entry.device in registry]
+        missing = [f"the catalog has no device {entry.device!r}"
+                   for entry in rule.downstream if entry.device not in registry]
+        if not present:
+            return None, missing
+        return rule.model_copy(update={"downstream": present}), missing
+    missing = []
+    if rule.devices is not None:
+        usable = [device_id for device_id in rule.devices
+                  if (device := registry.get(device_id)) is not None and _watches(rule, device)]
+        for device_id in rule.devices:
+            if device_id not in registry:
+                missing.append(f"the catalog has no device {device_id!r}")
+            elif device_id not in usable and isinstance(rule, LadderRule):
+                missing.append(f"{device_id} lacks a threshold of {_thresholds(rule)}")
+        if not usable:
+            return None, missing
+        rule = rule.model_copy(update={"devices": usable})
+    if not any(rule.selects(device) and _watches(rule, device) for device in registry):
+        return None, [*missing, _nothing_selected(rule)]
+    return rule, missing
+
+
+def _watches(rule: SelectingRule, device: Device) -> bool:
+    """Whether a device the rule selects can be judged: a ladder needs all its thresholds."""
+    if isinstance(rule, LadderRule):
+        return all(step.threshold in device.thresholds for step in rule.steps)
+    return True
+
+
+def _thresholds(rule: LadderRule) -> str:
+    return ", ".join(step.threshold for step in rule.steps)
+
+
+def _nothing_selected(rule: SelectingRule) -> str:
+    what = f"{rule.kind} device" if rule.kind is not None else "device"
+    if isinstance(rule, LadderRule):
+        return f"no {what} in the catalog has the thresholds {_thresholds(rule)}"
+    return f"the catalog has no {what}" + (" of those named" if rule.devices else "")
+
+
+def _absences(loc: Loc, rule: RuleBase, registry: Registry) -> Problems:
+    """What the rule names that the catalog lacks (errors for a rule that is not optional)."""
+    if isinstance(rule, SelectingRule):
+        for position, device_id in enumerate(rule.devices or ()):
+            if device_id not in registry:
+                yield (*loc, "devices", position), f"unknown device {device_id!r}"
+    if isinstance(rule, LadderRule):
+        names = [step.threshold for step in rule.steps]
+        for position, device_id in enumerate(rule.devices or ()):
+            device = registry.get(device_id)
+            thresholds = {} if device is None else device.thresholds
+            missing = [name for name in names if device is not None and name not in thresholds]
+            if missing:
+                yield ((*loc, "devices", position),
+                       f"{device_id} has no threshold {', '.join(missing)}")
+        selected = [device for device in registry if rule.selects(device)]
+        for position, name in enumerate(names):
+            if rule.devices is None and not any(name in device.thresholds for device in selected):
+                yield (*loc, "steps", position, "threshold"), (
+                    f"no selected device has a threshold {name!r}: the rule could never fire")
+    if isinstance(rule, FloodWaveRule):
+        upstream = registry.get(rule.upstream)
+        if upstream is None:
+            yield (*loc, "upstream"), f"unknown device {rule.upstream!r}"
+        elif rule.threshold not in upstream.thresholds:
+            yield (*loc, "at_level"), f"{upstream.id} has no threshold {rule.threshold}"
+        for position, entry in enumerate(rule.downstream):
+            if entry.device not in registry:
+                where = (*loc, "downstream", position, "device")
+                yield where, f"unknown device {entry.device!r}"
 
 
 def _name_problems(rules: Sequence[RuleBase]) -> Problems:
@@ -323,9 +473,7 @@ def _name_problems(rules: Sequence[RuleBase]) -> Problems:
 def _selector_problems(loc: Loc, rule: SelectingRule, registry: Registry) -> Problems:
     for position, device_id in enumerate(rule.devices or ()):
         device = registry.get(device_id)
-        if device is None:
-            yield (*loc, "devices", position), f"unknown device {device_id!r}"
-        elif rule.kind is not None and device.kind is not rule.kind:
+        if device is not None and rule.kind is not None and device.kind is not rule.kind:
             yield (*loc, "devices", position), f"{device_id} is {device.kind}, not {rule.kind}"
     field = getattr(rule, "field", None)
     kinds = {rule.kind} if rule.kind is not None else {d.kind for d in registry if rule.selects(d)}
@@ -337,16 +485,6 @@ def _selector_problems(loc: Loc, rule: SelectingRule, registry: Registry) -> Pro
 
 def _ladder_problems(loc: Loc, rule: LadderRule, registry: Registry) -> Problems:
     names = [step.threshold for step in rule.steps]
-    for position, device_id in enumerate(rule.devices or ()):
-        device = registry.get(device_id)
-        missing = [name for name in names if device is not None and name not in device.thresholds]
-        if missing:
-            yield (*loc, "devices", position), f"{device_id} has no threshold {', '.join(missing)}"
-    selected = [device for device in registry if rule.selects(device)]  # named ones: above
-    for position, name in enumerate(names):
-        if rule.devices is None and not any(name in device.thresholds for device in selected):
-            yield (*loc, "steps", position, "threshold"), (
-                f"no selected device has a threshold {name!r}: the rule could never fire")
     for device in registry:
         if rule.selects(device) and all(name in device.thresholds for name in names):
             values = [device.thresholds[name] for name in names]
@@ -358,18 +496,12 @@ def _ladder_problems(loc: Loc, rule: LadderRule, registry: Registry) -> Problems
 
 def _flood_wave_problems(loc: Loc, rule: FloodWaveRule, registry: Registry) -> Problems:
     upstream = registry.get(rule.upstream)
-    if upstream is None:
-        yield (*loc, "upstream"), f"unknown device {rule.upstream!r}"
-    elif rule.threshold not in upstream.thresholds:
-        yield (*loc, "at_level"), f"{upstream.id} has no threshold {rule.threshold}"
-    elif rule.field not in NUMERIC_FIELDS[upstream.kind]:
+    if upstream is not None and rule.field not in NUMERIC_FIELDS[upstream.kind]:
         yield (*loc, "field"), f"{upstream.kind} readings have no field {rule.field!r}"
     seen: set[str] = set()
     for position, entry in enumerate(rule.downstream):
         where = (*loc, "downstream", position, "device")
-        if registry.get(entry.device) is None:
-            yield where, f"unknown device {entry.device!r}"
-        elif entry.device == rule.upstream:
+        if entry.device == rule.upstream:
             yield where, "the upstream gauge cannot be its own downstream"
         elif entry.device in seen:
             yield where, f"{entry.device} is listed twice"

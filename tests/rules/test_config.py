@@ -236,6 +236,62 @@ def test_a_flood_wave_with_unknown_gauges_is_refused(tmp_path: Path, registry: R
     ]
 
 
+def load(tmp_path: Path, registry: Registry, text: str) -> RulesFile:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_rules(path, registry)
+
+
+def test_an_optional_rule_is_cut_to_the_devices_the_catalog_has(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = LADDER.replace("    kind: water-level\n",
+                          "    optional: true\n    devices: [manggarai, monas]\n")
+    rules = load(tmp_path, registry, text)
+    assert isinstance(rules.rules[0], LadderRule) and rules.rules[0].devices == ["manggarai"]
+    assert [line.removeprefix(str(tmp_path / "rules.yaml")) for line in rules.skipped] == [
+        ":2: rules[0]: FloodLevel applies without what the catalog lacks: "
+        "the catalog has no device 'monas'",
+    ]
+
+
+def test_an_optional_rule_with_nothing_left_to_watch_is_skipped(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = ("rules:\n  - name: Wave\n    type: flood_wave\n    optional: true\n"
+            "    upstream: bogor\n    downstream:\n      - {device: depok, travel: 3h}\n")
+    rules = load(tmp_path, registry, text)
+    assert rules.rules == []
+    assert [line.removeprefix(str(tmp_path / "rules.yaml")) for line in rules.skipped] == [
+        ":2: rules[0]: Wave skipped: the catalog has no device 'bogor' (the upstream gauge)",
+    ]
+
+
+def test_an_optional_flood_wave_keeps_the_downstream_gauges_the_catalog_has(
+    tmp_path: Path, registry: Registry
+) -> None:
+    text = ("rules:\n  - name: Wave\n    type: flood_wave\n    optional: true\n"
+            "    upstream: katulampa\n    downstream:\n      - {device: depok, travel: 3h}\n"
+            "      - {device: jakarta, travel: 9h}\n")
+    [wave] = load(tmp_path, registry, text).rules
+    assert isinstance(wave, FloodWaveRule)
+    assert [entry.device for entry in wave.downstream] == ["depok"]
+
+
+def test_an_optional_rule_still_refuses_a_real_mistake(tmp_path: Path, registry: Registry) -> None:
+    # A device the catalog has, of another kind: not absent, wrong.
+    text = LADDER.replace("    kind: water-level\n",
+                          "    kind: water-level\n    optional: true\n"
+                          "    devices: [sudirman-setiabudi]\n")
+    assert problems(tmp_path, registry, text) == [
+        ":6: rules[0].devices[0]: sudirman-setiabudi is traffic, not water-level",
+    ]
+
+
+def test_the_bundled_rules_skip_nothing_with_the_bundled_catalog(registry: Registry) -> None:
+    assert load_rules(DEFAULT_RULES, registry).skipped == ()
+
+
 def test_a_route_naming_an_undefined_receiver_is_refused(
     tmp_path: Path, registry: Registry
 ) -> None:
