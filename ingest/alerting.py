@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from devices.readings import Reading
 from devices.registry import Registry
 from ingest.decode import StatusUpdate
-from rules.alert import Alert, Severity, Signal, Transition
+from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
 from rules.config import STORAGE_UNAVAILABLE, RulesFile
 from rules.dispatch import Dispatcher
@@ -81,7 +81,8 @@ class Alerting:
             page_max_age_ns=to_ns(alerting.page_max_age),
             repeat_interval_ns=to_ns(alerting.repeat_interval), clock_ns=self._clock_ns,
             send=self.dispatcher.dispatch))
-        self.checker = OfflineChecker(self.rules_file.offline, self.registry, self.tracker)
+        self.checker = OfflineChecker(self.rules_file.offline, self.registry, self.tracker,
+                                      alerting.utc_offset)
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
         for transition in self.engine.restore(self.book.restore()):
             self._apply(transition)
@@ -149,12 +150,21 @@ class Alerting:
         service carries on: `/readyz` and `siaga_storage_unavailable` still show the state.
         """
         try:
-            transition = self.engine.signal(_storage_signal(reason, self._clock_ns()))
+            transition = self.engine.signal(_storage_signal(reason, self._clock_ns()),
+                                            self._storage_resolution)
             if transition is not None:
                 self._apply(transition)
         except (sqlite3.Error, OSError):
             log.exception("could not record the %s alert (%s)", STORAGE_UNAVAILABLE,
                           "resolved" if reason is None else reason)
+
+    def _storage_resolution(self, alert: Alert) -> Mapping[str, str]:
+        offset = self.rules_file.alerting.utc_offset
+        at_ns = alert.ends_at_ns if alert.ends_at_ns is not None else self._clock_ns()
+        since = local_time(alert.starts_at_ns, offset)
+        summary = f"Siaga makes readings durable again (at {local_time(at_ns, offset)})"
+        return ended(summary, f"{summary}: a store succeeded, acknowledgements resume. They "
+                              f"had stopped at {since}.", at_ns, offset)
 
     # --- wall clock -----------------------------------------------------------------------
 
@@ -176,7 +186,7 @@ class Alerting:
 
     async def _check_offline(self) -> None:
         for signal in self.checker.check(self._clock_ns()):
-            transition = self.engine.signal(signal)
+            transition = self.engine.signal(signal, self.checker.resolution)
             if transition is not None:
                 self._apply(transition)
 

@@ -221,6 +221,8 @@ class AlertConsole:
 def _alert_text(alert: dict[str, Any]) -> str:
     labels, annotations = alert.get("labels", {}), alert.get("annotations", {})
     status = str(alert.get("status", "?")).upper()
-    what = " ".join(str(labels[key]) for key in ("alertname", "device_id", "level", "severity")
-                    if key in labels)
-    return f"  ALERT {status:<8} {what}: {annotations.get('summary', '')}"
+    what = " ".join(str(labels[key]) for key in ("alertname", "device_id") if key in labels)
+    state = " ".join(str(labels[key]) for key in ("level", "severity") if key in labels)
+    if status == "RESOLVED":
+        state = f"(was {state})"  # the labels are those it fired with; the summary says the end
+    return f"  ALERT {status:<8} {what} {state}: {annotations.get('summary', '')}"

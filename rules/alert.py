@@ -11,8 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
+
+# Indonesia's zones by offset: operators read "14:05 WIB", not "+07:00".
+ZONE_NAMES: Final = {"+07:00": "WIB", "+08:00": "WITA", "+09:00": "WIT", "+00:00": "UTC"}
 
 
 class Severity(StrEnum):
@@ -114,6 +118,34 @@ def step(alert: Alert | None, signal: Signal, timing: Timing) -> Stepped:
     if signal.active:
         return _step_active(alert, signal, timing)
     return _step_inactive(alert, signal, timing)
+
+
+def resolved_with(transition: Transition, annotations: Mapping[str, str]) -> Transition:
+    """A resolution that says what happened: `annotations` (the condition's account of the
+    end: summary, description, the last value and when) over the alert's firing ones, so
+    a rule's own extra annotations (a runbook link) still travel with it."""
+    alert = replace(transition.alert, annotations={**transition.alert.annotations, **annotations})
+    return Transition(transition.change, alert, transition.previous)
+
+
+def zone(utc_offset: str) -> timezone:
+    """`+07:00` -> its timezone (the offset is validated where it is configured)."""
+    hours, minutes = utc_offset[1:].split(":")
+    sign = -1 if utc_offset.startswith("-") else 1
+    return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+
+
+def local_time(ns: int, utc_offset: str) -> str:
+    """`2020-01-01 14:05 WIB`: an instant as operators read it, in their zone."""
+    stamp = datetime.fromtimestamp(ns / 1e9, zone(utc_offset)).strftime("%Y-%m-%d %H:%M")
+    return f"{stamp} {ZONE_NAMES.get(utc_offset, 'UTC' + utc_offset)}"
+
+
+def ended(summary: str, description: str, at_ns: int, utc_offset: str,
+          **extra: str) -> dict[str, str]:
+    """The annotations of a resolution: what happened, and when (RFC 3339 in `resolved_at`)."""
+    resolved_at = datetime.fromtimestamp(at_ns / 1e9, zone(utc_offset)).isoformat("T", "seconds")
+    return {"summary": summary, "description": description, "resolved_at": resolved_at, **extra}
 
 
 def _step_active(alert: Alert | None, signal: Signal, timing: Timing) -> Stepped:

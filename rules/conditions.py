@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Final, Generic, Protocol, TypeVar
 
 from devices.readings import Reading
 from devices.registry import Device, Registry
-from rules.alert import Alert, AlertStatus, Severity, Signal, Timing
+from rules.alert import Alert, AlertStatus, Severity, Signal, Timing, ended, local_time, zone
 from rules.config import (
     BoundedRule,
     FloodWaveRule,
@@ -31,7 +31,7 @@ from rules.config import (
     WindowRule,
 )
 from rules.durations import format_duration, to_ns
-from rules.ispu import BREAKPOINTS, Category, ispu
+from rules.ispu import BREAKPOINTS, Category, IspuResult, ispu
 from rules.series import Series
 
 R = TypeVar("R", bound=RuleBase)
@@ -95,19 +95,26 @@ class Condition(Protocol):
         """Signals for the reading; none when the rule cannot judge yet (window not full)."""
         ...
 
+    def resolution(self, alert: Alert, reading: Reading, device: Device,
+                   memory: Memory) -> Mapping[str, str]:
+        """What ended `alert` at `reading` (which made its condition stop): the annotations
+        of the resolution. Asked only when an alert resolves, never per reading."""
+        ...
 
-def build(rule: Rule, registry: Registry) -> Condition:
-    """The condition of a checked rule (`config.load_rules`)."""
+
+def build(rule: Rule, registry: Registry, utc_offset: str = "+07:00") -> Condition:
+    """The condition of a checked rule (`config.load_rules`); `utc_offset`: the operators'
+    clock in resolution texts (`alerting.utc_offset`)."""
     if isinstance(rule, LadderRule):
-        return Ladder(rule)
+        return Ladder(rule, utc_offset)
     if isinstance(rule, ThresholdRule):
-        return Threshold(rule)
+        return Threshold(rule, utc_offset)
     if isinstance(rule, RateOfChangeRule):
-        return RateOfChange(rule)
+        return RateOfChange(rule, utc_offset)
     if isinstance(rule, WindowRule):
-        return Window(rule)
+        return Window(rule, utc_offset)
     if isinstance(rule, IspuRule):
-        return Ispu(rule)
+        return Ispu(rule, utc_offset)
     return FloodWave(rule, registry)
 
 
@@ -128,10 +135,18 @@ class _Lenient(dict[str, object]):
 class _Base(Generic[R]):
     """Identity, timing, selection and signal building shared by every condition."""
 
-    def __init__(self, rule: R) -> None:
+    def __init__(self, rule: R, utc_offset: str) -> None:
         self.rule = rule
         self.name = rule.name
         self.timing = Timing(to_ns(rule.for_), to_ns(rule.keep_firing_for))
+        self.utc_offset = utc_offset
+
+    def _ended(self, reading: Reading, summary: str, description: str,
+               value: float) -> dict[str, str]:
+        """A resolution's annotations; `summary` and `description` may use `{at}`."""
+        at = local_time(reading.ts_ns, self.utc_offset)
+        return ended(summary.format(at=at), description.format(at=at), reading.ts_ns,
+                     self.utc_offset, value=f"{value:g}")
 
     def selects(self, device: Device) -> bool:
         return isinstance(self.rule, SelectingRule) and self.rule.selects(device)
@@ -235,6 +250,24 @@ class Ladder(_Base[LadderRule]):
         return [self._active(device, reading.ts_ns, step.severity, value, text, extra,
                              {"level": step.level})]
 
+    def resolution(self, alert: Alert, reading: Reading, device: Device,
+                   memory: Memory) -> Mapping[str, str]:
+        value, field = reading.values.get(self.rule.field, 0.0), self.rule.field
+        first = self.rule.steps[0]
+        limit = device.thresholds[first.threshold]
+        return self._ended(
+            reading, f"{device.name} is back below {first.level}: {field} {value:g} at {{at}}",
+            f"{device.name} reads {field} {value:g} at {{at}}, below the {first.level} "
+            f"threshold of {limit:g} (less the {self.rule.clear_margin:g} margin): the alert "
+            f"(last at {alert.labels.get('level', first.level)}) has ended.", value)
+
+
+def _back(rule: BoundedRule) -> tuple[str, float]:
+    """Which way a bounded rule's value went to end it, and the limit it crossed."""
+    if rule.above is not None:
+        return "below", rule.clear_below if rule.clear_below is not None else rule.above
+    return "above", rule.clear_above if rule.clear_above is not None else rule.limit
+
 
 class Threshold(_Base[ThresholdRule]):
     """A field past a fixed limit, with an optional clear limit."""
@@ -250,6 +283,15 @@ class Threshold(_Base[ThresholdRule]):
         return [self._active(device, reading.ts_ns, self.rule.severity, value, text,
                              {"limit": self.rule.limit})]
 
+    def resolution(self, alert: Alert, reading: Reading, device: Device,
+                   memory: Memory) -> Mapping[str, str]:
+        value, field = reading.values.get(self.rule.field, 0.0), self.rule.field
+        way, limit = _back(self.rule)
+        return self._ended(
+            reading, f"{device.name}: {field} back {way} {limit:g}: {value:g} at {{at}}",
+            f"{device.name} reads {field} {value:g} at {{at}}, back {way} {limit:g}: the "
+            f"alert has ended.", value)
+
 
 class RateOfChange(_Base[RateOfChangeRule]):
     """A rise (fall) within `within`: the value now against the lowest (highest) in the span.
@@ -258,8 +300,8 @@ class RateOfChange(_Base[RateOfChangeRule]):
     compare seven readings. It clears once the change within the span is under the limit.
     """
 
-    def __init__(self, rule: RateOfChangeRule) -> None:
-        super().__init__(rule)
+    def __init__(self, rule: RateOfChangeRule, utc_offset: str) -> None:
+        super().__init__(rule, utc_offset)
         # [ts - within, ts] on integer nanoseconds is the series' (ts - within - 1, ts].
         self._span_ns = to_ns(rule.within) + 1
 
@@ -279,12 +321,24 @@ class RateOfChange(_Base[RateOfChangeRule]):
         extra = {"change": change, "limit": limit, "within": format_duration(self.rule.within)}
         return [self._active(device, reading.ts_ns, self.rule.severity, value, text, extra)]
 
+    def resolution(self, alert: Alert, reading: Reading, device: Device,
+                   memory: Memory) -> Mapping[str, str]:
+        value, field = reading.values.get(self.rule.field, 0.0), self.rule.field
+        rise = self.rule.rise
+        change = value - memory.series.low() if rise is not None else memory.series.high() - value
+        way, limit = ("rising", rise) if rise is not None else ("falling", self.rule.fall or 0.0)
+        within = format_duration(self.rule.within)
+        return self._ended(
+            reading, f"{device.name}: {field} no longer {way} fast: {value:g} at {{at}}",
+            f"{device.name} reads {field} {value:g} at {{at}}: {change:g} within {within}, "
+            f"under the limit of {limit:g}: the alert has ended.", value)
+
 
 class Window(_Base[WindowRule]):
     """An aggregate over (ts - window, ts]; silent until the readings span the window."""
 
-    def __init__(self, rule: WindowRule) -> None:
-        super().__init__(rule)
+    def __init__(self, rule: WindowRule, utc_offset: str) -> None:
+        super().__init__(rule, utc_offset)
         self._window_ns = to_ns(rule.window)
 
     def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
@@ -304,6 +358,16 @@ class Window(_Base[WindowRule]):
                  "limit": self.rule.limit}
         return [self._active(device, reading.ts_ns, self.rule.severity, aggregate, text, extra)]
 
+    def resolution(self, alert: Alert, reading: Reading, device: Device,
+                   memory: Memory) -> Mapping[str, str]:
+        value = AGGREGATES[self.rule.aggregate](memory.series)
+        way, limit = _back(self.rule)
+        what = f"{self.rule.aggregate} {self.rule.field} over {format_duration(self.rule.window)}"
+        return self._ended(
+            reading, f"{device.name}: {what} back {way} {limit:g}: {value:.1f} at {{at}}",
+            f"{device.name}: the {what} is {value:.1f} at {{at}}, back {way} {limit:g}: the "
+            f"alert has ended.", value)
+
 
 class Ispu(_Base[IspuRule]):
     """The ISPU of the pollutant means over `window`; `level` follows the category.
@@ -313,8 +377,8 @@ class Ispu(_Base[IspuRule]):
     pollutant over a configurable window (default 1 h). Silent until readings span it.
     """
 
-    def __init__(self, rule: IspuRule) -> None:
-        super().__init__(rule)
+    def __init__(self, rule: IspuRule, utc_offset: str) -> None:
+        super().__init__(rule, utc_offset)
         self._window_ns = to_ns(rule.window)
         self._min_rank = Category(rule.min_category).rank
 
@@ -334,7 +398,7 @@ class Ispu(_Base[IspuRule]):
         # Full once any pollutant's readings span the window: a reading of any of them is one.
         if not any(one.full for one in series.values()):
             return []
-        result = ispu({pollutant: one.mean() for pollutant, one in series.items() if one.recent})
+        result = _index(memory)
         if result.category.rank < self._min_rank:
             return [self._inactive(device.id, reading.ts_ns)]
         text = ("{name}: ISPU {index} ({category})",
@@ -349,6 +413,24 @@ class Ispu(_Base[IspuRule]):
         return [self._active(device, reading.ts_ns, severity, result.index, text, extra,
                              {"level": result.category.value}, notes)]
 
+    def resolution(self, alert: Alert, reading: Reading, device: Device,
+                   memory: Memory) -> Mapping[str, str]:
+        result = _index(memory)
+        category = result.category.display_name
+        annotations = self._ended(
+            reading, f"Air at {device.name} is back to {category}: ISPU {result.index} at {{at}}",
+            f"Air at {device.name} is {category} at {{at}}: ISPU {result.index}, dominant "
+            f"pollutant {result.dominant} ({format_duration(self.rule.window)} means): the "
+            f"alert has ended.", result.index)
+        return {**annotations, "index": str(result.index), "category": category,
+                "dominant": result.dominant}
+
+
+def _index(memory: Memory) -> IspuResult:
+    """The ISPU of the recent pollutant means a monitor's memory holds."""
+    return ispu({pollutant: one.mean() for pollutant, one in memory.pollutants.items()
+                 if one.recent})
+
 
 class FloodWave(_Base[FloodWaveRule]):
     """The upstream gauge at `at_level` or worse warns each downstream gauge of the wave.
@@ -359,12 +441,10 @@ class FloodWave(_Base[FloodWaveRule]):
     """
 
     def __init__(self, rule: FloodWaveRule, registry: Registry) -> None:
-        super().__init__(rule)
+        super().__init__(rule, rule.utc_offset)  # the rule's own clock, as its arrival times
         found = ((registry.get(entry.device), entry.travel) for entry in rule.downstream)
         self._downstream = [(device, travel) for device, travel in found if device is not None]
-        hours, minutes = rule.utc_offset[1:].split(":")
-        sign = -1 if rule.utc_offset.startswith("-") else 1
-        self._zone = timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+        self._zone = zone(rule.utc_offset)
 
     def selects(self, device: Device) -> bool:
         return device.id == self.rule.upstream
@@ -404,3 +484,17 @@ class FloodWave(_Base[FloodWaveRule]):
         notes = {"expected_arrival": arrival, "travel_time": format_duration(travel)}
         return self._active(down, reading.ts_ns, self.rule.severity, value, text, extra,
                             {"upstream": upstream.id}, notes)
+
+    def resolution(self, alert: Alert, reading: Reading, device: Device,
+                   memory: Memory) -> Mapping[str, str]:
+        # `device` is the upstream gauge (its reading ended the wave); the alert is downstream.
+        value, field = reading.values.get(self.rule.field, 0.0), self.rule.field
+        names = {down.id: down.name for down, _ in self._downstream}
+        down = names.get(alert.subject, alert.subject)
+        level = self.rule.at_level
+        return self._ended(
+            reading, f"Flood wave at {down} called off: {device.name} is back below {level}: "
+                     f"{field} {value:g} at {{at}}",
+            f"{device.name} reads {field} {value:g} at {{at}}, back below {level} (less the "
+            f"{self.rule.clear_margin:g} margin): no flood wave is on its way to {down} from "
+            f"it now.", value)

@@ -72,6 +72,8 @@ SIAGA_LEVELS: Mapping[str, str] = MappingProxyType(
     {"siaga-3": "siaga3_cm", "siaga-2": "siaga2_cm", "siaga-1": "siaga1_cm"}
 )
 
+UTC_OFFSET_PATTERN: Final = r"^[+-](0\d|1[0-4]):[0-5]\d$"  # +07:00 is WIB (Jakarta)
+
 SeverityField = Annotated[Severity, Field(strict=False)]  # YAML gives a string, not the enum
 KindField = Annotated[Kind, Field(strict=False)]
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
@@ -254,7 +256,7 @@ class FloodWaveRule(RuleBase):
     downstream: list[Downstream] = Field(min_length=1)
     severity: SeverityField = Severity.WARNING
     # Offset of `expected_arrival` in the annotations: WIB, the operators' clock.
-    utc_offset: str = Field(default="+07:00", pattern=r"^[+-](0\d|1[0-4]):[0-5]\d$")
+    utc_offset: str = Field(default="+07:00", pattern=UTC_OFFSET_PATTERN)
 
     @property
     def threshold(self) -> str:
@@ -279,6 +281,8 @@ class AlertingConfig(_Strict):
     page_max_age: PositiveDuration = timedelta(minutes=15)
     repeat_interval: PositiveDuration = timedelta(hours=4)
     history_days: int = Field(default=30, ge=1)
+    # The operators' clock in alert texts ("back below siaga-3 ... at 14:05 WIB").
+    utc_offset: str = Field(default="+07:00", pattern=UTC_OFFSET_PATTERN)
 
 
 class RulesFile(_Strict):

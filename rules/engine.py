@@ -7,7 +7,16 @@ from dataclasses import replace
 
 from devices.readings import Reading
 from devices.registry import Registry
-from rules.alert import Alert, AlertStatus, Change, Signal, Timing, Transition, step
+from rules.alert import (
+    Alert,
+    AlertStatus,
+    Change,
+    Signal,
+    Timing,
+    Transition,
+    resolved_with,
+    step,
+)
 from rules.conditions import Condition, Memory, build
 from rules.config import BUILTIN_ALERTS, RulesFile
 
@@ -28,7 +37,8 @@ class RuleEngine:
         """`on_unchanged` sees an open alert a signal updated without changing it."""
         self._registry = registry
         self._on_unchanged = on_unchanged
-        self._conditions = [build(rule, registry) for rule in rules_file.rules]
+        offset = rules_file.alerting.utc_offset
+        self._conditions = [build(rule, registry, offset) for rule in rules_file.rules]
         self._timings = {condition.name: condition.timing for condition in self._conditions}
         self._by_device: dict[str, tuple[Condition, ...]] = {
             device.id: tuple(c for c in self._conditions if c.selects(device))
@@ -67,7 +77,9 @@ class RuleEngine:
                 continue
             ended = replace(alert, status=AlertStatus.RESOLVED, ends_at_ns=alert.evaluated_at_ns)
             change: Change = "resolved" if alert.status is AlertStatus.FIRING else "abandoned"
-            orphans.append(Transition(change, ended, alert.status))
+            gone = f"{alert.rule} ended: the rule is no longer in the rules file"
+            orphans.append(resolved_with(Transition(change, ended, alert.status), {
+                "summary": gone, "description": f"{gone}, so nothing would resolve it."}))
         self._memories.clear()  # memories seeded before would not know these alerts
         return orphans
 
@@ -86,13 +98,26 @@ class RuleEngine:
             memory = self._memory(condition, device.id)
             for signal in condition.evaluate(reading, device, memory):
                 transition = self._apply(signal, condition.timing)
-                if transition is not None:
-                    transitions.append(transition)
+                if transition is None:
+                    continue
+                if transition.change == "resolved":  # say what ended it, not what fired
+                    transition = resolved_with(transition, condition.resolution(
+                        transition.alert, reading, device, memory))
+                transitions.append(transition)
         return transitions
 
-    def signal(self, signal: Signal) -> Transition | None:
-        """Apply a signal from outside the rules (the offline checker), with its rule's timing."""
-        return self._apply(signal, self._timings.get(signal.rule, Timing()))
+    def signal(self, signal: Signal,
+               resolution: Callable[[Alert], Mapping[str, str]] | None = None,
+               ) -> Transition | None:
+        """Apply a signal from outside the rules (the offline checker), with its rule's timing.
+
+        `resolution` gives the annotations of a resolution from the alert it ends; it is
+        asked only then (the offline checker sends an inactive signal for every device).
+        """
+        transition = self._apply(signal, self._timings.get(signal.rule, Timing()))
+        if transition is not None and transition.change == "resolved" and resolution:
+            return resolved_with(transition, resolution(transition.alert))
+        return transition
 
     def _apply(self, signal: Signal, timing: Timing) -> Transition | None:
         key = (signal.rule, signal.subject)

@@ -19,7 +19,7 @@ one judgement made on the wall clock (SPEC section 5).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from devices.kinds import DEFAULT_INTERVAL_S, Kind
 from devices.registry import Device, LabelKey, Registry
-from rules.alert import Severity, Signal
+from rules.alert import Alert, Severity, Signal, ended, local_time
 from rules.durations import Duration, format_duration, to_ns
 
 DEVICE_OFFLINE: Final = "DeviceOffline"
@@ -145,9 +145,13 @@ class _Area:
 class OfflineChecker:
     """DeviceOffline and AreaOffline signals from the tracker at a wall-clock instant."""
 
-    def __init__(self, config: OfflineConfig, registry: Registry, tracker: DeviceTracker) -> None:
+    def __init__(self, config: OfflineConfig, registry: Registry, tracker: DeviceTracker,
+                 utc_offset: str = "+07:00") -> None:
+        """`utc_offset`: the operators' clock in resolution texts (`alerting.utc_offset`)."""
         self._config = config
         self._devices = tuple(registry)
+        self._names = {device.id: device.name for device in registry}
+        self._utc_offset = utc_offset
         self._tracker = tracker
         self._interval_s = {device.id: self._interval(device) for device in registry}
         self._areas = _areas(self._devices, config)
@@ -178,6 +182,28 @@ class OfflineChecker:
                 signals.append(Signal(DEVICE_OFFLINE, device.id, False, now_wall_ns,
                                       DEVICE_SEVERITY, {}, {}))
         return signals
+
+    def resolution(self, alert: Alert) -> Mapping[str, str]:
+        """What ended a DeviceOffline or AreaOffline (`RuleEngine.signal` asks on resolution)."""
+        at_ns = alert.ends_at_ns if alert.ends_at_ns is not None else alert.evaluated_at_ns
+        at = local_time(at_ns, self._utc_offset)
+        if alert.rule == DEVICE_OFFLINE:
+            name = self._names.get(alert.subject, alert.subject)
+            last = self._tracker.last_seen(alert.subject)
+            if last is not None and last >= alert.starts_at_ns:
+                how = f"heard from at {local_time(last, self._utc_offset)}"
+            else:
+                how = "its status topic says online again"
+            summary = f"{name} is back online: {how}"
+            return ended(summary, f"{summary}; checked at {at}.", at_ns, self._utc_offset)
+        if alert.subject == CONNECTION_AREA:
+            summary = f"Siaga reaches its MQTT broker again (at {at})"
+            return ended(summary, f"{summary}: devices can be heard again.", at_ns,
+                         self._utc_offset)
+        key, _, value = alert.subject.partition("=")
+        summary = f"{key} {value} is reporting again (at {at})"
+        return ended(summary, f"{summary}: fewer than {self._config.area_fraction:.0%} of its "
+                              "devices are silent now.", at_ns, self._utc_offset)
 
     def _interval(self, device: Device) -> float:
         if device.expected_interval_s is not None:
