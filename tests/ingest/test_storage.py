@@ -28,7 +28,7 @@ import pytest
 
 from ingest.influx import RejectedWriteError, RetryableWriteError, V1Writer
 from ingest.ports import free_port
-from ingest.spool import Spool
+from ingest.spool import SEGMENT_SUFFIX, SEQUENCE_DIGITS, TEMP_SUFFIX, Spool
 from ingest.storage import (
     DISK_ERROR,
     SPOOL_FULL,
@@ -350,6 +350,28 @@ async def test_a_failing_spool_disk_is_counted_as_a_disk_error(tmp_path: Path) -
     assert failing.unavailable_total == {SPOOL_FULL: 0, DISK_ERROR: 1}
     assert failing.unavailable_reason == f"spool disk error: {raised.value.__cause__}"
     assert not after.unavailable and after.spooled_total == 3
+
+
+async def test_a_full_disk_is_a_disk_error_until_space_returns(tmp_path: Path) -> None:
+    # ENOSPC from the real OS call path, without root: the spool's next temporary file is
+    # a link to /dev/full, where every write fails so. Its twin, EFBIG from a file size
+    # limit, is what tests/faults/test_disk_faults.py makes the service process meet.
+    directory = tmp_path / "spool"
+    async with dead_influxdb() as writer:
+        storage = Storage(writer, Spool(directory, BUDGET), lambda rejected: None)
+        first = directory / f"{1:0{SEQUENCE_DIGITS}d}{SEGMENT_SUFFIX}{TEMP_SUFFIX}"
+        first.symlink_to("/dev/full")
+        with pytest.raises(StorageUnavailable) as raised:
+            await storage.store(batch("a"))
+        full = storage.stats
+        assert not first.is_symlink()  # the failed write cleaned up after itself: room again
+        await storage.store(batch("b"))
+        after = storage.stats
+    assert raised.value.cause == DISK_ERROR
+    assert full.unavailable_total == {SPOOL_FULL: 0, DISK_ERROR: 1}
+    assert full.unavailable_reason == "spool disk error: [Errno 28] No space left on device"
+    assert full.spool_segments == 0
+    assert not after.unavailable and (after.spooled_total, after.spool_segments) == (3, 1)
 
 
 async def test_the_drain_stops_promptly_while_waiting_for_work(harness: Harness) -> None:
