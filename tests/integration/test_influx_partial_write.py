@@ -16,7 +16,8 @@ every refused line is dead-lettered alone with the server's reason for that very
 
 A refusal of a valid-looking reading happens for real when another writer (an old script, a
 Telegraf) created a field with another type: here `battery_v` as an integer, which Siaga
-always writes as a float.
+always writes as a float. Field types are kept per shard (7 days by default), so the other
+writer's point must fall in the readings' week.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ async def legacy_database(influx: InfluxDB1) -> str:
 
 
 def stored_seqs(influx: InfluxDB1, database: str, device_id: str = "pa-01") -> list[int]:
-    """Every stored point's seq, in time order: a point stored twice would show twice."""
+    """Every stored point's seq, in time order (InfluxDB keeps one point per series and time:
+    the same line sent twice is one point, so doubling is checked in the storage's counts)."""
     rows = influx_rows(influx, database,
                        f"SELECT seq FROM water_level WHERE device_id = '{device_id}'")
     return [int(row["seq"]) for row in rows]
