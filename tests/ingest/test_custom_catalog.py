@@ -140,6 +140,7 @@ def _ready(port: int) -> bool:
         return False
 
 
+@pytest.mark.integration  # real Mosquitto and InfluxDB: `-m "not integration"` skips it
 def test_siaga_run_starts_with_its_own_catalog_and_says_once_what_it_skipped(
         running: Running) -> None:
     wait_until(lambda: running.api_port() or running.process.poll() is not None,

@@ -242,6 +242,7 @@ async def receiver() -> AsyncIterator[RecordingReceiver]:
     await server.stop()
 
 
+@pytest.mark.integration  # real Mosquitto and InfluxDB: `-m "not integration"` skips it
 async def test_the_webhooks_resolved_alert_carries_the_resolution_text(
     mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path, receiver: RecordingReceiver
 ) -> None:
