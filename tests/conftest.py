@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+# Hypothesis' policy for `make test`, written down rather than left to its defaults:
+# - deadline=None and no too_slow health check: both measure speed, so on a slow or busy
+#   CI machine they fail a correct property; speed belongs to the benchmark.
+# - derandomize=True: the same examples on every run, so a run passes or fails the same
+#   way everywhere and a failure reproduces from the commit alone; database=None, as a
+#   derandomized run has nothing to replay and writes no .hypothesis/ into the tree.
+# `HYPOTHESIS_PROFILE=explore` searches with fresh random examples, and more of them, to
+# look for new failures on purpose; a failure found there becomes an @example.
+settings.register_profile("ci", deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", parent=settings.get_profile("ci"), derandomize=False,
+                          max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,11 @@ from devices.registry import Registry, bundled_catalog_path, load_catalog
 from ingest.alerting import Alerting
 from rules.alert import AlertStatus, fingerprint
 from rules.config import RulesFile
+from tests.polling import eventually
 from tests.receiver import RecordingReceiver
 
 STORAGE_ALERT = fingerprint("StorageUnavailable", "storage")
 DISK_FULL = "spool disk error: [Errno 28] No space left on device"
-DEADLINE_S = 10.0  # generous: a loaded CI machine must not fail a correct delivery
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +40,6 @@ def alerting(registry: Registry, data_dir: Path, webhook_url: str | None = None)
                     external_url="http://siaga.test")
 
 
-async def eventually(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within the deadline")
-        await asyncio.sleep(0.02)
-
-
 def status(service: Alerting) -> AlertStatus | None:
     view = service.book.get(STORAGE_ALERT)
     return None if view is None else view.alert.status
@@ -63,10 +54,10 @@ async def test_storage_unavailable_is_paged_as_critical_and_resolved_when_storag
             group.create_task(service.run(stop))
             service.storage(DISK_FULL)
             firing = status(service)
-            await eventually(lambda: len(receiver.delivered()) == 1)
+            await eventually(lambda: len(receiver.delivered()) == 1, what="the firing page")
             service.storage(None)
             resolved = status(service)
-            await eventually(lambda: len(receiver.delivered()) == 2)
+            await eventually(lambda: len(receiver.delivered()) == 2, what="the resolved page")
             stop.set()
     pages = [request.json["alerts"][0] for request in receiver.delivered()]
     assert (firing, resolved) == (AlertStatus.FIRING, AlertStatus.RESOLVED)

@@ -1,4 +1,6 @@
-"""Shared pieces of the end-to-end tests: a running service, a publisher, polling, counting."""
+"""Shared pieces of the end-to-end tests: a running service, a publisher, counting.
+
+Polling is tests/polling.py, shared by the whole suite."""
 
 from __future__ import annotations
 
@@ -6,9 +8,8 @@ import asyncio
 import contextlib
 import itertools
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ingest.brokerauth import SIMULATOR_USER
 from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import HttpSettings, InfluxSettings, IngestSettings, MqttSettings, Settings
 from simulators.connection import BrokerAddress
+from tests.polling import wait_until
 
 _unique = itertools.count()
 
@@ -29,22 +31,6 @@ _unique = itertools.count()
 def unique_name(stem: str) -> str:
     """A name no other test uses: topic prefixes, databases, client ids."""
     return f"{stem}{next(_unique)}{uuid.uuid4().hex[:6]}"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.05)
 
 
 def simulator_address(broker: Mosquitto, user: str = SIMULATOR_USER) -> BrokerAddress:
@@ -124,7 +110,8 @@ class Publisher:
         return count
 
     def wait_acked(self, count: int, timeout: float = 30.0) -> None:
-        wait_until(lambda: self.acked >= count, timeout)
+        wait_until(lambda: self.acked >= count, timeout,
+                   f"the broker acknowledging {count} publishes (acked so far: {self.acked})")
 
     def close(self) -> None:
         self.client.disconnect()

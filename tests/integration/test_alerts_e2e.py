@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,20 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from ingest.alerting import Alerting
 from ingest.app import Service
 from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import HttpSettings, InfluxSettings, Settings
-from tests.integration.support import Publisher, eventually, make_settings, running_service
+from tests.integration.support import Publisher, make_settings, running_service
 from tests.integration.support import unique_name as unique
+from tests.polling import eventually
 from tests.receiver import Answer, Received, RecordingReceiver
 
 SECRET = "s3cret-for-tests"
 TOKEN = "operator-token"
 NOW_S = int(time.time())
 MINUTE = 60
+SECOND_NS = 1_000_000_000
 
 
 @pytest.fixture
@@ -83,11 +87,43 @@ def settings_for(mosquitto: Mosquitto, influx: InfluxDB1, tmp_path: Path, rules:
     return settings.model_copy(update={"http": HttpSettings(port=0, token=SecretStr(TOKEN))})
 
 
-def levels(publisher: Publisher, prefix: str, device: str, values: list[float],
+def levels(publisher: Publisher, prefix: str, device: str, values: Sequence[float],
            start_s: int, step_s: int = 5 * MINUTE) -> None:
     for index, value in enumerate(values):
         publisher.publish(f"{prefix}/water-level/{device}/telemetry",
                           {"ts": start_s + index * step_s, "seq": index, "level_cm": value})
+
+
+def alerting_of(service: Service) -> Alerting:
+    assert service.alerting is not None
+    return service.alerting
+
+
+def settled(service: Service, readings: int) -> Callable[[], bool]:
+    """Every reading observed and every notification it caused finished in the outbox.
+
+    The pipeline runs the rules as it counts each reading, and the alert book puts a page
+    in the outbox in the same step: once both hold, what the receiver has is all there is.
+    """
+    alerting = alerting_of(service)
+    return lambda: (service.stats.readings >= readings
+                    and alerting.outbox.pending_count() == 0)
+
+
+class Calls:
+    """A spy on one method of a live object: how often it was called, its last arguments."""
+
+    def __init__(self, owner: object, name: str) -> None:
+        self.count = 0
+        self.last_args: tuple[Any, ...] = ()
+        method = getattr(owner, name)
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            self.last_args = args
+            return method(*args, **kwargs)
+
+        setattr(owner, name, spy)
 
 
 def alerts_of(received: list[Received]) -> list[dict[str, Any]]:
@@ -131,11 +167,11 @@ async def test_manggarai_rising_and_falling_notifies_each_siaga_change_once(
     settings = settings_for(mosquitto, influxdb1, tmp_path, rules_file(tmp_path, receiver))
     rise = [700, 740, 780, 820, 860, 900, 940, 960, 980]
     fall = [960, 930, 900, 870, 840, 800, 760, 720, 700]
-    async with running_service(settings):
+    async with running_service(settings) as service:
         publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", rise + fall,
                NOW_S - 3 * 3600)
-        await eventually(lambda: len(receiver.delivered()) >= 6)
+        await eventually(settled(service, len(rise + fall)), what="every page delivered")
         publisher.close()
     received = receiver.delivered()
     alerts = alerts_of(received)
@@ -163,8 +199,7 @@ async def test_a_level_hovering_around_a_boundary_does_not_flap(
     async with running_service(settings) as service:
         publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", hovering, NOW_S - 3600)
-        await eventually(lambda: service.stats.readings == len(hovering))
-        await eventually(lambda: len(receiver.delivered()) >= 2)
+        await eventually(settled(service, len(hovering)), what="every page delivered")
         publisher.close()
     assert [a["labels"]["level"] for a in alerts_of(receiver.delivered())] == [
         "siaga-3", "siaga-2"]
@@ -182,13 +217,17 @@ async def test_last_nights_backlog_is_recorded_in_history_without_paging(
         publisher = Publisher(mosquitto)
         publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/manggarai/telemetry",
                           backlog)  # one store-and-forward batch
-        await eventually(lambda: service.stats.readings == len(backlog))
-        alerts: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 20
-        while not alerts and time.monotonic() < deadline:
-            alerts = (await api(service, "GET", "/api/alerts?status=resolved"))[1]["alerts"]
+        await eventually(lambda: service.stats.readings == len(backlog),
+                         what="the backlog observed")
+        # The rules ran as the readings were counted: the alert is recorded, and any page
+        # would be in the outbox by now.
+        outbox = alerting_of(service).outbox
+        enqueued = outbox.pending_count() + sum(outbox.counts_by_outcome().values())
+        alerts = (await api(service, "GET", "/api/alerts?status=resolved"))[1]["alerts"]
+        assert len(alerts) == 1
         status, alert = await api(service, "GET", f"/api/alerts/{alerts[0]['fingerprint']}")
         publisher.close()
+    assert enqueued == 0
     assert status == 200
     assert alert["rule"] == "FloodLevel"
     assert [entry["paged"] for entry in alert["history"]] == [False, False]
@@ -205,14 +244,13 @@ async def test_notifications_survive_a_receiver_outage_and_a_restart_in_order(
     prefix = settings.mqtt.topic_prefix
     async with running_service(settings) as service:
         levels(publisher, prefix, "manggarai", [700, 760, 860, 960], NOW_S - 3600)
-        await eventually(lambda: len(receiver.requests) >= 1)  # tried, refused
-        assert service.alerting is not None
-        await eventually(lambda: service.alerting is not None
-                         and service.alerting.outbox.pending_count() == 3)
+        await eventually(lambda: len(receiver.requests) >= 1, what="a refused attempt")
+        outbox = alerting_of(service).outbox
+        await eventually(lambda: outbox.pending_count() == 3, what="three pages pending")
     # Restarted while the receiver still refuses; then the receiver comes back.
     async with running_service(settings):
         receiver.default = Answer(200)
-        await eventually(lambda: len(receiver.delivered()) >= 3, 60)
+        await eventually(lambda: len(receiver.delivered()) >= 3, 60, "three pages delivered")
     publisher.close()
     delivered = receiver.delivered()
     assert [a["labels"]["level"] for a in alerts_of(delivered)] == [
@@ -233,7 +271,8 @@ async def test_katulampa_at_siaga_2_warns_depok_and_manggarai_of_the_wave(
         levels(publisher, settings.mqtt.topic_prefix, "katulampa", [40, 120, 170], at - 600,
                step_s=300)
         await eventually(lambda: sum(a["labels"]["alertname"] == "FloodWaveExpected"
-                                     for a in alerts_of(receiver.delivered())) == 2)
+                                     for a in alerts_of(receiver.delivered())) == 2,
+                         what="two FloodWaveExpected pages")
         publisher.close()
     waves = {a["labels"]["device_id"]: a for a in alerts_of(receiver.delivered())
              if a["labels"]["alertname"] == "FloodWaveExpected"}
@@ -251,7 +290,7 @@ async def test_acknowledging_needs_the_token(
     async with running_service(settings) as service:
         publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", [960], NOW_S - 60)
-        await eventually(lambda: len(receiver.delivered()) == 1)
+        await eventually(lambda: len(receiver.delivered()) == 1, what="the siaga-1 page")
         fingerprint = alerts_of(receiver.delivered())[0]["fingerprint"]
         path = f"/api/alerts/{fingerprint}/ack"
         assert (await api(service, "POST", path, {"by": "ops"}, token=None))[0] == 401
@@ -276,6 +315,27 @@ def small_river_catalog(tmp_path: Path, count: int) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def reporting(report: Callable[[list[str]], None],
+                    devices: list[str]) -> AsyncIterator[None]:
+    """`devices` report in the background every half second, as their interval asks."""
+    stop = asyncio.Event()
+
+    async def keep_reporting() -> None:
+        while not stop.is_set():
+            report(devices)
+            with contextlib.suppress(TimeoutError):
+                # Pacing the devices at their interval, not a wait for a result.
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(keep_reporting())
+        try:
+            yield
+        finally:
+            stop.set()
+
+
 def offline_rules(tmp_path: Path, receiver: RecordingReceiver) -> Path:
     path = tmp_path / "offline-rules.yaml"
     path.write_text(f"""
@@ -296,22 +356,19 @@ async def test_a_silent_device_raises_device_offline_and_resolves_when_it_return
     settings = settings_for(mosquitto, influxdb1, tmp_path, offline_rules(tmp_path, receiver),
                             catalog=small_river_catalog(tmp_path, 3))
     prefix = settings.mqtt.topic_prefix
-    async with running_service(settings):
-        publisher = Publisher(mosquitto)
+    publisher = Publisher(mosquitto)
 
-        def report(devices: list[str]) -> None:
-            for device in devices:
-                publisher.publish(f"{prefix}/water-level/{device}/telemetry", {"level_cm": 5})
+    def report(devices: list[str]) -> None:
+        for device in devices:
+            publisher.publish(f"{prefix}/water-level/{device}/telemetry", {"level_cm": 5})
 
+    async with running_service(settings), reporting(report, ["pos-1", "pos-2"]):
         # pos-1 and pos-2 keep reporting; pos-0 falls silent after its first reading.
-        report(["pos-0", "pos-1", "pos-2"])
-        deadline = time.monotonic() + 30
-        while not receiver.delivered() and time.monotonic() < deadline:
-            report(["pos-1", "pos-2"])
-            await asyncio.sleep(0.5)  # they report every half second, as their interval asks
-        report(["pos-0", "pos-1", "pos-2"])
-        await eventually(lambda: len(receiver.delivered()) >= 2, 30)
-        publisher.close()
+        report(["pos-0"])
+        await eventually(lambda: len(receiver.delivered()) >= 1, 30, "pos-0 paged offline")
+        report(["pos-0"])
+        await eventually(lambda: len(receiver.delivered()) >= 2, 30, "pos-0 paged back")
+    publisher.close()
     alerts = alerts_of(receiver.delivered())
     assert [(a["labels"]["alertname"], a["labels"]["device_id"], a["status"])
             for a in alerts[:2]] == [("DeviceOffline", "pos-0", "firing"),
@@ -323,14 +380,19 @@ async def test_a_dark_river_is_one_area_offline_alert_not_one_per_gauge(
 ) -> None:
     settings = settings_for(mosquitto, influxdb1, tmp_path, offline_rules(tmp_path, receiver),
                             catalog=small_river_catalog(tmp_path, 10))
-    async with running_service(settings):
+    async with running_service(settings) as service:
+        alerting = alerting_of(service)
+        checks = Calls(alerting.checker, "check")
         publisher = Publisher(mosquitto)
         for index in range(10):
             publisher.publish(f"{settings.mqtt.topic_prefix}/water-level/pos-{index}/telemetry",
                               {"level_cm": 5})
-        await eventually(lambda: len(receiver.delivered()) >= 1, 30)
-        # An absence can only be seen by waiting: three more offline checks (1 s apart).
-        await asyncio.sleep(3)
+        await eventually(lambda: len(receiver.delivered()) >= 1, 30, "the first page")
+        # Three more offline checks, each of which could page a gauge of its own; what they
+        # put in the outbox is delivered before the test looks.
+        after = checks.count + 3
+        await eventually(lambda: checks.count >= after and alerting.outbox.pending_count() == 0,
+                         30, "three more offline checks")
         publisher.close()
     alerts = alerts_of(receiver.delivered())
     assert [a["labels"]["alertname"] for a in alerts] == ["AreaOffline"]
@@ -368,12 +430,14 @@ async def test_a_silence_suppresses_and_its_expiry_restores(
         assert status == 201
         publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", [700, 800], NOW_S - 600)
-        await eventually(lambda: service.stats.readings == 2)
-        await asyncio.sleep(1)  # an absence can only be seen by waiting
+        await eventually(lambda: service.stats.readings == 2, what="both readings observed")
+        # The rules ran as the readings were counted: a page would be in the outbox now.
+        outbox = alerting_of(service).outbox
+        assert outbox.pending_count() + sum(outbox.counts_by_outcome().values()) == 0
         assert receiver.requests == []
         status, _ = await api(service, "DELETE", f"/api/silences/{silence['id']}")
         assert status == 200
-        await eventually(lambda: len(receiver.delivered()) == 1, 30)
+        await eventually(lambda: len(receiver.delivered()) == 1, 30, "the page once unsilenced")
         publisher.close()
     [alert] = alerts_of(receiver.delivered())
     assert (alert["status"], alert["labels"]["level"]) == ("firing", "siaga-3")
@@ -385,15 +449,24 @@ async def test_an_acknowledgement_stops_the_repeats(
     settings = settings_for(mosquitto, influxdb1, tmp_path,
                             rules_file(tmp_path, receiver, repeat_interval="1s"))
     async with running_service(settings) as service:
+        alerting = alerting_of(service)
+        repeats = Calls(alerting.book, "due_repeats")
         publisher = Publisher(mosquitto)
         levels(publisher, settings.mqtt.topic_prefix, "manggarai", [800], NOW_S - 60)
-        await eventually(lambda: len(receiver.delivered()) >= 3, 30)  # new, repeat, repeat
+        await eventually(lambda: len(receiver.delivered()) >= 3, 30,
+                         "the page and two repeats")
         fingerprint = alerts_of(receiver.delivered())[0]["fingerprint"]
         status, _ = await api(service, "POST", f"/api/alerts/{fingerprint}/ack", {"by": "ops"})
         assert status == 200
-        await asyncio.sleep(0.5)  # a repeat already on its way may still land
+        acked_ns = time.time_ns()
+        # A repeat put in the outbox before the acknowledgement may still land.
+        await eventually(lambda: alerting.outbox.pending_count() == 0, what="the outbox empty")
         after_ack = len(receiver.delivered())
-        await asyncio.sleep(2.5)  # an absence can only be seen by waiting: 2 repeat intervals
+        # Two repeat intervals on a repeat would be due: wait for the check that would send
+        # it (it puts it in the outbox at once) and for the outbox to finish.
+        await eventually(lambda: repeats.last_args and repeats.last_args[0] >= acked_ns
+                         + 2 * SECOND_NS and alerting.outbox.pending_count() == 0, 30,
+                         "a repeat check two intervals after the acknowledgement")
         publisher.close()
     assert len(receiver.delivered()) == after_ack
     reasons = [r.json["alerts"][0]["status"] for r in receiver.delivered()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +14,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.brokerauth import SERVICE_USER
 from ingest.localservers import ADMIN_USER, Mosquitto
-from tests.integration.support import unique_name, wait_until
+from tests.integration.support import unique_name
+from tests.polling import wait_until
 
 PREFIX = "siaga"  # this broker's ACL is written for the real default prefix
 DEVICE_A, DEVICE_B = "pa-test-a", "pa-test-b"
-SETTLE_S = 0.5  # after a later message arrived, an earlier refused one cannot still come
+# "Nothing arrived" is shown without waiting a while: the broker sends each connection its
+# packets in order, so once a later packet is in (a later message, or the answer to a later
+# request on the same connection), anything sent before it would be in too.
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ class Client:
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
-        wait_until(lambda: self.connack is not None, 10)
+        wait_until(lambda: self.connack is not None, 10, "a CONNACK")
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
@@ -67,6 +69,11 @@ class Client:
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def round_trip(self) -> None:
+        """A request answered on this connection: whatever the broker sent this client
+        before the answer has been received once this returns."""
+        self.subscribe(f"{PREFIX}/round-trip/{unique_name('r')}")
 
     def received(self) -> list[tuple[str, bytes]]:
         with self._lock:
@@ -108,8 +115,9 @@ def test_a_device_publishing_to_another_devices_topic_never_reaches_the_service(
         service.subscribe(f"{PREFIX}/+/+/telemetry", f"{PREFIX}/+/+/status")
         device.publish(telemetry(DEVICE_B), b'{"level_cm": 999}')  # 3.1.1: dropped silently
         device.publish(telemetry(DEVICE_A), b'{"level_cm": 1}')
-        wait_until(lambda: len(service.received()) >= 1, 10)
-        time.sleep(SETTLE_S)
+        # The same client, in order: had the first been forwarded, it would be in first.
+        wait_until(lambda: (telemetry(DEVICE_A), b'{"level_cm": 1}') in service.received(), 10,
+                   "the device's own reading")
         assert service.received() == [(telemetry(DEVICE_A), b'{"level_cm": 1}')]
 
 
@@ -119,7 +127,7 @@ def test_with_mqtt_5_the_broker_says_not_authorized_to_a_foreign_topic(
     with client(broker, DEVICE_A, protocol=mqtt.MQTTv5) as device:
         device.publish(telemetry(DEVICE_B), b'{"level_cm": 999}')
         device.publish(telemetry(DEVICE_A), b'{"level_cm": 1}')
-        wait_until(lambda: len(device.pubacks) == 2, 10)
+        wait_until(lambda: len(device.pubacks) == 2, 10, "two PUBACKs")
         refused, accepted = device.pubacks
         assert str(refused) == "Not authorized"
         assert not accepted.is_failure  # "No matching subscribers": nobody listens here
@@ -132,8 +140,8 @@ def test_a_device_reads_nothing_not_even_its_own_topics(broker: Mosquitto) -> No
         service.subscribe(f"{PREFIX}/+/+/telemetry")
         other.publish(telemetry(DEVICE_B), b"b")
         device.publish(telemetry(DEVICE_A), b"a")
-        wait_until(lambda: len(service.received()) == 2, 10)
-        time.sleep(SETTLE_S)
+        wait_until(lambda: len(service.received()) == 2, 10, "both readings at the service")
+        device.round_trip()  # whatever the broker forwarded to the device is in by now
         assert device.received() == []
 
 
@@ -144,20 +152,23 @@ def test_the_service_reads_telemetry_and_retained_status(broker: Mosquitto) -> N
         device.publish(telemetry(DEVICE_B), b"{}")
     with client(broker, SERVICE_USER) as service:
         service.subscribe(f"{PREFIX}/+/+/telemetry", f"{PREFIX}/+/+/status")
-        wait_until(lambda: (status, b"online") in service.received(), 10)
+        wait_until(lambda: (status, b"online") in service.received(), 10, "the retained status")
         with client(broker, DEVICE_B) as device:
             device.publish(telemetry(DEVICE_B), b'{"level_cm": 2}')
-        wait_until(lambda: (telemetry(DEVICE_B), b'{"level_cm": 2}') in service.received(), 10)
+        wait_until(lambda: (telemetry(DEVICE_B), b'{"level_cm": 2}') in service.received(), 10,
+                   "the device's reading")
 
 
 def test_the_service_cannot_publish_as_a_device(broker: Mosquitto) -> None:
     with (client(broker, ADMIN_USER) as observer, client(broker, SERVICE_USER) as service,
           client(broker, DEVICE_A) as device):
         observer.subscribe(f"{PREFIX}/+/+/telemetry")
+        # The forged one is acknowledged before the real one is sent: had the broker passed
+        # it on, the observer would have it first.
         service.publish(telemetry(DEVICE_A), b"forged")
         device.publish(telemetry(DEVICE_A), b"real")
-        wait_until(lambda: len(observer.received()) >= 1, 10)
-        time.sleep(SETTLE_S)
+        wait_until(lambda: (telemetry(DEVICE_A), b"real") in observer.received(), 10,
+                   "the real reading")
         assert observer.received() == [(telemetry(DEVICE_A), b"real")]
 
 

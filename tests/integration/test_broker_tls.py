@@ -19,12 +19,12 @@ from ingest.settings import InfluxSettings
 from simulators.connection import BrokerAddress, Connection
 from simulators.errors import BrokerUnavailable
 from tests.integration.support import (
-    eventually,
     influx_count,
     make_settings,
     running_service,
     unique_name,
 )
+from tests.polling import eventually
 
 TS = 1_700_000_000
 

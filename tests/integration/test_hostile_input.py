@@ -24,12 +24,12 @@ from tests.hostile.corpus import Case, cases_via
 from tests.ingest.test_lineprotocol_fuzz import INFLUXDB_1_6_STORED, parse_line, point_line
 from tests.integration.support import (
     Publisher,
-    eventually,
     influx_count,
     make_settings,
     running_service,
     unique_name,
 )
+from tests.polling import eventually
 
 TS_VALID = 1_690_000_000  # event time of the valid readings (July 2023), one second apart
 DEVICE = "manggarai"

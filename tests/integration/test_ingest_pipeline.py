@@ -12,13 +12,13 @@ from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from ingest.settings import InfluxSettings
 from tests.integration.support import (
     Publisher,
-    eventually,
     influx_count,
     influx_rows,
     make_settings,
     running_service,
     unique_name,
 )
+from tests.polling import eventually
 
 TS = 1_700_000_000  # a fixed event time (2023-11-14), so points are easy to find
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,16 +20,9 @@ from ingest.localservers import (
     ServerStartError,
     find_binary,
 )
+from tests.polling import wait_until
 
 BACKLOG = 3000  # three times Mosquitto's default max_queued_messages (1000)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.02)
 
 
 class Inbox:
@@ -69,7 +61,7 @@ def connected(
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
-        wait_until(client.is_connected, 10)
+        wait_until(client.is_connected, 10, "the client connected")
         yield client
     finally:
         client.disconnect()
@@ -116,7 +108,7 @@ def test_the_broker_refuses_a_payload_over_64_kib(mosquitto: Mosquitto) -> None:
         small.wait_for_publish(10)
         # Delivery keeps the publishing order: had the large one been forwarded, it would
         # be in the inbox before the small one.
-        wait_until(lambda: len(inbox.payloads) > 0)
+        wait_until(lambda: inbox.payloads, what="the small payload delivered")
     assert inbox.payloads == [b"y" * 1024]
 
 
@@ -131,7 +123,7 @@ def test_the_broker_keeps_a_persistent_sessions_backlog_beyond_1000_messages(
         for message in sent:
             message.wait_for_publish(10)
     with connected(mosquitto, client_id, clean_session=False, inbox=inbox):
-        wait_until(lambda: len(inbox.payloads) >= BACKLOG, 30)
+        wait_until(lambda: len(inbox.payloads) >= BACKLOG, 30, f"a backlog of {BACKLOG}")
     assert sorted(int(payload) for payload in inbox.payloads) == list(range(BACKLOG))
 
 

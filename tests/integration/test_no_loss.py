@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,13 +20,12 @@ from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import InfluxSettings, Settings
 from tests.integration.support import (
     Publisher,
-    eventually,
     influx_rows,
     make_settings,
     running_service,
     unique_name,
-    wait_until,
 )
+from tests.polling import eventually, wait_until
 
 TS = 1_700_000_000
 DEVICE = "manggarai"
@@ -52,7 +53,7 @@ class PacedPublisher(threading.Thread):
             self.sent += 1
             ahead = started + self.sent / self.rate - time.monotonic()
             if ahead > 0:
-                time.sleep(ahead)
+                time.sleep(ahead)  # pacing the stream at `rate`, not a wait for a result
 
 
 def _seqs(influx: InfluxDB1, database: str) -> list[int]:
@@ -68,6 +69,10 @@ def _all_stored(influx: InfluxDB1, database: str, count: int) -> bool:
         return False
 
 
+def _more_stored(influx: InfluxDB1, database: str, than: int) -> Callable[[], bool]:
+    return lambda: len(_seqs(influx, database)) > than
+
+
 def _write_config(settings: Settings, path: Path) -> Path:
     data = settings.model_dump(mode="json", exclude_none=True)
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -75,7 +80,10 @@ def _write_config(settings: Settings, path: Path) -> Path:
 
 
 class ServiceProcess:
-    """`python -m ingest run -c FILE` as a real process, for signals."""
+    """`python -m ingest run -c FILE` as a real process, for signals.
+
+    Its API binds port 0; the port it got is read from its start-up line.
+    """
 
     def __init__(self, config: Path, log: Path) -> None:
         self.config, self.log = config, log
@@ -88,7 +96,17 @@ class ServiceProcess:
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         started = self.log.read_text().count("Siaga ingest ready") + 1
-        wait_until(lambda: self.log.read_text().count("Siaga ingest ready") >= started, 30)
+        wait_until(lambda: self.log.read_text().count("Siaga ingest ready") >= started, 30,
+                   "the service ready")
+
+    def metric(self, name: str) -> float:
+        """One unlabelled sample of the running service's /metrics."""
+        api = re.findall(r"Siaga ingest started: .* API (http://\S+),", self.log.read_text())
+        with urllib.request.urlopen(f"{api[-1]}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+        assert found is not None, f"no {name} in /metrics"
+        return float(found.group(1))
 
     def signal(self, sig: int) -> None:
         assert self.process is not None
@@ -141,7 +159,7 @@ def test_a_service_killed_with_sigkill_mid_stream_loses_nothing(
     sent_at_kills = []
     for _ in range(2):  # kill twice, each time once the service has stored something more
         stored_before = len(_seqs(influxdb1, database))
-        wait_until(lambda before=stored_before: len(_seqs(influxdb1, database)) > before, 20)
+        wait_until(_more_stored(influxdb1, database, stored_before), 20, "more readings stored")
         sent_at_kills.append(stream.sent)
         service.signal(signal.SIGKILL)
         service.wait()
@@ -149,7 +167,7 @@ def test_a_service_killed_with_sigkill_mid_stream_loses_nothing(
     stream.join()
     assert sent_at_kills[0] < count  # the first kill, at least, hit a running stream
     publisher.wait_acked(count)
-    wait_until(lambda: _all_stored(influxdb1, database, count), 60)
+    wait_until(lambda: _all_stored(influxdb1, database, count), 60, f"{count} readings stored")
     seqs = _seqs(influxdb1, database)
     assert sorted(seqs) == list(range(count))
     publisher.close()
@@ -167,7 +185,8 @@ def test_sigterm_flushes_what_was_received_and_exits_0(
     publisher = Publisher(mosquitto)
     publisher.publish_all(_stream(settings.mqtt.topic_prefix, 500))
     publisher.wait_acked(500)
-    time.sleep(1.0)  # the service receives them into its batch; nothing can be observed here
+    wait_until(lambda: service.metric("siaga_readings_received_total") >= 500, 20,
+               "the service holding the 500 readings in its batch")
     assert _seqs(influxdb1, database) == []
     service.signal(signal.SIGTERM)
     assert service.wait() == 0
@@ -186,13 +205,15 @@ async def test_influxdb_down_mid_stream_spools_and_replays_every_reading(
             publisher = Publisher(mosquitto)
             stream = PacedPublisher(publisher, settings.mqtt.topic_prefix, count, rate=1000)
             stream.start()
-            await eventually(lambda: service.snapshot().get("stored", 0) > 0)
+            await eventually(lambda: service.snapshot().get("stored", 0) > 0, what="a first write")
             influxdb.stop()
-            await eventually(lambda: service.snapshot().get("spooled", 0) > 500, 30)
+            await eventually(lambda: service.snapshot().get("spooled", 0) > 500, 30,
+                             "500 readings spooled")
             influxdb.start()
-            await eventually(lambda: stream.sent == count, 30)
-            await eventually(lambda: publisher.acked >= count)
-            await eventually(lambda: _all_stored(influxdb, database, count), 60)
+            await eventually(lambda: stream.sent == count, 30, "the whole stream published")
+            await eventually(lambda: publisher.acked >= count, what="every reading acknowledged")
+            await eventually(lambda: _all_stored(influxdb, database, count), 60,
+                             f"{count} readings stored")
             assert service.snapshot()["spool_segments"] == 0
             publisher.close()
         assert sorted(_seqs(influxdb, database)) == list(range(count))
@@ -209,11 +230,12 @@ async def test_a_broker_restart_mid_stream_is_survived_by_reconnecting(
             publisher = Publisher(broker)
             stream = PacedPublisher(publisher, settings.mqtt.topic_prefix, count, rate=1000)
             stream.start()
-            await eventually(lambda: service.stats.acked > 200)
+            await eventually(lambda: service.stats.acked > 200, what="200 readings acknowledged")
             broker.stop()
             broker.start()
-            await eventually(lambda: stream.sent == count, 30)
-            await eventually(lambda: publisher.acked >= count, 60)
-            await eventually(lambda: _all_stored(influxdb1, database, count), 60)
+            await eventually(lambda: stream.sent == count, 30, "the whole stream published")
+            await eventually(lambda: publisher.acked >= count, 60, "every reading acknowledged")
+            await eventually(lambda: _all_stored(influxdb1, database, count), 60,
+                             f"{count} readings stored")
             publisher.close()
         assert sorted(_seqs(influxdb1, database)) == list(range(count))

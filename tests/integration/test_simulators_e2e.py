@@ -23,13 +23,13 @@ from simulators.runner import placed, playback
 from simulators.scenario import load_scenario
 from simulators.simulation import Simulation
 from tests.integration.support import (
-    eventually,
     influx_count,
     make_settings,
     running_service,
     simulator_address,
     unique_name,
 )
+from tests.polling import eventually
 from tests.receiver import RecordingReceiver
 
 SEED = 7

@@ -7,15 +7,19 @@ are what would fail if a paho release changed them.
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
+import termios
 from contextlib import AsyncExitStack
 
 import pytest
 
 from ingest.localservers import ADMIN_USER, Mosquitto
 from ingest.settings import MqttSettings
-from ingest.subscriber import Message, Subscriber
-from tests.integration.support import Publisher, eventually, unique_name
+from ingest.subscriber import INBOX_MAX, INBOX_MAX_BYTES, Message, Subscriber
+from tests.integration.support import Publisher, unique_name
+from tests.polling import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +35,12 @@ def settings(mosquitto: Mosquitto, topic: str) -> MqttSettings:
                         topic_prefix=topic.split("/")[0], keepalive_s=5, reconnect_max_s=2)
 
 
-async def started(stack: AsyncExitStack, settings: MqttSettings, topic: str,
-                  **limits: int) -> Subscriber:
+async def started(stack: AsyncExitStack, settings: MqttSettings, topic: str, *,
+                  inbox_max: int = INBOX_MAX, inbox_max_bytes: int = INBOX_MAX_BYTES
+                  ) -> Subscriber:
     subscriber = await stack.enter_async_context(
-        Subscriber(settings, [topic], clock_ns=lambda: 0, **limits))
+        Subscriber(settings, [topic], clock_ns=lambda: 0, inbox_max=inbox_max,
+                   inbox_max_bytes=inbox_max_bytes))
     await asyncio.wait_for(subscriber.subscribed.wait(), 10)
     return subscriber
 
@@ -51,10 +57,31 @@ async def take_all(subscriber: Subscriber, count: int, within: float = 20.0) -> 
     return taken
 
 
-def publish_numbered(broker: Mosquitto, topic: str, count: int, size: int = 0) -> None:
+def unread(subscriber: Subscriber) -> bool:
+    """Whether the subscriber has bytes it could read now: in paho's buffer or the socket."""
+    client = subscriber._client
+    if client.buffered:
+        return True
+    sock = client.socket()
+    if sock is None:
+        return False
+    waiting = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+    return waiting[0] > 0
+
+
+async def a_few_loop_iterations() -> None:
+    """Let the event loop run its ready callbacks and poll its sockets a few times: a reader
+    still registered on a readable socket would be called in the first of them."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def publish_numbered(broker: Mosquitto, topic: str, count: int, size: int = 0,
+                     first: int = 0) -> None:
     publisher = Publisher(broker, user=ADMIN_USER)
     try:
-        for number in range(count):
+        for number in range(first, first + count):
             publisher.publish(topic, str(number).encode() + b" " * size)
         publisher.wait_acked(count)
     finally:
@@ -80,9 +107,14 @@ async def test_a_full_inbox_stops_reading_until_the_pipeline_takes(
     async with AsyncExitStack() as stack:
         subscriber = await started(stack, settings, topic, inbox_max=100)
         await asyncio.to_thread(publish_numbered, mosquitto, topic, 1000)
-        await eventually(lambda: subscriber.backlog == 100)
-        await asyncio.sleep(0.5)  # were it still reading, the backlog would grow meanwhile
+        await eventually(lambda: subscriber.backlog >= 100, what="a full inbox")
+        # More messages wait to be read; were the subscriber still reading, the loop would
+        # hand them to it at its next iteration and the backlog would grow past 100.
+        await eventually(lambda: unread(subscriber) or subscriber.backlog > 100,
+                         what="messages waiting unread")
+        await a_few_loop_iterations()
         assert subscriber.backlog == 100
+        assert unread(subscriber)
         assert subscriber.pauses == 1
         taken = await take_all(subscriber, 1000)
     assert [int(m.payload) for m in taken] == list(range(1000))
@@ -94,7 +126,7 @@ async def test_large_payloads_fill_the_inbox_by_bytes(
     async with AsyncExitStack() as stack:
         subscriber = await started(stack, settings, topic, inbox_max_bytes=100_000)
         await asyncio.to_thread(publish_numbered, mosquitto, topic, 50, 10_000)
-        await eventually(lambda: subscriber.pauses == 1)
+        await eventually(lambda: subscriber.pauses == 1, what="the inbox pausing")
         assert subscriber.backlog == 10  # the tenth message crossed 100,000 bytes
         taken = await take_all(subscriber, 50)
     assert [int(m.payload.split()[0]) for m in taken] == list(range(50))
@@ -107,7 +139,9 @@ async def test_a_pause_longer_than_the_keepalive_keeps_the_connection(
     async with AsyncExitStack() as stack:
         subscriber = await started(stack, settings, topic, inbox_max=10)
         await asyncio.to_thread(publish_numbered, mosquitto, topic, 20)
-        await eventually(lambda: subscriber.pauses == 1)
+        await eventually(lambda: subscriber.pauses == 1, what="the inbox pausing")
+        # The fault's duration: paused past the broker's 1.5 x keepalive and paho's 2 x, the
+        # connection must survive it. Only time passing can show that.
         await asyncio.sleep(13)
         assert subscriber.connected.is_set()
         taken = await take_all(subscriber, 20)
@@ -124,14 +158,17 @@ async def test_acks_of_a_batch_settle_exactly_those_messages(
         await asyncio.to_thread(publish_numbered, mosquitto, topic, 500)
         taken = await take_all(subscriber, 500)
         assert subscriber.ack(taken[:300]) == 300
-        await asyncio.sleep(0.3)  # the PUBACKs leave with the next loop iterations
+        # The PUBACKs leave with the next loop iterations: written, they reach the broker
+        # before the DISCONNECT that closes this connection.
+        await eventually(lambda: not subscriber._client.want_write(), what="the PUBACKs sent")
     async with AsyncExitStack() as stack:
         subscriber = await started(stack, settings, topic)
-        again = await take_all(subscriber, 200)
-        await asyncio.sleep(0.5)
-        again += subscriber.take(1000)
-        assert subscriber.ack(again) == 200
-    assert sorted(int(m.payload) for m in again) == list(range(300, 500))
+        # A later message is delivered after every redelivery: once it is here, all are.
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 1, 0, 500)
+        again = await take_all(subscriber, 201)
+        assert int(again[-1].payload) == 500
+        assert subscriber.ack(again) == 201
+    assert sorted(int(m.payload) for m in again[:-1]) == list(range(300, 500))
 
 
 async def test_acks_from_an_earlier_connection_are_dropped(
@@ -143,7 +180,8 @@ async def test_acks_from_an_earlier_connection_are_dropped(
         taken = await take_all(subscriber, 3)
         # Kick the connection: a second client with the same id takes the session over.
         await stack.enter_async_context(Subscriber(settings, [topic], lambda: 0))
-        await eventually(lambda: subscriber.connects >= 2 or not subscriber.connected.is_set())
+        await eventually(lambda: subscriber.connects >= 2 or not subscriber.connected.is_set(),
+                         what="the first connection kicked")
         assert subscriber.ack(taken) == 0
 
 

@@ -1,11 +1,8 @@
-"""A subscriber that keeps every message under a prefix, and polling with a deadline."""
+"""A subscriber that keeps every message under a prefix (polling is tests/polling.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -42,11 +39,3 @@ class Collector:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-
-
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.02)

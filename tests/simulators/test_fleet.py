@@ -23,7 +23,8 @@ from simulators.runner import ProgressPrinter, placed
 from simulators.scenario import load_scenario
 from simulators.summary import Count, Summary
 from tests.integration.support import simulator_address
-from tests.simulators.collector import Collector, eventually
+from tests.polling import eventually
+from tests.simulators.collector import Collector
 from tests.simulators.fakes import FakeClock, FakeSource, Opener, device, emission
 
 T0 = 1_577_836_800.0  # 2020-01-01T00:00:00Z
@@ -286,7 +287,7 @@ async def test_each_device_connection_says_online_retained(
         assert [c.client_id for c in pool.connections] == [
             f"{prefix}-pos-a", f"{prefix}-pos-b", f"{prefix}-stray"]
         late = collect()  # joins after the devices: gets what the broker retained
-        await eventually(lambda: len(statuses(late)) == 2)
+        await eventually(lambda: len(statuses(late)) == 2, what="two retained statuses")
         assert statuses(late) == {"pos-a": (b"online", True), "pos-b": (b"online", True)}
 
 
@@ -296,11 +297,12 @@ async def test_a_dropped_device_connection_leaves_its_last_will_offline(
 ) -> None:
     async with pool_of(mosquitto, prefix, ["pos-a", "pos-b"]) as pool:
         watcher = collect()
-        await eventually(lambda: len(statuses(watcher)) == 2)
+        await eventually(lambda: len(statuses(watcher)) == 2, what="two statuses")
         await pool.drop("pos-a")  # the socket closes without DISCONNECT
-        await eventually(lambda: statuses(watcher)["pos-a"][0] == b"offline")
+        await eventually(lambda: statuses(watcher)["pos-a"][0] == b"offline",
+                         what="pos-a offline")
         late = collect()
-        await eventually(lambda: len(statuses(late)) == 2)
+        await eventually(lambda: len(statuses(late)) == 2, what="two retained statuses")
         assert statuses(late) == {"pos-a": (b"offline", True), "pos-b": (b"online", True)}
 
 
@@ -311,7 +313,7 @@ async def test_a_clean_close_says_offline_retained(
     async with pool_of(mosquitto, prefix, ["pos-a"]):
         pass
     late = collect()
-    await eventually(lambda: len(statuses(late)) == 1)
+    await eventually(lambda: len(statuses(late)) == 1, what="one retained status")
     assert statuses(late) == {"pos-a": (b"offline", True)}
 
 
@@ -328,7 +330,8 @@ async def test_every_acknowledged_message_of_a_playback_arrives(
     summary = await Fleet(source, config).run()
     assert summary.acknowledged_messages == summary.messages == 2000
     assert summary.status_messages == 10  # online and offline per device
-    await eventually(lambda: len(collector.received("telemetry")) == 2000)
+    await eventually(lambda: len(collector.received("telemetry")) == 2000,
+                     what="2000 telemetry messages")
 
 
 @pytest.mark.integration
@@ -338,10 +341,10 @@ async def test_a_shared_connection_says_every_devices_status(
     async with pool_of(mosquitto, prefix, ["pos-a", "pos-b"], shared=True) as pool:
         assert [c.client_id for c in pool.connections] == [f"{prefix}-shared"]
         late = collect()
-        await eventually(lambda: len(statuses(late)) == 2)
+        await eventually(lambda: len(statuses(late)) == 2, what="two retained statuses")
         assert set(statuses(late).values()) == {(b"online", True)}
     later = collect()
-    await eventually(lambda: len(statuses(later)) == 2)
+    await eventually(lambda: len(statuses(later)) == 2, what="two retained statuses")
     assert set(statuses(later).values()) == {(b"offline", True)}
 
 

@@ -19,7 +19,8 @@ from ingest.localservers import Mosquitto
 from simulators.fleet import FleetConfigError
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
 from tests.integration.support import simulator_address
-from tests.simulators.collector import Collector, eventually
+from tests.polling import eventually
+from tests.simulators.collector import Collector
 from tests.simulators.fakes import FakeClock, Opener
 
 NOW = 1_700_000_000.0
