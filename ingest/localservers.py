@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -34,6 +35,12 @@ STOP_TIMEOUT_S = 10.0  # a graceful stop flushes caches; past this, SIGKILL
 POLL_INTERVAL_S = 0.05
 PROBE_TIMEOUT_S = 1.0
 LOG_TAIL_LINES = 30
+# Starts on fresh ports after a port turned out taken: each new pick is a port the kernel
+# just called free, so a second loss is already rare.
+START_ATTEMPTS = 5
+# How servers word a failed bind: Mosquitto "Address already in use", Go servers
+# (influxd, VictoriaMetrics) "bind: address already in use".
+PORT_TAKEN_MARK = "address already in use"
 ADMIN_USER = "siaga.admin"  # local brokers only: the tests' observers and raw clients
 
 
@@ -50,7 +57,14 @@ class ServerNotInstalled(RuntimeError):
 
 
 class ServerStartError(RuntimeError):
-    """A server exited or did not answer in time; the message ends with its log's tail."""
+    """A server exited or did not answer in time; the message ends with its log's tail.
+
+    `port_taken`: the start failed because one of its ports was in use.
+    """
+
+    def __init__(self, message: str, *, port_taken: bool = False) -> None:
+        super().__init__(message)
+        self.port_taken = port_taken
 
 
 def find_binary(binary: str, package: str) -> str:
@@ -86,15 +100,25 @@ def http_request(
 
 
 class LocalServer:
-    """One server process on 127.0.0.1; `stop()` and `start()` keep its port and data."""
+    """One server process on 127.0.0.1; `stop()` and `start()` keep its port and data.
+
+    Ports left to the server (None) are picked free, but a pick is only a guess: between
+    `free_port()` and the server's bind another process may take the port. So until its
+    first successful start, a server with `move_if_taken` (the default for picked ports)
+    that finds a port taken, before starting or when the process fails to bind, starts
+    again on fresh ports; read `port` after `start()`. Once started, it keeps its ports,
+    as clients know them.
+    """
 
     name: ClassVar[str]
     binary: ClassVar[str]
     package: ClassVar[str]  # the Debian package providing `binary`
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *,
+                 move_if_taken: bool | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
+        self.move_if_taken = port is None if move_if_taken is None else move_if_taken
         self.executable = find_binary(self.binary, self.package)  # fail before any work
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -108,16 +132,38 @@ class LocalServer:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
-        """Start the server (no-op if running) and return once it answers."""
+        """Start the server (no-op if running) and return once it answers.
+
+        A taken port is a ServerStartError with `port_taken`, unless the server may move
+        (see the class): then it tries fresh ports, up to START_ATTEMPTS starts in all.
+        """
         if self.running:
             return
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_once()
+            except ServerStartError as exc:
+                if not (exc.port_taken and self.move_if_taken) or attempt == START_ATTEMPTS:
+                    raise
+                self._take_fresh_ports()
+            else:
+                self.move_if_taken = False  # clients may know these ports from now on
+                return
+
+    def _take_fresh_ports(self) -> None:
+        """Pick new free ports for every port the server listens on."""
+        self.port = free_port()
+
+    def _start_once(self) -> None:
         # Otherwise the readiness probe could be answered by whoever holds the port.
         taken = [port for port in self.ports() if not port_is_free(port)]
         if taken:
-            raise ServerStartError(f"{self.name}: port {taken[0]} is already in use")
+            raise ServerStartError(f"{self.name}: port {taken[0]} is already in use",
+                                   port_taken=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare()
         command = self._command()
+        logs_before = {path: _size(path) for path in self.log_paths()}
         with self.output_path.open("ab") as output:
             output.write(f"--- {time.strftime('%FT%T')} starting {' '.join(command)}\n".encode())
             output.flush()
@@ -131,7 +177,7 @@ class LocalServer:
                 start_new_session=True,
             )
         self._process = process
-        self._wait_until_answering(process)
+        self._wait_until_answering(process, logs_before)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; no-op if not running."""
@@ -168,14 +214,16 @@ class LocalServer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(port={self.port}, data_dir={str(self.data_dir)!r})"
 
-    def _wait_until_answering(self, process: subprocess.Popen[bytes]) -> None:
+    def _wait_until_answering(self, process: subprocess.Popen[bytes],
+                              logs_before: dict[Path, int]) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:
                 self._process = None
                 raise ServerStartError(
                     f"{self.name} exited with status {process.returncode} on start-up "
-                    f"(port {self.port})\n{log_tail(self.log_paths())}"
+                    f"(port {self.port})\n{log_tail(self.log_paths())}",
+                    port_taken=_logged_since(logs_before, PORT_TAKEN_MARK),
                 )
             if self._answers():
                 return
@@ -205,6 +253,23 @@ class LocalServer:
         raise NotImplementedError
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _logged_since(sizes: dict[Path, int], mark: str) -> bool:
+    """Whether `mark` (any case) was written to one of the logs past the sizes noted."""
+    for path, size in sizes.items():
+        with contextlib.suppress(OSError), path.open("rb") as log:
+            log.seek(size)
+            if mark in log.read().decode(errors="replace").lower():
+                return True
+    return False
+
+
 class Mosquitto(LocalServer):
     """Mosquitto from the project's mosquitto.conf, adapted to a port and data dir.
 
@@ -220,8 +285,9 @@ class Mosquitto(LocalServer):
         self, data_dir: Path, config: Path = MOSQUITTO_CONF, port: int | None = None, *,
         topic_prefix: str = "+", devices: Iterable[str] = (),
         tls: tuple[Path, Path] | None = None, tls_port: int | None = None,
+        move_if_taken: bool | None = None,
     ) -> None:
-        super().__init__(data_dir, port)
+        super().__init__(data_dir, port, move_if_taken=move_if_taken)
         self.config = config
         self.topic_prefix = topic_prefix
         users = [SERVICE_USER, SIMULATOR_USER, ADMIN_USER, *devices]
@@ -256,6 +322,11 @@ class Mosquitto(LocalServer):
     def ports(self) -> list[int]:
         return [self.port] + ([self.tls.port] if self.tls else [])
 
+    def _take_fresh_ports(self) -> None:
+        super()._take_fresh_ports()
+        if self.tls is not None:
+            self.tls = replace(self.tls, port=free_port())
+
     def _prepare(self) -> None:
         adapted = adapt_mosquitto_config(
             self.config.read_text(), self.port, self.data_dir, as_root=os.geteuid() == 0,
@@ -288,9 +359,10 @@ class InfluxDB1(LocalServer):
     package = "influxdb"
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, rpc_port: int | None = None
+        self, data_dir: Path, port: int | None = None, rpc_port: int | None = None, *,
+        move_if_taken: bool | None = None,
     ) -> None:
-        super().__init__(data_dir, port)
+        super().__init__(data_dir, port, move_if_taken=move_if_taken)
         self.rpc_port = rpc_port or free_port()  # backup/restore service; default 8088 clashes
 
     @property
@@ -303,6 +375,10 @@ class InfluxDB1(LocalServer):
 
     def ports(self) -> list[int]:
         return [self.port, self.rpc_port]
+
+    def _take_fresh_ports(self) -> None:
+        super()._take_fresh_ports()
+        self.rpc_port = free_port()
 
     def query(self, q: str, db: str | None = None, epoch: str | None = None) -> dict[str, Any]:
         """Run InfluxQL and return the decoded JSON; raise RuntimeError unless HTTP 200."""
