@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from ingest.localservers import InfluxDB1, LocalServer, Mosquitto, ServerStartError
-from ingest.ports import free_port
 from ingest.settings import HttpSettings, InfluxSettings, Settings, SpoolSettings
 from tests.integration.support import Publisher, influx_rows, make_settings, unique_name
+from tests.polling import wait_until
 from tests.receiver import Received, RecordingReceiver
 
 LONG = os.environ.get("SIAGA_FAULTS", "short") == "long"
@@ -30,6 +30,7 @@ TS = 1_700_000_000  # the load's event time starts here, one second per seq
 # Quiet gauges of the bundled catalog: their levels stay far below every Siaga threshold.
 LOAD_DEVICES = ("krukut-hulu", "pesanggrahan", "angke-hulu", "cipinang-hulu")
 READY_LINE = "Siaga ingest ready"
+_API_URL = re.compile(r"Siaga ingest started: .* API (http://\S+),")
 _LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')  # escapes kept
 START_TIMEOUT_S = 30.0  # a restart replays the broker's backlog before it is ready
 HTTP_TIMEOUT_S = 5.0
@@ -42,14 +43,9 @@ CYCLE_NEWS = (("firing", "siaga-3"), ("firing", "siaga-2"), ("firing", "siaga-1"
               ("firing", "siaga-2"), ("firing", "siaga-3"), ("resolved", "siaga-3"))
 
 
-def poll(predicate: Callable[[], bool], within: float, what: str, step: float = 0.1) -> float:
-    """Wait until `predicate` holds; return the seconds it took, or fail naming `what`."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"{what}: not within {within:g} s")
-        time.sleep(step)
-    return time.monotonic() - started
+def poll(predicate: Callable[[], object], within: float, what: str, step: float = 0.1) -> float:
+    """tests.polling.wait_until under its old name, for the fault tests not yet moved to it."""
+    return wait_until(predicate, within, what, step)
 
 
 def restart(server: LocalServer, within: float = 30.0) -> None:
@@ -58,15 +54,17 @@ def restart(server: LocalServer, within: float = 30.0) -> None:
     Local servers take ports from the ephemeral range, so while one is down an outgoing
     connection (the service retrying, the test's own probes) may briefly own its port.
     """
-    deadline = time.monotonic() + within
-    while True:
+
+    def started() -> bool:
         try:
             server.start()
-            return
         except ServerStartError as exc:
-            if "already in use" not in str(exc) or time.monotonic() > deadline:
+            if "already in use" not in str(exc):
                 raise
-        time.sleep(0.5)
+            return False
+        return True
+
+    wait_until(started, within, f"{type(server).__name__} restarted on port {server.port}", 0.5)
 
 
 class SeqLoad(threading.Thread):
@@ -93,7 +91,7 @@ class SeqLoad(threading.Thread):
             self.sent += 1
             ahead = self._began + self.sent / self.rate - time.monotonic()
             if ahead > 0:
-                time.sleep(ahead)
+                time.sleep(ahead)  # pacing the load at `rate`, not a wait for a result
         self._ended = time.monotonic()
 
     def finish(self) -> int:
@@ -170,18 +168,23 @@ def count_by_seq(influx: InfluxDB1, database: str, published: dict[str, int]) ->
 
 def wait_all_stored(influx: InfluxDB1, database: str, published: dict[str, int],
                     within: float) -> Count:
-    """Poll until every published seq is in InfluxDB (or the deadline); the final count."""
-    deadline = time.monotonic() + within
-    while True:
+    """Poll until every published seq is in InfluxDB; the final count, lost ones included
+    when the deadline passed (so the test can say which were lost)."""
+    counts: list[Count] = []
+
+    def all_stored() -> bool:
         try:
-            count = count_by_seq(influx, database, published)
+            counts[:] = [count_by_seq(influx, database, published)]
         except OSError:  # InfluxDB restarting
-            count = None
-        if count is not None and (count.lost == 0 or time.monotonic() > deadline):
-            return count
-        if time.monotonic() > deadline:
-            raise AssertionError("InfluxDB did not answer before the deadline")
-        time.sleep(0.5)
+            return False
+        return counts[0].lost == 0
+
+    try:
+        wait_until(all_stored, within, "every published seq stored in InfluxDB", 0.5)
+    except AssertionError:
+        if not counts:
+            raise AssertionError(f"InfluxDB did not answer within {within:g} s") from None
+    return counts[0]
 
 
 def fault_settings(broker: Mosquitto, influx: InfluxDB1, data_dir: Path, *,
@@ -194,7 +197,7 @@ def fault_settings(broker: Mosquitto, influx: InfluxDB1, data_dir: Path, *,
                              data_dir, rules=rules, batch_size=batch_size)
     return settings.model_copy(update={
         "spool": SpoolSettings(max_bytes=spool_bytes),
-        "http": HttpSettings(port=free_port()),
+        "http": HttpSettings(port=0),  # the port it got is in its start line
     }), database
 
 
@@ -235,7 +238,12 @@ class ServiceProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.http.port}"
+        """The API of the latest start: it binds port 0 and names its port in its start line
+        (a port picked free beforehand could be taken by the time the service binds it)."""
+        found = _API_URL.findall(self.log_text())
+        if not found:
+            raise ConnectionRefusedError("the service has not started its API yet")
+        return str(found[-1])
 
     @property
     def running(self) -> bool:
@@ -252,8 +260,8 @@ class ServiceProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if not wait_ready:
             return 0.0
-        poll(lambda: self.log_text().count(READY_LINE) > ready_before or not self.running,
-             START_TIMEOUT_S, "service ready")
+        wait_until(lambda: self.log_text().count(READY_LINE) > ready_before or not self.running,
+                   START_TIMEOUT_S, "service ready")
         assert self.running, f"service exited on start-up:\n{self.tail()}"
         return time.monotonic() - started
 

@@ -18,10 +18,10 @@ from tests.faults.harness import (
     Gauge,
     ThreadedReceiver,
     fault_settings,
-    poll,
     rules_file,
     wait_all_stored,
 )
+from tests.polling import wait_until
 from tests.receiver import Answer
 
 RATE = 300.0  # readings/s of background load
@@ -54,13 +54,14 @@ def test_a_receiver_down_slow_and_refusing_gets_every_notification_once_in_order
     webhook.start()
     cycles = [gauge.finish() for gauge in gauges]
     troubled_at = time.monotonic()
-    poll(lambda: not webhook.receiver.script, TROUBLE_WITHIN_S, "the receiver's trouble played out")
+    wait_until(lambda: not webhook.receiver.script, TROUBLE_WITHIN_S,
+               "the receiver's trouble played out")
     healthy_at = time.monotonic()
     expected = sum(cycles) * len(CYCLE_NEWS)
-    poll(lambda: len(webhook.news()) >= expected, 120, "every notification delivered", 0.05)
+    wait_until(lambda: len(webhook.news()) >= expected, 120, "every notification delivered", 0.05)
     caught_up_s = time.monotonic() - healthy_at
     published = rig.load.finish()
-    poll(lambda: rig.publisher.acked >= published, 60, "broker acknowledged everything")
+    wait_until(lambda: rig.publisher.acked >= published, 60, "broker acknowledged everything")
     count = wait_all_stored(influxdb1, database, rig.load.published, 60)
     requests = webhook.receiver.requests
     delivered = Counter(request.delivery for request in webhook.delivered())

@@ -18,10 +18,10 @@ from tests.faults.harness import (
     Gauge,
     ThreadedReceiver,
     fault_settings,
-    poll,
     rules_file,
     wait_all_stored,
 )
+from tests.polling import wait_until
 
 KILLS = 20 if LONG else 3
 RATE = 500.0  # readings/s from the load devices
@@ -49,11 +49,11 @@ def test_repeated_sigkills_lose_no_reading_and_page_each_alert_change_exactly_on
         restarts.append(rig.service.start())
     cycles = gauge.finish()
     published = rig.load.finish()
-    poll(lambda: rig.publisher.acked >= published + cycles * len(MANGGARAI_CYCLE), 60,
-         "broker acknowledged every reading")
+    wait_until(lambda: rig.publisher.acked >= published + cycles * len(MANGGARAI_CYCLE), 60,
+               "broker acknowledged every reading")
     count = wait_all_stored(influxdb1, database, rig.load.published, 120)
     expected_news = list(CYCLE_NEWS) * cycles
-    poll(lambda: len(webhook.news()) >= len(expected_news), 90, "every alert change paged")
+    wait_until(lambda: len(webhook.news()) >= len(expected_news), 90, "every alert change paged")
     exit_code = rig.service.terminate()
     news = webhook.news()
     attempts = Counter(request.delivery for request in webhook.delivered())

@@ -12,7 +12,8 @@ import pytest
 
 from ingest.localservers import InfluxDB1, Mosquitto
 from tests.faults.conftest import Figures
-from tests.faults.harness import LONG, fault_settings, poll, wait_all_stored
+from tests.faults.harness import LONG, fault_settings, wait_all_stored
+from tests.polling import wait_until
 
 SOAK_MIN = float(os.environ.get("SIAGA_SOAK_MINUTES", "30"))
 RATE = 500.0  # readings/s, steady
@@ -36,7 +37,7 @@ def test_a_long_steady_run_keeps_memory_and_spool_flat(
                         int(service.metric("siaga_spool_bytes"))))
         time.sleep(SAMPLE_EVERY_S)  # the sampling period of the soak, not a wait for a result
     published = rig.load.finish()
-    poll(lambda: rig.publisher.acked >= published, 60, "broker acknowledged everything")
+    wait_until(lambda: rig.publisher.acked >= published, 60, "broker acknowledged everything")
     count = wait_all_stored(influxdb1, database, rig.load.published, 300)
     third = len(samples) // 3
     rss = [sample[1] for sample in samples]
