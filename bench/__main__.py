@@ -7,18 +7,15 @@ listens on or talks to 127.0.0.1 only, and is stopped before it exits, also on C
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from types import FrameType
 
-from bench import nodered, report
+from bench import nodered, provenance, report
 from bench.plan import SCENARIOS, SYSTEMS, make_plan
 from bench.runner import Runner, say
 
@@ -37,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # unwind the context managers: stop every child
     root = Path(tempfile.mkdtemp(prefix="siaga-bench-"))
     started = time.time()
+    # Before anything is measured or written: the tree as it was when the run started.
+    source, box, versions = provenance.git(), provenance.machine(), provenance.versions()
     say(f"siaga bench: {'quick' if args.quick else 'full'}, {plan.runs} run(s) of "
         f"{', '.join(scenarios)}; systems {', '.join(systems)}; work in {root}")
     runner = Runner(plan, scenarios, systems, root)
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     load = runner.load
     header = (f"Siaga benchmarks {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}"
               f" ({'quick' if args.quick else 'full'}, {plan.runs} run(s)); "
-              f"{os.cpu_count()} cores; load average at start "
+              f"{provenance.short(source, box)}; load average (1 min) at start "
               f"{load[0]['load1'] if load else '?'}, at end {load[-1]['load1'] if load else '?'}")
     print(report.table(summary, goals, header))
     out = args.out
@@ -63,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(finished - started),
         "mode": "quick" if args.quick else "full",
-        "host": _host(),
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        "git": source,
+        "machine": box,
+        "versions": versions,
         "load_average": load,
+        "measures": report.MEASURES,
         "plan": plan.as_dict(),
         "scenarios": scenarios,
         "systems": runner.systems,
@@ -98,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", metavar="NAMES",
                         help=f"comma-separated scenarios among {', '.join(SCENARIOS)}")
     parser.add_argument("--systems", metavar="NAMES",
-                        help=f"comma-separated systems for throughput among {', '.join(SYSTEMS)}")
+                        help=f"comma-separated systems for the backlog drains (throughput) and "
+                             f"the live rate (live) among {', '.join(SYSTEMS)}")
     parser.add_argument("--outage", type=float, metavar="S",
                         help="seconds InfluxDB is down in the recovery scenario "
                              "(default: 60; --quick: 10)")
@@ -124,29 +128,6 @@ def _choose(given: str | None, known: tuple[str, ...], option: str) -> list[str]
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def _host() -> dict[str, object]:
-    def version(command: list[str]) -> str:
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=10,
-                                  check=False)
-        except OSError:
-            return "not installed"
-        return (done.stdout or done.stderr).strip().splitlines()[0] if (
-            done.stdout or done.stderr) else "?"
-
-    mosquitto = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin")
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "mosquitto": version([mosquitto or "mosquitto", "-h"]),
-        "influxd": version(["influxd", "version"]),
-        "node": version(["node", "--version"]),
-        "node_red": nodered.version(),
-    }
 
 
 if __name__ == "__main__":

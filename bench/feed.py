@@ -1,12 +1,15 @@
 """Load through the simulators' load mode: `siaga simulate --devices N --rate R [--batch B]`.
 
-Always a separate process, as devices are: its CPU is not the consumer's.
+Always a separate process, as devices are: its CPU is not the consumer's. A live load
+runs `siaga simulate` at a rate; a backlog of an exact size is published by
+`python -m bench.backlog` (the same load run, stopped at a count: bench/backlog.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ SIMULATE = [sys.executable, "-m", "ingest", "simulate"]
 SUMMARY = re.compile(r"([\d,]+) of ([\d,]+) messages acknowledged \(([\d,]+) of ([\d,]+) readings\)"
                      r" in ([\d.]+) s")
 FEED_GRACE_S = 60.0  # beyond its own duration: connecting, status rounds, the last PUBACKs
+BACKLOG_TIMEOUT_S = 900.0  # 2,000,000 readings take ~10 s flat out; a bound, not a guess
 SEED = 1
 
 
@@ -68,35 +72,46 @@ def _command(config: Path, devices: int, rate: float | None, batch: int,
             "--duration", f"{duration_s:g}", "--seed", str(SEED)]
 
 
-def publish(config: Path, log: Path, *, devices: int, readings: int, batch: int = 1,
-            rate: float | None = None) -> Fed:
-    """Publish about `readings` readings (at `rate`, or flat out) and wait for the summary.
+BACKLOG = [sys.executable, "-m", "bench.backlog"]
 
-    The load mode runs for a duration, not a count: the duration comes from the rate (or
-    the flat-out guess below), and the summary says what the broker actually acknowledged.
+
+def publish(config: Path, log: Path, *, devices: int, readings: int, batch: int = 1) -> Fed:
+    """Publish exactly `readings` readings flat out (bench/backlog.py); what was acknowledged.
+
+    Raises unless the broker acknowledged every one: a backlog is the planned size or the
+    measurement does not count.
     """
-    pace = rate or _flat_out_guess(batch)
-    duration = readings / pace
+    command = [*BACKLOG, "-c", str(config), "--devices", str(devices), "--readings",
+               str(readings), "--batch", str(batch), "--seed", str(SEED)]
     with log.open("ab") as output:
-        done = subprocess.run(_command(config, devices, rate, batch, duration),
-                              stdout=subprocess.PIPE, stderr=output,
-                              timeout=duration + FEED_GRACE_S, check=False)
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=output,
+                              timeout=BACKLOG_TIMEOUT_S, check=False)
     text = done.stdout.decode(errors="replace")
     with log.open("a") as output:
         output.write(text)
     if done.returncode != 0:
+        raise RuntimeError(f"bench.backlog exited {done.returncode}: {text[-500:]}")
+    fed = parse_summary(text)
+    if fed.readings != readings:
+        raise RuntimeError(f"the broker acknowledged {fed.readings:,} of the {readings:,} "
+                           f"readings planned for the backlog")
+    return fed
+
+
+def flat_out(config: Path, log: Path, *, devices: int, batch: int,
+             duration_s: float) -> tuple[Fed, float]:
+    """`siaga simulate --devices N --rate max` for `duration_s`: what it published, its CPU s."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with log.open("ab") as output:
+        done = subprocess.run(_command(config, devices, None, batch, duration_s),
+                              stdout=subprocess.PIPE, stderr=output,
+                              timeout=duration_s + FEED_GRACE_S, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the waited-for child's CPU
+    text = done.stdout.decode(errors="replace")
+    if done.returncode != 0:
         raise RuntimeError(f"`siaga simulate` exited {done.returncode}: {text[-500:]}")
-    return parse_summary(text)
-
-
-# Readings per second the load mode reaches flat out on this machine (measured with
-# `--rate max`): used only to turn a wanted count into a duration.
-FLAT_OUT_SINGLE = 17_500.0
-FLAT_OUT_BATCHED = 170_000.0
-
-
-def _flat_out_guess(batch: int) -> float:
-    return FLAT_OUT_SINGLE if batch == 1 else FLAT_OUT_BATCHED
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return parse_summary(text), cpu_s
 
 
 class LiveFeed:

@@ -84,8 +84,9 @@ def setup() -> None:
                    check=True, timeout=NPM_TIMEOUT_S)
 
 
-def version() -> str:
-    manifest = NODE_DIR / "node_modules" / "node-red" / "package.json"
+def version(package: str = "node-red") -> str:
+    """The installed version of `package` in bench/.node/, or "?"."""
+    manifest = NODE_DIR / "node_modules" / package / "package.json"
     return str(json.loads(manifest.read_text())["version"]) if manifest.exists() else "?"
 
 

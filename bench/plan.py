@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-SCENARIOS = ("ceilings", "throughput", "latency", "scale", "recovery")
+SCENARIOS = ("ceilings", "simulator", "throughput", "live", "latency", "scale", "recovery")
 SYSTEMS = ("siaga", "node-red", "paho-batched", "paho-naive")
 SHAPES = (1, 100)  # readings per message: single readings, and batches of 100
 
@@ -15,10 +15,18 @@ class Plan:
     devices: int = 1000  # synthetic devices publishing in throughput, latency and recovery
     mosquitto_messages: int = 300_000  # ~10 s at the broker's own rate
     influx_points: int = 1_000_000  # ~5 s at InfluxDB's own rate
-    single_backlog: int = 300_000  # readings: 15 s for the fastest single-reading consumer
-    batch_backlog: int = 2_000_000  # readings in batches of 100: ~15 s at 130,000/s
+    generator_emissions: int = 50_000  # the scenario generator, best of 3 (bench/simulator.py)
+    flat_out_s: float = 10.0  # the load mode flat out, into a broker nobody reads
+    # Backlog drains: exactly this many readings are queued, then drained (bench/backlog.py).
+    # Sized so the fast systems drain for 10 s or more (0.5 s polls, 1 s flushes at the ends),
+    # within the broker's queue limits (mosquitto.conf: 2,000,000 messages, 512 MiB).
+    single_backlog: int = 500_000  # ~10 s at Siaga's ~50,000/s
+    batch_backlog: int = 4_000_000  # 40,000 messages of 100, ~280 MB queued; ~15 s at 270,000/s
     drain_cap_s: float = 120.0  # a consumer still draining then is measured on what landed
     naive_cap_s: float = 20.0  # the naive script takes minutes for a backlog: its rate is steady
+    live_rate: float = 10_000.0  # readings/s published live, every system in turn
+    live_duration_s: float = 60.0
+    live_warm_up_s: float = 10.0  # left out of the memory figures
     alert_samples: int = 200
     alert_rate: float = 5000.0  # background readings/s during the alert probes
     storage_samples: int = 100
@@ -34,9 +42,10 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = Plan(runs=1, mosquitto_messages=60_000, influx_points=250_000, single_backlog=100_000,
-             batch_backlog=500_000, drain_cap_s=45.0, naive_cap_s=8.0, alert_samples=30,
-             storage_samples=20, scale_duration_s=8.0, outage_s=10.0)
+QUICK = Plan(runs=1, mosquitto_messages=60_000, influx_points=250_000, flat_out_s=4.0,
+             single_backlog=100_000, batch_backlog=500_000, drain_cap_s=45.0, naive_cap_s=8.0,
+             live_duration_s=20.0, live_warm_up_s=5.0, alert_samples=30, storage_samples=20,
+             scale_duration_s=8.0, outage_s=10.0)
 
 
 def make_plan(*, quick: bool, runs: int | None, outage_s: float | None) -> Plan:

@@ -10,7 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import ceilings, consumers, feed, latency, nodered, recovery, scale, throughput
+from bench import (
+    ceilings,
+    consumers,
+    feed,
+    latency,
+    live,
+    nodered,
+    recovery,
+    scale,
+    simulator,
+    throughput,
+)
 from bench.influxdb import Influx
 from bench.plan import Plan
 from bench.procs import load_average
@@ -36,13 +47,14 @@ class Runner:
         self.systems = systems
         self.root = root
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in (
-            "mosquitto", "influxdb", "throughput", "latency", "scale", "recovery")}
+            "mosquitto", "influxdb", "simulator", "backlog_drain", "live", "latency", "scale",
+            "recovery")}
         self.errors: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.load: list[dict[str, object]] = []
 
     def run(self) -> None:
-        if "node-red" in self.systems and "throughput" in self.scenarios:
+        if "node-red" in self.systems and {"throughput", "live"} & set(self.scenarios):
             reason = nodered.why_missing()
             if reason:
                 self.skipped.append({"what": "node-red", "why": reason})
@@ -70,6 +82,22 @@ class Runner:
                       lambda: ceilings.influxdb(influx, plan.influx_points),
                       lambda r: f"{r['rate']:,.0f} points/s, {r['stored']:,} stored")
 
+    def _simulator(self, number: int, influx: Influx, catalog: Path,
+                   receiver: Receiver) -> None:
+        plan = self.plan
+        self._attempt("simulator", number, "simulator: scenario generator, emissions/s",
+                      lambda: simulator.generator(plan.generator_emissions),
+                      lambda r: f"{r['rate']:,.0f} emissions/s (best of {len(r['rates'])})")
+        for batch in (1, 100):
+            self._attempt(
+                "simulator", number, f"simulator: load mode flat out, batch {batch}",
+                functools.partial(simulator.load_mode,
+                                  self.root / f"flat-out-{number}-{batch}",
+                                  devices=plan.devices, batch=batch,
+                                  duration_s=plan.flat_out_s),
+                lambda r: (f"{r['rate']:,.0f} readings/s acknowledged, CPU "
+                           f"{r['cpu_percent']:.0f} %"))
+
     def _throughput(self, number: int, influx: Influx, catalog: Path,
                     receiver: Receiver) -> None:
         plan = self.plan
@@ -82,11 +110,29 @@ class Runner:
                     throughput.measure, self.root, influx, catalog, SYSTEMS[name], batch=batch,
                     readings=backlog, devices=plan.devices, cap_s=cap, webhook_url=receiver.url)
                 self._attempt(
-                    "throughput", number, f"throughput: {name}, batch {batch}",
+                    "backlog_drain", number, f"backlog drain: {name}, batch {batch}",
                     drain,
-                    lambda r: (f"{r['rate']:,.0f} readings/s, CPU {r['cpu_percent']:.0f} %, "
-                               f"peak RSS {r['peak_rss_mb']:.0f} MB, landed {r['landed']:,} of "
-                               f"{r['expected']:,}"))
+                    lambda r: (f"{r['rate']:,.0f} readings/s drained, CPU "
+                               f"{r['cpu_percent']:.0f} %, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                               f"landed {r['landed']:,} of {r['acknowledged']:,} "
+                               f"(planned {r['planned']:,})"))
+
+    def _live(self, number: int, influx: Influx, catalog: Path, receiver: Receiver) -> None:
+        plan = self.plan
+        shift = (number - 1) % len(self.systems)
+        for name in self.systems[shift:] + self.systems[:shift]:
+            steady = functools.partial(
+                live.measure, self.root, influx, catalog, SYSTEMS[name], rate=plan.live_rate,
+                duration_s=plan.live_duration_s, warm_up_s=plan.live_warm_up_s,
+                devices=plan.devices, webhook_url=receiver.url)
+            self._attempt(
+                "live", number, f"live rate: {name} at {plan.live_rate:,.0f} readings/s",
+                steady,
+                lambda r: (f"RSS median {r['median_rss_mb']:.0f} MB, peak "
+                           f"{r['peak_rss_mb']:.0f} MB, CPU {r['cpu_percent']:.0f} %; stored "
+                           f"{r['stored_rate']:,.0f}/s of {r['fed_rate']:,.0f}/s published, "
+                           f"{'kept up' if r['kept_up'] else 'fell behind'} (landed "
+                           f"{r['landed']:,} of {r['published']:,})"))
 
     def _latency(self, number: int, influx: Influx, catalog: Path, receiver: Receiver) -> None:
         plan = self.plan

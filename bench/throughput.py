@@ -1,13 +1,17 @@
-"""Throughput end to end: a backlog in the broker, drained by one consumer into InfluxDB.
+"""Backlog drain: a backlog in the broker, drained by one consumer into InfluxDB.
+
+This is not a live rate: the readings are all queued in Mosquitto before the consumer
+starts, and the figure is how fast the consumer empties that queue into InfluxDB.
 
 Each measurement gets a fresh broker and database. The consumer's persistent session is
-primed first, the load mode then publishes the backlog (single readings or batches of 100)
-while the consumer is away, and the consumer starts: the broker delivers as fast as the
-consumer takes. The stored count is polled (a count query every half second); the rate is
-what landed from the first poll that saw readings to the first that saw them all, so the
-consumer's start-up does not count but every stall of the drain does. The slope between
-10 % and 90 % is kept too: where the two differ, the drain was uneven. The final count is
-checked against what the broker acknowledged to the load mode.
+primed first, the load mode then publishes the backlog (exactly the planned number of
+readings, single or in batches of 100: bench/backlog.py) while the consumer is away,
+and the consumer starts: the broker delivers as fast as the consumer takes. The stored
+count is polled (a count query every half second); the rate is what landed from the
+first poll that saw readings to the first that saw them all, so the consumer's start-up
+does not count but every stall of the drain does. The slope between 10 % and 90 % is
+kept too: where the two differ, the drain was uneven. The final count is checked
+against what the broker acknowledged to the load mode (which must be the plan).
 
 Draining a backlog keeps the publisher's CPU out of the measurement: on a real box the
 devices are elsewhere, and on this 2-core machine a concurrent publisher would take a core.
@@ -27,6 +31,7 @@ from bench.consumers import Consumer, Running
 from bench.influxdb import Influx
 from bench.procs import Usage, cpu_percent, usage, wait_quiet
 
+MEASURE = "backlog drain"  # written beside every figure: this is not a live rate
 POLL_S = 0.5  # count queries this often; each costs InfluxDB a little, the same for everyone
 START_TIMEOUT_S = 60.0  # until the first reading lands (Node-RED starts in seconds)
 STALL_S = 15.0  # no new reading for this long after the first: the consumer is stuck
@@ -43,24 +48,25 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class Drain:
-    """One consumer draining one backlog."""
+    """One consumer draining one backlog (a pre-loaded queue, not a live rate)."""
 
     consumer: str
     shape: str  # "single" or "batch100"
-    expected: int  # readings the broker acknowledged to the load mode
+    planned: int  # readings in the backlog, by the plan
+    acknowledged: int  # readings the broker acknowledged to the load mode (== planned)
     landed: int  # readings counted in InfluxDB at the end
-    complete: bool  # all of them, within the time cap
+    complete: bool  # all acknowledged readings landed, within the time cap
     ended: str  # why the measurement stopped: all, cap, stalled, exited
     rate: float  # readings/s landed, from the first poll that saw some to the one that saw all
     rate_10_90: float  # the steepest part: readings/s between 10 % and 90 % of what landed
     cpu_percent: float  # the consumer's CPU over the drain (100 = one core)
     peak_rss_mb: float
     first_landed_s: float | None  # start-up: consumer started -> first reading stored
-    fed_rate: float  # how fast the load mode published the backlog
+    fed_rate: float  # how fast the load mode published the backlog (flat out, queued)
     timeline: list[tuple[float, int, float, float]]  # seconds, count, CPU s, RSS MB
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"measure": MEASURE} | asdict(self)
 
 
 def measure(root: Path, influx: Influx, catalog: Path, consumer: Consumer, *, batch: int,
@@ -75,7 +81,7 @@ def measure(root: Path, influx: Influx, catalog: Path, consumer: Consumer, *, ba
             samples, ended = _follow(bed, running, fed.readings, cap_s)
         time.sleep(SETTLE_S if samples[-1].count < fed.readings else 0)
         landed = bed.count()
-    return _summarise(consumer.name, "single" if batch == 1 else f"batch{batch}",
+    return _summarise(consumer.name, "single" if batch == 1 else f"batch{batch}", readings,
                       fed.readings, landed, samples, fed.rate, ended)
 
 
@@ -121,8 +127,8 @@ def crossing(samples: list[Sample], target: float) -> tuple[float, Sample]:
     return samples[-1].at, samples[-1]
 
 
-def _summarise(name: str, shape: str, expected: int, landed: int, samples: list[Sample],
-               fed_rate: float, ended: str) -> Drain:
+def _summarise(name: str, shape: str, planned: int, acknowledged: int, landed: int,
+               samples: list[Sample], fed_rate: float, ended: str) -> Drain:
     reached = samples[-1].count
     # The drain: from the first sample that saw readings to the first that saw them all.
     # What landed by the first of these is not counted, so start-up does not count.
@@ -139,6 +145,7 @@ def _summarise(name: str, shape: str, expected: int, landed: int, samples: list[
     peaks = [s.usage.peak_rss_mb for s in samples if s.usage is not None]
     timeline = [(round(s.at, 2), s.count, round(s.usage.cpu_s, 2), round(s.usage.rss_mb, 1))
                 for s in samples if s.usage is not None]
-    return Drain(name, shape, expected, landed, landed >= expected, ended, rate, slope, cpu,
+    return Drain(name, shape, planned, acknowledged, landed, landed >= acknowledged, ended,
+                 rate, slope, cpu,
                  max(peaks, default=0.0), first.at if first.count else None, fed_rate,
                  timeline)
