@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,6 @@ KARET_CYCLE = (400.0, 480.0, 570.0, 620.0, 570.0, 500.0, 400.0)
 # What one cycle pages, in order: (status, level).
 CYCLE_NEWS = (("firing", "siaga-3"), ("firing", "siaga-2"), ("firing", "siaga-1"),
               ("firing", "siaga-2"), ("firing", "siaga-3"), ("resolved", "siaga-3"))
-
-
-def poll(predicate: Callable[[], object], within: float, what: str, step: float = 0.1) -> float:
-    """tests.polling.wait_until under its old name, for the fault tests not yet moved to it."""
-    return wait_until(predicate, within, what, step)
 
 
 def restart(server: LocalServer, within: float = 30.0) -> None:

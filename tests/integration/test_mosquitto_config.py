@@ -69,11 +69,13 @@ def connected(
 
 
 def subscribe(client: mqtt.Client, topic: str) -> None:
+    # The callback is in place before the SUBSCRIBE leaves: paho's network thread may take
+    # the SUBACK before this thread runs its next line.
+    granted: set[int] = set()
+    client.on_subscribe = lambda *args: granted.add(args[2])
     result, mid = client.subscribe(topic, qos=1)
     assert result == mqtt.MQTT_ERR_SUCCESS
-    granted = threading.Event()
-    client.on_subscribe = lambda *args: granted.set() if args[2] == mid else None
-    assert granted.wait(10), "no SUBACK"
+    wait_until(lambda: mid in granted, 10, f"the SUBACK for {topic}")
 
 
 def unique_topic() -> str:
