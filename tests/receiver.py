@@ -15,12 +15,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Answer:
     """How the receiver answers one request."""
@@ -53,7 +47,15 @@ class RecordingReceiver:
     """An aiohttp server on 127.0.0.1 that records requests and answers as scripted."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        # The port is held from here on, bound but not listening (a sender meets a refused
+        # connection, as with a receiver that is down): picking a free port and binding it
+        # only at start() would let another test's server take it in between.
+        self._held: socket.socket | None = None
+        if port is None:
+            self._held = socket.socket()
+            self._held.bind(("127.0.0.1", 0))
+            port = int(self._held.getsockname()[1])
+        self.port = port
         self.requests: list[Received] = []
         self.script: deque[Answer] = deque()  # answers for the next requests, in order
         self.default = Answer()  # the answer once the script is used up
@@ -71,9 +73,16 @@ class RecordingReceiver:
         app.router.add_post("/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, shutdown_timeout=0.1)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        if self._held is not None:
+            held, self._held = self._held, None  # the site closes it on cleanup
+            await web.SockSite(self._runner, held).start()
+        else:  # an explicit port, or a restart after stop(): bind it again
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
+        if self._held is not None:  # never started
+            self._held.close()
+            self._held = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

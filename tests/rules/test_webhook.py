@@ -25,7 +25,7 @@ from rules.webhook import (
     redact_url,
     sign,
 )
-from tests.receiver import Answer, RecordingReceiver, free_port
+from tests.receiver import Answer, RecordingReceiver
 
 STARTS_NS = 1_600_675_200_123_000_000  # 2020-09-21T08:00:00.123Z
 ENDS_NS = 1_600_680_000_000_000_000  # 2020-09-21T09:20:00Z
@@ -223,6 +223,10 @@ async def test_no_answer_in_time_is_retried(server: RecordingReceiver) -> None:
 
 
 async def test_a_receiver_that_is_down_is_retried() -> None:
-    outcome = await attempt(Receiver(name="a", url=f"http://127.0.0.1:{free_port()}/hook"))
+    down = RecordingReceiver()  # its port held but never listening: connections are refused
+    try:
+        outcome = await attempt(Receiver(name="a", url=down.url))
+    finally:
+        await down.stop()
     assert (outcome.kind, outcome.status) == ("retry", None)
     assert outcome.reason
