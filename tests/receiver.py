@@ -93,5 +93,5 @@ class RecordingReceiver:
         self.requests.append(
             Received(CIMultiDict(request.headers), body, time.monotonic(), answer.status))
         if answer.delay_s:
-            await asyncio.sleep(answer.delay_s)
+            await asyncio.sleep(answer.delay_s)  # a receiver that answers slowly, as scripted
         return web.Response(status=answer.status, headers=dict(answer.headers), text="answer")

@@ -376,7 +376,7 @@ async def test_a_full_disk_is_a_disk_error_until_space_returns(tmp_path: Path) -
 
 async def test_the_drain_stops_promptly_while_waiting_for_work(harness: Harness) -> None:
     async with asyncio.timeout(DEADLINE_S), harness.draining():
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn: the drain is parked on its wait, then stopped
 
 
 async def test_the_drain_stops_promptly_while_backing_off(tmp_path: Path) -> None:

@@ -199,7 +199,7 @@ class StandIn:
         self.url = ""
 
     async def write(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.delay_s)
+        await asyncio.sleep(self.delay_s)  # a server that answers slowly, as scripted
         return web.Response(status=self.status, text=self.body, headers=self.headers)
 
     async def query(self, request: web.Request) -> web.Response:
