@@ -77,7 +77,7 @@ def rigs(tmp_path: Path) -> Iterator[Any]:
     def start(broker: Mosquitto, settings: Settings, rate: float) -> Rig:
         workdir = tmp_path / f"rig{len(made)}"
         workdir.mkdir()
-        rig = started_rig(broker, settings, workdir, rate)
+        rig = started_rig(broker, ServiceProcess(settings, workdir), rate)
         made.append(rig)
         return rig
 

@@ -338,15 +338,15 @@ class Rig:
         self.publisher.close()
 
 
-def started_rig(broker: Mosquitto, settings: Settings, workdir: Path, rate: float) -> Rig:
-    service = ServiceProcess(settings, workdir)
+def started_rig(broker: Mosquitto, service: ServiceProcess, rate: float) -> Rig:
+    """`service` (not started yet) started, and a load at `rate` publishing to it."""
     try:
         service.start()
         publisher = Publisher(broker)
     except BaseException:
         service.stop()
         raise
-    load = SeqLoad(publisher, settings.mqtt.topic_prefix, rate)
+    load = SeqLoad(publisher, service.settings.mqtt.topic_prefix, rate)
     load.start()
     return Rig(publisher, load, service)
 

@@ -33,15 +33,14 @@ from tests.faults.harness import (
     START_TIMEOUT_S,
     Gauge,
     Rig,
-    SeqLoad,
     ServiceProcess,
     ThreadedReceiver,
     fault_settings,
     restart,
     rules_file,
+    started_rig,
     wait_all_stored,
 )
-from tests.integration.support import Publisher
 from tests.polling import wait_until
 
 RATE = 1000.0  # readings/s
@@ -117,16 +116,7 @@ def limited_rigs(tmp_path: Path) -> Iterator[Callable[[Mosquitto, Settings, floa
     def start(broker: Mosquitto, settings: Settings, rate: float) -> Rig:
         workdir = tmp_path / f"rig{len(made)}"
         workdir.mkdir()
-        service = LimitedService(settings, workdir)
-        try:
-            service.start()
-            publisher = Publisher(broker)
-        except BaseException:
-            service.stop()
-            raise
-        load = SeqLoad(publisher, settings.mqtt.topic_prefix, rate)
-        load.start()
-        made.append(Rig(publisher, load, service))
+        made.append(started_rig(broker, LimitedService(settings, workdir), rate))
         return made[-1]
 
     yield start

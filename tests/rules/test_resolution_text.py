@@ -8,7 +8,7 @@ to end: the service, a real broker and database, and a real webhook receiver.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -234,23 +234,15 @@ def _wib(ns: int | None) -> str:
 # --- end to end ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[RecordingReceiver]:
-    server = RecordingReceiver()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 @pytest.mark.integration  # real Mosquitto and InfluxDB: `-m "not integration"` skips it
 async def test_the_webhooks_resolved_alert_carries_the_resolution_text(
-    mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path, receiver: RecordingReceiver
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path, server: RecordingReceiver
 ) -> None:
     rules = tmp_path / "rules.yaml"
     # page_max_age widened: the readings are stamped an hour ago, and should be paged.
     rules.write_text(LADDER + f"""\
 alerting: {{page_max_age: 1d}}
-receivers: [{{name: bpbd, url: "{receiver.url}"}}]
+receivers: [{{name: bpbd, url: "{server.url}"}}]
 routes: [{{receivers: [bpbd]}}]
 """, encoding="utf-8")
     settings = make_settings(mosquitto.url, InfluxSettings(
@@ -261,9 +253,9 @@ routes: [{{receivers: [bpbd]}}]
         topic = f"{settings.mqtt.topic_prefix}/water-level/manggarai/telemetry"
         for index, level in enumerate([800, 610]):
             publisher.publish(topic, {"ts": start_s + index * 600, "level_cm": level})
-        await eventually(lambda: len(receiver.delivered()) >= 2, what="firing and resolved")
+        await eventually(lambda: len(server.delivered()) >= 2, what="firing and resolved")
         publisher.close()
-    firing, ended = (request.json for request in receiver.delivered())
+    firing, ended = (request.json for request in server.delivered())
     assert (firing["status"], ended["status"]) == ("firing", "resolved")
     at = _wib((start_s + 600) * 10**9)
     text = f"Pintu Air Manggarai is back below siaga-3: level_cm 610 at {at}"
