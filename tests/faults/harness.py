@@ -248,17 +248,21 @@ class ServiceProcess:
         """Start the process; the seconds until it was ready (subscribed), if waited for."""
         ready_before = self.log_text().count(READY_LINE)
         started = time.monotonic()
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest", "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.process = self._spawn()
         if not wait_ready:
             return 0.0
         wait_until(lambda: self.log_text().count(READY_LINE) > ready_before or not self.running,
                    START_TIMEOUT_S, "service ready")
         assert self.running, f"service exited on start-up:\n{self.tail()}"
         return time.monotonic() - started
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """`siaga run` with this config, its output appended to the log."""
+        with self.log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "ingest", "run", "-c", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def kill(self) -> None:
         """SIGKILL: no flush, no ack, no goodbye."""

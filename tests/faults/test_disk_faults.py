@@ -29,8 +29,6 @@ from tests.faults.conftest import Figures
 from tests.faults.harness import (
     LONG,
     MANGGARAI_CYCLE,
-    READY_LINE,
-    START_TIMEOUT_S,
     Gauge,
     Rig,
     ServiceProcess,
@@ -71,22 +69,15 @@ class LimitedService(ServiceProcess):
     limit fails with EFBIG instead of killing the process.
     """
 
-    def start(self, wait_ready: bool = True) -> float:
-        ready_before = self.log_text().count(READY_LINE)
-        started = time.monotonic()
-        self.process = subprocess.Popen(
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
             [sys.executable, "-m", "ingest", "run", "-c", str(self.config)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, restore_signals=False,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert self.process.stdout is not None
-        threading.Thread(target=self._copy_output, args=(self.process.stdout,), daemon=True,
+        assert process.stdout is not None
+        threading.Thread(target=self._copy_output, args=(process.stdout,), daemon=True,
                          name="service-log").start()
-        if not wait_ready:
-            return 0.0
-        wait_until(lambda: self.log_text().count(READY_LINE) > ready_before or not self.running,
-                   START_TIMEOUT_S, "service ready")
-        assert self.running, f"service exited on start-up:\n{self.tail()}"
-        return time.monotonic() - started
+        return process
 
     def _copy_output(self, output: IO[bytes]) -> None:
         with self.log.open("ab") as log:
