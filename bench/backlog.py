@@ -22,7 +22,7 @@ from pathlib import Path
 
 from devices.registry import Device
 from devices.topics import TopicScheme
-from ingest.settings import load_settings
+from siaga.settings import load_settings
 from simulators.connection import Acks, BrokerAddress, Tag
 from simulators.fleet import Outlet, Outlets
 from simulators.load import LoadConfig, LoadRun, synthetic_devices

@@ -14,7 +14,7 @@ from bench import nodered
 from bench.bed import Bed
 from bench.procs import child
 from devices.topics import TopicScheme
-from ingest.ports import free_port
+from siaga.sandbox.ports import free_port
 
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 READY_TIMEOUT_S = 180.0  # siaga run loads the catalog (100,000 devices: ~1 min here) first
@@ -88,7 +88,7 @@ class Siaga(Consumer):
     def running(self, bed: Bed) -> Iterator[Running]:
         port = free_port()
         config = bed.siaga_config(self.client_id(bed), port)
-        command = [sys.executable, "-m", "ingest", "run", "-c", str(config)]
+        command = [sys.executable, "-m", "siaga", "run", "-c", str(config)]
         with child(command, bed.workdir / "siaga-run.log") as process:
             yield Running(process.pid, port)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.procs import child, stop
 
-SIMULATE = [sys.executable, "-m", "ingest", "simulate"]
+SIMULATE = [sys.executable, "-m", "siaga", "simulate"]
 SUMMARY = re.compile(r"([\d,]+) of ([\d,]+) messages acknowledged \(([\d,]+) of ([\d,]+) readings\)"
                      r" in ([\d.]+) s")
 FEED_GRACE_S = 60.0  # beyond its own duration: connecting, status rounds, the last PUBACKs

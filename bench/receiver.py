@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ingest.ports import free_port
+from siaga.sandbox.ports import free_port
 
 START_TIMEOUT_S = 10.0
 

@@ -12,6 +12,7 @@ thing the field names. Softer, per-device checks belong to the registry and the 
 """
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Annotated, Any, Final, NamedTuple, Self
 
@@ -239,3 +240,13 @@ def _json_type(value: object) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A device's retained `online`/`offline` status message."""
+
+    kind: Kind
+    device_id: str
+    online: bool
+    received_ns: int

@@ -9,8 +9,7 @@ from typing import Final, Literal
 import orjson
 from pydantic import ValidationError
 
-from devices.kinds import Kind
-from devices.readings import READING_VALIDATORS, Reading, explain, to_reading
+from devices.readings import READING_VALIDATORS, Reading, StatusUpdate, explain, to_reading
 from devices.registry import Registry
 from devices.topics import InvalidTopic, Topic, TopicScheme
 from ingest.deadletters import DeadLetter
@@ -24,16 +23,6 @@ _JSON_TYPES: Final = {
     "NoneType": "null", "bool": "bool", "int": "number", "float": "number", "str": "string",
     "list": "array", "dict": "object",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class StatusUpdate:
-    """A device's retained `online`/`offline` status message."""
-
-    kind: Kind
-    device_id: str
-    online: bool
-    received_ns: int
 
 
 @dataclass(slots=True)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from devices.kinds import MEASUREMENTS
-from devices.readings import Reading
+from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from ingest.deadletters import DeadLetter, DeadLetterStore
-from ingest.decode import Decoded, Decoder, StatusUpdate
+from ingest.decode import Decoded, Decoder
 from ingest.lineprotocol import encode_with_key, series_key
 from ingest.settings import IngestSettings
 from ingest.stats import IngestStats

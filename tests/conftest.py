@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
+from siaga.sandbox.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

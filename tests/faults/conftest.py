@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from ingest.localservers import Mosquitto
-from ingest.settings import Settings
+from siaga.sandbox.servers import Mosquitto
+from siaga.settings import Settings
 from tests.faults.harness import LONG, Rig, ServiceProcess, ThreadedReceiver, started_rig
 
 FAULTS_DIR = Path(__file__).parent

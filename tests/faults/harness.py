@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from ingest.localservers import InfluxDB1, LocalServer, Mosquitto, ServerStartError
-from ingest.settings import HttpSettings, InfluxSettings, Settings, SpoolSettings
+from ingest.settings import InfluxSettings, SpoolSettings
+from siaga.sandbox.servers import InfluxDB1, LocalServer, Mosquitto, ServerStartError
+from siaga.settings import HttpSettings, Settings
 from tests.integration.support import Publisher, influx_rows, make_settings, unique_name
 from tests.polling import wait_until
 from tests.receiver import Received, RecordingReceiver
@@ -260,7 +261,7 @@ class ServiceProcess:
         """`siaga run` with this config, its output appended to the log."""
         with self.log.open("ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "ingest", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "siaga", "run", "-c", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

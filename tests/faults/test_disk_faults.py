@@ -23,8 +23,8 @@ from typing import IO, Any
 
 import pytest
 
-from ingest.localservers import InfluxDB1, Mosquitto
-from ingest.settings import Settings
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.settings import Settings
 from tests.faults.conftest import Figures
 from tests.faults.harness import (
     LONG,
@@ -71,7 +71,7 @@ class LimitedService(ServiceProcess):
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "run", "-c", str(self.config)],
+            [sys.executable, "-m", "siaga", "run", "-c", str(self.config)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, restore_signals=False,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert process.stdout is not None

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ingest.localservers import InfluxDB1, Mosquitto
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import (
     LONG,

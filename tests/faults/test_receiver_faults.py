@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ingest.localservers import InfluxDB1, Mosquitto
 from rules.outbox import DeliveryPolicy
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import (
     CYCLE_NEWS,

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ingest.localservers import InfluxDB1, Mosquitto
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import (
     CYCLE_NEWS,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ingest.localservers import InfluxDB1, Mosquitto
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import LONG, fault_settings, wait_all_stored
 from tests.polling import wait_until

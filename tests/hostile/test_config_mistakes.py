@@ -15,8 +15,8 @@ import pytest
 
 from devices.configfile import ConfigError
 from devices.registry import bundled_catalog_path, load_catalog
-from ingest.settings import load_settings
 from rules.config import load_rules
+from siaga.settings import load_settings
 
 REGISTRY = load_catalog(bundled_catalog_path())
 LOADERS: dict[str, Callable[[Path], object]] = {

@@ -27,7 +27,6 @@ from typing import Self
 import pytest
 
 from ingest.influx import RejectedWriteError, RetryableWriteError, V1Writer
-from ingest.ports import free_port
 from ingest.spool import SEGMENT_SUFFIX, SEQUENCE_DIGITS, TEMP_SUFFIX, Spool
 from ingest.storage import (
     DISK_ERROR,
@@ -36,6 +35,7 @@ from ingest.storage import (
     Storage,
     StorageUnavailable,
 )
+from siaga.sandbox.ports import free_port
 from tests.polling import eventually
 
 BUDGET = 1_000_000

@@ -18,10 +18,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.registry import Registry, load_catalog
-from ingest.app import Service
-from ingest.brokerauth import SIMULATOR_USER
-from ingest.localservers import InfluxDB1, Mosquitto
-from ingest.settings import HttpSettings, InfluxSettings, IngestSettings, MqttSettings, Settings
+from ingest.settings import InfluxSettings, IngestSettings, MqttSettings
+from siaga.app import Service
+from siaga.broker.auth import SIMULATOR_USER
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.settings import HttpSettings, Settings
 from simulators.connection import BrokerAddress
 from tests.polling import wait_until
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from ingest.alerting import Alerting
-from ingest.app import Service
-from ingest.localservers import InfluxDB1, Mosquitto
-from ingest.settings import HttpSettings, InfluxSettings, Settings
+from ingest.settings import InfluxSettings
+from rules.alerting import Alerting
+from siaga.app import Service
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.settings import HttpSettings, Settings
 from tests.integration.support import Publisher, make_settings, running_service
 from tests.integration.support import unique_name as unique
 from tests.polling import eventually

@@ -12,8 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.brokerauth import SERVICE_USER
-from ingest.localservers import ADMIN_USER, Mosquitto
+from siaga.broker.auth import SERVICE_USER
+from siaga.sandbox.servers import ADMIN_USER, Mosquitto
 from tests.integration.support import unique_name
 from tests.polling import wait_until
 

@@ -12,10 +12,10 @@ import pytest
 
 from devices.kinds import Kind
 from devices.topics import TopicScheme
-from ingest.brokerauth import SERVICE_USER, SIMULATOR_USER
-from ingest.brokerconfig import MOSQUITTO_CONF, TlsListener, adapt_mosquitto_config
-from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import InfluxSettings
+from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
+from siaga.broker.config import MOSQUITTO_CONF, TlsListener, adapt_mosquitto_config
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from simulators.connection import BrokerAddress, Connection
 from simulators.errors import BrokerUnavailable
 from tests.integration.support import (

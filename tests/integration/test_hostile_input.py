@@ -15,11 +15,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from ingest.brokerauth import SIMULATOR_USER
-from ingest.brokerconfig import connect_packet, remaining_length
 from ingest.deadletters import DeadLetterStore, StoredDeadLetter
-from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import InfluxSettings
+from siaga.broker.auth import SIMULATOR_USER
+from siaga.broker.config import connect_packet, remaining_length
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.hostile.corpus import Case, cases_via
 from tests.ingest.test_lineprotocol_fuzz import INFLUXDB_1_6_STORED, parse_line, point_line
 from tests.integration.support import (

@@ -32,10 +32,10 @@ from devices.registry import load_catalog
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.influx import RejectedWriteError, V1Writer
 from ingest.lineprotocol import encode
-from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import InfluxSettings
 from ingest.spool import Spool
 from ingest.storage import Rejection, Storage
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.integration.support import (
     Publisher,
     influx_rows,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from ingest.deadletters import DeadLetterStore
-from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from ingest.settings import InfluxSettings
+from siaga.sandbox.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 from tests.integration.support import (
     Publisher,
     influx_count,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest import localservers
-from ingest.localservers import InfluxDB1, Mosquitto, ServerStartError
+from siaga.sandbox import servers as localservers
+from siaga.sandbox.servers import InfluxDB1, Mosquitto, ServerStartError
 from tests.integration.support import Publisher
 
 

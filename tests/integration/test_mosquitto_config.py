@@ -12,8 +12,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.brokerconfig import MOSQUITTO_CONF, adapt_mosquitto_config
-from ingest.localservers import (
+from siaga.broker.config import MOSQUITTO_CONF, adapt_mosquitto_config
+from siaga.sandbox.servers import (
     ADMIN_USER,
     Mosquitto,
     ServerNotInstalled,

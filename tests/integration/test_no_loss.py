@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingest.localservers import InfluxDB1, Mosquitto
-from ingest.settings import InfluxSettings, Settings
+from ingest.settings import InfluxSettings
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.settings import Settings
 from tests.integration.support import (
     Publisher,
     influx_rows,
@@ -92,7 +93,7 @@ class ServiceProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "siaga", "run", "-c", str(self.config)],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         started = self.log.read_text().count("Siaga ingest ready") + 1

@@ -15,8 +15,9 @@ from devices.kinds import MEASUREMENTS, Kind
 from devices.registry import Registry, bundled_catalog_path, load_catalog
 from devices.timestamps import parse_ts
 from devices.topics import TopicScheme
-from ingest.localservers import InfluxDB1, Mosquitto
-from ingest.settings import BUNDLED_RULES, InfluxSettings, Settings
+from ingest.settings import InfluxSettings
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.settings import BUNDLED_RULES, Settings
 from simulators.emission import Emission
 from simulators.fleet import FleetConfig
 from simulators.runner import placed, playback

@@ -15,9 +15,9 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from ingest.localservers import ADMIN_USER, Mosquitto
 from ingest.settings import MqttSettings
 from ingest.subscriber import INBOX_MAX, INBOX_MAX_BYTES, Message, Subscriber
+from siaga.sandbox.servers import ADMIN_USER, Mosquitto
 from tests.integration.support import Publisher, unique_name
 from tests.polling import eventually
 

@@ -17,14 +17,14 @@ import pytest
 from devices.kinds import Kind
 from devices.readings import Reading
 from devices.registry import Registry, bundled_catalog_path, load_catalog
-from ingest.alerting import Alerting
-from ingest.demo import _alert_text
-from ingest.localservers import InfluxDB1, Mosquitto
 from ingest.settings import InfluxSettings
 from rules.alert import Alert, AlertStatus, Severity, Transition, fingerprint
+from rules.alerting import Alerting
 from rules.config import RulesFile, load_rules
 from rules.engine import RuleEngine
 from rules.offline import DEVICE_OFFLINE, DeviceTracker, OfflineChecker, OfflineConfig
+from siaga.cli.demo import _alert_text
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.integration.support import Publisher, make_settings, running_service, unique_name
 from tests.polling import eventually
 from tests.receiver import RecordingReceiver

@@ -14,7 +14,7 @@ import pytest
 
 from devices.kinds import Kind
 from devices.topics import TopicScheme
-from ingest.localservers import Mosquitto
+from siaga.sandbox.servers import Mosquitto
 from simulators.connection import BrokerAddress, Connection
 from simulators.errors import BrokerUnavailable
 from simulators.fleet import Fleet, FleetConfig, FleetConfigError

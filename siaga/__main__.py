@@ -2,6 +2,6 @@
 
 import sys
 
-from ingest.cli import main
+from siaga.cli.main import main
 
 sys.exit(main())

@@ -22,9 +22,8 @@ from typing import Final
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from devices.readings import Reading
+from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
-from ingest.decode import StatusUpdate
 from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
 from rules.config import STORAGE_UNAVAILABLE, RulesFile

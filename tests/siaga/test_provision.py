@@ -10,10 +10,10 @@ import pytest
 
 from devices.configfile import ConfigError
 from devices.registry import bundled_catalog_path, load_catalog
-from ingest import brokerauth
-from ingest.cli import main
-from ingest.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
-from ingest.settings import load_settings
+from siaga.broker import auth as brokerauth
+from siaga.broker.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
+from siaga.cli.main import main
+from siaga.settings import load_settings
 
 SECRET = "s3cret-Pa55word"
 

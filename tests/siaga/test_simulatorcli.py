@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devices.registry import bundled_catalog_path, load_catalog
-from ingest.cli import _parser, main
-from ingest.settings import BUNDLED_RULES
 from rules.config import load_rules
+from siaga.cli.main import _parser, main
+from siaga.settings import BUNDLED_RULES
 
 
 def parse(*argv: str) -> argparse.Namespace:

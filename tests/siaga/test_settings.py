@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from devices.configfile import ConfigError
-from ingest.settings import BUNDLED_CONFIG, load_settings
+from siaga.settings import BUNDLED_CONFIG, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -16,8 +16,15 @@ from pydantic import SecretStr
 from devices.kinds import Kind
 from devices.readings import Reading
 from devices.registry import Device, Registry
-from ingest.api import load_openapi, make_app, serve_api
-from ingest.apiclient import (
+from ingest.deadletters import DeadLetter, DeadLetterStore
+from ingest.stats import IngestStats
+from ingest.storage import StorageStats
+from rules.alert import Alert, Notification, Severity, Signal, Timing, step
+from rules.alertbook import AlertBook
+from rules.outbox import Outbox
+from siaga.api.context import ApiContext
+from siaga.api.server import load_openapi, make_app, serve_api
+from siaga.cli.apiclient import (
     ApiClient,
     ApiResponseError,
     ApiUnreachable,
@@ -26,15 +33,8 @@ from ingest.apiclient import (
     format_alerts,
     format_silences,
 )
-from ingest.apicontext import ApiContext
-from ingest.deadletters import DeadLetter, DeadLetterStore
-from ingest.ports import free_port
-from ingest.settings import HttpSettings
-from ingest.stats import IngestStats
-from ingest.storage import StorageStats
-from rules.alert import Alert, Notification, Severity, Signal, Timing, step
-from rules.alertbook import AlertBook
-from rules.outbox import Outbox
+from siaga.sandbox.ports import free_port
+from siaga.settings import HttpSettings
 
 T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z
 T0_TEXT = "2023-11-14T22:13:20.000Z"

@@ -18,8 +18,11 @@ from devices.configfile import ConfigError
 from devices.kinds import Kind
 from devices.redaction import redact_userinfo
 from devices.registry import Registry, load_catalog
-from ingest import simulateargs
-from ingest.apiclient import (
+from rules.config import RulesFile, load_rules
+from siaga.broker.auth import SERVICE_USER
+from siaga.broker.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
+from siaga.cli import simulateargs
+from siaga.cli.apiclient import (
     ApiClient,
     ApiClientError,
     base_url,
@@ -27,10 +30,7 @@ from ingest.apiclient import (
     format_alerts,
     format_silences,
 )
-from ingest.brokerauth import SERVICE_USER
-from ingest.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
-from ingest.settings import BUNDLED_CONFIG, Settings, load_settings
-from rules.config import RulesFile, load_rules
+from siaga.settings import BUNDLED_CONFIG, Settings, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,22 +110,22 @@ def _configuration(args: argparse.Namespace) -> tuple[Settings, Registry, RulesF
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ingest.app import serve
+    from siaga.app import serve
 
     # Read and checked before the event loop starts: a mistake in a file is the operator's
     # to fix, printed as `siaga check` prints it, never a traceback.
     settings, registry, rules = _configuration(args)
     if rules.skipped:
-        logging.getLogger("ingest").warning("%s", _skipped_text(settings, rules))
+        logging.getLogger("siaga").warning("%s", _skipped_text(settings, rules))
     try:
         asyncio.run(serve(settings, registry, rules))
     except OSError as exc:  # the machine's answer (a port taken, a disk, a permission)
-        logging.getLogger("ingest").error(
+        logging.getLogger("siaga").error(
             "the service stopped: %s; nothing unacknowledged is lost (the broker redelivers "
             "it): fix the cause and start it again", exc, exc_info=args.verbose)
         return 1
     except Exception:  # a bug: one clear line and the traceback, instead of a silent death
-        logging.getLogger("ingest").exception(
+        logging.getLogger("siaga").exception(
             "the service stopped on an error; nothing unacknowledged is lost (the broker "
             "redelivers it): fix the cause and start it again")
         return 1
@@ -156,13 +156,13 @@ def _skipped_text(settings: Settings, rules: RulesFile) -> str:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from ingest import simulatorcli  # the simulators: not loaded by `siaga run` (2 MB)
+    from siaga.cli import simulate as simulatorcli
 
     return simulatorcli.run(args, lambda: _settings(args, require_files=True))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ingest.demo import Demo
+    from siaga.cli.demo import Demo
 
     return asyncio.run(Demo(args.dir, rate=args.rate, duration_s=args.duration,
                             influx_api=args.influx_api).run())

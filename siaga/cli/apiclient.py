@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import orjson
 from pydantic import SecretStr
 
-from ingest.settings import HttpSettings
+from siaga.settings import HttpSettings
 
 API_URL_ENV: Final = "SIAGA_API_URL"  # where the CLI finds the API when not on http.host:port
 TIMEOUT_S: Final = 10.0  # the API answers from SQLite in milliseconds; 10 s means it is stuck

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.localservers import InfluxDB1, Mosquitto
+from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.polling import wait_until
 
 REPO = Path(__file__).parents[2]
@@ -51,7 +51,7 @@ SKIPPED = {
 
 
 def siaga(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ingest", *args], cwd=folder, env=_env(),
+    return subprocess.run([sys.executable, "-m", "siaga", *args], cwd=folder, env=_env(),
                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
 
 
@@ -94,7 +94,7 @@ class Running:
 
     def __init__(self, folder: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "run", "-c", "siaga.yaml"], cwd=folder,
+            [sys.executable, "-m", "siaga", "run", "-c", "siaga.yaml"], cwd=folder,
             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -46,7 +46,7 @@ def siaga(folder: Path, *args: str) -> Result:
     """The real console script's code, run in `folder` with no SIAGA_ variable inherited."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("SIAGA_")}
     env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run([sys.executable, "-m", "ingest", *args], cwd=folder, env=env,
+    done = subprocess.run([sys.executable, "-m", "siaga", *args], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
     return Result(done.returncode, done.stdout, done.stderr)
 
@@ -132,7 +132,7 @@ def test_a_missing_configuration_file_is_one_line(tmp_path: Path) -> None:
 def test_a_bad_environment_variable_is_named(tmp_path: Path) -> None:
     site(tmp_path, "catalog: devices.yaml\n", {"devices.yaml": CATALOG})
     env_run = subprocess.run(
-        [sys.executable, "-m", "ingest", "run", "-c", "siaga.yaml"], cwd=tmp_path,
+        [sys.executable, "-m", "siaga", "run", "-c", "siaga.yaml"], cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO), "SIAGA_HTTP_PORT": "eighty"},
         capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
     assert env_run.returncode == 1 and "Traceback" not in env_run.stderr

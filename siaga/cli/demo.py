@@ -16,16 +16,11 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from devices.registry import bundled_catalog_path, load_catalog
-from ingest.app import Service, stop_on_signals
-from ingest.brokerauth import SERVICE_USER, SIMULATOR_USER
-from ingest.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
-from ingest.settings import (
-    BUNDLED_RULES,
-    HttpSettings,
-    InfluxSettings,
-    MqttSettings,
-    Settings,
-)
+from ingest.settings import InfluxSettings, MqttSettings
+from siaga.app import Service, stop_on_signals
+from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
+from siaga.sandbox.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from siaga.settings import BUNDLED_RULES, HttpSettings, Settings
 from simulators.load import synthetic_devices, write_catalog
 
 LIVE_INTERVAL_S = 1.0  # how often the live line is redrawn
@@ -50,7 +45,7 @@ class Demo:
     async def run(self) -> int:
         # The console shows each alert; the per-alert and per-delivery log lines would
         # drown the live line.
-        for chatty in ("ingest.alerting", "rules.outbox", "ingest.influx"):
+        for chatty in ("rules.alerting", "rules.outbox", "ingest.influx"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
         self.root.mkdir(parents=True, exist_ok=True)
         self._say(f"Siaga demo: data in {self.root}")
@@ -130,7 +125,7 @@ class Demo:
 
     async def _simulator(self, args: list[str], broker_url: str, stop: asyncio.Event) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ingest", "simulate", *args, "--seed", str(int(time.time())),
+            sys.executable, "-m", "siaga", "simulate", *args, "--seed", str(int(time.time())),
             env={**os.environ, "SIAGA_MQTT_URL": broker_url},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )

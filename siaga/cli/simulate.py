@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from devices.registry import Device, load_catalog
-from ingest.settings import MqttSettings, Settings
-from ingest.simulateargs import DEFAULT_LOAD_RATE, DEFAULT_SCENARIO, conflict
+from ingest.settings import MqttSettings
+from siaga.cli.simulateargs import DEFAULT_LOAD_RATE, DEFAULT_SCENARIO, conflict
+from siaga.settings import Settings
 from simulators.connection import BrokerAddress
 from simulators.errors import SimulatorError
 from simulators.fleet import FleetConfig
@@ -92,7 +93,7 @@ def _load_run(args: argparse.Namespace, settings: Settings,
 
 def _play(run: Callable[[asyncio.Event], Awaitable[Summary]],
           progress: ProgressPrinter) -> Summary:
-    from ingest.app import stop_on_signals
+    from siaga.app import stop_on_signals
 
     async def until_signalled() -> Summary:
         async with stop_on_signals() as stop:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.metrics import (
+from ingest.stats import IngestStats
+from ingest.storage import StorageStats
+from siaga.api.metrics import (
     Family,
     Sample,
     alert_families,
@@ -20,9 +22,7 @@ from ingest.metrics import (
     ingest_families,
     render,
 )
-from ingest.stats import IngestStats
-from ingest.storage import StorageStats
-from tests.ingest.test_http import T0, TOKEN, World, fire, open_world, running_api
+from tests.siaga.test_http import T0, TOKEN, World, fire, open_world, running_api
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'

@@ -15,8 +15,9 @@ from aiohttp import web
 from devices.kinds import Kind
 from devices.readings import Reading
 from devices.registry import Device
-from ingest import apialerts
-from ingest.apicontext import (
+from ingest.deadletters import StoredDeadLetter, format_time
+from siaga.api import alerts as apialerts
+from siaga.api.context import (
     CONTEXT,
     ApiContext,
     ApiError,
@@ -25,8 +26,13 @@ from ingest.apicontext import (
     json_response,
     query_limit,
 )
-from ingest.deadletters import StoredDeadLetter, format_time
-from ingest.metrics import CONTENT_TYPE, alert_families, ingest_families, render, service_families
+from siaga.api.metrics import (
+    CONTENT_TYPE,
+    alert_families,
+    ingest_families,
+    render,
+    service_families,
+)
 
 log = logging.getLogger(__name__)
 

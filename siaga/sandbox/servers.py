@@ -20,10 +20,11 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-from ingest import brokerauth, brokerconfig
-from ingest.brokerauth import SERVICE_USER, SIMULATOR_USER
-from ingest.brokerconfig import MOSQUITTO_CONF, TlsListener, adapt_mosquitto_config
-from ingest.ports import free_port, port_is_free
+from siaga.broker import auth as brokerauth
+from siaga.broker import config as brokerconfig
+from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
+from siaga.broker.config import MOSQUITTO_CONF, TlsListener, adapt_mosquitto_config
+from siaga.sandbox.ports import free_port, port_is_free
 
 INSTALL_HINT = "sudo apt-get install -y mosquitto influxdb victoria-metrics (or `make setup`)"
 # Sbin directories are often missing from a user's PATH, and mosquitto lives in /usr/sbin.

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The broker configuration the project ships (see its header): tests run this very file.
-MOSQUITTO_CONF = Path(__file__).resolve().parent.parent / "mosquitto.conf"
+# A byte-identical copy of the top-level mosquitto.conf (the file people read and edit), shipped
+# as package data so an installed wheel finds it; tests/siaga/test_packaging.py keeps them equal.
+MOSQUITTO_CONF = Path(__file__).with_name("mosquitto.conf")
 PASSWORD_FILE = "siaga.passwd"  # the names adapted configurations use inside their folder
 ACL_FILE = "siaga.acl"
 

@@ -30,7 +30,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from ingest.brokerconfig import ACL_FILE, PASSWORD_FILE
+from siaga.broker.config import ACL_FILE, PASSWORD_FILE
 
 SERVICE_USER = "siaga.service"
 SIMULATOR_USER = "siaga.simulators"

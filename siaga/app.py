@@ -12,19 +12,20 @@ from contextlib import AsyncExitStack
 
 from devices.registry import Registry, load_catalog
 from devices.topics import TopicScheme
-from ingest.alerting import Alerting
-from ingest.api import serve_api
-from ingest.apicontext import ApiContext
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoder
 from ingest.influx import V1Writer, Writer
 from ingest.pipeline import Pipeline
-from ingest.settings import InfluxSettings, Settings
+from ingest.settings import InfluxSettings
 from ingest.spool import Spool
 from ingest.stats import IngestStats
 from ingest.storage import Storage, StorageStats
 from ingest.subscriber import Subscriber
+from rules.alerting import Alerting
 from rules.config import RulesFile, load_rules
+from siaga.api.context import ApiContext
+from siaga.api.server import serve_api
+from siaga.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ingest.apicontext import CONTEXT, ApiContext, ApiError, json_response, query_limit, read_body
 from ingest.deadletters import format_time
 from rules.alert import Alert, AlertStatus
 from rules.alertbook import AlertNotActive, AlertView, HistoryEntry, UnknownSilence
 from rules.durations import parse_duration, to_ns
 from rules.outbox import Delivery
 from rules.silences import Matcher, MatcherError, Silence, SilenceError, parse_matcher
+from siaga.api.context import CONTEXT, ApiContext, ApiError, json_response, query_limit, read_body
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TRUE: Final = frozenset({"true", "1", "yes"})

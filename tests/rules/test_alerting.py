@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from devices.registry import Registry, bundled_catalog_path, load_catalog
-from ingest.alerting import Alerting
 from rules.alert import AlertStatus, fingerprint
+from rules.alerting import Alerting
 from rules.config import RulesFile
 from tests.polling import eventually
 from tests.receiver import RecordingReceiver
@@ -85,7 +85,7 @@ async def test_a_storage_alert_the_alert_book_cannot_write_is_logged_and_the_ser
         other = sqlite3.connect(tmp_path / "alerts.sqlite", isolation_level=None)
         try:
             other.execute("BEGIN EXCLUSIVE")
-            with caplog.at_level(logging.ERROR, logger="ingest.alerting"):
+            with caplog.at_level(logging.ERROR, logger="rules.alerting"):
                 service.storage(DISK_FULL)  # waits out SQLite's 5 s busy timeout, then logs
             other.execute("ROLLBACK")
         finally:

@@ -1,0 +1,1 @@
+"""The application: settings, wiring, command line, operator API, broker files, sandbox."""

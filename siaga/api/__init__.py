@@ -1,0 +1,1 @@
+"""The operator HTTP API (aiohttp), its Prometheus text and its OpenAPI description."""

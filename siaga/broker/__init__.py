@@ -1,0 +1,1 @@
+"""Mosquitto: the shipped configuration, password and ACL files, provisioning."""

@@ -1,0 +1,1 @@
+"""Local Mosquitto, InfluxDB 1.x and VictoriaMetrics for the demo, tests and benchmarks."""

@@ -1,0 +1,171 @@
+"""The service's settings: one YAML file plus the SPEC section 4 environment overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+import rules
+from devices.configfile import ConfigError, Loc, Problem, locate, read_yaml, validate_data
+from devices.registry import bundled_catalog_path
+from ingest.settings import (
+    FilePath,
+    InfluxSettings,
+    IngestSettings,
+    MqttSettings,
+    Section,
+    SpoolSettings,
+)
+
+BUNDLED_CONFIG = Path(__file__).with_name("siaga.yaml")
+BUNDLED_RULES = Path(rules.__file__).with_name("default.yaml")
+
+
+class BrokerSettings(Section):
+    """Mosquitto's files, written by `siaga broker init` and `siaga devices add`."""
+
+    password_file: FilePath | None = None
+    acl_file: FilePath | None = None
+    # What devices connect to, printed for each new device (no credentials in it);
+    # without it, mqtt.url's scheme, host and port.
+    device_url: str | None = None
+
+class HttpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    # Bearer token for the mutating endpoints (ack, silences); without one they refuse all.
+    token: SecretStr | None = None
+    # The base URL operators reach the API at, used in webhook links (externalURL).
+    external_url: str | None = None
+
+
+class Settings(Section):
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    ingest: IngestSettings = IngestSettings()
+    spool: SpoolSettings = SpoolSettings()
+    http: HttpSettings = HttpSettings()
+    broker: BrokerSettings = BrokerSettings()
+    data_dir: FilePath = Path(".siaga/data")
+    catalog: FilePath | None = None
+    rules: FilePath | None = None
+    # A receiver that gets every notification, besides the routes of the rules file.
+    webhook_url: str | None = None
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.catalog or bundled_catalog_path()
+
+    @property
+    def rules_path(self) -> Path:
+        return self.rules or BUNDLED_RULES
+
+
+# SPEC section 4: variable -> (field path, converter from the environment's string).
+ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
+    "SIAGA_MQTT_URL": (("mqtt", "url"), str),
+    "SIAGA_INFLUX_URL": (("influx", "url"), str),
+    "SIAGA_INFLUX_API": (("influx", "api"), str),
+    "SIAGA_INFLUX_DATABASE": (("influx", "database"), str),
+    "SIAGA_INFLUX_ORG": (("influx", "org"), str),
+    "SIAGA_INFLUX_BUCKET": (("influx", "bucket"), str),
+    "SIAGA_INFLUX_TOKEN": (("influx", "token"), SecretStr),
+    "SIAGA_HTTP_PORT": (("http", "port"), int),
+    "SIAGA_API_TOKEN": (("http", "token"), SecretStr),
+    "SIAGA_DATA_DIR": (("data_dir",), Path),
+    "SIAGA_WEBHOOK_URL": (("webhook_url",), str),
+}
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None, *,
+                  require_files: bool = False) -> Settings:
+    """Read the YAML file (the bundled one without a path) and apply the environment on top.
+
+    `require_files`: the files the service reads at start (catalog, rules, mqtt.ca_file)
+    must be there and readable, and data_dir must be a folder, so `siaga run` and
+    `siaga check` name the setting and its line rather than fail deep inside start-up.
+    Raises ConfigError naming the file, the line and field (or the variable) and the fix.
+    """
+    path = path or BUNDLED_CONFIG
+    document = read_yaml(path)
+    data = document.data
+    sources: dict[Loc, str] = {}
+    problems: list[Problem] = []
+    for name, (field_path, convert) in ENVIRONMENT.items():
+        raw = (environ if environ is not None else os.environ).get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            value: object = convert(raw)
+        except ValueError:
+            problems.append(Problem(f"environment {name}", f"must be an integer, got {raw!r}"))
+            continue
+        _set_path(data, field_path, value)
+        sources[field_path] = f"environment {name}"
+    if problems:
+        raise ConfigError(path, problems)
+    settings = validate_data(data, Settings, path, lambda: document.node, sources)
+    settings = _resolve_paths(settings, path.parent, sources)
+    if require_files:
+        found = [locate(loc, message, document.node, sources)
+                 for loc, message in _file_problems(settings)]
+        if found:
+            raise ConfigError(path, found)
+    return settings
+
+
+def _file_problems(settings: Settings) -> list[tuple[Loc, str]]:
+    """Files named in the settings that start-up would fail to read."""
+    problems: list[tuple[Loc, str]] = []
+    named: list[tuple[Loc, Path | None]] = [
+        (("catalog",), settings.catalog), (("rules",), settings.rules),
+        (("mqtt", "ca_file"), settings.mqtt.ca_file if settings.mqtt.tls else None),
+    ]
+    for loc, file in named:
+        if file is None:
+            continue
+        if not file.exists():
+            problems.append((loc, f"{file}: no such file"))
+        elif not file.is_file():
+            problems.append((loc, f"{file}: not a file"))
+        elif not os.access(file, os.R_OK):
+            problems.append((loc, f"{file}: cannot be read (permission denied)"))
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        problems.append((("data_dir",), f"{settings.data_dir}: exists and is not a folder"))
+    return problems
+
+
+def _set_path(data: dict[str, object], field_path: tuple[str, ...], value: object) -> None:
+    target = data
+    for key in field_path[:-1]:
+        section = target.setdefault(key, {})
+        if not isinstance(section, dict):  # the YAML had a scalar here; validation will say so
+            return
+        target = section
+    target[field_path[-1]] = value
+
+
+def _resolve_paths(settings: Settings, base: Path, sources: Mapping[Loc, str]) -> Settings:
+    """Relative paths in a file are relative to that file; from the environment or the
+    bundled file (which lives inside the installed package), to the working directory."""
+    if base == BUNDLED_CONFIG.parent:
+        return settings
+    update: dict[str, Path] = {}
+    if not settings.data_dir.is_absolute() and ("data_dir",) not in sources:
+        update["data_dir"] = base / settings.data_dir
+    for name in ("catalog", "rules"):
+        path = getattr(settings, name)
+        if path is not None and not path.is_absolute():
+            update[name] = base / path
+    sections: dict[str, object] = {}
+    for section, names in (("mqtt", ("ca_file",)), ("broker", ("password_file", "acl_file"))):
+        current = getattr(settings, section)
+        relative = {name: base / getattr(current, name) for name in names
+                    if getattr(current, name) is not None
+                    and not getattr(current, name).is_absolute()}
+        if relative:
+            sections[section] = current.model_copy(update=relative)
+    return settings.model_copy(update={**update, **sections})
