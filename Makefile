@@ -2,7 +2,7 @@
 # Both set up what they need: system packages (apt-get, as root) and a virtualenv in .venv.
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := siaga ingest rules devices simulators
+PACKAGES := siaga siaga_core ingest rules devices simulators
 
 .PHONY: demo test setup system lint faults bench
 
@@ -15,6 +15,7 @@ test: setup lint
 lint: setup
 	$(BIN)/ruff check $(PACKAGES) tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 setup: system $(VENV)/.installed
 

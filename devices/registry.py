@@ -7,9 +7,9 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from devices.configfile import Loc, load_yaml
 from devices.kinds import DEFAULT_INTERVAL_S, Kind
 from devices.topics import DEVICE_ID_PATTERN
+from siaga_core.configfile import Loc, load_yaml
 
 # Labels become InfluxDB tag keys and alert labels: keep them identifiers.
 LABEL_KEY_PATTERN: Final = r"^[a-z_][a-z0-9_]*$"

@@ -28,14 +28,6 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from devices.configfile import (
-    ConfigError,
-    Loc,
-    format_validation_error,
-    locate,
-    read_yaml,
-    render_problem,
-)
 from devices.kinds import Kind
 from devices.readings import NUMERIC_FIELDS
 from devices.registry import LABEL_KEY_PATTERN, Device, LabelKey, LabelValue, Registry
@@ -44,6 +36,14 @@ from rules.alert import Severity
 from rules.durations import Duration
 from rules.offline import AREA_OFFLINE, DEVICE_OFFLINE, OfflineConfig, PositiveDuration
 from rules.routing import Receiver, Route, route_problems
+from siaga_core.configfile import (
+    ConfigError,
+    Loc,
+    format_validation_error,
+    locate,
+    read_yaml,
+    render_problem,
+)
 
 # Alert names follow Prometheus: they become the `alertname` label.
 ALERTNAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from devices.configfile import Loc
 from rules.durations import Duration
+from siaga_core.configfile import Loc
 
 DEFAULT_RECEIVER = "default"  # the name SIAGA_WEBHOOK_URL's receiver goes by (SPEC section 4)
 DEFAULT_MAX_AGE = timedelta(hours=24)  # a day of retries outlasts any outage worth waiting for

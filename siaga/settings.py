@@ -9,7 +9,6 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 import rules
-from devices.configfile import ConfigError, Loc, Problem, locate, read_yaml, validate_data
 from devices.registry import bundled_catalog_path
 from ingest.settings import (
     FilePath,
@@ -19,6 +18,7 @@ from ingest.settings import (
     Section,
     SpoolSettings,
 )
+from siaga_core.configfile import ConfigError, Loc, Problem, locate, read_yaml, validate_data
 
 BUNDLED_CONFIG = Path(__file__).with_name("siaga.yaml")
 BUNDLED_RULES = Path(rules.__file__).with_name("default.yaml")

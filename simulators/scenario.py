@@ -16,9 +16,9 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel
 
-from devices.configfile import ConfigError, Problem, read_yaml, validate_data
 from devices.kinds import Kind
 from devices.registry import Device, Registry
+from siaga_core.configfile import ConfigError, Problem, read_yaml, validate_data
 from simulators.calendar import HOUR_S, MINUTE_S
 from simulators.errors import SimulatorError
 from simulators.faults import FaultRates

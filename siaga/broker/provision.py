@@ -13,12 +13,12 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from devices.configfile import format_validation_error
 from devices.kinds import Kind
 from devices.registry import Device, bundled_catalog_path, load_catalog
 from devices.topics import TopicScheme
 from siaga.broker import auth as brokerauth
 from siaga.settings import Settings
+from siaga_core.configfile import format_validation_error
 
 # A plausible reading per kind, printed as the payload a new device should send.
 SAMPLE_FIELDS: Mapping[Kind, dict[str, object]] = {

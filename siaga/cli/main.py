@@ -14,9 +14,7 @@ from typing import Any
 
 import orjson
 
-from devices.configfile import ConfigError
 from devices.kinds import Kind
-from devices.redaction import redact_userinfo
 from devices.registry import Registry, load_catalog
 from rules.config import RulesFile, load_rules
 from siaga.broker.auth import SERVICE_USER
@@ -31,6 +29,8 @@ from siaga.cli.apiclient import (
     format_silences,
 )
 from siaga.settings import BUNDLED_CONFIG, Settings, load_settings
+from siaga_core.configfile import ConfigError
+from siaga_core.redaction import redact_userinfo
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.configfile import ConfigError, Problem
 from devices.kinds import Kind
 from devices.registry import Device, Registry, bundled_catalog_path, load_catalog
+from siaga_core.configfile import ConfigError, Problem
 
 # gauges.csv of the shared domain facts, copied so the test needs no file outside the repo:
 # id, kota, river, siaga3_cm, siaga2_cm, siaga1_cm, normal_low_cm, normal_high_cm.

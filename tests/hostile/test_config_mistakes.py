@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from devices.configfile import ConfigError
 from devices.registry import bundled_catalog_path, load_catalog
 from rules.config import load_rules
 from siaga.settings import load_settings
+from siaga_core.configfile import ConfigError
 
 REGISTRY = load_catalog(bundled_catalog_path())
 LOADERS: dict[str, Callable[[Path], object]] = {

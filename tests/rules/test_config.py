@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from devices.configfile import ConfigError
 from devices.kinds import Kind
 from devices.registry import Registry, bundled_catalog_path, load_catalog
 from rules.alert import Severity
@@ -16,6 +15,7 @@ from rules.config import (
     WindowRule,
     load_rules,
 )
+from siaga_core.configfile import ConfigError
 
 DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"
 LADDER = """\

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from devices.configfile import ConfigError
 from devices.registry import bundled_catalog_path, load_catalog
 from siaga.broker import auth as brokerauth
 from siaga.broker.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
 from siaga.cli.main import main
 from siaga.settings import load_settings
+from siaga_core.configfile import ConfigError
 
 SECRET = "s3cret-Pa55word"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devices.configfile import ConfigError
 from siaga.settings import BUNDLED_CONFIG, load_settings
+from siaga_core.configfile import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

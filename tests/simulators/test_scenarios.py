@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from devices.configfile import ConfigError
 from devices.kinds import Kind
 from devices.registry import Registry
+from siaga_core.configfile import ConfigError
 from simulators.calendar import HOUR_S, WIB
 from simulators.scenario import (
     Incident,

@@ -6,14 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.configfile import (
-    ConfigError,
-    Loc,
-    Problem,
-    load_yaml,
-    read_yaml,
-    validate_data,
-)
+from siaga_core.configfile import ConfigError, Loc, Problem, load_yaml, read_yaml, validate_data
 
 
 class Server(BaseModel):

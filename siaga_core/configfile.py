@@ -29,7 +29,7 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from devices.redaction import redact_userinfo
+from siaga_core.redaction import redact_userinfo
 
 _CParser: Any
 try:  # libyaml, as PyYAML's wheels ship it; without it every file takes the careful path
