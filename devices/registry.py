@@ -5,11 +5,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from devices.kinds import DEFAULT_INTERVAL_S, Kind
 from devices.topics import DEVICE_ID_PATTERN
-from siaga_core.configfile import Loc, load_yaml
+from siaga_core.configfile import StrictModel, load_yaml
+from siaga_core.yamlfile import Loc
 
 # Labels become InfluxDB tag keys and alert labels: keep them identifiers.
 LABEL_KEY_PATTERN: Final = r"^[a-z_][a-z0-9_]*$"
@@ -42,12 +43,10 @@ ThresholdName = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class Device(BaseModel):
+class Device(StrictModel):
     """One catalog entry."""
 
-    # The catalog is written by people: an unknown key is a typo, never ignored.
     # `kind` is the one lax field: YAML gives a string, strict mode wants the enum itself.
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
     id: str = Field(pattern=DEVICE_ID_PATTERN)
     kind: Annotated[Kind, Field(strict=False)]
@@ -79,10 +78,8 @@ class Device(BaseModel):
         return DEFAULT_INTERVAL_S[self.kind]
 
 
-class Catalog(BaseModel):
+class Catalog(StrictModel):
     """A catalog file: `devices:` and a list of entries."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
     devices: list[Device]
 
@@ -152,7 +149,7 @@ def _tags(device: Device) -> Mapping[str, str]:
 
 
 def load_catalog(path: Path) -> Registry:
-    """Load a catalog file; raises `ConfigError` naming each problem's file, line and field."""
+    """Load a catalog file; raises `ConfigFileError` naming each problem's file, line and field."""
     catalog = load_yaml(path, Catalog, check=duplicate_ids)
     return Registry(catalog.devices)
 

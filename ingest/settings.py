@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
+
+from siaga_core.configfile import StrictModel
 
 # YAML has no path type: a path is a string, so this one field type converts.
 FilePath = Annotated[Path, Field(strict=False)]
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+class Section(StrictModel):
+    """A settings section: see StrictModel."""
 
 
 class MqttSettings(Section):

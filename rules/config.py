@@ -36,14 +36,9 @@ from rules.alert import Severity
 from rules.durations import Duration
 from rules.offline import AREA_OFFLINE, DEVICE_OFFLINE, OfflineConfig, PositiveDuration
 from rules.routing import Receiver, Route, route_problems
-from siaga_core.configfile import (
-    ConfigError,
-    Loc,
-    format_validation_error,
-    locate,
-    read_yaml,
-    render_problem,
-)
+from siaga_core.configfile import StrictModel, format_validation_error, locate, unknown_key
+from siaga_core.errors import ConfigFileError, render_problem
+from siaga_core.yamlfile import Loc, read_yaml
 
 # Alert names follow Prometheus: they become the `alertname` label.
 ALERTNAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -84,10 +79,10 @@ Note = tuple[Loc, str]  # (field path, message)
 Problems = Iterator[Note]  # what a semantic check yields
 
 
-class _Strict(BaseModel):
-    # Written by people: an unknown key is a typo, never ignored. `for` is a Python keyword,
-    # so the field is `for_` with an alias; populate_by_name lets code use either.
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", populate_by_name=True)
+class _Strict(StrictModel):
+    # `for` is a Python keyword, so the field is `for_` with an alias; populate_by_name lets
+    # code use either.
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class RuleBase(_Strict):
@@ -303,7 +298,7 @@ class RulesFile(_Strict):
 
 
 def load_rules(path: Path, registry: Registry) -> RulesFile:
-    """Load and check a rules file; raises `ConfigError` naming each problem's line and field.
+    """Load and check a rules file; raises `ConfigFileError` naming each problem's line and field.
 
     The result holds the rules as they apply to `registry`: an optional rule is cut to
     what the catalog has, or left out, and `RulesFile.skipped` says which and why.
@@ -318,7 +313,7 @@ def load_rules(path: Path, registry: Registry) -> RulesFile:
     problems = [locate(loc, message, document.node) for loc, message in found]
     if problems:
         problems.sort(key=lambda problem: problem.line or 0)
-        raise ConfigError(path, problems)
+        raise ConfigFileError(path, problems)
     fitted, notes = fit_to_catalog(rules_file, registry)
     if notes:
         fitted = fitted.model_copy()
@@ -562,7 +557,7 @@ def _untag(error: Any) -> InitErrorDetails:
             loc = (*loc[:2], *loc[3:])
             if kind == "extra_forbidden" and model is not None:
                 allowed = _keys_at(model, loc[2:-1])
-                return _custom(loc, value, _unknown_key(str(loc[-1]), allowed))
+                return _custom(loc, value, unknown_key(str(loc[-1]), allowed))
     detail: InitErrorDetails = {"type": kind, "loc": loc, "input": value}
     if "ctx" in error:
         detail["ctx"] = error["ctx"]
@@ -573,12 +568,6 @@ def _custom(loc: Loc, value: object, message: str) -> InitErrorDetails:
     # The message goes in the context: a template would read its braces as placeholders.
     error = PydanticCustomError("rules", "{message}", {"message": message})
     return {"type": error, "loc": loc, "input": value}
-
-
-def _unknown_key(key: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    return f"unknown key ({hint}expected one of {', '.join(allowed)})"
 
 
 def _keys_at(model: type[BaseModel], path: Loc) -> list[str]:

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
 from devices.kinds import DEFAULT_INTERVAL_S, Kind
 from devices.registry import Device, LabelKey, Registry
 from rules.alert import Alert, Severity, Signal, ended, local_time
 from rules.durations import Duration, format_duration, to_ns
+from siaga_core.configfile import StrictModel
 
 DEVICE_OFFLINE: Final = "DeviceOffline"
 AREA_OFFLINE: Final = "AreaOffline"
@@ -47,10 +48,8 @@ def _positive(value: timedelta) -> timedelta:
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
-class OfflineConfig(BaseModel):
+class OfflineConfig(StrictModel):
     """When a silent device is offline, and when many of them are one dark area."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
 
     # Per kind; a device's own `expected_interval_s` in the catalog wins over this, and
     # without either the kind's default applies (devices.kinds.DEFAULT_INTERVAL_S).

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from rules.durations import Duration
-from siaga_core.configfile import Loc
+from siaga_core.configfile import StrictModel
+from siaga_core.yamlfile import Loc
 
 DEFAULT_RECEIVER = "default"  # the name SIAGA_WEBHOOK_URL's receiver goes by (SPEC section 4)
 DEFAULT_MAX_AGE = timedelta(hours=24)  # a day of retries outlasts any outage worth waiting for
@@ -24,11 +25,7 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # Prometheus label names
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-
-
-class Receiver(_Strict):
+class Receiver(StrictModel):
     """One webhook endpoint (SPEC section 3) and how to talk to it."""
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^\S(.*\S)?$")
@@ -69,7 +66,7 @@ class Receiver(_Strict):
         return max_age
 
 
-class Route(_Strict):
+class Route(StrictModel):
     """Receivers for the alerts whose labels match every matcher (none: every alert).
 
     `match` wants a label equal to a value; `match_re` wants it to match a regular

@@ -18,7 +18,9 @@ from ingest.settings import (
     Section,
     SpoolSettings,
 )
-from siaga_core.configfile import ConfigError, Loc, Problem, locate, read_yaml, validate_data
+from siaga_core.configfile import locate, validate_data
+from siaga_core.errors import ConfigFileError, Problem
+from siaga_core.yamlfile import Loc, read_yaml
 
 BUNDLED_CONFIG = Path(__file__).with_name("siaga.yaml")
 BUNDLED_RULES = Path(rules.__file__).with_name("default.yaml")
@@ -87,7 +89,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     `require_files`: the files the service reads at start (catalog, rules, mqtt.ca_file)
     must be there and readable, and data_dir must be a folder, so `siaga run` and
     `siaga check` name the setting and its line rather than fail deep inside start-up.
-    Raises ConfigError naming the file, the line and field (or the variable) and the fix.
+    Raises ConfigFileError naming the file, the line and field (or the variable) and the fix.
     """
     path = path or BUNDLED_CONFIG
     document = read_yaml(path)
@@ -106,14 +108,14 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         _set_path(data, field_path, value)
         sources[field_path] = f"environment {name}"
     if problems:
-        raise ConfigError(path, problems)
+        raise ConfigFileError(path, problems)
     settings = validate_data(data, Settings, path, lambda: document.node, sources)
     settings = _resolve_paths(settings, path.parent, sources)
     if require_files:
         found = [locate(loc, message, document.node, sources)
                  for loc, message in _file_problems(settings)]
         if found:
-            raise ConfigError(path, found)
+            raise ConfigFileError(path, found)
     return settings
 
 

@@ -18,7 +18,9 @@ from pydantic import BaseModel
 
 from devices.kinds import Kind
 from devices.registry import Device, Registry
-from siaga_core.configfile import ConfigError, Problem, read_yaml, validate_data
+from siaga_core.configfile import validate_data
+from siaga_core.errors import ConfigFileError, Problem
+from siaga_core.yamlfile import read_yaml
 from simulators.calendar import HOUR_S, MINUTE_S
 from simulators.errors import SimulatorError
 from simulators.faults import FaultRates
@@ -183,7 +185,7 @@ def bundled_names() -> list[str]:
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
-    """A bundled scenario by name, or a scenario file; raises `ConfigError` (file:line: ...)."""
+    """A bundled scenario by name, or a scenario file; raises `ConfigFileError` (file:line: ...)."""
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or text.endswith((".yaml", ".yml")) or "/" in text:
         return _load_file(Path(name_or_path))
@@ -191,7 +193,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     if not path.is_file():
         known = ", ".join(bundled_names())
         message = f"no bundled scenario {text!r} (bundled: {known}); or give a .yaml file"
-        raise ConfigError(None, [Problem("scenario", message)])
+        raise ConfigFileError(None, [Problem("scenario", message)])
     return _load_file(path)
 
 
@@ -207,7 +209,7 @@ def _load_file(path: Path) -> Scenario:
         if model is not None:
             events.append(_event(model, top.start))
     if problems:
-        raise ConfigError(path, problems)
+        raise ConfigFileError(path, problems)
     return Scenario(
         name=top.name or path.stem,
         description=" ".join(top.description.split()),
@@ -234,7 +236,7 @@ def _event_model(
         return None
     try:
         parsed: BaseModel = validate_data(raw, model, path, node)
-    except ConfigError as exc:
+    except ConfigFileError as exc:
         problems.extend(_within(f"events[{index}]", problem) for problem in exc.problems)
         return None
     assert isinstance(parsed, RainEvent | KeyframesEvent | IncidentEvent | HazeEvent | RobEvent)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import Field, PlainValidator
 
 from devices.kinds import Kind
 from devices.topics import DEVICE_ID_PATTERN, DEVICE_ID_RE
+from siaga_core.configfile import StrictModel
 from simulators.calendar import HOUR_S, MINUTE_S, WIB
 
 _NUMBER: Final = r"(\d+(?:\.\d+)?)"
@@ -190,12 +191,7 @@ FaultName = Literal[
 Ratio = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
-class _Strict(BaseModel):
-    # Written by people: an unknown key is a typo, never ignored.
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-
-
-class ScenarioFile(_Strict):
+class ScenarioFile(StrictModel):
     """The top level of a scenario file; `events` are validated one by one by their type."""
 
     name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
@@ -210,7 +206,7 @@ class ScenarioFile(_Strict):
     events: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class RainEvent(_Strict):
+class RainEvent(StrictModel):
     type: Literal["rain"]
     at: When
     duration: PositiveDuration
@@ -220,7 +216,7 @@ class RainEvent(_Strict):
     recession: PositiveDuration = 4 * HOUR_S
 
 
-class KeyframesEvent(_Strict):
+class KeyframesEvent(StrictModel):
     type: Literal["keyframes"]
     device: DeviceId
     field: Literal["level_cm", "pm25", "speed_kmh"] | None = None
@@ -230,7 +226,7 @@ class KeyframesEvent(_Strict):
     )
 
 
-class IncidentEvent(_Strict):
+class IncidentEvent(StrictModel):
     type: Literal["incident"]
     device: DeviceId
     at: When
@@ -239,7 +235,7 @@ class IncidentEvent(_Strict):
     recovery: Duration = 15 * MINUTE_S
 
 
-class HazeEvent(_Strict):
+class HazeEvent(StrictModel):
     type: Literal["haze"]
     at: When
     duration: PositiveDuration
@@ -248,7 +244,7 @@ class HazeEvent(_Strict):
     devices: list[DeviceId] = Field(default_factory=list)
 
 
-class RobEvent(_Strict):
+class RobEvent(StrictModel):
     type: Literal["rob"]
     at: When
     duration: PositiveDuration

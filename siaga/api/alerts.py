@@ -8,7 +8,7 @@ from typing import Any, Final, Self
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from ingest.deadletters import format_time
 from rules.alert import Alert, AlertStatus
@@ -17,6 +17,7 @@ from rules.durations import parse_duration, to_ns
 from rules.outbox import Delivery
 from rules.silences import Matcher, MatcherError, Silence, SilenceError, parse_matcher
 from siaga.api.context import CONTEXT, ApiContext, ApiError, json_response, query_limit, read_body
+from siaga_core.configfile import StrictModel
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -35,9 +36,8 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-class _Body(BaseModel):
-    # A typo in a request is refused, never ignored.
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+class _Body(StrictModel):
+    """A request body: a typo in it is refused, never ignored."""
 
 
 class AckBody(_Body):

@@ -29,7 +29,7 @@ from siaga.cli.apiclient import (
     format_silences,
 )
 from siaga.settings import BUNDLED_CONFIG, Settings, load_settings
-from siaga_core.configfile import ConfigError
+from siaga_core.errors import ConfigFileError
 from siaga_core.redaction import redact_userinfo
 
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         code: int = args.command(args)
-    except ConfigError as exc:
+    except ConfigFileError as exc:
         print(f"siaga: configuration error:\n{exc}", file=sys.stderr)
         return 1
     except (ApiClientError, ProvisionError) as exc:
@@ -103,7 +103,7 @@ def _settings(args: argparse.Namespace, *, require_files: bool = False) -> Setti
 
 def _configuration(args: argparse.Namespace) -> tuple[Settings, Registry, RulesFile]:
     """Everything `siaga run` and `siaga check` read before they act: the configuration,
-    its catalog and its rules. Any mistake raises `ConfigError` (main prints it, exit 1)."""
+    its catalog and its rules. Any mistake raises `ConfigFileError` (main prints it, exit 1)."""
     settings = _settings(args, require_files=True)
     registry = load_catalog(settings.catalog_path)
     return settings, registry, load_rules(settings.rules_path, registry)

@@ -6,7 +6,7 @@ import pytest
 
 from devices.kinds import Kind
 from devices.registry import Device, Registry, bundled_catalog_path, load_catalog
-from siaga_core.configfile import ConfigError, Problem
+from siaga_core.errors import ConfigFileError, Problem
 
 # gauges.csv of the shared domain facts, copied so the test needs no file outside the repo:
 # id, kota, river, siaga3_cm, siaga2_cm, siaga1_cm, normal_low_cm, normal_high_cm.
@@ -135,7 +135,7 @@ def test_a_registry_refuses_duplicate_ids() -> None:
 def problems_in(tmp_path: Path, text: str) -> list[Problem]:
     path = tmp_path / "catalog.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_catalog(path)
     assert all(line.startswith(f"{path}:") for line in str(caught.value).splitlines())
     return caught.value.problems

@@ -16,7 +16,7 @@ import pytest
 from devices.registry import bundled_catalog_path, load_catalog
 from rules.config import load_rules
 from siaga.settings import load_settings
-from siaga_core.configfile import ConfigError
+from siaga_core.errors import ConfigFileError
 
 REGISTRY = load_catalog(bundled_catalog_path())
 LOADERS: dict[str, Callable[[Path], object]] = {
@@ -145,7 +145,7 @@ def test_a_mistake_is_reported_with_the_file_the_line_and_the_place(
     tmp_path: Path, mistake: Mistake
 ) -> None:
     path = write(tmp_path, mistake)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         LOADERS[mistake.file](path)
     lines = str(caught.value).splitlines()
     assert len(lines) == len(mistake.problems), lines
@@ -180,7 +180,7 @@ def test_a_character_yaml_forbids_is_named_with_its_line(
     path = tmp_path / f"{file}.yaml"
     # An escape sequence pasted from a coloured terminal, a stray NUL, a noncharacter.
     path.write_text(f"# {file}\n# pasted: {character}[31mred\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         LOADERS[file](path)
     assert str(caught.value).startswith(f"{path}:2: ")
 
@@ -188,6 +188,6 @@ def test_a_character_yaml_forbids_is_named_with_its_line(
 def test_an_unknown_key_with_a_block_value_is_placed_at_the_key(tmp_path: Path) -> None:
     path = tmp_path / "settings.yaml"
     path.write_text("mqt:\n  url: mqtt://x\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_settings(path, environ={})
     assert str(caught.value).startswith(f"{path}:1: mqt: unknown key")

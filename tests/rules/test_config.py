@@ -15,7 +15,7 @@ from rules.config import (
     WindowRule,
     load_rules,
 )
-from siaga_core.configfile import ConfigError
+from siaga_core.errors import ConfigFileError
 
 DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"
 LADDER = """\
@@ -38,7 +38,7 @@ def problems(tmp_path: Path, registry: Registry, text: str) -> list[str]:
     """The rendered problems of a rules file, without the file name."""
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_rules(path, registry)
     return [line.removeprefix(str(path)) for line in caught.value.render().splitlines()]
 
@@ -321,5 +321,5 @@ def test_a_ladder_whose_threshold_no_selected_device_has_is_refused(tmp_path: Pa
         "    steps: [{threshold: siaga9_cm, level: siaga-3, severity: warning}]\n",
         encoding="utf-8",
     )
-    with pytest.raises(ConfigError, match=r"steps\[0\]\.threshold: no selected device"):
+    with pytest.raises(ConfigFileError, match=r"steps\[0\]\.threshold: no selected device"):
         load_rules(path, load_catalog(bundled_catalog_path()))

@@ -13,7 +13,7 @@ from siaga.broker import auth as brokerauth
 from siaga.broker.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
 from siaga.cli.main import main
 from siaga.settings import load_settings
-from siaga_core.configfile import ConfigError
+from siaga_core.errors import ConfigFileError
 
 SECRET = "s3cret-Pa55word"
 
@@ -82,7 +82,7 @@ def test_a_device_already_in_the_catalog_is_refused_and_nothing_changes(
 
 def test_an_invalid_device_id_is_a_configuration_error(tmp_path: Path) -> None:
     settings = load_settings(site(tmp_path))
-    with pytest.raises(ConfigError, match="id: must match"):
+    with pytest.raises(ConfigFileError, match="id: must match"):
         add_device(settings, NewDevice("Not/Valid", "water-level"))
 
 
@@ -124,7 +124,7 @@ def test_siaga_check_does_not_print_passwords(tmp_path: Path,
 def test_a_configuration_error_does_not_echo_a_urls_password(tmp_path: Path) -> None:
     config = tmp_path / "siaga.yaml"
     config.write_text(f"mqtt:\n  qos: 'mqtt://dev:{SECRET}@host:1883'\n")
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigFileError) as error:
         load_settings(config)
     assert "mqtt://dev:***@host:1883" in str(error.value)
     assert SECRET not in str(error.value)

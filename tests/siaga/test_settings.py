@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from siaga.settings import BUNDLED_CONFIG, load_settings
-from siaga_core.configfile import ConfigError
+from siaga_core.errors import ConfigFileError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -78,11 +78,11 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
 def test_a_mistake_names_the_file_the_place_and_the_fix(
     tmp_path: Path, text: str, environ: dict[str, str], expected: str
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_settings(write(tmp_path, text), environ=environ)
     assert expected in str(caught.value)
 
 
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigFileError, match="not found"):
         load_settings(tmp_path / "nope.yaml", environ={})

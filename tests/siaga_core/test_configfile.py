@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from siaga_core.configfile import ConfigError, Loc, Problem, load_yaml, read_yaml, validate_data
+from siaga_core.configfile import load_yaml, validate_data
+from siaga_core.errors import ConfigFileError, Problem
+from siaga_core.yamlfile import Loc, read_yaml
 
 
 class Server(BaseModel):
@@ -31,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def problems_of(path: Path) -> list[Problem]:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_yaml(path, Settings)
     return caught.value.problems
 
@@ -105,7 +107,7 @@ def test_str_renders_one_line_per_problem_as_file_line_place_message(tmp_path: P
     path = write(
         tmp_path, "name: x\nservers:\n  - host: a\n    port: 0\n  - host: 7\n    port: 1\n"
     )
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_yaml(path, Settings)
     assert str(caught.value).splitlines() == [
         f"{path}:4: servers[0].port: must be >= 1 (got 0)",
@@ -139,7 +141,7 @@ def test_values_from_the_environment_are_placed_at_their_variable(tmp_path: Path
     document = read_yaml(write(tmp_path, "name: x\nhttp:\n  host: a\n  port: 80\n"))
     data = {**document.data, "http": {"host": "a", "port": 0}}
     sources: dict[Loc, str] = {("http", "port"): "environment SIAGA_HTTP_PORT"}
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         validate_data(data, Settings, document.path, document.node, sources)
     assert caught.value.problems == [Problem("environment SIAGA_HTTP_PORT", "must be >= 1 (got 0)")]
     assert (
@@ -156,13 +158,13 @@ def test_semantic_checks_run_on_a_valid_model_and_are_placed(tmp_path: Path) -> 
             seen.add(server.host)
 
     path = write(tmp_path, "name: x\nservers:\n- {host: a, port: 1}\n- {host: a, port: 2}\n")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_yaml(path, Settings, check=unique_hosts)
     assert caught.value.problems == [Problem("servers[1].host", "duplicate host", 4)]
 
 
 def test_config_error_without_a_path_renders_place_and_message() -> None:
-    assert str(ConfigError(None, [Problem("name", "required, but missing")])) == (
+    assert str(ConfigFileError(None, [Problem("name", "required, but missing")])) == (
         "name: required, but missing"
     )
 
@@ -211,11 +213,11 @@ def test_a_duplicate_key_inside_a_list_item_is_found_by_either_path(tmp_path: Pa
 
 
 def test_a_tagged_top_level_is_judged_as_pyyaml_judges_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="python/object"):
+    with pytest.raises(ConfigFileError, match="python/object"):
         read_yaml(write(tmp_path, "!!python/object:os.system {a: 1}\n"))
 
 
 def test_a_tab_after_a_colon_is_refused_as_pyyaml_refuses_it(tmp_path: Path) -> None:
     # libyaml alone would take it: the fast path leaves files with tabs to PyYAML.
-    with pytest.raises(ConfigError, match="tab"):
+    with pytest.raises(ConfigFileError, match="tab"):
         load_yaml(write(tmp_path, "name: x\nservers:\n  - {host: a, port:\t1}\n"), Settings)

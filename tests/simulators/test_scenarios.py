@@ -11,7 +11,7 @@ import pytest
 
 from devices.kinds import Kind
 from devices.registry import Registry
-from siaga_core.configfile import ConfigError
+from siaga_core.errors import ConfigFileError
 from simulators.calendar import HOUR_S, WIB
 from simulators.scenario import (
     Incident,
@@ -285,18 +285,18 @@ def test_a_start_without_an_offset_is_taken_as_wib(tmp_path: Path) -> None:
 def test_a_bad_scenario_file_is_refused_with_file_line_place_and_fix(
     tmp_path: Path, body: str, expected: str
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigFileError) as caught:
         load_scenario(write(tmp_path, body))
     assert expected in str(caught.value)
 
 
 def test_a_missing_start_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="start: required"):
+    with pytest.raises(ConfigFileError, match="start: required"):
         load_scenario(write(tmp_path, "", head="duration: 1d\n"))
 
 
 def test_an_unknown_scenario_name_lists_the_bundled_ones() -> None:
-    with pytest.raises(ConfigError, match="flood-2020-01-01"):
+    with pytest.raises(ConfigFileError, match="flood-2020-01-01"):
         load_scenario("flood-2021")
 
 

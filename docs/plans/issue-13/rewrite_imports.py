@@ -66,7 +66,7 @@ STEPS: dict[str, tuple[dict[str, str], dict[tuple[str, str], str]]] = {
             **{("siaga_core.configfile", name): "siaga_core.errors"
                for name in ("ConfigError", "Problem", "render_problem")},
             **{("siaga_core.configfile", name): "siaga_core.yamlfile"
-               for name in ("YamlDocument", "read_yaml")},
+               for name in ("YamlDocument", "read_yaml", "Loc", "place")},
         },
     ),
     # Step 5: the address of a broker joins the paho-on-asyncio adapter.
