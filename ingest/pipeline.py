@@ -25,7 +25,7 @@ from ingest.decode import Decoded, Decoder
 from ingest.lineprotocol import encode_with_key, series_key
 from ingest.settings import IngestSettings
 from ingest.stats import IngestStats
-from ingest.storage import Storage, StorageUnavailable, StoreOutcome
+from ingest.storage import NotDurable, Storage, StoreOutcome
 from ingest.subscriber import Message, Subscriber
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ class Pipeline:
         while True:
             try:
                 outcome = await self._storage.store(lines)
-            except StorageUnavailable as exc:
+            except NotDurable as exc:
                 log.error("cannot make readings durable (%s); retrying in %.0f s", exc, delay)
                 reason = exc.reason
             else:

@@ -12,6 +12,7 @@ from typing import Final
 
 from ingest.influx import RejectedWriteError, RetryableWriteError, Writer
 from ingest.spool import Segment, Spool, SpoolFull
+from siaga_core.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ Rejection = tuple[str, str]  # (line, InfluxDB's reason for refusing it)
 RejectedCallback = Callable[[list[Rejection]], None]
 
 
-class StorageUnavailable(Exception):
+class NotDurable(StorageError):
     """Lines could be made durable neither in InfluxDB nor in the spool.
 
     `cause` is one of `UNAVAILABLE_CAUSES`; `reason` says what failed, short and without
@@ -156,7 +157,7 @@ class Storage:
 
         Rejected lines are returned for the caller to dead-letter. When the spool is full
         (or the disk fails) the lines cannot be made durable, and this raises
-        `StorageUnavailable` instead of dropping them: the caller must then not acknowledge
+        `NotDurable` instead of dropping them: the caller must then not acknowledge
         the messages, so the broker keeps them and redelivers them later. Dropping the
         newest data, or evicting the oldest from the spool, would both lose readings that
         the broker can still hold for us. Lines written before the error are written again
@@ -299,14 +300,14 @@ class Storage:
         self._spooled_total += len(lines)
         self._appended.set()
 
-    def _refused(self, count: int, exc: SpoolFull | OSError) -> StorageUnavailable:
+    def _refused(self, count: int, exc: SpoolFull | OSError) -> NotDurable:
         """Count a refusal and remember it (from its first occurrence) until a store works."""
         cause, reason = (SPOOL_FULL, str(exc)) if isinstance(exc, SpoolFull) else (
             DISK_ERROR, f"spool disk error: {exc}")
         self._unavailable_total[cause] += 1
         since = self._clock() if self._unavailable is None else self._unavailable[1]
         self._unavailable = (reason, since)
-        return StorageUnavailable(
+        return NotDurable(
             f"cannot store {count} lines: InfluxDB is not taking them and {exc}", cause, reason)
 
     async def _wait_for_append(self, stop: asyncio.Event) -> None:

@@ -72,7 +72,7 @@ class Alerting:
                                                        clock_ns=self._clock_ns))
         router = Router(self.rules_file.receivers, self.rules_file.routes, self._webhook_url)
         self.deliverer = Deliverer(self.outbox, router, clock_ns=self._clock_ns)
-        self.dispatcher = Dispatcher(router, self.outbox, self.deliverer.notify,
+        self.dispatcher = Dispatcher(router, self.outbox, self.deliverer.wake,
                                      self._external_url, clock_ns=self._clock_ns)
         # The book hands each notification to the dispatcher before it commits "told".
         self.book = self._stack.enter_context(AlertBook(
@@ -138,11 +138,11 @@ class Alerting:
             log.info("alert %s %s still holds: notifying (%s)", alert.rule, alert.subject,
                      notification.reason)
 
-    def connection(self, up: bool) -> None:
+    def broker_connection_changed(self, up: bool) -> None:
         """The broker connection changed: devices are unobservable while it is down."""
-        self.tracker.connection(up, self._clock_ns())
+        self.tracker.broker_connection_changed(up, self._clock_ns())
 
-    def storage(self, reason: str | None) -> None:
+    def durability_changed(self, reason: str | None) -> None:
         """Readings cannot be made durable (why), or can again (None): StorageUnavailable.
 
         On a full disk the alert book's own write may fail as well. That is logged and the

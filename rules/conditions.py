@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar, assert_never
 
 from devices.readings import Reading
 from devices.registry import Device, Registry
@@ -105,17 +105,23 @@ class Condition(Protocol):
 def build(rule: Rule, registry: Registry, utc_offset: str = "+07:00") -> Condition:
     """The condition of a checked rule (`config.load_rules`); `utc_offset`: the operators'
     clock in resolution texts (`alerting.utc_offset`)."""
-    if isinstance(rule, LadderRule):
-        return Ladder(rule, utc_offset)
-    if isinstance(rule, ThresholdRule):
-        return Threshold(rule, utc_offset)
-    if isinstance(rule, RateOfChangeRule):
-        return RateOfChange(rule, utc_offset)
-    if isinstance(rule, WindowRule):
-        return Window(rule, utc_offset)
-    if isinstance(rule, IspuRule):
-        return Ispu(rule, utc_offset)
-    return FloodWave(rule, registry)
+    # One case per rule type, and mypy proves the match exhaustive (assert_never): a new type
+    # without a condition fails the type check, and an unknown object raises here.
+    match rule:
+        case LadderRule():
+            return Ladder(rule, utc_offset)
+        case ThresholdRule():
+            return Threshold(rule, utc_offset)
+        case RateOfChangeRule():
+            return RateOfChange(rule, utc_offset)
+        case WindowRule():
+            return Window(rule, utc_offset)
+        case IspuRule():
+            return Ispu(rule, utc_offset)
+        case FloodWaveRule():
+            return FloodWave(rule, registry)
+        case _:
+            assert_never(rule)
 
 
 def render(template: str, context: Mapping[str, object]) -> str:

@@ -96,7 +96,7 @@ class DeviceTracker:
         else:
             self._said_offline.add(device_id)
 
-    def connection(self, up: bool, wall_ns: int) -> None:
+    def broker_connection_changed(self, up: bool, wall_ns: int) -> None:
         """The service's broker connection went up or down."""
         if not up:
             if self._down_since is None:

@@ -299,7 +299,7 @@ class Deliverer:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._pruned_ns: int | None = None
 
-    def notify(self) -> None:
+    def wake(self) -> None:
         """Something was enqueued: look now. Safe to call from any thread."""
         if self._loop is not None:  # not running: run() starts by looking at the outbox
             self._loop.call_soon_threadsafe(self._wakeup.set)
@@ -338,7 +338,7 @@ class Deliverer:
             if next_ns is not None:
                 wait_s = (next_ns - self._clock_ns()) / _NS_PER_S
                 timeout = min(self._policy.idle_s, max(0.0, wait_s))
-        # Woken early by notify(), by a finished attempt (its alert's next delivery may be
+        # Woken early by wake(), by a finished attempt (its alert's next delivery may be
         # due) and by stop.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):

@@ -87,14 +87,14 @@ class Service:
                 settings.http.port))
             subscriber = await stack.enter_async_context(
                 Subscriber(settings.mqtt, self._subscriptions, self.clock_ns,
-                           on_connection=alerting.connection))
+                           on_connection=alerting.broker_connection_changed))
             self._subscriber = subscriber
             decoder = Decoder(self.registry, topics,
                               unknown_devices=settings.ingest.unknown_devices,
                               max_future_s=settings.ingest.max_future_s)
             pipeline = Pipeline(subscriber, decoder, self.registry, storage, dead_letters,
                                 self.stats, settings.ingest, alerting, self.clock_ns,
-                                on_durability=alerting.storage)
+                                on_durability=alerting.durability_changed)
             log.info("Siaga ingest started: %d devices, %d rules, MQTT %s:%s, InfluxDB %s %s, "
                      "API http://%s:%s, data in %s", len(self.registry), len(self.rules.rules),
                      settings.mqtt.host, settings.mqtt.port, writer.describe(),

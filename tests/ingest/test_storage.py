@@ -31,9 +31,9 @@ from ingest.spool import SEGMENT_SUFFIX, SEQUENCE_DIGITS, TEMP_SUFFIX, Spool
 from ingest.storage import (
     DISK_ERROR,
     SPOOL_FULL,
+    NotDurable,
     Rejection,
     Storage,
-    StorageUnavailable,
 )
 from siaga.sandbox.ports import free_port
 from tests.polling import eventually
@@ -296,7 +296,7 @@ async def test_the_drain_backs_off_exponentially_up_to_the_cap(tmp_path: Path) -
 async def test_a_full_spool_makes_storage_unavailable(tmp_path: Path) -> None:
     harness = Harness(tmp_path, max_bytes=20)
     harness.writer.down = True
-    with pytest.raises(StorageUnavailable, match="spool full"):
+    with pytest.raises(NotDurable, match="spool full"):
         await harness.storage.store(batch("a"))
     assert harness.spool.empty
     assert harness.storage.stats.spooled_total == 0
@@ -317,7 +317,7 @@ async def test_a_full_spool_is_counted_and_said_until_a_store_succeeds(tmp_path:
         storage = Storage(writer, Spool(tmp_path / "spool", 40), lambda rejected: None,
                           clock=lambda: next(clock))
         for _ in range(2):
-            with pytest.raises(StorageUnavailable) as raised:
+            with pytest.raises(NotDurable) as raised:
                 await storage.store(refused)
         full = storage.stats
         await storage.store(fits)
@@ -338,7 +338,7 @@ async def test_a_failing_spool_disk_is_counted_as_a_disk_error(tmp_path: Path) -
         storage = Storage(writer, Spool(directory, BUDGET), lambda rejected: None)
         directory.rmdir()
         directory.write_bytes(b"")  # a file where the spool's folder was: every write fails
-        with pytest.raises(StorageUnavailable) as raised:
+        with pytest.raises(NotDurable) as raised:
             await storage.store(batch("a"))
         failing = storage.stats
         directory.unlink()
@@ -361,7 +361,7 @@ async def test_a_full_disk_is_a_disk_error_until_space_returns(tmp_path: Path) -
         storage = Storage(writer, Spool(directory, BUDGET), lambda rejected: None)
         first = directory / f"{1:0{SEQUENCE_DIGITS}d}{SEGMENT_SUFFIX}{TEMP_SUFFIX}"
         first.symlink_to("/dev/full")
-        with pytest.raises(StorageUnavailable) as raised:
+        with pytest.raises(NotDurable) as raised:
             await storage.store(batch("a"))
         full = storage.stats
         assert not first.is_symlink()  # the failed write cleaned up after itself: room again

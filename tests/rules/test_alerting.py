@@ -52,10 +52,10 @@ async def test_storage_unavailable_is_paged_as_critical_and_resolved_when_storag
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as group:
             group.create_task(service.run(stop))
-            service.storage(DISK_FULL)
+            service.durability_changed(DISK_FULL)
             firing = status(service)
             await eventually(lambda: len(receiver.delivered()) == 1, what="the firing page")
-            service.storage(None)
+            service.durability_changed(None)
             resolved = status(service)
             await eventually(lambda: len(receiver.delivered()) == 2, what="the resolved page")
             stop.set()
@@ -71,10 +71,10 @@ async def test_a_storage_alert_left_firing_by_an_earlier_run_resolves_on_the_fir
     registry: Registry, tmp_path: Path,
 ) -> None:
     async with alerting(registry, tmp_path) as earlier:
-        earlier.storage(DISK_FULL)
+        earlier.durability_changed(DISK_FULL)
     async with alerting(registry, tmp_path) as later:
         kept = status(later)  # not resolved at start as the alert of an unknown rule
-        later.storage(None)
+        later.durability_changed(None)
         assert (kept, status(later)) == (AlertStatus.FIRING, AlertStatus.RESOLVED)
 
 
@@ -86,11 +86,11 @@ async def test_a_storage_alert_the_alert_book_cannot_write_is_logged_and_the_ser
         try:
             other.execute("BEGIN EXCLUSIVE")
             with caplog.at_level(logging.ERROR, logger="rules.alerting"):
-                service.storage(DISK_FULL)  # waits out SQLite's 5 s busy timeout, then logs
+                service.durability_changed(DISK_FULL)  # waits out the 5 s busy timeout
             other.execute("ROLLBACK")
         finally:
             other.close()
-        service.storage(None)
+        service.durability_changed(None)
         assert status(service) is AlertStatus.RESOLVED  # recorded, never paged
     assert "could not record the StorageUnavailable alert" in caplog.text
     assert "database is locked" in caplog.text

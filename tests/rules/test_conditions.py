@@ -222,3 +222,11 @@ def test_an_ispu_fed_fifty_thousand_readings_stays_bounded_and_fires_then_clears
     # back under it at 32 + 10 * 144.6 / 190.
     assert [active for _, active in changes] == [None, False, True, False]
     assert lags([minute for minute, _ in changes[1:]], [10, 17.39, 39.61], window_min=10)
+
+
+def test_an_unknown_rule_type_raises_instead_of_becoming_a_flood_wave() -> None:
+    class NotARule:
+        type = "tide"
+
+    with pytest.raises(AssertionError):
+        build(NotARule(), REGISTRY)  # type: ignore[arg-type]

@@ -115,7 +115,7 @@ def wire(tmp_path: Path) -> Iterator[Callable[..., Siaga]]:
         # A seeded jitter: a run that fails can be run again the same way.
         deliverer = Deliverer(outbox, router, clock_ns=clock, policy=policy,
                               rng=random.Random(7))
-        dispatcher = Dispatcher(router, outbox, deliverer.notify, EXTERNAL_URL,
+        dispatcher = Dispatcher(router, outbox, deliverer.wake, EXTERNAL_URL,
                                 enqueue_clock or clock)
         return Siaga(outbox, deliverer, dispatcher)
 
@@ -278,7 +278,7 @@ async def test_retry_after_is_honoured(
         assert siaga.delivery(delivery_id).next_attempt_ns == clock() + SECOND_NS
         assert siaga.outbox.due(clock() + SECOND_NS - 1, limit=1) == []
         clock.advance_to(clock() + SECOND_NS)
-        siaga.deliverer.notify()
+        siaga.deliverer.wake()
         await eventually(lambda: len(server.delivered()) == 1, what="the retry delivered")
     assert [r.status for r in server.requests] == [429, 200]
 
@@ -328,7 +328,7 @@ async def test_retries_stop_at_max_age_with_a_dead_delivery(
         while delivery.state == "pending":  # a failed attempt: its retry is due before max_age
             assert delivery.next_attempt_ns < deadline_ns
             clock.advance_to(delivery.next_attempt_ns)
-            siaga.deliverer.notify()
+            siaga.deliverer.wake()
             delivery = await attempted(siaga, delivery_id, more_than=delivery.attempts)
     (dead,) = siaga.outbox.dead()
     assert dead.last_error is not None
@@ -354,7 +354,7 @@ async def test_a_retry_that_comes_due_only_after_max_age_is_dead_unsent_with_the
         first_error = siaga.delivery(delivery_id).last_error
         assert first_error is not None and first_error.startswith("503 Service Unavailable")
         clock.advance_to(clock() + 500_000_000)
-        siaga.deliverer.notify()
+        siaga.deliverer.wake()
         await eventually(siaga.outbox.dead, what="a dead delivery")
     (dead,) = siaga.outbox.dead()
     assert dead.last_error == f"older than max_age 500ms (last error: {first_error})"

@@ -28,7 +28,7 @@ REGISTRY = Registry([*CILIWUNG, *OTHERS])
 
 def connected_tracker() -> DeviceTracker:
     tracker = DeviceTracker(started_ns=T0)
-    tracker.connection(True, T0)
+    tracker.broker_connection_changed(True, T0)
     return tracker
 
 
@@ -137,16 +137,16 @@ def test_time_the_broker_connection_was_down_does_not_count_as_silence() -> None
     tracker = connected_tracker()
     for device in REGISTRY:
         tracker.seen(device.id, T0)
-    tracker.connection(False, T0 + 60 * MINUTE)
+    tracker.broker_connection_changed(False, T0 + 60 * MINUTE)
     assert active(check(tracker, 60.5)) == []  # within connection_grace
-    tracker.connection(True, T0 + 180 * MINUTE)
+    tracker.broker_connection_changed(True, T0 + 180 * MINUTE)
     assert active(check(tracker, 181)) == []  # 61 observable minutes of silence
     assert len(active(check(tracker, 241))) == 2  # 121 observable minutes: both rivers dark
 
 
 def test_a_broker_down_longer_than_its_grace_is_one_area_offline_for_everything() -> None:
     tracker = connected_tracker()
-    tracker.connection(False, T0 + 10 * MINUTE)
+    tracker.broker_connection_changed(False, T0 + 10 * MINUTE)
     signals = check(tracker, 13)
     assert active(signals) == [("AreaOffline", "connection=mqtt")]
     assert signals[0].annotations["devices"].count(",") == len(REGISTRY) - 1

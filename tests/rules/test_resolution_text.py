@@ -183,7 +183,7 @@ def test_a_device_back_online_says_when_it_was_heard_from(registry: Registry) ->
     assert manggarai is not None
     one = Registry([manggarai])
     tracker = DeviceTracker(started_ns=T0)
-    tracker.connection(True, T0)
+    tracker.broker_connection_changed(True, T0)
     checker = OfflineChecker(OfflineConfig(), one, tracker)
     engine = RuleEngine(RulesFile(), one)
     later = T0 + 3 * 60 * MINUTE_NS  # hourly gauge, grace 2x: offline after 2 h of silence
@@ -216,9 +216,9 @@ async def test_storage_back_says_readings_are_durable_again(
     rules = RulesFile()
     async with Alerting(rules, registry, tmp_path, webhook_url=None,
                         external_url="http://127.0.0.1:1", clock_ns=lambda: clock[0]) as alerting:
-        alerting.storage("spool full")
+        alerting.durability_changed("spool full")
         clock[0] += 7 * MINUTE_NS
-        alerting.storage(None)
+        alerting.durability_changed(None)
         view = alerting.book.get(fingerprint("StorageUnavailable", "storage"))
         assert view is not None and view.alert.status is AlertStatus.RESOLVED
         assert view.alert.annotations["summary"] == (
