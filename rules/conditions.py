@@ -18,7 +18,9 @@ from typing import Final, Generic, Protocol, TypeVar, assert_never
 from devices.readings import Reading
 from devices.registry import Device, Registry
 from rules.alert import Alert, AlertStatus, Severity, Signal, Timing, ended, local_time, zone
-from rules.config import (
+from rules.durations import format_duration, to_ns
+from rules.ispu import BREAKPOINTS, Category, IspuResult, ispu
+from rules.ruletypes import (
     BoundedRule,
     FloodWaveRule,
     IspuRule,
@@ -30,8 +32,6 @@ from rules.config import (
     ThresholdRule,
     WindowRule,
 )
-from rules.durations import format_duration, to_ns
-from rules.ispu import BREAKPOINTS, Category, IspuResult, ispu
 from rules.series import Series
 
 R = TypeVar("R", bound=RuleBase)

@@ -17,7 +17,8 @@ from rules.conditions import (
     ladder_band,
     render,
 )
-from rules.config import RulesFile, ThresholdRule
+from rules.config import RulesFile
+from rules.ruletypes import ThresholdRule
 from rules.series import MAX_SPANS, WIDEN
 
 MINUTE = 60 * 1_000_000_000

@@ -8,13 +8,8 @@ import pytest
 from devices.kinds import Kind
 from devices.registry import Registry, bundled_catalog_path, load_catalog
 from rules.alert import Severity
-from rules.config import (
-    FloodWaveRule,
-    LadderRule,
-    RulesFile,
-    WindowRule,
-    load_rules,
-)
+from rules.config import RulesFile, load_rules
+from rules.ruletypes import FloodWaveRule, LadderRule, WindowRule
 from siaga_core.errors import ConfigFileError
 
 DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"
