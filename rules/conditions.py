@@ -5,6 +5,10 @@ the device's catalog entry and what it remembered from that device's earlier rea
 The engine keeps one memory per (rule, device) and feeds the signals to `alert.step`.
 Windows (window, rate of change, ISPU) are `series.Series`: bounded whatever the device's
 rate, exact up to MAX_SPANS - 1 readings a window, approximate at the old edge above.
+
+Why one module of some 500 lines: the six conditions share `_Base` (pending, firing and
+resolution texts) and the hysteresis of `holds` and `ladder_band`, and a reviewer checks that
+every rule type fires, holds and resolves alike by reading them side by side.
 """
 
 from __future__ import annotations
