@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from siaga.sandbox import servers as localservers
-from siaga.sandbox.servers import InfluxDB1, Mosquitto, ServerStartError
+from siaga.sandbox import server as localserver
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
+from siaga.sandbox.server import ServerStartError
 from tests.integration.support import Publisher
 
 
@@ -26,7 +28,7 @@ def held_port() -> Iterator[int]:
 def blind_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The free-port check misses the stranger: the port is lost between the check and the
     server's own bind, the race `free_port()` cannot rule out."""
-    monkeypatch.setattr(localservers, "port_is_free", lambda port: True)
+    monkeypatch.setattr(localserver, "port_is_free", lambda port: True)
 
 
 def answers_mqtt(broker: Mosquitto) -> bool:

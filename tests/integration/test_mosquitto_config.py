@@ -13,13 +13,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from siaga.broker.config import MOSQUITTO_CONF, adapt_mosquitto_config
-from siaga.sandbox.servers import (
-    ADMIN_USER,
-    Mosquitto,
-    ServerNotInstalled,
-    ServerStartError,
-    find_binary,
-)
+from siaga.sandbox.mosquitto import ADMIN_USER, Mosquitto
+from siaga.sandbox.server import ServerNotInstalled, ServerStartError, find_binary
 from tests.polling import wait_until
 
 BACKLOG = 3000  # three times Mosquitto's default max_queued_messages (1000)
