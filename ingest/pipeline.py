@@ -26,7 +26,7 @@ from ingest.lineprotocol import encode_with_key, series_key
 from ingest.settings import IngestSettings
 from ingest.stats import IngestStats
 from ingest.storage import NotDurable, Storage, StoreOutcome
-from ingest.subscriber import Message, Subscriber
+from ingest.subscriber import Message
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,22 @@ SERIES_CACHE_MAX = 200_000  # device series keys kept; bounded for `unknown_devi
 # readings gave 84,800 to 87,600/s.
 TAKE_CHUNK = 256
 TAKE_READINGS = 512
+
+
+class Inbox(Protocol):
+    """Where messages wait to be taken, and where they are acknowledged once durable.
+
+    `ingest.subscriber.Subscriber` is the one in service; its inbox fills as MQTT delivers.
+    """
+
+    async def wait(self, seconds: float) -> None:
+        """Return once messages are waiting, or after `seconds`."""
+
+    def take(self, limit: int) -> list[Message]:
+        """Take up to `limit` waiting messages, oldest first."""
+
+    def ack(self, messages: list[Message]) -> int:
+        """Acknowledge `messages`, which are durable; return how many were acknowledged."""
 
 
 class Observer(Protocol):
@@ -66,11 +82,11 @@ class Batch:
 
 
 class Pipeline:
-    """Moves messages from the subscriber to storage, acknowledging what is durable."""
+    """Moves messages from the inbox to storage, acknowledging what is durable."""
 
     def __init__(
         self,
-        subscriber: Subscriber,
+        inbox: Inbox,
         decoder: Decoder,
         registry: Registry,
         storage: Storage,
@@ -88,7 +104,7 @@ class Pipeline:
         left behind by an earlier run (an alert still firing) is corrected.
         """
         self._observer = observer
-        self._subscriber = subscriber
+        self._inbox = inbox
         self._decoder = decoder
         self._registry = registry
         self._storage = storage
@@ -120,8 +136,8 @@ class Pipeline:
         size = self._settings.batch_size
         batch = Batch()
         while not stop.is_set():
-            await self._subscriber.wait(self._patience(batch, queue))
-            messages = self._subscriber.take(self._take_limit(batch, size))
+            await self._inbox.wait(self._patience(batch, queue))
+            messages = self._inbox.take(self._take_limit(batch, size))
             if messages:
                 if not batch.messages:
                     batch.started = time.monotonic()
@@ -218,7 +234,7 @@ class Pipeline:
         if outcome.rejected:
             await asyncio.to_thread(self._dead_letters.add_many, self._rejected(batch, outcome))
         stats = self._stats
-        stats.acked += self._subscriber.ack(batch.messages)
+        stats.acked += self._inbox.ack(batch.messages)
         stats.statuses += len(decoded.statuses)
         stats.flushes += 1
         stats.count_ignored(decoded.ignored_fields)

@@ -1,0 +1,287 @@
+"""The pipeline in one process: messages in, durable readings and acknowledgements out.
+
+Everything but the broker and InfluxDB is the real thing: the decoder on the bundled catalog,
+the spool in a temporary directory, the dead-letter store in SQLite, and storage over the v1
+writer. The broker's side is `ListInbox`, the other side of the `Inbox` protocol: messages
+put in by the test, acknowledgements recorded. InfluxDB's side is `WriteEndpoint`, a real
+HTTP server in the test that answers `/write` with 204 or, on demand, 503.
+
+Each acknowledgement records what was durable at that moment (a `witness`), so a test can
+assert the order that matters, "durable, then acknowledged", without timing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import orjson
+import pytest
+from aiohttp import web
+
+from devices.readings import Reading, StatusUpdate
+from devices.registry import bundled_catalog_path, load_catalog
+from devices.topics import TopicScheme
+from ingest.deadletters import DeadLetterStore
+from ingest.decode import Decoder
+from ingest.influx import V1Writer
+from ingest.pipeline import Pipeline
+from ingest.settings import IngestSettings
+from ingest.spool import SEGMENT_SUFFIX, Spool
+from ingest.stats import IngestStats
+from ingest.storage import Storage
+from ingest.subscriber import Message
+from tests.polling import eventually
+
+CATALOG = load_catalog(bundled_catalog_path())
+TOPIC = "siaga/water-level/manggarai/telemetry"
+RECEIVED_NS = 1_700_000_000 * 10**9
+SPOOL_BUDGET = 1 << 20  # far more than a test writes
+# A batch goes out as soon as the writer is idle; each test waits for what it needs.
+PROMPT = IngestSettings(batch_size=100, flush_interval_s=60, linger_s=0)
+# A batch that is never due while a test runs: only the stop sends it.
+NEVER_DUE = IngestSettings(batch_size=100, flush_interval_s=60, linger_s=60)
+_SEQ = re.compile(r",seq=(\d+)i ")
+
+Seen = TypeVar("Seen")
+
+
+def payload(seq: int) -> bytes:
+    return orjson.dumps({"seq": seq, "level_cm": 100 + seq})
+
+
+def seq_of(message: Message) -> int:
+    seq = orjson.loads(message.payload)["seq"]
+    assert isinstance(seq, int)
+    return seq
+
+
+def seqs(lines: Iterable[str]) -> list[int]:
+    """The `seq` of each reading in `lines` of line protocol, in order."""
+    return [int(match[1]) for line in lines if (match := _SEQ.search(line))]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Generic[Seen]):
+    messages: list[Message]
+    seen: Seen  # what the test's witness saw at the moment of the ack
+
+
+class ListInbox(Generic[Seen]):
+    """The pipeline's side of a subscriber, in process: the test puts messages in.
+
+    Each `ack` is recorded with what `witness()` returns at that moment.
+    """
+
+    def __init__(self, witness: Callable[[], Seen]) -> None:
+        self._witness = witness
+        self._waiting: deque[Message] = deque()
+        self._arrived = asyncio.Event()
+        self._next_mid = 1
+        self.acks: list[Ack[Seen]] = []
+
+    def put(self, body: bytes, topic: str = TOPIC) -> Message:
+        message = Message(topic, body, self._next_mid, 1, 0, RECEIVED_NS)
+        self._next_mid += 1
+        self._waiting.append(message)
+        self._arrived.set()
+        return message
+
+    @property
+    def acked(self) -> list[Message]:
+        return [message for ack in self.acks for message in ack.messages]
+
+    async def wait(self, seconds: float) -> None:
+        if self._waiting:
+            return
+        self._arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), seconds)
+
+    def take(self, limit: int) -> list[Message]:
+        return [self._waiting.popleft() for _ in range(min(limit, len(self._waiting)))]
+
+    def ack(self, messages: list[Message]) -> int:
+        self.acks.append(Ack(list(messages), self._witness()))
+        return len(messages)
+
+
+class WriteEndpoint:
+    """InfluxDB's `/write` over HTTP: keeps the lines while `status` is 204, else refuses."""
+
+    def __init__(self) -> None:
+        self.status = 204
+        self.lines: list[str] = []
+        self.attempts = 0
+        self.url = ""
+
+    async def write(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        body = await request.text()
+        if self.status != 204:
+            return web.json_response({"error": "unavailable"}, status=self.status)
+        self.lines.extend(body.split("\n"))
+        return web.Response(status=204)
+
+
+class Unobserved:
+    """The pipeline's observer, the rules' side, which these tests do not look at."""
+
+    def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
+                received_ns: int) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    """Real storage, spool and dead letters around a pipeline fed by a `ListInbox`."""
+
+    endpoint: WriteEndpoint
+    spool: Spool
+    dead_letters: DeadLetterStore
+    storage: Storage
+    durability: list[str | None] = field(default_factory=list)  # what on_durability heard
+    stats: IngestStats = field(default_factory=IngestStats)
+
+    def pipeline(self, inbox: ListInbox[Seen], settings: IngestSettings = PROMPT) -> Pipeline:
+        return Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga")), CATALOG, self.storage,
+                        self.dead_letters, self.stats, settings, Unobserved(),
+                        on_durability=self.durability.append)
+
+    def stored(self) -> list[str]:
+        return list(self.endpoint.lines)
+
+    def spooled(self) -> list[str]:
+        """The lines of the spool's segments as they are on disk, oldest first."""
+        paths = sorted(self.spool.directory.glob(f"*{SEGMENT_SUFFIX}"))
+        return [line for path in paths for line in path.read_text().split("\n")]
+
+    def committed_dead_letters(self) -> list[tuple[str, bytes]]:
+        """(code, payload) of the dead letters another connection reads: the committed ones."""
+        uri = f"file:{self.dead_letters.path}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            rows: list[tuple[str, bytes]] = db.execute(
+                "SELECT code, payload FROM dead_letters ORDER BY id").fetchall()
+        return rows
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[WriteEndpoint]:
+    endpoint = WriteEndpoint()
+    app = web.Application()
+    app.router.add_post("/write", endpoint.write)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    endpoint.url = f"http://{host}:{port}"
+    yield endpoint
+    await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def rigged(tmp_path: Path, endpoint: WriteEndpoint,
+                 spool_budget: int = SPOOL_BUDGET) -> AsyncIterator[Rig]:
+    async with V1Writer(endpoint.url, "siaga", create_database=False) as writer:
+        with DeadLetterStore(tmp_path / "deadletters.sqlite") as dead_letters:
+            spool = Spool(tmp_path / "spool", spool_budget)
+            # The drain (which would report to `on_rejected`) is not run in these tests.
+            storage = Storage(writer, spool, on_rejected=lambda rejected: None)
+            yield Rig(endpoint, spool, dead_letters, storage)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, endpoint: WriteEndpoint) -> AsyncIterator[Rig]:
+    async with rigged(tmp_path, endpoint) as rig:
+        yield rig
+
+
+@contextlib.asynccontextmanager
+async def running(pipeline: Pipeline) -> AsyncIterator[asyncio.Event]:
+    """Run `pipeline` for the block; at its end, stop it and wait until it has returned."""
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        group.create_task(pipeline.run(stop))
+        try:
+            yield stop
+        finally:
+            stop.set()
+
+
+async def acked(inbox: ListInbox[Seen], count: int) -> None:
+    await eventually(lambda: len(inbox.acked) >= count, what=f"{count} messages acked")
+
+
+async def test_a_message_is_acked_only_once_its_readings_are_stored(rig: Rig) -> None:
+    inbox = ListInbox(rig.stored)
+    async with running(rig.pipeline(inbox)):
+        for seq in range(3):
+            inbox.put(payload(seq))
+            await acked(inbox, seq + 1)
+    assert [seq_of(message) for message in inbox.acked] == [0, 1, 2]
+    for ack in inbox.acks:
+        assert {seq_of(message) for message in ack.messages} <= set(seqs(ack.seen))
+    assert seqs(rig.endpoint.lines) == [0, 1, 2]
+
+
+async def test_while_influxdb_is_down_readings_are_spooled_then_acked(rig: Rig) -> None:
+    rig.endpoint.status = 503
+    inbox = ListInbox(rig.spooled)
+    async with running(rig.pipeline(inbox)):
+        sent = inbox.put(payload(7))
+        await acked(inbox, 1)
+    [ack] = inbox.acks
+    assert ack.messages == [sent]
+    assert seqs(ack.seen) == [7]
+    assert rig.endpoint.lines == []
+
+
+async def test_bad_json_is_dead_lettered_and_committed_before_the_ack(rig: Rig) -> None:
+    inbox = ListInbox(rig.committed_dead_letters)
+    async with running(rig.pipeline(inbox)):
+        sent = inbox.put(b"{level_cm: 1}")
+        await acked(inbox, 1)
+    [ack] = inbox.acks
+    assert ack.messages == [sent]
+    assert ack.seen == [("bad-json", b"{level_cm: 1}")]
+
+
+async def test_stop_flushes_the_partial_batch_and_acks_it(rig: Rig) -> None:
+    inbox = ListInbox(rig.stored)
+    async with running(rig.pipeline(inbox, NEVER_DUE)):
+        sent = [inbox.put(payload(seq)) for seq in range(2)]
+        await eventually(lambda: rig.stats.messages == 2, what="both messages in a batch")
+        assert inbox.acks == []  # the batch is not due: only the stop can send it
+    assert inbox.acked == sent
+    assert seqs(inbox.acks[-1].seen) == [0, 1]
+
+
+async def test_on_durability_is_told_once_per_change(tmp_path: Path,
+                                                     endpoint: WriteEndpoint) -> None:
+    # A spool that takes nothing: while InfluxDB refuses, readings cannot be made durable.
+    async with rigged(tmp_path, endpoint, spool_budget=1) as rig:
+        inbox = ListInbox(rig.stored)
+        async with running(rig.pipeline(inbox)):
+            inbox.put(payload(1))
+            await acked(inbox, 1)
+            inbox.put(payload(2))
+            await acked(inbox, 2)
+            assert rig.durability == [None]  # at the first store after start, not again
+            endpoint.status = 503
+            refused_from = endpoint.attempts
+            inbox.put(payload(3))
+            await eventually(lambda: endpoint.attempts >= refused_from + 2,
+                             what="the third batch tried twice")
+            assert len(inbox.acked) == 2
+            endpoint.status = 204
+            await acked(inbox, 3)
+    [durable, refused, durable_again] = rig.durability
+    assert (durable, durable_again) == (None, None)
+    assert refused is not None and refused.startswith("spool full")
