@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Final, Literal
 
 from devices.kinds import Kind
+from siaga_core.errors import InputError
 
 # SPEC section 1. Anchored for pydantic's `pattern=` (a search); Python code uses fullmatch.
 DEVICE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -18,7 +19,7 @@ _KINDS: Final[Mapping[str, Kind]] = MappingProxyType({kind.value: kind for kind 
 _KIND_NAMES: Final = ", ".join(_KINDS)
 
 
-class InvalidTopic(ValueError):
+class InvalidTopic(InputError, ValueError):
     """A topic that is not one of the SPEC's; `reason` says what is wrong with it."""
 
     def __init__(self, topic: str, reason: str) -> None:

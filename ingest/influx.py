@@ -3,7 +3,7 @@
 Errors (translated from aiohttp's here and influxdb-client's in `ingest.influx2`, with
 `raise ... from exc`):
 
-    WriteError
+    WriteError                (a siaga_core StorageError)
     ├── RetryableWriteError   keep the batch and try again later: the server is down,
     │                         slow (timeout), overloaded (5xx, 429 with `retry_after`),
     │                         or misconfigured (401, 403, database or bucket not found),
@@ -25,6 +25,8 @@ import aiohttp
 from pydantic import SecretStr
 from yarl import URL
 
+from siaga_core.errors import StorageError
+
 log = logging.getLogger(__name__)
 
 # The batch is at fault: malformed line or field type conflict (400), too big for the
@@ -35,7 +37,7 @@ REJECTED_STATUSES = frozenset({400, 413, 422})
 MESSAGE_MAX_CHARS = 500
 
 
-class WriteError(Exception):
+class WriteError(StorageError):
     """A batch could not be written."""
 
 

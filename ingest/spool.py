@@ -10,6 +10,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from siaga_core.errors import StorageError
+
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".lp"  # line protocol, so an operator can read or replay a segment by hand
@@ -18,7 +20,7 @@ SEQUENCE_DIGITS = 20  # zero padded to the width of 2**64, so names sort like th
 _SEGMENT_NAME = re.compile(rf"^(\d{{{SEQUENCE_DIGITS}}}){re.escape(SEGMENT_SUFFIX)}$")
 
 
-class SpoolFull(Exception):
+class SpoolFull(StorageError):
     """Appending would take the spool past its byte budget."""
 
     def __init__(self, max_bytes: int, size_bytes: int, needed: int) -> None:

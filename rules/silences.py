@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from siaga_core.errors import InputError
+
 MatchOp = Literal["=", "!=", "=~", "!~"]
 SilenceState = Literal["pending", "active", "expired"]
 
@@ -20,7 +22,7 @@ _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _ESCAPE = re.compile(r'\\([\\"])')
 
 
-class SilenceError(ValueError):
+class SilenceError(InputError, ValueError):
     """A matcher or silence that cannot be: bad label name, operator, regex or times."""
 
 

@@ -12,10 +12,10 @@ from pydantic import Field, model_validator
 
 from ingest.deadletters import format_time
 from rules.alert import Alert, AlertStatus
-from rules.alertbook import AlertNotActive, AlertView, HistoryEntry, UnknownSilence
+from rules.alertbook import AlertView, HistoryEntry
 from rules.durations import parse_duration, to_ns
 from rules.outbox import Delivery
-from rules.silences import Matcher, MatcherError, Silence, SilenceError, parse_matcher
+from rules.silences import Matcher, Silence, parse_matcher
 from siaga.api.context import CONTEXT, ApiContext, ApiError, json_response, query_limit, read_body
 from siaga_core.configfile import StrictModel
 
@@ -90,11 +90,9 @@ async def acknowledge(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     fingerprint = request.match_info["fingerprint"]
     body = await read_body(request, AckBody)
-    try:
-        view = await asyncio.to_thread(context.alerts.acknowledge, fingerprint, body.by,
-                                       body.comment, context.clock_ns())
-    except AlertNotActive as exc:
-        raise ApiError(409, str(exc)) from None
+    # A resolved alert raises AlertNotActive: 409 (context.STATUS_OF).
+    view = await asyncio.to_thread(context.alerts.acknowledge, fingerprint, body.by,
+                                   body.comment, context.clock_ns())
     if view is None:
         raise ApiError(404, f"no alert with fingerprint {fingerprint!r}")
     return json_response(alert_json(view))
@@ -119,11 +117,9 @@ async def add_silence(request: web.Request) -> web.Response:
         ends_ns = _parse_time(body.ends_at, "ends_at")
     else:
         ends_ns = starts_ns + _positive_duration_ns(body.duration or "")
-    try:
-        silence = await asyncio.to_thread(context.alerts.add_silence, matchers, starts_ns,
-                                          ends_ns, body.created_by, body.comment, now_ns)
-    except SilenceError as exc:
-        raise ApiError(400, str(exc)) from None
+    # A silence that cannot be raises SilenceError: 400 (context.STATUS_OF).
+    silence = await asyncio.to_thread(context.alerts.add_silence, matchers, starts_ns, ends_ns,
+                                      body.created_by, body.comment, now_ns)
     return json_response(silence_json(silence, now_ns), status=201)
 
 
@@ -132,10 +128,8 @@ async def expire_silence(request: web.Request) -> web.Response:
     context = request.app[CONTEXT]
     silence_id = request.match_info["silence_id"]
     now_ns = context.clock_ns()
-    try:
-        silence = await asyncio.to_thread(context.alerts.expire_silence, silence_id, now_ns)
-    except UnknownSilence as exc:
-        raise ApiError(404, str(exc)) from None
+    # An unknown id raises UnknownSilence: 404 (context.STATUS_OF).
+    silence = await asyncio.to_thread(context.alerts.expire_silence, silence_id, now_ns)
     await asyncio.to_thread(_tell_released, context, now_ns)
     return json_response(silence_json(silence, now_ns))
 
@@ -224,10 +218,8 @@ def _status(raw: str | None) -> AlertStatus | None:
 
 
 def _matchers(texts: list[str]) -> list[Matcher]:
-    try:
-        return [parse_matcher(text) for text in texts]
-    except MatcherError as exc:
-        raise ApiError(400, str(exc)) from None
+    """Parsed matchers; a MatcherError (a SilenceError) answers 400 (context.STATUS_OF)."""
+    return [parse_matcher(text) for text in texts]
 
 
 def _flag(raw: str, name: str) -> bool:

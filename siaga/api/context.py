@@ -4,6 +4,8 @@ Errors (all answered as `{"error": "..."}` by `errors_as_json`):
 
     ApiError(status, message)    raised by handlers and the auth check: 400, 401, 403, 404, 409
     web.HTTPException            aiohttp's own (unknown route 404, wrong method 405, body 413)
+    a class in STATUS_OF         raised on purpose below the API (siaga_core.errors): an
+                                 InputError 400, 404 or 409, a StorageError 503
     any other Exception          a bug: logged with its traceback, answered 500
 """
 
@@ -26,8 +28,10 @@ from devices.registry import Registry
 from ingest.deadletters import DeadLetterStore
 from ingest.stats import IngestStats
 from ingest.storage import StorageStats
-from rules.alertbook import AlertBook
+from rules.alertbook import AlertBook, AlertNotActive, UnknownSilence
 from rules.outbox import Outbox
+from rules.silences import SilenceError
+from siaga_core.errors import InputError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,16 @@ NO_TOKEN_MESSAGE: Final = (
     "mutating endpoints are disabled until a token is configured: set http.token / SIAGA_API_TOKEN"
 )
 _REALM: Final = 'Bearer realm="siaga"'
+# The HTTP edge of the error tree: the status of an error raised on purpose below the API,
+# answered with its message. The first class that matches wins, so the most specific comes
+# first; an error in none of them is a bug (500).
+STATUS_OF: Final[Mapping[type[Exception], int]] = {
+    SilenceError: 400,  # a silence or matcher that cannot be
+    AlertNotActive: 409,  # acknowledging a resolved alert: the alert's state, not the request
+    UnknownSilence: 404,
+    InputError: 400,
+    StorageError: 503,  # the service's trouble, not the caller's: ask again later
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Model = TypeVar("Model", bound=BaseModel)
@@ -105,9 +119,19 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         kept = {k: v for k, v in exc.headers.items()
                 if k.lower() not in ("content-type", "content-length")}
         return error_response(exc.status, _routing_message(request, exc), kept)
-    except Exception:
-        log.exception("HTTP API: %s %s failed", request.method, request.path)
-        return error_response(500, "internal error; the service log has the details")
+    except Exception as exc:
+        status = status_of(exc)
+        if status is None:
+            log.exception("HTTP API: %s %s failed", request.method, request.path)
+            return error_response(500, "internal error; the service log has the details")
+        if status >= 500:
+            log.warning("HTTP API: %s %s: %s", request.method, request.path, exc)
+        return error_response(status, str(exc))
+
+
+def status_of(exc: Exception) -> int | None:
+    """The status STATUS_OF gives `exc`; None when it is not an error raised on purpose."""
+    return next((status for kind, status in STATUS_OF.items() if isinstance(exc, kind)), None)
 
 
 def _routing_message(request: web.Request, exc: web.HTTPException) -> str:

@@ -19,6 +19,7 @@ from devices.topics import TopicScheme
 from siaga.broker import auth as brokerauth
 from siaga.settings import Settings
 from siaga_core.configfile import format_validation_error
+from siaga_core.errors import InputError
 
 # A plausible reading per kind, printed as the payload a new device should send.
 SAMPLE_FIELDS: Mapping[Kind, dict[str, object]] = {
@@ -28,7 +29,7 @@ SAMPLE_FIELDS: Mapping[Kind, dict[str, object]] = {
 }
 
 
-class ProvisionError(Exception):
+class ProvisionError(InputError):
     """A provisioning step refused; the message says what to do instead."""
 
 

@@ -2,7 +2,7 @@
 
 Errors:
 
-    ApiClientError          root: the command line prints it and exits 1
+    ApiClientError          a DeliveryError: the command line prints it and exits 1
      +-- ApiUnreachable     no answer: connection refused, timeout, bad address
      +-- ApiResponseError   an answer with an error status: `status` and the API's message
 """
@@ -20,14 +20,15 @@ import orjson
 from pydantic import SecretStr
 
 from siaga.settings import HttpSettings
+from siaga_core.errors import DeliveryError
 
 API_URL_ENV: Final = "SIAGA_API_URL"  # where the CLI finds the API when not on http.host:port
 TIMEOUT_S: Final = 10.0  # the API answers from SQLite in milliseconds; 10 s means it is stuck
 _ANY_ADDRESS: Final = frozenset({"", "0.0.0.0", "::"})  # listening everywhere: ask loopback
 
 
-class ApiClientError(Exception):
-    """Root of the client's errors."""
+class ApiClientError(DeliveryError):
+    """Root of the client's errors: the API refused or could not be reached."""
 
 
 class ApiUnreachable(ApiClientError):

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -22,15 +22,19 @@ from siaga.broker.provision import NewDevice, ProvisionError, add_device, device
 from siaga.cli import simulateargs
 from siaga.cli.apiclient import (
     ApiClient,
-    ApiClientError,
     base_url,
     format_alert,
     format_alerts,
     format_silences,
 )
 from siaga.settings import BUNDLED_CONFIG, Settings, load_settings
-from siaga_core.errors import ConfigFileError
+from siaga_core.errors import ConfigurationError, SiagaError
 from siaga_core.redaction import redact_userinfo
+
+# Whatever stops the service, what it had not acknowledged is still the broker's to redeliver.
+STOPPED: Final = "the service stopped"
+NOTHING_LOST: Final = ("nothing unacknowledged is lost (the broker redelivers it): fix the cause "
+                       "and start it again")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,12 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Each scheduled run and each HTTP request would be a line: only their problems are news.
     for noisy in ("apscheduler", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The command line's edge of the error tree (siaga_core.errors): an error raised on
+    # purpose is the operator's to act on, one message and exit 1; anything else is a bug
+    # and leaves with its traceback.
     try:
         code: int = args.command(args)
-    except ConfigFileError as exc:
+    except ConfigurationError as exc:
         print(f"siaga: configuration error:\n{exc}", file=sys.stderr)
         return 1
-    except (ApiClientError, ProvisionError) as exc:
+    except SiagaError as exc:
         print(f"siaga: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -110,26 +117,40 @@ def _configuration(args: argparse.Namespace) -> tuple[Settings, Registry, RulesF
 
 
 def _run(args: argparse.Namespace) -> int:
-    from siaga.app import serve
-
     # Read and checked before the event loop starts: a mistake in a file is the operator's
     # to fix, printed as `siaga check` prints it, never a traceback.
     settings, registry, rules = _configuration(args)
     if rules.skipped:
         logging.getLogger("siaga").warning("%s", _skipped_text(settings, rules))
     try:
+        return _serve(settings, registry, rules, verbose=args.verbose)
+    except Exception as bug:
+        # A bug: it leaves with its traceback (exit 1) and a note saying what it cost.
+        bug.add_note(f"siaga: {STOPPED} on an error; {NOTHING_LOST}")
+        raise
+
+
+def _serve(settings: Settings, registry: Registry, rules: RulesFile, *, verbose: bool) -> int:
+    from siaga.app import serve
+
+    code = 0
+    try:
         asyncio.run(serve(settings, registry, rules))
-    except OSError as exc:  # the machine's answer (a port taken, a disk, a permission)
-        logging.getLogger("siaga").error(
-            "the service stopped: %s; nothing unacknowledged is lost (the broker redelivers "
-            "it): fix the cause and start it again", exc, exc_info=args.verbose)
-        return 1
-    except Exception:  # a bug: one clear line and the traceback, instead of a silent death
-        logging.getLogger("siaga").exception(
-            "the service stopped on an error; nothing unacknowledged is lost (the broker "
-            "redelivers it): fix the cause and start it again")
-        return 1
-    return 0
+    except* (SiagaError, OSError) as stopped:
+        # Raised on purpose, or the machine's answer (a port taken, a disk, a permission):
+        # one line each, also from inside the service's TaskGroup, whose group `except*`
+        # opens. Anything else propagates to `_run`. (An `except*` clause cannot `return`.)
+        for exc in _leaves(stopped):
+            logging.getLogger("siaga").error("%s: %s; %s", STOPPED, exc, NOTHING_LOST,
+                                             exc_info=exc if verbose else None)
+        code = 1
+    return code
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in `group` and in the groups nested in it, in order."""
+    return [leaf for exc in group.exceptions
+            for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])]
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -1,13 +1,17 @@
 """A mistake in a configuration file stops `siaga run` as `siaga check` reports it: no traceback.
 
 Each case writes real files into a temporary folder and runs the real command in a child
-process (`python -m ingest`); `siaga run` fails before it connects to anything, so no
+process (`python -m siaga`); `siaga run` fails before it connects to anything, so no
 server is needed. A traceback is for bugs; a wrong file is the operator's to fix.
+
+Once the service runs, the same edge (siaga_core.errors): an error raised on purpose, or
+the machine's (a taken port), is one logged line and exit 1; a bug keeps its traceback.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -155,3 +159,78 @@ def test_a_data_dir_that_is_a_file_is_named_before_start(tmp_path: Path) -> None
     run = siaga(tmp_path, "run", "-c", "siaga.yaml")
     assert run.code == 1 and "Traceback" not in run.stderr
     assert "siaga.yaml:2: data_dir: " in run.stderr and "exists and is not a folder" in run.stderr
+
+
+# `python -c` this, then the arguments: the real `siaga` command line (main, _run and the
+# edge of the error tree) over a `serve` whose one task raises `error` inside the TaskGroup,
+# as the service's tasks do. Nothing outside the service raises either on purpose.
+SERVE_RAISING = """\
+import asyncio, sys
+import siaga.app
+from ingest.spool import SpoolFull
+from siaga.cli.main import main
+
+async def serve(*args):
+    async def task():
+        raise {error}
+    async with asyncio.TaskGroup() as group:
+        group.create_task(task())
+
+siaga.app.serve = serve
+sys.exit(main())
+"""
+
+
+def siaga_serving(folder: Path, error: str) -> Result:
+    """`siaga run -c siaga.yaml` in `folder`, the service raising `error` once started."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIAGA_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_RAISING.format(error=error), "run", "-c", "siaga.yaml"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
+        check=False)
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def errors_logged(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " ERROR " in line]
+
+
+def test_an_error_raised_on_purpose_in_the_service_is_one_line_and_exit_1(
+        tmp_path: Path) -> None:
+    site(tmp_path, "catalog: devices.yaml\n", {"devices.yaml": CATALOG})
+    run = siaga_serving(tmp_path, "SpoolFull(1024, 1000, 100)")
+    assert run.code == 1 and "Traceback" not in run.stderr
+    [line] = errors_logged(run.stderr)
+    assert line.endswith(
+        "siaga: the service stopped: spool full: 1000 of 1024 bytes used, 100 more needed; "
+        "nothing unacknowledged is lost (the broker redelivers it): fix the cause and start "
+        "it again")
+
+
+def test_a_bug_in_the_service_keeps_its_traceback_and_exits_1(tmp_path: Path) -> None:
+    site(tmp_path, "catalog: devices.yaml\n", {"devices.yaml": CATALOG})
+    run = siaga_serving(tmp_path, "KeyError('reading')")
+    assert run.code == 1 and errors_logged(run.stderr) == []
+    assert "Traceback (most recent call last)" in run.stderr
+    assert "KeyError: 'reading'" in run.stderr
+    # The PEP 678 note, printed with the (TaskGroup's) exception: what the bug cost.
+    assert ("siaga: the service stopped on an error; nothing unacknowledged is lost (the "
+            "broker redelivers it): fix the cause and start it again\n") in run.stderr
+
+
+def test_a_taken_api_port_stops_the_real_service_in_one_line(tmp_path: Path) -> None:
+    # Taken: something listens there. Refusing: bound, never listening, so the service's
+    # attempt to create its InfluxDB database is refused at once (it only warns).
+    with socket.socket() as taken, socket.socket() as refusing:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        refusing.bind(("127.0.0.1", 0))
+        site(tmp_path, f"catalog: devices.yaml\n"
+                       f"http: {{port: {taken.getsockname()[1]}}}\n"
+                       f"influx: {{url: 'http://127.0.0.1:{refusing.getsockname()[1]}'}}\n",
+             {"devices.yaml": CATALOG})
+        run = siaga(tmp_path, "run", "-c", "siaga.yaml")
+    assert run.code == 1 and "Traceback" not in run.stderr
+    [line] = errors_logged(run.stderr)
+    assert "siaga: the service stopped: " in line and "address already in use" in line
