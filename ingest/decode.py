@@ -53,6 +53,11 @@ class Decoder:
         self._max_future_ns = int(max_future_s * 1e9)
         self._parsed: dict[str, Topic] = {}  # valid topics only: see _parse_topic
 
+    @property
+    def registry(self) -> Registry:
+        """The catalog it checks devices against; the pipeline takes series tags from it."""
+        return self._registry
+
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         parsed = self._parse_topic(topic)
         if isinstance(parsed, str):

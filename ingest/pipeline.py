@@ -19,7 +19,6 @@ from typing import Protocol
 
 from devices.kinds import MEASUREMENTS
 from devices.readings import Reading, StatusUpdate
-from devices.registry import Registry
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoded, Decoder
 from ingest.lineprotocol import encode_with_key, series_key
@@ -88,7 +87,6 @@ class Pipeline:
         self,
         inbox: Inbox,
         decoder: Decoder,
-        registry: Registry,
         storage: Storage,
         dead_letters: DeadLetterStore,
         stats: IngestStats,
@@ -106,7 +104,7 @@ class Pipeline:
         self._observer = observer
         self._inbox = inbox
         self._decoder = decoder
-        self._registry = registry
+        self._registry = decoder.registry
         self._storage = storage
         self._dead_letters = dead_letters
         self._stats = stats

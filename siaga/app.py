@@ -92,7 +92,7 @@ class Service:
             decoder = Decoder(self.registry, topics,
                               unknown_devices=settings.ingest.unknown_devices,
                               max_future_s=settings.ingest.max_future_s)
-            pipeline = Pipeline(subscriber, decoder, self.registry, storage, dead_letters,
+            pipeline = Pipeline(subscriber, decoder, storage, dead_letters,
                                 self.stats, settings.ingest, alerting, self.clock_ns,
                                 on_durability=alerting.durability_changed)
             log.info("Siaga ingest started: %d devices, %d rules, MQTT %s:%s, InfluxDB %s %s, "

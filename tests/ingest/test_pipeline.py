@@ -151,7 +151,7 @@ class Rig:
     stats: IngestStats = field(default_factory=IngestStats)
 
     def pipeline(self, inbox: ListInbox[Seen], settings: IngestSettings = PROMPT) -> Pipeline:
-        return Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga")), CATALOG, self.storage,
+        return Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga")), self.storage,
                         self.dead_letters, self.stats, settings, Unobserved(),
                         on_durability=self.durability.append)
 
