@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from siaga_core.sqlitestore import SqliteStore
 
 PAYLOAD_SHOWN_CHARS = 80  # one terminal line's worth: enough to recognise a payload
 _CODE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -66,48 +63,31 @@ class StoredDeadLetter:
     code: str
 
 
-class DeadLetterStore:
+class DeadLetterStore(SqliteStore):
     """An SQLite table of dead letters.
 
-    Not for concurrent use: call it from one task at a time (through `asyncio.to_thread`,
-    hence `check_same_thread=False`); a lock guards against accidental overlap.
+    A `SqliteStore` by inheritance: the store is its file, and what it adds is only its
+    schema and queries (open, transactions, errors and close are the shell's). A message is
+    acknowledged to the broker once its dead letters are committed, and the broker then
+    forgets it: hence the shell's synchronous=FULL. Blocking: call it through
+    `asyncio.to_thread`.
     """
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._lock = threading.Lock()
-        # Transactions are begun explicitly, so each add_many is exactly one commit.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # A message is acknowledged to the broker once its dead letters are committed, and
-        # the broker then forgets it. With WAL, synchronous=NORMAL does not fsync at commit
-        # (only at checkpoints), so a power loss or OS crash could lose committed letters;
-        # FULL fsyncs the WAL on every commit, which is what "durable before the ack" needs.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-
-    @property
-    def path(self) -> Path:
-        return self._path
+    # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
+    # just gains version 1.
+    MIGRATIONS = (_SCHEMA,)
 
     def add_many(self, letters: Sequence[DeadLetter]) -> None:
         """Store all `letters` in one transaction: all of them are durable, or none."""
         if not letters:
             return
         rows = [(x.received_ns, x.topic, x.payload, x.code, x.reason) for x in letters]
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT INTO dead_letters (received_at, topic, payload, code, reason)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO dead_letters (received_at, topic, payload, code, reason)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def recent(self, limit: int = 50, code: str | None = None) -> list[StoredDeadLetter]:
         """The newest dead letters first, optionally only those with `code`."""
@@ -117,32 +97,12 @@ class DeadLetterStore:
             query += " WHERE code = ?"
             params = (code,)
         query += " ORDER BY received_at DESC, id DESC LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(query, (*params, limit)).fetchall()
-        return [StoredDeadLetter(*row) for row in rows]
+        return [StoredDeadLetter(*row) for row in self.read(query, (*params, limit))]
 
     def counts(self) -> dict[str, int]:
         """How many dead letters there are of each code."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT code, COUNT(*) FROM dead_letters GROUP BY code ORDER BY code"
-            ).fetchall()
+        rows = self.read("SELECT code, COUNT(*) FROM dead_letters GROUP BY code ORDER BY code")
         return {code: count for code, count in rows}
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def format_table(letters: Iterable[DeadLetter | StoredDeadLetter]) -> str:

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from rules.alert import Alert, AlertStatus, Notification, Transition
@@ -31,6 +30,7 @@ from rules.paging import (
     notification,
 )
 from rules.silences import Matcher, Silence, SilenceError, matches_all, silencing
+from siaga_core.errors import InputError
 
 __all__ = [
     "Ack", "AlertBook", "AlertBookError", "AlertNotActive", "AlertView", "Decision",
@@ -41,12 +41,13 @@ __all__ = [
 _WITHHELD = ("silenced", "stale")  # a firing state not told for these may be told later
 
 
-class AlertBookError(Exception):
-    """Root of the alert book's errors.
+class AlertBookError(InputError):
+    """Root of the alert book's errors: a request the book cannot do as asked.
 
-    AlertBookError
-     +-- AlertNotActive   (acknowledging an alert that is over)
-     +-- UnknownSilence   (expiring a silence that does not exist)
+    InputError (siaga_core.errors)
+     +-- AlertBookError
+          +-- AlertNotActive   (acknowledging an alert that is over)
+          +-- UnknownSilence   (expiring a silence that does not exist)
     """
 
 
@@ -291,13 +292,8 @@ class AlertBook:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def __exit__(self, *exc_info: object) -> None:
+        self._store.close()
 
     def _now(self, now_ns: int | None) -> int:
         return self._clock_ns() if now_ns is None else now_ns

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -27,12 +26,14 @@ from devices.registry import Registry
 from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
 from rules.config import STORAGE_UNAVAILABLE, RulesFile
+from rules.delivery import Deliverer
 from rules.dispatch import Dispatcher
 from rules.durations import to_ns
 from rules.engine import RuleEngine
 from rules.offline import DeviceTracker, OfflineChecker
-from rules.outbox import Deliverer, Outbox
+from rules.outbox import Outbox
 from rules.routing import Router
+from siaga_core.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class Alerting:
                                             self._storage_resolution)
             if transition is not None:
                 self._apply(transition)
-        except (sqlite3.Error, OSError):
+        except (StorageError, OSError):
             log.exception("could not record the %s alert (%s)", STORAGE_UNAVAILABLE,
                           "resolved" if reason is None else reason)
 

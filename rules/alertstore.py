@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 import orjson
 
 from rules.alert import Alert, AlertStatus, Severity
 from rules.silences import Matcher, Silence, parse_matcher
+from siaga_core.sqlitestore import SqliteStore
 
 NotifiedStatus = Literal["firing", "resolved"]
 _NOTIFIED_STATUS: dict[str, NotifiedStatus] = {"firing": "firing", "resolved": "resolved"}
@@ -144,31 +140,18 @@ class Pruned:
     silences: int
 
 
-class AlertStore:
-    """The SQL behind the alert book. Every call must be made inside `transaction()`."""
+class AlertStore(SqliteStore):
+    """The SQL behind the alert book. Every call must be made inside `transaction()`.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        # Transactions are begun explicitly: one decision, one commit.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # What operators were told is committed before the notification leaves; FULL fsyncs
-        # every commit so a power loss cannot make the book forget a page it sent.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+    A `SqliteStore` by inheritance: the store is its file, and the book makes several of
+    these calls in one `transaction()`, the shell's, on the shell's connection. What
+    operators were told is committed before the notification leaves: hence the shell's
+    synchronous=FULL, so a power loss cannot make the book forget a page it sent.
+    """
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One exclusive unit of work; callers from several threads take turns."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
+    # just gains version 1.
+    MIGRATIONS = (_SCHEMA,)
 
     def row(self, fingerprint: str) -> AlertRow | None:
         found = self._db.execute(
@@ -269,21 +252,6 @@ class AlertStore:
         )
         silences = self._db.execute("DELETE FROM silences WHERE ends_at < ?", (older_than_ns,))
         return Pruned(history.rowcount, alerts.rowcount, silences.rowcount)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _json(mapping: Mapping[str, str]) -> str:

@@ -45,7 +45,7 @@ class Demo:
     async def run(self) -> int:
         # The console shows each alert; the per-alert and per-delivery log lines would
         # drown the live line.
-        for chatty in ("rules.alerting", "rules.outbox", "ingest.influx"):
+        for chatty in ("rules.alerting", "rules.delivery", "ingest.influx"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
         self.root.mkdir(parents=True, exist_ok=True)
         self._say(f"Siaga demo: data in {self.root}")

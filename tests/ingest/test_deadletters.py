@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,16 @@ def test_letters_survive_reopening(tmp_path: Path) -> None:
         store.add_many([letter("spool-full")])
     with DeadLetterStore(path) as reopened:
         assert reopened.counts() == {"spool-full": 1}
+
+
+def test_a_file_from_before_schema_versions_opens_with_its_letters(tmp_path: Path) -> None:
+    path = tmp_path / "dead.db"
+    with DeadLetterStore(path) as store:
+        store.add_many([letter("spool-full")])
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 0")  # every file written before versions says 0
+    with DeadLetterStore(path) as reopened:
+        assert (reopened.schema_version, reopened.counts()) == (1, {"spool-full": 1})
 
 
 def test_the_database_uses_write_ahead_logging(tmp_path: Path) -> None:

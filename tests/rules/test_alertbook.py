@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -520,6 +521,19 @@ def test_the_database_uses_write_ahead_logging(tmp_path: Path, clock: Clock) -> 
         assert db.execute("SELECT notified_status FROM alerts").fetchall() == [("firing",)]
     finally:
         db.close()
+
+
+def test_a_file_from_before_schema_versions_opens_with_its_alerts(
+    tmp_path: Path, clock: Clock
+) -> None:
+    with open_book(tmp_path, clock) as before:
+        before.apply(fire(T0))
+    with closing(sqlite3.connect(tmp_path / "alerts.db")) as db:
+        db.execute("PRAGMA user_version = 0")  # every file written before versions says 0
+    with open_book(tmp_path, clock) as after:
+        assert [a.subject for a in after.restore()] == ["manggarai"]
+    with closing(sqlite3.connect(tmp_path / "alerts.db")) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (1,)
 
 
 async def test_the_book_can_be_shared_by_threads(book: AlertBook) -> None:

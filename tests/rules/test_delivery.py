@@ -21,8 +21,9 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from rules.alert import Notification, fingerprint
+from rules.delivery import Deliverer, DeliveryPolicy
 from rules.dispatch import Dispatcher
-from rules.outbox import Deliverer, Delivery, DeliveryPolicy, Outbox
+from rules.outbox import Delivery, Outbox
 from rules.routing import Receiver, Route, Router
 from rules.webhook import build_body
 from tests.polling import eventually

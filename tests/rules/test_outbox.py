@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from rules.outbox import DeliveryPolicy, Outbox
+from rules.delivery import DeliveryPolicy
+from rules.outbox import Outbox
 
 NOW = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000
@@ -131,6 +134,16 @@ def test_several_receivers_are_enqueued_together(outbox: Outbox) -> None:
     made = outbox.enqueue_many([("bpbd", "fp", b"1"), ("monitoring", "fp", b"2")], NOW)
     assert len(set(made)) == 2
     assert sorted(ids(outbox)) == sorted(made)
+
+
+def test_a_file_from_before_schema_versions_opens_with_its_deliveries(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path) as before:
+        pending = before.enqueue("bpbd", "fp1", b"body", NOW)
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 0")  # every file written before versions says 0
+    with Outbox(path) as after:
+        assert (after.schema_version, ids(after)) == (1, [pending])
 
 
 def test_everything_survives_a_reopen(tmp_path: Path) -> None:

@@ -1,0 +1,199 @@
+"""The worker that delivers the outbox's deliveries and applies each attempt's outcome.
+
+Deliveries wait in `rules.outbox.Outbox` (SQLite); this module decides when to attempt
+them, posts them (`rules.webhook`), and records what came of it: delivered, retried after a
+backoff, or dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from rules.durations import format_duration, to_ns
+from rules.outbox import Delivery, Outbox
+from rules.routing import Receiver, Router
+from rules.webhook import Outcome, describe, post
+
+log = logging.getLogger(__name__)
+
+_NS_PER_S = 1_000_000_000
+
+Receivers = Router | Mapping[str, Receiver]
+SessionFactory = Callable[[], aiohttp.ClientSession]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How the deliverer retries and paces itself; tests shrink the times."""
+
+    backoff_initial_s: float = 1.0  # attempt n waits up to initial * 2^(n-1), fully jittered
+    # Alertmanager's cap too; and a receiver's first success makes the rest due at once.
+    backoff_max_s: float = 60.0
+    concurrency: int = 8  # attempts at once: alerts and receivers never wait on each other
+    idle_s: float = 60.0  # look at the outbox at least this often, whatever the clock did
+    drain_s: float = 5.0  # at shutdown, attempts in flight get this long; the rest wait
+    keep_delivered_s: float = 7 * 86400.0  # a week of delivered bodies to look into
+    prune_every_s: float = 3600.0  # pruning is a cheap indexed delete; hourly is plenty
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+
+    def backoff_s(self, attempts: int, rng: random.Random) -> float:
+        """The wait after the `attempts`-th failed attempt (1 for the first)."""
+        # Full jitter (uniform from 0) spreads the retries of many alerts after an outage.
+        exponent = min(max(attempts - 1, 0), 32)  # 2^32 s is past any cap: stop growing
+        return rng.uniform(0, min(self.backoff_max_s, self.backoff_initial_s * 2.0**exponent))
+
+
+class Deliverer:
+    """Delivers due deliveries, applying each attempt's outcome (the retry stage).
+
+    Concurrent across alerts and receivers (up to `policy.concurrency`), in order within one
+    alert for one receiver. A retryable failure waits the jittered backoff or the receiver's
+    `Retry-After`, whichever is longer; a delivery older than its receiver's `max_age`, or
+    refused for good (4xx), is dead.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        receivers: Receivers,
+        session_factory: SessionFactory = aiohttp.ClientSession,
+        clock_ns: Callable[[], int] = time.time_ns,
+        *,
+        policy: DeliveryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._receivers = receivers
+        self._session_factory = session_factory
+        self._clock_ns = clock_ns
+        self._policy = policy or DeliveryPolicy()
+        self._rng = rng or random.Random()
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._pruned_ns: int | None = None
+
+    def wake(self) -> None:
+        """Something was enqueued: look now. Safe to call from any thread."""
+        if self._loop is not None:  # not running: run() starts by looking at the outbox
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set, then give attempts in flight `drain_s` to finish."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            async with self._session_factory() as session, asyncio.TaskGroup() as group:
+                group.create_task(self._wake_on(stop))
+                while not stop.is_set():
+                    self._wakeup.clear()
+                    await self._start_due(session, group)
+                    await self._maybe_prune()
+                    await self._sleep()
+                await self._drain()
+        finally:
+            self._loop = None
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wakeup.set()
+
+    async def _start_due(self, session: aiohttp.ClientSession, group: asyncio.TaskGroup) -> None:
+        free = self._policy.concurrency - len(self._in_flight)
+        if free <= 0:
+            return
+        now, busy = self._clock_ns(), tuple(self._in_flight)
+        for delivery in await asyncio.to_thread(self._outbox.due, now, free, busy):
+            self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
+
+    async def _sleep(self) -> None:
+        timeout = self._policy.idle_s
+        if len(self._in_flight) < self._policy.concurrency:
+            next_ns = await asyncio.to_thread(self._outbox.next_due_ns, tuple(self._in_flight))
+            if next_ns is not None:
+                wait_s = (next_ns - self._clock_ns()) / _NS_PER_S
+                timeout = min(self._policy.idle_s, max(0.0, wait_s))
+        # Woken early by wake(), by a finished attempt (its alert's next delivery may be
+        # due) and by stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        _, unfinished = await asyncio.wait(self._in_flight.values(), timeout=self._policy.drain_s)
+        for task in unfinished:
+            task.cancel()  # still pending in the outbox: attempted again after the restart
+
+    async def _maybe_prune(self) -> None:
+        now = self._clock_ns()
+        every_ns = int(self._policy.prune_every_s * _NS_PER_S)
+        if self._pruned_ns is not None and now - self._pruned_ns < every_ns:
+            return
+        self._pruned_ns = now
+        keep_ns = int(self._policy.keep_delivered_s * _NS_PER_S)
+        await asyncio.to_thread(self._outbox.prune, now - keep_ns)
+
+    async def _attempt(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        try:
+            await self._attempt_once(session, delivery)
+        except Exception:
+            # One delivery's trouble (a full disk, a bug) must not stop the others. It stays
+            # pending; holding its slot for the idle interval keeps it from spinning.
+            log.exception("delivery %s to %s failed unexpectedly", delivery.id, delivery.receiver)
+            await asyncio.sleep(self._policy.idle_s)
+        finally:
+            self._in_flight.pop(delivery.id, None)
+            self._wakeup.set()
+
+    async def _attempt_once(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        receivers = self._receivers
+        receiver = (receivers.receiver(delivery.receiver) if isinstance(receivers, Router)
+                    else receivers.get(delivery.receiver))
+        if receiver is None:
+            gone = f"receiver {delivery.receiver!r} is no longer configured"
+            return await self._dead(delivery, gone, attempted=False)
+        deadline_ns = delivery.created_ns + to_ns(receiver.max_age)
+        if self._clock_ns() >= deadline_ns:
+            old = (f"older than max_age {format_duration(receiver.max_age)}"
+                   f" (last error: {delivery.last_error or 'never attempted'})")
+            return await self._dead(delivery, old, attempted=False)
+        outcome = await post(session, receiver, delivery.id, delivery.body,
+                             self._clock_ns() / _NS_PER_S)
+        await self._apply(delivery, receiver, outcome, deadline_ns)
+
+    async def _apply(
+        self, delivery: Delivery, receiver: Receiver, outcome: Outcome, deadline_ns: int
+    ) -> None:
+        attempt = delivery.attempts + 1
+        if outcome.kind == "delivered":
+            log.info("delivered %s to %s (attempt %d)", delivery.id, describe(receiver), attempt)
+            await asyncio.to_thread(self._outbox.mark_delivered, delivery.id, self._clock_ns())
+            await asyncio.to_thread(self._outbox.hurry, delivery.receiver, self._clock_ns())
+            return
+        if outcome.kind == "failed":
+            return await self._dead(delivery, f"{outcome.reason} (not retried)", attempted=True)
+        delay_s = max(outcome.retry_after_s or 0.0, self._policy.backoff_s(attempt, self._rng))
+        next_ns = self._clock_ns() + int(delay_s * _NS_PER_S)
+        if next_ns >= deadline_ns:
+            late = f"{outcome.reason}; no attempt left within {format_duration(receiver.max_age)}"
+            return await self._dead(delivery, late, attempted=True)
+        log.warning("delivery %s to %s failed (attempt %d): %s; retrying in %.1fs",
+                    delivery.id, describe(receiver), attempt, outcome.reason, delay_s)
+        await asyncio.to_thread(self._outbox.mark_retry, delivery.id, next_ns, outcome.reason)
+
+    async def _dead(self, delivery: Delivery, error: str, *, attempted: bool) -> None:
+        log.error("delivery %s to %s is dead: %s", delivery.id, delivery.receiver, error)
+        await asyncio.to_thread(self._outbox.mark_dead, delivery.id, error, self._clock_ns(),
+                                attempted=attempted)
