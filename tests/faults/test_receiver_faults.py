@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rules.outbox import DeliveryPolicy
+from rules.delivery import DeliveryPolicy
 from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import (
