@@ -23,7 +23,8 @@ from pathlib import Path
 from devices.registry import Device
 from devices.topics import TopicScheme
 from siaga.settings import load_settings
-from simulators.connection import Acks, BrokerAddress, Tag
+from siaga_core.mqttloop import BrokerAddress
+from simulators.connection import Acks, Tag
 from simulators.fleet import Outlet, Outlets
 from simulators.load import LoadConfig, LoadRun, synthetic_devices
 from simulators.pool import Pool, PoolConfig

@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator
 
 from siaga_core.configfile import StrictModel
+from siaga_core.mqttloop import BrokerAddress
 
 # YAML has no path type: a path is a string, so this one field type converts.
 FilePath = Annotated[Path, Field(strict=False)]
@@ -61,6 +62,11 @@ class MqttSettings(Section):
         password = urlsplit(self.url).password
         return SecretStr(unquote(password)) if password else None
 
+    def address(self) -> BrokerAddress:
+        """Where and as whom to connect, for a paho client (`BrokerAddress.log_in`)."""
+        password = self.password.get_secret_value() if self.password else None
+        ca_file = str(self.ca_file) if self.ca_file else None
+        return BrokerAddress(self.host, self.port, self.username, password, self.tls, ca_file)
 
 
 class InfluxSettings(Section):

@@ -8,7 +8,8 @@ by byte, then the body), one `send()` per PUBACK plus a socket-pair write to wak
 thread, and two threads passing the GIL back and forth. So:
 
 - paho runs in the event loop's thread through its external-loop API (`loop_read`,
-  `loop_write`, `loop_misc` and the socket callbacks): no second thread, no hand-off.
+  `loop_write`, `loop_misc` and the socket callbacks, wired by
+  `siaga_core.mqttloop.LoopDriver`): no second thread, no hand-off.
 - Reads are buffered (`_Client._sock_recv`): one `recv()` of 64 KiB serves hundreds of
   messages.
 - The PUBACKs of a batch go out as one packet write (`Subscriber.ack`).
@@ -33,10 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import struct
-import threading
 from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -47,6 +46,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ingest.settings import MqttSettings
+from siaga_core.mqttloop import MISC_EVERY_S, LoopDriver
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ READ_CHUNK = 65536  # bytes per recv(): hundreds of small messages
 READ_BURST = 2000  # packets per reader wake-up, so timers and the HTTP API get their turn
 INBOX_MAX = 20_000  # messages waiting for the pipeline before the socket is left unread
 INBOX_MAX_BYTES = 16 * 2**20  # ... or this much payload (batched messages are large)
-MISC_EVERY_S = 1.0  # paho's keepalive bookkeeping (PINGREQ, ping timeouts)
-DISCONNECT_TIMEOUT_S = 2.0  # for the DISCONNECT packet to leave at shutdown
 PUBACK = 0x40
 PINGREQ_PACKET = b"\xc0\x00"
 # A PUBACK of MQTT 3.1.1: fixed header 0x40, remaining length 2, then the packet id.
@@ -85,9 +83,10 @@ class _Client(mqtt.Client):
         self._chunk_pos = 0
         self.exhausted = False  # the socket had nothing more to give on the last read
 
-    def reset_buffer(self) -> None:
-        """Forget unread bytes: they belonged to a connection that is gone."""
+    def reconnect(self) -> MQTTErrorCode:
+        # Unread bytes belonged to the connection being replaced.
         self._chunk, self._chunk_pos = b"", 0
+        return super().reconnect()
 
     @property
     def buffered(self) -> bool:
@@ -151,20 +150,17 @@ class Subscriber:
         self._inbox_bytes = 0
         self._inbox_max = inbox_max
         self._inbox_max_bytes = inbox_max_bytes
-        self._paused = False  # the inbox is full: the socket is left unread
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self._wake = asyncio.Event()
         self._generation = 0
         self._closing = False
-        self._down = asyncio.Event()  # no socket open
-        self._down.set()
         self._stack = AsyncExitStack()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker confirmed our subscriptions
         self.connects = 0
         self.pauses = 0  # times the inbox filled and reading paused
         self._client = self._make_client()
+        # Paused while the inbox is full: the socket is left unread.
+        self._driver = LoopDriver(self._client, self._on_readable)
 
     def _make_client(self) -> _Client:
         s = self._settings
@@ -176,24 +172,14 @@ class Subscriber:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        if s.username:
-            password = s.password.get_secret_value() if s.password else None
-            client.username_pw_set(s.username, password)
-        if s.tls:
-            client.tls_set(ca_certs=str(s.ca_file) if s.ca_file else None,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        s.address().log_in(client)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
         return client
 
     async def __aenter__(self) -> Subscriber:
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self._driver.attach()
         s = self._settings
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s)  # records only
         group = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -208,14 +194,11 @@ class Subscriber:
     ) -> None:
         self._closing = True
         if self._client.is_connected():
-            self._client.disconnect()  # queued; the writer sends it and closes the socket
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._down.wait(), DISCONNECT_TIMEOUT_S)
+            await self._driver.disconnect()
         self._connection_task.cancel()
         await self._stack.aclose()
-        sock = self._client.socket()
-        if sock is not None:  # the broker never answered the DISCONNECT's TCP close
-            self._forget_socket(sock)
+        sock = self._driver.release()
+        if sock is not None:  # still connecting: no session to say DISCONNECT to
             sock.close()
 
     # --- connection -------------------------------------------------------------------------
@@ -226,9 +209,7 @@ class Subscriber:
         while not self._closing:
             connects = self.connects
             try:
-                # Blocking TCP connect and TLS handshake: in a worker thread. paho's
-                # socket callbacks come from there; they hop to the loop (see _in_loop).
-                await asyncio.to_thread(self._client.reconnect)
+                await self._driver.reconnect()
             except (OSError, ssl.SSLError, ValueError) as exc:
                 log.warning("MQTT connection to %s:%s failed: %s; retrying in %.0f s",
                             s.host, s.port, exc, delay)
@@ -244,61 +225,24 @@ class Subscriber:
     async def _while_connected(self) -> None:
         """paho's keepalive bookkeeping, until the socket closes."""
         # The socket callbacks hop from paho's connecting thread before this task resumes.
+        driver = self._driver
         if self._client.socket() is None:
-            self._down.set()
+            return  # closed again already
         pinged = 0.0
         keepalive = self._settings.keepalive_s
         loop = asyncio.get_running_loop()
-        while not self._down.is_set():
+        while not driver.down.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._down.wait(), MISC_EVERY_S)
-            if self._down.is_set():
+                await asyncio.wait_for(driver.down.wait(), MISC_EVERY_S)
+            if driver.down.is_set():
                 return
-            if not self._paused:
+            if not driver.paused:
                 self._client.loop_misc()
             elif loop.time() - pinged >= keepalive / 2:
                 # Reading is paused, so PINGRESPs wait unread and paho would take the
                 # silence for a dead broker. The broker only needs to hear from us.
                 self._client.queue_packet(0xC0, PINGREQ_PACKET)
                 pinged = loop.time()
-
-    def _in_loop(self, callback: Callable[..., object], *args: object) -> None:
-        """Run now if in the loop's thread (paho's callbacks mostly are), else hop there."""
-        if threading.get_ident() == self._loop_thread:
-            callback(*args)
-        elif self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(callback, *args)
-
-    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._client.reset_buffer()
-        self._in_loop(self._watch, sock)
-
-    def _watch(self, sock: socket.socket) -> None:
-        if self._client.socket() is not sock or self._loop is None:
-            return  # closed again before this ran
-        self._down.clear()
-        if not self._paused:
-            self._loop.add_reader(sock, self._on_readable)
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._forget_socket, sock)
-
-    def _forget_socket(self, sock: Any) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        self._down.set()
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._in_loop(self._watch_writable, sock)
-
-    def _watch_writable(self, sock: socket.socket) -> None:
-        if self._client.socket() is sock and self._loop is not None:
-            self._loop.add_writer(sock, self._client.loop_write)
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None:
-            self._in_loop(self._loop.remove_writer, sock)
 
     # --- paho callbacks (event loop thread) ---------------------------------------------------
 
@@ -350,33 +294,23 @@ class Subscriber:
             self._pause()
 
     def _on_readable(self) -> None:
-        client = self._client
+        client, driver = self._client, self._driver
         client.exhausted = False
         for _ in range(READ_BURST):
             if (client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or client.exhausted
-                    or client.socket() is None or self._paused):
+                    or client.socket() is None or driver.paused):
                 break
         else:
             # Bytes may wait in our buffer (or in TLS's) where epoll cannot see them.
-            if self._loop is not None and client.buffered:
-                self._loop.call_soon(self._on_readable)
+            if client.buffered:
+                driver.loop.call_soon(self._on_readable)
         if self._inbox:
             self._wake.set()
 
     def _pause(self) -> None:
-        if not self._paused:
-            self._paused = True
+        if not self._driver.paused:
+            self._driver.pause_reading()
             self.pauses += 1
-            sock = self._client.socket()
-            if sock is not None and self._loop is not None:
-                self._loop.remove_reader(sock)
-
-    def _resume(self) -> None:
-        self._paused = False
-        sock = self._client.socket()
-        if sock is not None and self._loop is not None:
-            self._loop.add_reader(sock, self._on_readable)
-            self._loop.call_soon(self._on_readable)  # what is already in the buffer
 
     # --- the pipeline's side --------------------------------------------------------------
 
@@ -393,9 +327,9 @@ class Subscriber:
         inbox = self._inbox
         taken = [inbox.popleft() for _ in range(min(limit, len(inbox)))]
         self._inbox_bytes -= sum(len(message.payload) for message in taken)
-        if self._paused and (len(inbox) <= self._inbox_max // 2
+        if self._driver.paused and (len(inbox) <= self._inbox_max // 2
                              and self._inbox_bytes <= self._inbox_max_bytes // 2):
-            self._resume()
+            self._driver.resume_reading()
         return taken
 
     @property

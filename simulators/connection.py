@@ -1,14 +1,17 @@
-"""MQTT connections of the simulators: a bounded in-flight window and counted broker acks."""
+"""MQTT connections of the simulators: a bounded in-flight window and counted broker acks.
+
+    DeliveryError (siaga_core.errors)
+    └── BrokerUnavailable   the broker refused or never answered the connection
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
-import threading
 from collections import Counter
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -17,7 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from simulators.errors import BrokerUnavailable, SimulatorError
+from siaga_core.errors import DeliveryError
+from siaga_core.mqttloop import MISC_EVERY_S, BrokerAddress, LoopDriver
 
 # paho numbers messages 1..65535 and past 65,535 unacknowledged QoS 1 publishes it refuses
 # or silently loses the rest: the window must stay below that.
@@ -25,24 +29,14 @@ MAX_WINDOW = 65_000
 CONNECT_TIMEOUT_S = 10.0  # a local or LAN broker answers CONNECT in milliseconds
 KEEPALIVE_S = 30  # notice a dead broker within ~45 s (paho pings at 1.5x keepalive)
 RECONNECT_DELAY_S = (1.0, 30.0)  # first and longest wait between reconnection attempts
-MISC_EVERY_S = 1.0  # paho's housekeeping (keepalive pings) wants a call about once a second
 CLOSE_DRAIN_S = 10.0  # on close, how long to wait for the broker's last PUBACKs
-DISCONNECT_TIMEOUT_S = 2.0  # writing DISCONNECT to a live local socket takes microseconds
 ONLINE, OFFLINE = b"online", b"offline"  # SPEC section 1: the status payloads
 
 Tag = Hashable  # what a message is counted under when acknowledged, e.g. (kind, fault)
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where and as whom to connect."""
-
-    host: str = "localhost"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)  # kept out of logs
-    tls: bool = False
-    ca_file: str | None = None  # with tls: the CA to verify the broker by (else the system's)
+class BrokerUnavailable(DeliveryError):
+    """The MQTT broker could not be reached or refused the connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +87,9 @@ class Connection:
         self._outgoing: dict[int, _Outgoing] = {}
         self._early_acks: dict[int, bool] = {}  # PUBACKs that beat publish() back: mid -> failed
         self._waiter: tuple[asyncio.Event, int] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
+        self._driver = LoopDriver(self._client, self._read)
         self._connected: asyncio.Future[None] | None = None
         self._upkeep: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
-        self._socket_closed: asyncio.Future[None] | None = None
         self._open = False
         self.published = 0  # messages, status messages included
         self.acknowledged = 0  # messages, status messages included
@@ -117,19 +108,19 @@ class Connection:
 
     async def open(self) -> None:
         """Connects and waits for the CONNACK; raises `BrokerUnavailable` if refused."""
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._connected = self._loop.create_future()
+        loop = asyncio.get_running_loop()
+        self._connected = loop.create_future()
+        self._driver.attach()
         self._configure()
         address = self._address
+        self._client.connect_async(address.host, address.port, KEEPALIVE_S)  # records only
         try:
-            # In a thread: resolving the name and the TCP handshake block.
-            await asyncio.to_thread(self._client.connect, address.host, address.port, KEEPALIVE_S)
+            await self._driver.reconnect()
         except OSError as exc:
             raise BrokerUnavailable(f"cannot reach {address.host}:{address.port}: {exc}") from exc
         self._open = True
         # Owned by this connection like paho's own network thread: cancelled in close().
-        self._upkeep = self._loop.create_task(self._keep_up(), name=f"mqtt {self.client_id}")
+        self._upkeep = loop.create_task(self._keep_up(), name=f"mqtt {self.client_id}")
         try:
             await asyncio.wait_for(self._connected, CONNECT_TIMEOUT_S)
         except BaseException:
@@ -146,13 +137,7 @@ class Connection:
         if drain_s > 0:
             await self.drain(drain_s)
         await self._stop_upkeep()
-        if self._sock is not None:
-            assert self._loop is not None
-            closed = self._socket_closed = self._loop.create_future()
-            self._client.disconnect()  # queued: paho closes the socket once DISCONNECT is sent
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closed, DISCONNECT_TIMEOUT_S)
-        self._release_socket()
+        await self._driver.disconnect()
 
     async def abort(self) -> None:
         """Drops the TCP connection without DISCONNECT, as a device losing power would.
@@ -163,8 +148,7 @@ class Connection:
             return
         self._open = False
         await self._stop_upkeep()
-        sock = self._sock
-        self._release_socket()
+        sock = self._driver.release()
         if sock is not None:
             with contextlib.suppress(OSError):  # already gone: the broker noticed anyway
                 sock.shutdown(socket.SHUT_RDWR)
@@ -183,18 +167,11 @@ class Connection:
         # (default 20) would queue messages inside paho, and with any limit it rescans every
         # unacknowledged message on each PUBACK, which caps a 10,000 window at ~2,000 msg/s.
         client.max_inflight_messages_set(0)
-        if address.username is not None:
-            client.username_pw_set(address.username, address.password)
-        if address.tls:
-            client.tls_set(ca_certs=address.ca_file)
+        address.log_in(client)
         if self._status_topic is not None:
             client.will_set(self._status_topic, OFFLINE, qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_socket_register_write
-        client.on_socket_unregister_write = self._on_socket_unregister_write
 
     async def _keep_up(self) -> None:
         """paho's housekeeping once a second; after a lost connection, reconnects with backoff."""
@@ -205,60 +182,21 @@ class Connection:
                 continue
             try:
                 # paho resends the unacknowledged QoS 1 messages once connected again.
-                await asyncio.to_thread(self._client.reconnect)
+                await self._driver.reconnect()
                 delay = RECONNECT_DELAY_S[0]
             except OSError:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RECONNECT_DELAY_S[1])
 
-    # --- the event loop drives paho's socket ----------------------------------------------
-
-    def _in_loop(self, callback: Callable[[], object]) -> None:
-        """Runs `callback` in the loop's thread (paho calls back from `connect`'s thread too)."""
-        assert self._loop is not None
-        if threading.get_ident() == self._loop_thread:
-            callback()
-        else:
-            self._loop.call_soon_threadsafe(callback)
-
-    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        assert isinstance(sock, socket.socket)  # plain TCP or TLS (a subclass): no websockets
-        self._sock = sock
-        loop = self._loop
-        assert loop is not None
-        self._in_loop(lambda: loop.add_reader(sock, self._read))
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._release_socket()
-        closed = self._socket_closed
-        if closed is not None and not closed.done():
-            closed.set_result(None)
-
-    def _release_socket(self) -> None:
-        sock, loop = self._sock, self._loop
-        self._sock = None
-        if sock is not None and loop is not None and sock.fileno() >= 0:
-            loop.remove_reader(sock)
-            loop.remove_writer(sock)
-
-    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        loop = self._loop
-        assert loop is not None
-        self._in_loop(lambda: loop.add_writer(sock, self._write))
-
-    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        assert self._loop is not None
-        self._loop.remove_writer(sock)
+    # --- the event loop reads paho's socket (siaga_core.mqttloop) ---------------------------
 
     def _read(self) -> None:
-        self._client.loop_read()
+        client = self._client
+        client.loop_read()
         # TLS may hold decoded bytes that select() cannot see.
-        sock = self._sock
+        sock = client.socket()
         while sock is not None and getattr(sock, "pending", lambda: 0)() > 0:
-            self._client.loop_read()
-
-    def _write(self) -> None:
-        self._client.loop_write()
+            client.loop_read()
 
     # --- publishing and counting -------------------------------------------------------------
 
@@ -292,7 +230,7 @@ class Connection:
         info = self._client.publish(topic, payload, qos=self._qos, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             # NO_CONN is fine: paho keeps QoS 1 messages and sends them after reconnecting.
-            raise SimulatorError(f"paho refused a publish: {mqtt.error_string(info.rc)}")
+            raise DeliveryError(f"paho refused a publish: {mqtt.error_string(info.rc)}")
         lost = self._qos == 0 and info.rc == mqtt.MQTT_ERR_NO_CONN  # paho drops these at once
         self.published += 1
         failed = True if lost else self._early_acks.pop(info.mid, None)

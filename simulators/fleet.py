@@ -11,9 +11,10 @@ from typing import Protocol
 
 from devices.registry import Device
 from devices.topics import TopicScheme
-from simulators.connection import MAX_WINDOW, Acks, BrokerAddress, Tag
+from siaga_core.errors import ConfigurationError
+from siaga_core.mqttloop import BrokerAddress
+from simulators.connection import MAX_WINDOW, Acks, Tag
 from simulators.emission import Emission
-from simulators.errors import SimulatorError
 from simulators.pacing import Pacer, SystemClock, WallClock
 from simulators.pool import Pool, PoolConfig
 from simulators.summary import Summary, Tally, merge_acks
@@ -24,7 +25,7 @@ DEFAULT_WINDOW = 1000  # unacknowledged messages per connection: a device's back
 DRAIN_TIMEOUT_S = 10.0  # at the end, how long to wait for each connection's last PUBACKs
 
 
-class FleetConfigError(SimulatorError, ValueError):
+class FleetConfigError(ConfigurationError, ValueError):
     """A fleet configuration value is out of range."""
 
 

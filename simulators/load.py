@@ -15,7 +15,8 @@ import yaml
 from devices.kinds import Kind
 from devices.registry import Device
 from devices.topics import TopicScheme
-from simulators.connection import MAX_WINDOW, BrokerAddress
+from siaga_core.mqttloop import BrokerAddress
+from simulators.connection import MAX_WINDOW
 from simulators.fleet import FleetConfigError, OpenOutlets, Outlet, Outlets
 from simulators.pacing import SystemClock, WallClock
 from simulators.pool import Pool, PoolConfig

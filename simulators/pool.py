@@ -9,8 +9,8 @@ from types import TracebackType
 
 from devices.registry import Device
 from devices.topics import TopicScheme
-from simulators.connection import OFFLINE, ONLINE, BrokerAddress, Connection
-from simulators.errors import BrokerUnavailable
+from siaga_core.mqttloop import BrokerAddress
+from simulators.connection import OFFLINE, ONLINE, BrokerUnavailable, Connection
 
 STRAY = "stray"  # the client id suffix of the connection for ids outside the fleet
 STATUS_TIMEOUT_S = 10.0  # how long a status round may wait for the window to open

@@ -19,10 +19,9 @@ from pydantic import BaseModel
 from devices.kinds import Kind
 from devices.registry import Device, Registry
 from siaga_core.configfile import validate_data
-from siaga_core.errors import ConfigFileError, Problem
+from siaga_core.errors import ConfigFileError, ConfigurationError, Problem
 from siaga_core.yamlfile import read_yaml
 from simulators.calendar import HOUR_S, MINUTE_S
-from simulators.errors import SimulatorError
 from simulators.faults import FaultRates
 from simulators.scenariofile import (
     EVENT_MODELS,
@@ -38,7 +37,7 @@ from simulators.scenariofile import (
 BUNDLED_DIR: Final = Path(__file__).with_name("scenarios")
 
 
-class ScenarioError(SimulatorError, ValueError):
+class ScenarioError(ConfigurationError, ValueError):
     """A scenario that cannot run on the given catalog (it names devices the catalog lacks)."""
 
 

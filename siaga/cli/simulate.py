@@ -11,11 +11,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from devices.registry import Device, load_catalog
-from ingest.settings import MqttSettings
 from siaga.cli.simulateargs import DEFAULT_LOAD_RATE, DEFAULT_SCENARIO, conflict
 from siaga.settings import Settings
-from simulators.connection import BrokerAddress
-from simulators.errors import SimulatorError
+from siaga_core.errors import SiagaError
 from simulators.fleet import FleetConfig
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
 from simulators.runner import ProgressPrinter, playback
@@ -42,7 +40,7 @@ def run(args: argparse.Namespace, settings: Callable[[], Settings]) -> int:
             summary = _play(_load_run(args, loaded, progress), progress)
         else:
             summary = _play(_fleet(args, loaded, progress), progress)
-    except SimulatorError as exc:
+    except SiagaError as exc:
         print(f"siaga simulate: {exc}", file=sys.stderr)
         return 1
     print(summary)
@@ -59,19 +57,13 @@ def _write_catalog(args: argparse.Namespace, settings: Settings) -> None:
           f"{args.devices} synthetic ones; point the service's `catalog:` at it")
 
 
-def _address(mqtt: MqttSettings) -> BrokerAddress:
-    password = mqtt.password.get_secret_value() if mqtt.password else None
-    ca_file = str(mqtt.ca_file) if mqtt.ca_file else None
-    return BrokerAddress(mqtt.host, mqtt.port, mqtt.username, password, mqtt.tls, ca_file)
-
-
 def _fleet(args: argparse.Namespace, settings: Settings,
            progress: ProgressPrinter) -> Callable[[asyncio.Event], Awaitable[Summary]]:
     scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
     start = args.start
     if args.scenario is None and start is None:
         start = datetime.now(UTC)  # the default: live devices, now
-    config = FleetConfig(_address(settings.mqtt), settings.mqtt.topic_prefix, speed=args.speed,
+    config = FleetConfig(settings.mqtt.address(), settings.mqtt.topic_prefix, speed=args.speed,
                          shared=args.shared, qos=settings.mqtt.qos, duration_s=args.duration,
                          progress_every_s=progress.every_s, on_progress=progress)
     fleet = playback(load_catalog(settings.catalog_path), scenario, config, seed=args.seed,
@@ -84,7 +76,7 @@ def _load_run(args: argparse.Namespace, settings: Settings,
     devices: list[Device] = (list(load_catalog(settings.catalog_path)) if args.devices is None
                              else synthetic_devices(args.devices))
     rate = DEFAULT_LOAD_RATE if args.rate is None else args.rate
-    config = LoadConfig(_address(settings.mqtt), settings.mqtt.topic_prefix,
+    config = LoadConfig(settings.mqtt.address(), settings.mqtt.topic_prefix,
                         rate=None if rate == math.inf else rate, batch=args.batch,
                         duration_s=args.duration, seed=args.seed, qos=settings.mqtt.qos,
                         progress_every_s=progress.every_s, on_progress=progress)

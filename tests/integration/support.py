@@ -23,7 +23,7 @@ from siaga.app import Service
 from siaga.broker.auth import SIMULATOR_USER
 from siaga.sandbox.servers import InfluxDB1, Mosquitto
 from siaga.settings import HttpSettings, Settings
-from simulators.connection import BrokerAddress
+from siaga_core.mqttloop import BrokerAddress
 from tests.polling import wait_until
 
 _unique = itertools.count()

@@ -16,8 +16,8 @@ from ingest.settings import InfluxSettings
 from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
 from siaga.broker.config import MOSQUITTO_CONF, TlsListener, adapt_mosquitto_config
 from siaga.sandbox.servers import InfluxDB1, Mosquitto
-from simulators.connection import BrokerAddress, Connection
-from simulators.errors import BrokerUnavailable
+from siaga_core.mqttloop import BrokerAddress
+from simulators.connection import BrokerUnavailable, Connection
 from tests.integration.support import (
     influx_count,
     make_settings,

@@ -15,8 +15,8 @@ import pytest
 from devices.kinds import Kind
 from devices.topics import TopicScheme
 from siaga.sandbox.servers import Mosquitto
-from simulators.connection import BrokerAddress, Connection
-from simulators.errors import BrokerUnavailable
+from siaga_core.mqttloop import BrokerAddress
+from simulators.connection import BrokerUnavailable, Connection
 from simulators.fleet import Fleet, FleetConfig, FleetConfigError
 from simulators.pool import Pool, PoolConfig
 from simulators.runner import ProgressPrinter, placed
