@@ -16,7 +16,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.influxdb import Influx
-from siaga.sandbox.servers import Mosquitto
+from siaga.sandbox.mosquitto import Mosquitto
 
 # Broker authentication lines of mosquitto.conf that the harness drops: its clients are
 # anonymous (the password and ACL files are written per deployment, not by the harness).

@@ -26,7 +26,7 @@ import orjson
 
 from bench.bed import broker_config
 from bench.influxdb import Influx
-from siaga.sandbox.servers import Mosquitto
+from siaga.sandbox.mosquitto import Mosquitto
 
 RECEIVE_TIMEOUT_S = 120.0  # the broker does ~25,000 msg/s: ample for a million
 MARKER_TIMEOUT_S = 10.0  # mosquitto_sub connects and subscribes in milliseconds

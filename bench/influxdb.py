@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from urllib.parse import urlencode
 
-from siaga.sandbox.servers import InfluxDB1
+from siaga.sandbox.influxdb import InfluxDB1
 
 MEASUREMENTS = ("water_level", "air_quality", "traffic")  # one per device kind
 COUNT_FIELD = "seq"  # every load-mode reading has one, whoever stores it

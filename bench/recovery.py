@@ -21,7 +21,7 @@ from bench import feed
 from bench.bed import fresh_bed
 from bench.consumers import SIAGA
 from bench.influxdb import Influx
-from siaga.sandbox.servers import InfluxDB1
+from siaga.sandbox.influxdb import InfluxDB1
 
 WARM_UP_S = 5.0
 POLL_S = 0.1

@@ -26,7 +26,7 @@ from bench.influxdb import Influx
 from bench.plan import Plan
 from bench.procs import load_average
 from bench.receiver import Receiver
-from siaga.sandbox.servers import InfluxDB1
+from siaga.sandbox.influxdb import InfluxDB1
 
 SYSTEMS: dict[str, consumers.Consumer] = {
     "siaga": consumers.SIAGA, "node-red": consumers.NODE_RED,

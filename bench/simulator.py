@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import feed
 from bench.bed import broker_config
 from devices.registry import bundled_catalog_path, load_catalog
-from siaga.sandbox.servers import Mosquitto
+from siaga.sandbox.mosquitto import Mosquitto
 from simulators.scenario import load_scenario
 from simulators.simulation import Simulation
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from siaga.sandbox.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
+from siaga.sandbox.mosquitto import Mosquitto
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

@@ -19,7 +19,8 @@ from devices.registry import bundled_catalog_path, load_catalog
 from ingest.settings import InfluxSettings, MqttSettings
 from siaga.app import Service, stop_on_signals
 from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
-from siaga.sandbox.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import BUNDLED_RULES, HttpSettings, Settings
 from simulators.load import synthetic_devices, write_catalog
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from siaga.sandbox.servers import Mosquitto
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import Settings
 from tests.faults.harness import LONG, Rig, ServiceProcess, ThreadedReceiver, started_rig
 

@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 from ingest.settings import InfluxSettings, SpoolSettings
-from siaga.sandbox.servers import InfluxDB1, LocalServer, Mosquitto, ServerStartError
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
+from siaga.sandbox.server import LocalServer, ServerStartError
 from siaga.settings import HttpSettings, Settings
 from tests.integration.support import Publisher, influx_rows, make_settings, unique_name
 from tests.polling import wait_until

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import LONG, fault_settings, restart, wait_all_stored
 from tests.polling import wait_until

@@ -23,7 +23,8 @@ from typing import IO, Any
 
 import pytest
 
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import Settings
 from tests.faults.conftest import Figures
 from tests.faults.harness import (

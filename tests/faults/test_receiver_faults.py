@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from rules.delivery import DeliveryPolicy
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import (
     CYCLE_NEWS,

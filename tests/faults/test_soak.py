@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.faults.conftest import Figures
 from tests.faults.harness import LONG, fault_settings, wait_all_stored
 from tests.polling import wait_until

@@ -21,7 +21,8 @@ from devices.registry import Registry, load_catalog
 from ingest.settings import InfluxSettings, IngestSettings, MqttSettings
 from siaga.app import Service
 from siaga.broker.auth import SIMULATOR_USER
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import HttpSettings, Settings
 from siaga_core.mqttloop import BrokerAddress
 from tests.polling import wait_until

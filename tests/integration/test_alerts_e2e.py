@@ -21,7 +21,8 @@ from pydantic import SecretStr
 from ingest.settings import InfluxSettings
 from rules.alerting import Alerting
 from siaga.app import Service
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import HttpSettings, Settings
 from tests.integration.support import Publisher, make_settings, running_service
 from tests.integration.support import unique_name as unique

@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from siaga.broker.auth import SERVICE_USER
-from siaga.sandbox.servers import ADMIN_USER, Mosquitto
+from siaga.sandbox.mosquitto import ADMIN_USER, Mosquitto
 from tests.integration.support import unique_name
 from tests.polling import wait_until
 

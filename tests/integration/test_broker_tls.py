@@ -15,7 +15,8 @@ from devices.topics import TopicScheme
 from ingest.settings import InfluxSettings
 from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
 from siaga.broker.config import MOSQUITTO_CONF, TlsListener, adapt_mosquitto_config
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga_core.mqttloop import BrokerAddress
 from simulators.connection import BrokerUnavailable, Connection
 from tests.integration.support import (

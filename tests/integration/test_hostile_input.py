@@ -19,7 +19,8 @@ from ingest.deadletters import DeadLetterStore, StoredDeadLetter
 from ingest.settings import InfluxSettings
 from siaga.broker.auth import SIMULATOR_USER
 from siaga.broker.config import connect_packet, remaining_length
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.hostile.corpus import Case, cases_via
 from tests.ingest.test_lineprotocol_fuzz import INFLUXDB_1_6_STORED, parse_line, point_line
 from tests.integration.support import (

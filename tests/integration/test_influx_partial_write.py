@@ -35,7 +35,8 @@ from ingest.lineprotocol import encode
 from ingest.settings import InfluxSettings
 from ingest.spool import Spool
 from ingest.storage import Rejection, Storage
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.integration.support import (
     Publisher,
     influx_rows,

@@ -20,8 +20,8 @@ from ingest.influx import (
 )
 from ingest.influx2 import V2Writer
 from ingest.lineprotocol import encode
+from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
 from siaga.sandbox.ports import free_port
-from siaga.sandbox.servers import InfluxDB1, VictoriaMetrics
 
 TS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
 

@@ -9,7 +9,8 @@ import pytest
 
 from ingest.deadletters import DeadLetterStore
 from ingest.settings import InfluxSettings
-from siaga.sandbox.servers import InfluxDB1, Mosquitto, VictoriaMetrics
+from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.integration.support import (
     Publisher,
     influx_count,

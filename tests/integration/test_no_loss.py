@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from ingest.settings import InfluxSettings
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import Settings
 from tests.integration.support import (
     Publisher,

@@ -16,7 +16,8 @@ from devices.registry import Registry, bundled_catalog_path, load_catalog
 from devices.timestamps import parse_ts
 from devices.topics import TopicScheme
 from ingest.settings import InfluxSettings
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import BUNDLED_RULES, Settings
 from simulators.emission import Emission
 from simulators.fleet import FleetConfig

@@ -17,7 +17,7 @@ import pytest
 
 from ingest.settings import MqttSettings
 from ingest.subscriber import INBOX_MAX, INBOX_MAX_BYTES, Message, Subscriber
-from siaga.sandbox.servers import ADMIN_USER, Mosquitto
+from siaga.sandbox.mosquitto import ADMIN_USER, Mosquitto
 from tests.integration.support import Publisher, unique_name
 from tests.polling import eventually
 

@@ -24,7 +24,8 @@ from rules.config import RulesFile, load_rules
 from rules.engine import RuleEngine
 from rules.offline import DEVICE_OFFLINE, DeviceTracker, OfflineChecker, OfflineConfig
 from siaga.cli.demo import _alert_text
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.integration.support import Publisher, make_settings, running_service, unique_name
 from tests.polling import eventually
 from tests.receiver import RecordingReceiver

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from siaga.sandbox.servers import InfluxDB1, Mosquitto
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.mosquitto import Mosquitto
 from tests.polling import wait_until
 
 REPO = Path(__file__).parents[2]

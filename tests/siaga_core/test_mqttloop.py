@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from siaga.sandbox.servers import ADMIN_USER, Mosquitto
+from siaga.sandbox.mosquitto import ADMIN_USER, Mosquitto
 from siaga_core.mqttloop import BrokerAddress, LoopDriver
 from tests.integration.support import unique_name
 from tests.polling import eventually

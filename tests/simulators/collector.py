@@ -8,7 +8,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from siaga.sandbox.servers import ADMIN_USER, Mosquitto
+from siaga.sandbox.mosquitto import ADMIN_USER, Mosquitto
 
 
 class Collector:

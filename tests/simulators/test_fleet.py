@@ -14,7 +14,7 @@ import pytest
 
 from devices.kinds import Kind
 from devices.topics import TopicScheme
-from siaga.sandbox.servers import Mosquitto
+from siaga.sandbox.mosquitto import Mosquitto
 from siaga_core.mqttloop import BrokerAddress
 from simulators.connection import BrokerUnavailable, Connection
 from simulators.fleet import Fleet, FleetConfig, FleetConfigError

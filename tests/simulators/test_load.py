@@ -15,7 +15,7 @@ import pytest
 from devices.kinds import Kind
 from devices.readings import READING_MODELS
 from devices.registry import load_catalog
-from siaga.sandbox.servers import Mosquitto
+from siaga.sandbox.mosquitto import Mosquitto
 from simulators.fleet import FleetConfigError
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
 from tests.integration.support import simulator_address

@@ -82,6 +82,19 @@ STEPS: dict[str, tuple[dict[str, str], dict[tuple[str, str], str]]] = {
             ("rules.outbox", "DeliveryPolicy"): "rules.delivery",
         },
     ),
+    # Step 9: the sandbox splits by job once mirakuru runs its processes.
+    "sandbox": (
+        {},
+        {
+            **{("siaga.sandbox.servers", name): "siaga.sandbox.server" for name in (
+                "LocalServer", "ServerNotInstalled", "ServerStartError", "find_binary",
+                "http_request", "log_tail", "INSTALL_HINT", "START_TIMEOUT_S")},
+            **{("siaga.sandbox.servers", name): "siaga.sandbox.mosquitto"
+               for name in ("Mosquitto", "ADMIN_USER")},
+            **{("siaga.sandbox.servers", name): "siaga.sandbox.influxdb"
+               for name in ("InfluxDB1", "VictoriaMetrics")},
+        },
+    ),
 }
 
 def rewrite(source: str, modules: dict[str, str], names: dict[tuple[str, str], str]) -> str:
