@@ -4,174 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rules.alert import Alert, AlertStatus, Change, Severity, Transition, fingerprint
+from rules.alert import AlertStatus
 from rules.alertbook import (
     AlertBook,
     AlertNotActive,
-    Decision,
-    Notified,
-    UnknownSilence,
-    decide,
-    decide_repeat,
 )
-from rules.alertstore import Ack, AlertRow, content_digest
-from rules.silences import Matcher, SilenceError, parse_matcher
-
-T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z
-MINUTE = 60 * 1_000_000_000
-HOUR = 60 * MINUTE
-MAX_AGE = 15 * MINUTE
-REPEAT = HOUR
-LEVELS = {
-    "siaga-3": Severity.WARNING, "siaga-2": Severity.MAJOR, "siaga-1": Severity.CRITICAL,
-}
-FLOOD = fingerprint("FloodLevel", "manggarai")
-
-
-class Clock:
-    """The wall clock, set by the test."""
-
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def book(tmp_path: Path, clock: Clock) -> Iterator[AlertBook]:
-    with open_book(tmp_path, clock) as opened:
-        yield opened
-
-
-def open_book(tmp_path: Path, clock: Clock) -> AlertBook:
-    return AlertBook(tmp_path / "alerts.db", page_max_age_ns=MAX_AGE,
-                     repeat_interval_ns=REPEAT, clock_ns=clock)
-
-
-def flood(status: AlertStatus = AlertStatus.FIRING, *, level: str = "siaga-3", at: int = T0,
-          device: str = "manggarai") -> Alert:
-    severity = LEVELS[level]
-    return Alert(
-        fingerprint=fingerprint("FloodLevel", device), rule="FloodLevel", subject=device,
-        status=status, severity=severity,
-        labels={"alertname": "FloodLevel", "severity": severity.value, "device_id": device,
-                "kind": "water-level", "level": level},
-        annotations={"summary": f"{device} at {level}"},
-        starts_at_ns=T0 - 10 * MINUTE, ends_at_ns=at if status is AlertStatus.RESOLVED else None,
-        active_at_ns=at, evaluated_at_ns=at,
-    )
-
-
-def move(change: Change, alert: Alert, previous: AlertStatus | None = None) -> Transition:
-    return Transition(change, alert, previous)
-
-
-def fire(at: int = T0, level: str = "siaga-3", device: str = "manggarai") -> Transition:
-    return move("firing", flood(level=level, at=at, device=device), AlertStatus.PENDING)
-
-
-def change(level: str, at: int = T0) -> Transition:
-    return move("changed", flood(level=level, at=at), AlertStatus.FIRING)
-
-
-def resolve(at: int = T0, level: str = "siaga-3") -> Transition:
-    return move("resolved", flood(AlertStatus.RESOLVED, level=level, at=at), AlertStatus.FIRING)
-
-
-TOLD_FIRING = Notified("firing", content_digest(flood()), T0)
-
-
-# decide: one rule each, pure
-
-
-def test_pending_is_never_paged() -> None:
-    pending = move("pending", flood(AlertStatus.PENDING), None)
-    assert decide(pending, Notified(), False, T0, MAX_AGE) == Decision(False, "pending")
-
-
-def test_abandoned_is_never_paged() -> None:
-    abandoned = move("abandoned", flood(AlertStatus.RESOLVED), AlertStatus.PENDING)
-    assert decide(abandoned, Notified(), False, T0, MAX_AGE) == Decision(False, "abandoned")
-
-
-def test_a_fresh_firing_is_paged_as_new() -> None:
-    assert decide(fire(T0 - MINUTE), Notified(), False, T0, MAX_AGE) == Decision(True, "new")
-
-
-def test_a_silenced_firing_is_recorded_as_silenced() -> None:
-    assert decide(fire(), Notified(), True, T0, MAX_AGE) == Decision(False, "silenced")
-
-
-def test_a_firing_older_than_the_page_max_age_is_recorded_as_stale() -> None:
-    old = fire(T0 - MAX_AGE - 1)
-    assert decide(old, Notified(), False, T0, MAX_AGE) == Decision(False, "stale")
-
-
-def test_a_change_of_a_told_alert_is_paged_as_changed() -> None:
-    assert decide(change("siaga-2"), TOLD_FIRING, False, T0, MAX_AGE) == Decision(True, "changed")
-
-
-def test_a_late_change_of_a_told_alert_is_still_paged() -> None:
-    late = change("siaga-2", at=T0 - 5 * HOUR)
-    assert decide(late, TOLD_FIRING, False, T0, MAX_AGE) == Decision(True, "changed")
-
-
-def test_a_silenced_change_is_not_paged() -> None:
-    assert decide(change("siaga-2"), TOLD_FIRING, True, T0, MAX_AGE) == Decision(False, "silenced")
-
-
-def test_a_fresh_change_of_an_alert_never_told_is_paged_as_new() -> None:
-    assert decide(change("siaga-2"), Notified(), False, T0, MAX_AGE) == Decision(True, "new")
-
-
-def test_a_stale_change_of_an_alert_never_told_is_recorded_as_stale() -> None:
-    stale = change("siaga-2", at=T0 - HOUR)
-    assert decide(stale, Notified(), False, T0, MAX_AGE) == Decision(False, "stale")
-
-
-def test_a_firing_operators_already_know_is_not_paged_again() -> None:
-    assert decide(fire(), TOLD_FIRING, False, T0, MAX_AGE) == Decision(False, "unchanged")
-
-
-def test_the_resolution_of_a_told_alert_is_paged_even_when_stale_and_silenced() -> None:
-    late = resolve(at=T0 - 5 * HOUR)
-    assert decide(late, TOLD_FIRING, True, T0, MAX_AGE) == Decision(True, "resolved")
-
-
-def test_the_resolution_of_an_alert_never_told_is_only_recorded() -> None:
-    assert decide(resolve(), Notified(), False, T0, MAX_AGE) == Decision(False, "never-paged")
-    told_over = Notified("resolved", None, T0)
-    assert decide(resolve(), told_over, False, T0, MAX_AGE) == Decision(False, "never-paged")
-
-
-def test_a_repeat_is_due_once_the_interval_has_passed() -> None:
-    row = AlertRow(flood(), TOLD_FIRING)
-    assert decide_repeat(row, False, T0 + REPEAT - 1, REPEAT) == Decision(False, "not-due")
-    assert decide_repeat(row, False, T0 + REPEAT, REPEAT) == Decision(True, "repeat")
-
-
-def test_no_repeat_for_acknowledged_silenced_or_never_told_alerts() -> None:
-    later = T0 + 2 * REPEAT
-    acked = AlertRow(flood(), TOLD_FIRING, ack=Ack(T0, "budi", "on it"))
-    assert decide_repeat(acked, False, later, REPEAT) == Decision(False, "acknowledged")
-    told = AlertRow(flood(), TOLD_FIRING)
-    assert decide_repeat(told, True, later, REPEAT) == Decision(False, "silenced")
-    untold = AlertRow(flood(), Notified())
-    assert decide_repeat(untold, False, later, REPEAT) == Decision(False, "never-paged")
-
+from rules.silences import Matcher, parse_matcher
+from tests.rules.books import (
+    FLOOD,
+    HOUR,
+    MAX_AGE,
+    MINUTE,
+    REPEAT,
+    T0,
+    Clock,
+    change,
+    fire,
+    flood,
+    move,
+    open_book,
+    resolve,
+)
 
 # apply: the same rules through the book
 
@@ -373,89 +232,6 @@ def test_repeats_skip_silenced_alerts_and_alerts_never_told(book: AlertBook, clo
     book.apply(fire(T0, device="depok"))  # stale: never told
     book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + 5 * HOUR, "budi")
     assert book.due_repeats(T0 + 2 * REPEAT) == []
-
-
-# silences
-
-
-def test_a_silence_suppresses_and_its_expiry_restores(book: AlertBook, clock: Clock) -> None:
-    floods = parse_matcher("alertname=~Flood.*")
-    silence = book.add_silence([floods], T0, T0 + HOUR, "budi", "drill")
-    assert book.apply(fire(T0)) is None
-    assert book.refresh_after_silence_change() == []  # still silenced
-    clock.now = T0 + MINUTE
-    book.expire_silence(silence.id)
-    sent = book.refresh_after_silence_change()
-    assert [(n.reason, n.fingerprint) for n in sent] == [("new", FLOOD)]
-    assert book.refresh_after_silence_change() == []  # told once
-
-
-def test_a_silence_that_ends_by_itself_restores(book: AlertBook, clock: Clock) -> None:
-    book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
-    book.apply(fire(T0))
-    clock.now = T0 + HOUR
-    assert [n.reason for n in book.refresh_after_silence_change()] == ["new"]
-
-
-def test_a_change_made_under_a_silence_is_told_when_it_ends(book: AlertBook, clock: Clock) -> None:
-    book.apply(fire(T0))
-    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
-    assert book.apply(change("siaga-2", T0)) is None
-    book.expire_silence(silence.id)
-    sent = book.refresh_after_silence_change()
-    assert [(n.reason, n.labels["level"]) for n in sent] == [("changed", "siaga-2")]
-
-
-def test_silence_expiry_does_not_page_a_stale_backlog(book: AlertBook, clock: Clock) -> None:
-    clock.now = T0 + HOUR
-    book.apply(fire(T0))  # stale, not silenced
-    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + 2 * HOUR, "budi")
-    book.expire_silence(silence.id)
-    assert book.refresh_after_silence_change() == []
-
-
-def test_expired_silences_stay_listed_but_do_not_suppress(book: AlertBook, clock: Clock) -> None:
-    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
-    clock.now = T0 + HOUR
-    assert book.silences() == []
-    assert book.silences(include_expired=True) == [silence]
-    assert book.silenced(flood().labels) is None
-    assert book.apply(fire(T0 + HOUR)) is not None
-
-
-def test_expiring_a_silence_ends_it_now(book: AlertBook, clock: Clock) -> None:
-    silence = book.add_silence([Matcher("device_id", "manggarai")], T0, T0 + HOUR, "budi")
-    assert book.silenced(flood().labels) == silence
-    expired = book.expire_silence(silence.id, T0 + MINUTE)
-    assert (expired.starts_at_ns, expired.ends_at_ns) == (T0, T0 + MINUTE)
-    assert book.silenced(flood().labels, T0 + MINUTE) is None
-    assert book.expire_silence(silence.id, T0 + HOUR) == expired  # already over: unchanged
-
-
-def test_expiring_a_silence_not_started_yet_ends_it_before_it_begins(book: AlertBook) -> None:
-    later = book.add_silence([Matcher("device_id", "manggarai")], T0 + HOUR, T0 + 2 * HOUR, "budi")
-    expired = book.expire_silence(later.id, T0)
-    assert (expired.starts_at_ns, expired.ends_at_ns) == (T0, T0)
-    assert book.silenced(flood().labels, T0 + HOUR) is None
-
-
-def test_expiring_an_unknown_silence_is_an_error(book: AlertBook) -> None:
-    with pytest.raises(UnknownSilence):
-        book.expire_silence("nope")
-
-
-def test_a_silence_already_over_is_refused(book: AlertBook) -> None:
-    with pytest.raises(SilenceError, match="after now"):
-        book.add_silence([Matcher("device_id", "manggarai")], T0 - HOUR, T0, "budi")
-
-
-def test_silences_survive_reopening_with_their_matchers(tmp_path: Path, clock: Clock) -> None:
-    texts = ['summary=~"pa-\\d+ \\"x\\""', "level!=siaga-3", "a!~b|c"]
-    matchers = [parse_matcher(text) for text in texts]
-    with open_book(tmp_path, clock) as first:
-        silence = first.add_silence(matchers, T0, T0 + HOUR, "budi", "pumps")
-    with open_book(tmp_path, clock) as reopened:
-        assert reopened.silences() == [silence]
 
 
 # views, counts, pruning, storage
