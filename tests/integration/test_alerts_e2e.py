@@ -1,4 +1,9 @@
-"""Alerts end to end: real Mosquitto, real InfluxDB, the service, and a real webhook receiver."""
+"""Alerts end to end: real Mosquitto, real InfluxDB, the service, and a real webhook receiver.
+
+Why one module of some 470 lines: the tests share one running service per test and the
+helpers that publish a gauge's story and read the receiver; each is a user-visible journey
+(a flood paged and resolved, silenced, acknowledged, restarted), read best side by side.
+"""
 
 from __future__ import annotations
 
