@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from ingest.stats import IngestStats
 from ingest.storage import StorageStats
 from rules.alert import Alert, Notification, Severity, Signal, Timing, step
 from rules.alertbook import AlertBook
+from rules.alertstore import AlertStore
 from rules.outbox import Outbox
 from siaga.api.context import ApiContext
 from siaga.api.server import load_openapi, make_app, serve_api
@@ -191,6 +193,27 @@ async def test_a_failing_handler_answers_500_without_details(world: World) -> No
         assert response.status == 500
         body = await response.json()
     assert "internal error" in body["error"] and "secret" not in body["error"]
+
+
+async def test_an_alert_book_another_process_holds_locked_answers_503_until_released(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The lock is real (a second connection's write transaction); only the wait for it is
+    # shortened from sqlite's 5 s.
+    monkeypatch.setattr(AlertStore, "BUSY_TIMEOUT_S", 0.1)
+    body = {**SILENCE, "duration": "2h"}
+    with open_world(tmp_path) as world:
+        async with running_api(world) as api:
+            holder = sqlite3.connect(tmp_path / "alerts.db", isolation_level=None)
+            try:
+                holder.execute("BEGIN IMMEDIATE")
+                locked = await api.call("POST", "/api/silences", body=body)
+                holder.execute("ROLLBACK")
+            finally:
+                holder.close()
+            released = await api.call("POST", "/api/silences", body=body)
+    assert locked.status == 503
+    assert locked.body == {"error": f"{tmp_path / 'alerts.db'}: database is locked"}
+    assert released.status == 201
 
 
 async def test_unknown_routes_and_methods_answer_json_errors(api: Api) -> None:
