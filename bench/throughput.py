@@ -86,13 +86,8 @@ def measure(root: Path, influx: Influx, catalog: Path, consumer: Consumer, *, ba
 
 
 def server_pids(bed: Bed) -> list[int]:
-    """The broker's and InfluxDB's process ids (LocalServer keeps its Popen to itself)."""
-    pids = []
-    for server in (bed.broker, bed.influx.server):
-        process = getattr(server, "_process", None)
-        if process is not None:
-            pids.append(process.pid)
-    return pids
+    """The broker's and InfluxDB's process ids, of those running."""
+    return [pid for pid in (bed.broker.pid, bed.influx.server.pid) if pid is not None]
 
 
 def _follow(bed: Bed, running: Running, expected: int,
