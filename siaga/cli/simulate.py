@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from devices.registry import Device, load_catalog
 from siaga.cli.simulateargs import DEFAULT_LOAD_RATE, DEFAULT_SCENARIO, conflict
 from siaga.settings import Settings
-from siaga_core.errors import SiagaError
+from siaga_core.errors import ConfigFileError, SiagaError
 from simulators.fleet import FleetConfig
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
 from simulators.runner import ProgressPrinter, playback
@@ -40,6 +40,8 @@ def run(args: argparse.Namespace, settings: Callable[[], Settings]) -> int:
             summary = _play(_load_run(args, loaded, progress), progress)
         else:
             summary = _play(_fleet(args, loaded, progress), progress)
+    except ConfigFileError:
+        raise  # a file's mistakes: `main` prints them as `siaga check` does, file:line first
     except SiagaError as exc:
         print(f"siaga simulate: {exc}", file=sys.stderr)
         return 1
