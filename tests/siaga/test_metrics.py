@@ -22,7 +22,7 @@ from siaga.api.metrics import (
     ingest_families,
     render,
 )
-from tests.siaga.test_http import T0, TOKEN, World, fire, open_world, running_api
+from tests.siaga.apirig import T0, TOKEN, World, fire, open_world, running_api
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
