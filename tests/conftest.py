@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
 from siaga.sandbox.mosquitto import Mosquitto
+from tests.receiver import RecordingReceiver
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -55,3 +56,12 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
     """VictoriaMetrics (the v2 write API); tests isolate themselves by metric or label."""
     with VictoriaMetrics(tmp_path_factory.mktemp("victoria")) as server:
         yield server
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[RecordingReceiver]:
+    """A real HTTP webhook receiver on a free port, recording what it is sent."""
+    server = RecordingReceiver()
+    await server.start()
+    yield server
+    await server.stop()

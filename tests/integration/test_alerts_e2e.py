@@ -20,7 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 
 from ingest.settings import InfluxSettings
@@ -39,14 +38,6 @@ TOKEN = "operator-token"
 NOW_S = int(time.time())
 MINUTE = 60
 SECOND_NS = 1_000_000_000
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[RecordingReceiver]:
-    server = RecordingReceiver()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def rules_file(tmp_path: Path, receiver: RecordingReceiver, *, page_max_age: str = "30d",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,14 +45,6 @@ MAIN_FIELD = {Kind.WATER_LEVEL: "level_cm", Kind.AIR_QUALITY: "pm25",
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     return load_catalog(bundled_catalog_path())
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[RecordingReceiver]:
-    server = RecordingReceiver()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def paging_rules(tmp_path: Path) -> Path:

@@ -1,8 +1,8 @@
-"""Fixtures of the rules tests: a real webhook receiver, and an alert book on a set clock."""
+"""Fixtures of the rules tests: the webhook receiver, and an alert book on a set clock."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,11 +13,9 @@ from tests.rules.books import T0, Clock, open_book
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[RecordingReceiver]:
-    receiver = RecordingReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
+def server(receiver: RecordingReceiver) -> RecordingReceiver:
+    """The rules tests' name for the real webhook receiver of tests/conftest.py."""
+    return receiver
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ DISK_FULL = "spool disk error: [Errno 28] No space left on device"
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     return load_catalog(bundled_catalog_path())
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[RecordingReceiver]:
-    receiver = RecordingReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 def alerting(registry: Registry, data_dir: Path, webhook_url: str | None = None) -> Alerting:
