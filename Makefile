@@ -2,7 +2,7 @@
 # Both set up what they need: system packages (apt-get, as root) and a virtualenv in .venv.
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := siaga siaga_core ingest rules devices simulators
+PACKAGES := siaga siaga_core ingest rules devices simulators reports
 
 .PHONY: demo test setup system lint faults bench
 

@@ -28,11 +28,11 @@ from rules.alertbook import AlertBook
 from rules.config import STORAGE_UNAVAILABLE, RulesFile
 from rules.delivery import Deliverer
 from rules.dispatch import Dispatcher
-from rules.durations import to_ns
 from rules.engine import RuleEngine
 from rules.offline import DeviceTracker, OfflineChecker
 from rules.outbox import Outbox
 from rules.routing import Router
+from siaga_core.durations import to_ns
 from siaga_core.errors import StorageError
 
 log = logging.getLogger(__name__)

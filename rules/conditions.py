@@ -22,7 +22,6 @@ from typing import Final, Generic, Protocol, TypeVar, assert_never
 from devices.readings import Reading
 from devices.registry import Device, Registry
 from rules.alert import Alert, AlertStatus, Severity, Signal, Timing, ended, local_time, zone
-from rules.durations import format_duration, to_ns
 from rules.ispu import BREAKPOINTS, Category, IspuResult, ispu
 from rules.ruletypes import (
     BoundedRule,
@@ -37,6 +36,7 @@ from rules.ruletypes import (
     WindowRule,
 )
 from rules.series import Series
+from siaga_core.durations import format_duration, to_ns
 
 R = TypeVar("R", bound=RuleBase)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from rules.durations import format_duration, to_ns
 from rules.outbox import Delivery, Outbox
 from rules.routing import Receiver, Router
 from rules.webhook import Outcome, describe, post
+from siaga_core.durations import format_duration, to_ns
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from pydantic import AfterValidator, Field
 from devices.kinds import DEFAULT_INTERVAL_S, Kind
 from devices.registry import Device, LabelKey, Registry
 from rules.alert import Alert, Severity, Signal, ended, local_time
-from rules.durations import Duration, format_duration, to_ns
 from siaga_core.configfile import StrictModel
+from siaga_core.durations import Duration, format_duration, to_ns
 
 DEVICE_OFFLINE: Final = "DeviceOffline"
 AREA_OFFLINE: Final = "AreaOffline"

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
-from rules.durations import Duration
 from siaga_core.configfile import StrictModel
+from siaga_core.durations import Duration
 from siaga_core.yamlfile import Loc
 
 DEFAULT_RECEIVER = "default"  # the name SIAGA_WEBHOOK_URL's receiver goes by (SPEC section 4)

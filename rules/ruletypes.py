@@ -21,9 +21,9 @@ from devices.kinds import Kind
 from devices.registry import LABEL_KEY_PATTERN, Device, LabelKey, LabelValue
 from devices.topics import DEVICE_ID_PATTERN
 from rules.alert import Severity
-from rules.durations import Duration
 from rules.offline import PositiveDuration
 from siaga_core.configfile import StrictModel
+from siaga_core.durations import Duration
 from siaga_core.yamlfile import Loc
 
 # Alert names follow Prometheus: they become the `alertname` label.

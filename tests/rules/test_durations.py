@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.durations import format_duration, parse_duration
+from siaga_core.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(("value", "text"), [

@@ -1,0 +1,1 @@
+"""The report book: residents' reports (Open311 GeoReport v2), officers' follow-up, statistics."""
