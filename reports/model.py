@@ -64,7 +64,7 @@ class NewReport:
     address: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)  # `attribute[...]` fields
     contact: Contact = Contact()
-    photo_sha256: str | None = None  # the stored, metadata-free photo (see reports.photos)
+    photo: str | None = None  # the stored, metadata-free photo: "<sha256>.<ext>" (reports.photos)
     media_url: str | None = None  # a photo elsewhere, as FixMyStreet sends it
 
 
@@ -87,7 +87,7 @@ class Report:
     address: str | None
     attributes: dict[str, str]
     contact: Contact
-    photo_sha256: str | None
+    photo: str | None
     media_url: str | None
     first_response_ns: int | None  # the first officer update (any state)
     closed_ns: int | None
