@@ -29,11 +29,12 @@ class Box:
     def contains(self, lat: float, lon: float) -> bool:
         return self.south <= lat <= self.north and self.west <= lon <= self.east
 
-    def around(self, lat: float, lon: float, radius_m: float) -> Box:
+    @classmethod
+    def around(cls, lat: float, lon: float, radius_m: float) -> Box:
         """The box holding every point within `radius_m` of (lat, lon): a cheap pre-filter."""
         dlat = math.degrees(radius_m / EARTH_RADIUS_M)
         dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
-        return Box(lat - dlat, lon - dlon, lat + dlat, lon + dlon)
+        return cls(lat - dlat, lon - dlon, lat + dlat, lon + dlon)
 
     def __str__(self) -> str:
         return f"{self.south:g},{self.west:g},{self.north:g},{self.east:g}"
