@@ -1,0 +1,65 @@
+"""How many reports each API key may send: a token bucket per key, with an injected clock.
+
+A key may send `per_minute` reports at once (an app flushing its offline queue), then one
+every 60/per_minute seconds. One limiter serves one process, from the event loop's thread
+(it takes no lock); several Siaga instances sharing a report book each limit on their own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reports.errors import TooManyReports
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float  # the clock's time of `tokens`
+
+
+class RateLimiter:
+    """`take(key_name)` once per report; `TooManyReports` when the key's bucket is empty."""
+
+    def __init__(self, per_minute: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute < 1:
+            raise ValueError(f"per_minute must be at least 1, not {per_minute}")
+        self._capacity = float(per_minute)
+        self._per_s = per_minute / 60
+        self._clock = clock
+        # Least recently used first: a bucket left alone refills, so the oldest are the first
+        # to be full again. A full bucket is forgotten, since a new one starts full: memory
+        # holds only the keys that sent something within the last minute.
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, key_name: str) -> None:
+        """One report from `key_name`: allowed, or `TooManyReports` with its Retry-After."""
+        now = self._clock()
+        self._forget_full(now)
+        bucket = self._buckets.pop(key_name, None)
+        tokens = self._capacity if bucket is None else self._refilled(bucket, now)
+        if tokens < 1:
+            self._buckets[key_name] = _Bucket(tokens, now)
+            wait_s = max(1, math.ceil((1 - tokens) / self._per_s))
+            raise TooManyReports(f"too many reports from key {key_name!r}: at most "
+                                 f"{self._capacity:g} a minute; retry in {wait_s} s", wait_s)
+        self._buckets[key_name] = _Bucket(tokens - 1, now)
+
+    def __len__(self) -> int:
+        """How many keys are remembered (the others' buckets are full)."""
+        return len(self._buckets)
+
+    def _refilled(self, bucket: _Bucket, now: float) -> float:
+        elapsed = max(0.0, now - bucket.at)  # a clock that steps back refills nothing
+        return min(self._capacity, bucket.tokens + elapsed * self._per_s)
+
+    def _forget_full(self, now: float) -> None:
+        while self._buckets:
+            key_name, oldest = next(iter(self._buckets.items()))
+            if self._refilled(oldest, now) < self._capacity:
+                return
+            del self._buckets[key_name]
