@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
 from siaga.sandbox.mosquitto import Mosquitto
+from siaga.sandbox.postgres import PostgreSQL
 from tests.receiver import RecordingReceiver
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -55,6 +56,13 @@ def influxdb1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1]:
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
     """VictoriaMetrics (the v2 write API); tests isolate themselves by metric or label."""
     with VictoriaMetrics(tmp_path_factory.mktemp("victoria")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgreSQL]:
+    """PostgreSQL; tests isolate themselves by database (`create_database`)."""
+    with PostgreSQL(tmp_path_factory.mktemp("postgres")) as server:
         yield server
 
 
