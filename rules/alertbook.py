@@ -114,11 +114,14 @@ class AlertBook:
             self._record(row, transition.change, decision, now, silence)
             return self._told(notification(alert, decision.reason)) if decision.page else None
 
-    def observe(self, alert: Alert, now_ns: int | None = None) -> Notification | None:
+    def observe(self, alert: Alert, now_ns: int | None = None,
+                note: str = "") -> Notification | None:
         """Keep a record that a signal updated without a change (the engine's `step` gave none).
 
         Keeps `active_at` current for keep-firing-for after a restart, and tells operators
-        of an alert withheld as stale or silenced once it is fresh and unsilenced.
+        of an alert withheld as stale or silenced once it is fresh and unsilenced. A `note`
+        (a resident's report linked to the alert) goes into the history; new annotations
+        alone are not news (`content_digest` leaves them out), so they page nobody.
         """
         if alert.status is AlertStatus.RESOLVED:
             return None  # a quiet subject: nothing to keep, and no write per reading
@@ -132,7 +135,8 @@ class AlertBook:
             silence = silencing(self._store.silences(now), alert.labels, now)
             decision = decide_firing(alert, row.notified, silence is not None,
                                       now - self._page_max_age_ns)
-            self._record(row, "refresh", decision, now, silence, history=decision.page)
+            self._record(row, "refresh", decision, now, silence,
+                         history=decision.page or bool(note), note=note)
             return self._told(notification(alert, decision.reason)) if decision.page else None
 
     def _told(self, told: Notification) -> Notification:
@@ -307,6 +311,7 @@ class AlertBook:
         silence: Silence | None,
         *,
         history: bool = True,
+        note: str = "",
     ) -> None:
         """Save the row with what operators now know, and the decision in the history."""
         alert = row.alert
@@ -320,9 +325,10 @@ class AlertBook:
             row = replace(row, withheld=None)
         self._store.save(row, now_ns)
         if history:
+            if silence is not None:
+                note = "; ".join(filter(None, (note, f"silence {silence.id}")))
             self._store.add_history(alert, change, recorded_at_ns=now_ns, paged=decision.page,
-                                    reason=decision.reason,
-                                    note="" if silence is None else f"silence {silence.id}")
+                                    reason=decision.reason, note=note)
 
     def _view(self, row: AlertRow, silences: Sequence[Silence], now_ns: int) -> AlertView:
         silence = silencing(silences, row.alert.labels, now_ns)

@@ -1,10 +1,13 @@
-"""The alerting side of the service: readings -> rule engine -> alert book -> dispatcher.
+"""The alerting side of the service: readings (and residents' reports) -> rule engine ->
+alert book -> dispatcher.
 
 Rules run on receipt (the pipeline calls `observe` as soon as a message is decoded), not
 after the storage flush. The wall-clock jobs (silent devices, repeats, silence expiry,
 history pruning) run on an apscheduler `AsyncIOScheduler` in the same event loop, so the
 engine and the alert book are only ever touched from that loop. The pipeline tells
 `storage` when readings stop (and start again) being durable: the StorageUnavailable alert.
+The application's citizens' desk hands over residents' reports (`observe_report`) and their
+answers: `rules.citizens` correlates them with the sensors through the same engine and book.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
+from rules.citizens import REPORT_OVERDUE, CitizenReport, Correlator, counted
 from rules.config import STORAGE_UNAVAILABLE, RulesFile
 from rules.delivery import Deliverer
 from rules.dispatch import Dispatcher
@@ -41,6 +45,7 @@ REPEAT_CHECK_MAX_S = 60  # repeats come every repeat_interval (hours): a minute 
 SILENCE_CHECK_S = 15  # an expired silence restores its alerts within this many seconds
 REFRESH_EVERY_NS = 30 * 10**9  # an unchanged open alert's record is refreshed at most this often
 PRUNE_EVERY_H = 6  # history retention is in days; a few prunes a day keep the file small
+CITIZENS_CHECK_S = 30  # a flood-report cluster lasts its 30-minute window; 30 s late is fine
 STORAGE_SUBJECT: Final = "storage"
 # Acks are withheld meanwhile: the broker's in-flight window fills and Siaga goes blind.
 STORAGE_SEVERITY: Final = Severity.CRITICAL
@@ -65,6 +70,8 @@ class Alerting:
         self.tracker = DeviceTracker(started_ns=clock_ns())
         self.devices_seen: dict[str, int] = {}  # device id -> wall ns of its latest message
         self.latest: dict[str, Reading] = {}  # device id -> its newest reading (event time)
+        self.citizens = Correlator(rules_file.citizens, registry, rules_file.rules,
+                                   rules_file.alerting.utc_offset)
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Alerting:
@@ -86,6 +93,10 @@ class Alerting:
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
         for transition in self.engine.restore(self.book.restore()):
             self._apply(transition)
+        for alert in self.engine.alerts.values():  # reports' links and clusters carry on
+            notes = self.citizens.resume(alert)
+            if notes:
+                self.engine.annotate(alert.rule, alert.subject, notes)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -139,6 +150,65 @@ class Alerting:
             log.info("alert %s %s still holds: notifying (%s)", alert.rule, alert.subject,
                      notification.reason)
 
+    # --- residents' reports (called by the citizens' desk, in the event loop) ------------
+
+    def observe_report(self, report: CitizenReport) -> list[str]:
+        """Correlate a resident's report with the sensors: the fingerprints it is linked to.
+
+        A banjir report may found or join a CitizenFloodReports cluster and be linked to a
+        gauge's flood alert near it; a macet report to a congestion alert near it. A linked
+        alert's annotations count the report, in the book at once and in its next
+        notification; a change of annotations pages nobody (`content_digest`). The same
+        report twice is counted once, so the desk may read reports again after a restart.
+        Raises StorageError when the alert book cannot record.
+        """
+        now = self._clock_ns()
+        linked: list[str] = []
+        signal = self.citizens.cluster(report, now, self.engine.current, self.latest)
+        if signal is not None:
+            transition = self.engine.signal(signal, self.citizens.resolution)
+            if transition is not None:
+                self._apply(transition)
+            cluster = self.engine.current(signal.rule, signal.subject)
+            if cluster is not None:
+                if transition is None:  # a report joined: a new count for the book, no page
+                    self.book.observe(cluster, now)
+                linked.append(cluster.fingerprint)
+        for alert in self.citizens.linkable(report, self.engine.current):
+            notes = counted(alert, report.id)
+            noted = None if notes is None else self.engine.annotate(alert.rule, alert.subject,
+                                                                    notes)
+            if noted is not None:
+                self.book.observe(noted, now, note=f"citizen report {report.id} linked")
+            linked.append(alert.fingerprint)
+        return linked
+
+    def report_overdue(self, report: CitizenReport, due_ns: int) -> None:
+        """Raise (or keep) ReportOverdue: no officer answered `report` by `due_ns`."""
+        overdue = self.citizens.overdue(report, due_ns, self._clock_ns())
+        transition = self.engine.signal(overdue, self.citizens.resolution)
+        if transition is not None:
+            self._apply(transition)
+
+    def report_answered(self, report_id: str) -> None:
+        """An officer answered the report: its ReportOverdue resolves (if it is open)."""
+        answered = self.citizens.answered(report_id, self._clock_ns())
+        transition = self.engine.signal(answered, self.citizens.resolution)
+        if transition is not None:
+            self._apply(transition)
+
+    def overdue_reports(self) -> list[str]:
+        """The ids of the reports with an open ReportOverdue (to reconcile after a restart)."""
+        return [alert.subject for alert in self.engine.alerts.values()
+                if alert.rule == REPORT_OVERDUE]
+
+    def check_flood_reports(self) -> None:
+        """Resolve the flood-report clusters no report joined for their window (wall clock)."""
+        for signal in self.citizens.expired(self._clock_ns()):
+            transition = self.engine.signal(signal, self.citizens.resolution)
+            if transition is not None:
+                self._apply(transition)
+
     def broker_connection_changed(self, up: bool) -> None:
         """The broker connection changed: devices are unobservable while it is down."""
         self.tracker.broker_connection_changed(up, self._clock_ns())
@@ -178,6 +248,8 @@ class Alerting:
                           seconds=min(REPEAT_CHECK_MAX_S, repeat_s / 4))
         scheduler.add_job(self._silences, "interval", seconds=SILENCE_CHECK_S, id="silences")
         scheduler.add_job(self._prune, "interval", hours=PRUNE_EVERY_H, id="prune")
+        scheduler.add_job(self._check_citizens, "interval", seconds=CITIZENS_CHECK_S,
+                          id="citizens")
         scheduler.start()
         try:
             await self.deliverer.run(stop)
@@ -189,6 +261,9 @@ class Alerting:
             transition = self.engine.signal(signal, self.checker.resolution)
             if transition is not None:
                 self._apply(transition)
+
+    async def _check_citizens(self) -> None:
+        self.check_flood_reports()
 
     async def _repeat(self) -> None:
         self.book.due_repeats(self._clock_ns())  # the book dispatches what is due

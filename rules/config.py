@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from devices.kinds import Kind
 from devices.readings import NUMERIC_FIELDS
 from devices.registry import Device, Registry
+from rules.citizens import CITIZEN_FLOOD_REPORTS, REPORT_OVERDUE, CitizensConfig
 from rules.offline import AREA_OFFLINE, DEVICE_OFFLINE, OfflineConfig, PositiveDuration
 from rules.routing import Receiver, Route, route_problems
 from rules.ruletypes import (
@@ -61,6 +62,8 @@ STORAGE_UNAVAILABLE: Final = "StorageUnavailable"
 BUILTIN_ALERTS: Mapping[str, str] = MappingProxyType({
     DEVICE_OFFLINE: "the offline checker", AREA_OFFLINE: "the offline checker",
     STORAGE_UNAVAILABLE: "the service when readings cannot be made durable",
+    CITIZEN_FLOOD_REPORTS: "residents' flood reports (the citizens section)",
+    REPORT_OVERDUE: "the report book when no officer answers a report in time",
 })
 
 class AlertingConfig(RulesModel):
@@ -82,6 +85,7 @@ class RulesFile(RulesModel):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     receivers: list[Receiver] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
+    citizens: CitizensConfig = Field(default_factory=CitizensConfig)
     # `FILE:LINE: PLACE: MESSAGE` for each optional rule cut or left out (`load_rules`).
     _skipped: tuple[str, ...] = PrivateAttr(default=())
 
@@ -143,6 +147,7 @@ def check_rules(rules_file: RulesFile, registry: Registry) -> Problems:
             yield (*loc, "labels", key), "set by Siaga itself, not by a rule"
         yield from _template_problems(loc, rule, rule.placeholders | label_keys)
     yield from route_problems(rules_file.receivers, rules_file.routes)
+    yield from _citizens_problems(rules_file)
 
 
 def fit_to_catalog(rules_file: RulesFile, registry: Registry) -> tuple[RulesFile, list[Note]]:
@@ -261,6 +266,24 @@ def _name_problems(rules: Sequence[RuleBase]) -> Problems:
                    f"duplicate rule name {rule.name!r}: rules[{first[rule.name]}] has it too")
         else:
             first[rule.name] = index
+
+
+def _citizens_problems(rules_file: RulesFile) -> Problems:
+    """Alerts a macet report may be linked to must be rules of the file.
+
+    Only when written: the default (Congestion) may be absent from a rules file of one's
+    own, and then macet reports are simply linked to nothing.
+    """
+    link = rules_file.citizens.traffic_link
+    if "alerts" not in link.model_fields_set:
+        return
+    names = {rule.name for rule in rules_file.rules}
+    for position, name in enumerate(link.alerts):
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            yield (("citizens", "traffic_link", "alerts", position),
+                   f"no rule named {name!r} in this file{hint}")
 
 
 def _selector_problems(loc: Loc, rule: SelectingRule, registry: Registry) -> Problems:

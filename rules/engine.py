@@ -48,6 +48,9 @@ class RuleEngine:
         # too dear to compute for every reading's signal just to look one up.
         self._alerts: dict[tuple[str, str], Alert] = {}
         self._memories: dict[tuple[str, str], Memory] = {}  # by (rule, device id)
+        # Annotations added from outside the rules (residents' reports linked to an alert),
+        # by (rule, subject): kept over every later signal's own until the alert ends.
+        self._notes: dict[tuple[str, str], dict[str, str]] = {}
         self._latest_ns: dict[str, int] = {}  # event time of the latest reading evaluated
         self._late = 0
 
@@ -82,6 +85,26 @@ class RuleEngine:
                 "summary": gone, "description": f"{gone}, so nothing would resolve it."}))
         self._memories.clear()  # memories seeded before would not know these alerts
         return orphans
+
+    def current(self, rule: str, subject: str) -> Alert | None:
+        """The open (pending or firing) alert of `rule` on `subject`, if there is one."""
+        return self._alerts.get((rule, subject))
+
+    def annotate(self, rule: str, subject: str, notes: Mapping[str, str]) -> Alert | None:
+        """Add `notes` to an open alert's annotations, and keep them there until it ends.
+
+        The rule's next signal rebuilds the annotations from the reading; the notes are put
+        back over them each time. Returns the updated record (for the alert book), or None
+        when the alert is not open. Annotations are not labels: no change is notified.
+        """
+        key = (rule, subject)
+        alert = self._alerts.get(key)
+        if alert is None:
+            return None
+        kept = self._notes.setdefault(key, {})
+        kept.update(notes)
+        alert = self._alerts[key] = replace(alert, annotations={**alert.annotations, **kept})
+        return alert
 
     def evaluate(self, reading: Reading) -> list[Transition]:
         """The alert changes a reading causes, in rule order."""
@@ -125,13 +148,24 @@ class RuleEngine:
         if current is not None and signal.at_ns < current.evaluated_at_ns:
             return None  # older than what the alert already saw: late, not news
         new, transition = step(current, signal, timing)
+        if self._notes and new is not None and key in self._notes:
+            new, transition = self._noted(key, new, transition)
         if new is None or new.status is AlertStatus.RESOLVED:
             self._alerts.pop(key, None)
+            self._notes.pop(key, None)  # the next episode starts with none
         else:
             self._alerts[key] = new
             if transition is None and self._on_unchanged is not None:
                 self._on_unchanged(new)
         return transition
+
+    def _noted(self, key: tuple[str, str], new: Alert,
+               transition: Transition | None) -> tuple[Alert, Transition | None]:
+        """The record and its change with the notes put back over the signal's annotations."""
+        new = replace(new, annotations={**new.annotations, **self._notes[key]})
+        if transition is not None:
+            transition = Transition(transition.change, new, transition.previous)
+        return new, transition
 
     def _memory(self, condition: Condition, device_id: str) -> Memory:
         key = (condition.name, device_id)
