@@ -217,13 +217,16 @@ class PhotoCase:
 
 
 def _photo_ok(name: str, build: Callable[[], bytes], media_type: str = "image/jpeg",
-              absent: tuple[bytes, ...] = (), **claims: str) -> PhotoCase:
-    return PhotoCase(name, build, "accepted", media_type=media_type, absent=absent, **claims)
+              absent: tuple[bytes, ...] = (), filename: str = "photo.jpg",
+              content_type: str = "image/jpeg") -> PhotoCase:
+    return PhotoCase(name, build, "accepted", filename=filename, content_type=content_type,
+                     media_type=media_type, absent=absent)
 
 
 def _photo_no(name: str, reason: str, build: Callable[[], bytes], status: Expected = 400,
-              **claims: str) -> PhotoCase:
-    return PhotoCase(name, build, status, reason, **claims)
+              filename: str = "photo.jpg", content_type: str = "image/jpeg") -> PhotoCase:
+    return PhotoCase(name, build, status, reason, filename=filename,
+                     content_type=content_type)
 
 
 HTML = b"<!DOCTYPE html><html><body><script>alert(document.cookie)</script></body></html>"

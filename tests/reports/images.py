@@ -109,7 +109,7 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
     compressor = zlib.compressobj(9)
     rows_per_block = max(1, (1 << 20) // len(row))
     block = row * rows_per_block
-    parts = []
+    parts: list[bytes] = []
     whole, rest = divmod(height, rows_per_block)
     parts.extend(compressor.compress(block) for _ in range(whole))
     parts.append(compressor.compress(row * rest))
