@@ -25,6 +25,7 @@ from typing import Final
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from reports.errors import PhotoTooLarge, ReportRefused, UnknownReport
+from reports.settings import MIB
 
 JPEG_QUALITY: Final = 85  # what phone cameras use; a flood photo needs no more
 WEBP_QUALITY: Final = 85
@@ -44,9 +45,10 @@ _OTHER_TYPES: Final = (
     (b"<?xml", "XML or SVG"), (b"<svg", "an SVG"), (b"<!DOCTYPE", "HTML"), (b"<html", "HTML"),
 )
 # What Pillow raises on a malformed file: it has no single root error for "bad image".
+# Warnings too: Pillow warns of corrupt EXIF and of large images, and where warnings are
+# made errors (python -W error) they arrive as exceptions.
 _DECODE_ERRORS: Final = (OSError, ValueError, SyntaxError, EOFError, struct.error,
-                         IndexError, TypeError, Image.DecompressionBombError,
-                         Image.DecompressionBombWarning)
+                         IndexError, TypeError, Image.DecompressionBombError, Warning)
 TEMP_SUFFIX: Final = ".tmp"
 
 
@@ -73,8 +75,9 @@ class PhotoStore:
     def accept(self, data: bytes) -> StoredPhoto:
         """Check, clean and store a photo; `PhotoTooLarge` or `ReportRefused` saying why not."""
         if len(data) > self.max_bytes:
-            raise PhotoTooLarge(f"photo is {len(data):,} bytes; at most {self.max_bytes:,} "
-                                f"({self.max_bytes / 1024 / 1024:g} MiB)")
+            in_mib = f" ({self.max_bytes / MIB:g} MiB)" if self.max_bytes >= MIB else ""
+            raise PhotoTooLarge(f"photo is {len(data):,} bytes; at most "
+                                f"{self.max_bytes:,}{in_mib}")
         pillow_format = _sniff(data)
         width, height = header_size(data, pillow_format)
         self._check_pixels(width, height)
