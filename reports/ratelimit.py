@@ -44,7 +44,9 @@ class RateLimiter:
         tokens = self._capacity if bucket is None else self._refilled(bucket, now)
         if tokens < 1:
             self._buckets[key_name] = _Bucket(tokens, now)
-            wait_s = max(1, math.ceil((1 - tokens) / self._per_s))
+            # Less a hair: 2/60 and 1/3 of a token are not exact in binary, and 20.000000004
+            # seconds must read 20, not 21.
+            wait_s = max(1, math.ceil((1 - tokens) / self._per_s - 1e-9))
             raise TooManyReports(f"too many reports from key {key_name!r}: at most "
                                  f"{self._capacity:g} a minute; retry in {wait_s} s", wait_s)
         self._buckets[key_name] = _Bucket(tokens - 1, now)
