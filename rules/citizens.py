@@ -62,7 +62,7 @@ _THRESHOLD_NUMBER: Mapping[str, int] = {name: SIAGA_NUMBER[level]
 
 Metres = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 AlertName = Annotated[str, Field(pattern=ALERTNAME_PATTERN)]
-Lookup = Callable[[str, str], "Alert | None"]  # (rule, subject) -> the open alert
+Lookup = Callable[[str, str], Alert | None]  # (rule, subject) -> the open alert
 
 
 @dataclass(frozen=True, slots=True)
