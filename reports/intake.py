@@ -36,6 +36,7 @@ DATETIME_MAX_CHARS: Final = 40  # "2020-01-01T06:00:00.123456+07:00" is 32
 # is an attack on the parser, not a report.
 MAX_FIELDS: Final = 100
 SHOWN_MAX_CHARS: Final = 40  # how much of a refused value a message repeats
+NAME_MAX_CHARS: Final = 100  # the longest GeoReport name is 18; attribute codes are short
 
 # Fields a report reads; `api_key` and `jurisdiction_id` are the caller's, but a repetition
 # of them is refused here too (the caller reads them with `single_values`).
@@ -92,6 +93,9 @@ def single_values(fields: Sequence[tuple[str, str]]) -> dict[str, str]:
         raise ReportRefused(f"the form has {len(fields):,} fields; at most {MAX_FIELDS}")
     values: dict[str, str] = {}
     for name, value in fields:
+        if len(name) > NAME_MAX_CHARS:
+            raise ReportRefused(f"a field's name is longer than {NAME_MAX_CHARS} characters "
+                                f"({len(name):,}): {_shown(name)}")
         if len(value) > FIELD_MAX_CHARS and name != "description":
             # The description has its own limit, counted after its line ends are normalised.
             raise ReportRefused(f"{_shown(name, quote=False)} is longer than "
@@ -146,8 +150,7 @@ def _number(name: str, text: str, example: str) -> float:
 def _description(value: str | None) -> str:
     if value is None:
         return ""  # GeoReport: optional
-    # Browsers send a textarea's line ends as CRLF; one convention is kept.
-    text = value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    text = _lines(value).strip()
     if len(text) > DESCRIPTION_MAX_CHARS:
         raise ReportRefused(f"description is longer than {DESCRIPTION_MAX_CHARS} characters "
                             f"({len(text):,})")
@@ -161,13 +164,18 @@ def _text(values: Mapping[str, str], name: str, max_chars: int, *,
     value = values.get(name)
     if value is None:
         return None
-    text = value.replace("\r\n", "\n").strip() if lines else value.strip()
+    text = _lines(value).strip() if lines else value.strip()
     if not text:
         return None
     if len(text) > max_chars:
         raise ReportRefused(f"{name} is longer than {max_chars} characters ({len(text):,})")
     _refuse_control(name, text, lines=lines)
     return text
+
+
+def _lines(value: str) -> str:
+    # Browsers send a textarea's line ends as CRLF, old Macs CR; one convention is kept.
+    return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _refuse_control(name: str, text: str, *, lines: bool) -> None:

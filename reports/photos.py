@@ -29,6 +29,9 @@ from reports.settings import MIB
 
 JPEG_QUALITY: Final = 85  # what phone cameras use; a flood photo needs no more
 WEBP_QUALITY: Final = 85
+# libwebp's effort, 0..6: 0 encodes a phone photo about 3x faster than the default 4, and
+# the file comes out about as large (measured on a 1280x960 photo: 70 ms against 190 ms).
+WEBP_METHOD: Final = 0
 # What a photo may be. Order matters for nothing; each entry: Pillow's format name, the
 # stored file's extension, its media type.
 FORMATS: Final = {
@@ -258,7 +261,7 @@ def _encode(image: Image.Image, pillow_format: str) -> bytes:
     elif pillow_format == "PNG":
         image.save(out, "PNG", optimize=False)  # optimize costs seconds on a large photo
     else:
-        image.save(out, "WEBP", quality=WEBP_QUALITY)
+        image.save(out, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
     return out.getvalue()
 
 

@@ -99,6 +99,8 @@ FORM_CASES: tuple[FormCase, ...] = (
         _with(("first_name", MIB_OF_TEXT))),
     _no("unknown-field-1-mib", "is longer than 4000 characters",
         _with(extra=[("x_padding", MIB_OF_TEXT)])),
+    _no("huge-field-name", "a field's name is longer than 100 characters (1,048,576)",
+        _with(extra=[(MIB_OF_TEXT, "1")])),
     _no("address-4001", "address_string is longer than 4000 characters (4,001)",
         _with(("address_string", "j" * 4001))),
     _no("description-4001", "description is longer than 4000 characters (4,001)",
