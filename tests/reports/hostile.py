@@ -44,6 +44,9 @@ class FormCase:
     # decoding, before intake sees it (parse_report takes str).
     raw: bytes | None = None
     kept: dict[str, object] = field(default_factory=dict)  # NewReport attributes, if accepted
+    # The HTTP layer's own limits (body size, number of fields) may refuse it before intake,
+    # with their own message: over HTTP, check the status (and that nothing is stored) only.
+    before_intake: bool = False
 
     def body(self, api_key: str) -> bytes:
         """The form-urlencoded body, with `api_key` first unless the case sends its own."""
@@ -71,8 +74,8 @@ def _ok(name: str, fields: Fields, **kept: object) -> FormCase:
     return FormCase(name, "accepted", fields=fields, kept=kept)
 
 
-def _no(name: str, reason: str, fields: Fields) -> FormCase:
-    return FormCase(name, 400, reason, fields=fields)
+def _no(name: str, reason: str, fields: Fields, *, before_intake: bool = False) -> FormCase:
+    return FormCase(name, 400, reason, fields=fields, before_intake=before_intake)
 
 
 def _undecodable(name: str, raw: bytes) -> FormCase:
@@ -94,13 +97,13 @@ FORM_CASES: tuple[FormCase, ...] = (
     _ok("unknown-field-repeated-is-ignored", _with(extra=[("x_app", "1"), ("x_app", "2")])),
     # Huge fields.
     _no("description-1-mib", "description is longer than 4000 characters (1,048,576)",
-        _with(("description", MIB_OF_TEXT))),
+        _with(("description", MIB_OF_TEXT)), before_intake=True),
     _no("first-name-1-mib", "first_name is longer than 4000 characters",
-        _with(("first_name", MIB_OF_TEXT))),
+        _with(("first_name", MIB_OF_TEXT)), before_intake=True),
     _no("unknown-field-1-mib", "is longer than 4000 characters",
-        _with(extra=[("x_padding", MIB_OF_TEXT)])),
+        _with(extra=[("x_padding", MIB_OF_TEXT)]), before_intake=True),
     _no("huge-field-name", "a field's name is longer than 100 characters (1,048,576)",
-        _with(extra=[(MIB_OF_TEXT, "1")])),
+        _with(extra=[(MIB_OF_TEXT, "1")]), before_intake=True),
     _no("address-4001", "address_string is longer than 4000 characters (4,001)",
         _with(("address_string", "j" * 4001))),
     _no("description-4001", "description is longer than 4000 characters (4,001)",
@@ -109,7 +112,7 @@ FORM_CASES: tuple[FormCase, ...] = (
     _no("name-201", "first_name is longer than 200 characters (201)",
         _with(("first_name", "n" * 201))),
     _no("too-many-fields", "fields; at most 100",
-        _with(extra=[(f"x{i}", "1") for i in range(200)])),
+        _with(extra=[(f"x{i}", "1") for i in range(200)]), before_intake=True),
     # Control characters and NUL.
     _no("nul-in-description", "control character (U+0000", _with(("description", "a\x00b"))),
     _no("escape-in-description", "control character (U+001B",
