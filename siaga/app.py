@@ -21,10 +21,12 @@ from ingest.spool import Spool
 from ingest.stats import IngestStats
 from ingest.storage import Storage, StorageStats
 from ingest.subscriber import Subscriber
+from reports.book import ReportBook
 from rules.alerting import Alerting
 from rules.config import RulesFile, load_rules
 from siaga.api.context import ApiContext
 from siaga.api.server import serve_api
+from siaga.citizens import CitizenDesk
 from siaga.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Service:
         self.ready = asyncio.Event()
         self.http_port: int | None = None  # the bound port, once the API listens
         self.alerting: Alerting | None = None
+        self.desk: CitizenDesk | None = None  # residents' reports, once the book is open
         self._storage: Storage | None = None
         self._subscriber: Subscriber | None = None
         self._subscriptions: list[str] = []
@@ -80,10 +83,15 @@ class Service:
                 external_url=self._external_url(),
                 clock_ns=self.clock_ns))
             self.alerting = alerting
+            book = stack.enter_context(ReportBook.open(settings.reports, data_dir,
+                                                       clock_ns=self.clock_ns))
+            desk = CitizenDesk(book, CitizenDesk.photo_store(settings.reports, data_dir),
+                               settings.reports, alerting, clock_ns=self.clock_ns)
+            self.desk = desk
             # The API starts before the subscriber, so /healthz answers while the broker is
             # awaited, and stops after it (the exit stack unwinds in reverse).
             self.http_port = await stack.enter_async_context(serve_api(
-                self._api_context(alerting, dead_letters), settings.http.host,
+                self._api_context(alerting, dead_letters, desk), settings.http.host,
                 settings.http.port))
             subscriber = await stack.enter_async_context(
                 Subscriber(settings.mqtt, self._subscriptions, self.clock_ns,
@@ -96,14 +104,16 @@ class Service:
                                 self.stats, settings.ingest, alerting, self.clock_ns,
                                 on_durability=alerting.durability_changed)
             log.info("Siaga ingest started: %d devices, %d rules, MQTT %s:%s, InfluxDB %s %s, "
-                     "API http://%s:%s, data in %s", len(self.registry), len(self.rules.rules),
-                     settings.mqtt.host, settings.mqtt.port, writer.describe(),
-                     settings.influx.api, settings.http.host, self.http_port, data_dir)
+                     "reports in %s, API http://%s:%s, data in %s", len(self.registry),
+                     len(self.rules.rules), settings.mqtt.host, settings.mqtt.port,
+                     writer.describe(), settings.influx.api, book.describe(),
+                     settings.http.host, self.http_port, data_dir)
             drain_stop = asyncio.Event()
             async with asyncio.TaskGroup() as group:
                 group.create_task(storage.drain(drain_stop))
                 # Notifications are delivered until the very end, after the last flush.
                 group.create_task(alerting.run(drain_stop))
+                group.create_task(desk.run(drain_stop))
                 group.create_task(self._mark_ready(subscriber, stop))
                 await pipeline.run(stop)
                 drain_stop.set()
@@ -122,12 +132,14 @@ class Service:
         http = self.settings.http
         return (http.external_url or f"http://{http.host}:{http.port}").rstrip("/")
 
-    def _api_context(self, alerting: Alerting, dead_letters: DeadLetterStore) -> ApiContext:
+    def _api_context(self, alerting: Alerting, dead_letters: DeadLetterStore,
+                     desk: CitizenDesk) -> ApiContext:
         return ApiContext(
             registry=self.registry, alerts=alerting.book, dead_letters=dead_letters,
             outbox=alerting.outbox, ingest_stats=self.stats, storage_stats=self._storage_stats,
             readiness=self.readiness, token=self.settings.http.token,
-            devices_seen=alerting.devices_seen, latest=alerting.latest, clock_ns=self.clock_ns)
+            devices_seen=alerting.devices_seen, latest=alerting.latest, clock_ns=self.clock_ns,
+            desk=desk, external_url=self.settings.http.external_url)
 
     def readiness(self) -> list[str]:
         """What keeps the service from being ready (GET /readyz); empty when it is."""

@@ -18,6 +18,7 @@ from ingest.settings import (
     Section,
     SpoolSettings,
 )
+from reports.settings import ReportsSettings
 from siaga_core.configfile import locate, validate_data
 from siaga_core.errors import ConfigFileError, Problem
 from siaga_core.yamlfile import Loc, read_yaml
@@ -51,6 +52,7 @@ class Settings(Section):
     spool: SpoolSettings = SpoolSettings()
     http: HttpSettings = HttpSettings()
     broker: BrokerSettings = BrokerSettings()
+    reports: ReportsSettings = ReportsSettings()
     data_dir: FilePath = Path(".siaga/data")
     catalog: FilePath | None = None
     rules: FilePath | None = None
@@ -79,6 +81,7 @@ ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
     "SIAGA_API_TOKEN": (("http", "token"), SecretStr),
     "SIAGA_DATA_DIR": (("data_dir",), Path),
     "SIAGA_WEBHOOK_URL": (("webhook_url",), str),
+    "SIAGA_REPORTS_DATABASE_URL": (("reports", "database_url"), SecretStr),
 }
 
 

@@ -13,11 +13,12 @@ from pydantic import Field, model_validator
 from ingest.deadletters import format_time
 from rules.alert import Alert, AlertStatus
 from rules.alertbook import AlertView, HistoryEntry
-from rules.durations import parse_duration, to_ns
 from rules.outbox import Delivery
 from rules.silences import Matcher, Silence, parse_matcher
 from siaga.api.context import CONTEXT, ApiContext, ApiError, json_response, query_limit, read_body
+from siaga.api.timefmt import parse_time
 from siaga_core.configfile import StrictModel
+from siaga_core.durations import parse_duration, to_ns
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -112,9 +113,9 @@ async def add_silence(request: web.Request) -> web.Response:
     body = await read_body(request, SilenceBody)
     matchers = _matchers(body.matchers)
     now_ns = context.clock_ns()
-    starts_ns = now_ns if body.starts_at is None else _parse_time(body.starts_at, "starts_at")
+    starts_ns = now_ns if body.starts_at is None else parse_time(body.starts_at, "starts_at")
     if body.ends_at is not None:
-        ends_ns = _parse_time(body.ends_at, "ends_at")
+        ends_ns = parse_time(body.ends_at, "ends_at")
     else:
         ends_ns = starts_ns + _positive_duration_ns(body.duration or "")
     # A silence that cannot be raises SilenceError: 400 (context.STATUS_OF).
@@ -228,18 +229,6 @@ def _flag(raw: str, name: str) -> bool:
     if raw.lower() in _FALSE:
         return False
     raise ApiError(400, f"{name} must be true or false, got {raw!r}")
-
-
-def _parse_time(text: str, name: str) -> int:
-    """RFC 3339 with an offset (`Z` or `+07:00`) -> Unix ns."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or "T" not in text.upper():
-        raise ApiError(400, f"{name} must be RFC 3339 with an offset, "
-                            f"e.g. 2024-01-31T08:00:00+07:00, got {text!r}")
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 def _positive_duration_ns(text: str) -> int:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import orjson
 from aiohttp import web
@@ -28,10 +28,20 @@ from devices.registry import Registry
 from ingest.deadletters import DeadLetterStore
 from ingest.stats import IngestStats
 from ingest.storage import StorageStats
+from reports.errors import (
+    KeyRefused,
+    PhotoTooLarge,
+    ReportRefused,
+    TooManyReports,
+    UnknownReport,
+)
 from rules.alertbook import AlertBook, AlertNotActive, UnknownSilence
 from rules.outbox import Outbox
 from rules.silences import SilenceError
 from siaga_core.errors import InputError, StorageError
+
+if TYPE_CHECKING:
+    from siaga.citizens import CitizenDesk
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,11 @@ STATUS_OF: Final[Mapping[type[Exception], int]] = {
     SilenceError: 400,  # a silence or matcher that cannot be
     AlertNotActive: 409,  # acknowledging a resolved alert: the alert's state, not the request
     UnknownSilence: 404,
+    UnknownReport: 404,  # no such report, category, photo or key
+    KeyRefused: 403,  # GeoReport: a missing or wrong api_key is 403
+    PhotoTooLarge: 413,
+    TooManyReports: 429,  # with Retry-After (errors_as_json adds it)
+    ReportRefused: 400,
     InputError: 400,
     StorageError: 503,  # the service's trouble, not the caller's: ask again later
 }
@@ -78,9 +93,16 @@ class ApiContext:
     devices_seen: Mapping[str, int] = field(default_factory=dict)
     latest: Mapping[str, Reading] = field(default_factory=dict)
     clock_ns: Callable[[], int] = time.time_ns
+    desk: CitizenDesk | None = None  # residents' reports; None: the service takes none
+    external_url: str | None = None  # the base of links in answers (a report's media_url)
 
 
 CONTEXT: Final = web.AppKey("siaga_api_context", ApiContext)
+# An error's body for the paths under a prefix, when it is not `{"error": ...}`: Open311's
+# clients expect GeoReport's error list. Those paths check their own credentials (an
+# `api_key`), so the bearer token is not asked of them.
+ErrorBody = Callable[[web.Request, int, str, Mapping[str, str] | None], web.Response]
+EDGES: Final = web.AppKey("siaga_api_edges", dict[str, ErrorBody])
 
 
 class ApiError(Exception):
@@ -108,25 +130,46 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure leaves as `{"error": "..."}` with its status code."""
+    respond = _error_body(request)
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.headers)
+        return respond(request, exc.status, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         # Keep headers such as Allow (405), drop the ones describing aiohttp's text body.
         kept = {k: v for k, v in exc.headers.items()
                 if k.lower() not in ("content-type", "content-length")}
-        return error_response(exc.status, _routing_message(request, exc), kept)
+        return respond(request, exc.status, _routing_message(request, exc), kept)
     except Exception as exc:
         status = status_of(exc)
         if status is None:
             log.exception("HTTP API: %s %s failed", request.method, request.path)
-            return error_response(500, "internal error; the service log has the details")
+            return respond(request, 500, "internal error; the service log has the details",
+                           None)
         if status >= 500:
             log.warning("HTTP API: %s %s: %s", request.method, request.path, exc)
-        return error_response(status, str(exc))
+        headers = ({"Retry-After": str(exc.retry_after_s)}
+                   if isinstance(exc, TooManyReports) else None)
+        return respond(request, status, str(exc), headers)
+
+
+def _plain_error(request: web.Request, status: int, message: str,
+                 headers: Mapping[str, str] | None) -> web.Response:
+    return error_response(status, message, headers)
+
+
+def _error_body(request: web.Request) -> ErrorBody:
+    for prefix, body in request.app.get(EDGES, {}).items():
+        if request.path.startswith(prefix):
+            return body
+    return _plain_error
+
+
+def own_credentials(request: web.Request) -> bool:
+    """The path is under an edge that checks its own credentials (see EDGES)."""
+    return any(request.path.startswith(prefix) for prefix in request.app.get(EDGES, {}))
 
 
 def status_of(exc: Exception) -> int | None:
@@ -146,7 +189,7 @@ def _routing_message(request: web.Request, exc: web.HTTPException) -> str:
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Mutating requests need the configured bearer token; reads are open."""
-    if request.method in MUTATING_METHODS:
+    if request.method in MUTATING_METHODS and not own_credentials(request):
         check_token(request.app[CONTEXT].token, request.headers.get("Authorization"))
     return await handler(request)
 

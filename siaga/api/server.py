@@ -17,10 +17,14 @@ from devices.readings import Reading
 from devices.registry import Device
 from ingest.deadletters import StoredDeadLetter, format_time
 from siaga.api import alerts as apialerts
+from siaga.api import open311
+from siaga.api import reports as apireports
 from siaga.api.context import (
     CONTEXT,
+    EDGES,
     ApiContext,
     ApiError,
+    ErrorBody,
     bearer_auth,
     errors_as_json,
     json_response,
@@ -49,11 +53,15 @@ def make_app(context: ApiContext) -> web.Application:
     """The aiohttp application serving `context`.
 
     Reads are open (they show nothing secret, and monitoring needs them without
-    credentials); POST and DELETE need the bearer token (`apicontext.bearer_auth`).
+    credentials); POST and DELETE need the bearer token (`apicontext.bearer_auth`), and so
+    do officers' reads of reports (they show the reporter's contact). Open311 under
+    /open311/v2/ checks its own `api_key` and answers errors as GeoReport does.
     """
     app = web.Application(middlewares=[errors_as_json, bearer_auth],
                           client_max_size=MAX_BODY_BYTES)
     app[CONTEXT] = context
+    edges: dict[str, ErrorBody] = {open311.PREFIX + "/": open311.open311_error}
+    app[EDGES] = edges
     app[OPENAPI] = load_openapi()
     app.add_routes(routes())
     return app
@@ -71,6 +79,8 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/deadletters", list_dead_letters),
         web.get("/api/deadletters/counts", count_dead_letters),
         *apialerts.routes(),
+        *apireports.routes(),
+        *open311.routes(),
     ]
 
 

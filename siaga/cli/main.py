@@ -1,5 +1,5 @@
 """The `siaga` console script: run, check, simulate, demo, deadletters, alerts, silences,
-broker init, devices add."""
+broker init, devices add, reports."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from devices.registry import Registry, load_catalog
 from rules.config import RulesFile, load_rules
 from siaga.broker.auth import SERVICE_USER
 from siaga.broker.provision import NewDevice, ProvisionError, add_device, device_sheet, init_broker
-from siaga.cli import simulateargs
+from siaga.cli import reportscli, simulateargs
 from siaga.cli.apiclient import (
     ApiClient,
     base_url,
@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--counts", action="store_true", help="totals by reason code")
     _api_parsers(sub, config_option)
     _provision_parsers(sub, config_option)
+    reportscli.add_parsers(sub, config_option, _settings)
     return parser
 
 

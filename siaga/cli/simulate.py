@@ -11,14 +11,21 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from devices.registry import Device, load_catalog
-from siaga.cli.simulateargs import DEFAULT_LOAD_RATE, DEFAULT_SCENARIO, conflict
+from siaga.cli.simulateargs import (
+    DEFAULT_LOAD_RATE,
+    DEFAULT_SCENARIO,
+    REPORTS_KEY_ENV,
+    REPORTS_TOKEN_ENV,
+    conflict,
+)
 from siaga.settings import Settings
-from siaga_core.errors import ConfigFileError, SiagaError
+from siaga_core.errors import ConfigFileError, ConfigurationError, SiagaError
 from simulators.fleet import FleetConfig
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
+from simulators.reports import Progress, plan_year, post_plan
 from simulators.runner import ProgressPrinter, playback
 from simulators.scenario import list_scenarios, load_scenario
-from simulators.summary import Summary
+from simulators.summary import Summary, format_sim_time
 
 
 def run(args: argparse.Namespace, settings: Callable[[], Settings]) -> int:
@@ -47,6 +54,38 @@ def run(args: argparse.Namespace, settings: Callable[[], Settings]) -> int:
         return 1
     print(summary)
     return 0
+
+
+def run_reports(args: argparse.Namespace) -> int:
+    """`siaga simulate reports`: plan the year, post it, print what was sent.
+
+    A service that cannot be reached or refuses the key raises `DeliveryError`: `main` prints
+    it in one line and exits 1.
+    """
+    if not args.api_key:
+        raise ConfigurationError(f"siaga simulate reports needs an Open311 API key: --api-key "
+                                 f"KEY or {REPORTS_KEY_ENV} (`siaga reports keys add NAME`)")
+    if not args.token:
+        raise ConfigurationError(f"siaga simulate reports needs the operator API's token for "
+                                 f"the officers' updates: --token or {REPORTS_TOKEN_ENV}")
+    plan = plan_year(args.year, args.scale, args.seed)
+    print(f"siaga simulate reports: {len(plan.reports):,} reports and {plan.updates:,} updates "
+          f"of {args.year} (scale {args.scale:g}, seed {args.seed}) to {args.url}",
+          file=sys.stderr)
+    summary = asyncio.run(post_plan(
+        plan, args.url, args.api_key, args.token, speedup=args.speedup,
+        concurrency=args.concurrency, progress=_print_progress,
+        on_refused=lambda reason: print(f"refused: {reason}", file=sys.stderr)))
+    print(summary)
+    return 0
+
+
+def _print_progress(progress: Progress) -> None:
+    when = ("" if progress.sim_time_s is None
+            else f"  sim {format_sim_time(progress.sim_time_s)}")
+    print(f"[{progress.elapsed_s:7.1f} s] sent {progress.sent:,} reports "
+          f"({progress.refused:,} refused), {progress.updates:,} updates, "
+          f"{progress.rate:,.0f} reports/s{when}", file=sys.stderr, flush=True)
 
 
 def _write_catalog(args: argparse.Namespace, settings: Settings) -> None:

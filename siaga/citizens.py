@@ -1,0 +1,205 @@
+"""The citizens' desk: a report's way from the Open311 edge to the book and the alerts.
+
+The HTTP handlers (`siaga.api.open311`, `siaga.api.reports`) parse the request; the desk
+checks the key, the rate and the photo, stores the report durably, and only then tells the
+rules (`rules.alerting.Alerting.observe_report`), whose links it records in the book. An
+officer's first update answers `ReportOverdue`; a scheduled check raises it.
+
+The book and the photo store do blocking I/O (SQLite or PostgreSQL, files with fsync): each
+call runs in a worker thread, so the event loop keeps taking readings meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from reports.book import ReportBook, ReportQuery
+from reports.errors import KeyRefused
+from reports.intake import parse_report
+from reports.model import Report, State, Update
+from reports.photos import PhotoStore, StoredPhoto
+from reports.ratelimit import RateLimiter
+from reports.settings import ReportsSettings
+from reports.stats import Stats
+from rules.citizens import CitizenReport
+from siaga_core.errors import StorageError
+
+if TYPE_CHECKING:
+    from rules.alerting import Alerting
+
+log = logging.getLogger(__name__)
+
+_NS_PER_S: Final = 1_000_000_000
+OVERDUE_CHECK_S: Final = 60  # response times are hours; a minute late is fine
+# After a restart, the flood clusters are rebuilt from this much of the book's recent past
+# (the rules' window is 30 minutes by default; an hour covers a changed setting too).
+RESTORE_WINDOW_NS: Final = 2 * 3600 * _NS_PER_S
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A stored report and what the public answer says about it."""
+
+    report: Report
+    notice: str | None  # GeoReport `service_notice`: e.g. that it is probably a duplicate
+
+
+class CitizenDesk:
+    """Takes reports and officers' updates; owns the book, the photos and the rate limit."""
+
+    def __init__(self, book: ReportBook, photos: PhotoStore, settings: ReportsSettings,
+                 alerting: Alerting | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.book = book
+        self.photos = photos
+        self.settings = settings
+        self.alerting = alerting
+        self.clock_ns = clock_ns
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.categories = book.categories
+
+    @classmethod
+    def photo_store(cls, settings: ReportsSettings, data_dir: Path) -> PhotoStore:
+        return PhotoStore(data_dir / "photos", settings.photo_max_bytes,
+                          settings.photo_max_pixels)
+
+    # --- intake ----------------------------------------------------------------------------
+
+    async def key_name(self, api_key: str | None) -> str:
+        """The name of the key's app or channel; KeyRefused when it is missing or unknown."""
+        if not api_key:
+            raise KeyRefused("api_key is required: ask the city for a key for your app")
+        return await asyncio.to_thread(self.book.key_name, api_key)
+
+    async def submit(self, fields: Sequence[tuple[str, str]], photo: bytes | None,
+                     key_name: str) -> Submitted:
+        """Validate, store durably, then correlate. Nothing refused is stored."""
+        self.limiter.take(key_name)
+        received = self.clock_ns()
+        # The fields first: a photo of a report that would be refused is never written.
+        new = parse_report(fields, categories=self.categories,
+                           jurisdiction=self.settings.jurisdiction, received_ns=received,
+                           key_name=key_name)
+        if photo is not None:
+            stored: StoredPhoto = await asyncio.to_thread(self.photos.accept, photo)
+            new = replace(new, photo=stored.name)
+        report = await asyncio.to_thread(self.book.add, new)
+        log.info("report %s (%s) from %s at %.5f,%.5f%s", report.id, report.service_code,
+                 key_name, report.lat, report.lon,
+                 f": probably a duplicate of {report.duplicate_of}" if report.duplicate_of else "")
+        report = await self._correlate(report)
+        notice = None
+        if report.duplicate_of is not None:
+            notice = (f"Probably a duplicate of report {report.duplicate_of} (same category "
+                      f"within {self.settings.duplicate_radius_m:g} m and "
+                      f"{self.settings.duplicate_window}); an officer will confirm.")
+        return Submitted(report, notice)
+
+    async def _correlate(self, report: Report) -> Report:
+        """Tell the rules; record the alerts they linked the report to."""
+        if self.alerting is None:
+            return report
+        fingerprints = self.alerting.observe_report(citizen_report(report))
+        if not fingerprints:
+            return report
+        # A cluster's alert names every report in it: the earlier ones are linked now too.
+        links = [(report.id, fingerprint) for fingerprint in fingerprints]
+        for fingerprint in fingerprints:
+            view = self.alerting.book.get(fingerprint)
+            members = "" if view is None else view.alert.annotations.get("report_ids", "")
+            links += [(member, fingerprint) for member in members.split(",")
+                      if member and member != report.id]
+        try:
+            for report_id, fingerprint in links:
+                await asyncio.to_thread(self.book.link, report_id, fingerprint)
+        except StorageError:
+            # The report is stored and acknowledged; a lost link only weakens the story.
+            log.exception("could not record report %s's links to %s", report.id, fingerprints)
+            return report
+        return replace(report, alerts=tuple(dict.fromkeys((*report.alerts, *fingerprints))))
+
+    # --- officers --------------------------------------------------------------------------
+
+    async def update(self, report_id: str, state: State, note: str, officer: str,
+                     at_ns: int | None) -> Update:
+        update = await asyncio.to_thread(self.book.add_update, report_id, state, note, officer,
+                                         self.clock_ns() if at_ns is None else at_ns)
+        if self.alerting is not None:
+            self.alerting.report_answered(report_id)
+        log.info("report %s %s by %s", report_id, state, officer)
+        return update
+
+    async def get(self, report_id: str) -> Report:
+        return await asyncio.to_thread(self.book.get, report_id)
+
+    async def history(self, report_id: str) -> list[Update]:
+        return await asyncio.to_thread(self.book.updates, report_id)
+
+    async def find(self, query: ReportQuery) -> tuple[list[Report], int]:
+        def both() -> tuple[list[Report], int]:
+            return self.book.find(query), self.book.count(query)
+
+        return await asyncio.to_thread(both)
+
+    async def updates(self, since_ns: int | None, until_ns: int | None,
+                      limit: int) -> list[Update]:
+        return await asyncio.to_thread(self.book.updates, None, since_ns, until_ns, limit)
+
+    async def stats(self, year: int) -> Stats:
+        return await asyncio.to_thread(self.book.stats, year)
+
+    # --- the wall clock --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Restore the flood clusters, then check for overdue reports until `stop`."""
+        await self.restore()
+        while not stop.is_set():
+            try:
+                await self.check_overdue()
+            except StorageError:
+                log.exception("checking for overdue reports failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), OVERDUE_CHECK_S)
+
+    async def restore(self) -> None:
+        """Re-feed the recent past's reports to the rules, whose clusters live in memory."""
+        if self.alerting is None:
+            return
+        since = self.clock_ns() - RESTORE_WINDOW_NS
+        query = ReportQuery(requested_from_ns=since, limit=10_000, newest_first=False)
+        recent = await asyncio.to_thread(self.book.find, query)
+        for report in recent:
+            await self._correlate(report)
+        if recent:
+            log.info("citizens' desk: %d recent reports re-read for correlation", len(recent))
+
+    async def check_overdue(self) -> int:
+        """Raise ReportOverdue for each report no officer answered within its response time."""
+        if self.alerting is None:
+            return 0
+        overdue = await asyncio.to_thread(self.book.overdue, self.clock_ns())
+        for report in overdue:
+            category = self.categories[report.service_code]
+            due = report.received_ns + int(category.response_time.total_seconds() * _NS_PER_S)
+            self.alerting.report_overdue(citizen_report(report), due)
+        # Answered elsewhere (another instance sharing the book, or before a restart): the
+        # book no longer lists them, so their alerts end here.
+        still = {report.id for report in overdue}
+        for report_id in self.alerting.overdue_reports():
+            if report_id not in still:
+                self.alerting.report_answered(report_id)
+        return len(overdue)
+
+
+def citizen_report(report: Report) -> CitizenReport:
+    """What the rules see of a report: no contact, no photo."""
+    return CitizenReport(id=report.id, category=report.service_code, lat=report.lat,
+                         lon=report.lon, at_ns=report.requested_ns, agency=report.agency,
+                         description=report.description)
