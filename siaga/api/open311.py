@@ -107,7 +107,7 @@ async def post_request(request: web.Request) -> web.Response:
     given = [value for name, value in fields if name == "api_key"]
     key = given[0] if len(given) == 1 else request.query.get("api_key")
     if len(given) > 1:
-        raise ReportRefused("api_key is given more than once: send it once")
+        raise ReportRefused("api_key is given twice: send it once")
     name = await found.key_name(key)
     submitted = await found.submit(fields, photo, name)
     body: dict[str, Any] = {"service_request_id": submitted.report.id,
