@@ -1,5 +1,5 @@
 """The wheel, installed in a fresh virtualenv and run outside the checkout, does a user's first
-steps: help, check, broker init and a short demo; and it ships the six packages, nothing else.
+steps: help, check, broker init and a short demo; and it ships the seven packages, nothing else.
 
 Offline: the wheel is built without build isolation (by the test environment's setuptools,
 which needs 70.1 or later: bdist_wheel built in) and installed without its dependencies;
@@ -25,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {"siaga", "siaga_core", "ingest", "rules", "devices", "simulators"}
+PACKAGES = {"siaga", "siaga_core", "ingest", "rules", "devices", "simulators", "reports"}
 COMMAND_TIMEOUT_S = 120.0  # a ceiling for a broken build or a hung demo, not a speed
 DEMO_SECONDS = 10
 DEMO_STOPPED = re.compile(r"Stopped\. ([\d,]+) messages received, ([\d,]+) readings stored")
@@ -88,7 +88,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(wheel, python, venv / "bin" / "siaga", site_packages, workdir)
 
 
-def test_the_wheel_ships_the_six_packages_and_no_test_code(installed: Installed) -> None:
+def test_the_wheel_ships_the_seven_packages_and_no_test_code(installed: Installed) -> None:
     names = [PurePosixPath(name) for name in zipfile.ZipFile(installed.wheel).namelist()]
     version = installed.wheel.name.split("-")[1]
     assert {name.parts[0] for name in names} == PACKAGES | {f"siaga-{version}.dist-info"}
