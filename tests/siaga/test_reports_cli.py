@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from reports.book import ReportBook
+from reports.errors import KeyRefused
 from reports.model import Contact, NewReport, State
 from reports.settings import ReportsSettings
 from siaga.cli.main import main
@@ -52,9 +53,9 @@ def test_a_revoked_key_is_refused_and_an_unknown_name_is_one_clear_error(
     code, out, _ = run(capsys, "reports", "keys", "revoke", "kelurahan-menteng",
                        "-c", str(config))
     assert code == 0 and "revoked" in out
-    with ReportBook.open(ReportsSettings(), tmp_path / "data") as book:
-        with pytest.raises(Exception, match="api_key"):
-            book.key_name(key)
+    with (ReportBook.open(ReportsSettings(), tmp_path / "data") as book,
+          pytest.raises(KeyRefused, match="api_key")):
+        book.key_name(key)
     code, _, err = run(capsys, "reports", "keys", "revoke", "nobody", "-c", str(config))
     assert code == 1 and "nobody" in err and "Traceback" not in err
     code, _, err = run(capsys, "reports", "keys", "add", "kelurahan-menteng", "-c",
