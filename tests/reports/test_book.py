@@ -3,17 +3,24 @@ overdue reports, and durability through a SIGKILL."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
+import uuid
+from pathlib import Path
 
+import psycopg
 import pytest
+from pydantic import SecretStr
 
 from reports.book import ReportBook, ReportQuery
 from reports.errors import ReportRefused, UnknownReport
 from reports.model import Contact, State
+from reports.settings import ReportsSettings
+from siaga.sandbox.ports import free_port
+from siaga.sandbox.postgres import PostgreSQL
+from siaga_core.errors import ConfigurationError, StorageError
 from siaga_core.geo import Box
 from tests.polling import wait_until
 from tests.reports.conftest import (
@@ -259,6 +266,7 @@ def test_an_open_report_unanswered_past_its_response_time_is_overdue(book: Repor
 
 # --- durability -------------------------------------------------------------------------------
 
+REPO = Path(__file__).resolve().parents[2]  # the writer imports tests.reports.conftest
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
@@ -284,7 +292,7 @@ def test_a_report_acknowledged_before_a_sigkill_is_kept(book_place: BookPlace,
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(book_place.data_dir),
              "" if url is None else url.get_secret_value()],
-            stdout=ids, cwd=os.getcwd())
+            stdout=ids, cwd=REPO)
         try:
             wait_until(lambda: len(out.read_text().splitlines()) >= 200,
                        what="the writer acknowledging 200 reports")
@@ -296,3 +304,35 @@ def test_a_report_acknowledged_before_a_sigkill_is_kept(book_place: BookPlace,
         kept = {report.id for report in book.find(ReportQuery(limit=1_000_000))}
     assert set(acknowledged) <= kept
 
+
+
+# --- PostgreSQL's connection ------------------------------------------------------------------
+
+
+def test_a_book_whose_connection_was_cut_reconnects(postgres: PostgreSQL) -> None:
+    name = f"cut_{uuid.uuid4().hex}"
+    url = postgres.create_database(name)
+    try:
+        with ReportBook.open(ReportsSettings(database_url=SecretStr(url)), Path(".")) as book:
+            first = book.add(new_report())
+            with psycopg.connect(postgres.url, autocommit=True) as admin:
+                cut = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                    " WHERE datname = %s", (name,)).fetchall()
+            assert cut == [(True,)]
+            second = book.add(new_report(place=north_of(MANGGARAI, 5000)))  # a write, then
+            assert [r.id for r in book.find(ReportQuery())] == [second.id, first.id]  # a read
+    finally:
+        postgres.drop_database(name)
+
+
+def test_an_unreachable_postgresql_is_a_storage_error_without_the_password() -> None:
+    url = f"postgresql://siaga:s3cret@127.0.0.1:{free_port()}/reports"
+    with pytest.raises(StorageError, match=r"PostgreSQL 127\.0\.0\.1:\d+/reports") as caught:
+        ReportBook.open(ReportsSettings(database_url=SecretStr(url)), Path("."))
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["mysql://localhost/reports", "postgresql://[::1"])
+def test_a_database_url_that_is_not_postgresql_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"reports\.database_url"):
+        ReportBook.open(ReportsSettings(database_url=SecretStr(url)), Path("."))
