@@ -18,16 +18,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Self
 
-from reports import keys, stats
+from reports import keys
 from reports.backends import Backend, Row, Tx, open_backend
 from reports.categories import Category
 from reports.errors import KeyRefused, ReportRefused, UnknownReport
 from reports.keys import ApiKey
 from reports.model import UPDATE_STATES, Contact, NewReport, Report, State, Update
 from reports.settings import ReportsSettings
+from reports.stats import Stats, compute, year_range_ns
 from siaga_core.geo import Box, distance_m
 
-__all__ = ["ApiKey", "ReportBook", "ReportQuery"]
+__all__ = ["ApiKey", "ReportBook", "ReportQuery", "Stats"]
 
 _ID = re.compile(r"[0-9]{1,18}")  # ids are positive BIGINTs; anything else names no report
 REPORT_COLUMNS: Final = (
@@ -301,13 +302,13 @@ class ReportBook:
 
     # --- statistics ---------------------------------------------------------------------
 
-    def stats(self, year: int) -> stats.Stats:
+    def stats(self, year: int) -> Stats:
         """The CRM's figures for `year` (reports requested in it, Jakarta time)."""
-        start_ns, end_ns = stats.year_range_ns(year)
+        start_ns, end_ns = year_range_ns(year)
         rows = self._backend.read(
             "SELECT service_code, agency, requested_ns, first_response_ns, closed_ns, state"
             " FROM reports WHERE requested_ns >= ? AND requested_ns < ?", (start_ns, end_ns))
-        return stats.compute(year, rows, self._categories)
+        return compute(year, rows, self._categories)
 
     # --- API keys -----------------------------------------------------------------------
 
