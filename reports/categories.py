@@ -42,6 +42,7 @@ class Category:
 
 
 _H = timedelta(hours=1)
+OTHER: Final = "lainnya"  # the catch-all; statistics list it after the named categories
 DEFAULT_CATEGORIES: Final[tuple[Category, ...]] = (
     Category("banjir", "Banjir", "Flood", "Genangan atau banjir di jalan, permukiman, underpass",
              "BPBD DKI Jakarta; Dinas Sumber Daya Air", 1 * _H, "bencana",
@@ -66,6 +67,11 @@ DEFAULT_CATEGORIES: Final[tuple[Category, ...]] = (
              "Tempat rawan tindak kriminal", "Satpol PP; Kepolisian", 3 * _H, "ketertiban"),
     Category("pelayanan-publik", "Pelayanan publik", "Public service failure",
              "Pelayanan publik yang gagal atau buruk", "Inspektorat", 24 * _H, "pelayanan"),
+    # Beyond SPEC's ten, as GeoReport lets a city list its own services: the CRM counted
+    # dozens of categories, and a report that fits none of the ten must still be taken.
+    # Officers send it on to the unit concerned (disposisi).
+    Category(OTHER, "Lainnya", "Other", "Laporan lain yang tidak masuk kategori di atas",
+             "Diskominfotik (disposisi ke unit terkait)", 24 * _H, "lainnya"),
 )
 CODES: Final = tuple(category.code for category in DEFAULT_CATEGORIES)
 FLOOD: Final = "banjir"

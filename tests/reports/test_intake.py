@@ -102,7 +102,7 @@ def test_an_unknown_category_names_every_choice() -> None:
     message = refusal(with_fields(service_code="x"))
     assert message == ("service_code 'x' is not a category: use one of banjir, macet, "
                        "jalan-rusak, sampah, pohon, parkir-liar, gangguan-ketenteraman, "
-                       "pelanggaran-perda, kriminalitas, pelayanan-publik")
+                       "pelanggaran-perda, kriminalitas, pelayanan-publik, lainnya")
 
 
 def test_a_place_outside_names_the_jurisdiction_and_its_bounds() -> None:
