@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
-from reports.categories import Category
+from reports.categories import OTHER, Category
 from reports.model import State
 
 WIB: Final = timezone(timedelta(hours=7), "WIB")
@@ -108,7 +108,8 @@ def compute(year: int, rows: Iterable[StatsRow], categories: Mapping[str, Catego
         (CategoryStats(code, categories[code].name if code in categories else code, count,
                        resolved, _median_h(first.get(code)), _median_h(closed.get(code)))
          for code, (count, resolved) in counts.items()),
-        key=lambda c: (-c.count, c.code)))
+        # The catch-all last: it gathers many small categories, so it is no "top" category.
+        key=lambda c: (c.code == OTHER, -c.count, c.code)))
     by_agency = tuple(sorted(
         (AgencyStats(agency, count, resolved, percentage(resolved, count))
          for agency, (count, resolved) in agencies.items()),
