@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import nodered, provenance, report
-from bench.plan import SCENARIOS, SYSTEMS, make_plan
+from bench.plan import NOT_IN_QUICK, SCENARIOS, SYSTEMS, make_plan
 from bench.runner import Runner, say
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = make_plan(quick=args.quick, runs=args.runs, outage_s=args.outage)
     scenarios = _choose(args.only, SCENARIOS, "--only")
+    if args.quick and not args.only:
+        scenarios = [name for name in scenarios if name not in NOT_IN_QUICK]
     systems = _choose(args.systems, SYSTEMS, "--systems")
     signal.signal(signal.SIGTERM, _interrupt)  # unwind the context managers: stop every child
     root = Path(tempfile.mkdtemp(prefix="siaga-bench-"))
@@ -99,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, metavar="N",
                         help="runs to take medians over (default: 3; --quick: 1)")
     parser.add_argument("--only", metavar="NAMES",
-                        help=f"comma-separated scenarios among {', '.join(SCENARIOS)}")
+                        help=f"comma-separated scenarios among {', '.join(SCENARIOS)} "
+                             f"(--quick leaves out {', '.join(NOT_IN_QUICK)} unless named)")
     parser.add_argument("--systems", metavar="NAMES",
                         help=f"comma-separated systems for the backlog drains (throughput) and "
                              f"the live rate (live) among {', '.join(SYSTEMS)}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-SCENARIOS = ("ceilings", "simulator", "throughput", "live", "latency", "scale", "recovery")
+SCENARIOS = ("ceilings", "simulator", "throughput", "live", "latency", "scale", "recovery",
+             "reports", "reports-year")
+NOT_IN_QUICK = ("reports-year",)  # a year replayed takes tens of minutes: asked for by name
 SYSTEMS = ("siaga", "node-red", "paho-batched", "paho-naive")
 SHAPES = (1, 100)  # readings per message: single readings, and batches of 100
 
@@ -36,6 +38,12 @@ class Plan:
     scale_duration_s: float = 30.0  # at least long enough for every device to report once
     outage_s: float = 60.0
     recovery_rate: float = 5000.0
+    # Residents' reports (bench/reports.py): reports posted per intake measurement.
+    reports_intake: int = 5000  # form-urlencoded, no photo: ~10 s at the 500/s target
+    reports_photo: int = 500  # each with a JPEG of reports_photo_bytes: ~10 s at 50/s
+    reports_photo_bytes: int = 200_000  # issue 14's "200 KB photo" (1280x960, quality ~78)
+    reports_concurrency: int = 16  # connections of the load client, as `siaga simulate reports`
+    reports_stats_repeats: int = 5  # ReportBook.stats of the year, median of this many
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -45,7 +53,7 @@ FULL = Plan()
 QUICK = Plan(runs=1, mosquitto_messages=60_000, influx_points=250_000, flat_out_s=4.0,
              single_backlog=100_000, batch_backlog=500_000, drain_cap_s=45.0, naive_cap_s=8.0,
              live_duration_s=20.0, live_warm_up_s=5.0, alert_samples=30, storage_samples=20,
-             scale_duration_s=8.0, outage_s=10.0)
+             scale_duration_s=8.0, outage_s=10.0, reports_intake=1000, reports_photo=100)
 
 
 def make_plan(*, quick: bool, runs: int | None, outage_s: float | None) -> Plan:

@@ -32,6 +32,20 @@ MEASURES = {
     "scale": "Siaga's memory and CPU per reading with N devices at a live 5,000 readings/s",
     "recovery": "InfluxDB stopped under a live load, then back: the rate Siaga writes while "
                 "its spool drains, over the live rate (`multiple`)",
+    "reports_intake": "residents' reports POSTed to /open311/v2/requests.json by a load client "
+                      "in its own process (`concurrency` kept-alive connections, bodies built "
+                      "beforehand, 20 warm-up reports not counted): reports/s from the first "
+                      "request sent to the last 201 received; p50/p99 of the 201s' latency; "
+                      "Siaga (`siaga run`, per-key rate limit raised out of the way) on SQLite "
+                      "or PostgreSQL, and a bare aiohttp+SQLite handler with no checks at all "
+                      "(bench/peers/reports_sqlite.py) under the same client and reports",
+    "reports_stats": "ReportBook.stats(2020) over a year of 137,776 reports (bulk-loaded rows "
+                     "the book itself would hold, bench/yearbook.py), median of `repeats` "
+                     "calls in-process; then GET /api/reports/stats?year=2020 once through "
+                     "the running service",
+    "reports_year": "`siaga simulate reports --year 2020 --speedup 0` (137,776 reports and "
+                    "their officers' updates through the HTTP API) into a running Siaga on "
+                    "SQLite, wall time; then `siaga reports stats --year 2020` from storage",
 }
 
 
@@ -77,6 +91,24 @@ def summarise(results: dict[str, list[Result]]) -> dict[str, Any]:
                      | {"verified": all(r["landed"] >= r["expected"]
                                         for r in results["recovery"])}
                      if results["recovery"] else {}),
+        "reports_intake": {
+            f"{system}/{backend}/{shape}": _medians(rows, [
+                "rate", "p50_ms", "p99_ms", "max_ms", "server_cpu_s", "planned", "created",
+                "stored", "concurrency", "mean_body_bytes"], ["verified"])
+            for (system, backend, shape), rows in _group(
+                results.get("reports_intake", []), "system", "backend", "shape").items()},
+        "reports_stats": {
+            backend: _medians(rows, ["median_s", "first_s", "http_s", "load_s", "reports",
+                                     "resolved", "resolved_pct"], ["verified"])
+            | {"top5": rows[-1]["top5"]}
+            for (backend,), rows in _group(results.get("reports_stats", []),
+                                           "backend").items()},
+        "reports_year": (_medians(results["reports_year"], [
+            "wall_s", "rate", "requests_rate", "updates", "total", "resolved", "resolved_pct",
+            "server_cpu_percent", "server_peak_rss_mb"], ["verified"])
+            | {"top5": results["reports_year"][-1]["top5"],
+               "stats_table": results["reports_year"][-1]["stats_table"]}
+            if results.get("reports_year") else {}),
     }
 
 
@@ -135,7 +167,8 @@ def targets(summary: dict[str, Any]) -> list[Result]:
             mapping = mapping[key]
         return mapping  # type: ignore[return-value]
 
-    rows: list[tuple[str, str, float | None, Callable[[float], bool]]] = [
+    intake, year_stats = summary["reports_intake"], summary["reports_stats"]
+    rows: list[tuple[str, str, float | None, Callable[[float], bool] | None]] = [
         ("backlog drain, single readings: Siaga / Node-RED rate", ">= 1.0",
          ratios.get("siaga/node-red backlog drain rate, single"), lambda v: v >= 1.0),
         ("backlog drain, single readings: Siaga / Node-RED peak RSS", "<= 0.25",
@@ -155,9 +188,24 @@ def targets(summary: dict[str, Any]) -> list[Result]:
         ("spool drain speed / live rate", ">= 5",
          get(summary["recovery"], "multiple"), lambda v: v >= 5),
     ]
-    return [{"target": name, "wanted": wanted, "measured": value,
-             "met": None if value is None else bool(check(value))}
-            for name, wanted, value, check in rows]
+    issue14: list[tuple[str, str, float | None, Callable[[float], bool] | None]] = []
+    for backend, name in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
+        issue14 += [
+            (f"reports intake, no photo, {name} (reports/s)", ">= 500",
+             get(intake, f"siaga/{backend}/form", "rate"), lambda v: v >= 500),
+            (f"reports intake, 200 KB photo, {name} (reports/s)", ">= 50",
+             get(intake, f"siaga/{backend}/photo", "rate"), lambda v: v >= 50),
+            (f"stats of a year (137,776 reports), {name} (s)", "< 1",
+             get(year_stats, backend, "median_s"), lambda v: v < 1),
+        ]
+    issue14.append(("a year replayed at full speed, SQLite (s)", "its time",
+                    get(summary["reports_year"], "wall_s"), None))
+    return ([{"issue": 6, "target": name, "wanted": wanted, "measured": value,
+              "met": None if value is None or check is None else bool(check(value))}
+             for name, wanted, value, check in rows]
+            + [{"issue": 14, "target": name, "wanted": wanted, "measured": value,
+                "met": None if value is None or check is None else bool(check(value))}
+               for name, wanted, value, check in issue14])
 
 
 # --- the table --------------------------------------------------------------------------
@@ -241,10 +289,52 @@ def table(summary: dict[str, Any], goals: list[Result], header: str) -> str:
                   _num(recovery["spooled"]), _num(recovery["drain_s"], ".1f"),
                   _num(recovery["catch_up_rate"]), _num(recovery["multiple"], ".1f"),
                   _yes(recovery["verified"])]])
-    section("Targets (issue 6)", ["target", "wanted", "measured", "met"],
-            [[g["target"], g["wanted"], _measured(g["measured"]),
-              "-" if g["met"] is None else _yes(g["met"])] for g in goals])
+    _reports_sections(section, summary)
+    for issue in (6, 14):
+        chosen = [g for g in goals if g.get("issue", 6) == issue]
+        if all(g["measured"] is None for g in chosen):
+            continue  # none of this issue's scenarios ran in this invocation
+        section(f"Targets (issue {issue})", ["target", "wanted", "measured", "met"],
+                [[g["target"], g["wanted"], _measured(g["measured"]),
+                  "-" if g["met"] is None else _yes(g["met"])] for g in chosen])
     return "\n".join(out)
+
+
+def _reports_sections(section: Callable[[str, list[str], list[list[str]]], None],
+                      summary: dict[str, Any]) -> None:
+    """Residents' reports: intake beside the bare peer, the yearly stats, the year replayed."""
+    intake = summary["reports_intake"]
+    section("Residents' reports: intake through POST /open311/v2/requests.json (medians); "
+            "the peer stores the form and nothing else (no key, validation, photo "
+            "re-encoding, duplicate search or correlation)",
+            ["system / book / body", "reports", "conns", "reports/s", "p50 ms", "p99 ms",
+             "server CPU s", "all stored", "runs"],
+            [[key.replace("bare-sqlite-handler", "peer: bare aiohttp+SQLite handler"),
+              _num(v["planned"]), _num(v["concurrency"]), _num(v["rate"], ",.1f"),
+              _num(v["p50_ms"], ".1f"), _num(v["p99_ms"], ".1f"),
+              _num(v["server_cpu_s"], ".1f"), _yes(v["verified"]), str(v["runs"])]
+             for key, v in sorted(intake.items(),
+                                  key=lambda kv: (kv[0].split("/")[2], kv[0]))])
+    section("Residents' reports: statistics of a year (medians)",
+            ["book", "reports", "stats() s", "first call s", "HTTP s", "resolved %",
+             "top category", "counts right", "runs"],
+            [[backend, _num(v["reports"]), _num(v["median_s"], ".3f"),
+              _num(v["first_s"], ".3f"), _num(v["http_s"], ".3f"),
+              _num(v["resolved_pct"], ".2f"),
+              f"{v['top5'][0][0]} {v['top5'][0][1]:,}" if v["top5"] else "-",
+              _yes(v["verified"]), str(v["runs"])]
+             for backend, v in summary["reports_stats"].items()])
+    year = summary["reports_year"]
+    if year:
+        section("Residents' reports: a year replayed at full speed (siaga simulate reports "
+                "--speedup 0, SQLite), then `siaga reports stats` from storage",
+                ["wall s", "reports/s", "requests/s", "total", "resolved", "resolved %",
+                 "top five", "counts right"],
+                [[_num(year["wall_s"]), _num(year["rate"], ",.1f"),
+                  _num(year["requests_rate"], ",.1f"), _num(year["total"]),
+                  _num(year["resolved"]), _num(year["resolved_pct"], ".2f"),
+                  ", ".join(f"{code} {count:,}" for code, count in year["top5"]),
+                  _yes(year["verified"])]])
 
 
 def _num(value: float | None, spec: str = ",.0f") -> str:

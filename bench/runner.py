@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -18,15 +19,21 @@ from bench import (
     live,
     nodered,
     recovery,
+    reports,
     scale,
     simulator,
     throughput,
+    yearbook,
 )
 from bench.influxdb import Influx
 from bench.plan import Plan
 from bench.procs import load_average
 from bench.receiver import Receiver
+from reports.settings import ReportsSettings
 from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.postgres import PostgreSQL
+from siaga.sandbox.server import ServerNotInstalled
+from simulators.reports import plan_year
 
 SYSTEMS: dict[str, consumers.Consumer] = {
     "siaga": consumers.SIAGA, "node-red": consumers.NODE_RED,
@@ -48,10 +55,12 @@ class Runner:
         self.root = root
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in (
             "mosquitto", "influxdb", "simulator", "backlog_drain", "live", "latency", "scale",
-            "recovery")}
+            "recovery", "reports_intake", "reports_stats", "reports_year")}
         self.errors: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.load: list[dict[str, object]] = []
+        self.postgres: PostgreSQL | None = None  # for the report book, when reports are measured
+        self._year_rows: yearbook.Rows | None = None  # made once, loaded into each book
 
     def run(self) -> None:
         if "node-red" in self.systems and {"throughput", "live"} & set(self.scenarios):
@@ -59,14 +68,21 @@ class Runner:
             if reason:
                 self.skipped.append({"what": "node-red", "why": reason})
                 self.systems = [name for name in self.systems if name != "node-red"]
-        with InfluxDB1(self.root / "influxdb") as server, Receiver() as receiver:
+        with InfluxDB1(self.root / "influxdb") as server, Receiver() as receiver, \
+                contextlib.ExitStack() as stack:
+            if {"reports", "reports-year"} & set(self.scenarios):
+                try:
+                    self.postgres = stack.enter_context(PostgreSQL(self.root / "postgres"))
+                except ServerNotInstalled as exc:
+                    self.skipped.append({"what": "reports on PostgreSQL", "why": str(exc)})
             influx = Influx(server)
             catalog = feed.write_catalog(self.plan.devices,
                                          self.root / f"catalog-{self.plan.devices}.yaml")
             for number in range(1, self.plan.runs + 1):
                 self._note_load(f"run {number} start")
                 for scenario in self.scenarios:
-                    getattr(self, f"_{scenario}")(number, influx, catalog, receiver)
+                    getattr(self, f"_{scenario.replace('-', '_')}")(number, influx, catalog,
+                                                                    receiver)
             self._note_load("end")
             influx.close()
 
@@ -169,6 +185,56 @@ class Runner:
             lambda r: (f"{r['spooled']:,} spooled, drained in {r['drain_s']:.1f} s: "
                        f"{r['multiple']:.1f}x the live rate"))
 
+    def _reports(self, number: int, influx: Influx, catalog: Path, receiver: Receiver) -> None:
+        plan = self.plan
+        for photo in (None, plan.reports_photo_bytes):
+            count = plan.reports_intake if photo is None else plan.reports_photo
+            shape = "no photo" if photo is None else f"{photo / 1000:g} KB photo"
+            for book in self._books():
+                self._attempt(
+                    "reports_intake", number,
+                    f"reports intake: siaga on {book.backend}, {count:,} reports, {shape}",
+                    functools.partial(reports.intake, self.root, influx, catalog, book,
+                                      reports=count, concurrency=plan.reports_concurrency,
+                                      photo_bytes=photo),
+                    _describe_intake)
+            self._attempt(
+                "reports_intake", number,
+                f"reports intake: bare aiohttp+SQLite handler (peer), {count:,} reports, {shape}",
+                functools.partial(reports.peer_intake, self.root, reports=count,
+                                  concurrency=plan.reports_concurrency, photo_bytes=photo),
+                _describe_intake)
+        for book in self._books():
+            self._attempt(
+                "reports_stats", number, f"reports stats: a year on {book.backend}",
+                functools.partial(self._year_stats, influx, catalog, book),
+                lambda r: (f"ReportBook.stats({reports.YEAR}) median {r['median_s']:.3f} s "
+                           f"(first {r['first_s']:.3f} s), HTTP {r['http_s']:.3f} s; "
+                           f"{r['total']:,} reports, {r['resolved_pct']}% resolved; "
+                           f"loaded in {r['load_s']:.0f} s"))
+
+    def _reports_year(self, number: int, influx: Influx, catalog: Path,
+                      receiver: Receiver) -> None:
+        self._attempt(
+            "reports_year", number,
+            f"reports: a year ({reports.YEAR}) replayed at full speed, siaga on SQLite",
+            lambda: reports.year_replay(self.root, influx, catalog),
+            lambda r: (f"{r['wall_s']:,.0f} s, {r['rate']:,.1f} reports/s "
+                       f"({r['requests_rate']:,.1f} requests/s); stats: {r['total']:,} "
+                       f"reports, {r['resolved']:,} resolved ({r['resolved_pct']}%)"))
+
+    def _books(self) -> list[reports.Book]:
+        books = [reports.Book("sqlite")]
+        if self.postgres is not None:
+            books.append(reports.Book("postgresql", self.postgres))
+        return books
+
+    def _year_stats(self, influx: Influx, catalog: Path, book: reports.Book) -> dict[str, Any]:
+        if self._year_rows is None:  # made once (the plan, and intake's parsing: ~10 s)
+            self._year_rows = yearbook.year_rows(plan_year(reports.YEAR), ReportsSettings())
+        return reports.year_stats(self.root, influx, catalog, book, self._year_rows,
+                                  repeats=self.plan.reports_stats_repeats)
+
     # --- bookkeeping ----------------------------------------------------------------------
 
     def _attempt(self, key: str, number: int, label: str,
@@ -193,6 +259,12 @@ class Runner:
         one, five, fifteen = load_average()
         self.load.append({"when": when, "at": time.time(), "load1": one, "load5": five,
                           "load15": fifteen})
+
+
+def _describe_intake(r: dict[str, Any]) -> str:
+    return (f"{r['rate']:,.1f} reports/s, p50 {_ms(r['p50_ms'])}, p99 {_ms(r['p99_ms'])}; "
+            f"{r['created']:,} created, {r['stored']:,} stored, server CPU "
+            f"{r.get('server_cpu_s', '?')} s")
 
 
 def _ms(value: float | None) -> str:
