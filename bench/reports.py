@@ -33,6 +33,7 @@ from bench.consumers import NO_PROXY, PEERS_DIR, Running
 from bench.influxdb import Influx
 from bench.procs import child, usage
 from bench.provenance import REPO
+from bench.reportload import WARM_UP
 from reports.book import ReportBook
 from reports.settings import ReportsSettings
 from siaga.sandbox.ports import free_port
@@ -181,7 +182,7 @@ def intake(root: Path, influx: Influx, catalog: Path, book: Book, *, reports: in
         stored = stored_reports(service) - before
     return {"system": "siaga", "backend": book.backend,
             "shape": "photo" if photo_bytes else "form", "photo_bytes": photo_bytes,
-            "stored": stored, "verified": stored >= result["created"], **result}
+            "stored": stored, "verified": stored == result["created"] + WARM_UP, **result}
 
 
 def peer_intake(root: Path, *, reports: int, concurrency: int,
@@ -208,7 +209,7 @@ def peer_intake(root: Path, *, reports: int, concurrency: int,
         stored = int(get_json(count_url)["reports"]) - before
     return {"system": "bare-sqlite-handler", "backend": "sqlite",
             "shape": "photo" if photo_bytes else "form", "photo_bytes": photo_bytes,
-            "stored": stored, "verified": stored >= result["created"], **result}
+            "stored": stored, "verified": stored == result["created"] + WARM_UP, **result}
 
 
 def year_stats(root: Path, influx: Influx, catalog: Path, book: Book, rows: yearbook.Rows, *,
