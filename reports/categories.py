@@ -71,7 +71,7 @@ DEFAULT_CATEGORIES: Final[tuple[Category, ...]] = (
     # dozens of categories, and a report that fits none of the ten must still be taken.
     # Officers send it on to the unit concerned (disposisi).
     Category(OTHER, "Lainnya", "Other", "Laporan lain yang tidak masuk kategori di atas",
-             "Diskominfotik (disposisi ke unit terkait)", 24 * _H, "lainnya"),
+             "Diskominfotik", 24 * _H, "lainnya"),
 )
 CODES: Final = tuple(category.code for category in DEFAULT_CATEGORIES)
 FLOOD: Final = "banjir"

@@ -105,6 +105,16 @@ class PhotoStore:
             raise UnknownReport(f"no photo named {name[:80]!r}")
         return MEDIA_TYPES[name.rsplit(".", 1)[1]]
 
+    def sweep(self) -> int:
+        """Remove the temporary files a killed process left mid-write; call it at start,
+        before anything writes. They were never served (`path` takes only final names)."""
+        removed = 0
+        if self.directory.is_dir():
+            for temp in self.directory.glob(f"*/.*{TEMP_SUFFIX}"):
+                temp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def _check_pixels(self, width: int, height: int) -> None:
         if width * height > self.max_pixels:
             raise ReportRefused(f"photo is {width}x{height} pixels; at most "

@@ -65,6 +65,8 @@ AlertName = Annotated[str, Field(pattern=ALERTNAME_PATTERN)]
 Lookup = Callable[[str, str], Alert | None]  # (rule, subject) -> the open alert
 
 
+NAMED_BY_GAUGE_M: Final = 2000.0  # a cluster this near a gauge is named after it
+
 @dataclass(frozen=True, slots=True)
 class CitizenReport:
     """What the rules see of a resident's report: no contact, no photo."""
@@ -243,7 +245,11 @@ class Correlator:
                 latest: Mapping[str, Reading]) -> Signal:
         config = self._config.flood_reports
         lat, lon = cluster.centre() or (0.0, 0.0)  # a placed cluster always has a centre
-        place = _nearest(self._devices, lat, lon)
+        gauge = _nearest(self._gauges, lat, lon)
+        # A flood is told by the river gauge people know, when one is near; else by whatever
+        # catalog device is nearest (a sensor at a crossing, say).
+        place = (gauge if gauge is not None and gauge[0] <= NAMED_BY_GAUGE_M
+                 else _nearest(self._devices, lat, lon))
         labels = {"alertname": CITIZEN_FLOOD_REPORTS, "severity": config.severity.value,
                   "category": FLOOD, "agency": cluster.agency, "cluster": cluster.first_id}
         count, near = len(cluster.ids), "" if place is None else f" near {place[1].name}"
@@ -260,7 +266,6 @@ class Correlator:
             annotations["nearest_device"] = place[1].id
             annotations["nearest_device_name"] = place[1].name
         gauge_text = "no gauge in the catalog"
-        gauge = _nearest(self._gauges, lat, lon)
         if gauge is not None:
             away, device = gauge
             level, level_text = self._gauge_level(device, lookup, latest)

@@ -172,6 +172,8 @@ class Service:
             totals |= {"stored": storage.written_total, "spooled": storage.spooled_total,
                        "spool_segments": storage.spool_segments,
                        "dead_lettered": totals["dead_lettered"] + storage.rejected_total}
+        if self.desk is not None:
+            totals["reports"] = self.desk.received
         return totals
 
     def _on_drain_rejected(self, store: DeadLetterStore) -> Callable[[list[tuple[str, str]]], None]:

@@ -64,6 +64,7 @@ class CitizenDesk:
         self.clock_ns = clock_ns
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
         self.categories = book.categories
+        self.received = 0  # reports taken since start (the demo's live line)
 
     @classmethod
     def photo_store(cls, settings: ReportsSettings, data_dir: Path) -> PhotoStore:
@@ -91,6 +92,7 @@ class CitizenDesk:
             stored: StoredPhoto = await asyncio.to_thread(self.photos.accept, photo)
             new = replace(new, photo=stored.name)
         report = await asyncio.to_thread(self.book.add, new)
+        self.received += 1
         log.info("report %s (%s) from %s at %.5f,%.5f%s", report.id, report.service_code,
                  key_name, report.lat, report.lon,
                  f": probably a duplicate of {report.duplicate_of}" if report.duplicate_of else "")
@@ -159,6 +161,9 @@ class CitizenDesk:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Restore the flood clusters, then check for overdue reports until `stop`."""
+        swept = await asyncio.to_thread(self.photos.sweep)
+        if swept:
+            log.info("citizens' desk: removed %d unfinished photo files of an earlier run", swept)
         await self.restore()
         while not stop.is_set():
             try:

@@ -445,9 +445,12 @@ async def post_plan(plan: YearPlan, base_url: str, api_key: str, token: str, *,
                     progress: Callable[[Progress], None],
                     progress_every_s: float = PROGRESS_EVERY_S,
                     on_refused: Callable[[str], None] | None = None,
-                    clock: WallClock | None = None) -> Summary:
+                    clock: WallClock | None = None, live: bool = False) -> Summary:
     """Posts `plan`'s reports and updates in simulated-time order, `speedup` simulated seconds
     per second (0: as fast as the service takes them), `concurrency` requests in flight.
+
+    A replay sends each report's and update's own time (`requested_datetime`, `at`); `live`
+    sends neither, so the service stamps them when they arrive (the demo's residents).
 
     A 429 waits its Retry-After and tries again; another 4xx is counted as refused (and given
     to `on_refused`), never retried; a lost connection or a 5xx is retried with backoff. Raises
@@ -465,7 +468,7 @@ async def post_plan(plan: YearPlan, base_url: str, api_key: str, token: str, *,
     async with aiohttp.ClientSession(timeout=timeout,
                                      connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         await _check_service(session, base)
-        client = _Client(session, base, api_key, token, plan.photos, tally, on_refused)
+        client = _Client(session, base, api_key, token, plan.photos, tally, on_refused, live)
         queue: asyncio.Queue[_Job | None] = asyncio.Queue(concurrency * QUEUE_PER_WORKER)
         try:
             async with asyncio.TaskGroup() as group:
@@ -561,7 +564,7 @@ class _Client:
 
     def __init__(self, session: aiohttp.ClientSession, base: str, api_key: str, token: str,
                  photos: tuple[bytes, ...], tally: _Tally,
-                 on_refused: Callable[[str], None] | None) -> None:
+                 on_refused: Callable[[str], None] | None, live: bool = False) -> None:
         self._session = session
         self._base = base
         self._api_key = api_key
@@ -569,6 +572,7 @@ class _Client:
         self._photos = photos
         self.tally = tally
         self._on_refused = on_refused
+        self._live = live
 
     async def report(self, report: PlannedReport) -> str | None:
         """Posts a report; its `service_request_id`, or None when the service refused it."""
@@ -588,7 +592,9 @@ class _Client:
 
     async def update(self, report_id: str, update: PlannedUpdate) -> None:
         body_json = {"state": update.state.value, "note": update.note,
-                     "officer": update.officer, "at": iso(update.at_s)}
+                     "officer": update.officer}
+        if not self._live:
+            body_json["at"] = iso(update.at_s)
         status, body = await self._post(self._base + UPDATES.format(id=report_id),
                                         lambda: aiohttp.JsonPayload(body_json), self._auth)
         if status in (401, 403):
@@ -611,8 +617,9 @@ class _Client:
         form, or multipart with one `media` part when the report has a photo."""
         fields = {"api_key": self._api_key, "service_code": report.service_code,
                   "lat": f"{report.lat:.6f}", "long": f"{report.lon:.6f}",
-                  "description": report.description,
-                  "requested_datetime": iso(report.requested_s)}  # Siaga's extension
+                  "description": report.description}
+        if not self._live:
+            fields["requested_datetime"] = iso(report.requested_s)  # Siaga's extension
         if report.depth_cm is not None:
             fields["attribute[kedalaman_cm]"] = str(report.depth_cm)
         if report.email is not None and report.first_name is not None:

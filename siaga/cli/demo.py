@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -13,10 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 
 from devices.registry import bundled_catalog_path, load_catalog
 from ingest.settings import InfluxSettings, MqttSettings
+from reports.settings import ReportsSettings
+from rules.alert import AlertStatus
 from siaga.app import Service, stop_on_signals
 from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
 from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
@@ -30,6 +35,13 @@ LOAD_DEVICES = 1000  # synthetic devices carrying the --rate load, beside the Ja
 # The replayed flood: 1 Jan 2020 from 00:00 WIB, 30 simulated hours placed to end now,
 # played at 720x (an hour in 5 s: about 2.5 minutes), then live.
 FLOOD = ("flood-2020-01-01", "30h", 720)
+# Residents: a hundredth of Jakarta's 2020 reports, a year played in about five minutes
+# (100,000x), stamped as they arrive; and three neighbours of Manggarai who report the flood
+# once its gauge is at Siaga 2, so the correlation shows on the console.
+REPORTS = ("2020", "0.01", "100000")
+NEIGHBOURS = ((-6.2062, 106.8479, "Air masuk rumah setinggi lutut, Jl. Tambak"),
+              (-6.2085, 106.8502, "Underpass tergenang, motor mogok"),
+              (-6.2050, 106.8510, "Banjir di gang, warga mulai mengungsi"))
 
 
 class Demo:
@@ -46,7 +58,7 @@ class Demo:
     async def run(self) -> int:
         # The console shows each alert; the per-alert and per-delivery log lines would
         # drown the live line.
-        for chatty in ("rules.alerting", "rules.delivery", "ingest.influx"):
+        for chatty in ("rules.alerting", "rules.delivery", "ingest.influx", "siaga.citizens"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
         self.root.mkdir(parents=True, exist_ok=True)
         self._say(f"Siaga demo: data in {self.root}")
@@ -68,7 +80,9 @@ class Demo:
                     mqtt=MqttSettings(url=broker.url, client_id="siaga-demo"),
                     influx=InfluxSettings(api="v1" if self.influx_api == "v1" else "v2",
                                           url=database.url),
-                    http=HttpSettings(port=0),
+                    # A token for the officers' updates the residents' simulator sends.
+                    http=HttpSettings(port=0, token=SecretStr(secrets.token_urlsafe(16))),
+                    reports=ReportsSettings(rate_limit_per_minute=6000),
                     data_dir=self.root / "data",
                     webhook_url=console.url,
                     catalog=self._catalog(), rules=self._rules(),
@@ -110,6 +124,7 @@ class Demo:
             self._say(f"  API        http://127.0.0.1:{service.http_port}/api/alerts "
                       "(alerts are printed here as they are notified). Ctrl-C stops.\n")
             group.create_task(self._simulators(broker_url, stop))
+            group.create_task(self._residents(service, stop))
             group.create_task(self._live_line(service, stop))
             if self.duration_s is not None:
                 group.create_task(_stop_after(stop, self.duration_s))
@@ -124,9 +139,49 @@ class Demo:
             for args in (flood, load):
                 group.create_task(self._simulator(args, broker_url, stop))
 
-    async def _simulator(self, args: list[str], broker_url: str, stop: asyncio.Event) -> None:
+    async def _residents(self, service: Service, stop: asyncio.Event) -> None:
+        """Residents report through Open311: the year's trickle in its own process, and
+        Manggarai's neighbours once the gauge is at Siaga 2."""
+        assert service.desk is not None and service.http_port is not None
+        book = service.desk.book
+        key = await asyncio.to_thread(book.add_key, f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+        token = service.settings.http.token
+        assert token is not None
+        url = f"http://127.0.0.1:{service.http_port}"
+        year, scale, speedup = REPORTS
+        self._say(f"  Residents  {scale} of Jakarta's {year} reports at {speedup}x through "
+                  f"{url}/open311/v2/ (siaga simulate reports), and Manggarai's neighbours "
+                  "when its gauge reaches Siaga 2.")
+        trickle = ["reports", "--year", year, "--scale", scale, "--speedup", speedup, "--live",
+                   "--url", url, "--api-key", key, "--token", token.get_secret_value()]
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._simulator(trickle, "", stop, seeded=False))
+            group.create_task(self._neighbours(service, url, key, stop))
+
+    async def _neighbours(self, service: Service, url: str, key: str,
+                          stop: asyncio.Event) -> None:
+        while not stop.is_set() and not _manggarai_at_siaga_2(service):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LIVE_INTERVAL_S)
+        async with aiohttp.ClientSession() as session:
+            for lat, lon, text in NEIGHBOURS:
+                if stop.is_set():
+                    return
+                fields = {"api_key": key, "service_code": "banjir", "lat": str(lat),
+                          "long": str(lon), "description": text}
+                async with session.post(f"{url}/open311/v2/requests.json",
+                                        data=fields) as answer:
+                    body = await answer.json()
+                shown = body[0].get("service_request_id") or body[0].get("description")
+                self._alert(f"  REPORT   banjir #{shown} near Pintu Air Manggarai: {text}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 3.0)
+
+    async def _simulator(self, args: list[str], broker_url: str, stop: asyncio.Event, *,
+                         seeded: bool = True) -> None:
+        seed = ["--seed", str(int(time.time()))] if seeded else []
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "siaga", "simulate", *args, "--seed", str(int(time.time())),
+            sys.executable, "-m", "siaga", "simulate", *args, *seed,
             env={**os.environ, "SIAGA_MQTT_URL": broker_url},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
@@ -166,6 +221,16 @@ class Demo:
         print(text, file=self.out, flush=True)
 
 
+def _manggarai_at_siaga_2(service: Service) -> bool:
+    alerting = service.alerting
+    if alerting is None:
+        return False
+    return any(alert.rule == "FloodLevel" and alert.labels.get("device_id") == "manggarai"
+               and alert.status is AlertStatus.FIRING
+               and alert.labels.get("level") in ("siaga-2", "siaga-1")
+               for alert in alerting.engine.alerts.values())
+
+
 def _live_text(before: dict[str, int], now: dict[str, int], dt: float, elapsed: float) -> str:
     def rate(key: str) -> float:
         return (now.get(key, 0) - before.get(key, 0)) / dt
@@ -175,6 +240,7 @@ def _live_text(before: dict[str, int], now: dict[str, int], dt: float, elapsed: 
         f"received {rate('readings'):6.0f}/s  stored {rate('stored'):6.0f}/s  "
         f"dead-lettered {rate('dead_lettered'):4.0f}/s  spooled {rate('spooled'):5.0f}/s  | "
         f"total stored {now.get('stored', 0):,}  spool {now.get('spool_segments', 0)} batches"
+        f"  | reports {now.get('reports', 0):,}"
     )
 
 

@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     config_option(command("check", _check,
                           "validate a configuration, its device catalog and its rules"))
 
-    simulate = command("simulate", _simulate, "publish simulated readings over MQTT")
+    simulate = command("simulate", _simulate, "publish simulated readings over MQTT "
+                       "(`siaga simulate reports`: a year of residents' reports)")
     config_option(simulate)
     simulateargs.add_arguments(simulate)
 

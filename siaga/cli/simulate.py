@@ -75,7 +75,8 @@ def run_reports(args: argparse.Namespace) -> int:
     summary = asyncio.run(post_plan(
         plan, args.url, args.api_key, args.token, speedup=args.speedup,
         concurrency=args.concurrency, progress=_print_progress,
-        on_refused=lambda reason: print(f"refused: {reason}", file=sys.stderr)))
+        on_refused=lambda reason: print(f"refused: {reason}", file=sys.stderr),
+        live=args.live))
     print(summary)
     return 0
 

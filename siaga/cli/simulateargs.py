@@ -113,6 +113,9 @@ def add_reports_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speedup", type=_speedup, default=0.0, metavar="N",
                         help="simulated seconds per second: 86400 plays a day a second "
                              "(default: 0, as fast as the service takes them)")
+    parser.add_argument("--live", action="store_true",
+                        help="send no report or update times: the service stamps them on "
+                             "arrival (a live city, as in the demo) rather than a replay")
     parser.add_argument("--scale", type=_scale, default=1.0, metavar="F",
                         help="reports as a share of the year's published count (default: 1)")
     parser.add_argument("--seed", type=int, default=2020, help="random seed (default: 2020)")

@@ -134,6 +134,17 @@ def test_a_crashed_write_is_never_served(store: PhotoStore) -> None:
     assert store.path(photo.name).read_bytes() != b"half"
 
 
+def test_the_start_sweeps_what_a_crashed_write_left_and_nothing_else(
+        store: PhotoStore) -> None:
+    photo = store.accept(images.jpeg())
+    folder = store.path(photo.name).parent
+    (folder / ".k1ll3d.tmp").write_bytes(b"half")
+    assert store.sweep() == 1
+    assert not list(folder.glob(".*.tmp"))
+    assert store.path(photo.name).is_file()
+    assert store.sweep() == 0
+
+
 @pytest.mark.parametrize("name", [
     "../../etc/passwd", "a" * 64 + ".jpg/../../x", "A" * 64 + ".jpg", "a" * 63 + ".jpg",
     "a" * 64 + ".gif", "a" * 64 + ".jpg\n", "a" * 64 + ".jpg\x00.png", "/" + "a" * 64 + ".jpg",
