@@ -164,11 +164,19 @@ def _check(args: argparse.Namespace) -> int:
           f"  rules     {settings.rules_path}: {len(rules.rules)} rules{skipped}, "
           f"{len(rules.receivers)} receivers, {len(rules.routes)} routes\n"
           f"  MQTT      {settings.mqtt.host}:{settings.mqtt.port}{_mqtt_login(settings)}\n"
-          f"  InfluxDB  {settings.influx.api} at {redact_userinfo(settings.influx.url)}")
+          f"  InfluxDB  {settings.influx.api} at {redact_userinfo(settings.influx.url)}\n"
+          f"  reports   {_report_book(settings)}")
     if rules.skipped:
         # A warning, not an error (exit 0): optional rules are written for another catalog.
         print(f"warning: {_skipped_text(settings, rules)}")
     return 0
+
+
+def _report_book(settings: Settings) -> str:
+    url = settings.reports.database_url
+    if url is None or not url.get_secret_value():
+        return f"SQLite {settings.data_dir / 'reports.sqlite'}"
+    return f"PostgreSQL {redact_userinfo(url.get_secret_value())}"
 
 
 def _skipped_text(settings: Settings, rules: RulesFile) -> str:
