@@ -22,7 +22,8 @@ from siaga.settings import Settings
 from siaga_core.errors import ConfigFileError, ConfigurationError, SiagaError
 from simulators.fleet import FleetConfig
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
-from simulators.reports import Progress, plan_year, post_plan
+from simulators.reportposter import Progress, post_plan
+from simulators.reports import plan_year
 from simulators.runner import ProgressPrinter, playback
 from simulators.scenario import list_scenarios, load_scenario
 from simulators.summary import Summary, format_sim_time

@@ -29,17 +29,15 @@ from siaga.cli import simulateargs
 from siaga_core.errors import ConfigurationError, DeliveryError
 from simulators.areas import KECAMATAN, KOTA_POPULATION, inside_jakarta
 from simulators.calendar import WIB
+from simulators.reportposter import Progress, Summary, post_plan
 from simulators.reports import (
     CRM_2020_COUNTS,
     CRM_2020_RESOLVED,
     CRM_2020_TOTAL,
-    Progress,
-    Summary,
     YearPlan,
     iso,
     plan_year,
     planned_counts,
-    post_plan,
 )
 from tests.simulators.fakes import FakeClock
 
