@@ -61,10 +61,11 @@ def make_settings(mqtt_url: str, influx: InfluxSettings, data_dir: Path, *,
 
 
 @contextlib.asynccontextmanager
-async def running_service(settings: Settings,
-                          registry: Registry | None = None) -> AsyncIterator[Service]:
-    """The service in this event loop, stopped (gracefully) when the block ends."""
-    service = Service(settings, registry or load_catalog(settings.catalog_path))
+async def running_service(settings: Settings, registry: Registry | None = None, *,
+                          service: Service | None = None) -> AsyncIterator[Service]:
+    """The service in this event loop (or `service`, built by the caller, e.g. on its own
+    clock), stopped (gracefully) when the block ends."""
+    service = service or Service(settings, registry or load_catalog(settings.catalog_path))
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     ready = asyncio.create_task(service.ready.wait())

@@ -103,3 +103,39 @@ async def test_a_flood_measured_and_reported_is_one_story(
         assert gauge["fingerprint"] in report["alerts"]
         assert flood["fingerprint"] in report["alerts"]
         publisher.close()
+
+
+async def test_an_unanswered_report_pages_its_agency_until_an_officer_answers(
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path, receiver: RecordingReceiver
+) -> None:
+    settings = settings_for(mosquitto, influxdb1, tmp_path, rules_file(tmp_path, receiver))
+    offset_ns = [0]  # the service's clock, moved forward by the test: hours pass at once
+
+    def clock_ns() -> int:
+        return time.time_ns() + offset_ns[0]
+
+    service = Service(settings, clock_ns=clock_ns)
+    async with running_service(settings, service=service), aiohttp.ClientSession() as session:
+        assert service.desk is not None
+        desk = service.desk
+        key = await asyncio.to_thread(desk.book.add_key, "qlue")
+        tree = await post_report(session, service, key, "pohon", (-6.1754, 106.8272),
+                                 time.time())
+        assert await desk.check_overdue() == 0  # pohon: 3 hours to answer
+        offset_ns[0] = 4 * 3600 * 10**9
+        assert await desk.check_overdue() == 1
+        await eventually(lambda: firing(receiver, "ReportOverdue"),
+                         what="ReportOverdue paged")
+        overdue = firing(receiver, "ReportOverdue")[-1]
+        assert overdue["labels"]["agency"] == "Dinas Pertamanan dan Hutan Kota"
+        assert overdue["labels"]["category"] == "pohon"
+        assert tree in overdue["annotations"]["summary"] + overdue["annotations"]["report_id"]
+
+        url = f"http://127.0.0.1:{service.http_port}/api/reports/{tree}/updates"
+        async with session.post(url, json={"state": "acknowledged", "officer": "Distamhut"},
+                                headers={"Authorization": f"Bearer {TOKEN}"}) as answer:
+            assert answer.status == 201
+        await eventually(lambda: any(
+            a["labels"]["alertname"] == "ReportOverdue" and a["status"] == "resolved"
+            for a in alerts_of(receiver.delivered())), what="ReportOverdue resolved")
+        assert await desk.check_overdue() == 0
