@@ -38,6 +38,7 @@ REPORT_COLUMNS: Final = (
 UPDATE_COLUMNS: Final = "id, report_id, state, note, officer, at_ns"
 STATUSES: Final = ("open", "closed")
 INVALID_KEY: Final = "api_key is not valid: ask the city for a key"
+_KEY_COLUMNS: Final = "name, created_ns, revoked_ns, hint, rate_limit_per_minute"
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,9 +313,13 @@ class ReportBook:
 
     # --- API keys -----------------------------------------------------------------------
 
-    def add_key(self, name: str) -> str:
-        """A new key named `name`, returned once: only its digest is kept."""
+    def add_key(self, name: str, rate_limit_per_minute: int | None = None) -> str:
+        """A new key named `name`, returned once: only its digest is kept. Its own rate
+        limit, if given, replaces the configured default for this key."""
         keys.check_name(name)
+        if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
+            raise ReportRefused(f"a key's rate limit must be at least 1 report a minute, "
+                                f"not {rate_limit_per_minute}")
         plain = keys.new_key()
 
         def work(tx: Tx) -> None:
@@ -322,40 +327,43 @@ class ReportBook:
             if tx.execute("SELECT 1 FROM api_keys WHERE name = ? AND revoked_ns IS NULL",
                           (name,)):
                 raise ReportRefused(f"an API key named {name!r} exists; revoke it first")
-            tx.execute("INSERT INTO api_keys (name, digest, hint, created_ns)"
-                       " VALUES (?, ?, ?, ?)",
-                       (name, keys.digest(plain), keys.hint(plain), self._clock_ns()))
+            tx.execute("INSERT INTO api_keys (name, digest, hint, created_ns,"
+                       " rate_limit_per_minute) VALUES (?, ?, ?, ?, ?)",
+                       (name, keys.digest(plain), keys.hint(plain), self._clock_ns(),
+                        rate_limit_per_minute))
 
         self._backend.run(work)
         return plain
 
     def list_keys(self) -> list[ApiKey]:
         """Every key, revoked ones too, oldest first."""
-        rows = self._backend.read(
-            "SELECT name, created_ns, revoked_ns, hint FROM api_keys ORDER BY created_ns, id")
-        return [ApiKey(name, created, revoked, hint) for name, created, revoked, hint in rows]
+        rows = self._backend.read(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_ns, id")
+        return [_api_key(row) for row in rows]
 
     def revoke_key(self, name: str) -> ApiKey:
         """Revoke the active key named `name`: refused from the next request on."""
         def work(tx: Tx) -> Row:
             rows = tx.execute(
                 "UPDATE api_keys SET revoked_ns = ? WHERE name = ? AND revoked_ns IS NULL"
-                " RETURNING name, created_ns, revoked_ns, hint", (self._clock_ns(), name))
+                f" RETURNING {_KEY_COLUMNS}", (self._clock_ns(), name))
             if not rows:
                 raise UnknownReport(f"no API key named {name!r}")
             return rows[0]
 
-        revoked_name, created, revoked, hint = self._backend.run(work)
-        return ApiKey(revoked_name, created, revoked, hint)
+        return _api_key(self._backend.run(work))
 
-    def key_name(self, plain: str) -> str:
-        """The name of the active key `plain`, or KeyRefused."""
+    def key(self, plain: str) -> ApiKey:
+        """The active key `plain`, or KeyRefused."""
         rows = [] if not plain else self._backend.read(
-            "SELECT name FROM api_keys WHERE digest = ? AND revoked_ns IS NULL",
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE digest = ? AND revoked_ns IS NULL",
             (keys.digest(plain),))
         if not rows:
             raise KeyRefused(INVALID_KEY)
-        return str(rows[0][0])
+        return _api_key(rows[0])
+
+    def key_name(self, plain: str) -> str:
+        """The name of the active key `plain`, or KeyRefused."""
+        return self.key(plain).name
 
     # --- lifetime -----------------------------------------------------------------------
 
@@ -389,3 +397,9 @@ def _report(row: Row, alerts: tuple[str, ...]) -> Report:
         int(received), int(updated), key_name, State(state), notes, address,
         json.loads(attributes), Contact(**contact_fields), photo, media_url, first, closed,
         None if duplicate_of is None else str(duplicate_of), alerts)
+
+
+def _api_key(row: Row) -> ApiKey:
+    name, created, revoked, hint, limit = row
+    return ApiKey(str(name), int(created), None if revoked is None else int(revoked), str(hint),
+                  None if limit is None else int(limit))

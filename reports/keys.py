@@ -29,6 +29,7 @@ class ApiKey:
     created_ns: int
     revoked_ns: int | None
     hint: str  # the key's first HINT_CHARS characters
+    rate_limit_per_minute: int | None = None  # its own limit; None: reports.rate_limit_per_minute
 
     @property
     def active(self) -> bool:

@@ -19,37 +19,43 @@ from reports.errors import TooManyReports
 class _Bucket:
     tokens: float
     at: float  # the clock's time of `tokens`
+    capacity: float  # the key's limit a minute: also how many it may send at once
 
 
 class RateLimiter:
-    """`take(key_name)` once per report; `TooManyReports` when the key's bucket is empty."""
+    """`take(key_name)` once per report; `TooManyReports` when the key's bucket is empty.
+
+    `per_minute` is the default; a key with its own limit passes it to `take`."""
 
     def __init__(self, per_minute: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if per_minute < 1:
             raise ValueError(f"per_minute must be at least 1, not {per_minute}")
         self._capacity = float(per_minute)
-        self._per_s = per_minute / 60
         self._clock = clock
         # Least recently used first: a bucket left alone refills, so the oldest are the first
         # to be full again. A full bucket is forgotten, since a new one starts full: memory
         # holds only the keys that sent something within the last minute.
         self._buckets: dict[str, _Bucket] = {}
 
-    def take(self, key_name: str) -> None:
-        """One report from `key_name`: allowed, or `TooManyReports` with its Retry-After."""
+    def take(self, key_name: str, per_minute: int | None = None) -> None:
+        """One report from `key_name` (whose own limit is `per_minute`, if it has one):
+        allowed, or `TooManyReports` with its Retry-After."""
+        capacity = self._capacity if per_minute is None else float(per_minute)
+        if capacity < 1:
+            raise ValueError(f"per_minute must be at least 1, not {per_minute}")
         now = self._clock()
         self._forget_full(now)
         bucket = self._buckets.pop(key_name, None)
-        tokens = self._capacity if bucket is None else self._refilled(bucket, now)
+        tokens = capacity if bucket is None else min(capacity, self._refilled(bucket, now))
         if tokens < 1:
-            self._buckets[key_name] = _Bucket(tokens, now)
+            self._buckets[key_name] = _Bucket(tokens, now, capacity)
             # Less a hair: 2/60 and 1/3 of a token are not exact in binary, and 20.000000004
             # seconds must read 20, not 21.
-            wait_s = max(1, math.ceil((1 - tokens) / self._per_s - 1e-9))
+            wait_s = max(1, math.ceil((1 - tokens) / (capacity / 60) - 1e-9))
             raise TooManyReports(f"too many reports from key {key_name!r}: at most "
-                                 f"{self._capacity:g} a minute; retry in {wait_s} s", wait_s)
-        self._buckets[key_name] = _Bucket(tokens - 1, now)
+                                 f"{capacity:g} a minute; retry in {wait_s} s", wait_s)
+        self._buckets[key_name] = _Bucket(tokens - 1, now, capacity)
 
     def __len__(self) -> int:
         """How many keys are remembered (the others' buckets are full)."""
@@ -57,11 +63,11 @@ class RateLimiter:
 
     def _refilled(self, bucket: _Bucket, now: float) -> float:
         elapsed = max(0.0, now - bucket.at)  # a clock that steps back refills nothing
-        return min(self._capacity, bucket.tokens + elapsed * self._per_s)
+        return min(bucket.capacity, bucket.tokens + elapsed * bucket.capacity / 60)
 
     def _forget_full(self, now: float) -> None:
         while self._buckets:
             key_name, oldest = next(iter(self._buckets.items()))
-            if self._refilled(oldest, now) < self._capacity:
+            if self._refilled(oldest, now) < oldest.capacity:
                 return
             del self._buckets[key_name]

@@ -85,6 +85,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     -- One active key per name; a revoked name may be given a new key.
     CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_ns IS NULL;
     """,
+    # A key's own rate limit (an aggregator app forwarding a whole city); NULL: the default.
+    """
+    ALTER TABLE api_keys ADD COLUMN rate_limit_per_minute INTEGER;
+    """,
 )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from reports.book import ReportBook, ReportQuery
+from reports.book import ApiKey, ReportBook, ReportQuery
 from reports.errors import KeyRefused
 from reports.intake import parse_report
 from reports.model import Report, State, Update
@@ -73,16 +73,18 @@ class CitizenDesk:
 
     # --- intake ----------------------------------------------------------------------------
 
-    async def key_name(self, api_key: str | None) -> str:
-        """The name of the key's app or channel; KeyRefused when it is missing or unknown."""
+    async def api_key(self, api_key: str | None) -> ApiKey:
+        """The key of an app or channel; KeyRefused when it is missing, unknown or revoked.
+        Looked up on each report, so a key added or revoked meanwhile counts at once."""
         if not api_key:
             raise KeyRefused("api_key is required: ask the city for a key for your app")
-        return await asyncio.to_thread(self.book.key_name, api_key)
+        return await asyncio.to_thread(self.book.key, api_key)
 
     async def submit(self, fields: Sequence[tuple[str, str]], photo: bytes | None,
-                     key_name: str) -> Submitted:
+                     key: ApiKey) -> Submitted:
         """Validate, store durably, then correlate. Nothing refused is stored."""
-        self.limiter.take(key_name)
+        key_name = key.name
+        self.limiter.take(key_name, key.rate_limit_per_minute)
         received = self.clock_ns()
         # The fields first: a photo of a report that would be refused is never written.
         new = parse_report(fields, categories=self.categories,

@@ -108,8 +108,7 @@ async def post_request(request: web.Request) -> web.Response:
     key = given[0] if len(given) == 1 else request.query.get("api_key")
     if len(given) > 1:
         raise ReportRefused("api_key is given twice: send it once")
-    name = await found.key_name(key)
-    submitted = await found.submit(fields, photo, name)
+    submitted = await found.submit(fields, photo, await found.api_key(key))
     body: dict[str, Any] = {"service_request_id": submitted.report.id,
                             "service_notice": submitted.notice, "account_id": None}
     return answer(request, [body], "service_requests", "request", status=201)

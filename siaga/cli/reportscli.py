@@ -31,6 +31,8 @@ def add_parsers(sub: Any, config_option: Callable[[argparse.ArgumentParser], Non
     add = key_group.add_parser("add", help="create a key for an app or channel; it is printed "
                                            "once, alone on the last line (store it now)")
     add.add_argument("name", help="the app or channel, e.g. qlue or kelurahan-menteng")
+    add.add_argument("--rate-limit", type=int, metavar="N", dest="rate_limit",
+                     help="this key's reports a minute (default: reports.rate_limit_per_minute)")
     add.set_defaults(command=lambda args: _keys_add(args, settings_of(args)))
     listing = key_group.add_parser("list", help="the keys' names, hints and states")
     listing.set_defaults(command=lambda args: _keys_list(args, settings_of(args)))
@@ -53,7 +55,7 @@ def _book(settings: Settings) -> ReportBook:
 
 def _keys_add(args: argparse.Namespace, settings: Settings) -> int:
     with _book(settings) as book:
-        key = book.add_key(args.name)
+        key = book.add_key(args.name, args.rate_limit)
         print(f"API key for {args.name!r} ({book.describe()}); it is shown only now, and "
               "stored hashed. Apps send it as the api_key field:")
         print(key)
@@ -66,9 +68,12 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
     if not keys:
         print("no API keys yet: siaga reports keys add NAME")
         return 0
-    print(f"{'NAME':<32} {'HINT':<6} {'CREATED':<20} STATE")
+    print(f"{'NAME':<32} {'HINT':<6} {'CREATED':<20} {'LIMIT/MIN':>9}  STATE")
     for key in keys:
-        print(f"{key.name:<32} {key.hint + '…':<6} {_when(key.created_ns):<20} {_state(key)}")
+        limit = ("default" if key.rate_limit_per_minute is None
+                 else f"{key.rate_limit_per_minute:,}")
+        print(f"{key.name:<32} {key.hint + '…':<6} {_when(key.created_ns):<20} {limit:>9}  "
+              f"{_state(key)}")
     return 0
 
 

@@ -19,8 +19,12 @@ class Clock:
 
 
 def refused(limiter: RateLimiter, key: str) -> TooManyReports:
+    return refused_with(limiter, key, None)
+
+
+def refused_with(limiter: RateLimiter, key: str, per_minute: int | None) -> TooManyReports:
     with pytest.raises(TooManyReports) as caught:
-        limiter.take(key)
+        limiter.take(key, per_minute)
     return caught.value
 
 
@@ -114,3 +118,14 @@ def test_a_clock_stepping_back_refills_nothing() -> None:
 def test_a_limit_below_one_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         RateLimiter(0)
+
+
+def test_a_key_with_its_own_limit_gets_its_own_bucket_size() -> None:
+    clock = Clock()
+    limiter = RateLimiter(2, clock)
+    for _ in range(5):
+        limiter.take("aggregator", 5)
+    assert refused_with(limiter, "aggregator", 5).retry_after_s == 12  # one token per 12 s
+    limiter.take("app")
+    limiter.take("app")
+    assert refused_with(limiter, "app", None).retry_after_s == 30

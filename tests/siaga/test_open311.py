@@ -230,3 +230,18 @@ async def test_a_near_report_of_the_same_category_is_answered_as_a_probable_dupl
     _, shown = await reports.get(
         f"/open311/v2/requests/{second[0]['service_request_id']}.json")
     assert shown[0]["extended_attributes"]["duplicate_of"] == first_id
+
+
+async def test_a_key_with_its_own_limit_is_held_to_it(world: World, tmp_path: Path) -> None:
+    with open_desk(world, tmp_path, ReportsSettings(rate_limit_per_minute=1000)) as desk:
+        async with serving(world, desk) as api:
+            slow = desk.book.add_key("kelurahan-slow", rate_limit_per_minute=1)
+            status, _, _ = await api.post_form(api.report("sampah", api_key=slow))
+            assert status == 201
+            status, body, headers = await api.post_form(api.report("sampah", api_key=slow))
+            assert status == 429 and "at most 1 a minute" in body[0]["description"]
+            assert int(headers["Retry-After"]) >= 59
+            # The default key of the rig is not held to the other key's limit.
+            for _ in range(3):
+                status, _, _ = await api.post_form(api.report("sampah"))
+                assert status == 201

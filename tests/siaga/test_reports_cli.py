@@ -86,3 +86,18 @@ def test_stats_print_a_table_a_person_reads(config: Path, tmp_path: Path,
     code, out, _ = run(capsys, "reports", "stats", "--year", "2020", "--json", "-c",
                        str(config))
     assert code == 0 and '"total": 4' in out and '"resolved_pct": 75.0' in out
+
+
+def test_a_key_may_have_its_own_rate_limit(config: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "reports", "keys", "add", "aggregator", "--rate-limit", "600",
+                       "-c", str(config))
+    assert code == 0
+    key = out.strip().splitlines()[-1]
+    with ReportBook.open(ReportsSettings(), tmp_path / "data") as book:
+        assert book.key(key).rate_limit_per_minute == 600
+    code, out, _ = run(capsys, "reports", "keys", "list", "-c", str(config))
+    assert "600" in out.splitlines()[1]
+    code, _, err = run(capsys, "reports", "keys", "add", "zero", "--rate-limit", "0",
+                       "-c", str(config))
+    assert code == 1 and "at least 1" in err
