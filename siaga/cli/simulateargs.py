@@ -56,7 +56,8 @@ officers' updates through the operator API, in simulated-time order. At --scale 
 year holds Jakarta CRM's 2020: 137,776 reports, 137,574 of them resolved, the published
 top five categories exactly; `siaga reports stats --year 2020` counts them back.
 
-The API key needs a rate limit that lets a year through (see `siaga reports keys`).
+The API key needs a rate limit that lets a year through:
+`siaga reports keys add replay --rate-limit 100000`.
 Progress goes to stderr; what was sent, by category, to stdout.
 """
 
