@@ -138,7 +138,8 @@ def stored_reports(service: Service) -> int:
 
 def run_client(url: str, api_key: str, reports: int, concurrency: int,
                photo_bytes: int | None, log: Path) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench.reportload", "--url", url, "--api-key", api_key,
+    # `--api-key=KEY`: a key may begin with "-", which argparse takes for an option.
+    command = [sys.executable, "-m", "bench.reportload", "--url", url, f"--api-key={api_key}",
                "--reports", str(reports), "--concurrency", str(concurrency)]
     if photo_bytes is not None:
         command += ["--photo-bytes", str(photo_bytes)]
@@ -249,8 +250,8 @@ def year_replay(root: Path, influx: Influx, catalog: Path) -> dict[str, Any]:
     `siaga reports stats --year 2020` from the same book."""
     with fresh_bed(root, influx, catalog) as bed, siaga_service(bed, None) as service:
         command = siaga_command("simulate", "reports", "--year", str(YEAR), "--speedup", "0",
-                                "--url", service.url, "--api-key", service.api_key,
-                                "--token", TOKEN)
+                                "--url", service.url, f"--api-key={service.api_key}",
+                                f"--token={TOKEN}")
         before = usage(service.running.pid)
         started = time.monotonic()
         with (bed.workdir / "simulate-reports.log").open("ab") as progress:
