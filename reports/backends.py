@@ -5,21 +5,22 @@ small interface: `run(work)` does `work(tx)` in one transaction, committed (dura
 it returns, and `read` runs one query. Every database error leaves as a
 `siaga_core.errors.StorageError` naming the database, never its password.
 
-PostgreSQL: one connection per book, taken in turn under a lock (the service calls the book
-from threads). A connection found broken is replaced; a unit of work that failed on a broken
-connection before its COMMIT was sent is run once more on the new one, so a restarted
-server costs no error. A failure during COMMIT is not retried: it may have committed.
+PostgreSQL: a small pool of connections (psycopg_pool), so that the threads the service
+calls the book from commit side by side rather than queue behind one connection. A
+connection found broken is dropped by the pool; a unit of work that failed on a broken
+connection before its COMMIT was sent is run once more on another, so a restarted server
+costs no error. A failure during COMMIT is not retried: it may have committed.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 
 from reports.schema import MIGRATIONS, render, statements
 from siaga_core.errors import ConfigurationError, StorageError
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Row = tuple[Any, ...]
 CONNECT_TIMEOUT_S = 10  # a PostgreSQL that does not answer in 10 s is down, not slow
+# Connections per book: the service's default thread pool runs a handful of book calls at
+# once; more connections would only wait on the same disk's commits.
+POOL_SIZE = 4
 SCHEMA_TABLE = "report_book_schema"  # PostgreSQL's stand-in for SQLite's user_version
 
 
@@ -103,12 +107,18 @@ class PostgresBackend:
     """A PostgreSQL database several Siaga instances share (reports.database_url)."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
         self._where = _describe_url(url)
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Row] | None = None
+        # autocommit: no transaction is left open between calls; `run` opens each one.
+        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+            url, min_size=1, max_size=POOL_SIZE, open=False, timeout=CONNECT_TIMEOUT_S,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            name="siaga-reports")
         try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             self.run(self._migrate)
+        except psycopg.Error as exc:
+            self.close()
+            self._fail(exc)
         except BaseException:
             self.close()
             raise
@@ -117,48 +127,38 @@ class PostgresBackend:
         return f"PostgreSQL {self._where}"
 
     def run(self, work: Callable[[Tx], T]) -> T:
-        with self._lock:
-            for attempt in (1, 2):
-                conn = self._connection()
-                committing = False
-                try:
-                    with conn.transaction(), conn.cursor() as cursor:
-                        result = work(_PostgresTx(cursor))
-                        committing = True
-                    return result
-                except psycopg.Error as exc:
-                    if conn.broken and not committing and attempt == 1:
-                        continue  # the server went away before COMMIT: nothing was done
-                    self._fail(exc)
-            raise AssertionError("unreachable: the second attempt returns or raises")
+        for attempt in (1, 2):
+            committing = False
+            try:
+                with self._pool.connection() as conn:
+                    try:
+                        with conn.transaction(), conn.cursor() as cursor:
+                            result = work(_PostgresTx(cursor))
+                            committing = True
+                        return result
+                    except psycopg.Error:
+                        if conn.broken and not committing and attempt == 1:
+                            continue  # the server went away before COMMIT: nothing was done
+                        raise
+            except psycopg.Error as exc:
+                self._fail(exc)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        with self._lock:
-            for attempt in (1, 2):
-                conn = self._connection()
-                try:
-                    with conn.cursor() as cursor:
-                        cursor.execute(_postgres_sql(sql), tuple(params))
-                        return cursor.fetchall()
-                except psycopg.Error as exc:
-                    if conn.broken and attempt == 1:
-                        continue
-                    self._fail(exc)
-            raise AssertionError("unreachable: the second attempt returns or raises")
-
-    def _connection(self) -> psycopg.Connection[Row]:
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return self._conn
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        try:
-            # autocommit: no transaction is left open between calls; `run` opens each one.
-            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
-        except psycopg.Error as exc:
-            self._fail(exc)
-        self._conn = conn
-        return conn
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    try:
+                        with conn.cursor() as cursor:
+                            cursor.execute(_postgres_sql(sql), tuple(params))
+                            return cursor.fetchall()
+                    except psycopg.Error:
+                        if conn.broken and attempt == 1:
+                            continue
+                        raise
+            except psycopg.Error as exc:
+                self._fail(exc)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _fail(self, exc: psycopg.Error) -> NoReturn:
         # psycopg's messages name host and database, not the password.
@@ -181,10 +181,7 @@ class PostgresBackend:
         tx.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (len(MIGRATIONS),))
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._pool.close()
 
 
 def open_backend(database_url: str | None, data_dir: Path) -> Backend:
