@@ -33,7 +33,9 @@ def git() -> dict[str, object]:
     """HEAD's full hash, and whether the work tree differs from it (and where)."""
     commit = _output(["git", "rev-parse", "HEAD"], REPO)
     status = _output(["git", "status", "--porcelain"], REPO)
-    changed = [line[3:] for line in (status or "").splitlines() if line.strip()]
+    # `_output` strips the text, and with it the first line's leading blank (" M README.md").
+    changed = [line.split(maxsplit=1)[1] for line in (status or "").splitlines()
+               if line.strip()]
     return {"commit": commit or "unknown", "dirty": bool(changed) if status is not None else None,
             "changed": len(changed), "changed_paths": changed[:DIRTY_LISTED],
             "subject": _output(["git", "log", "-1", "--format=%s"], REPO)}
