@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from siaga_core.errors import StorageError
+from siaga_core.files import fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +184,4 @@ class Spool:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        _fsync_directory(self._directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry itself reaches the disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(self._directory)

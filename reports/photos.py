@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from reports.errors import PhotoTooLarge, ReportRefused, UnknownReport
 from reports.settings import MIB
+from siaga_core.files import fsync_directory
 
 JPEG_QUALITY: Final = 85  # what phone cameras use; a flood photo needs no more
 WEBP_QUALITY: Final = 85
@@ -153,14 +154,14 @@ class PhotoStore:
             _write_durably(folder, path, body)
         # Also when it existed: another thread may have renamed it a moment ago without
         # its directory entry on disk yet, and the report is acknowledged after this.
-        _fsync_directory(folder)
+        fsync_directory(folder)
 
     def _make_folder(self, folder: Path) -> None:
         if folder.is_dir():
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         folder.mkdir(exist_ok=True)
-        _fsync_directory(self.directory)  # the new folder's own entry must reach the disk
+        fsync_directory(self.directory)  # the new folder's own entry must reach the disk
 
 
 _KIND: Final = {"JPEG": "JPEG", "PNG": "PNG", "WEBP": "WebP"}
@@ -301,12 +302,3 @@ def _write_durably(folder: Path, path: Path, body: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    # A rename (or a new folder) is durable only once the directory entry reaches the disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -214,8 +214,8 @@ async def _read_part(part: BodyPartReader, limit: int, *, photo: bool) -> bytes:
 async def get_requests(request: web.Request) -> web.Response:
     found = desk(request)
     query = request.query
-    ids = tuple(x.strip() for x in query.get("service_request_id", "").split(",") if x.strip())
-    codes = tuple(x.strip() for x in query.get("service_code", "").split(",") if x.strip())
+    ids = comma_list(query, "service_request_id")
+    codes = comma_list(query, "service_code")
     for code in codes:
         _category(found, code)
     status = query.get("status") or None
@@ -321,12 +321,18 @@ def external_base(request: web.Request) -> str:
 
 
 def _paging(query: Mapping[str, str]) -> tuple[int, int]:
-    page = _positive(query, "page", 1, 1_000_000)
-    size = _positive(query, "page_size", PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+    page = positive_int(query, "page", 1, 1_000_000)
+    size = positive_int(query, "page_size", PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
     return page, size
 
 
-def _positive(query: Mapping[str, str], name: str, default: int, most: int) -> int:
+def comma_list(query: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A query parameter holding values separated by commas (GeoReport's form of a list)."""
+    return tuple(x.strip() for x in query.get(name, "").split(",") if x.strip())
+
+
+def positive_int(query: Mapping[str, str], name: str, default: int, most: int) -> int:
+    """A query parameter that is a whole number from 1 to `most`; `default` when absent."""
     raw = query.get(name)
     if raw is None or raw == "":
         return default

@@ -17,7 +17,14 @@ from reports.book import ReportQuery
 from reports.errors import ReportRefused
 from reports.model import Report, State, Update
 from siaga.api.context import CONTEXT, check_token, json_response, read_body
-from siaga.api.open311 import desk, external_base, media_url, update_json
+from siaga.api.open311 import (
+    comma_list,
+    desk,
+    external_base,
+    media_url,
+    positive_int,
+    update_json,
+)
 from siaga.api.timefmt import format_wib, parse_time
 from siaga_core.configfile import StrictModel
 from siaga_core.geo import Box
@@ -47,13 +54,13 @@ async def list_reports(request: web.Request) -> web.Response:
     require_officer(request)
     found = desk(request)
     query = request.query
-    codes = _list(query, "category")
+    codes = comma_list(query, "category")
     for code in codes:
         if code not in found.categories:
             raise ReportRefused(f"category {code!r} is not one of {', '.join(found.categories)}")
-    states = tuple(_state(raw, allow_open=True) for raw in _list(query, "state"))
-    page = _whole(query, "page", 1, 1_000_000)
-    page_size = _whole(query, "page_size", PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+    states = tuple(_state(raw, allow_open=True) for raw in comma_list(query, "state"))
+    page = positive_int(query, "page", 1, 1_000_000)
+    page_size = positive_int(query, "page_size", PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
     since = query.get("since")
     reports, total = await found.find(ReportQuery(
         service_codes=codes, states=states, agency=query.get("agency") or None,
@@ -102,7 +109,7 @@ async def stats(request: web.Request) -> web.Response:
     raw = request.query.get("year")
     if raw is None:
         raise ReportRefused("year is required, e.g. /api/reports/stats?year=2020")
-    year = _whole({"year": raw}, "year", 0, YEAR_RANGE[1])
+    year = positive_int({"year": raw}, "year", 0, YEAR_RANGE[1])
     if year < YEAR_RANGE[0]:
         raise ReportRefused(f"year must be between {YEAR_RANGE[0]} and {YEAR_RANGE[1]}")
     counted = await desk(request).stats(year)
@@ -145,23 +152,6 @@ def _state(raw: str, *, allow_open: bool) -> State:
             return state
     raise ReportRefused(f"state must be one of {', '.join(s.value for s in choices)}, "
                         f"got {raw!r}")
-
-
-def _list(query: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in query.get(name, "").split(",") if x.strip())
-
-
-def _whole(query: Mapping[str, str], name: str, default: int, most: int) -> int:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ReportRefused(f"{name} must be a whole number, got {raw!r}") from None
-    if not 1 <= value <= most:
-        raise ReportRefused(f"{name} must be between 1 and {most}, got {value}")
-    return value
 
 
 def _box(query: Mapping[str, str]) -> Box | None:
