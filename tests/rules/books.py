@@ -9,6 +9,7 @@ from rules.alert import Alert, AlertStatus, Change, Severity, Transition, finger
 from rules.alertbook import AlertBook, Notified
 from rules.alertstore import content_digest
 
+DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"  # the bundled rules
 T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z
 MINUTE = 60 * 1_000_000_000
 HOUR = 60 * MINUTE

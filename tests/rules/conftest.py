@@ -1,4 +1,5 @@
-"""Fixtures of the rules tests: the webhook receiver, and an alert book on a set clock."""
+"""Fixtures of the rules tests: the bundled catalog and rules, the webhook receiver, and an
+alert book on a set clock."""
 
 from __future__ import annotations
 
@@ -7,9 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from devices.registry import Registry, bundled_catalog_path, load_catalog
 from rules.alertbook import AlertBook
+from rules.config import RulesFile, load_rules
 from tests.receiver import RecordingReceiver
-from tests.rules.books import T0, Clock, open_book
+from tests.rules.books import DEFAULT_RULES, T0, Clock, open_book
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    """The bundled Jakarta catalog."""
+    return load_catalog(bundled_catalog_path())
+
+
+@pytest.fixture(scope="module")
+def rules_file(registry: Registry) -> RulesFile:
+    """The bundled rules on the bundled catalog."""
+    return load_rules(DEFAULT_RULES, registry)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.registry import Registry, bundled_catalog_path, load_catalog
+from devices.registry import Registry
 from rules.alert import AlertStatus, fingerprint
 from rules.alerting import Alerting
 from rules.config import RulesFile
@@ -19,11 +19,6 @@ from tests.receiver import RecordingReceiver
 
 STORAGE_ALERT = fingerprint("StorageUnavailable", "storage")
 DISK_FULL = "spool disk error: [Errno 28] No space left on device"
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return load_catalog(bundled_catalog_path())
 
 
 def alerting(registry: Registry, data_dir: Path, webhook_url: str | None = None) -> Alerting:

@@ -13,7 +13,7 @@ import pytest
 
 from devices.kinds import Kind
 from devices.readings import Reading
-from devices.registry import Registry, bundled_catalog_path, load_catalog
+from devices.registry import Registry
 from rules.alert import AlertStatus, fingerprint
 from rules.alerting import Alerting
 from rules.citizens import CitizenReport
@@ -23,7 +23,6 @@ from tests.polling import eventually
 from tests.receiver import RecordingReceiver
 from tests.rules.books import MINUTE, T0, Clock
 
-DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"
 MANGGARAI = (-6.2073, 106.8486)  # Pintu Air Manggarai (siaga3 751, siaga2 851, siaga1 950 cm)
 SUDIRMAN = (-6.2146, 106.8185)  # the traffic sensor sudirman-setiabudi
 M_PER_DEG = 111_195.0  # metres per degree of latitude (mean Earth radius)
@@ -31,16 +30,6 @@ BPBD = "BPBD DKI Jakarta; Dinas Sumber Daya Air"
 DISHUB = "Dinas Perhubungan"
 GAUGE_ALERT = fingerprint("FloodLevel", "manggarai")
 CONGESTION = fingerprint("Congestion", "sudirman-setiabudi")
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return load_catalog(bundled_catalog_path())
-
-
-@pytest.fixture(scope="module")
-def rules_file(registry: Registry) -> RulesFile:
-    return load_rules(DEFAULT_RULES, registry)
 
 
 @asynccontextmanager

@@ -11,8 +11,8 @@ from rules.alert import Severity
 from rules.config import RulesFile, load_rules
 from rules.ruletypes import FloodWaveRule, LadderRule, WindowRule
 from siaga_core.errors import ConfigFileError
+from tests.rules.books import DEFAULT_RULES
 
-DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"
 LADDER = """\
 rules:
   - name: FloodLevel
@@ -22,11 +22,6 @@ rules:
     steps:
       - {threshold: siaga3_cm, level: siaga-3, severity: warning}
 """
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return load_catalog(bundled_catalog_path())
 
 
 def problems(tmp_path: Path, registry: Registry, text: str) -> list[str]:

@@ -1,30 +1,18 @@
 """The rule engine with the bundled rules and catalog: the issue's scenarios, on event time."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from devices.kinds import Kind
 from devices.readings import Reading
-from devices.registry import Registry, bundled_catalog_path, load_catalog
+from devices.registry import Registry
 from rules.alert import Alert, AlertStatus, Severity, Transition, fingerprint
-from rules.config import RulesFile, load_rules
+from rules.config import RulesFile
 from rules.engine import RuleEngine
 
 MINUTE = 60 * 1_000_000_000
 T0 = 1_600_682_400 * 1_000_000_000  # 2020-09-21T10:00:00Z
-DEFAULT_RULES = Path(__file__).parents[2] / "rules" / "default.yaml"
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return load_catalog(bundled_catalog_path())
-
-
-@pytest.fixture(scope="module")
-def rules_file(registry: Registry) -> RulesFile:
-    return load_rules(DEFAULT_RULES, registry)
 
 
 @pytest.fixture
