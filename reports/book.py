@@ -161,8 +161,7 @@ class ReportBook:
     def _nearest_open(self, tx: Tx, new: NewReport) -> str | None:
         radius = self._settings.duplicate_radius_m
         window_ns = int(self._settings.duplicate_window.total_seconds() * 10**9)
-        # Box.around is an instance method that ignores its box: any box will do.
-        around = self._settings.jurisdiction.box.around(new.lat, new.lon, radius)
+        around = Box.around(new.lat, new.lon, radius)
         candidates = tx.execute(
             "SELECT id, lat, lon FROM reports WHERE service_code = ? AND status = ?"
             " AND requested_ns BETWEEN ? AND ? AND lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?",

@@ -30,6 +30,7 @@ PREFIX: Final = "/open311/v2"
 FORMATS: Final = ("json", "xml")
 PAGE_SIZE_DEFAULT: Final = 50
 PAGE_SIZE_MAX: Final = 1000
+RANGE_MAX_NS: Final = 90 * 86400 * 1_000_000_000  # GeoReport: a range spans 90 days at most
 # A form without a photo holds a few fields of at most 4,000 characters; more is not a report.
 FORM_MAX_BYTES: Final = 64 * 1024
 MAX_PARTS: Final = 40  # GeoReport has 15 fields, plus a category's attributes
@@ -212,26 +213,50 @@ async def _read_part(part: BodyPartReader, limit: int, *, photo: bool) -> bytes:
 
 
 async def get_requests(request: web.Request) -> web.Response:
+    """Reports as GeoReport lists them: by `service_request_id` (which overrides the other
+    filters), or by code, status and a range of requested times of at most 90 days, the
+    most recent 90 when none is given."""
     found = desk(request)
     query = request.query
-    ids = comma_list(query, "service_request_id")
-    codes = comma_list(query, "service_code")
-    for code in codes:
-        _category(found, code)
-    status = query.get("status") or None
-    if status is not None and status not in ("open", "closed"):
-        raise ReportRefused(f"status must be open or closed, got {status!r}")
     page, page_size = _paging(query)
-    start = _time(query, "start_date")
-    end = _time(query, "end_date")
-    if start is not None and end is not None and end < start:
-        raise ReportRefused("end_date is before start_date")
-    reports, _total = await found.find(ReportQuery(
-        ids=ids, service_codes=codes, status=status, requested_from_ns=start,
-        requested_to_ns=end, offset=(page - 1) * page_size, limit=page_size))
+    ids = comma_list(query, "service_request_id")
+    if ids:
+        wanted = ReportQuery(ids=ids, offset=(page - 1) * page_size, limit=page_size)
+    else:
+        codes = comma_list(query, "service_code")
+        for code in codes:
+            _category(found, code)
+        status = query.get("status") or None
+        if status is not None and status not in ("open", "closed"):
+            raise ReportRefused(f"status must be open or closed, got {status!r}")
+        start, end = _date_range(query, found.clock_ns())
+        wanted = ReportQuery(service_codes=codes, status=status, requested_from_ns=start,
+                             requested_to_ns=end, offset=(page - 1) * page_size,
+                             limit=page_size)
+    reports, _total = await found.find(wanted)
     base = external_base(request)
     return answer(request, [public_json(r, base, found.categories) for r in reports],
                   "service_requests", "request")
+
+
+def _date_range(query: Mapping[str, str], now_ns: int) -> tuple[int, int]:
+    """GeoReport's range: start_date and end_date, at most 90 days apart; one alone reaches
+    90 days from it, neither is the most recent 90 days."""
+    start = _time(query, "start_date")
+    end = _time(query, "end_date")
+    if start is None and end is None:
+        return now_ns - RANGE_MAX_NS, now_ns
+    if start is None:
+        assert end is not None
+        return end - RANGE_MAX_NS, end
+    if end is None:
+        return start, start + RANGE_MAX_NS
+    if end < start:
+        raise ReportRefused("end_date is before start_date")
+    if end - start > RANGE_MAX_NS:
+        raise ReportRefused("start_date and end_date may be at most 90 days apart "
+                            "(GeoReport); ask for a longer span in several requests")
+    return start, end
 
 
 async def get_request(request: web.Request) -> web.Response:

@@ -245,3 +245,24 @@ async def test_a_key_with_its_own_limit_is_held_to_it(world: World, tmp_path: Pa
             for _ in range(3):
                 status, _, _ = await api.post_form(api.report("sampah"))
                 assert status == 201
+
+
+async def test_requests_are_listed_over_geo_reports_date_ranges(reports: ReportApi) -> None:
+    old = await reports.post_form(reports.report(
+        "sampah", requested_datetime="2023-06-01T08:00:00+07:00"))
+    new = await reports.post_form(reports.report("sampah"))  # requested now (the rig's T0)
+    old_id, new_id = old[1][0]["service_request_id"], new[1][0]["service_request_id"]
+
+    async def listed(**params: str) -> list[str]:
+        status, body = await reports.get("/open311/v2/requests.json", **params)
+        assert status == 200, body
+        return [r["service_request_id"] for r in body]
+
+    assert await listed() == [new_id]  # the most recent 90 days
+    assert await listed(start_date="2023-05-20T00:00:00+07:00") == [old_id]  # 90 days on
+    assert await listed(end_date="2023-06-02T00:00:00+07:00") == [old_id]
+    assert await listed(service_request_id=f"{old_id},{new_id}") == [new_id, old_id]
+    status, body = await reports.get("/open311/v2/requests.json",
+                                     start_date="2023-01-01T00:00:00+07:00",
+                                     end_date="2023-12-31T00:00:00+07:00")
+    assert status == 400 and "90 days" in body[0]["description"]
