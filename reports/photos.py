@@ -20,13 +20,16 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
-
-from PIL import Image, ImageOps, UnidentifiedImageError
+from typing import TYPE_CHECKING, Final
 
 from reports.errors import PhotoTooLarge, ReportRefused, UnknownReport
 from reports.settings import MIB
 from siaga_core.files import fsync_directory
+
+if TYPE_CHECKING:
+    # Pillow is imported on the first photo, not at start: a service that takes no photo
+    # (most of them, most of the time) keeps its memory for readings.
+    from PIL import Image
 
 JPEG_QUALITY: Final = 85  # what phone cameras use; a flood photo needs no more
 WEBP_QUALITY: Final = 85
@@ -50,9 +53,10 @@ _OTHER_TYPES: Final = (
 )
 # What Pillow raises on a malformed file: it has no single root error for "bad image".
 # Warnings too: Pillow warns of corrupt EXIF and of large images, and where warnings are
-# made errors (python -W error) they arrive as exceptions.
+# made errors (python -W error) they arrive as exceptions. (Pillow's DecompressionBombError
+# is a subclass of none of them: `_decode` adds it.)
 _DECODE_ERRORS: Final = (OSError, ValueError, SyntaxError, EOFError, struct.error,
-                         IndexError, TypeError, Image.DecompressionBombError, Warning)
+                         IndexError, TypeError, Warning)
 TEMP_SUFFIX: Final = ".tmp"
 
 
@@ -123,6 +127,8 @@ class PhotoStore:
 
     def _decode(self, data: bytes, pillow_format: str,
                 header: tuple[int, int]) -> Image.Image:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
         kind = _KIND[pillow_format]
         # Pillow's only decompression-bomb guard is the process-wide Image.MAX_IMAGE_PIXELS.
         # We leave it alone (other code in the process shares it) and rely on our own check
@@ -141,7 +147,7 @@ class PhotoStore:
                 return _pixels_only(upright, pillow_format)
         except ReportRefused:
             raise
-        except _DECODE_ERRORS as exc:
+        except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
             raise ReportRefused(f"photo is not a valid {kind}: {_reason(exc)}") from exc
         except UnidentifiedImageError as exc:  # an OSError, so listed for the reader only
             raise ReportRefused(f"photo is not a valid {kind}") from exc
@@ -265,6 +271,8 @@ def _pixels_only(image: Image.Image, pillow_format: str) -> Image.Image:
     # A fresh image (its `info` empty) with the pixels pasted in: the same result as a round
     # trip through bytes, without copying the pixels twice (a 1.2-megapixel photo: about
     # 1 ms rather than 11).
+    from PIL import Image
+
     clean = Image.new(mode, converted.size)
     clean.paste(converted)
     return clean
@@ -282,6 +290,8 @@ def _encode(image: Image.Image, pillow_format: str) -> bytes:
 
 
 def _reason(exc: BaseException) -> str:
+    from PIL import Image
+
     if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
         return "too many pixels (a decompression bomb?)"
     text = str(exc).strip() or type(exc).__name__
