@@ -95,6 +95,11 @@ def test_the_wheel_ships_the_seven_packages_and_no_test_code(installed: Installe
     test_code = [str(name) for name in names
                  if {"tests", "bench"} & set(name.parts) or "conftest" in name.name]
     assert test_code == []
+    # The console's vendored libraries travel as package data, with their manifest.
+    vendored = {str(name) for name in names if "vendor" in name.parts}
+    assert {"siaga/console/static/vendor/MANIFEST.json",
+            "siaga/console/static/vendor/leaflet-1.9.4/leaflet.js",
+            "siaga/console/static/vendor/uplot-1.6.32/LICENSE"} <= vendored
 
 
 def test_the_installed_packages_are_the_wheels_copies(installed: Installed) -> None:
