@@ -227,6 +227,9 @@ class ReportBook:
         number = _number(report_id)
 
         def work(tx: Tx) -> int:
+            # Read, then write what follows from it: two officers updating one report at once
+            # (two instances on PostgreSQL) take turns, or the first response could be lost.
+            tx.serialize(f"report:{number}")
             rows = tx.execute(
                 "SELECT requested_ns, updated_ns, status, status_notes, first_response_ns,"
                 " closed_ns FROM reports WHERE id = ?", (number,))
@@ -257,8 +260,10 @@ class ReportBook:
         return Update(str(update_id), str(number), state, note, officer, at_ns)
 
     def updates(self, report_id: str | None = None, since_ns: int | None = None,
-                until_ns: int | None = None, limit: int = 1000) -> list[Update]:
-        """Officers' updates, oldest first; `since_ns` and `until_ns` are inclusive."""
+                until_ns: int | None = None, limit: int = 1000,
+                offset: int = 0) -> list[Update]:
+        """Officers' updates, oldest first; `since_ns` and `until_ns` are inclusive; `offset`
+        and `limit` page through them."""
         clauses, params = ["1 = 1"], list[object]()
         if report_id is not None:
             number = _number(report_id)
@@ -272,7 +277,7 @@ class ReportBook:
                 params.append(bound)
         rows = self._backend.read(
             f"SELECT {UPDATE_COLUMNS} FROM updates WHERE {' AND '.join(clauses)}"
-            " ORDER BY at_ns, id LIMIT ?", [*params, limit])
+            " ORDER BY at_ns, id LIMIT ? OFFSET ?", [*params, limit, offset])
         return [Update(str(uid), str(rid), State(state), note, officer, at)
                 for uid, rid, state, note, officer, at in rows]
 
@@ -293,6 +298,25 @@ class ReportBook:
                 (number, fingerprint, self._clock_ns())))
 
         return self._backend.run(work)
+
+    def link_many(self, links: Sequence[tuple[str, str]]) -> int:
+        """Link each (report id, fingerprint) in one transaction, skipping reports that are
+        gone; how many links are new."""
+        pairs = [(_number(report_id), fingerprint) for report_id, fingerprint in links
+                 if fingerprint]
+        now = self._clock_ns()
+
+        def work(tx: Tx) -> int:
+            new = 0
+            for number, fingerprint in pairs:
+                new += len(tx.execute(
+                    "INSERT INTO alert_links (report_id, fingerprint, linked_ns)"
+                    " SELECT id, ?, ? FROM reports WHERE id = ?"
+                    " ON CONFLICT DO NOTHING RETURNING report_id",
+                    (fingerprint, now, number)))
+            return new
+
+        return self._backend.run(work) if pairs else 0
 
     def linked_reports(self, fingerprint: str) -> list[str]:
         rows = self._backend.read(

@@ -88,6 +88,7 @@ class Service:
             desk = CitizenDesk(book, CitizenDesk.photo_store(settings.reports, data_dir),
                                settings.reports, alerting, clock_ns=self.clock_ns)
             self.desk = desk
+            desk.sweep()  # before the API listens: no upload is under way yet
             # The API starts before the subscriber, so /healthz answers while the broker is
             # awaited, and stops after it (the exit stack unwinds in reverse).
             self.http_port = await stack.enter_async_context(serve_api(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _NS_PER_S: Final = 1_000_000_000
+PHOTOS_AT_ONCE: Final = 2  # photos decoded at once (one per core here)
 OVERDUE_CHECK_S: Final = 60  # response times are hours; a minute late is fine
 # After a restart, the flood clusters are rebuilt from this much of the book's recent past
 # (the rules' window is 30 minutes by default; an hour covers a changed setting too).
@@ -65,11 +66,21 @@ class CitizenDesk:
         self.limiter = RateLimiter(settings.rate_limit_per_minute)
         self.categories = book.categories
         self.received = 0  # reports taken since start (the demo's live line)
+        # Decoding a photo takes up to ~8 bytes a pixel (40 Mpx: some 320 MB) and a core:
+        # a few at a time, so a burst of large photos queues instead of exhausting memory.
+        self._decoding = asyncio.Semaphore(PHOTOS_AT_ONCE)
 
     @classmethod
     def photo_store(cls, settings: ReportsSettings, data_dir: Path) -> PhotoStore:
         return PhotoStore(data_dir / "photos", settings.photo_max_bytes,
                           settings.photo_max_pixels)
+
+    def sweep(self) -> None:
+        """Remove the unfinished photo files of a killed run: call it before the API listens
+        (an upload under way has its own temporary file, which this would take)."""
+        swept = self.photos.sweep()
+        if swept:
+            log.info("citizens' desk: removed %d unfinished photo files of an earlier run", swept)
 
     # --- intake ----------------------------------------------------------------------------
 
@@ -91,7 +102,8 @@ class CitizenDesk:
                            jurisdiction=self.settings.jurisdiction, received_ns=received,
                            key_name=key_name)
         if photo is not None:
-            stored: StoredPhoto = await asyncio.to_thread(self.photos.accept, photo)
+            async with self._decoding:
+                stored: StoredPhoto = await asyncio.to_thread(self.photos.accept, photo)
             new = replace(new, photo=stored.name)
         report = await asyncio.to_thread(self.book.add, new)
         self.received += 1
@@ -107,10 +119,19 @@ class CitizenDesk:
         return Submitted(report, notice)
 
     async def _correlate(self, report: Report) -> Report:
-        """Tell the rules; record the alerts they linked the report to."""
+        """Tell the rules; record the alerts they linked the report to.
+
+        The report is already stored and will be acknowledged: a failure here (the alert
+        book or the report book cannot write) only weakens the story, so it is logged and
+        the report goes on unlinked rather than answered 503 (and sent again).
+        """
         if self.alerting is None:
             return report
-        fingerprints = self.alerting.observe_report(citizen_report(report))
+        try:
+            fingerprints = self.alerting.observe_report(citizen_report(report))
+        except StorageError:
+            log.exception("could not correlate report %s with the sensors", report.id)
+            return report
         if not fingerprints:
             return report
         # A cluster's alert names every report in it: the earlier ones are linked now too.
@@ -121,10 +142,8 @@ class CitizenDesk:
             links += [(member, fingerprint) for member in members.split(",")
                       if member and member != report.id]
         try:
-            for report_id, fingerprint in links:
-                await asyncio.to_thread(self.book.link, report_id, fingerprint)
+            await asyncio.to_thread(self.book.link_many, links)
         except StorageError:
-            # The report is stored and acknowledged; a lost link only weakens the story.
             log.exception("could not record report %s's links to %s", report.id, fingerprints)
             return report
         return replace(report, alerts=tuple(dict.fromkeys((*report.alerts, *fingerprints))))
@@ -152,9 +171,10 @@ class CitizenDesk:
 
         return await asyncio.to_thread(both)
 
-    async def updates(self, since_ns: int | None, until_ns: int | None,
-                      limit: int) -> list[Update]:
-        return await asyncio.to_thread(self.book.updates, None, since_ns, until_ns, limit)
+    async def updates(self, since_ns: int | None, until_ns: int | None, limit: int,
+                      offset: int = 0) -> list[Update]:
+        return await asyncio.to_thread(self.book.updates, None, since_ns, until_ns, limit,
+                                       offset)
 
     async def stats(self, year: int) -> Stats:
         return await asyncio.to_thread(self.book.stats, year)
@@ -163,9 +183,6 @@ class CitizenDesk:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Restore the flood clusters, then check for overdue reports until `stop`."""
-        swept = await asyncio.to_thread(self.photos.sweep)
-        if swept:
-            log.info("citizens' desk: removed %d unfinished photo files of an earlier run", swept)
         await self.restore()
         while not stop.is_set():
             try:

@@ -11,6 +11,7 @@ What the public sees of a report is what GeoReport defines, plus the detailed st
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -30,6 +31,7 @@ PREFIX: Final = "/open311/v2"
 FORMATS: Final = ("json", "xml")
 PAGE_SIZE_DEFAULT: Final = 50
 PAGE_SIZE_MAX: Final = 1000
+_NOT_XML: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 RANGE_MAX_NS: Final = 90 * 86400 * 1_000_000_000  # GeoReport: a range spans 90 days at most
 # A form without a photo holds a few fields of at most 4,000 characters; more is not a report.
 FORM_MAX_BYTES: Final = 64 * 1024
@@ -226,9 +228,11 @@ async def get_requests(request: web.Request) -> web.Response:
         codes = comma_list(query, "service_code")
         for code in codes:
             _category(found, code)
-        status = query.get("status") or None
-        if status is not None and status not in ("open", "closed"):
-            raise ReportRefused(f"status must be open or closed, got {status!r}")
+        statuses = set(comma_list(query, "status"))
+        if statuses - {"open", "closed"}:
+            raise ReportRefused(f"status must be open, closed or both (open,closed), got "
+                                f"{query.get('status')!r}")
+        status = statuses.pop() if len(statuses) == 1 else None
         start, end = _date_range(query, found.clock_ns())
         wanted = ReportQuery(service_codes=codes, status=status, requested_from_ns=start,
                              requested_to_ns=end, offset=(page - 1) * page_size,
@@ -271,8 +275,8 @@ async def get_updates(request: web.Request) -> web.Response:
     found = desk(request)
     start = _time(request.query, "start_date")
     end = _time(request.query, "end_date")
-    _page, page_size = _paging(request.query)
-    updates = await found.updates(start, end, page_size)
+    page, page_size = _paging(request.query)
+    updates = await found.updates(start, end, page_size, (page - 1) * page_size)
     return answer(request, [update_json(u) for u in updates], "service_requests_updates",
                   "request_update")
 
@@ -427,7 +431,10 @@ def _xml_text(value: object) -> str | None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    # ElementTree escapes markup but writes characters XML 1.0 forbids (U+FFFF, most
+    # controls) as they are: one such character in a note would make the whole list
+    # unparseable for every XML client. They go; JSON keeps the text as it was.
+    return _NOT_XML.sub("", str(value))
 
 
 def open311_error(request: web.Request, status: int, message: str,

@@ -24,6 +24,7 @@ from reports.settings import ReportsSettings
 from rules.alert import AlertStatus
 from siaga.app import Service, stop_on_signals
 from siaga.broker.auth import SERVICE_USER, SIMULATOR_USER
+from siaga.cli.simulateargs import REPORTS_KEY_ENV, REPORTS_TOKEN_ENV
 from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
 from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import BUNDLED_RULES, HttpSettings, Settings
@@ -152,10 +153,12 @@ class Demo:
         self._say(f"  Residents  {scale} of Jakarta's {year} reports at {speedup}x through "
                   f"{url}/open311/v2/ (siaga simulate reports), and Manggarai's neighbours "
                   "when its gauge reaches Siaga 2.")
+        # The key and the token go in the environment, never on a command line (ps shows it).
         trickle = ["reports", "--year", year, "--scale", scale, "--speedup", speedup, "--live",
-                   "--url", url, "--api-key", key, "--token", token.get_secret_value()]
+                   "--url", url]
+        secrets_env = {REPORTS_KEY_ENV: key, REPORTS_TOKEN_ENV: token.get_secret_value()}
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._simulator(trickle, "", stop, seeded=False))
+            group.create_task(self._simulator(trickle, "", stop, seeded=False, env=secrets_env))
             group.create_task(self._neighbours(service, url, key, stop))
 
     async def _neighbours(self, service: Service, url: str, key: str,
@@ -178,11 +181,11 @@ class Demo:
                     await asyncio.wait_for(stop.wait(), 3.0)
 
     async def _simulator(self, args: list[str], broker_url: str, stop: asyncio.Event, *,
-                         seeded: bool = True) -> None:
+                         seeded: bool = True, env: dict[str, str] | None = None) -> None:
         seed = ["--seed", str(int(time.time()))] if seeded else []
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "siaga", "simulate", *args, *seed,
-            env={**os.environ, "SIAGA_MQTT_URL": broker_url},
+            env={**os.environ, "SIAGA_MQTT_URL": broker_url, **(env or {})},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )
         await stop.wait()

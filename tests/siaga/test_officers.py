@@ -133,3 +133,17 @@ async def test_stats_count_the_stored_reports(reports: ReportApi, world: World) 
     assert status == 200 and body["total"] == 0
     status, body = await reports.get("/api/reports/stats")
     assert status == 400 and "year" in body["error"]
+
+
+async def test_the_updates_feed_pages(reports: ReportApi, world: World) -> None:
+    report_id = await post(reports, "pohon", MONAS)
+    for state in ("acknowledged", "in-progress", "fixed"):
+        world.clock.now_ns += 60 * 10**9
+        await reports.officer("POST", f"/api/reports/{report_id}/updates",
+                              {"state": state, "officer": "Distamhut"})
+    pages = []
+    for page in ("1", "2", "3"):
+        _, updates = await reports.get("/open311/v2/servicerequestupdates.json",
+                                       page=page, page_size="2")
+        pages.append([u["external_status_code"] for u in updates])
+    assert pages == [["acknowledged", "in-progress"], ["fixed"], []]

@@ -266,3 +266,15 @@ async def test_requests_are_listed_over_geo_reports_date_ranges(reports: ReportA
                                      start_date="2023-01-01T00:00:00+07:00",
                                      end_date="2023-12-31T00:00:00+07:00")
     assert status == 400 and "90 days" in body[0]["description"]
+
+
+async def test_characters_xml_forbids_do_not_break_the_xml_list(reports: ReportApi) -> None:
+    status, body, _ = await reports.post_form(reports.report("sampah",
+                                                             description="banjir \uffff ok"))
+    assert status == 201, body
+    status, text = await reports.get("/open311/v2/requests.xml")
+    assert status == 200
+    root = ET.fromstring(text)  # would raise "not well-formed" with U+FFFF in it
+    assert root.find("request/description").text == "banjir  ok"  # type: ignore[union-attr]
+    _, listed = await reports.get("/open311/v2/requests.json", status="open,closed")
+    assert listed[0]["description"] == "banjir \uffff ok"  # JSON keeps the text as sent
