@@ -183,7 +183,10 @@ class CitizenDesk:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Restore the flood clusters, then check for overdue reports until `stop`."""
-        await self.restore()
+        try:
+            await self.restore()
+        except StorageError:  # the clusters start empty; intake and the rest carry on
+            log.exception("could not re-read recent reports for the flood clusters")
         while not stop.is_set():
             try:
                 await self.check_overdue()
