@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -45,6 +46,19 @@ class HttpSettings(Section):
     external_url: str | None = None
 
 
+class ConsoleSettings(Section):
+    """The monitoring room's page at `GET /` (SPEC section 8)."""
+
+    # A base map's tiles, OpenStreetMap style: https://tiles.example/{z}/{x}/{y}.png ({s}
+    # optional). Without one the page draws the offline base shipped with the package, and
+    # loads nothing from outside the service.
+    tile_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+/.*\{z\}.*\{x\}.*\{y\}")
+    tile_attribution: str = ""  # shown under the map, as text (e.g. "© OpenStreetMap")
+    language: Literal["id", "en"] = "id"  # the page's default; each operator may switch
+    max_streams: int = Field(default=200, ge=1)  # open consoles at once; more get 503
+    values_every_s: float = Field(default=10.0, gt=0)  # how often latest readings are pushed
+
+
 class Settings(Section):
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
@@ -53,6 +67,7 @@ class Settings(Section):
     http: HttpSettings = HttpSettings()
     broker: BrokerSettings = BrokerSettings()
     reports: ReportsSettings = ReportsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     data_dir: FilePath = Path(".siaga/data")
     catalog: FilePath | None = None
     rules: FilePath | None = None
@@ -82,6 +97,7 @@ ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
     "SIAGA_DATA_DIR": (("data_dir",), Path),
     "SIAGA_WEBHOOK_URL": (("webhook_url",), str),
     "SIAGA_REPORTS_DATABASE_URL": (("reports", "database_url"), SecretStr),
+    "SIAGA_CONSOLE_TILE_URL": (("console", "tile_url"), str),
 }
 
 
