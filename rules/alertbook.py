@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,12 +35,17 @@ from rules.silences import Matcher, Silence, SilenceError, matches_all, silencin
 from siaga_core.errors import InputError
 
 __all__ = [
-    "Ack", "AlertBook", "AlertBookError", "AlertNotActive", "AlertView", "Decision",
+    "ALL", "Ack", "AlertBook", "AlertBookError", "AlertNotActive", "AlertView", "Decision",
     "HistoryEntry", "Notified", "Pruned", "UnknownSilence", "decide", "decide_news",
     "decide_repeat",
 ]
 
 _WITHHELD = ("silenced", "stale")  # a firing state not told for these may be told later
+ALL = "*"  # what listeners get when a silence changes: any alert's view may have changed
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str], None]
 
 
 class AlertBookError(InputError):
@@ -100,6 +107,45 @@ class AlertBook:
         self._repeat_interval_ns = repeat_interval_ns
         self._clock_ns = clock_ns
         self._store = AlertStore(path)
+        # A tuple replaced whole under a lock: `_tell` reads it without one, from any thread.
+        self._listeners: tuple[Listener, ...] = ()
+        self._listeners_lock = threading.Lock()
+        self._active_silences: frozenset[str] | None = None  # as of the last refresh
+
+    def listen(self, callback: Listener) -> Callable[[], None]:
+        """Call `callback(fingerprint)` after each committed change of an alert; the unsubscribe.
+
+        Called after the commit of `apply`, `due_repeats`, `acknowledge`, and `observe` when
+        it writes history (the per-reading refreshes are left out: they change only the
+        value an alert shows, and come at the rate of readings). After a change of silences
+        (`add_silence`, `expire_silence`, or `refresh_after_silence_change` seeing another
+        set of active silences) it gets `ALL` ("*"), as any alert may now be silenced or not.
+        It runs in the caller's thread, often a worker thread: it must be quick and
+        thread-safe (the console's hub hands it to its loop). One that raises is logged and
+        the book goes on.
+        """
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, callback)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                kept = list(self._listeners)
+                if callback in kept:
+                    kept.remove(callback)
+                self._listeners = tuple(kept)
+
+        return unsubscribe
+
+    def _tell(self, fingerprints: Iterable[str]) -> None:
+        listeners = self._listeners
+        if not listeners:
+            return
+        for fingerprint in fingerprints:
+            for callback in listeners:
+                try:
+                    callback(fingerprint)
+                except Exception:  # a listener's fault must not undo or block the book's work
+                    log.exception("alert book listener %r failed on %s", callback, fingerprint)
 
     def apply(self, transition: Transition, now_ns: int | None = None) -> Notification | None:
         """Record one change of an alert and its history; the notification, if it is paged."""
@@ -112,7 +158,9 @@ class AlertBook:
                               self._page_max_age_ns)
             row = AlertRow(alert, notified, kept_ack(old, transition))
             self._record(row, transition.change, decision, now, silence)
-            return self._told(notification(alert, decision.reason)) if decision.page else None
+            sent = self._told(notification(alert, decision.reason)) if decision.page else None
+        self._tell((alert.fingerprint,))
+        return sent
 
     def observe(self, alert: Alert, now_ns: int | None = None,
                 note: str = "") -> Notification | None:
@@ -135,9 +183,12 @@ class AlertBook:
             silence = silencing(self._store.silences(now), alert.labels, now)
             decision = decide_firing(alert, row.notified, silence is not None,
                                       now - self._page_max_age_ns)
-            self._record(row, "refresh", decision, now, silence,
-                         history=decision.page or bool(note), note=note)
-            return self._told(notification(alert, decision.reason)) if decision.page else None
+            recorded = decision.page or bool(note)
+            self._record(row, "refresh", decision, now, silence, history=recorded, note=note)
+            sent = self._told(notification(alert, decision.reason)) if decision.page else None
+        if recorded:
+            self._tell((alert.fingerprint,))
+        return sent
 
     def _told(self, told: Notification) -> Notification:
         if self._send is not None:
@@ -162,6 +213,7 @@ class AlertBook:
                 if decision.page:
                     self._record(row, "repeat", decision, now, silence)
                     sent.append(self._told(notification(row.alert, "repeat")))
+        self._tell(told.fingerprint for told in sent)
         return sent
 
     def refresh_after_silence_change(self, now_ns: int | None = None) -> list[Notification]:
@@ -172,6 +224,7 @@ class AlertBook:
         """
         now = self._now(now_ns)
         sent: list[Notification] = []
+        changed: list[str] = []
         with self._store.transaction():
             silences = self._store.silences(now)
             for row in self._store.rows((AlertStatus.FIRING,)):
@@ -179,8 +232,17 @@ class AlertBook:
                     continue
                 decision = decide_news(row.alert, row.notified)
                 self._record(row, "refresh", decision, now, None, history=decision.page)
+                changed.append(row.alert.fingerprint)
                 if decision.page:
                     sent.append(self._told(notification(row.alert, decision.reason)))
+        # Run on a schedule too: listeners hear of it only when the active silences differ
+        # from the last look (one began or ended by itself) or a withheld alert came out.
+        active = frozenset(silence.id for silence in silences if silence.starts_at_ns <= now)
+        if active != self._active_silences:
+            self._active_silences = active
+            self._tell((ALL,))
+        else:
+            self._tell(changed)
         return sent
 
     def acknowledge(
@@ -204,7 +266,9 @@ class AlertBook:
             self._store.save(row, now)
             self._store.add_history(row.alert, "acknowledged", recorded_at_ns=now, paged=False,
                                     reason="acknowledged", note=f"{by}: {comment}")
-            return self._view(row, self._store.silences(now), now)
+            view = self._view(row, self._store.silences(now), now)
+        self._tell((fingerprint,))
+        return view
 
     def alerts(
         self,
@@ -255,6 +319,7 @@ class AlertBook:
                           created_by, comment)
         with self._store.transaction():
             self._store.add_silence(silence, now)
+        self._tell((ALL,))
         return silence
 
     def silences(self, include_expired: bool = False, now_ns: int | None = None) -> list[Silence]:
@@ -277,6 +342,7 @@ class AlertBook:
             # A silence that had not started yet ends before it begins, as in Alertmanager.
             silence = replace(silence, starts_at_ns=min(silence.starts_at_ns, now), ends_at_ns=now)
             self._store.set_silence_times(silence.id, silence.starts_at_ns, silence.ends_at_ns)
+        self._tell((ALL,))
         return silence
 
     def silenced(self, labels: Mapping[str, str], now_ns: int | None = None) -> Silence | None:
