@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -85,13 +85,21 @@ def routes() -> list[web.RouteDef]:
 
 
 @contextlib.asynccontextmanager
-async def serve_api(context: ApiContext, host: str, port: int) -> AsyncIterator[int]:
+async def serve_api(context: ApiContext, host: str, port: int,
+                    extend: Callable[[web.Application], None] | None = None,
+                    ) -> AsyncIterator[int]:
     """Serve the API on `host`:`port` (0: a free port) until exit; yields the bound port.
+
+    `extend` adds routes and middleware of a layer above the API (the console) to the same
+    application, before it starts, so both share one port and one error edge.
 
     With port 0, give one address (not a name resolving to several): each would get its
     own port, and only the first is yielded.
     """
-    runner = web.AppRunner(make_app(context), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    app = make_app(context)
+    if extend is not None:
+        extend(app)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

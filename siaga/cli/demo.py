@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import BUNDLED_RULES, HttpSettings, Settings
 from simulators.load import synthetic_devices, write_catalog
 
+CONSOLE_PORT = 8080  # the console's port unless taken (then any free one)
 LIVE_INTERVAL_S = 1.0  # how often the live line is redrawn
 PLAIN_EVERY = 10  # without a terminal, print a line every this many intervals
 LOAD_DEVICES = 1000  # synthetic devices carrying the --rate load, beside the Jakarta catalog
@@ -49,8 +51,10 @@ class Demo:
     """Everything in one folder (`.siaga/` by default), stopped cleanly by Ctrl-C."""
 
     def __init__(self, root: Path, *, rate: float, duration_s: float | None,
-                 influx_api: str = "v1", out: TextIO = sys.stdout) -> None:
+                 influx_api: str = "v1", port: int = CONSOLE_PORT,
+                 out: TextIO = sys.stdout) -> None:
         self.root = root.resolve()
+        self.port = port
         self.rate = rate
         self.duration_s = duration_s
         self.influx_api = influx_api
@@ -62,7 +66,11 @@ class Demo:
         for chatty in ("rules.alerting", "rules.delivery", "ingest.influx", "siaga.citizens"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._say(f"Siaga demo: data in {self.root}")
+        port = _free_port(self.port)
+        # First, so a person knows where to look while the servers start.
+        self._say(f"Siaga demo: the console is at http://127.0.0.1:{port}/ (open it in a "
+                  "browser)")
+        self._say(f"  Data       {self.root}")
         with contextlib.ExitStack() as servers:
             broker = servers.enter_context(Mosquitto(self.root / "mosquitto",
                                                      topic_prefix="siaga"))
@@ -82,7 +90,7 @@ class Demo:
                     influx=InfluxSettings(api="v1" if self.influx_api == "v1" else "v2",
                                           url=database.url),
                     # A token for the officers' updates the residents' simulator sends.
-                    http=HttpSettings(port=0, token=SecretStr(secrets.token_urlsafe(16))),
+                    http=HttpSettings(port=port, token=SecretStr(secrets.token_urlsafe(16))),
                     reports=ReportsSettings(rate_limit_per_minute=6000),
                     data_dir=self.root / "data",
                     webhook_url=console.url,
@@ -122,8 +130,14 @@ class Demo:
         async with stop_on_signals() as stop, asyncio.TaskGroup() as group:
             group.create_task(service.run(stop))
             await service.ready.wait()
+            token = service.settings.http.token
+            assert token is not None
             self._say(f"  API        http://127.0.0.1:{service.http_port}/api/alerts "
-                      "(alerts are printed here as they are notified). Ctrl-C stops.\n")
+                      "(alerts are printed here as they are notified)")
+            # On the terminal only (never in a log or a URL): the operator types it into the
+            # console to acknowledge and silence.
+            self._say(f"  Token      {token.get_secret_value()}  (the console asks for it "
+                      "to acknowledge or silence). Ctrl-C stops.\n")
             group.create_task(self._simulators(broker_url, stop))
             group.create_task(self._residents(service, stop))
             group.create_task(self._live_line(service, stop))
@@ -222,6 +236,21 @@ class Demo:
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+def _free_port(preferred: int) -> int:
+    """`preferred` if nothing listens there, else any free port: the console's URL is
+    printed before the service binds it (another program could take it meanwhile; then
+    the service says so and stops)."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            bound: int = probe.getsockname()[1]
+            return bound
+    raise OSError("no free port on 127.0.0.1")
 
 
 def _manggarai_at_siaga_2(service: Service) -> bool:

@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="where the demo keeps its data")
     demo.add_argument("--influx-api", choices=["v1", "v2"], default="v1",
                       help="v1: InfluxDB 1.6 /write; v2: /api/v2/write on VictoriaMetrics")
+    demo.add_argument("--port", type=int, default=8080,
+                      help="the console's and API's port (default 8080; a free one if taken)")
 
     dead = command("deadletters", _deadletters, "list the messages Siaga could not store, and why")
     config_option(dead)
@@ -196,7 +198,7 @@ def _demo(args: argparse.Namespace) -> int:
     from siaga.cli.demo import Demo
 
     return asyncio.run(Demo(args.dir, rate=args.rate, duration_s=args.duration,
-                            influx_api=args.influx_api).run())
+                            influx_api=args.influx_api, port=args.port).run())
 
 
 def _deadletters(args: argparse.Namespace) -> int:
