@@ -7,14 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import paho.mqtt.client as mqtt
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.registry import Registry, load_catalog
@@ -28,6 +36,8 @@ from siaga_core.mqttloop import BrokerAddress
 from tests.polling import wait_until
 
 _unique = itertools.count()
+START_S: Final = 60  # a ceiling for start-up on a loaded machine, not an expectation
+_API: Final = re.compile(r"Siaga ingest started: .* API (http://\S+),")
 
 
 def unique_name(stem: str) -> str:
@@ -58,6 +68,18 @@ def make_settings(mqtt_url: str, influx: InfluxSettings, data_dir: Path, *,
         rules=rules,
         http=HttpSettings(port=0),
     )
+
+
+def write_config(settings: Settings, path: Path, *, token: str | None = None,
+                 **sections: Any) -> Path:
+    """`settings` as a YAML file for `siaga run -c`, the token as it is (a dump masks
+    secrets), and `sections` replacing whole top-level sections."""
+    data: dict[str, Any] = settings.model_dump(mode="json", exclude_none=True)
+    if token is not None:
+        data["http"]["token"] = token
+    data.update(sections)
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
 
 
 @contextlib.asynccontextmanager
@@ -137,3 +159,54 @@ def influx_rows(influx: InfluxDB1, database: str, query: str) -> list[dict[str, 
 def influx_count(influx: InfluxDB1, database: str, measurement: str, field: str) -> int:
     rows = influx_rows(influx, database, f'SELECT count("{field}") FROM "{measurement}"')
     return int(rows[0]["count"]) if rows else 0
+
+
+class ServiceProcess:
+    """`python -m siaga run -c FILE` as a real process, so that it can be SIGKILLed."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.base = ""
+
+    def start(self) -> None:
+        starts = self._started_lines()
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "siaga", "run", "-c", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_until(lambda: len(self._started_lines()) > len(starts) or self._exited(),
+                   START_S, "the service's start-up line")
+        assert not self._exited(), f"siaga run exited: {self.log.read_text()[-3000:]}"
+        self.base = self._started_lines()[-1]
+        wait_until(self._ready, START_S, f"{self.base}/readyz answering 200")
+
+    def _started_lines(self) -> list[str]:
+        return _API.findall(self.log.read_text()) if self.log.exists() else []
+
+    def _exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/readyz", timeout=5) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):  # 503 (an HTTPError) or not listening yet
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        assert self.process.wait(30) == -signal.SIGKILL
+
+    def stop(self) -> None:
+        """SIGTERM, so the book is closed; SIGKILL only if it does not end in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

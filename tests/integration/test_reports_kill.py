@@ -16,23 +16,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
 import re
-import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import orjson
 import pytest
-import yaml
 from PIL import Image
 from pydantic import SecretStr
 
@@ -43,8 +38,8 @@ from siaga.sandbox.influxdb import InfluxDB1
 from siaga.sandbox.mosquitto import Mosquitto
 from siaga.sandbox.postgres import PostgreSQL
 from siaga.settings import Settings
-from tests.integration.support import make_settings, unique_name
-from tests.polling import eventually, wait_until
+from tests.integration.support import ServiceProcess, make_settings, unique_name, write_config
+from tests.polling import eventually
 
 TOKEN: Final = "officer-token-for-the-kill-test"
 CLIENTS: Final = 8  # concurrent apps posting; enough to keep requests in flight at the kill
@@ -54,10 +49,8 @@ PHOTO_SIZE: Final = (32, 24)
 # Categories without required attributes, and neither banjir nor macet, whose reports the
 # rules correlate with sensors: this test is about intake, not correlation.
 CATEGORIES: Final = ("sampah", "pohon", "jalan-rusak", "parkir-liar")
-START_S: Final = 60  # a ceiling for start-up on a loaded machine, not an expectation
 READ_CONCURRENCY: Final = 8
 _PHOTO_NAME: Final = re.compile(r"[0-9a-f]{64}\.(jpg|png|webp)")
-_API: Final = re.compile(r"Siaga ingest started: .* API (http://\S+),")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,57 +71,6 @@ class Intake:
     killed: bool = False
     cut_off: set[str] = field(default_factory=set)  # in flight at the kill: fate unknown
     problems: list[str] = field(default_factory=list)  # anything else: a failure
-
-
-class ServiceProcess:
-    """`python -m siaga run -c FILE` as a real process, so that it can be SIGKILLed."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.base = ""
-
-    def start(self) -> None:
-        starts = self._started_lines()
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "siaga", "run", "-c", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_until(lambda: len(self._started_lines()) > len(starts) or self._exited(),
-                   START_S, "the service's start-up line")
-        assert not self._exited(), f"siaga run exited: {self.log.read_text()[-3000:]}"
-        self.base = self._started_lines()[-1]
-        wait_until(self._ready, START_S, f"{self.base}/readyz answering 200")
-
-    def _started_lines(self) -> list[str]:
-        return _API.findall(self.log.read_text()) if self.log.exists() else []
-
-    def _exited(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.base}/readyz", timeout=5) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):  # 503 (an HTTPError) or not listening yet
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        assert self.process.wait(30) == -signal.SIGKILL
-
-    def stop(self) -> None:
-        """SIGTERM, so the book is closed; SIGKILL only if it does not end in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +99,11 @@ def setup(reports_settings: ReportsSettings, mosquitto: Mosquitto, influxdb1: In
           tmp_path: Path) -> Setup:
     influx = InfluxSettings(api="v1", url=influxdb1.url, database=unique_name("siaga_"))
     settings: Settings = make_settings(mosquitto.url, influx, tmp_path / "data")
-    data: dict[str, Any] = settings.model_dump(mode="json", exclude_none=True)
-    # Secrets dump as "**********": the file gets them as they are.
-    data["http"]["token"] = TOKEN
-    data["reports"] = reports_settings.model_dump(mode="json", exclude_none=True)
+    reports = reports_settings.model_dump(mode="json", exclude_none=True)
     url = reports_settings.database_url
-    if url is not None:
-        data["reports"]["database_url"] = url.get_secret_value()
-    config = tmp_path / "siaga.yaml"
-    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    if url is not None:  # secrets dump as "**********": the file gets them as they are
+        reports["database_url"] = url.get_secret_value()
+    config = write_config(settings, tmp_path / "siaga.yaml", token=TOKEN, reports=reports)
     return Setup(config, settings.data_dir, reports_settings)
 
 
