@@ -291,6 +291,19 @@ class AlertBook:
             silences = self._store.silences(now)
         return None if row is None else self._view(row, silences, now)
 
+    def as_of(self, at_ns: int, lookback_ns: int) -> list[AlertView]:
+        """The alerts pending or firing at `at_ns` (event time), as their history says they
+        were then (labels, severity, annotations); newest change first.
+
+        Only state is rebuilt: acks and silences of that moment are not (the views carry
+        none), and an episode whose last change is older than `lookback_ns` is not found.
+        """
+        if lookback_ns < 0:
+            raise ValueError("lookback_ns must not be negative")
+        with self._store.transaction():
+            alerts = self._store.as_of(at_ns, at_ns - lookback_ns)
+        return [AlertView(alert, None, Notified(), None) for alert in alerts]
+
     def history(self, fingerprint: str | None = None, limit: int = 100) -> list[HistoryEntry]:
         """History entries, newest first, of one alert or of all."""
         with self._store.transaction():

@@ -66,6 +66,52 @@ CREATE TABLE IF NOT EXISTS silences (
 CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at);
 """
 
+# 2: the console's history mode asks "which alerts were active at T" by event time (`at`);
+# a history row keeps what the alert said then (annotations) and when its episode began.
+# Rows from before have NULL there, and `as_of` falls back on the alert's current record.
+# The table is rebuilt rather than altered: a file whose version was lost (set back to 0)
+# may already have the columns, and ADD COLUMN has no IF NOT EXISTS.
+_HISTORY_AT = """
+CREATE TABLE history_2 (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    change TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    paged INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    annotations TEXT,
+    starts_at INTEGER
+);
+INSERT INTO history_2 (id, fingerprint, change, status, severity, labels, at, recorded_at,
+                       paged, reason, note)
+    SELECT id, fingerprint, change, status, severity, labels, at, recorded_at, paged, reason,
+           note FROM history;
+DROP TABLE history;
+ALTER TABLE history_2 RENAME TO history;
+CREATE INDEX history_fingerprint ON history (fingerprint, id);
+CREATE INDEX history_recorded ON history (recorded_at);
+CREATE INDEX history_at ON history (at);
+"""
+# The last history row of each alert within [since, at] by event time (the id breaks ties:
+# rows are written in order), with the alert's current record for what history lacks.
+_AS_OF = """
+WITH last AS (
+    SELECT fingerprint, status, severity, labels, annotations, starts_at, at,
+           ROW_NUMBER() OVER (PARTITION BY fingerprint ORDER BY at DESC, id DESC) AS n
+    FROM history WHERE at BETWEEN ? AND ?
+)
+SELECT last.fingerprint, a.rule, a.subject, last.status, last.severity, last.labels,
+       last.annotations, a.annotations, last.starts_at, a.starts_at, last.at
+FROM last LEFT JOIN alerts AS a ON a.fingerprint = last.fingerprint
+WHERE last.n = 1 AND last.status IN ('pending', 'firing')
+ORDER BY last.at DESC, last.fingerprint
+"""
+
 _ALERT_COLUMNS = (
     "fingerprint, rule, subject, status, severity, labels, annotations, starts_at, ends_at,"
     " active_at, evaluated_at, acked_at, acked_by, ack_comment, notified_status, notified_at,"
@@ -150,8 +196,8 @@ class AlertStore(SqliteStore):
     """
 
     # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
-    # just gains version 1.
-    MIGRATIONS = (_SCHEMA,)
+    # just gains version 1. 2: history by event time, and what an alert said then.
+    MIGRATIONS = (_SCHEMA, _HISTORY_AT)
 
     def row(self, fingerprint: str) -> AlertRow | None:
         found = self._db.execute(
@@ -192,13 +238,23 @@ class AlertStore(SqliteStore):
     ) -> None:
         self._db.execute(
             "INSERT INTO history (fingerprint, change, status, severity, labels, at, recorded_at,"
-            " paged, reason, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " paged, reason, note, annotations, starts_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?)",
             (
                 alert.fingerprint, change, alert.status.value, alert.severity.value,
                 _json(alert.labels), alert.evaluated_at_ns, recorded_at_ns, int(paged), reason,
-                note,
+                note, _json(alert.annotations), alert.starts_at_ns,
             ),
         )
+
+    def as_of(self, at_ns: int, since_ns: int) -> list[Alert]:
+        """The alerts pending or firing at `at_ns` (event time) by their last history row
+        since `since_ns`, as they were then; newest change first.
+
+        An alert whose last row before `since_ns` said it fired, and that has had none
+        since, is not found: the caller's look-back bounds how far back an episode reaches.
+        """
+        return [_past_alert(found) for found in self._db.execute(_AS_OF, (since_ns, at_ns))]
 
     def history(self, fingerprint: str | None, limit: int) -> list[HistoryEntry]:
         """The newest entries first, of one alert or of all."""
@@ -280,6 +336,31 @@ def _alert_row(found: tuple[object, ...]) -> AlertRow:
         at_ns=None if n_at is None else _int(n_at),
     )
     return AlertRow(alert, notified, ack, None if withheld is None else str(withheld))
+
+
+def _past_alert(found: tuple[object, ...]) -> Alert:
+    (fp, rule, subject, status, severity, labels, annotations, current_annotations, starts_at,
+     current_starts_at, at) = found
+    labels_then = _labels(str(labels))
+    at_ns = _int(at)
+    if starts_at is None:  # a row from before migration 2: the current episode's, if earlier
+        current = _int_or(current_starts_at, at_ns)
+        starts_at = current if current <= at_ns else at_ns
+    if annotations is None:
+        annotations = current_annotations if current_annotations is not None else "{}"
+    return Alert(
+        fingerprint=str(fp),
+        # The record is gone only once pruned, with its history: these are a last resort.
+        rule=labels_then.get("alertname", "") if rule is None else str(rule),
+        subject=labels_then.get("device_id", "") if subject is None else str(subject),
+        status=AlertStatus(str(status)), severity=Severity(str(severity)), labels=labels_then,
+        annotations=_labels(str(annotations)), starts_at_ns=_int(starts_at), ends_at_ns=None,
+        active_at_ns=at_ns, evaluated_at_ns=at_ns,
+    )
+
+
+def _int_or(value: object, default: int) -> int:
+    return default if value is None else _int(value)
 
 
 def _history_entry(found: tuple[object, ...]) -> HistoryEntry:
