@@ -70,6 +70,9 @@ class Alerting:
         self.tracker = DeviceTracker(started_ns=clock_ns())
         self.devices_seen: dict[str, int] = {}  # device id -> wall ns of its latest message
         self.latest: dict[str, Reading] = {}  # device id -> its newest reading (event time)
+        # Devices heard from since the console's hub last took the set (it swaps in an
+        # empty one every tick): the hot path's only cost for the live console.
+        self.changed: set[str] = set()
         self.citizens = Correlator(rules_file.citizens, registry, rules_file.rules,
                                    rules_file.alerting.utc_offset)
         self._stack = AsyncExitStack()
@@ -107,16 +110,18 @@ class Alerting:
 
     def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
                 received_ns: int) -> None:
-        seen, latest, tracker = self.devices_seen, self.latest, self.tracker
+        seen, latest, tracker, changed = self.devices_seen, self.latest, self.tracker, self.changed
         for status in statuses:
             tracker.status(status.device_id, status.online, status.received_ns)
             seen[status.device_id] = status.received_ns
+            changed.add(status.device_id)
         previous = None
         for reading in readings:
             device_id = reading.device_id
             if device_id != previous:  # a batch message is one device's: seen once, not 100x
                 seen[device_id] = received_ns
                 tracker.seen(device_id, received_ns)
+                changed.add(device_id)
                 previous = device_id
             newest = latest.get(device_id)
             if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps the newest

@@ -164,7 +164,7 @@ class OfflineChecker:
         down_since = self._tracker.down_since
         if down_since is not None:
             return [self._connection_signal(now_wall_ns, down_since)]
-        offline = {d.id for d in self._devices if self._is_offline(d, now_wall_ns)}
+        offline = {d.id for d in self._devices if self.is_offline(d, now_wall_ns)}
         dark = self._dark_areas(offline)
         covered = {device_id for area in dark for device_id in area.devices}
         signals = [Signal(AREA_OFFLINE, CONNECTION_AREA, False, now_wall_ns, AREA_SEVERITY, {}, {})]
@@ -212,7 +212,9 @@ class OfflineChecker:
             return configured.total_seconds()
         return DEFAULT_INTERVAL_S[device.kind]
 
-    def _is_offline(self, device: Device, now_ns: int) -> bool:
+    def is_offline(self, device: Device, now_ns: int) -> bool:
+        """The device is offline at wall-clock `now_ns`: its status topic says so, or it has
+        been silent longer than its grace (also read by the console for its grey markers)."""
         if self._tracker.said_offline(device.id):
             return True
         allowed_ns = self._interval_s[device.id] * self._config.grace_factor * 1e9

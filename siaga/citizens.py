@@ -42,6 +42,7 @@ OVERDUE_CHECK_S: Final = 60  # response times are hours; a minute late is fine
 # After a restart, the flood clusters are rebuilt from this much of the book's recent past
 # (the rules' window is 30 minutes by default; an hour covers a changed setting too).
 RESTORE_WINDOW_NS: Final = 2 * 3600 * _NS_PER_S
+ReportListener = Callable[[Report], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,24 @@ class CitizenDesk:
         # Decoding a photo takes up to ~8 bytes a pixel (40 Mpx: some 320 MB) and a core:
         # a few at a time, so a burst of large photos queues instead of exhausting memory.
         self._decoding = asyncio.Semaphore(PHOTOS_AT_ONCE)
+        self._listeners: tuple[ReportListener, ...] = ()
+
+    def listen(self, callback: ReportListener) -> Callable[[], None]:
+        """Call `callback(report)` with each report stored by `submit` and after each
+        officer's `update`; the unsubscribe. Called in the event loop (the console's hub)."""
+        self._listeners = (*self._listeners, callback)
+
+        def unsubscribe() -> None:
+            self._listeners = tuple(kept for kept in self._listeners if kept is not callback)
+
+        return unsubscribe
+
+    def _tell(self, report: Report) -> None:
+        for callback in self._listeners:
+            try:
+                callback(report)
+            except Exception:  # the report is stored: a listener's bug must not undo the answer
+                log.exception("a report listener failed on report %s", report.id)
 
     @classmethod
     def photo_store(cls, settings: ReportsSettings, data_dir: Path) -> PhotoStore:
@@ -111,6 +130,7 @@ class CitizenDesk:
                  key_name, report.lat, report.lon,
                  f": probably a duplicate of {report.duplicate_of}" if report.duplicate_of else "")
         report = await self._correlate(report)
+        self._tell(report)
         notice = None
         if report.duplicate_of is not None:
             notice = (f"Probably a duplicate of report {report.duplicate_of} (same category "
@@ -157,6 +177,11 @@ class CitizenDesk:
         if self.alerting is not None:
             self.alerting.report_answered(report_id)
         log.info("report %s %s by %s", report_id, state, officer)
+        if self._listeners:  # the report as it now reads: one more read, only when watched
+            try:
+                self._tell(await asyncio.to_thread(self.book.get, report_id))
+            except StorageError:
+                log.exception("could not re-read report %s for its listeners", report_id)
         return update
 
     async def get(self, report_id: str) -> Report:
