@@ -1,0 +1,84 @@
+"""`GET /console/stream`: the hub's events as Server-Sent Events, one cursor per console.
+
+Written on a plain StreamResponse: every stream writes the same pre-serialized bytes, and a
+console that stops reading is dropped once 4 MiB wait in its socket's buffer, never waited
+for. A page reconnecting sends the last id it saw (`Last-Event-ID`, or `?last_event_id=` when
+it reopens the stream itself); the hub replays what followed, or sends `reset`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Final
+
+from aiohttp import web
+
+from siaga.api.context import error_response
+from siaga.console.context import CONSOLE
+from siaga.console.hub import ConsoleHub
+
+HEARTBEAT_S: Final = 15.0  # the page reopens a stream silent for 30 s: two heartbeats missed
+MAX_BUFFERED: Final = 4 * 1024 * 1024  # a console this far behind is dropped; it reconnects
+RETRY: Final = b"retry: 1000\n\n"  # EventSource's reconnection delay, in ms
+HEARTBEAT: Final = b": hb\n\n"
+RETRY_AFTER_S: Final = "5"  # a console refused for the cap asks again this much later
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/console/stream", stream)]
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    hub = request.app[CONSOLE].hub
+    if not hub.join():
+        message = ("the service is stopping" if hub.closed else
+                   "too many consoles are open (console.max_streams); try again shortly")
+        return error_response(503, message, {"Retry-After": RETRY_AFTER_S})
+    try:
+        return await _serve(request, hub)
+    finally:
+        hub.leave()
+
+
+async def _serve(request: web.Request, hub: ConsoleHub) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",  # a reverse proxy in front must not hold events back
+    })
+    response.force_close()  # the connection is the stream's: never reused for a request
+    await response.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return response
+    # aiohttp waits for the socket to drain above the transport's high-water mark: raised
+    # past our limit, a slow console is dropped below instead of making its handler wait.
+    transport.set_write_buffer_limits(high=2 * MAX_BUFFERED)
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    cursor, reset = hub.resume(last_id)
+    try:
+        await response.write(RETRY + (hub.reset_event() if reset else b""))
+        next_heartbeat = time.monotonic() + HEARTBEAT_S
+        while not hub.closed and not transport.is_closing():
+            wake = hub.wake  # taken before reading: an event published meanwhile sets it
+            found = hub.events_after(cursor)
+            if found is None:  # fell off the ring: the page reloads the state
+                cursor = hub.seq
+                events = [hub.reset_event()]
+            else:
+                cursor, events = found
+            for event in events:
+                if transport.get_write_buffer_size() > MAX_BUFFERED:
+                    transport.abort()  # not close(): that would wait to send what is queued
+                    return response
+                await response.write(event)
+            if time.monotonic() >= next_heartbeat:
+                await response.write(HEARTBEAT)
+                next_heartbeat = time.monotonic() + HEARTBEAT_S
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_heartbeat - time.monotonic())):
+                    await wake.wait()
+    except ConnectionResetError:  # the console went away: nothing to finish
+        pass
+    return response
