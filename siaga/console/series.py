@@ -1,8 +1,10 @@
 """Readings read back from InfluxDB for the console: a device's chart and the map of a past moment.
 
-Read-only, through InfluxDB 1.x's `/query` (InfluxQL) by GET, which InfluxDB refuses for any
-statement that writes. The v2 API (InfluxDB 2.x, VictoriaMetrics) gets no reader here:
-VictoriaMetrics answers neither InfluxQL nor Flux, so charts and history answer 501.
+Read-only, through InfluxDB 1.x's `/query` (InfluxQL). GET alone does not make it so:
+InfluxDB 1.6.7 runs a DROP sent by GET (seen in test_series_influx). So every query is one
+SELECT built here, and `query` refuses anything else before it leaves. The v2 API
+(InfluxDB 2.x, VictoriaMetrics) gets no reader here: VictoriaMetrics answers neither
+InfluxQL nor Flux, so charts and history answer 501.
 
 Every query is built here from the catalog's names only: measurements and fields from
 `devices.kinds`, device ids that are in the catalog and match DEVICE_ID_PATTERN, and quoted
@@ -177,6 +179,8 @@ class InfluxReader:
 
     async def query(self, query: str) -> list[Series]:
         """One InfluxQL SELECT; the series of its answer, from the cache while fresh."""
+        if not query.startswith("SELECT ") or "\n" in query:
+            raise ValueError(f"the console reads with one SELECT only, not {query[:80]!r}")
         now = self._clock()
         cached = self._cache.get(query)
         if cached is not None and cached[0] > now:
