@@ -101,6 +101,7 @@ class ConsoleHub:
         self._ring: deque[bytes] = deque()
         self._ring_bytes = 0
         self._wake = asyncio.Event()
+        self._woken_seq = 0
         self._closed = False
         self._loaded = asyncio.Event()
         self._snapshot: tuple[float, bytes] | None = None
@@ -167,7 +168,7 @@ class ConsoleHub:
         return f"id: {self.last_id}\nevent: reset\ndata: {{}}\n\n".encode()
 
     def publish(self, event: str, data: object) -> None:
-        """Append one event to the ring, serialized once; streams see it at the next wake."""
+        """Append one event to the ring, serialized once; streams get it at the next tick."""
         self._seq += 1
         body = b"".join((f"id: {self.epoch}-{self._seq}\nevent: {event}\ndata: ".encode(),
                          orjson.dumps(data), b"\n\n"))
@@ -179,7 +180,8 @@ class ConsoleHub:
             self._first_seq += 1
 
     def notify(self) -> None:
-        """Wake every stream waiting for events."""
+        """Wake every stream waiting for events (each tick does, when there are new ones)."""
+        self._woken_seq = self._seq
         self._wake.set()
         self._wake = asyncio.Event()
 
@@ -263,7 +265,6 @@ class ConsoleHub:
 
     async def tick(self) -> None:
         """Publish what changed since the last tick and wake the streams."""
-        before = self._seq
         now = self._clock_ns()
         touched = await self._read_alerts(now)
         self._take_reports(now)
@@ -279,7 +280,7 @@ class ConsoleHub:
         if now >= self._next_values_ns:
             self._publish_values()
             self._next_values_ns = now + int(self._settings.values_every_s * _S)
-        if self._seq != before:
+        if self._seq != self._woken_seq:  # this tick's events, or any published meanwhile
             self.notify()
 
     def _take_changed(self) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Final
 
@@ -18,6 +19,8 @@ from aiohttp import web
 from siaga.api.context import error_response
 from siaga.console.context import CONSOLE
 from siaga.console.hub import ConsoleHub
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_S: Final = 15.0  # the page reopens a stream silent for 30 s: two heartbeats missed
 MAX_BUFFERED: Final = 4 * 1024 * 1024  # a console this far behind is dropped; it reconnects
@@ -69,7 +72,10 @@ async def _serve(request: web.Request, hub: ConsoleHub) -> web.StreamResponse:
             else:
                 cursor, events = found
             for event in events:
-                if transport.get_write_buffer_size() > MAX_BUFFERED:
+                buffered = transport.get_write_buffer_size()
+                if buffered > MAX_BUFFERED:
+                    log.warning("console stream of %s dropped: %d bytes it did not read",
+                                request.remote, buffered)
                     transport.abort()  # not close(): that would wait to send what is queued
                     return response
                 await response.write(event)
