@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import orjson
 
@@ -197,7 +197,7 @@ class AlertStore(SqliteStore):
 
     # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
     # just gains version 1. 2: history by event time, and what an alert said then.
-    MIGRATIONS = (_SCHEMA, _HISTORY_AT)
+    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _HISTORY_AT)
 
     def row(self, fingerprint: str) -> AlertRow | None:
         found = self._db.execute(

@@ -17,6 +17,7 @@ from devices.registry import Registry, bundled_catalog_path, load_catalog
 from ingest.settings import InfluxSettings
 from rules.config import RulesFile, load_rules
 from siaga.api.context import CONTEXT, errors_as_json
+from siaga.citizens import CitizenDesk
 from siaga.console import basemap, history, series
 from siaga.console.context import CONSOLE, ConsoleContext
 from siaga.console.series import (
@@ -38,12 +39,12 @@ RULES = load_rules(DEFAULT_RULES, REGISTRY)
 
 @contextlib.asynccontextmanager
 async def serving_console(world: World, reader: InfluxReader | None, *,
-                          registry: Registry = REGISTRY, rules: RulesFile = RULES
-                          ) -> AsyncIterator[Api]:
+                          registry: Registry = REGISTRY, rules: RulesFile = RULES,
+                          desk: CitizenDesk | None = None) -> AsyncIterator[Api]:
     """The series, history and base-map routes on 127.0.0.1 behind the API's error middleware,
     with the world's stores and the given catalog, as `mount` would put them."""
     app = web.Application(middlewares=[errors_as_json])
-    app[CONTEXT] = dataclasses.replace(world.context(), registry=registry)
+    app[CONTEXT] = dataclasses.replace(world.context(), registry=registry, desk=desk)
     # The hub is not read by these handlers, and a real one needs the whole pipeline
     # (alerting, desk); test_hub and the browser tests run it.
     app[CONSOLE] = ConsoleContext(ConsoleSettings(), None, rules, reader)  # type: ignore[arg-type]
