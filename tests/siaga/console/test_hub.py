@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from reports.model import State
+import pytest
+
+from reports.model import Report, State
 from rules.silences import parse_matcher
 from siaga.console.hub import MAX_CHANGED_PER_TICK, RING_EVENTS, RING_MAX_BYTES
 from siaga.settings import ConsoleSettings
@@ -223,3 +225,22 @@ async def test_the_hubs_loop_ticks_on_its_own_and_stops_with_stop(tmp_path: Path
             rig.read(GAUGE, 900)
             await eventually(lambda: rig.hub.status(GAUGE) == "siaga-2", what="siaga-2")
         assert rig.hub.closed
+
+
+async def test_a_report_listener_that_raises_leaves_the_report_stored_and_answered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with open_rig(tmp_path) as rig:
+        told: list[str] = []
+
+        def broken(_report: Report) -> None:
+            raise RuntimeError("a listener's bug")
+
+        rig.desk.listen(broken)
+        unsubscribe = rig.desk.listen(lambda report: told.append(report.id))
+        report = await rig.report()
+        unsubscribe()
+        await rig.report()
+        stored = await rig.desk.get(report.id)
+    assert told == [report.id]  # after the unsubscribe, no more
+    assert stored.id == report.id
+    assert "a report listener failed" in caplog.text
