@@ -55,6 +55,7 @@ SWEEP_EVERY_NS: Final = 1 * _S  # silent devices turn grey within a second of th
 RECENT_NS: Final = 24 * 3600 * _S  # resolved alerts and closed reports stay this long
 MAX_REPORTS: Final = 2_000  # the page clusters reports; more would only slow its first draw
 MAX_ALERTS_READ: Final = 100_000  # every open alert: a limit only because the book needs one
+TIME_CACHE_SECONDS: Final = 100_000  # a day of distinct seconds; cleared when full
 SNAPSHOT_MAX_AGE_S: Final = 1.0  # 50 consoles reloading at once build the state once
 
 
@@ -106,6 +107,7 @@ class ConsoleHub:
         self._loaded = asyncio.Event()
         self._snapshot: tuple[float, bytes] | None = None
         self.streams = 0  # open streams (stream.py counts them against max_streams)
+        self._time = TimeFormat()
 
     # --- what the streams read ----------------------------------------------------------
 
@@ -217,7 +219,7 @@ class ConsoleHub:
         return {
             "epoch": self.epoch,
             "last_id": self.last_id,
-            "now": format_time(now_ns),
+            "now": self._time(now_ns),
             "config": {
                 "tile_url": self._settings.tile_url,
                 "tile_attribution": self._settings.tile_attribution,
@@ -328,8 +330,8 @@ class ConsoleHub:
         shown = main_value(device, reading)
         return {"status": status,
                 "value": None if shown is None else {"field": shown[0], "v": shown[1]},
-                "ts": None if reading is None else format_time(reading.ts_ns),
-                "last_seen": None if seen is None else format_time(seen)}
+                "ts": None if reading is None else self._time(reading.ts_ns),
+                "last_seen": None if seen is None else self._time(seen)}
 
     def _publish_values(self) -> None:
         due, self._read_since_values = self._read_since_values, set()
@@ -340,7 +342,7 @@ class ConsoleHub:
             reading = latest.get(device_id)
             shown = None if device is None else main_value(device, reading)
             if shown is not None and reading is not None:
-                values[device_id] = [format_time(reading.ts_ns), shown[1]]
+                values[device_id] = [self._time(reading.ts_ns), shown[1]]
         if values:
             self.publish("values", values)
 
@@ -448,6 +450,23 @@ class ConsoleHub:
                 self._resolved_ns[view.alert.fingerprint] = ended
         for report in reports:
             self._keep_report(report)
+
+
+class TimeFormat:
+    """RFC 3339 in UTC to the millisecond, as `format_time`, with each second's text kept:
+    readings of one moment share their seconds, and strftime was most of a tick's time."""
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, str] = {}
+
+    def __call__(self, ns: int) -> str:
+        seconds, rest = divmod(ns, _S)
+        text = self._seconds.get(seconds)
+        if text is None:
+            if len(self._seconds) >= TIME_CACHE_SECONDS:
+                self._seconds.clear()
+            text = self._seconds[seconds] = format_time(seconds * _S)[:-5]
+        return f"{text}.{rest // 1_000_000:03d}Z"
 
 
 def report_json(report: Report) -> dict[str, Any]:
