@@ -22,10 +22,12 @@ from siaga.console.hub import ConsoleHub
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S: Final = 15.0  # the page reopens a stream silent for 30 s: two heartbeats missed
+HEARTBEAT_S: Final = 15.0  # the page reopens a stream quiet for longer (stream.js: a minute)
 MAX_BUFFERED: Final = 4 * 1024 * 1024  # a console this far behind is dropped; it reconnects
 RETRY: Final = b"retry: 1000\n\n"  # EventSource's reconnection delay, in ms
-HEARTBEAT: Final = b": hb\n\n"
+# An event rather than an SSE comment: a comment never reaches the page's script, whose
+# watchdog reopens a stream that has been quiet too long. No id: the page's last id stays.
+HEARTBEAT: Final = b"event: hb\ndata: {}\n\n"
 RETRY_AFTER_S: Final = "5"  # a console refused for the cap asks again this much later
 
 

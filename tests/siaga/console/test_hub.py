@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from ingest.deadletters import format_time
 from reports.model import Report, State
 from rules.silences import parse_matcher
-from siaga.console.hub import MAX_CHANGED_PER_TICK, RING_EVENTS, RING_MAX_BYTES
+from siaga.console.hub import MAX_CHANGED_PER_TICK, RING_EVENTS, RING_MAX_BYTES, TimeFormat
 from siaga.settings import ConsoleSettings
 from tests.polling import eventually
-from tests.siaga.console.hubrig import Clock, S, open_rig, parse, published, running
+from tests.siaga.console.hubrig import T0, Clock, S, open_rig, parse, published, running
 
 GAUGE = "pa-manggarai"
 
@@ -244,3 +245,9 @@ async def test_a_report_listener_that_raises_leaves_the_report_stored_and_answer
     assert told == [report.id]  # after the unsubscribe, no more
     assert stored.id == report.id
     assert "a report listener failed" in caplog.text
+
+
+def test_the_hubs_times_read_as_the_apis() -> None:
+    times = TimeFormat()
+    moments = [T0, T0 + 999_999_999, T0 + 1_000_000, T0 - 1, 0, T0 + 86_400 * S + 5]
+    assert [times(ns) for ns in moments * 2] == [format_time(ns) for ns in moments * 2]

@@ -112,8 +112,9 @@ async def test_a_quiet_stream_sends_heartbeats(tmp_path: Path,
     async with (open_rig(tmp_path) as rig, running(rig), serving(rig) as served,
                 served.session.get(served.url + PATH) as response):
         reader = SseReader(response)
-        await reader.until(lambda _events: reader.raw.count(b": hb\n\n") >= 2)
-    assert reader.raw.startswith(b"retry: 1000\n\n: hb\n\n")
+        events = await reader.until(lambda events: len(events) >= 2)
+    assert reader.raw.startswith(b"retry: 1000\n\nevent: hb\ndata: {}\n\n")
+    assert events == [Event(None, "hb", {})] * 2  # no id: the page's last id stays
 
 
 async def test_a_console_that_stops_reading_is_dropped_not_waited_for(
