@@ -55,6 +55,7 @@ SWEEP_EVERY_NS: Final = 1 * _S  # silent devices turn grey within a second of th
 RECENT_NS: Final = 24 * 3600 * _S  # resolved alerts and closed reports stay this long
 MAX_REPORTS: Final = 2_000  # the page clusters reports; more would only slow its first draw
 MAX_ALERTS_READ: Final = 100_000  # every open alert: a limit only because the book needs one
+MAX_RESOLVED_READ: Final = 5_000  # resolved alerts read at start, to keep the last day's
 TIME_CACHE_SECONDS: Final = 100_000  # a day of distinct seconds; cleared when full
 SNAPSHOT_MAX_AGE_S: Final = 1.0  # 50 consoles reloading at once build the state once
 
@@ -426,8 +427,11 @@ class ConsoleHub:
         book, desk = self._alerting.book, self._desk
 
         def read() -> tuple[list[AlertView], list[Report]]:
-            views = [view for status in AlertStatus
+            views = [view for status in (AlertStatus.PENDING, AlertStatus.FIRING)
                      for view in book.alerts(status, limit=MAX_ALERTS_READ)]
+            # Newest first: a year's replay leaves some 100,000 resolved (one per report's
+            # ReportOverdue); the last day's are among the most recent.
+            views += book.alerts(AlertStatus.RESOLVED, limit=MAX_RESOLVED_READ)
             reports: list[Report] = []
             if desk is not None:
                 reports = desk.book.find(ReportQuery(status="open", limit=MAX_REPORTS))
