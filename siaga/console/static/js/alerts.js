@@ -79,7 +79,7 @@ export class AlertPanel {
     const acked = alert.acknowledged;
     const state = alert.silenced_by?.length ? t('alert.silenced') :
       acked ? t('alert.acked', { by: acked.by }) : t(`alert.status.${alert.status}`);
-    const actions = el('td', { class: 'actions' });
+    const actions = el('div', { class: 'actions' });
     if (!this.readonly && hasToken() && alert.status !== 'resolved') {
       if (!acked) {
         actions.append(el('button', { 'type': 'button', 'class': 'small', 'data-action': 'ack' }, t('alert.ack')));
@@ -98,11 +98,11 @@ export class AlertPanel {
     el('td', { class: 'what' },
       el('span', { class: 'summary' }, summary(alert)),
       el('span', { class: 'meta' }, [labels.alertname ?? alert.rule, labels.name ?? labels.device_id ?? alert.subject]
-        .filter(Boolean).join(' · '))),
+        .filter(Boolean).join(' · ')),
+      actions),
     el('td', { class: 'since num' },
       el('span', {}, when(alert.status === 'resolved' ? alert.ends_at : alert.starts_at)),
-      el('span', { class: 'state' }, state)),
-    actions);
+      el('span', { class: 'state' }, state)));
     this.rows.set(alert.fingerprint, tr);
     return tr;
   }

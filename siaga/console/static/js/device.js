@@ -6,7 +6,7 @@ import { formatValue, statusName } from './devicelist.js';
 import { has, t } from './i18n.js';
 import { categoryName, distance, near } from './reports.js';
 import { GLYPHS, look, shapeOf } from './shapes.js';
-import { dateTime, when } from './time.js';
+import { clock, dateTime, when } from './time.js';
 import { summary } from './alerts.js';
 
 const NEAR_M = 1000;
@@ -143,7 +143,8 @@ export class Panel {
       cursor: { drag: { x: false, y: false } },
       scales: { y: { range: [low - pad, high + pad] } },
       axes: [
-        { stroke: '#8B95A3', grid: { stroke: '#222C38' }, ticks: { stroke: '#222C38' } },
+        { stroke: '#8B95A3', grid: { stroke: '#222C38' }, ticks: { stroke: '#222C38' },
+          values: (u, ticks) => ticks.map((seconds) => clock(seconds * 1000).replace(' WIB', '')) },
         { stroke: '#8B95A3', grid: { stroke: '#222C38' }, ticks: { stroke: '#222C38' }, size: 48 },
       ],
       series: [{}, { label: series.field ?? '', stroke: style.fillColor === '#111111' ? '#DDDDDD' : '#9CC9EE', width: 1.5, spanGaps: false }],
@@ -181,7 +182,8 @@ function drawLevels(u, levels) {
     ctx.stroke();
     ctx.fillStyle = level.color;
     ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
-    ctx.fillText(level.label, left + 4 * devicePixelRatio, y - 4 * devicePixelRatio);
+    ctx.textAlign = 'right';
+    ctx.fillText(level.label, left + width - 4 * devicePixelRatio, y - 4 * devicePixelRatio);
   }
   ctx.restore();
 }

@@ -84,6 +84,7 @@ class Console {
     this.list.replaceAll(devices);
     const ids = new Set(devices.map((device) => device.id));
     for (const id of Array.from(this.map.markers.keys())) if (!ids.has(id)) this.map.remove(id);
+    this.map.setDensity(devices.length);
     for (const device of devices) this.map.upsert(device);
     this.alerts.setNow(state.now);
     this.alerts.replaceAll(state.alerts ?? []);

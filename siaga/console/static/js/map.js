@@ -69,6 +69,13 @@ export class DeviceMap {
     this.onDevice = onDevice;
     this.map.on('click', () => onBackground());
     this.baseLoaded = false;
+    this.dense = false;
+  }
+
+  // Thousands of quiet shapes at full size are a carpet that hides the few that matter: past
+  // 2,000 devices quiet ones shrink and fade, elevated ones keep their size.
+  setDensity(count) {
+    this.dense = count > 2000;
   }
 
   useTiles(url, attribution) {
@@ -170,17 +177,18 @@ export class DeviceMap {
 
   options(device) {
     const style = look(device.kind, device.status);
+    const quiet = this.dense && !elevated(device.status);
     return {
       pane: elevated(device.status) ? 'devicesHigh' : 'devicesLow',
       shape: style.shape,
       label: style.label,
       textColor: style.textColor,
-      radius: style.radius,
+      radius: quiet ? Math.min(style.radius, 3) : style.radius,
       color: style.color,
       fillColor: style.fillColor,
       fill: style.fill,
-      fillOpacity: style.fillOpacity,
-      weight: style.weight,
+      fillOpacity: quiet ? Math.min(style.fillOpacity, 0.6) : style.fillOpacity,
+      weight: quiet ? 0.5 : style.weight,
       dashArray: style.dash ? style.dash.join(',') : null,
       bubblingMouseEvents: false,
     };
