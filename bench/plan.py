@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 SCENARIOS = ("ceilings", "simulator", "throughput", "live", "latency", "scale", "recovery",
-             "reports", "reports-year")
+             "reports", "reports-year", "console")
 NOT_IN_QUICK = ("reports-year",)  # a year replayed takes tens of minutes: asked for by name
 SYSTEMS = ("siaga", "node-red", "paho-batched", "paho-naive")
 SHAPES = (1, 100)  # readings per message: single readings, and batches of 100
@@ -44,6 +44,16 @@ class Plan:
     reports_photo_bytes: int = 200_000  # issue 14's "200 KB photo" (1280x960, quality ~78)
     reports_concurrency: int = 16  # connections of the load client, as `siaga simulate reports`
     reports_stats_repeats: int = 5  # ReportBook.stats of the year, median of this many
+    # The console (issue 15, bench/console.py): Siaga live without consoles, then with them.
+    console_clients: int = 50  # open consoles (aiohttp clients acting as the page)
+    console_devices: int = 10_000  # the synthetic catalog a city-wide room watches
+    console_rate: float = 10_000.0  # readings/s from all of them, live
+    console_duration_s: float = 60.0  # counted, after the warm-up
+    console_warm_up_s: float = 10.0  # the consoles load the state, Chromium its first render
+    console_flips: int = 100  # a gauge above siaga1_cm and back, once every flip_every_s
+    console_flip_every_s: float = 0.5
+    console_page_loads: int = 5  # cold loads of the page until __siagaReady, median
+    console_browser: bool = True  # one headless Chromium page open beside the consoles
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -53,7 +63,8 @@ FULL = Plan()
 QUICK = Plan(runs=1, mosquitto_messages=60_000, influx_points=250_000, flat_out_s=4.0,
              single_backlog=100_000, batch_backlog=500_000, drain_cap_s=45.0, naive_cap_s=8.0,
              live_duration_s=20.0, live_warm_up_s=5.0, alert_samples=30, storage_samples=20,
-             scale_duration_s=8.0, outage_s=10.0, reports_intake=1000, reports_photo=100)
+             scale_duration_s=8.0, outage_s=10.0, reports_intake=1000, reports_photo=100,
+             console_duration_s=20.0, console_flips=20, console_page_loads=3)
 
 
 def make_plan(*, quick: bool, runs: int | None, outage_s: float | None) -> Plan:

@@ -46,6 +46,16 @@ MEASURES = {
     "reports_year": "`siaga simulate reports --year 2020 --speedup 0` (137,776 reports and "
                     "their officers' updates through the HTTP API) into a running Siaga on "
                     "SQLite, wall time; then `siaga reports stats --year 2020` from storage",
+    "console": "Siaga with the 10,000-device synthetic catalog at a live `rate`, in case `none` "
+               "without a console and in case `consoles` with `consoles` aiohttp clients acting "
+               "as the page (GET /console/api/state, then the SSE stream, each event decoded) "
+               "in a process of their own, plus one headless Chromium page; stored readings/s, "
+               "Siaga's CPU and RSS and GET /healthz times after the warm-up, and bytes/s and "
+               "events/s received by all the consoles together; ratios taken within each run. "
+               "Update: a gauge published above siaga1_cm and back every 0.5 s, publish -> the "
+               "`devices` event with the new status in a console (and -> the row's data-status "
+               "in the page). Page load: a cold browser context, goto('/') -> "
+               "window.__siagaReady, under the load, after the counted span",
 }
 
 
@@ -109,7 +119,40 @@ def summarise(results: dict[str, list[Result]]) -> dict[str, Any]:
             | {"top5": results["reports_year"][-1]["top5"],
                "stats_table": results["reports_year"][-1]["stats_table"]}
             if results.get("reports_year") else {}),
+        "console": _console(results.get("console", [])),
     }
+
+
+CONSOLE_FIGURES = ["rate", "fed_rate", "stored_rate", "lag_s", "cpu_percent", "median_rss_mb",
+                   "peak_rss_mb", "healthz_p50_ms", "healthz_p99_ms", "client_cpu_percent",
+                   "bytes_per_s", "events_per_s", "streaming", "update_p50_ms", "update_p99_ms",
+                   "page_update_p50_ms", "page_update_p99_ms", "page_load_ms", "page_heap_mb"]
+CONSOLE_RATIOS = ("stored_rate", "cpu_percent", "median_rss_mb")  # with consoles / without
+
+
+def _console(rows: list[Result]) -> Result:
+    """Medians per case (`none`, `consoles`), and the cases' ratios within each run."""
+    if not rows:
+        return {}
+    cases = {case: {"consoles": group[0]["consoles"]}
+             | _medians(group, CONSOLE_FIGURES, ["kept_up"])
+             | {"update_lost": sum(r.get("update_lost") or 0 for r in group)}
+             for (case,), group in _group(rows, "case").items()}
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for (_,), runs in _group(rows, "run").items():
+        named = {r["case"]: r for r in runs}
+        if "none" not in named or "consoles" not in named:
+            continue
+        for key in CONSOLE_RATIOS:
+            with_consoles, without = named["consoles"].get(key), named["none"].get(key)
+            if with_consoles is not None and without:
+                ratios[key].append(with_consoles / without)
+    skipped = sorted({r["clients"]["browser"]["skipped"] for r in rows
+                      if (r.get("clients") or {}).get("browser", {}).get("skipped")})
+    return {"devices": rows[0]["devices"], "duration_s": rows[0]["duration_s"],
+            "warm_up_s": rows[0]["warm_up_s"], "cases": cases,
+            "ratios": {key: median(ratios[key]) for key in CONSOLE_RATIOS},
+            "browser_skipped": skipped[0] if skipped else None}
 
 
 def _group(rows: list[Result], *keys: str) -> dict[tuple[Any, ...], list[Result]]:
@@ -200,12 +243,25 @@ def targets(summary: dict[str, Any]) -> list[Result]:
         ]
     issue14.append(("a year replayed at full speed, SQLite (s)", "its time",
                     get(summary["reports_year"], "wall_s"), None))
+    console = summary.get("console") or {}
+    with_consoles = (console.get("cases") or {}).get("consoles") or {}
+    issue15: list[tuple[str, str, float | None, Callable[[float], bool] | None]] = [
+        ("console: stored readings/s with the consoles / without", ">= 0.95",
+         get(console, "ratios", "stored_rate"), lambda v: v >= 0.95),
+        ("console: update latency p99, publish -> SSE event (ms)", "< 500",
+         with_consoles.get("update_p99_ms"), lambda v: v < 500),
+        ("console: page load with 10,000 devices, median (ms)", "its time",
+         with_consoles.get("page_load_ms"), None),
+    ]
     return ([{"issue": 6, "target": name, "wanted": wanted, "measured": value,
               "met": None if value is None or check is None else bool(check(value))}
              for name, wanted, value, check in rows]
             + [{"issue": 14, "target": name, "wanted": wanted, "measured": value,
                 "met": None if value is None or check is None else bool(check(value))}
-               for name, wanted, value, check in issue14])
+               for name, wanted, value, check in issue14]
+            + [{"issue": 15, "target": name, "wanted": wanted, "measured": value,
+                "met": None if value is None or check is None else bool(check(value))}
+               for name, wanted, value, check in issue15])
 
 
 # --- the table --------------------------------------------------------------------------
@@ -290,7 +346,8 @@ def table(summary: dict[str, Any], goals: list[Result], header: str) -> str:
                   _num(recovery["catch_up_rate"]), _num(recovery["multiple"], ".1f"),
                   _yes(recovery["verified"])]])
     _reports_sections(section, summary)
-    for issue in (6, 14):
+    _console_sections(section, summary.get("console") or {})
+    for issue in (6, 14, 15):
         chosen = [g for g in goals if g.get("issue", 6) == issue]
         if all(g["measured"] is None for g in chosen):
             continue  # none of this issue's scenarios ran in this invocation
@@ -335,6 +392,44 @@ def _reports_sections(section: Callable[[str, list[str], list[list[str]]], None]
                   _num(year["resolved"]), _num(year["resolved_pct"], ".2f"),
                   ", ".join(f"{code} {count:,}" for code, count in year["top5"]),
                   _yes(year["verified"])]])
+
+
+def _console_sections(section: Callable[[str, list[str], list[list[str]]], None],
+                      console: Result) -> None:
+    """The console: each case, the ratios within runs, the updates and the page."""
+    cases = console.get("cases") or {}
+    if not cases:
+        return
+    ordered = sorted(cases.items(), key=lambda kv: kv[1]["consoles"])
+    rate = next(iter(cases.values()))["rate"]
+    section(f"Console (issue 15): Siaga with {console['devices']:,} devices at "
+            f"{_num(rate)} readings/s for {console['duration_s']:g} s after a "
+            f"{console['warm_up_s']:g} s warm-up, without consoles and with them (medians)",
+            ["consoles", "stored/s", "behind s", "kept up", "CPU %", "RSS median MB",
+             "/healthz p99 ms", "streaming", "events/s (all)", "kB/s (all)", "client CPU %",
+             "runs"],
+            [[str(v["consoles"]), _num(v["stored_rate"]), _num(v["lag_s"], ".1f"),
+              _yes(v["kept_up"]), _num(v["cpu_percent"]), _num(v["median_rss_mb"]),
+              _num(v["healthz_p99_ms"], ".1f"), _num(v["streaming"]),
+              _num(v["events_per_s"], ",.1f"),
+              _num(None if v["bytes_per_s"] is None else v["bytes_per_s"] / 1000, ",.1f"),
+              _num(v["client_cpu_percent"]), str(v["runs"])] for _, v in ordered])
+    section("Console: with the consoles / without, within each run (median over runs)",
+            ["ratio", "value"],
+            [[f"{key} consoles/none", _num(value, ".3f")]
+             for key, value in console["ratios"].items()])
+    shown = cases.get("consoles")
+    if shown:
+        page = ("skipped: " + console["browser_skipped"] if console.get("browser_skipped")
+                else _num(shown["page_load_ms"]))
+        section("Console: a gauge above siaga1_cm and back every 0.5 s (publish -> SSE event "
+                "in a console; -> the row's data-status in the page), and the page's cold load",
+                ["update p50 ms", "update p99 ms", "lost", "page p50 ms", "page p99 ms",
+                 "page load ms", "JS heap MB"],
+                [[_num(shown["update_p50_ms"], ".1f"), _num(shown["update_p99_ms"], ".1f"),
+                  str(shown["update_lost"]), _num(shown["page_update_p50_ms"], ".1f"),
+                  _num(shown["page_update_p99_ms"], ".1f"), page,
+                  _num(shown["page_heap_mb"], ".1f")]])
 
 
 def _num(value: float | None, spec: str = ",.0f") -> str:

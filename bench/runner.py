@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from bench import (
     ceilings,
+    console,
     consumers,
     feed,
     latency,
@@ -55,7 +56,7 @@ class Runner:
         self.root = root
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in (
             "mosquitto", "influxdb", "simulator", "backlog_drain", "live", "latency", "scale",
-            "recovery", "reports_intake", "reports_stats", "reports_year")}
+            "recovery", "reports_intake", "reports_stats", "reports_year", "console")}
         self.errors: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.load: list[dict[str, object]] = []
@@ -223,6 +224,25 @@ class Runner:
                        f"({r['requests_rate']:,.1f} requests/s); stats: {r['total']:,} "
                        f"reports, {r['resolved']:,} resolved ({r['resolved_pct']}%)"))
 
+    def _console(self, number: int, influx: Influx, catalog: Path, receiver: Receiver) -> None:
+        plan = self.plan
+        cases = [console.Case(0),
+                 console.Case(plan.console_clients, browser=plan.console_browser,
+                              flips=plan.console_flips, flip_every_s=plan.console_flip_every_s,
+                              page_loads=plan.console_page_loads)]
+        if number % 2 == 0:  # each case goes first in some run
+            cases.reverse()
+        for case in cases:
+            self._attempt(
+                "console", number,
+                f"console: {case.consoles} consoles, {plan.console_devices:,} devices at "
+                f"{plan.console_rate:,.0f} readings/s",
+                functools.partial(console.measure, self.root, influx, case,
+                                  devices=plan.console_devices, rate=plan.console_rate,
+                                  duration_s=plan.console_duration_s,
+                                  warm_up_s=plan.console_warm_up_s),
+                _describe_console)
+
     def _books(self) -> list[reports.Book]:
         books = [reports.Book("sqlite")]
         if self.postgres is not None:
@@ -265,6 +285,18 @@ def _describe_intake(r: dict[str, Any]) -> str:
     return (f"{r['rate']:,.1f} reports/s, p50 {_ms(r['p50_ms'])}, p99 {_ms(r['p99_ms'])}; "
             f"{r['created']:,} created, {r['stored']:,} stored, server CPU "
             f"{r.get('server_cpu_s', '?')} s")
+
+
+def _describe_console(r: dict[str, Any]) -> str:
+    text = (f"stored {r['stored_rate']:,.0f}/s of {r['fed_rate']:,.0f}/s "
+            f"({'kept up' if r['kept_up'] else 'fell behind'}), CPU {r['cpu_percent']:.0f} %, "
+            f"RSS median {r['median_rss_mb']:.0f} MB, /healthz p99 {_ms(r['healthz_p99_ms'])}")
+    if r["consoles"]:
+        text += (f"; {r['streaming']} consoles streaming, {r['events_per_s'] or 0:,.1f} "
+                 f"events/s, {(r['bytes_per_s'] or 0) / 1000:,.1f} kB/s to them; update p50 "
+                 f"{_ms(r['update_p50_ms'])}, p99 {_ms(r['update_p99_ms'])} "
+                 f"({r['update_lost']} lost); page load {_ms(r['page_load_ms'])}")
+    return text
 
 
 def _ms(value: float | None) -> str:
