@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 
 from devices.registry import Registry, load_catalog
 from devices.topics import TopicScheme
@@ -27,6 +28,10 @@ from rules.config import RulesFile, load_rules
 from siaga.api.context import ApiContext
 from siaga.api.server import serve_api
 from siaga.citizens import CitizenDesk
+from siaga.console.context import ConsoleContext
+from siaga.console.hub import ConsoleHub
+from siaga.console.mount import mount
+from siaga.console.series import make_reader
 from siaga.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,11 +94,18 @@ class Service:
                                settings.reports, alerting, clock_ns=self.clock_ns)
             self.desk = desk
             desk.sweep()  # before the API listens: no upload is under way yet
+            hub = ConsoleHub(self.registry, alerting, desk, settings.console,
+                             clock_ns=self.clock_ns)
+            reader = make_reader(settings.influx)  # None: no query language to read charts
+            if reader is not None:
+                await stack.enter_async_context(reader)
+            console = ConsoleContext(settings.console, hub, self.rules, reader)
             # The API starts before the subscriber, so /healthz answers while the broker is
-            # awaited, and stops after it (the exit stack unwinds in reverse).
+            # awaited, and stops after it (the exit stack unwinds in reverse). The console
+            # shares its port.
             self.http_port = await stack.enter_async_context(serve_api(
                 self._api_context(alerting, dead_letters, desk), settings.http.host,
-                settings.http.port))
+                settings.http.port, extend=partial(mount, console)))
             subscriber = await stack.enter_async_context(
                 Subscriber(settings.mqtt, self._subscriptions, self.clock_ns,
                            on_connection=alerting.broker_connection_changed))
@@ -115,6 +127,7 @@ class Service:
                 # Notifications are delivered until the very end, after the last flush.
                 group.create_task(alerting.run(drain_stop))
                 group.create_task(desk.run(drain_stop))
+                group.create_task(hub.run(drain_stop))
                 group.create_task(self._mark_ready(subscriber, stop))
                 await pipeline.run(stop)
                 drain_stop.set()

@@ -117,27 +117,10 @@ def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
         target[hdrs.CACHE_CONTROL] = "no-store"
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CSP, nosniff and no-referrer on `/` and `/console/*`, no-store on the console's API and
-    stream; the operator API's own paths are left alone. A handler that prepares its response
-    itself (the stream) has sent its headers before this sees it: it sets them itself, or
-    `prepare_headers` does it as an `on_response_prepare` signal."""
-    if not _is_console(request.path):
-        return await handler(request)
-    try:
-        response = await handler(request)
-    except web.HTTPException as error:
-        # A 404 (or any raised answer) of the console gets the headers too.
-        _add_headers(request, error)
-        raise
-    if not response.prepared:  # a stream has sent its headers already (it sets its own)
-        _add_headers(request, response)
-    return response
-
-
 async def prepare_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """The same headers as an `app.on_response_prepare` signal, which also reaches responses
-    a handler prepares itself (the SSE stream)."""
+    """CSP, nosniff and no-referrer on `/` and `/console/*`, no-store on the console's API
+    and stream; the operator API's own paths are left alone. A signal rather than a
+    middleware: it reaches every response as it is prepared, errors and the SSE stream
+    (which sends its headers itself) included."""
     if _is_console(request.path):
         _add_headers(request, response)

@@ -14,6 +14,7 @@ import pytest
 
 from rules.alertstore import AlertStore
 from siaga.api.server import load_openapi, make_app, serve_api
+from siaga.console.mount import routes as console_routes
 from siaga.sandbox.ports import free_port
 from tests.siaga.apirig import (
     SILENCE,
@@ -180,6 +181,7 @@ async def test_reads_need_no_token_even_when_one_is_configured(api: Api) -> None
 
 async def test_the_openapi_document_describes_every_route_and_no_other(world: World) -> None:
     app = make_app(world.context())
+    app.add_routes(console_routes())  # the console shares the port and the document
     served = {(r.method.lower(), r.resource.canonical) for r in app.router.routes()
               if r.method != "HEAD" and r.resource is not None}
     paths = load_openapi()["paths"]

@@ -36,8 +36,9 @@ async def _plain(request: web.Request) -> web.Response:
 async def serving(settings: ConsoleSettings | None = None) -> AsyncIterator[str]:
     """The page's routes and middleware, plus stand-ins for the console API, the stream and
     the operator API, on 127.0.0.1; yields the base URL."""
-    app = web.Application(middlewares=[page.security_headers])
-    app[CONSOLE] = PageOnly(settings or ConsoleSettings())  # type: ignore[assignment]
+    app = web.Application()
+    app.on_response_prepare.append(page.prepare_headers)
+    app[CONSOLE] = PageOnly(settings or ConsoleSettings())  # type: ignore[misc]
     app.add_routes([*page.routes(), web.get("/console/api/state", _plain),
                     web.get("/console/stream", _plain), web.get("/api/alerts", _plain)])
     runner = web.AppRunner(app)

@@ -68,6 +68,8 @@ class Console {
     this.legend();
     this.stream.start(state.last_id);
     window.__siagaReady = true;
+    // The Leaflet map, for scripts that drive the page (browser tests zoom with it).
+    window.__siagaMap = this.map.map;
     document.body.dataset.ready = 'true';
   }
 
