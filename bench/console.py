@@ -102,6 +102,7 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
     return {"measure": MEASURE, "case": case.name, "consoles": case.consoles,
             "devices": devices, **figures, "duration_s": duration_s,
             **steady_health(answers, warm_up_s),
+            "cpu_us_per_reading": cpu_per_reading(samples, warm_up_s),
             "client_cpu_percent": _client_cpu(client_cpu, warm_up_s),
             **console_figures(consoles)}
 
@@ -136,6 +137,16 @@ def console_figures(consoles: dict[str, Any] | None) -> dict[str, Any]:
             "page_update_p99_ms": page_update.get("p99_ms"),
             "page_load_ms": page_load.get("median_ms"), "page_heap_mb": page_load.get("heap_mb"),
             "clients": consoles}
+
+
+def cpu_per_reading(samples: list[tuple[float, int, Any]], warm_up_s: float) -> float | None:
+    """Siaga's CPU microseconds per reading stored over the steady span: what the consoles
+    cost per reading even when the load's own rate differs between the cases."""
+    steady = [sample for sample in samples if sample[0] >= warm_up_s]
+    if len(steady) < 2 or steady[-1][1] <= steady[0][1]:
+        return None
+    (_, c0, u0), (_, c1, u1) = steady[0], steady[-1]
+    return float((u1.cpu_s - u0.cpu_s) / (c1 - c0) * 1e6)
 
 
 def _client_cpu(samples: list[tuple[float, float]], warm_up_s: float) -> float | None:

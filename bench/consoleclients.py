@@ -240,17 +240,24 @@ async def flip(publisher: Publisher, watch: Watch, thresholds: dict[str, float],
 
 
 def page_latencies(stamps: list[list[Any]], published: list[tuple[float, str]]) -> list[float]:
-    """For each publish, the first data-status change after it that shows what it expects."""
-    latencies = []
-    for index, (wall_ms, expected) in enumerate(published):
-        until = published[index + 1][0] if index + 1 < len(published) else float("inf")
-        for at_ms, status in stamps:
-            if wall_ms <= at_ms < until and (
-                    status == expected if not expected.startswith("not ")
-                    else status != expected.removeprefix("not ")):
+    """Each publish in turn matched to the first later data-status change that shows what it
+    expects, after the change matched to the one before (a change may come after the next
+    publish: a slow one is late, not lost)."""
+    latencies, next_stamp = [], 0
+    for wall_ms, expected in published:
+        for index in range(next_stamp, len(stamps)):
+            at_ms, status = stamps[index]
+            if at_ms >= wall_ms and _shows(status, expected):
                 latencies.append(at_ms - wall_ms)
+                next_stamp = index + 1
                 break
     return latencies
+
+
+def _shows(status: str, expected: str) -> bool:
+    if expected.startswith("not "):
+        return status != expected.removeprefix("not ")
+    return status == expected
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -294,10 +301,13 @@ class Browser:
         page = await context.new_page()
         started = time.monotonic()
         await page.goto(f"{base}/")
-        await page.wait_for_function("window.__siagaReady === true", timeout=READY_TIMEOUT_MS)
+        # A function, not an expression: Playwright evaluates an expression with eval(),
+        # which the console's CSP (script-src 'self') refuses.
+        await page.wait_for_function("() => window.__siagaReady === true",
+                                     timeout=READY_TIMEOUT_MS)
         ready_ms = (time.monotonic() - started) * 1000
         heap = await page.evaluate(
-            "performance.memory ? performance.memory.usedJSHeapSize : null")
+            "() => performance.memory ? performance.memory.usedJSHeapSize : null")
         return page, ready_ms, heap / 2**20 if heap is not None else None
 
 
@@ -349,7 +359,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         after = _counts(tallies)
         span = time.monotonic() - counted_from
         if open_page is not None and page_flips:
-            stamps = await open_page.evaluate("window.__benchStamps")
+            stamps = await open_page.evaluate("() => window.__benchStamps")
             result["page_update"] = summary(page_latencies(stamps, flips.published))
         for task in tasks:
             task.cancel()

@@ -36,12 +36,19 @@ def test_an_event_is_not_dispatched_before_its_blank_line() -> None:
     assert parser.feed(b"\n") == [Event("alert", "{}", None)]
 
 
-def test_each_flip_takes_the_first_matching_status_before_the_next_publish() -> None:
-    published = [(1000.0, "siaga-1"), (1500.0, "not siaga-1"), (2000.0, "siaga-1")]
+def test_each_flip_takes_the_first_matching_change_after_it_even_past_the_next() -> None:
+    published = [(1000.0, "siaga-1"), (1500.0, "not siaga-1"), (2000.0, "siaga-1"),
+                 (2500.0, "not siaga-1")]
     stamps: list[list[Any]] = [[1100, "siaga-1"], [1400, "siaga-2"], [1700, "ok"],
-                               [2600, "siaga-2"]]
-    # The third flip never showed siaga-1 before the end: it has no latency.
-    assert page_latencies(stamps, published) == [100.0, 200.0]
+                               [2600, "siaga-1"], [2700, "ok"]]
+    # The third flip showed at 2600, after the fourth was published: late, not lost. The
+    # fourth is matched to the change after that one.
+    assert page_latencies(stamps, published) == [100.0, 200.0, 600.0, 200.0]
+
+
+def test_a_flip_never_shown_has_no_latency() -> None:
+    published = [(1000.0, "siaga-1"), (1500.0, "not siaga-1")]
+    assert page_latencies([[1100, "siaga-1"]], published) == [100.0]
 
 
 def test_healthz_percentiles_leave_out_the_warm_up_and_count_failures() -> None:
