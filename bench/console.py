@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import random
 import sys
 import threading
 import time
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import feed
+from bench import feed, latency
 from bench.bed import Bed, fresh_bed
 from bench.consumers import NO_PROXY, SIAGA
 from bench.influxdb import Influx
@@ -40,7 +41,8 @@ from bench.procs import child, usage
 from bench.provenance import REPO
 
 MEASURE = "console"
-GAUGE = "manggarai"  # a bundled gauge with every level (siaga3/2/1 at 751/851/950 cm)
+GAUGE = "karet"  # flipped: a bundled gauge with every level and a normal range
+# (bench/latency.py's probes publish for Manggarai, the storage probes here too)
 SAMPLE_S = 1.0  # Siaga's RSS, CPU and the stored count this often, as in bench/live.py
 HEALTH_EVERY_S = 0.25  # GET /healthz this often: the event loop's responsiveness
 HEALTH_TIMEOUT_S = 5.0
@@ -65,7 +67,7 @@ class Case:
 
 
 def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float,
-            duration_s: float, warm_up_s: float) -> dict[str, Any]:
+            duration_s: float, warm_up_s: float, storage_probes: int) -> dict[str, Any]:
     catalog = feed.write_catalog(devices, root / f"catalog-{devices}.yaml")
     with fresh_bed(root, influx, catalog) as bed, SIAGA.running(bed) as running:
         running.wait_ready()
@@ -78,6 +80,7 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
         with feed.live(config, bed.workdir / "feed.log", devices=devices, rate=rate,
                        max_duration_s=warm_up_s + duration_s + client_time_s + FEED_SPARE_S
                        ) as load, Health(running.http_port or 0) as health, \
+                StorageProbes(bed, warm_up_s, storage_probes) as storage, \
                 _clients(bed, running.http_port or 0, case, warm_up_s, duration_s) as client:
             started = time.monotonic()
             while (elapsed := time.monotonic() - started) < warm_up_s + duration_s:
@@ -90,6 +93,7 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
                 if client is not None:
                     client_cpu.append((elapsed, tree_cpu_s(client.pid)))
             answers = health.stop(started)
+            stored_ms, stored_lost = storage.stop()
             consoles = client.result(client_time_s) if client is not None else None
             fed = load.finish()
         at_stop = bed.count() - base
@@ -102,6 +106,7 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
     return {"measure": MEASURE, "case": case.name, "consoles": case.consoles,
             "devices": devices, **figures, "duration_s": duration_s,
             **steady_health(answers, warm_up_s),
+            **storage_figures(stored_ms, stored_lost),
             "cpu_us_per_reading": cpu_per_reading(samples, warm_up_s),
             "client_cpu_percent": _client_cpu(client_cpu, warm_up_s),
             **console_figures(consoles)}
@@ -170,6 +175,72 @@ def tree_cpu_s(pid: int) -> float:
         tree |= more
         grew = bool(more)
     return sum(u.cpu_s for p in tree if (u := usage(p)) is not None)
+
+
+def storage_figures(latencies_ms: list[float], lost: int) -> dict[str, Any]:
+    ordered = sorted(latencies_ms)
+    return {"storage_p50_ms": percentile(ordered, 50), "storage_p99_ms": percentile(ordered, 99),
+            "storage_samples": len(ordered), "storage_lost": lost}
+
+
+class StorageProbes:
+    """After the warm-up, bench/latency.py's storage probes in a thread (a reading for
+    Manggarai, then a query every 10 ms until it is found), until `count` or the span ends.
+
+    Its own InfluxDB connection: the sampling loop's is not shared across threads.
+    """
+
+    def __init__(self, bed: Bed, warm_up_s: float, count: int) -> None:
+        self.bed = bed
+        self.influx = Influx(bed.influx.server)
+        self.warm_up_s = warm_up_s
+        self.count = count
+        self.latencies_ms: list[float] = []
+        self.lost = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="storage-probes", daemon=True)
+
+    def __enter__(self) -> StorageProbes:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(latency.PROBE_TIMEOUT_S + 1)
+        self.influx.close()
+
+    def stop(self) -> tuple[list[float], int]:
+        self.__exit__()
+        return self.latencies_ms, self.lost
+
+    def _probe(self) -> None:
+        if self._stop.wait(self.warm_up_s) or not self.count:
+            return
+        probe = latency.Probe(self.bed)
+        try:
+            while len(self.latencies_ms) + self.lost < self.count and not self._stop.is_set():
+                took = self._one(probe)
+                if took is None:
+                    self.lost += 1
+                else:
+                    self.latencies_ms.append(took * 1000)
+                self._stop.wait(random.uniform(*latency.GAP_S))
+        finally:
+            probe.close()
+
+    def _one(self, probe: latency.Probe) -> float | None:
+        published, ts = probe.publish(latency.QUIET_LEVEL)
+        ts_ns = round(ts * 1e9)
+        q = (f'SELECT count("level_cm") FROM "water_level" WHERE "device_id" = '
+             f"'{latency.DEVICE}' AND time >= {ts_ns - 1000} AND time <= {ts_ns + 1000}")
+        while time.monotonic() - published < latency.PROBE_TIMEOUT_S:
+            if self._stop.is_set():
+                return None
+            result = self.influx.query(q, self.bed.database)
+            if "series" in result["results"][0]:  # type: ignore[index]
+                return time.monotonic() - published
+            time.sleep(latency.STORAGE_POLL_S)
+        return None
 
 
 class Health:

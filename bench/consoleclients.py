@@ -117,6 +117,8 @@ class Tally:
     """What one console received: events by name, bytes, and when it got its state."""
 
     events: Counter[str] = field(default_factory=Counter)
+    event_bytes: Counter[str] = field(default_factory=Counter)  # each event's data, by name
+    changes: int = 0  # entries of the `devices` events: statuses that changed
     bytes: int = 0
     state_s: float | None = None
     state_bytes: int = 0
@@ -172,9 +174,12 @@ async def console(session: aiohttp.ClientSession, base: str, tally: Tally,
                 tally.bytes += len(chunk)
                 for event in parser.feed(chunk):
                     tally.events[event.name] += 1
+                    tally.event_bytes[event.name] += len(event.data)
                     data = orjson.loads(event.data)  # the page decodes every event
-                    if watch is not None and event.name == "devices":
-                        watch.seen(data, at)
+                    if event.name == "devices":
+                        tally.changes += len(data)
+                        if watch is not None:
+                            watch.seen(data, at)
         tally.error = "the stream ended"
     except asyncio.CancelledError:
         raise
@@ -382,19 +387,34 @@ async def _state(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
         return state
 
 
-def _counts(tallies: list[Tally]) -> tuple[int, int, Counter[str]]:
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """All consoles' tallies added up at one moment."""
+
+    bytes: int
+    events: Counter[str]
+    event_bytes: Counter[str]
+    changes: int
+
+
+def _counts(tallies: list[Tally]) -> Counts:
     events: Counter[str] = Counter()
+    event_bytes: Counter[str] = Counter()
     for tally in tallies:
         events.update(tally.events)
-    return sum(t.bytes for t in tallies), sum(events.values()), events
+        event_bytes.update(tally.event_bytes)
+    return Counts(sum(t.bytes for t in tallies), events, event_bytes,
+                  sum(t.changes for t in tallies))
 
 
-def _figures(tallies: list[Tally], before: tuple[int, int, Counter[str]],
-             after: tuple[int, int, Counter[str]], span: float) -> dict[str, Any]:
+def _figures(tallies: list[Tally], before: Counts, after: Counts,
+             span: float) -> dict[str, Any]:
     streaming = [t for t in tallies if t.state_s is not None and t.error is None]
     state_s = [t.state_s for t in tallies if t.state_s is not None]
     errors = Counter(t.error for t in tallies if t.error is not None)
-    by_name = after[2] - before[2]
+    per_s = 1 / span if span > 0 else 0.0
+    by_name = after.events - before.events
+    consoles = len(tallies) or 1
     return {
         "span_s": round(span, 2),
         "streaming": len(streaming),  # consoles still reading at the end of the span
@@ -403,9 +423,14 @@ def _figures(tallies: list[Tally], before: tuple[int, int, Counter[str]],
         "state_max_s": max(state_s) if state_s else None,
         "state_bytes": max((t.state_bytes for t in tallies), default=0),
         "state_devices": max((t.devices for t in tallies), default=0),
-        "bytes_per_s": (after[0] - before[0]) / span if span > 0 else 0.0,
-        "events_per_s": (after[1] - before[1]) / span if span > 0 else 0.0,
+        "bytes_per_s": (after.bytes - before.bytes) * per_s,
+        "events_per_s": by_name.total() * per_s,
         "events_by_name": dict(by_name),
+        # Per console: what one page receives and decodes each second, by event.
+        "kb_per_s_per_console_by_name": {
+            name: round(count * per_s / consoles / 1000, 1)
+            for name, count in (after.event_bytes - before.event_bytes).items()},
+        "status_changes_per_s_per_console": (after.changes - before.changes) * per_s / consoles,
     }
 
 

@@ -125,6 +125,7 @@ def summarise(results: dict[str, list[Result]]) -> dict[str, Any]:
 
 CONSOLE_FIGURES = ["rate", "fed_rate", "stored_rate", "lag_s", "cpu_percent", "median_rss_mb",
                    "peak_rss_mb", "cpu_us_per_reading", "healthz_p50_ms", "healthz_p99_ms",
+                   "storage_p50_ms", "storage_p99_ms",
                    "client_cpu_percent", "bytes_per_s", "events_per_s", "streaming",
                    "update_p50_ms", "update_p99_ms",
                    "page_update_p50_ms", "page_update_p99_ms", "page_load_ms", "page_heap_mb"]
@@ -410,12 +411,14 @@ def _console_sections(section: Callable[[str, list[str], list[list[str]]], None]
             f"{_num(rate)} readings/s for {console['duration_s']:g} s after a "
             f"{console['warm_up_s']:g} s warm-up, without consoles and with them (medians)",
             ["consoles", "published/s", "stored/s", "behind s", "kept up", "CPU %",
-             "CPU us/reading", "RSS median MB", "/healthz p99 ms", "streaming",
+             "CPU us/reading", "RSS median MB", "/healthz p99 ms", "storage p50/p99 ms",
+             "streaming",
              "events/s (all)", "kB/s (all)", "client CPU %", "runs"],
             [[str(v["consoles"]), _num(v["fed_rate"]), _num(v["stored_rate"]),
               _num(v["lag_s"], ".1f"), _yes(v["kept_up"]), _num(v["cpu_percent"]),
               _num(v["cpu_us_per_reading"], ".1f"), _num(v["median_rss_mb"]),
-              _num(v["healthz_p99_ms"], ".1f"), _num(v["streaming"]),
+              _num(v["healthz_p99_ms"], ".1f"),
+              f"{_num(v['storage_p50_ms'])}/{_num(v['storage_p99_ms'])}", _num(v["streaming"]),
               _num(v["events_per_s"], ",.1f"),
               _num(None if v["bytes_per_s"] is None else v["bytes_per_s"] / 1000, ",.1f"),
               _num(v["client_cpu_percent"]), str(v["runs"])] for _, v in ordered])

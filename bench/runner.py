@@ -240,7 +240,8 @@ class Runner:
                 functools.partial(console.measure, self.root, influx, case,
                                   devices=plan.console_devices, rate=plan.console_rate,
                                   duration_s=plan.console_duration_s,
-                                  warm_up_s=plan.console_warm_up_s),
+                                  warm_up_s=plan.console_warm_up_s,
+                                  storage_probes=plan.storage_samples),
                 _describe_console)
 
     def _books(self) -> list[reports.Book]:
@@ -290,7 +291,8 @@ def _describe_intake(r: dict[str, Any]) -> str:
 def _describe_console(r: dict[str, Any]) -> str:
     text = (f"stored {r['stored_rate']:,.0f}/s of {r['fed_rate']:,.0f}/s "
             f"({'kept up' if r['kept_up'] else 'fell behind'}), CPU {r['cpu_percent']:.0f} %, "
-            f"RSS median {r['median_rss_mb']:.0f} MB, /healthz p99 {_ms(r['healthz_p99_ms'])}")
+            f"RSS median {r['median_rss_mb']:.0f} MB, /healthz p99 {_ms(r['healthz_p99_ms'])}, "
+            f"storage p50 {_ms(r['storage_p50_ms'])}, p99 {_ms(r['storage_p99_ms'])}")
     if r["consoles"]:
         text += (f"; {r['streaming']} consoles streaming, {r['events_per_s'] or 0:,.1f} "
                  f"events/s, {(r['bytes_per_s'] or 0) / 1000:,.1f} kB/s to them; update p50 "
