@@ -48,6 +48,7 @@ HEALTH_EVERY_S = 0.25  # GET /healthz this often: the event loop's responsivenes
 HEALTH_TIMEOUT_S = 5.0
 CLIENT_GRACE_S = 60.0  # the clients' start (Chromium), closing, and writing their figures
 PAGE_LOAD_S = 130.0  # per cold page load at most (the client's own ceiling is 120 s)
+RECEIVED = "siaga_readings_received_total"  # /metrics: readings decoded from MQTT
 FEED_SPARE_S = 120.0  # the load outlives the measurement; it is stopped explicitly
 
 
@@ -76,6 +77,7 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
         config = bed.siaga_config("siaga-load-config", 0, name="feed")
         samples: list[tuple[float, int, Any]] = []
         client_cpu: list[tuple[float, float]] = []
+        received: list[tuple[float, float]] = []  # Siaga's own count of readings taken in
         client_time_s = case.page_loads * PAGE_LOAD_S + CLIENT_GRACE_S
         with feed.live(config, bed.workdir / "feed.log", devices=devices, rate=rate,
                        max_duration_s=warm_up_s + duration_s + client_time_s + FEED_SPARE_S
@@ -90,6 +92,7 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
                     raise RuntimeError(f"siaga exited under the console load (see its log in "
                                        f"{bed.workdir})")
                 samples.append((elapsed, bed.count() - base, now))
+                received.append((elapsed, running.metrics().get(RECEIVED, 0.0)))
                 if client is not None:
                     client_cpu.append((elapsed, tree_cpu_s(client.pid)))
             answers = health.stop(started)
@@ -107,8 +110,9 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
             "devices": devices, **figures, "duration_s": duration_s,
             **steady_health(answers, warm_up_s),
             **storage_figures(stored_ms, stored_lost),
+            "received_rate": _steady_rate(received, warm_up_s),
             "cpu_us_per_reading": cpu_per_reading(samples, warm_up_s),
-            "client_cpu_percent": _client_cpu(client_cpu, warm_up_s),
+            "client_cpu_percent": _steady_rate(client_cpu, warm_up_s, 100.0),
             **console_figures(consoles)}
 
 
@@ -154,12 +158,14 @@ def cpu_per_reading(samples: list[tuple[float, int, Any]], warm_up_s: float) -> 
     return float((u1.cpu_s - u0.cpu_s) / (c1 - c0) * 1e6)
 
 
-def _client_cpu(samples: list[tuple[float, float]], warm_up_s: float) -> float | None:
+def _steady_rate(samples: list[tuple[float, float]], warm_up_s: float,
+                 scale: float = 1.0) -> float | None:
+    """The growth per second of a sampled counter over the steady span, times `scale`."""
     steady = [sample for sample in samples if sample[0] >= warm_up_s]
     if len(steady) < 2:
         return None
     (t0, c0), (t1, c1) = steady[0], steady[-1]
-    return 100.0 * (c1 - c0) / (t1 - t0) if t1 > t0 else None
+    return scale * (c1 - c0) / (t1 - t0) if t1 > t0 else None
 
 
 def tree_cpu_s(pid: int) -> float:

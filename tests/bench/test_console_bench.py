@@ -74,7 +74,8 @@ def _row(run: int, consoles: int, stored_rate: float, cpu: float,
                    "browser": {"open_page": True}}
     return {"run": run, "case": "consoles" if consoles else "none", "consoles": consoles,
             "devices": 10_000, "rate": 10_000.0, "fed_rate": 9_990.0, "stored_rate": stored_rate,
-            "lag_s": 0.5, "kept_up": True, "cpu_percent": cpu, "median_rss_mb": 90.0,
+            "received_rate": stored_rate, "lag_s": 0.5, "kept_up": True,
+            "cpu_percent": cpu, "median_rss_mb": 90.0,
             "peak_rss_mb": 95.0, "warm_up_s": 10.0, "duration_s": 60.0,
             "healthz_p50_ms": 2.0, "healthz_p99_ms": 9.0, "client_cpu_percent": None,
             **console_figures(clients)}
@@ -113,6 +114,7 @@ def test_the_table_shows_both_cases_the_ratios_and_the_updates() -> None:
     text = report.table(summary, report.targets(summary), "header")
     assert "Console (issue 15): Siaga with 10,000 devices at 10,000 readings/s" in text
     assert "stored_rate consoles/none" in text and "0.980" in text
+    assert "received_rate consoles/none" in text
     assert "Targets (issue 15)" in text
     assert "2,500" in text  # the page load
 
