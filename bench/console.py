@@ -7,10 +7,12 @@ fresh broker and database, one probe reading awaited in InfluxDB, then the load 
 `consoles` starts bench/consoleclients.py in its own process with the load: `consoles`
 clients that behave like the page (the state, then the SSE stream, every event decoded),
 optionally one headless Chromium page beside them. Siaga's RSS, CPU and stored count are
-sampled every second; the first `warm_up_s` are left out. Beside them, the time GET /healthz
-takes (every 0.25 s): how long a request waits for the service's event loop.
+sampled every second; the first `warm_up_s` are left out. Beside them, in both cases: the
+time GET /healthz takes (every 0.25 s; how long a request waits for the service's event loop)
+and the storage latency of bench/latency.py's probe (a reading for Manggarai, publish ->
+queryable).
 
-In the `consoles` case the client also flips a gauge (Manggarai) above its siaga1_cm and back
+In the `consoles` case the client also flips a gauge (Karet) above its siaga1_cm and back
 (publish -> the `devices` event in a console; and -> the row's `data-status` in the page),
 and after the counted span loads the page cold `page_loads` times (until `__siagaReady`),
 the load still running. The ratio the issue asks about is taken within each run: stored

@@ -17,8 +17,8 @@ fresh browser context each (cold): the time from `goto('/')` to `window.__siagaR
 the JS heap then. It prints one JSON object on stdout.
 
     python -m bench.consoleclients --url http://127.0.0.1:P --clients 50 --warm-up 10 \
-        --duration 60 --mqtt-port M --topic PREFIX/water-level/manggarai/telemetry \
-        --device manggarai --flips 100 [--browser] [--page-loads 5]
+        --duration 60 --mqtt-port M --topic PREFIX/water-level/karet/telemetry \
+        --device karet --flips 100 [--browser] [--page-loads 5]
 """
 
 from __future__ import annotations
@@ -444,7 +444,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds counted")
     parser.add_argument("--mqtt-port", type=int, help="the broker, for the gauge's flips")
     parser.add_argument("--topic", help="the gauge's telemetry topic")
-    parser.add_argument("--device", default="manggarai", help="the gauge's id")
+    parser.add_argument("--device", default="karet", help="the gauge's id")
     parser.add_argument("--flips", type=int, default=0)
     parser.add_argument("--flip-every", type=float, default=0.5)
     parser.add_argument("--browser", action="store_true",
