@@ -38,7 +38,7 @@ from bench.bed import Bed, fresh_bed
 from bench.consumers import NO_PROXY, SIAGA
 from bench.influxdb import Influx
 from bench.latency import percentile
-from bench.live import _catch_up, _probe, _summarise  # the live-rate scenario's steps, shared
+from bench.live import catch_up, probe, summarise  # the live-rate scenario's steps, shared
 from bench.procs import child, usage
 from bench.provenance import REPO
 
@@ -74,7 +74,7 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
     catalog = feed.write_catalog(devices, root / f"catalog-{devices}.yaml")
     with fresh_bed(root, influx, catalog) as bed, SIAGA.running(bed) as running:
         running.wait_ready()
-        _probe(bed)
+        probe(bed)
         base = bed.count()
         config = bed.siaga_config("siaga-load-config", 0, name="feed")
         samples: list[tuple[float, int, Any]] = []
@@ -102,9 +102,9 @@ def measure(root: Path, influx: Influx, case: Case, *, devices: int, rate: float
             consoles = client.result(client_time_s) if client is not None else None
             fed = load.finish()
         at_stop = bed.count() - base
-        landed = _catch_up(bed, base, fed.readings)
+        landed = catch_up(bed, base, fed.readings)
         end = usage(running.pid)
-    live = _summarise("siaga", rate, fed, samples, at_stop, landed, warm_up_s,
+    live = summarise("siaga", rate, fed, samples, at_stop, landed, warm_up_s,
                       warm_up_s + duration_s, end)
     figures = {key: value for key, value in dataclasses.asdict(live).items()
                if key != "consumer"}

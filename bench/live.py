@@ -79,7 +79,7 @@ def measure(root: Path, influx: Influx, catalog: Path, consumer: Consumer, *, ra
         with consumer.running(bed) as running:
             if running.http_port is not None:
                 running.wait_ready()
-            _probe(bed)
+            probe(bed)
             base = bed.count()
             config = bed.siaga_config("siaga-load-config", 0, name="feed")
             samples: list[tuple[float, int, Usage]] = []
@@ -95,13 +95,13 @@ def measure(root: Path, influx: Influx, catalog: Path, consumer: Consumer, *, ra
                     samples.append((elapsed, bed.count() - base, now))
                 fed = load.finish()
             at_stop = bed.count() - base
-            landed = _catch_up(bed, base, fed.readings)
+            landed = catch_up(bed, base, fed.readings)
             end = usage(running.pid)
-    return _summarise(consumer.name, rate, fed, samples, at_stop, landed, warm_up_s,
+    return summarise(consumer.name, rate, fed, samples, at_stop, landed, warm_up_s,
                       duration_s, end)
 
 
-def _probe(bed: Bed) -> None:
+def probe(bed: Bed) -> None:
     """One reading, published and awaited in InfluxDB: the system is subscribed and writing."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{bed.prefix}",
                          protocol=mqtt.MQTTv311)
@@ -118,7 +118,7 @@ def _probe(bed: Bed) -> None:
         raise RuntimeError(f"the probe reading was not stored within {PROBE_TIMEOUT_S:g} s")
 
 
-def _catch_up(bed: Bed, base: int, published: int) -> int:
+def catch_up(bed: Bed, base: int, published: int) -> int:
     """Until all landed, CATCH_UP_S passed, or the count stood still STILL_S; the count."""
     deadline = time.monotonic() + CATCH_UP_S
     last, moved = bed.count() - base, time.monotonic()
@@ -130,7 +130,7 @@ def _catch_up(bed: Bed, base: int, published: int) -> int:
     return last
 
 
-def _summarise(name: str, rate: float, fed: feed.Fed, samples: list[tuple[float, int, Usage]],
+def summarise(name: str, rate: float, fed: feed.Fed, samples: list[tuple[float, int, Usage]],
                at_stop: int, landed: int, warm_up_s: float, duration_s: float,
                end: Usage | None) -> Live:
     steady = [sample for sample in samples if sample[0] >= warm_up_s] or samples[-1:]
