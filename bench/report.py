@@ -258,7 +258,11 @@ def targets(summary: dict[str, Any]) -> list[Result]:
     issue15: list[tuple[str, str, float | None, Callable[[float], bool] | None]] = [
         ("console: stored readings/s with the consoles / without", ">= 0.95",
          get(console, "ratios", "stored_rate"), lambda v: v >= 0.95),
-        ("console: update latency p99, publish -> SSE event (ms)", "< 500",
+        # The issue's own figure: a change reaches the page within 2 s.
+        ("console: update p99, publish -> the page's row (ms)", "<= 2000",
+         with_consoles.get("page_update_p99_ms"), lambda v: v <= 2000),
+        # The plan's budget for the service's part (a 200 ms tick, then one write).
+        ("console: update p99, publish -> SSE event (ms)", "< 500",
          with_consoles.get("update_p99_ms"), lambda v: v < 500),
         ("console: page load with 10,000 devices, median (ms)", "its time",
          with_consoles.get("page_load_ms"), None),

@@ -70,6 +70,7 @@ def _row(run: int, consoles: int, stored_rate: float, cpu: float,
     if consoles:
         clients = {"bytes_per_s": 50_000.0, "events_per_s": 250.0, "streaming": consoles,
                    "update": {"p50_ms": 120.0, "p99_ms": update_p99_ms, "lost": 1},
+                   "page_update": {"p50_ms": 300.0, "p99_ms": 1800.0},
                    "page_load": {"median_ms": 2500.0, "heap_mb": 40.0},
                    "browser": {"open_page": True}}
     return {"run": run, "case": "consoles" if consoles else "none", "consoles": consoles,
@@ -104,7 +105,8 @@ def test_the_issues_targets_judge_the_console() -> None:
     summary = _summary([_row(1, 0, 10_000.0, 50.0), _row(1, 50, 9_000.0, 60.0, 600.0)])
     goals = {g["target"]: g for g in report.targets(summary) if g["issue"] == 15}
     assert goals["console: stored readings/s with the consoles / without"]["met"] is False
-    assert goals["console: update latency p99, publish -> SSE event (ms)"]["met"] is False
+    assert goals["console: update p99, publish -> SSE event (ms)"]["met"] is False
+    assert goals["console: update p99, publish -> the page's row (ms)"]["met"] is True
     page = goals["console: page load with 10,000 devices, median (ms)"]
     assert (page["measured"], page["met"]) == (2500.0, None)
 
