@@ -68,16 +68,17 @@ class LoadConfig:
             raise FleetConfigError("; ".join(errors))
 
 
-def synthetic_devices(count: int, *, expected_interval_s: float | None = None) -> list[Device]:
-    """`count` devices `load-000001`...: kinds in turn, on a grid around central Jakarta."""
+def synthetic_devices(count: int, *, expected_interval_s: float | None = None,
+                      centre: tuple[float, float] = JAKARTA) -> list[Device]:
+    """`count` devices `load-000001`...: kinds in turn, on a grid around `centre` (Monas)."""
     if not 1 <= count <= 999_999:
         raise FleetConfigError(f"devices must be within 1..999999, got {count}")
     side = math.ceil(math.sqrt(count))
     return [Device(
         id=f"load-{number:06d}", kind=KINDS[(number - 1) % len(KINDS)],
         name=f"Load device {number}",
-        lat=round(JAKARTA[0] + ((number - 1) // side - side / 2) * GRID_STEP_DEG, 6),
-        lon=round(JAKARTA[1] + ((number - 1) % side - side / 2) * GRID_STEP_DEG, 6),
+        lat=round(centre[0] + ((number - 1) // side - side / 2) * GRID_STEP_DEG, 6),
+        lon=round(centre[1] + ((number - 1) % side - side / 2) * GRID_STEP_DEG, 6),
         # One area label, so the offline rules tell one AreaOffline when a run ends,
         # not one DeviceOffline per device.
         labels={"kota": "load-test"},

@@ -35,6 +35,9 @@ CONSOLE_PORT = 8080  # the console's port unless taken (then any free one)
 LIVE_INTERVAL_S = 1.0  # how often the live line is redrawn
 PLAIN_EVERY = 10  # without a terminal, print a line every this many intervals
 LOAD_DEVICES = 1000  # synthetic devices carrying the --rate load, beside the Jakarta catalog
+# ... drawn in Jakarta Bay, north of Ancol, so on the console's map they do not cover the city
+# (1,000 devices on the load mode's 220 m grid make a square of about 7 km).
+LOAD_CENTRE = (-6.02, 106.84)
 # The replayed flood: 1 Jan 2020 from 00:00 WIB, 30 simulated hours placed to end now,
 # played at 720x (an hour in 5 s: about 2.5 minutes), then live.
 FLOOD = ("flood-2020-01-01", "30h", 720)
@@ -110,7 +113,7 @@ class Demo:
         """The Jakarta catalog plus the synthetic devices that carry the load."""
         path = self.root / "demo-catalog.yaml"
         jakarta = list(load_catalog(bundled_catalog_path()))
-        write_catalog(jakarta + synthetic_devices(LOAD_DEVICES), path)
+        write_catalog(jakarta + synthetic_devices(LOAD_DEVICES, centre=LOAD_CENTRE), path)
         return path
 
     def _rules(self) -> Path:
