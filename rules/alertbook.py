@@ -279,10 +279,20 @@ class AlertBook:
         """Alerts, newest first, with a status and matching every label matcher given."""
         now = self._now(None)
         with self._store.transaction():
-            rows = self._store.rows(() if status is None else (status,))
+            # Without matchers SQLite counts the limit; with them, every row is matched.
+            rows = self._store.rows(() if status is None else (status,),
+                                    None if matchers else limit)
             silences = self._store.silences(now)
         chosen = [row for row in rows if matches_all(matchers, row.alert.labels)][:limit]
         return [self._view(row, silences, now) for row in chosen]
+
+    def resolved_since(self, since_ns: int, limit: int = 5000) -> list[AlertView]:
+        """Alerts resolved at or after `since_ns` (event time of their end), latest first."""
+        now = self._now(None)
+        with self._store.transaction():
+            rows = self._store.resolved_since(since_ns, limit)
+            silences = self._store.silences(now)
+        return [self._view(row, silences, now) for row in rows]
 
     def get(self, fingerprint: str) -> AlertView | None:
         now = self._now(None)

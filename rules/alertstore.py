@@ -70,7 +70,9 @@ CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at);
 # a history row keeps what the alert said then (annotations) and when its episode began.
 # Rows from before have NULL there, and `as_of` falls back on the alert's current record.
 # The table is rebuilt rather than altered: a file whose version was lost (set back to 0)
-# may already have the columns, and ADD COLUMN has no IF NOT EXISTS.
+# may already have the columns, and ADD COLUMN has no IF NOT EXISTS. Such a file keeps its
+# rows but loses what its rows said in the two new columns (the rebuild copies the first
+# version's columns): history then shows the alert's current summary for them.
 _HISTORY_AT = """
 CREATE TABLE history_2 (
     id INTEGER PRIMARY KEY,
@@ -205,13 +207,26 @@ class AlertStore(SqliteStore):
         ).fetchone()
         return None if found is None else _alert_row(found)
 
-    def rows(self, statuses: Sequence[AlertStatus] = ()) -> list[AlertRow]:
-        """Alert rows, newest episode first; only the given statuses when any are given."""
+    def rows(self, statuses: Sequence[AlertStatus] = (), limit: int | None = None
+             ) -> list[AlertRow]:
+        """Alert rows, newest episode first; only the given statuses when any are given;
+        at most `limit` (counted by SQLite, so a long book is not decoded to be cut)."""
         query = f"SELECT {_ALERT_COLUMNS} FROM alerts"
         if statuses:
             query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
         query += " ORDER BY starts_at DESC, fingerprint"
-        return [_alert_row(found) for found in self._db.execute(query, [*statuses])]
+        params: list[object] = [*statuses]
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        return [_alert_row(found) for found in self._db.execute(query, params)]
+
+    def resolved_since(self, since_ns: int, limit: int) -> list[AlertRow]:
+        """Resolved alerts whose episode ended at or after `since_ns`, latest end first."""
+        query = (f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = ? AND ends_at >= ?"
+                 " ORDER BY ends_at DESC, fingerprint LIMIT ?")
+        found = self._db.execute(query, (AlertStatus.RESOLVED.value, since_ns, limit))
+        return [_alert_row(row) for row in found]
 
     def save(self, row: AlertRow, now_ns: int) -> None:
         a, n, ack = row.alert, row.notified, row.ack

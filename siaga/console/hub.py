@@ -251,8 +251,12 @@ class ConsoleHub:
         if self._desk is not None:
             unsubscribe.append(self._desk.listen(self._report_changed))
         try:
-            await self._load()
-            self._recompute(list(self._static), self._clock_ns())
+            try:
+                await self._load()
+                self._recompute(list(self._static), self._clock_ns())
+            except Exception:  # as for a tick: ingestion goes on, the console shows changes
+                log.exception("console: could not load what it shows at start; it shows the "
+                              "changes from now on")
             self._loaded.set()
             while not stop.is_set() and not self._closed:
                 try:
@@ -297,22 +301,26 @@ class ConsoleHub:
 
     def _sweep(self, now: int) -> set[str]:
         """The devices whose offline judgement changed (the wall clock moves on its own)."""
-        checker = self._alerting.checker
-        offline = {device.id for device in self._registry if checker.is_offline(device, now)}
+        offline = {device.id for device in self._registry if self._is_offline(device, now)}
         flipped = offline ^ self._offline
         self._offline = offline
         return flipped
 
+    def _is_offline(self, device: Device, now: int) -> bool:
+        """Offline as the rules judge it, once heard from: a device not heard from since the
+        service started is `no-data` (SPEC section 8), however long ago that was."""
+        return (device.id in self._alerting.devices_seen
+                and self._alerting.checker.is_offline(device, now))
+
     def _recompute(self, device_ids: Iterable[str], now: int) -> list[dict[str, Any]]:
         """New statuses of `device_ids`; the entries of those that changed."""
-        engine, checker = self._alerting.engine, self._alerting.checker
-        latest = self._alerting.latest
+        engine, latest = self._alerting.engine, self._alerting.latest
         entries: list[dict[str, Any]] = []
         for device_id in device_ids:
             device = self._registry.get(device_id)
             if device is None:
                 continue
-            offline = checker.is_offline(device, now)
+            offline = self._is_offline(device, now)
             if offline:
                 self._offline.add(device_id)
             else:
@@ -429,9 +437,9 @@ class ConsoleHub:
         def read() -> tuple[list[AlertView], list[Report]]:
             views = [view for status in (AlertStatus.PENDING, AlertStatus.FIRING)
                      for view in book.alerts(status, limit=MAX_ALERTS_READ)]
-            # Newest first: a year's replay leaves some 100,000 resolved (one per report's
-            # ReportOverdue); the last day's are among the most recent.
-            views += book.alerts(AlertStatus.RESOLVED, limit=MAX_RESOLVED_READ)
+            # By their end, in SQL: a year's replay leaves some 100,000 resolved (one per
+            # report's ReportOverdue), and a long episode may have ended only today.
+            views += book.resolved_since(now - RECENT_NS, limit=MAX_RESOLVED_READ)
             reports: list[Report] = []
             if desk is not None:
                 reports = desk.book.find(ReportQuery(status="open", limit=MAX_REPORTS))

@@ -344,3 +344,26 @@ def test_a_sender_that_fails_leaves_the_alert_untold_so_it_is_paged_again(
     with open_book(tmp_path, clock) as book:
         told = book.apply(fire())
     assert told is not None and told.reason == "new"  # at least once: never zero times
+
+
+def test_resolved_since_lists_episodes_by_their_end_latest_first(book: AlertBook) -> None:
+    ends = {"pos-a": T0 + 3 * HOUR, "pos-b": T0 + HOUR, "pos-c": T0 + 2 * HOUR}
+    for device, ended in ends.items():
+        book.apply(fire(T0, device=device))
+        book.apply(move("resolved", flood(AlertStatus.RESOLVED, at=ended, device=device),
+                        AlertStatus.FIRING))
+    book.apply(fire(T0 + 4 * HOUR, device="pos-d"))  # still firing: not listed
+    since = [view.alert.subject for view in book.resolved_since(T0 + 90 * MINUTE)]
+    assert since == ["pos-a", "pos-c"]
+    assert [view.alert.subject for view in book.resolved_since(T0, limit=1)] == ["pos-a"]
+
+
+def test_a_limit_without_matchers_gives_what_the_whole_list_begins_with(
+        book: AlertBook) -> None:
+    for number in range(6):
+        book.apply(fire(T0 + number * MINUTE, device=f"pos-{number}"))
+    everything = [view.alert.fingerprint for view in book.alerts(limit=100)]
+    assert len(everything) == 6
+    assert [view.alert.fingerprint for view in book.alerts(limit=2)] == everything[:2]
+    firing = book.alerts(AlertStatus.FIRING, limit=3)
+    assert [view.alert.fingerprint for view in firing] == everything[:3]

@@ -14,7 +14,7 @@ from rules.silences import parse_matcher
 from siaga.console.hub import MAX_CHANGED_PER_TICK, RING_EVENTS, RING_MAX_BYTES, TimeFormat
 from siaga.settings import ConsoleSettings
 from tests.polling import eventually
-from tests.siaga.console.hubrig import T0, Clock, S, open_rig, parse, published, running
+from tests.siaga.console.hubrig import REGISTRY, T0, Clock, S, open_rig, parse, published, running
 
 GAUGE = "pa-manggarai"
 
@@ -251,3 +251,20 @@ def test_the_hubs_times_read_as_the_apis() -> None:
     times = TimeFormat()
     moments = [T0, T0 + 999_999_999, T0 + 1_000_000, T0 - 1, 0, T0 + 86_400 * S + 5]
     assert [times(ns) for ns in moments * 2] == [format_time(ns) for ns in moments * 2]
+
+
+async def test_a_device_never_heard_from_stays_no_data_however_long_it_is_silent(
+        tmp_path: Path) -> None:
+    # SPEC section 8: `no-data` for a device not heard from since the service started,
+    # although the rules judge it offline once its grace has passed.
+    async with open_rig(tmp_path) as rig:
+        await rig.hub.tick()
+        rig.clock.now += 3600 * S  # far past the 2 x 60 s grace
+        await rig.hub.tick()
+        gauge = REGISTRY.get(GAUGE)
+        assert gauge is not None
+        judged = rig.alerting.checker.is_offline(gauge, rig.clock.now)
+        silent = rig.hub.status(GAUGE)
+        rig.read(GAUGE, 700)
+        await rig.hub.tick()
+        assert (judged, silent, rig.hub.status(GAUGE)) == (True, "no-data", "ok")

@@ -27,6 +27,10 @@ FORBIDDEN_JS = {
     "setAttribute('style'": re.compile(r"""setAttribute\(\s*['"`]style['"`]"""),
     "an http(s) URL": re.compile(r"https?://", re.IGNORECASE),
     "a string timer": re.compile(r"set(?:Timeout|Interval)\(\s*['\"`]"),
+    # Leaflet's sinks that take an HTML string (popups, tooltips, a divIcon's html given as
+    # text): the page builds DOM nodes, and has no popups at all.
+    "Leaflet's HTML sinks": re.compile(r"\b(?:bindPopup|bindTooltip|setContent|openPopup)\b"
+                                        r"|html\s*:\s*['\"`]"),
 }
 FORBIDDEN_HTML = {
     "an inline script": re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE),
@@ -60,7 +64,10 @@ def test_the_lint_itself_catches_what_it_names() -> None:
         "setAttribute('style'": 'n.setAttribute("style", s)',
         "an http(s) URL": "fetch('https://cdn.example/x.js')",
         "a string timer": "setTimeout('go()', 1)",
+        "Leaflet's HTML sinks": "L.divIcon({ html: `<b>${name}</b>` })",
     }
+    for sink in ("marker.bindPopup(name)", "m.bindTooltip(s)", "popup.setContent(s)"):
+        assert FORBIDDEN_JS["Leaflet's HTML sinks"].search(sink), sink
     assert samples.keys() == FORBIDDEN_JS.keys()
     for name, sample in samples.items():
         assert FORBIDDEN_JS[name].search(sample), name

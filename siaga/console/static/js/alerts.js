@@ -8,6 +8,7 @@ import { when } from './time.js';
 
 const SEVERITY = { critical: 4, major: 3, warning: 2, info: 1 };
 const RESOLVED_KEPT_MS = 24 * 3600 * 1000;
+const RENDER_AFTER_MS = 50; // events of one tick arrive together: one redraw for all of them
 
 export class AlertPanel {
   constructor({ active, resolved, count, empty }, { onAck, onSilence, onSelect, readonly = false }) {
@@ -17,6 +18,7 @@ export class AlertPanel {
     this.actions = { onAck, onSilence, onSelect };
     this.readonly = readonly;
     this.nowOffsetMs = 0;
+    this.pending = 0; // a redraw is scheduled
     for (const body of [active, resolved]) {
       body.addEventListener('click', (event) => this.click(event));
     }
@@ -31,13 +33,25 @@ export class AlertPanel {
   replaceAll(alerts) {
     this.alerts = new Map(alerts.map((alert) => [alert.fingerprint, alert]));
     this.rows.clear();
+    window.clearTimeout(this.pending);
+    this.pending = 0;
     this.render();
   }
 
   upsert(alert) {
     this.alerts.set(alert.fingerprint, alert);
     this.rows.delete(alert.fingerprint);
-    this.render();
+    this.schedule();
+  }
+
+  // A silence change re-sends every alert it touches, one event each: they are drawn once,
+  // together, rather than sorting and placing every row once per event.
+  schedule() {
+    if (this.pending) return;
+    this.pending = window.setTimeout(() => {
+      this.pending = 0;
+      this.render();
+    }, RENDER_AFTER_MS);
   }
 
   forDevice(id) {

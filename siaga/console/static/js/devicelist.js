@@ -59,7 +59,7 @@ export class DeviceList {
     for (const device of devices) {
       seen.add(device.id);
       const row = this.rows.get(device.id);
-      if (row) this.update(device);
+      if (row) this.replace(device);
       else fragment.append(this.create(device));
     }
     for (const [id, row] of this.rows) {
@@ -117,6 +117,19 @@ export class DeviceList {
       setText(row.time, when(device.ts ?? device.last_seen));
     }
     return true;
+  }
+
+  // A whole device from a snapshot (live or a past moment): what it lacks is cleared, so a
+  // past moment without a reading shows none rather than today's.
+  replace(device) {
+    const row = this.rows.get(device.id);
+    if (!row) return;
+    this.update(device);
+    row.device.value = device.value ?? null;
+    row.device.ts = device.ts ?? null;
+    row.device.last_seen = device.last_seen ?? null;
+    setText(row.value, formatValue(device.value));
+    setText(row.time, when(row.device.ts ?? row.device.last_seen));
   }
 
   // `values` event: {id: [ts, v]}; the field stays the device's known one.

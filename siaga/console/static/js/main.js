@@ -127,7 +127,13 @@ class Console {
 
   async reload() {
     try {
-      this.apply(await this.fetchState());
+      const state = await this.fetchState();
+      if (this.history.active) return; // a past moment was chosen meanwhile: it stays
+      this.apply(state);
+      // The snapshot may be older than the event that asked for it (it is cached for a
+      // second, and events arrive while it loads): the stream starts again from the
+      // snapshot's own id, so every change after it is applied on top, none lost.
+      this.stream.start(state.last_id);
     } catch {
       this.toast(t('error.state'));
     }
@@ -328,6 +334,7 @@ class Console {
       this.alerts.readonly = true;
       this.apply(state);
       this.stripe();
+      this.reopenPanel();
     } catch (error) {
       this.toast(error instanceof RangeError ? t('history.invalid') : `${t('history.failed')}: ${error.message}`);
     }
@@ -339,6 +346,15 @@ class Console {
     this.alerts.readonly = wall;
     this.stripe();
     await this.reload();
+    this.reopenPanel();
+  }
+
+  // The open device's panel again, chart included: its 24 hours end at the moment shown.
+  reopenPanel() {
+    const open = this.panel.current;
+    if (open?.type !== 'device') return;
+    const device = this.list.device(open.id);
+    if (device) this.showDevice(device, true);
   }
 
   stripe() {
