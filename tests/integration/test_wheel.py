@@ -110,6 +110,34 @@ def test_the_installed_packages_are_the_wheels_copies(installed: Installed) -> N
     assert all(Path(path).is_relative_to(installed.site_packages) for path in where), where
 
 
+def test_the_installed_console_serves_its_page_and_files(installed: Installed) -> None:
+    # Package data the page needs at run time, served from site-packages, not the checkout.
+    script = """
+import asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from siaga.console import page
+
+async def main():
+    app = web.Application()
+    app.add_routes(page.routes())
+    async with TestClient(TestServer(app)) as client:
+        for path in ("/", "/console/static/js/main.js", "/console/static/i18n/en.json",
+                     "/console/static/css/console.css", "/console/static/empty.gif",
+                     "/console/static/vendor/leaflet-1.9.4/leaflet.js",
+                     "/console/static/vendor/uplot-1.6.32/uPlot.esm.js"):
+            answer = await client.get(path)
+            print(answer.status, len(await answer.read()), path)
+
+asyncio.run(main())
+"""
+    lines = run([installed.python, "-c", script], cwd=installed.workdir).stdout.splitlines()
+    assert len(lines) == 7, lines
+    for line in lines:
+        status, size, _path = line.split()
+        assert (status, int(size) > 0) == ("200", True), line
+
+
 def test_help_and_check_run_from_the_wheel(installed: Installed) -> None:
     assert "demo" in run([installed.siaga, "--help"], cwd=installed.workdir).stdout
     run([installed.siaga, "check"], cwd=installed.workdir)
