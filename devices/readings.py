@@ -48,7 +48,7 @@ OptionalFloat = Annotated[float | None, GetPydanticSchema(lambda _tp, handler: h
 OptionalInt = Annotated[int | None, GetPydanticSchema(lambda _tp, handler: handler(int))]
 
 
-def _timestamp(value: object) -> int:
+def validate_timestamp(value: object) -> int:
     try:
         return parse_ts(value)
     except ValueError as exc:
@@ -62,7 +62,8 @@ class ReadingModel(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="allow")
 
     # `ts` in the payload; absent means "stamp with the time of receipt" (see `to_reading`).
-    ts_ns: Annotated[int | None, PlainValidator(_timestamp)] = Field(default=None, alias="ts")
+    ts_ns: Annotated[int | None, PlainValidator(validate_timestamp)] = Field(
+        default=None, alias="ts")
     seq: Annotated[OptionalInt, Field(ge=0, le=MAX_SEQ)] = None
     # 0..16 V covers a 1-cell Li-ion (2.5..4.3 V) and a 12 V pack (9..15.5 V) of
     # jakarta.md section 5; a flat battery (below those) is still worth storing.
@@ -118,11 +119,36 @@ class TrafficReading(ReadingModel):
     occupancy_pct: Annotated[OptionalFloat, _bounded(0, 100)] = None  # share of time occupied
 
 
+CAMERA_COUNTS: Final = ("vehicles_per_min", "mean_speed_kmh", "water_score", "people")
+
+
+class CameraReading(ReadingModel):
+    """A camera's periodic counts from its video analytics (`camera`, SPEC section 7); at
+    least one is required."""
+
+    # A multi-lane arterial carries at most about 8,000 vehicles an hour per lane (jakarta.md
+    # section 5): 2,000 a minute is no road a camera sees.
+    vehicles_per_min: Annotated[OptionalFloat, _bounded(0, 2000)] = None
+    mean_speed_kmh: Annotated[OptionalFloat, _bounded(0, 200)] = None
+    water_score: Annotated[OptionalFloat, _bounded(0, 1)] = None  # water on the road, 0..1
+    people: Annotated[OptionalFloat, _bounded(0, 100_000)] = None
+
+    @model_validator(mode="after")
+    def _require_count(self) -> Self:
+        if self.model_fields_set.isdisjoint(CAMERA_COUNTS):
+            raise PydanticCustomError(
+                "count_missing", "at least one of {fields} is required",
+                {"fields": ", ".join(CAMERA_COUNTS)},
+            )
+        return self
+
+
 READING_MODELS: Mapping[Kind, type[ReadingModel]] = MappingProxyType(
     {
         Kind.WATER_LEVEL: WaterLevelReading,
         Kind.AIR_QUALITY: AirQualityReading,
         Kind.TRAFFIC: TrafficReading,
+        Kind.CAMERA: CameraReading,
     }
 )
 
@@ -175,7 +201,7 @@ def to_reading(model: ReadingModel, kind: Kind, device_id: str, default_ts_ns: i
 # Errors shown per reason: enough to fix a firmware, short enough for a dead-letter list.
 _MAX_ERRORS_SHOWN: Final = 3
 # Custom errors whose message already names the field(s).
-_SELF_NAMED: Final = frozenset({"timestamp", "pollutant_missing"})
+_SELF_NAMED: Final = frozenset({"timestamp", "pollutant_missing", "count_missing"})
 
 
 def explain(exc: ValidationError) -> str:

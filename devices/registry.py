@@ -3,10 +3,11 @@
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Final
+from typing import Annotated, Final, Self
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from devices.detections import LABELS, ZONE_PATTERN
 from devices.kinds import DEFAULT_INTERVAL_S, Kind
 from devices.topics import DEVICE_ID_PATTERN
 from siaga_core.configfile import StrictModel, load_yaml
@@ -18,6 +19,8 @@ LABEL_KEY_PATTERN: Final = r"^[a-z_][a-z0-9_]*$"
 RESERVED_LABELS: Final = frozenset({"device_id"})
 # Flood gauge ladder (jakarta.md section 1): Siaga 3 < Siaga 2 < Siaga 1.
 SIAGA_THRESHOLDS: Final = ("siaga3_cm", "siaga2_cm", "siaga1_cm")
+CAMERA_FIELDS: Final = ("spot", "watches", "zones", "analytics")
+WATCHABLE: Final = frozenset({Kind.WATER_LEVEL, Kind.TRAFFIC})  # what a camera watches over
 
 
 def _label_key(key: str) -> str:
@@ -35,6 +38,12 @@ def _printable(value: str) -> str:
     if value.endswith("\\"):
         raise ValueError("must not end with a backslash (InfluxDB cannot store it)")
     return value
+
+
+def _analytic(name: str) -> str:
+    if name not in LABELS:
+        raise ValueError(f"unknown analytic {name!r} (expected one of {', '.join(sorted(LABELS))})")
+    return name
 
 
 LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN), AfterValidator(_label_key)]
@@ -56,6 +65,16 @@ class Device(StrictModel):
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     thresholds: dict[ThresholdName, FiniteFloat] = Field(default_factory=dict)
     expected_interval_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # Cameras only (SPEC section 7): the road or place it looks at, the gauge or traffic
+    # sensor it watches over, its zones (as its analytics name them) and which analytics
+    # it runs. Other kinds refuse them.
+    spot: LabelValue | None = None
+    watches: str | None = Field(default=None, pattern=DEVICE_ID_PATTERN)
+    # Tuples with a shared empty default: 10,000 gauges carry no list of their own.
+    zones: tuple[Annotated[str, Field(pattern=ZONE_PATTERN)], ...] = Field(
+        default=(), max_length=64, strict=False)
+    analytics: tuple[Annotated[str, AfterValidator(_analytic)], ...] = Field(
+        default=(), strict=False)
 
     @field_validator("thresholds")
     @classmethod
@@ -69,6 +88,17 @@ class Device(StrictModel):
         if low is not None and high is not None and low > high:
             raise ValueError(f"normal_low_cm ({low:g}) must not exceed normal_high_cm ({high:g})")
         return thresholds
+
+    @model_validator(mode="after")
+    def _camera_fields(self) -> Self:
+        if self.kind is not Kind.CAMERA:
+            given = [name for name in CAMERA_FIELDS if name in self.model_fields_set]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only cameras have "
+                                 f"{'these' if len(given) > 1 else 'this'} (kind camera)")
+        elif self.watches == self.id:
+            raise ValueError("watches: a camera cannot watch over itself")
+        return self
 
     @property
     def interval_s(self) -> float:
@@ -84,8 +114,9 @@ class Catalog(StrictModel):
     devices: list[Device]
 
 
-def duplicate_ids(catalog: Catalog) -> Iterator[tuple[Loc, str]]:
-    """The semantic check of a catalog: every id appears once."""
+def catalog_problems(catalog: Catalog) -> Iterator[tuple[Loc, str]]:
+    """The semantic checks of a catalog: every id appears once, and a camera watches over
+    a gauge or traffic sensor of the catalog."""
     first: dict[str, int] = {}
     for index, device in enumerate(catalog.devices):
         if device.id in first:
@@ -93,6 +124,17 @@ def duplicate_ids(catalog: Catalog) -> Iterator[tuple[Loc, str]]:
             yield ("devices", index, "id"), message
         else:
             first[device.id] = index
+    kinds = {device.id: device.kind for device in catalog.devices}
+    for index, device in enumerate(catalog.devices):
+        if device.watches is None:
+            continue
+        watched = kinds.get(device.watches)
+        if watched is None:
+            yield ("devices", index, "watches"), f"no device {device.watches!r} in the catalog"
+        elif watched not in WATCHABLE:
+            yield (("devices", index, "watches"),
+                   f"{device.watches!r} is a {watched} device; a camera watches over a "
+                   "water-level gauge or a traffic sensor")
 
 
 class Registry:
@@ -150,7 +192,7 @@ def _tags(device: Device) -> Mapping[str, str]:
 
 def load_catalog(path: Path) -> Registry:
     """Load a catalog file; raises `ConfigFileError` naming each problem's file, line and field."""
-    catalog = load_yaml(path, Catalog, check=duplicate_ids)
+    catalog = load_yaml(path, Catalog, check=catalog_problems)
     return Registry(catalog.devices)
 
 

@@ -13,7 +13,7 @@ from siaga_core.errors import InputError
 DEVICE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 DEVICE_ID_RE: Final = re.compile(DEVICE_ID_PATTERN)
 
-Channel = Literal["telemetry", "status"]
+Channel = Literal["telemetry", "status", "events"]
 # Kind(segment) raises and formats an error on every miss; a dict lookup does neither.
 _KINDS: Final[Mapping[str, Kind]] = MappingProxyType({kind.value: kind for kind in Kind})
 _KIND_NAMES: Final = ", ".join(_KINDS)
@@ -30,7 +30,7 @@ class InvalidTopic(InputError, ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    """A parsed topic: which device, and which of its two channels."""
+    """A parsed topic: which device, and which of its channels (`events`: cameras only)."""
 
     kind: Kind
     device_id: str
@@ -59,9 +59,15 @@ class TopicScheme:
         """The topic of a device's retained `online`/`offline` status (and last will)."""
         return self._build(kind, device_id, "status")
 
+    def events(self, device_id: str) -> str:
+        """The topic a camera publishes its detections on (SPEC section 7)."""
+        return self._build(Kind.CAMERA, device_id, "events")
+
     def subscriptions(self) -> list[str]:
-        """The topic filters that receive every device's telemetry and status."""
-        return [f"{self.prefix}/+/+/telemetry", f"{self.prefix}/+/+/status"]
+        """The topic filters that receive every device's telemetry and status, and the
+        cameras' detections."""
+        return [f"{self.prefix}/+/+/telemetry", f"{self.prefix}/+/+/status",
+                f"{self.prefix}/{Kind.CAMERA.value}/+/events"]
 
     def parse(self, topic: str) -> Topic:
         """Return the device and channel of `topic`, or raise `InvalidTopic` saying why."""
@@ -86,8 +92,12 @@ class TopicScheme:
             return Topic(kind, device_id, "telemetry")
         if channel == "status":
             return Topic(kind, device_id, "status")
+        if channel == "events":
+            if kind is not Kind.CAMERA:
+                raise InvalidTopic(topic, f"only cameras publish events, not {kind.value}")
+            return Topic(kind, device_id, "events")
         raise InvalidTopic(
-            topic, f"unknown channel {_shown(channel)} (expected telemetry or status)"
+            topic, f"unknown channel {_shown(channel)} (expected telemetry, status or events)"
         )
 
     def _build(self, kind: Kind, device_id: str, channel: Channel) -> str:

@@ -40,11 +40,20 @@ FIELDS: dict[Kind, list[tuple[str, float, float, bool]]] = {
         ("occupancy_pct", 0, 100, False),
         *COMMON,
     ],
+    # SPEC section 7: a camera's counts; at least one of them (checked below).
+    Kind.CAMERA: [
+        ("vehicles_per_min", 0, 2000, False),
+        ("mean_speed_kmh", 0, 200, False),
+        ("water_score", 0, 1, False),
+        ("people", 0, 100000, False),
+        *COMMON,
+    ],
 }
 MINIMAL: dict[Kind, dict[str, Any]] = {
     Kind.WATER_LEVEL: {"level_cm": 712},
     Kind.AIR_QUALITY: {"pm25": 41.5},
     Kind.TRAFFIC: {"speed_kmh": 22},
+    Kind.CAMERA: {"water_score": 0.12},
 }
 FULL: dict[Kind, dict[str, Any]] = {
     Kind.WATER_LEVEL: {"level_cm": 712.5},
@@ -60,6 +69,8 @@ FULL: dict[Kind, dict[str, Any]] = {
         "rh_pct": 74,
     },
     Kind.TRAFFIC: {"speed_kmh": 22.5, "volume_vph": 1800, "occupancy_pct": 31},
+    Kind.CAMERA: {"vehicles_per_min": 42, "mean_speed_kmh": 18.5, "water_score": 0.93,
+                  "people": 7},
 }
 for _values in FULL.values():
     _values.update(
@@ -270,3 +281,13 @@ def test_numeric_fields_match_the_spec_table() -> None:
 def test_a_reason_stays_short_however_large_the_value() -> None:
     reason = reason_for(Kind.WATER_LEVEL, {"level_cm": 10**5000})
     assert reason == "level_cm: must be a number a double can hold (got a number too long to show)"
+
+
+def test_a_camera_reading_needs_at_least_one_count() -> None:
+    assert reason_for(Kind.CAMERA, {"ts": 1_706_662_800, "battery_v": 12.1}) == (
+        "at least one of vehicles_per_min, mean_speed_kmh, water_score, people is required")
+    assert reason_for(Kind.CAMERA, {"water_score": 1.2}) == "water_score: must be <= 1 (got 1.2)"
+    assert reason_for(Kind.CAMERA, {"vehicles_per_min": -1}) == (
+        "vehicles_per_min: must be >= 0 (got -1)")
+    assert reason_for(Kind.CAMERA, {"water_score": "0.9"}) == (
+        "water_score: must be a number, not string")

@@ -146,7 +146,7 @@ def test_an_unknown_kind_is_named_with_the_allowed_ones(tmp_path: Path) -> None:
     assert problems_in(tmp_path, text) == [
         Problem(
             "devices[0].kind",
-            "must be one of water-level, air-quality, traffic (got 'water-levl')",
+            "must be one of water-level, air-quality, traffic, camera (got 'water-levl')",
             3,
         )
     ]
@@ -219,3 +219,38 @@ def test_a_bad_field_value_says_what_is_expected(
 ) -> None:
     [problem] = problems_in(tmp_path, "devices:\n" + entry(**{key: value}))
     assert problem == Problem(f"devices[0].{key}", message, line)
+
+
+def test_a_camera_names_its_spot_watched_device_zones_and_analytics(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(
+        "devices:\n"
+        "  - {id: manggarai, kind: water-level, name: PA Manggarai, lat: -6.2, lon: 106.8}\n"
+        "  - {id: cctv-mgr, kind: camera, name: CCTV Manggarai, lat: -6.2, lon: 106.8,\n"
+        "     spot: Jl. Tambak, watches: manggarai, zones: [gate, road],\n"
+        "     analytics: [flood, plate]}\n", encoding="utf-8")
+    camera = load_catalog(path).get("cctv-mgr")
+    assert camera is not None
+    assert (camera.spot, camera.watches, camera.zones, camera.analytics, camera.interval_s) == (
+        "Jl. Tambak", "manggarai", ("gate", "road"), ("flood", "plate"), 10.0)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{id: g, kind: water-level, name: G, lat: 0, lon: 0, zones: [a]}",
+     "devices[1]: zones: only cameras have this (kind camera)"),
+    ("{id: c, kind: camera, name: C, lat: 0, lon: 0, watches: nowhere}",
+     "devices[1].watches: no device 'nowhere' in the catalog"),
+    ("{id: c, kind: camera, name: C, lat: 0, lon: 0, watches: udara}",
+     "devices[1].watches: 'udara' is a air-quality device; a camera watches over a "
+     "water-level gauge or a traffic sensor"),
+    ("{id: c, kind: camera, name: C, lat: 0, lon: 0, analytics: [telepathy]}",
+     "devices[1].analytics[0]: unknown analytic 'telepathy'"),
+])
+def test_a_camera_entry_that_cannot_be_is_named(tmp_path: Path, entry: str,
+                                                 message: str) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text("devices:\n  - {id: udara, kind: air-quality, name: U, lat: 0, lon: 0}\n"
+                    f"  - {entry}\n", encoding="utf-8")
+    with pytest.raises(ConfigFileError) as caught:
+        load_catalog(path)
+    assert message in str(caught.value)

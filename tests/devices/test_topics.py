@@ -30,11 +30,21 @@ def test_every_valid_device_id_round_trips(device_id: str, kind: Kind) -> None:
     assert scheme.parse(scheme.telemetry(kind, device_id)) == Topic(kind, device_id, "telemetry")
 
 
-def test_subscriptions_cover_telemetry_and_status_of_every_device() -> None:
+def test_subscriptions_cover_telemetry_and_status_of_every_device_and_camera_events() -> None:
     assert TopicScheme("city/jkt").subscriptions() == [
         "city/jkt/+/+/telemetry",
         "city/jkt/+/+/status",
+        "city/jkt/camera/+/events",
     ]
+
+
+def test_only_cameras_have_an_events_channel() -> None:
+    scheme = TopicScheme("siaga")
+    assert scheme.events("cctv-manggarai") == "siaga/camera/cctv-manggarai/events"
+    assert scheme.parse("siaga/camera/cctv-manggarai/events") == Topic(
+        Kind.CAMERA, "cctv-manggarai", "events")
+    with pytest.raises(InvalidTopic, match="only cameras publish events, not water-level"):
+        scheme.parse("siaga/water-level/manggarai/events")
 
 
 @pytest.mark.parametrize(
