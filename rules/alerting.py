@@ -24,6 +24,7 @@ from typing import Final
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from devices.detections import Detection
 from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
@@ -128,6 +129,13 @@ class Alerting:
                 latest[device_id] = reading
             for transition in self.engine.evaluate(reading):
                 self._apply(transition)
+
+    def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
+        """Judge cameras' detections (the events channel): the camera rules (rules.cameras).
+
+        The pipeline calls it once per batch, with each `(device_id, event_id, type)` once.
+        """
+        del detections, received_ns  # the camera rules arrive in the next commits
 
     def _apply(self, transition: Transition) -> None:
         alert = transition.alert
