@@ -205,7 +205,14 @@ def _catalog_json(device: Device) -> dict[str, Any]:
         "id": device.id, "registered": True, "kind": str(device.kind), "name": device.name,
         "lat": device.lat, "lon": device.lon, "labels": dict(device.labels),
         "thresholds": dict(device.thresholds), "expected_interval_s": device.interval_s,
-    }
+    } | (_camera_json(device) if device.kind is Kind.CAMERA else {})
+
+
+def _camera_json(device: Device) -> dict[str, Any]:
+    """What a camera watches (SPEC section 7): its spot, the device it watches over, its
+    zones and analytics."""
+    return {"spot": device.spot, "watches": device.watches, "zones": list(device.zones),
+            "analytics": list(device.analytics)}
 
 
 def reading_json(reading: Reading) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from siaga.api.alerts import alert_json
 from siaga.api.context import CONTEXT, error_response, json_response
 from siaga.api.timefmt import parse_time
 from siaga.console.context import CONSOLE
-from siaga.console.hub import MAX_REPORTS, report_json
+from siaga.console.hub import MAX_REPORTS, device_json, report_json
 from siaga.console.series import NO_READER_MESSAGE, LastPoint
 from siaga.console.status import StatusRules, device_status, main_value
 from siaga_core.errors import InputError
@@ -49,6 +49,7 @@ FIELDS: Final[Mapping[Kind, tuple[str, ...]]] = MappingProxyType({
     Kind.WATER_LEVEL: ("level_cm",),
     Kind.AIR_QUALITY: POLLUTANTS,
     Kind.TRAFFIC: ("speed_kmh",),
+    Kind.CAMERA: ("water_score", "vehicles_per_min", "mean_speed_kmh"),
 })
 _AREA_KEYS: Final = frozenset({"alertname", "severity", "area"})  # the rest names the area
 
@@ -115,10 +116,8 @@ def devices_at(registry: Registry, latest: Mapping[str, LastPoint], alerts: Sequ
         status = device_status(device, reading, by_device.get(device.id, ()), offline, rules)
         value = main_value(device, reading)
         ts = None if reading is None else format_time(reading.ts_ns)
-        shown.append({
-            "id": device.id, "kind": device.kind.value, "name": device.name,
-            "lat": device.lat, "lon": device.lon, "labels": dict(device.labels),
-            "thresholds": dict(device.thresholds), "status": status,
+        shown.append(device_json(device) | {
+            "status": status,
             "value": None if value is None else {"field": value[0], "v": value[1]},
             "ts": ts, "last_seen": ts,
         })

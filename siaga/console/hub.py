@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import orjson
 
+from devices.kinds import Kind
 from devices.registry import Device, Registry
 from ingest.deadletters import format_time
 from reports.book import ReportQuery
@@ -39,7 +40,13 @@ from rules.alerting import Alerting
 from rules.ruletypes import SelectingRule
 from siaga.api.alerts import alert_json
 from siaga.citizens import CitizenDesk
-from siaga.console.status import NO_DATA, StatusRules, device_status, main_value
+from siaga.console.status import (
+    CAMERA_RULES,
+    NO_DATA,
+    StatusRules,
+    device_status,
+    main_value,
+)
 from siaga.settings import ConsoleSettings
 from siaga_core.errors import StorageError
 
@@ -84,8 +91,9 @@ class ConsoleHub:
                      if isinstance(rule, SelectingRule) and rule.name in self._rules.names]
         self._rules_of: dict[str, tuple[str, ...]] = {
             device.id: tuple(rule.name for rule in colouring if rule.selects(device))
+            + (CAMERA_RULES if device.kind is Kind.CAMERA else ())
             for device in registry}
-        self._static = {device.id: _device_json(device) for device in registry}
+        self._static = {device.id: device_json(device) for device in registry}
         self._status: dict[str, str] = dict.fromkeys(self._static, NO_DATA)
         self._offline: set[str] = set()
         self._alerts: dict[str, dict[str, Any]] = {}  # fingerprint -> alert_json
@@ -489,7 +497,12 @@ def report_json(report: Report) -> dict[str, Any]:
             "description": report.description}
 
 
-def _device_json(device: Device) -> dict[str, Any]:
-    return {"id": device.id, "kind": device.kind.value, "name": device.name,
-            "lat": device.lat, "lon": device.lon, "labels": dict(device.labels),
-            "thresholds": dict(device.thresholds)}
+def device_json(device: Device) -> dict[str, Any]:
+    """What the page knows of a device from the catalog (live and history alike)."""
+    shown: dict[str, Any] = {
+        "id": device.id, "kind": device.kind.value, "name": device.name, "lat": device.lat,
+        "lon": device.lon, "labels": dict(device.labels), "thresholds": dict(device.thresholds)}
+    if device.kind is Kind.CAMERA:
+        shown |= {"spot": device.spot, "watches": device.watches, "zones": list(device.zones),
+                  "analytics": list(device.analytics)}
+    return shown

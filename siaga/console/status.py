@@ -13,7 +13,10 @@ a past moment is drawn by the same rules as the live one.
     baik sedang tidak-sehat sangat-tidak-sehat berbahaya
                      an air monitor: a firing ISPU alert's `level`, otherwise the ISPU
                      category of its latest concentrations
-    congested        a traffic detector while a window alert of it fires (else ok)
+    congested        a traffic detector while a window alert of it fires (else ok); a
+                     camera while its CameraCongestion alert fires
+    water            a camera while its FloodDetected alert fires, or its latest
+                     water_score is at least 0.8 (what that rule waits two minutes on)
 """
 
 from __future__ import annotations
@@ -34,13 +37,19 @@ OK: Final = "ok"
 OFFLINE: Final = "offline"
 NO_DATA: Final = "no-data"
 CONGESTED: Final = "congested"
+WATER: Final = "water"
+# The camera rules (issue 16) by name: they are rule types of their own, not ladders.
+CAMERA_WATER_RULE: Final = "FloodDetected"
+CAMERA_JAM_RULE: Final = "CameraCongestion"
+CAMERA_RULES: Final = (CAMERA_WATER_RULE, CAMERA_JAM_RULE)
+WATER_SEEN: Final = 0.8  # water_score from which a camera is drawn as seeing water
 SIAGA_LEVELS: Final = ("siaga-3", "siaga-2", "siaga-1")  # in SIAGA_THRESHOLDS' order
 ISPU_LEVELS: Final = tuple(category.value for category in Category)
 # Least to most urgent: a device list sorted by rank, descending, puts what needs eyes first.
 # An ISPU category sits just above the Siaga level of like severity; `offline` above the
 # calm ones (someone must go and look), `no-data` last.
 _URGENCY: Final = (NO_DATA, OK, "baik", "sedang", OFFLINE, CONGESTED, "tidak-sehat", "siaga-3",
-                   "sangat-tidak-sehat", "siaga-2", "berbahaya", "siaga-1")
+                   WATER, "sangat-tidak-sehat", "siaga-2", "berbahaya", "siaga-1")
 STATUSES: Final = frozenset(_URGENCY)
 _RANK: Mapping[str, int] = MappingProxyType({status: i for i, status in enumerate(_URGENCY)})
 
@@ -50,6 +59,7 @@ MAIN_FIELD: Mapping[Kind, str] = MappingProxyType({
     Kind.WATER_LEVEL: "level_cm",
     Kind.AIR_QUALITY: "pm25",
     Kind.TRAFFIC: "speed_kmh",
+    Kind.CAMERA: "water_score",
 })
 
 
@@ -88,7 +98,9 @@ def device_status(device: Device, reading: Reading | None, alerts: Iterable[Aler
         return _air(reading, firing, rules)
     if device.kind is Kind.TRAFFIC:
         return CONGESTED if any(a.rule in rules.window for a in firing) else OK
-    return OK  # a kind without colours of its own (cameras, issue 16, add theirs here)
+    if device.kind is Kind.CAMERA:
+        return _camera(reading, firing)
+    return OK  # a kind without colours of its own
 
 
 def rank(status: str) -> int:
@@ -136,3 +148,10 @@ def _air(reading: Reading, firing: list[Alert], rules: StatusRules) -> str:
         return ispu(reading.values).category.value
     except ValueError:  # no pollutant among the values (the model requires one): no colour
         return OK
+
+
+def _camera(reading: Reading, firing: list[Alert]) -> str:
+    names = {alert.rule for alert in firing}
+    if CAMERA_WATER_RULE in names or reading.values.get("water_score", 0.0) >= WATER_SEEN:
+        return WATER
+    return CONGESTED if CAMERA_JAM_RULE in names else OK

@@ -103,3 +103,22 @@ def test_the_bundled_rules_colour_by_their_ladder_ispu_and_window_rules() -> Non
     rules = StatusRules.of(load_rules(DEFAULT_RULES, load_catalog(bundled_catalog_path())))
     assert (rules.ladder, rules.ispu, rules.window) == (
         frozenset({"FloodLevel"}), frozenset({"AirQuality"}), frozenset({"Congestion"}))
+
+
+CAMERA = Device(id="cctv-manggarai", kind=Kind.CAMERA, name="CCTV Manggarai", lat=-6.2,
+                lon=106.85, watches="pa-manggarai")
+
+
+def test_a_camera_sees_water_from_its_score_or_its_flood_alert_and_a_jam_from_its_alert() -> None:
+    calm = reading(CAMERA, water_score=0.1, vehicles_per_min=12)
+    assert status(CAMERA, calm) == "ok"
+    assert status(CAMERA, reading(CAMERA, water_score=0.79)) == "ok"
+    assert status(CAMERA, reading(CAMERA, water_score=0.8)) == "water"
+    # The flood alert holds the colour while the score dips under 0.8 (its hysteresis).
+    assert status(CAMERA, reading(CAMERA, water_score=0.7),
+                  alert("FloodDetected", CAMERA)) == "water"
+    assert status(CAMERA, calm, alert("CameraCongestion", CAMERA)) == "congested"
+    assert status(CAMERA, calm, alert("CameraCongestion", CAMERA, AlertStatus.PENDING)) == "ok"
+    assert main_value(CAMERA, reading(CAMERA, water_score=0.93, people=4)) == (
+        "water_score", 0.93)
+    assert rank("water") > rank("siaga-3")

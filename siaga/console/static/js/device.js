@@ -43,13 +43,16 @@ export class Panel {
   }
 
   // `context`: {device, alerts, reports, at} (at: the history moment, or null when live).
-  async showDevice({ device, alerts, reports, at }, { reload = true } = {}) {
+  async showDevice({ device, alerts, reports, cameras = [], at }, { reload = true } = {}) {
     this.current = { type: 'device', id: device.id };
     this.node.hidden = false;
     const style = look(device.kind, device.status);
     const labels = Object.entries(device.labels ?? {});
     const thresholds = Object.entries(device.thresholds ?? {});
     const nearby = near(reports, device.lat, device.lon, NEAR_M);
+    // The cameras that look at this place: those watching over it, and any within 1 km.
+    const lookers = device.kind === 'camera' ? [] : cameras.filter((camera) => camera.watches === device.id
+      || distance(device.lat, device.lon, camera.lat, camera.lon) <= NEAR_M);
     const chartBox = reload || !this.chartBox ? el('div', { class: 'chart' }, el('p', { class: 'muted' }, t('chart.loading'))) : this.chartBox;
     this.chartBox = chartBox;
     replace(this.body,
@@ -64,6 +67,9 @@ export class Panel {
         el('span', { class: 'muted' }, when(device.ts ?? device.last_seen))),
       section('panel.place', definitions([
         [t('panel.coordinates'), `${device.lat?.toFixed(4)}, ${device.lon?.toFixed(4)}`],
+        ...(device.spot ? [[t('panel.spot'), device.spot]] : []),
+        ...(device.watches ? [[t('panel.watches'), device.watches]] : []),
+        ...(device.zones?.length ? [[t('panel.zones'), device.zones.join(', ')]] : []),
         ...labels,
       ])),
       thresholds.length ? section('panel.thresholds', definitions(thresholds.map(([k, v]) => [has(`threshold.${k}`) ? t(`threshold.${k}`) : k, String(v)]))) : null,
@@ -75,6 +81,9 @@ export class Panel {
         item.addEventListener('click', () => this.onAlert(alert));
         return item;
       })) : el('p', { class: 'muted' }, t('panel.none'))),
+      lookers.length ? section('panel.cameras', el('ul', { class: 'plain' }, lookers.map((camera) =>
+        el('li', {}, `${camera.name || camera.id} · ${statusName(camera.status)} · `,
+          formatValue(camera.value))))) : null,
       section('panel.reports', nearby.length ? el('ul', { class: 'plain' }, nearby.map((report) =>
         el('li', {}, `${categoryName(report.category)} · ${t(`report.state.${report.state}`)} · `,
           `${Math.round(distance(device.lat, device.lon, report.lat, report.long ?? report.lon))} m · `,

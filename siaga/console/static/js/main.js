@@ -165,6 +165,7 @@ class Console {
       device,
       alerts: this.alerts.forDevice(device.id),
       reports: this.reports.all(),
+      cameras: this.list.devices().filter((other) => other.kind === 'camera'),
       at: this.history.at,
     }, { reload });
   }
@@ -379,11 +380,13 @@ class Console {
       el('div', { class: 'legend-row' },
         item('kind', GLYPHS.triangle, 'kind.water-level'),
         item('kind', GLYPHS.circle, 'kind.air-quality'),
-        item('kind', GLYPHS.square, 'kind.traffic')),
+        item('kind', GLYPHS.square, 'kind.traffic'),
+        item('kind', GLYPHS.diamond, 'kind.camera')),
       el('div', { class: 'legend-row' },
         item('status-siaga-3', '3', 'status.siaga-3'),
         item('status-siaga-2', '2', 'status.siaga-2'),
         item('status-siaga-1', '1', 'status.siaga-1'),
+        item('status-water', '≈', 'status.water'),
         item('status-offline', '○', 'status.offline')));
   }
 }

@@ -14,11 +14,13 @@ const STYLE = {
   'sangat-tidak-sehat': { color: '#D7261E', radius: 10, label: 'STS' },
   'berbahaya': { color: '#111111', radius: 11, label: 'B', stroke: '#FFFFFF' },
   'congested': { color: '#D55E00', radius: 8, label: '!' },
+  // A camera that sees water: the Okabe-Ito blue, with a wave for a label.
+  'water': { color: '#0072B2', radius: 9, label: '≈', stroke: '#FFFFFF' },
   'offline': { color: '#8A919C', radius: 5, label: '', hollow: true, dash: [3, 3] },
   'no-data': { color: '#5C6673', radius: 4, label: '', hollow: true },
 };
 
-// Shape per kind; unknown kinds (cameras come with issue 16) are diamonds too until they have one.
+// Shape per kind; a kind the page does not know is a diamond too.
 export const SHAPES = {
   'water-level': 'triangle',
   'air-quality': 'circle',
@@ -31,7 +33,7 @@ export const GLYPHS = { triangle: '▲', circle: '●', square: '■', diamond: 
 // Which status needs eyes first: the device list sorts by it, the map draws it on top.
 const RANK = {
   'berbahaya': 10, 'siaga-1': 9, 'sangat-tidak-sehat': 8, 'siaga-2': 7, 'tidak-sehat': 6,
-  'congested': 5, 'siaga-3': 5, 'offline': 4, 'sedang': 2, 'ok': 1, 'baik': 1, 'no-data': 0,
+  'water': 6, 'congested': 5, 'siaga-3': 5, 'offline': 4, 'sedang': 2, 'ok': 1, 'baik': 1, 'no-data': 0,
 };
 
 export function rank(status) {
