@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Final
+
+import orjson
 
 from siaga_core.sqlitestore import SqliteStore
 
 PAYLOAD_SHOWN_CHARS = 80  # one terminal line's worth: enough to recognise a payload
+REDACTED: Final = "[redacted]"
+WITHHELD: Final = "payload withheld: not JSON, so a plate in it could not be redacted"
+# A string that could be a plate written anywhere, not only under `plate`: 2 to 16
+# letters and digits, with both (spaces, dots and dashes aside). Short ids such as `cam01`
+# match too: a dead letter loses a little detail, never a plate.
+_PLATE_LIKE = re.compile(r"(?=[^A-Za-z]*[A-Za-z])(?=[^0-9]*[0-9])[A-Za-z0-9]{2,16}")
+_PLATE_LIKE_MAX = 40  # longer strings are sentences or ids, not plates written oddly
+_SEPARATORS = str.maketrans("", "", " .-_\t")
+# Keys whose string values stay when they look like a plate: the event's own identity,
+# which Siaga stores anyway for a valid event, and which a reason about it refers to.
+_KEPT_KEYS: Final = frozenset({"event_id", "id", "type", "label", "zone", "camera", "ts"})
 _CODE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _NS_PER_S = 1_000_000_000
 _NS_PER_MS = 1_000_000
@@ -103,6 +117,95 @@ class DeadLetterStore(SqliteStore):
         """How many dead letters there are of each code."""
         rows = self.read("SELECT code, COUNT(*) FROM dead_letters GROUP BY code ORDER BY code")
         return {code: count for code, count in rows}
+
+
+def redact_plates(letter: DeadLetter) -> DeadLetter:
+    """`letter` with every plate in its payload replaced by "[redacted]", at any depth.
+
+    A plate is personal data (SPEC section 7) and a dead letter is kept and shown. What is
+    replaced: every value under a key naming a plate (`plate`, `license_plate`, any case),
+    and every other string that looks like one (`_PLATE_LIKE`) except the event's identity
+    (`_KEPT_KEYS`). A payload that is not JSON, or has a key that looks like a plate, is
+    withheld whole and the reason says so. Iterative: a payload may nest 1024 levels.
+    """
+    try:
+        document = orjson.loads(letter.payload)
+    except orjson.JSONDecodeError:
+        return _withheld(letter)
+    root: list[object] = [document]
+    stack: list[dict[str, object] | list[object]] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if "plate" in key.lower():
+                    node[key] = REDACTED
+                elif _looks_like_plate(key):
+                    return _withheld(letter)
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+                elif isinstance(value, str) and key not in _KEPT_KEYS and _looks_like_plate(value):
+                    node[key] = REDACTED
+        else:
+            for index, value in enumerate(node):
+                if isinstance(value, dict | list):
+                    stack.append(value)
+                elif isinstance(value, str) and _looks_like_plate(value):
+                    node[index] = REDACTED
+    payload = json_bytes(root[0])
+    return letter if payload == letter.payload else replace(letter, payload=payload)
+
+
+def _looks_like_plate(text: str) -> bool:
+    if len(text) > _PLATE_LIKE_MAX:
+        return False
+    return _PLATE_LIKE.fullmatch(text.translate(_SEPARATORS)) is not None
+
+
+def _withheld(letter: DeadLetter) -> DeadLetter:
+    return replace(letter, payload=b"", reason=f"{letter.reason}; {WITHHELD}")
+
+
+def json_bytes(value: object) -> bytes:
+    """Compact JSON of what orjson.loads returned, for a dead letter.
+
+    orjson reads 1024 levels of nesting but writes only 254 (it raises past that), so a
+    value it read may be one it cannot write back: those go through `_deep_json`.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return _deep_json(value)
+
+
+def _deep_json(value: object) -> bytes:
+    """Compact JSON of what orjson.loads returned, however deep, with an explicit stack."""
+    parts: list[bytes] = []
+    # Pending values, last first; a bytes entry is literal output (loads never returns bytes).
+    stack: list[object] = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, bytes):
+            parts.append(node)
+        elif isinstance(node, list):
+            stack.append(b"]")
+            for index in range(len(node) - 1, -1, -1):
+                stack.append(node[index])
+                if index:
+                    stack.append(b",")
+            parts.append(b"[")
+        elif isinstance(node, dict):
+            stack.append(b"}")
+            entries = list(node.items())
+            for index in range(len(entries) - 1, -1, -1):
+                key, child = entries[index]
+                stack.extend((child, orjson.dumps(key) + b":"))
+                if index:
+                    stack.append(b",")
+            parts.append(b"{")
+        else:
+            parts.append(orjson.dumps(node))
+    return b"".join(parts)
 
 
 def format_table(letters: Iterable[DeadLetter | StoredDeadLetter]) -> str:

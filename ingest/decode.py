@@ -1,20 +1,30 @@
-"""Raw MQTT messages -> validated readings, status updates or dead letters; never raises."""
+"""Raw MQTT messages -> validated readings, detections, status updates or dead letters.
+
+Never raises. A camera's `events` channel (SPEC section 7) decodes to `Detection`s; a plate
+in one is kept only when the watch list has it (`ingest.watchlist`), otherwise it is
+counted and dropped here, before anything downstream can hold it. Every dead letter that may
+hold a plate (a camera's topic, an `events` channel, Frigate's topic, or a payload that
+says `plate`) is redacted (`ingest.deadletters.redact_plates`) before it leaves.
+"""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import orjson
 from pydantic import ValidationError
 
+from devices.detections import Detection, explain_event, validate_event
 from devices.readings import READING_VALIDATORS, Reading, StatusUpdate, explain, to_reading
 from devices.registry import Registry
 from devices.topics import InvalidTopic, Topic, TopicScheme
-from ingest.deadletters import DeadLetter
+from ingest.deadletters import DeadLetter, json_bytes, redact_plates
+from ingest.watchlist import Watchlist
 
-MAX_BATCH = 1000  # SPEC section 1: a batch holds up to 1000 readings
+MAX_BATCH = 1000  # SPEC section 1: a batch holds up to 1000 readings (and events, issue 16)
 TOPIC_CACHE_MAX = 200_000  # parsed topics kept; a city's fleet fits, a topic flood does not grow it
 
 UnknownDevicePolicy = Literal["dead-letter", "accept"]
@@ -23,6 +33,20 @@ _JSON_TYPES: Final = {
     "NoneType": "null", "bool": "bool", "int": "number", "float": "number", "str": "string",
     "list": "array", "dict": "object",
 }
+# A dead letter whose payload says `plate` anywhere is redacted whatever its topic: a
+# camera may send an event on its telemetry topic, or a device a plate in a field.
+_SAYS_PLATE: Final = re.compile(rb"(?i)plate")
+
+
+class DetectionSource(Protocol):
+    """Another source of detections on its own topic: Frigate (`ingest.frigate`)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    def to_detections(self, payload: bytes,
+                      received_ns: int) -> tuple[list[Detection], str | None]:
+        """The message's detections, or why it is refused (a reason naming no value)."""
 
 
 @dataclass(slots=True)
@@ -34,6 +58,11 @@ class Decoded:
     statuses: list[StatusUpdate] = field(default_factory=list)
     # SPEC: unknown fields are ignored, and counted by device and field name.
     ignored_fields: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Cameras' events; `plate` set only for a listed plate (normalized, as the watch list
+    # writes it: the rules look its labels up with `Watchlist.labels_of`).
+    detections: list[Detection] = field(default_factory=list)
+    plates_listed: int = 0
+    plates_unlisted: int = 0  # dropped: counted, never kept
 
 
 class Decoder:
@@ -46,19 +75,45 @@ class Decoder:
         *,
         unknown_devices: UnknownDevicePolicy = "dead-letter",
         max_future_s: float = 300.0,
+        watchlist: Watchlist | None = None,
+        frigate: DetectionSource | None = None,
     ) -> None:
+        """Without a `watchlist` no plate is listed, so none is kept; `frigate` decodes
+        the messages of its topic (its subscription is the service's)."""
         self._registry = registry
         self._topics = topics
         self._accept_unknown = unknown_devices == "accept"
         self._max_future_ns = int(max_future_s * 1e9)
         self._parsed: dict[str, Topic] = {}  # valid topics only: see _parse_topic
+        self._watchlist = watchlist or Watchlist()
+        self._frigate = frigate
+        self._frigate_topic = frigate.topic if frigate is not None else None
 
     @property
     def registry(self) -> Registry:
         """The catalog it checks devices against; the pipeline takes series tags from it."""
         return self._registry
 
+    @property
+    def watchlist(self) -> Watchlist:
+        """The plates it keeps (empty: none)."""
+        return self._watchlist
+
     def decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
+        """Append what the message decodes to onto `out`."""
+        dead_before = len(out.dead)
+        if topic == self._frigate_topic and self._frigate is not None:
+            self._decode_frigate(self._frigate, topic, payload, received_ns, out)
+        else:
+            self._decode(topic, payload, received_ns, out)
+        if len(out.dead) > dead_before and self._may_hold_plates(topic, payload):
+            out.dead[dead_before:] = [redact_plates(x) for x in out.dead[dead_before:]]
+
+    def _may_hold_plates(self, topic: str, payload: bytes) -> bool:
+        return (topic.endswith("/events") or "/camera/" in topic
+                or topic == self._frigate_topic or _SAYS_PLATE.search(payload) is not None)
+
+    def _decode(self, topic: str, payload: bytes, received_ns: int, out: Decoded) -> None:
         parsed = self._parse_topic(topic)
         if isinstance(parsed, str):
             out.dead.append(DeadLetter(topic, payload, parsed, received_ns, "bad-topic"))
@@ -80,10 +135,11 @@ class Decoder:
             reason = _json_problem(payload, exc)
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-json"))
             return
+        item = self._decode_event if parsed.channel == "events" else self._decode_item
         if isinstance(document, dict):
-            self._decode_item(parsed, topic, payload, document, received_ns, out, None)
+            item(parsed, topic, payload, document, received_ns, out, None)
         elif isinstance(document, list):
-            self._decode_batch(parsed, topic, payload, document, received_ns, out)
+            self._decode_batch(parsed, topic, payload, document, received_ns, out, item)
         else:
             reason = f"expected a JSON object or array, got {_json_type(document)}"
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, "bad-json"))
@@ -133,9 +189,12 @@ class Decoder:
         items: list[object],
         received_ns: int,
         out: Decoded,
+        decode_item: _ItemDecoder,
     ) -> None:
+        noun, code = ("events", "invalid-event") if parsed.channel == "events" else (
+            "readings", "invalid-reading")
         if len(items) > MAX_BATCH:
-            reason = f"batch of {len(items)} readings; at most {MAX_BATCH} per message"
+            reason = f"batch of {len(items)} {noun}; at most {MAX_BATCH} per message"
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, "batch-too-large"))
             return
         if not items:
@@ -143,11 +202,11 @@ class Decoder:
             return
         for index, item in enumerate(items):
             if isinstance(item, dict):
-                self._decode_item(parsed, topic, payload, item, received_ns, out, index)
+                decode_item(parsed, topic, payload, item, received_ns, out, index)
             else:
                 reason = f"item {index}: expected a JSON object, got {_json_type(item)}"
-                raw = _item_json(item)
-                out.dead.append(DeadLetter(topic, raw, reason, received_ns, "invalid-reading"))
+                raw = json_bytes(item)
+                out.dead.append(DeadLetter(topic, raw, reason, received_ns, code))
 
     def _decode_item(
         self,
@@ -178,6 +237,55 @@ class Decoder:
                 out.ignored_fields[(parsed.device_id, name)] += 1
         out.readings.append(reading)
 
+    def _decode_event(
+        self,
+        parsed: Topic,
+        topic: str,
+        payload: bytes,
+        item: dict[str, object],
+        received_ns: int,
+        out: Decoded,
+        index: int | None,
+    ) -> None:
+        """Validate one camera event; its dead letter's reason never repeats a value sent."""
+        try:
+            model = validate_event(item)
+        except ValidationError as exc:
+            reason = explain_event(exc)
+            self._reject(topic, payload, item, index, reason, received_ns, out, "invalid-event")
+            return
+        ts_ns = received_ns if model.ts_ns is None else model.ts_ns
+        if ts_ns - received_ns > self._max_future_ns:
+            reason = f"ts: {(ts_ns - received_ns) / 1e9:.0f} s in the future (device clock wrong?)"
+            self._reject(topic, payload, item, index, reason, received_ns, out, "future-ts")
+            return
+        plate = None if model.plate is None else self._listed(model.plate, out)
+        out.detections.append(Detection(parsed.device_id, ts_ns, model.event_id, model.type,
+                                        model.label, model.score, model.zone, plate))
+
+    def _listed(self, plate: str, out: Decoded) -> str | None:
+        """The plate as listed, or None (counted) when the watch list does not have it."""
+        entry = self._watchlist.match(plate)
+        if entry is None:
+            out.plates_unlisted += 1
+            return None
+        out.plates_listed += 1
+        return entry.plate
+
+    def _decode_frigate(self, frigate: DetectionSource, topic: str, payload: bytes,
+                        received_ns: int, out: Decoded) -> None:
+        try:
+            detections, refusal = frigate.to_detections(payload, received_ns)
+        except ValueError:  # a mapper's bug must not stop ingestion; its reason is unknown
+            detections, refusal = [], "Frigate event could not be read"
+        if refusal is not None:
+            out.dead.append(DeadLetter(topic, payload, refusal, received_ns, "invalid-event"))
+            return
+        for detection in detections:
+            if detection.plate is not None:
+                detection = detection._replace(plate=self._listed(detection.plate, out))
+            out.detections.append(detection)
+
     @staticmethod
     def _reject(
         topic: str,
@@ -192,8 +300,13 @@ class Decoder:
         if index is None:
             out.dead.append(DeadLetter(topic, payload, reason, received_ns, code))
         else:
-            raw = _item_json(item)
+            raw = json_bytes(item)
             out.dead.append(DeadLetter(topic, raw, f"item {index}: {reason}", received_ns, code))
+
+
+class _ItemDecoder(Protocol):
+    def __call__(self, parsed: Topic, topic: str, payload: bytes, item: dict[str, object],
+                 received_ns: int, out: Decoded, index: int | None) -> None: ...
 
 
 def _json_problem(payload: bytes, exc: orjson.JSONDecodeError) -> str:
@@ -209,45 +322,3 @@ def _json_problem(payload: bytes, exc: orjson.JSONDecodeError) -> str:
 
 def _json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value).__name__, type(value).__name__)
-
-
-def _item_json(item: object) -> bytes:
-    """One batch item as JSON, for its own dead letter.
-
-    orjson reads 1024 levels of nesting but writes only 254 (it raises past that), so an
-    item it read may be one it cannot write back: those go through `_deep_json`.
-    """
-    try:
-        return orjson.dumps(item)
-    except orjson.JSONEncodeError:
-        return _deep_json(item)
-
-
-def _deep_json(value: object) -> bytes:
-    """Compact JSON of what orjson.loads returned, however deep, with an explicit stack."""
-    parts: list[bytes] = []
-    # Pending values, last first; a bytes entry is literal output (loads never returns bytes).
-    stack: list[object] = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, bytes):
-            parts.append(node)
-        elif isinstance(node, list):
-            stack.append(b"]")
-            for index in range(len(node) - 1, -1, -1):
-                stack.append(node[index])
-                if index:
-                    stack.append(b",")
-            parts.append(b"[")
-        elif isinstance(node, dict):
-            stack.append(b"}")
-            entries = list(node.items())
-            for index in range(len(entries) - 1, -1, -1):
-                key, child = entries[index]
-                stack.extend((child, orjson.dumps(key) + b":"))
-                if index:
-                    stack.append(b",")
-            parts.append(b"{")
-        else:
-            parts.append(orjson.dumps(node))
-    return b"".join(parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import zlib
 from collections.abc import Mapping
 
 # The escape tables of influxdb_client/client/write/point.py. Point is the reference: the
@@ -100,3 +101,48 @@ def encode(
 ) -> str:
     """Return the line of one point; equal to `Point(...).to_line_protocol()` at ns precision."""
     return encode_with_key(series_key(measurement, tags), values, seq, ts_ns)
+
+
+# --- cameras' events (measurement `camera_event`, SPEC section 7) ------------------------
+
+# Point's escapes inside a string field value: a quote and a backslash.
+_ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
+_NS_PER_MS = 1_000_000
+
+
+def event_series_key(measurement: str, device_tags: Mapping[str, str], label: str,
+                     event_type: str, zone: str | None) -> str:
+    """The series key of a detection: the device's tags plus `label`, `type` and `zone`.
+
+    The event's own tags win over a registry label of the same name (the catalog should
+    not use these names for cameras).
+    """
+    tags = {**device_tags, "label": label, "type": event_type}
+    if zone is not None:
+        tags["zone"] = zone
+    return series_key(measurement, tags)
+
+
+def encode_event(key: str, event_id: str, score: float, plate: str | None, ts_ns: int) -> str:
+    """One detection's line: string fields `event_id` and `plate` (a listed plate only;
+    the caller decides), float `score`, at `event_time_ns`. Equal to Point's line."""
+    fields = f'event_id="{event_id.translate(_ESCAPE_STRING)}"'
+    if plate is not None:
+        fields += f',plate="{plate.translate(_ESCAPE_STRING)}"'
+    value = score if type(score) is float else float(score)
+    fields += ",score=" + repr(value).removesuffix(".0")
+    return f"{key} {fields} {event_time_ns(ts_ns, event_id)}"
+
+
+def event_time_ns(ts_ns: int, event_id: str) -> int:
+    """The time a detection is stored at: its `ts`, made distinct per event.
+
+    Two events of one camera with the same label, zone and type at the same time are one
+    series and one timestamp, so InfluxDB would keep only the last; cameras often stamp
+    whole seconds or milliseconds. A time with nothing below the millisecond gets an offset
+    below it, from the event id (CRC-32, the same in every process): distinct events stay
+    distinct, and a redelivered event is the same point again (idempotent).
+    """
+    if ts_ns % _NS_PER_MS:
+        return ts_ns
+    return ts_ns + zlib.crc32(event_id.encode()) % _NS_PER_MS

@@ -2,10 +2,12 @@
 
 One collector task decodes and encodes messages into the current batch; one flusher task
 makes each batch durable (dead letters to SQLite, readings to InfluxDB or the spool) and
-only then acknowledges its messages. A queue of a few batches between them lets the
-collector fill the next batches while the flusher writes one; when the flusher
-falls behind, the collector waits, the subscriber's inbox fills, the subscriber stops
-reading the socket, and the broker keeps the rest (backpressure without unbounded memory).
+only then acknowledges its messages. Cameras' detections ride the same batches (measurement
+`camera_event`), so they too are durable before their messages are acknowledged. A queue
+of a few batches between them lets the collector fill the next batches while the flusher
+writes one; when the flusher falls behind, the collector waits, the subscriber's inbox
+fills, the subscriber stops reading the socket, and the broker keeps the rest
+(backpressure without unbounded memory).
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from devices.kinds import MEASUREMENTS
+from devices.detections import Detection
+from devices.kinds import EVENT_MEASUREMENT, MEASUREMENTS
 from devices.readings import Reading, StatusUpdate
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoded, Decoder
-from ingest.lineprotocol import encode_with_key, series_key
+from ingest.lineprotocol import encode_event, encode_with_key, event_series_key, series_key
 from ingest.settings import IngestSettings
 from ingest.stats import IngestStats
 from ingest.storage import NotDurable, Storage, StoreOutcome
@@ -44,6 +48,11 @@ SERIES_CACHE_MAX = 200_000  # device series keys kept; bounded for `unknown_devi
 # readings gave 84,800 to 87,600/s.
 TAKE_CHUNK = 256
 TAKE_READINGS = 512
+# Detections remembered to hand each (device, event id, type) to the rules once. A QoS 1
+# redelivery comes within seconds or minutes (the broker resends on reconnect); 100,000
+# keys are 20 minutes of 5,000 cameras at one event a minute, about 20 MB.
+RECENT_EVENTS_MAX = 100_000
+EventKey = tuple[str, str, str, str | None]  # device_id, label, type, zone: one series
 
 
 class Inbox(Protocol):
@@ -67,6 +76,36 @@ class Observer(Protocol):
 
     def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
                 received_ns: int) -> None: ...
+
+    def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
+        """Cameras' detections, each `(device_id, event_id, type)` once (`RecentEvents`)."""
+
+
+class RecentEvents:
+    """The keys of recent detections, so that a redelivered one reaches the rules once.
+
+    Storage needs no such memory: a redelivered event is the same point (same series, same
+    time: `lineprotocol.event_time_ns`) and InfluxDB keeps one. The rules would count it
+    twice. Bounded: the least recently seen key is forgotten first.
+    """
+
+    def __init__(self, size: int = RECENT_EVENTS_MAX) -> None:
+        self._size = size
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+
+    def fresh(self, detections: Sequence[Detection]) -> list[Detection]:
+        """The detections whose key was not seen recently (nor earlier in `detections`)."""
+        seen, fresh = self._seen, []
+        for detection in detections:
+            key = (detection.device_id, detection.event_id, detection.type)
+            if key in seen:
+                seen.move_to_end(key)
+                continue
+            seen[key] = None
+            if len(seen) > self._size:
+                seen.popitem(last=False)
+            fresh.append(detection)
+        return fresh
 
 
 @dataclass(slots=True)
@@ -111,6 +150,8 @@ class Pipeline:
         self._settings = settings
         self._clock_ns = clock_ns
         self._series: dict[str, str] = {}
+        self._event_series: dict[EventKey, str] = {}
+        self._recent_events = RecentEvents()
         self._per_message = 1.0  # lines per message in the latest step
         self._writing = False  # the flusher is making a batch durable
         self._on_durability = on_durability
@@ -184,22 +225,55 @@ class Pipeline:
     def _add(self, batch: Batch, messages: list[Message]) -> None:
         decode, decoded = self._decoder.decode, batch.decoded
         readings, lines, line_topics = decoded.readings, batch.lines, batch.line_topics
+        detections = decoded.detections
         decoded_before, statuses_before = len(readings), len(decoded.statuses)
+        detections_before, unlisted_before = len(detections), decoded.plates_unlisted
+        listed_before = decoded.plates_listed
         lines_before = len(lines)
         for message in messages:
-            first = len(readings)
+            first, first_detection = len(readings), len(detections)
             decode(message.topic, message.payload, message.received_ns, decoded)
             for reading in readings[first:]:
                 key = self._series.get(reading.device_id) or self._series_key(reading)
                 lines.append(encode_with_key(key, reading.values, reading.seq, reading.ts_ns))
                 line_topics.append(message.topic)
+            if len(detections) > first_detection:
+                self._encode_detections(detections[first_detection:], message.topic, batch)
         batch.messages.extend(messages)
         self._per_message = max(1.0, (len(lines) - lines_before) / len(messages))
-        self._stats.messages += len(messages)
-        self._stats.readings += len(readings) - decoded_before
+        stats = self._stats
+        stats.messages += len(messages)
+        stats.readings += len(readings) - decoded_before
+        stats.detections += len(detections) - detections_before
+        stats.plates_listed += decoded.plates_listed - listed_before
+        stats.plates_unlisted += decoded.plates_unlisted - unlisted_before
         # Rules run on receipt, not after the storage flush: alerts do not wait for InfluxDB.
+        received_ns = messages[-1].received_ns
         self._observer.observe(readings[decoded_before:], decoded.statuses[statuses_before:],
-                               messages[-1].received_ns)
+                               received_ns)
+        if len(detections) > detections_before:
+            fresh = self._recent_events.fresh(detections[detections_before:])
+            if fresh:
+                self._observer.observe_detections(fresh, received_ns)
+
+    def _encode_detections(self, detections: Sequence[Detection], topic: str,
+                           batch: Batch) -> None:
+        for detection in detections:
+            series = (detection.device_id, detection.label, detection.type, detection.zone)
+            key = self._event_series.get(series) or self._event_series_key(series)
+            batch.lines.append(encode_event(key, detection.event_id, detection.score,
+                                            detection.plate, detection.ts_ns))
+            batch.line_topics.append(topic)
+
+    def _event_series_key(self, series: EventKey) -> str:
+        device_id, label, event_type, zone = series
+        tags = self._registry.tags(device_id) if device_id in self._registry else {
+            "device_id": device_id}
+        key = event_series_key(EVENT_MEASUREMENT, tags, label, event_type, zone)
+        if len(self._event_series) >= SERIES_CACHE_MAX:
+            self._event_series.clear()
+        self._event_series[series] = key
+        return key
 
     def _series_key(self, reading: Reading) -> str:
         device_id = reading.device_id

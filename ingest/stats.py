@@ -18,6 +18,9 @@ class IngestStats:
 
     messages: int = 0  # MQTT messages received
     readings: int = 0  # valid readings decoded
+    detections: int = 0  # valid camera events decoded (redeliveries included)
+    plates_listed: int = 0  # plates on the watch list: kept
+    plates_unlisted: int = 0  # every other plate: counted, never kept (SPEC section 7)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason code
     ignored_fields: Counter[tuple[str, str]] = field(default_factory=Counter)  # device, field
     statuses: int = 0

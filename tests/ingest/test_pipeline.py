@@ -26,6 +26,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from devices.detections import Detection
 from devices.readings import Reading, StatusUpdate
 from devices.registry import bundled_catalog_path, load_catalog
 from devices.topics import TopicScheme
@@ -136,6 +137,9 @@ class Unobserved:
 
     def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
                 received_ns: int) -> None:
+        pass
+
+    def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
         pass
 
 
