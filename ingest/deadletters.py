@@ -21,6 +21,9 @@ WITHHELD: Final = "payload withheld: not JSON, so a plate in it could not be red
 _PLATE_LIKE = re.compile(r"(?=[^A-Za-z]*[A-Za-z])(?=[^0-9]*[0-9])[A-Za-z0-9]{2,16}")
 _PLATE_LIKE_MAX = 40  # longer strings are sentences or ids, not plates written oddly
 _SEPARATORS = str.maketrans("", "", " .-_\t")
+# Keys whose values are personal data besides plates: Frigate's `sub_label` holds a known
+# plate's owner or a recognised face's name.
+_PERSONAL_KEYS: Final = frozenset({"sub_label"})
 # Keys whose string values stay when they look like a plate: the event's own identity,
 # which Siaga stores anyway for a valid event, and which a reason about it refers to.
 _KEPT_KEYS: Final = frozenset({"event_id", "id", "type", "label", "zone", "camera", "ts"})
@@ -123,10 +126,11 @@ def redact_plates(letter: DeadLetter) -> DeadLetter:
     """`letter` with every plate in its payload replaced by "[redacted]", at any depth.
 
     A plate is personal data (SPEC section 7) and a dead letter is kept and shown. What is
-    replaced: every value under a key naming a plate (`plate`, `license_plate`, any case),
-    and every other string that looks like one (`_PLATE_LIKE`) except the event's identity
-    (`_KEPT_KEYS`). A payload that is not JSON, or has a key that looks like a plate, is
-    withheld whole and the reason says so. Iterative: a payload may nest 1024 levels.
+    replaced: every value under a key naming a plate (`plate`, `license_plate`, any case)
+    or under Frigate's `sub_label`, and every other string that looks like a plate
+    (`_PLATE_LIKE`) except the event's identity (`_KEPT_KEYS`). A payload that is not
+    JSON, or has a key that looks like a plate, is withheld whole and the reason says so.
+    Iterative: a payload may nest 1024 levels.
     """
     try:
         document = orjson.loads(letter.payload)
@@ -138,7 +142,7 @@ def redact_plates(letter: DeadLetter) -> DeadLetter:
         node = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():
-                if "plate" in key.lower():
+                if "plate" in key.lower() or key in _PERSONAL_KEYS:
                     node[key] = REDACTED
                 elif _looks_like_plate(key):
                     return _withheld(letter)

@@ -105,3 +105,13 @@ class IngestSettings(Section):
 
 class SpoolSettings(Section):
     max_bytes: int = Field(default=1 << 30, ge=1 << 20)  # 1 GiB: hours of a city's readings
+
+
+class CameraSettings(Section):
+    """Cameras' plates (SPEC section 7): the watch list, the only plates Siaga keeps.
+
+    Without `watchlist_file` no plate is kept: every plate event is stored and counted
+    without its plate.
+    """
+
+    watchlist_file: FilePath | None = None  # a CSV: a `plate` column, others become labels
