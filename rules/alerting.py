@@ -8,6 +8,8 @@ engine and the alert book are only ever touched from that loop. The pipeline tel
 `storage` when readings stop (and start again) being durable: the StorageUnavailable alert.
 The application's citizens' desk hands over residents' reports (`observe_report`) and their
 answers: `rules.citizens` correlates them with the sensors through the same engine and book.
+Cameras' counts come as readings and their detections through `observe_detections`:
+`rules.cameras` judges both, and names the cameras seeing water in a gauge's flood alert.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ from typing import Final
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from devices.detections import Detection
+from devices.kinds import Kind
 from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
-from rules.citizens import REPORT_OVERDUE, CitizenReport, Correlator, counted
+from rules.cameras import (
+    CAMERAS_NOTE,
+    FLOOD_DETECTED,
+    VIOLATION_HOTSPOT,
+    CameraRules,
+    PlateLabels,
+)
+from rules.citizens import FLOOD, REPORT_OVERDUE, CitizenReport, Correlator, counted
 from rules.config import STORAGE_UNAVAILABLE, RulesFile
 from rules.delivery import Deliverer
 from rules.dispatch import Dispatcher
@@ -58,7 +68,10 @@ class Alerting:
     def __init__(self, rules_file: RulesFile, registry: Registry, data_dir: Path, *,
                  webhook_url: str | None, external_url: str,
                  clock_ns: Callable[[], int] = time.time_ns,
+                 plate_labels: PlateLabels | None = None,
                  ) -> None:
+        """`plate_labels`: a listed plate -> its watch-list row's labels (agency, reason),
+        for WatchlistVehicleSeen; without it the alert names the plate alone."""
         self.rules_file = rules_file
         self.registry = registry
         self._data_dir = data_dir
@@ -76,6 +89,8 @@ class Alerting:
         self.changed: set[str] = set()
         self.citizens = Correlator(rules_file.citizens, registry, rules_file.rules,
                                    rules_file.alerting.utc_offset)
+        self.cameras = CameraRules(rules_file.cameras, registry, rules_file.rules, self.citizens,
+                                   rules_file.alerting.utc_offset, plate_labels)
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Alerting:
@@ -101,6 +116,8 @@ class Alerting:
             notes = self.citizens.resume(alert)
             if notes:
                 self.engine.annotate(alert.rule, alert.subject, notes)
+            self.cameras.resume(alert)
+        self.cameras.touched.clear()  # the restored gauge alerts carry their notes already
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -117,6 +134,7 @@ class Alerting:
             seen[status.device_id] = status.received_ns
             changed.add(status.device_id)
         previous = None
+        cameras = self.cameras.active
         for reading in readings:
             device_id = reading.device_id
             if device_id != previous:  # a batch message is one device's: seen once, not 100x
@@ -128,14 +146,64 @@ class Alerting:
             if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps the newest
                 latest[device_id] = reading
             for transition in self.engine.evaluate(reading):
+                if cameras and transition.change in ("pending", "firing"):
+                    transition = self._with_cameras(transition)
                 self._apply(transition)
+            if cameras:
+                if reading.kind is Kind.CAMERA:
+                    self._camera_signals(self.cameras.reading(reading, self.engine.current,
+                                                              latest))
+                elif device_id in self.cameras.gauge_cameras:  # corroboration may change
+                    self._camera_signals(self.cameras.rejudge(
+                        self.cameras.gauge_cameras[device_id], self.engine.current, latest))
 
     def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
-        """Judge cameras' detections (the events channel): the camera rules (rules.cameras).
-
-        The pipeline calls it once per batch, with each `(device_id, event_id, type)` once.
+        """Judge cameras' detections (the events channel): ViolationHotspot and
+        WatchlistVehicleSeen (rules.cameras). One event id counts once, however often its
+        new, update or end arrive. Raises StorageError when the alert book cannot record.
         """
-        del detections, received_ns  # the camera rules arrive in the next commits
+        if not self.cameras.active:
+            return
+        seen, changed = self.devices_seen, self.changed
+        for detection in detections:
+            seen[detection.device_id] = received_ns
+            changed.add(detection.device_id)
+            self._camera_signals(self.cameras.detection(detection))
+
+    def _camera_signals(self, signals: Sequence[Signal]) -> None:
+        """Apply the camera rules' signals; then name the cameras seeing water in the flood
+        alerts of the gauges near them, if that changed."""
+        for signal in signals:
+            transition = self.engine.signal(signal, self.cameras.resolution)
+            if transition is not None:
+                self._apply(transition)
+        touched = self.cameras.touched
+        while touched:
+            self._annotate_gauge(touched.pop())
+
+    def _annotate_gauge(self, gauge_id: str) -> None:
+        notes = self.cameras.gauge_notes(gauge_id)
+        for rule in self.cameras.ladders:
+            alert = self.engine.current(rule, gauge_id)
+            if alert is None or alert.annotations.get(CAMERAS_NOTE, "") == notes[CAMERAS_NOTE]:
+                continue
+            noted = self.engine.annotate(rule, gauge_id, notes)
+            if noted is not None:
+                seeing = notes[CAMERAS_NOTE] or "none"
+                self.book.observe(noted, self._clock_ns(), note=f"cameras seeing water: {seeing}")
+
+    def _with_cameras(self, transition: Transition) -> Transition:
+        """A gauge's ladder alert that begins, with the cameras seeing water near it."""
+        alert = transition.alert
+        cameras = self.cameras
+        if alert.rule not in cameras.ladders or alert.subject not in cameras.gauge_cameras:
+            return transition
+        notes = self.cameras.gauge_notes(alert.subject)
+        if notes[CAMERAS_NOTE] == alert.annotations.get(CAMERAS_NOTE, ""):
+            return transition
+        noted = self.engine.annotate(alert.rule, alert.subject, notes)
+        return transition if noted is None else Transition(transition.change, noted,
+                                                           transition.previous)
 
     def _apply(self, transition: Transition) -> None:
         alert = transition.alert
@@ -194,6 +262,31 @@ class Alerting:
             if noted is not None:
                 self.book.observe(noted, now, note=f"citizen report {report.id} linked")
             linked.append(alert.fingerprint)
+        if self.cameras.active:
+            linked += self._report_to_cameras(report, now)
+        return linked
+
+    def _report_to_cameras(self, report: CitizenReport, now: int) -> list[str]:
+        """A banjir report may corroborate cameras seeing water near it; a parkir-liar
+        report is named in the hotspots near it. The fingerprints it is named in."""
+        linked = []
+        if report.category == FLOOD:
+            radius = self.cameras.config.flood.reports_radius_m
+            near = self.cameras.cameras_near(report.lat, report.lon, radius)
+            self._camera_signals(self.cameras.rejudge(near, self.engine.current, self.latest))
+            for camera_id in near:
+                alert = self.engine.current(FLOOD_DETECTED, camera_id)
+                if alert is not None and report.id in alert.annotations.get(
+                        "flood_report_ids", "").split(","):
+                    linked.append(alert.fingerprint)
+        for camera_id in self.cameras.report(report, now):
+            device = self.registry.get(camera_id)
+            notes = {} if device is None else self.cameras.parking_notes(device)
+            for subject in self.cameras.hotspot_subjects(camera_id):
+                noted = self.engine.annotate(VIOLATION_HOTSPOT, subject, notes)
+                if noted is not None:
+                    self.book.observe(noted, now, note=f"citizen report {report.id} linked")
+                    linked.append(noted.fingerprint)
         return linked
 
     def report_overdue(self, report: CitizenReport, due_ns: int) -> None:
@@ -221,6 +314,9 @@ class Alerting:
             transition = self.engine.signal(signal, self.citizens.resolution)
             if transition is not None:
                 self._apply(transition)
+        if self.cameras.seeing:  # reports gone: what corroborated a camera may be gone too
+            self._camera_signals(self.cameras.rejudge(sorted(self.cameras.seeing),
+                                                      self.engine.current, self.latest))
 
     def broker_connection_changed(self, up: bool) -> None:
         """The broker connection changed: devices are unobservable while it is down."""

@@ -268,7 +268,7 @@ class Correlator:
         gauge_text = "no gauge in the catalog"
         if gauge is not None:
             away, device = gauge
-            level, level_text = self._gauge_level(device, lookup, latest)
+            level, level_text = self.gauge_level(device, lookup, latest)
             annotations |= {"gauge": device.id, "gauge_name": device.name,
                             "gauge_distance_m": f"{away:.0f}", "gauge_level": level_text}
             if level is not None:
@@ -312,7 +312,7 @@ class Correlator:
                 worst = (alert, level)
         return worst
 
-    def _gauge_level(self, gauge: Device, lookup: Lookup,
+    def gauge_level(self, gauge: Device, lookup: Lookup,
                      latest: Mapping[str, Reading]) -> tuple[int | None, str]:
         """The gauge's Siaga level: its firing alert's, else its latest reading's."""
         firing = self._gauge_alert(gauge.id, lookup)
@@ -327,6 +327,20 @@ class Correlator:
         reached = [n for name, n in _THRESHOLD_NUMBER.items() if value >= gauge.thresholds[name]]
         level = min(reached, default=4)
         return level, f"Siaga {level} ({value:g} cm at {local_time(reading.ts_ns, self._offset)})"
+
+    def flood_reports_near(self, lat: float, lon: float, radius_m: float) -> list[str]:
+        """The ids of the banjir reports kept (in an open cluster, or recent and in none)
+        within `radius_m` of a place: what a camera that sees water there may count on.
+        A cluster's member not read again since a restart counts at the cluster's centre."""
+        found: list[tuple[float, str]] = []
+        for cluster in self._clusters.values():
+            centre = cluster.centre()
+            for report_id in cluster.ids:
+                place = cluster.points.get(report_id, centre)
+                if place is not None:
+                    found.append((distance_m(lat, lon, *place), report_id))
+        found += [(distance_m(lat, lon, r.lat, r.lon), r.id) for r in self._loose.values()]
+        return [report_id for away, report_id in sorted(found) if away <= radius_m]
 
     # --- overdue reports ---------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from devices.kinds import Kind
 from devices.readings import NUMERIC_FIELDS
 from devices.registry import Device, Registry
+from rules.cameras import CAMERA_ALERTS, CamerasConfig
 from rules.citizens import CITIZEN_FLOOD_REPORTS, REPORT_OVERDUE, CitizensConfig
 from rules.offline import AREA_OFFLINE, DEVICE_OFFLINE, OfflineConfig, PositiveDuration
 from rules.routing import Receiver, Route, route_problems
@@ -64,6 +65,7 @@ BUILTIN_ALERTS: Mapping[str, str] = MappingProxyType({
     STORAGE_UNAVAILABLE: "the service when readings cannot be made durable",
     CITIZEN_FLOOD_REPORTS: "residents' flood reports (the citizens section)",
     REPORT_OVERDUE: "the report book when no officer answers a report in time",
+    **dict.fromkeys(CAMERA_ALERTS, "the camera rules (the cameras section)"),
 })
 
 class AlertingConfig(RulesModel):
@@ -86,6 +88,8 @@ class RulesFile(RulesModel):
     receivers: list[Receiver] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     citizens: CitizensConfig = Field(default_factory=CitizensConfig)
+    # The camera rules; idle when the catalog has no camera.
+    cameras: CamerasConfig = Field(default_factory=CamerasConfig)
     # `FILE:LINE: PLACE: MESSAGE` for each optional rule cut or left out (`load_rules`).
     _skipped: tuple[str, ...] = PrivateAttr(default=())
 
