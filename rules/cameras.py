@@ -67,9 +67,9 @@ Metres = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Rate = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Violation = Literal["illegal-parking", "wrong-way"]  # what a hotspot counts
 VIOLATIONS: Final[tuple[Violation, ...]] = ("illegal-parking", "wrong-way")
-# A listed plate -> the labels of its watch-list row (agency, reason, ...); the application
-# wires it to ingest's watch list, which the rules cannot import.
-PlateLabels = Callable[[str], Mapping[str, str]]
+# A listed plate -> the labels of its watch-list row (agency, reason, ...), or None: the
+# application passes ingest's `Watchlist.labels_of`, which the rules cannot import.
+PlateLabels = Callable[[str], Mapping[str, str] | None]
 
 
 class FloodConfig(RulesModel):
@@ -475,7 +475,7 @@ class CameraRules:
     def _plate(self, camera: _Camera, plate: str, at_ns: int) -> Signal:
         config, device = self.config.watchlist, camera.device
         camera.plates[plate] = max(at_ns, camera.plates.get(plate, at_ns))
-        listed = self._plate_labels(plate) if self._plate_labels is not None else {}
+        listed = (self._plate_labels(plate) if self._plate_labels is not None else None) or {}
         labels = {**_row_labels(listed), **_labels(device, WATCHLIST_VEHICLE_SEEN,
                                                    config.severity), "plate": plate}
         reason = f" ({listed['reason']})" if listed.get("reason") else ""
