@@ -1,8 +1,9 @@
 """Fuzzing the decoder: whatever arrives, valid readings or dead letters, never an exception.
 
-Every message must come out accounted for: a single reading is stored or dead-lettered, a
-batch's items are each stored or dead-lettered (in order, the letters saying which item),
-and everything stored re-validates against its model and its bounds.
+Every message must come out accounted for: a single reading (or camera event) is stored or
+dead-lettered, a batch's items are each stored or dead-lettered (in order, the letters
+saying which item), and everything stored re-validates against its model and its bounds.
+No plate survives in a dead letter, and without a watch list none in a detection.
 """
 
 from __future__ import annotations
@@ -17,21 +18,34 @@ import orjson
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from devices.detections import LABELS, validate_event
 from devices.kinds import Kind
-from devices.readings import MAX_SEQ, NUMERIC_FIELDS, READING_MODELS
-from devices.registry import bundled_catalog_path, load_catalog
+from devices.readings import CAMERA_COUNTS, MAX_SEQ, NUMERIC_FIELDS, READING_MODELS
+from devices.registry import Device, Registry, bundled_catalog_path, load_catalog
 from devices.timestamps import MIN_NS, parse_ts
 from devices.topics import InvalidTopic, TopicScheme
+from ingest.deadletters import REDACTED, DeadLetter, json_bytes, redact_plates
 from ingest.decode import MAX_BATCH, Decoded, Decoder
 
 NOW_NS = 1_700_000_000 * 10**9
 MAX_FUTURE_S = 300.0
-REGISTRY = load_catalog(bundled_catalog_path())
+
+
+def _with_every_kind(registry: Registry) -> Registry:
+    """The bundled catalog, plus a device of each kind it has none of (a new kind's
+    devices may come later than the kind), so that every kind is fuzzed."""
+    extra = [Device.model_validate({"id": f"fuzz-{kind.value}", "kind": kind, "name": "Fuzz",
+                                    "lat": -6.2, "lon": 106.8})
+             for kind in Kind if not registry.by_kind(kind)]
+    return Registry([*registry, *extra])
+
+
+REGISTRY = _with_every_kind(load_catalog(bundled_catalog_path()))
 SCHEME = TopicScheme("siaga")
 # Every dead-letter code the decoder may give (storage adds `rejected-by-influxdb` later).
 DECODER_CODES = frozenset({
     "bad-topic", "unknown-device", "kind-mismatch", "bad-json", "batch-too-large",
-    "invalid-reading", "future-ts", "bad-status",
+    "invalid-reading", "future-ts", "bad-status", "invalid-event",
 })
 MAX_REASON_CHARS = 400  # a reason is one short line, however long the input it describes
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,7 +79,10 @@ def _telemetry(kind: Kind) -> st.SearchStrategy[str]:
     return st.sampled_from(DEVICES[kind]).map(lambda device: SCHEME.telemetry(kind, device))
 
 
-good_topics = st.one_of(*(_telemetry(kind) for kind in Kind))
+good_topics = st.one_of(
+    *(_telemetry(kind) for kind in Kind),
+    st.sampled_from(DEVICES[Kind.CAMERA]).map(SCHEME.events),
+)
 topics = st.one_of(
     good_topics,
     good_topics,  # twice: most fuzzing should get past the topic
@@ -73,7 +90,7 @@ topics = st.one_of(
         st.sampled_from(["siaga", "siaga/", "", "other", "siaga/siaga", "$SYS"]),
         st.sampled_from([*Kind, "rain", "", "+", "#", "Water-Level"]) | st.text(max_size=5),
         st.sampled_from([d for ids in DEVICES.values() for d in ids]) | st.text(max_size=70),
-        st.sampled_from(["telemetry", "status", "", "telemetry/", "Telemetry"]),
+        st.sampled_from(["telemetry", "status", "events", "", "telemetry/", "Telemetry"]),
     ).map("/".join),
     st.text(max_size=80),
 )
@@ -133,6 +150,8 @@ def readings(draw: st.DrawFn, kind: Kind, valid: bool) -> dict[str, Any]:
     required = [name for name in names if READING_MODELS[kind].model_fields[name].is_required()]
     if kind is Kind.AIR_QUALITY:
         required = [draw(st.sampled_from(["pm25", "pm10", "o3", "no2", "so2", "co", "hc"]))]
+    if kind is Kind.CAMERA:
+        required = [draw(st.sampled_from(CAMERA_COUNTS))]
     chosen = set(required) | set(draw(st.lists(st.sampled_from(names), max_size=4)))
     if not valid and draw(st.booleans()):
         chosen -= set(draw(st.lists(st.sampled_from(names), max_size=2)))
@@ -154,6 +173,37 @@ def readings(draw: st.DrawFn, kind: Kind, valid: bool) -> dict[str, Any]:
     return item
 
 
+plates = st.one_of(
+    st.from_regex(r"[A-Z]{1,2} [0-9]{1,4} [A-Z]{1,3}", fullmatch=True),
+    st.text(max_size=20),
+)
+
+
+@st.composite
+def events(draw: st.DrawFn, valid: bool) -> dict[str, Any]:
+    """A camera event: valid ones as the contract says, else with any value anywhere."""
+    label = draw(st.sampled_from(sorted(LABELS)))
+    item: dict[str, Any] = {
+        "event_id": draw(st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)),
+        "type": draw(st.sampled_from(["new", "update", "end"])),
+        "label": label,
+        "score": draw(st.floats(0, 1) | st.sampled_from([0, 1])),
+    }
+    if draw(st.booleans()):
+        item["zone"] = draw(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True))
+    if label == "plate":
+        item["plate"] = draw(st.from_regex(r"[A-Z]{1,2} [0-9]{1,4} [A-Z]{1,3}", fullmatch=True))
+    if draw(st.booleans()):
+        item["ts"] = draw(valid_ts)
+    if not valid:
+        for name in draw(st.lists(st.sampled_from([*item, "plate", "ts", "zone"]), max_size=3)):
+            if draw(st.booleans()):
+                item.pop(name, None)
+            else:
+                item[name] = draw(st.one_of(json_values, plates, any_ts))
+    return item
+
+
 def _json(value: object) -> bytes:
     # The standard library writes what orjson refuses to: NaN, Infinity, huge integers.
     return json.dumps(value, allow_nan=True).encode()
@@ -167,6 +217,8 @@ def messages(draw: st.DrawFn) -> tuple[str, bytes]:
     if topic.startswith("siaga/"):
         kind = next((k for k in Kind if topic.startswith(f"siaga/{k}/")), Kind.WATER_LEVEL)
     reading = readings(kind, valid=False) | readings(kind, valid=True)
+    if topic.endswith("/events"):
+        reading = events(valid=False) | events(valid=True)
     item = st.one_of(reading, reading, json_values)
     payload = draw(st.one_of(
         st.binary(max_size=200),
@@ -194,6 +246,39 @@ def _mutated(payload: bytes) -> st.SearchStrategy[bytes]:
 
 # --- the invariants ----------------------------------------------------------------------
 
+def may_hold_plates(topic: str, payload: bytes) -> bool:
+    """Whether the decoder redacts this message's dead letters (ingest.decode)."""
+    return (topic.endswith("/events") or "/camera/" in topic
+            or re.search(rb"(?i)plate", payload) is not None)
+
+
+def kept(topic: str, payload: bytes) -> bytes:
+    """What a dead letter keeps of `payload`: itself, or its redaction."""
+    if not may_hold_plates(topic, payload):
+        return payload
+    return redact_plates(DeadLetter(topic, payload, "r", NOW_NS, "x")).payload
+
+
+def check_no_plate_kept(letter: DeadLetter) -> None:
+    """Every value under a key naming a plate is redacted, however deep."""
+    if not letter.payload or not re.search(rb"(?i)plate", letter.payload):
+        return
+    try:
+        stack = [orjson.loads(letter.payload)]
+    except orjson.JSONDecodeError:
+        assert not may_hold_plates(letter.topic, letter.payload), letter
+        return
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if "plate" in key.lower() and may_hold_plates(letter.topic, letter.payload):
+                    assert value == REDACTED, letter
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def check_accounted(topic: str, payload: bytes, out: Decoded) -> None:
     """Everything that went in is a valid reading, a status or a dead letter: nothing lost."""
     for letter in out.dead:
@@ -201,6 +286,8 @@ def check_accounted(topic: str, payload: bytes, out: Decoded) -> None:
         assert letter.reason.strip(), letter
         assert "\n" not in letter.reason and len(letter.reason) <= MAX_REASON_CHARS, letter
         assert (letter.topic, letter.received_ns) == (topic, NOW_NS)
+        check_no_plate_kept(letter)
+    assert all(detection.plate is None for detection in out.detections)  # no watch list
     try:
         parsed = SCHEME.parse(topic)
     except InvalidTopic:
@@ -223,27 +310,58 @@ def check_accounted(topic: str, payload: bytes, out: Decoded) -> None:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError:
         assert [x.code for x in out.dead] == ["bad-json"] and not out.readings
-        assert out.dead[0].payload == payload
+        assert out.dead[0].payload == kept(topic, payload)
         return
-    if isinstance(document, dict):
+    if parsed.channel == "events":
+        check_events(topic, parsed.device_id, document, out)
+    elif isinstance(document, dict):
         check_items(parsed.kind, parsed.device_id, [document], None, out)
     elif isinstance(document, list) and 0 < len(document) <= MAX_BATCH:
-        check_items(parsed.kind, parsed.device_id, document, True, out)
+        check_items(parsed.kind, parsed.device_id, document, True, out,
+                    redacted=may_hold_plates(topic, payload))
     else:
         code = "batch-too-large" if isinstance(document, list) and document else "bad-json"
         assert [x.code for x in out.dead] == [code] and not out.readings
-        assert out.dead[0].payload == payload
+        assert out.dead[0].payload == kept(topic, payload)
+
+
+def check_events(topic: str, device_id: str, document: Any, out: Decoded) -> None:
+    """Each event became a detection or a dead letter, in order; a plate was counted."""
+    assert not out.readings and not out.statuses
+    if not isinstance(document, dict | list) or (isinstance(document, list) and not (
+            0 < len(document) <= MAX_BATCH)):
+        assert len(out.dead) == 1 and not out.detections
+        return
+    items = [document] if isinstance(document, dict) else document
+    assert len(out.detections) + len(out.dead) == len(items)
+    rejected = ({_item_index(letter.reason) for letter in out.dead} if isinstance(document, list)
+                else set(range(len(out.dead))))
+    stored = [item for index, item in enumerate(items) if index not in rejected]
+    assert len(stored) == len(out.detections)
+    plates = 0
+    for item, detection in zip(stored, out.detections, strict=True):
+        model = validate_event(item)
+        assert (detection.device_id, detection.event_id, detection.label, detection.score,
+                detection.zone) == (device_id, model.event_id, model.label, model.score,
+                                    model.zone)
+        assert detection.ts_ns == (NOW_NS if model.ts_ns is None else model.ts_ns)
+        plates += model.plate is not None
+    assert (out.plates_unlisted, out.plates_listed) == (plates, 0)
 
 
 def check_items(kind: Kind, device_id: str, items: list[Any], batch: bool | None,
-                out: Decoded) -> None:
+                out: Decoded, *, redacted: bool = False) -> None:
     """Each item became a reading or a dead letter, never both, never neither, in order."""
     assert len(out.readings) + len(out.dead) == len(items)
     rejected = {_item_index(letter.reason) for letter in out.dead} if batch else set()
     if batch:
         assert len(rejected) == len(out.dead), "one letter per rejected item"
         for letter in out.dead:  # a batch item's letter keeps exactly that item
-            assert orjson.loads(letter.payload) == items[_item_index(letter.reason)]
+            item = items[_item_index(letter.reason)]
+            if redacted:
+                assert letter.payload == kept(letter.topic, json_bytes(item))
+            else:
+                assert orjson.loads(letter.payload) == item
     stored = [item for i, item in enumerate(items) if i not in rejected]
     if not batch and out.dead:
         stored = []
@@ -291,6 +409,7 @@ def test_any_message_decodes_to_readings_or_dead_letters_without_losing_anything
     check_accounted(topic, payload, out)
     # `pytest --hypothesis-show-statistics` shows how far into the decoder the examples got.
     event("stored a reading" if out.readings else "no reading")
+    event("stored a detection" if out.detections else "no detection")
     for code in sorted({letter.code for letter in out.dead}):
         event(code)
 
@@ -313,6 +432,23 @@ def test_a_valid_reading_with_any_extra_fields_is_stored_without_them(
     out = decode(topic, payload)
     assert out.dead == [] and len(out.readings) == 1
     check_accounted(topic, payload, out)
+
+
+@FUZZ
+@given(st.lists(st.one_of(events(valid=True), events(valid=False), json_values),
+                min_size=1, max_size=25), st.booleans())
+def test_every_event_of_a_batch_becomes_a_detection_or_a_dead_letter_without_its_plate(
+    items: list[Any], single: bool,
+) -> None:
+    topic = SCHEME.events(DEVICES[Kind.CAMERA][0])
+    payload = _json(items[0] if single else items)
+    out = decode(topic, payload)
+    check_accounted(topic, payload, out)
+    sent = {item["plate"] for item in items if isinstance(item, dict)
+            and isinstance(item.get("plate"), str) and len(item["plate"]) > 3}
+    for letter in out.dead:
+        assert not any(plate.encode() in letter.payload or plate in letter.reason
+                       for plate in sent), letter
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
