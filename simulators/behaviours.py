@@ -14,6 +14,7 @@ from typing import Final, Protocol
 from devices.kinds import Kind
 from devices.registry import Device
 from simulators.calendar import HOUR_S, MINUTE_S, SUNDAY, DailyProfile, YearlyProfile, weekday
+from simulators.cameras import Camera
 from simulators.noise import Fields, add_diagnostics, jitter, wander
 from simulators.rivers import tide_cm
 from simulators.roads import Road
@@ -42,6 +43,8 @@ def behaviour_for(device: Device, world: World, rng: random.Random, interval_s: 
         return Gauge(device, world, rng, interval_s)
     if device.kind is Kind.AIR_QUALITY:
         return AirMonitor(device, world, rng, interval_s)
+    if device.kind is Kind.CAMERA:
+        return Camera(device, world, rng, interval_s, world.device(device.watches))
     return Road(device, world, rng, interval_s)
 
 

@@ -14,6 +14,7 @@ class Emission:
     `readings` counts the readings in the payload that Siaga will accept and store: 1 for a
     reading (a duplicate too: Siaga stores it again, over the same point), the batch size
     for a store-and-forward batch, 0 for a status, a malformed payload or an unknown device.
+    `events` is 1 for a camera's detection (SPEC section 7), which carries no reading.
     `device_id` is always the simulated device that sends it, so a fleet publishes it over
     that device's connection; the topic may name another (an unknown-device fault).
     """
@@ -26,3 +27,4 @@ class Emission:
     readings: int  # valid readings inside (0 for malformed payloads and statuses)
     fault: str | None  # None, or the fault's name (simulators.faults.FAULT_NAMES)
     retain: bool = False  # status messages are retained
+    events: int = 0  # a camera's detection on its events topic: 1 (its readings: 0)

@@ -45,6 +45,7 @@ MAX_BATCH_BYTES = 64_000  # SPEC section 1: 64 KiB per payload, with room to spa
 SPIKE_LEVEL_CM = (150.0, 400.0, -390.0, 1190.0)  # jump low, jump high, floor, ceiling
 SPIKE_PM_FACTOR = (4.0, 12.0, 990.0)  # multiplier range and ceiling
 SPIKE_SPEED_KMH = (130.0, 190.0)  # a detector counting a motorbike twice: absurd, yet legal
+SPIKE_WATER = (0.85, 1.0)  # one frame of a wet lens or a passing truck's spray read as water
 DIAGNOSTICS: Final = frozenset({"battery_v", "rssi_dbm"})  # housekeeping, not measurements
 
 Reading = dict[str, object]
@@ -117,6 +118,7 @@ class Delivery:
         self._topics = topics
         self._topic = topics.telemetry(device.kind, device.id)
         self._status_topic = topics.status(device.kind, device.id)
+        self._events_topic = topics.events(device.id) if device.kind is Kind.CAMERA else ""
         self._faults, self._rng = faults, rng
         self._rates = {name: faults.get(name).rate for name in FAULT_NAMES}
         self.plain = not faults.enabled()  # no faults: `send_plain` is all it takes
@@ -156,6 +158,16 @@ class Delivery:
         else:
             self._deliver(t, step, reading, fault, out)
         return out
+
+    def event(self, t: float, event: Reading) -> Emission | None:
+        """A camera's detection sent at `t` on its events topic; None while it is offline or
+        keeping its readings for later (detections are live: nobody forwards them late)."""
+        if self._silent(t) or "store-and-forward" in self._until:
+            return None
+        if "skew" in self._until:
+            event = {**event, "ts": round(t + self._skew_s, 3)}
+        return Emission(t, self._events_topic, orjson.dumps(event), self._device_id, self._kind,
+                        0, None, events=1)  # fmt: skip
 
     def finish(self, until_s: float) -> list[Emission]:
         """What is still due when the run ends: a reading held back for out-of-order."""
@@ -270,6 +282,8 @@ class Delivery:
         elif self._kind is Kind.AIR_QUALITY:
             low, high, ceiling = SPIKE_PM_FACTOR
             measured[name] = round(min(max(value, 5.0) * rng.uniform(low, high), ceiling), 1)
+        elif self._kind is Kind.CAMERA:
+            measured[name] = round(rng.uniform(*SPIKE_WATER), 3)
         else:
             measured[name] = 0.0 if rng.random() < 0.5 else round(rng.uniform(*SPIKE_SPEED_KMH), 1)
 

@@ -10,20 +10,27 @@ from typing import Final
 import orjson
 
 from devices.kinds import Kind
-from devices.readings import POLLUTANTS
+from devices.readings import CAMERA_COUNTS, POLLUTANTS
 from devices.topics import TopicScheme
 
 Reading = dict[str, object]
 
 # The field every reading of a kind must carry (SPEC section 1), or the one a fault tampers
-# with for air quality, where any single pollutant would do.
+# with for air quality and cameras, where any single pollutant or count would do.
 PRIMARY: Final[Mapping[Kind, str]] = MappingProxyType(
-    {Kind.WATER_LEVEL: "level_cm", Kind.AIR_QUALITY: "pm25", Kind.TRAFFIC: "speed_kmh"}
+    {Kind.WATER_LEVEL: "level_cm", Kind.AIR_QUALITY: "pm25", Kind.TRAFFIC: "speed_kmh",
+     Kind.CAMERA: "water_score"}
 )
 # Values outside the hard plausibility bounds of devices.readings (jakarta.md section 5):
-# no gauge reads 50 m, no sensor a negative concentration, no car does 350 km/h in Jakarta.
+# no gauge reads 50 m, no sensor a negative concentration, no car does 350 km/h in Jakarta,
+# and a water score is a share (SPEC section 7: 0..1; a percentage is the usual mistake).
 IMPOSSIBLE: Final[Mapping[Kind, float]] = MappingProxyType(
-    {Kind.WATER_LEVEL: 5000.0, Kind.AIR_QUALITY: -3.0, Kind.TRAFFIC: 350.0}
+    {Kind.WATER_LEVEL: 5000.0, Kind.AIR_QUALITY: -3.0, Kind.TRAFFIC: 350.0,
+     Kind.CAMERA: 85.0}
+)
+# The fields of which a kind needs at least one: a reading without any of them is refused.
+_REQUIRED: Final[Mapping[Kind, frozenset[str]]] = MappingProxyType(
+    {Kind.AIR_QUALITY: frozenset(POLLUTANTS), Kind.CAMERA: frozenset(CAMERA_COUNTS)}
 )
 MAX_ID_LENGTH: Final = 64  # SPEC section 1: device ids are at most 64 characters
 BOGUS_SUFFIX_HEX: Final = 6  # random hex digits that make a bogus id no catalog has
@@ -66,7 +73,7 @@ def _impossible(kind: Kind, body: Reading, rng: random.Random) -> bytes:
 
 def _missing(kind: Kind, body: Reading, rng: random.Random) -> bytes:
     # A sensor that failed to read leaves out the measurement the kind requires.
-    gone = frozenset(POLLUTANTS) if kind is Kind.AIR_QUALITY else frozenset({PRIMARY[kind]})
+    gone = _REQUIRED.get(kind, frozenset({PRIMARY[kind]}))
     return orjson.dumps({key: value for key, value in body.items() if key not in gone})
 
 

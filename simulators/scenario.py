@@ -26,6 +26,8 @@ from simulators.faults import FaultRates
 from simulators.scenariofile import (
     EVENT_MODELS,
     EventModel,
+    FreezeEvent,
+    GlareEvent,
     HazeEvent,
     IncidentEvent,
     KeyframesEvent,
@@ -113,7 +115,26 @@ class Rob:
     devices: tuple[str, ...] = ()
 
 
-Event = Rain | Keyframes | Incident | Haze | Rob
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    """A camera frozen from `at_s` for `duration_s`: the same counts again, no detections."""
+
+    device: str
+    at_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Glare:
+    """A glare-prone camera: at night it reports `water_score` where there is no water."""
+
+    device: str
+    at_s: float | None = None  # None: from the scenario's start
+    duration_s: float | None = None  # None: to its end
+    water_score: float = 0.9
+
+
+Event = Rain | Keyframes | Incident | Haze | Rob | Freeze | Glare
 
 
 @dataclass(frozen=True)
@@ -238,7 +259,8 @@ def _event_model(
     except ConfigFileError as exc:
         problems.extend(_within(f"events[{index}]", problem) for problem in exc.problems)
         return None
-    assert isinstance(parsed, RainEvent | KeyframesEvent | IncidentEvent | HazeEvent | RobEvent)
+    assert isinstance(parsed, RainEvent | KeyframesEvent | IncidentEvent | HazeEvent | RobEvent
+                      | FreezeEvent | GlareEvent)
     return parsed
 
 
@@ -271,6 +293,11 @@ def _event(model: EventModel, start: datetime) -> Event:
     if isinstance(model, HazeEvent):
         return Haze(model.at.offset_from(start), model.duration, model.factor, model.ramp,
                     tuple(model.devices))  # fmt: skip
+    if isinstance(model, FreezeEvent):
+        return Freeze(model.device, model.at.offset_from(start), model.duration)
+    if isinstance(model, GlareEvent):
+        at_s = None if model.at is None else model.at.offset_from(start)
+        return Glare(model.device, at_s, model.duration, model.water_score)
     return Rob(model.at.offset_from(start), model.duration, model.rise_cm, tuple(model.devices))
 
 

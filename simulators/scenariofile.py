@@ -219,7 +219,7 @@ class RainEvent(StrictModel):
 class KeyframesEvent(StrictModel):
     type: Literal["keyframes"]
     device: DeviceId
-    field: Literal["level_cm", "pm25", "speed_kmh"] | None = None
+    field: Literal["level_cm", "pm25", "speed_kmh", "water_score"] | None = None
     ease: Duration = HOUR_S
     points: list[Annotated[tuple[Moment, float], PlainValidator(parse_point)]] = Field(
         min_length=1
@@ -252,11 +252,36 @@ class RobEvent(StrictModel):
     devices: list[DeviceId] = Field(default_factory=list)
 
 
-EventModel = RainEvent | KeyframesEvent | IncidentEvent | HazeEvent | RobEvent
+class FreezeEvent(StrictModel):
+    """A camera whose analytics hang: it repeats its last counts and detects nothing."""
+
+    type: Literal["freeze"]
+    device: DeviceId
+    at: When
+    duration: PositiveDuration
+
+
+class GlareEvent(StrictModel):
+    """A camera that reads headlight glare on the wet road as water, every night.
+
+    Without `at`, from the scenario's start; without `duration`, to its end.
+    """
+
+    type: Literal["glare"]
+    device: DeviceId
+    at: When | None = None
+    duration: PositiveDuration | None = None
+    water_score: float = Field(default=0.9, gt=0, le=1, allow_inf_nan=False)
+
+
+EventModel = (RainEvent | KeyframesEvent | IncidentEvent | HazeEvent | RobEvent | FreezeEvent
+              | GlareEvent)
 EVENT_MODELS: Final[dict[str, type[EventModel]]] = {
     "rain": RainEvent,
     "keyframes": KeyframesEvent,
     "incident": IncidentEvent,
     "haze": HazeEvent,
     "rob": RobEvent,
+    "freeze": FreezeEvent,
+    "glare": GlareEvent,
 }

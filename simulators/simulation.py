@@ -15,6 +15,7 @@ from operator import attrgetter
 from devices.registry import Device, Registry
 from devices.topics import TopicScheme
 from simulators.behaviours import behaviour_for
+from simulators.cameras import Camera
 from simulators.emission import Emission
 from simulators.faults import Delivery
 from simulators.scenario import Scenario
@@ -80,6 +81,9 @@ class Simulation:
         fault_rng = random.Random(f"{self._seed}/{device.id}/faults")
         delivery = Delivery(device, self._topics, self._scenario.faults, fault_rng)
         t = behaviour.first_time(start_s)
+        if isinstance(behaviour, Camera):
+            yield from self._camera_emissions(behaviour, delivery, t, until_s)
+            return
         if delivery.plain:
             while t < until_s:
                 measured = behaviour.measure(t)
@@ -90,6 +94,23 @@ class Simulation:
             measured = behaviour.measure(t)
             next_t = behaviour.next_time(t)
             for emission in delivery.send(t, measured, next_t):
+                if emission.sim_time_s < until_s:
+                    yield emission
+            t = next_t
+        yield from delivery.finish(until_s)
+
+    @staticmethod
+    def _camera_emissions(
+        camera: Camera, delivery: Delivery, t: float, until_s: float
+    ) -> Iterator[Emission]:
+        """A camera's counts and, between them, its detections, in time order."""
+        while t < until_s:
+            measured = camera.measure(t)
+            next_t = camera.next_time(t)
+            detections = camera.detections(t, measured, min(next_t, until_s))
+            sent = delivery.send(t, measured, next_t)
+            events = [e for at, body in detections if (e := delivery.event(at, body)) is not None]
+            for emission in heapq.merge(sent, events, key=_BY_TIME):
                 if emission.sim_time_s < until_s:
                     yield emission
             t = next_t

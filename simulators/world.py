@@ -16,10 +16,20 @@ from typing import Final
 
 from devices.kinds import Kind
 from devices.registry import Device, Registry
-from simulators.calendar import HOUR_S
+from simulators.calendar import HOUR_S, DailyProfile
 from simulators.malformed import PRIMARY
 from simulators.rivers import GRID_S, LONGEST_TRAVEL_S, REACHES, Routing, hydrograph, tide_cm
-from simulators.scenario import Haze, Incident, Keyframes, Rain, Rob, Scenario, ScenarioError
+from simulators.scenario import (
+    Event,
+    Freeze,
+    Glare,
+    Haze,
+    Incident,
+    Keyframes,
+    Rain,
+    Scenario,
+    ScenarioError,
+)
 
 FALLBACK_NORMAL_CM: Final = (0.0, 100.0)  # a gauge whose catalog entry has no normal range
 HEAVY_RAIN_MM_H = 20.0  # from this intensity on, rain has its full effect on air and roads
@@ -29,6 +39,16 @@ RECESSION_TAILS = 8  # a rain's rise is followed for this many recession time co
 ROUTING_MARGIN_S = 6 * HOUR_S  # past the last wave's arrival, so it drains off the grid
 LINK_RADIUS_KM = 5.0  # a road within this distance of a gauge floods when the gauge does
 KM_PER_DEGREE = 111.32  # at the equator; Jakarta lies at 6 degrees south
+# A low road (an underpass) ponds when rain outruns its drains and pumps: the excess
+# collects, and the pumps empty it once the rain stops. Illustrative figures: a downpour
+# of 25 mm/h for an hour and a half leaves puddles, a day of 15 mm/h (1 January 2020)
+# floods it.
+DRAIN_MM_H = 10.0  # rain the drains take away as it falls
+PUMP_MM_H = 15.0  # how fast the pond empties after the rain
+POND_FULL_MM = 50.0  # excess rain at which the underpass is under water
+# Darkness for headlight glare (Jakarta, near the equator: dusk ~18:00, dawn ~05:45 all year).
+NIGHT: Final = DailyProfile(((0, 1.0), (5.5, 1.0), (6.25, 0.0), (18.0, 0.0), (18.75, 1.0),
+                             (24, 1.0)))  # fmt: skip
 
 
 def normal_range(device: Device) -> tuple[float, float]:
@@ -108,6 +128,9 @@ class World:
         self._registry = registry
         origin = scenario.start_s
         self._rains: list[tuple[float, float, float]] = []  # start, end, strength 0..1
+        self._rain_mm: list[tuple[float, float, float]] = []  # start, end, mm/h
+        self._freezes: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._glares: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         self._rises: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
         self._replays: dict[tuple[str, str], Replay] = {}
         self._incidents: dict[str, list[tuple[Spell, float]]] = defaultdict(list)
@@ -125,8 +148,10 @@ class World:
 
     # --- placing the events -----------------------------------------------------------
 
-    def _place(self, event: Rain | Keyframes | Incident | Haze | Rob, origin: float) -> None:
-        if isinstance(event, Rain):
+    def _place(self, event: Event, origin: float) -> None:
+        if isinstance(event, Freeze | Glare):
+            self._place_camera_fault(event, origin)
+        elif isinstance(event, Rain):
             self._place_rain(event, origin + event.at_s)
         elif isinstance(event, Keyframes):
             self._place_keyframes(event, origin)
@@ -144,9 +169,21 @@ class World:
             spell = Spell(start, start + half, half, half)  # rises and falls with the tides
             self._robs.append((spell, event.rise_cm, frozenset(event.devices)))
 
+    def _place_camera_fault(self, event: Freeze | Glare, origin: float) -> None:
+        if self._check(event.device, Kind.CAMERA, f"a {type(event).__name__.lower()}") is None:
+            return
+        if isinstance(event, Freeze):
+            start = origin + event.at_s
+            self._freezes[event.device].append((start, start + event.duration_s))
+            return
+        start = origin + event.at_s if event.at_s is not None else -math.inf
+        end = start + event.duration_s if event.duration_s is not None else math.inf
+        self._glares[event.device].append((start, end, event.water_score))
+
     def _place_rain(self, rain: Rain, start: float) -> None:
         strength = min(1.0, rain.intensity_mm_h / HEAVY_RAIN_MM_H)
         self._rains.append((start, start + rain.duration_s, strength))
+        self._rain_mm.append((start, start + rain.duration_s, rain.intensity_mm_h))
         for gauge, peak in rain.rises:
             self._check(gauge, Kind.WATER_LEVEL, "a rain's rises", allow_reach=True)
             self._rises[gauge].append((start, peak, rain.rise_time_s, rain.recession_s))
@@ -284,12 +321,45 @@ class World:
         return 1.0 + sum(extra * spell.weight(t) for spell, extra, ids in self._hazes
                          if not ids or monitor in ids)  # fmt: skip
 
+    def ponding(self, t: float) -> float:
+        """How far rain has flooded a low road (an underpass) at `t`: 0 dry, 1 under water."""
+        pond = 0.0
+        for start, end, mm_h in self._rain_mm:
+            excess = mm_h - DRAIN_MM_H
+            if excess <= 0 or t < start:
+                continue
+            filled = min(POND_FULL_MM, excess * (min(t, end) - start) / HOUR_S)
+            if t > end:
+                filled = max(0.0, filled - PUMP_MM_H * (t - end) / HOUR_S)
+            pond = max(pond, filled / POND_FULL_MM)
+        return pond
+
+    def frozen(self, camera: str, t: float) -> bool:
+        """Whether the camera's analytics are hung at `t` (a freeze event)."""
+        spells = self._freezes.get(camera)
+        return spells is not None and any(start <= t < end for start, end in spells)
+
+    def glare(self, camera: str, t: float) -> float:
+        """The water score headlight glare makes the camera report at `t` (0: none)."""
+        spells = self._glares.get(camera)
+        if not spells:
+            return 0.0
+        night = NIGHT.at(t)
+        if night <= 0.0:
+            return 0.0
+        return max((score * night for start, end, score in spells if start <= t < end),
+                   default=0.0)
+
     def incident(self, road: str, t: float) -> float:
         """The share of the road's capacity an incident takes at `t` (0: none)."""
         spells = self._incidents.get(road)
         if not spells:
             return 0.0
         return max(severity * spell.weight(t) for spell, severity in spells)
+
+    def device(self, device_id: str | None) -> Device | None:
+        """A device of the catalog (a camera asks for the gauge or road it watches over)."""
+        return None if device_id is None else self._registry.get(device_id)
 
     def replay(self, device_id: str, field: str) -> Replay | None:
         """The keyframes the scenario gives for a device's field, if any."""

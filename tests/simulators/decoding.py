@@ -34,6 +34,7 @@ class Verdict:
     stored: int  # readings the service keeps
     dead: int  # dead letters
     statuses: int
+    detections: int = 0  # a camera's events
 
 
 def decode(emission: Emission, registry: Registry | None = None) -> Verdict:
@@ -41,7 +42,7 @@ def decode(emission: Emission, registry: Registry | None = None) -> Verdict:
     decoder = Decoder(registry or catalog(), TopicScheme())
     out = Decoded()
     decoder.decode(emission.topic, emission.payload, round(emission.sim_time_s * NS_PER_S), out)
-    return Verdict(len(out.readings), len(out.dead), len(out.statuses))
+    return Verdict(len(out.readings), len(out.dead), len(out.statuses), len(out.detections))
 
 
 def readings_of(emissions: Iterable[Emission], device_id: str) -> list[dict[str, object]]:

@@ -61,6 +61,8 @@ def test_the_service_stores_every_valid_reading_and_dead_letters_the_rest() -> N
         verdict = decode(emission)
         if emission.retain:
             assert (verdict.statuses, verdict.dead) == (1, 0)
+        elif emission.events:
+            assert (verdict.detections, verdict.dead) == (1, 0), emission
         else:
             assert verdict.stored == emission.readings, emission
             assert verdict.dead == (1 if emission.readings == 0 else 0), emission

@@ -61,6 +61,8 @@ def test_a_device_sends_the_same_whatever_else_runs() -> None:
 def test_readings_carry_the_simulated_time_and_count_from_zero_per_device() -> None:
     seqs: dict[str, list[object]] = defaultdict(list)
     for emission in emissions_of("normal-day"):
+        if emission.events:
+            continue  # a camera's detection: no reading, no seq
         reading = orjson.loads(emission.payload)
         assert reading["ts"] == pytest.approx(emission.sim_time_s, abs=1e-3)
         seqs[emission.device_id].append(reading["seq"])
@@ -71,8 +73,10 @@ def test_readings_carry_the_simulated_time_and_count_from_zero_per_device() -> N
 def test_topics_follow_the_scheme_and_its_prefix() -> None:
     scenario = load_scenario("normal-day").with_duration(timedelta(hours=2))
     for emission in Simulation(catalog(), scenario, 1, TopicScheme("city/jkt")).emissions():
-        assert emission.topic == f"city/jkt/{emission.kind}/{emission.device_id}/telemetry"
-        assert (emission.readings, emission.fault, emission.retain) == (1, None, False)
+        channel = "events" if emission.events else "telemetry"
+        assert emission.topic == f"city/jkt/{emission.kind}/{emission.device_id}/{channel}"
+        assert (emission.readings + emission.events, emission.fault, emission.retain) == (
+            1, None, False)
 
 
 def test_every_kind_of_the_catalog_is_simulated() -> None:
@@ -97,7 +101,7 @@ def test_an_endless_run_yields_lazily() -> None:
 def test_the_devices_are_the_scenarios_in_catalog_order() -> None:
     simulation = Simulation(catalog(), load_scenario("dry-season-haze"), 1)
     assert [d.id for d in simulation.devices] == [
-        d.id for d in catalog() if d.kind is Kind.AIR_QUALITY
+        d.id for d in catalog() if d.kind in (Kind.AIR_QUALITY, Kind.CAMERA)
     ]
 
 
@@ -122,7 +126,8 @@ def test_every_device_reporting_every_second_emits_once_per_simulated_second() -
     # How fast it is generated is a benchmark figure (bench/), not a test.
     scenario = load_scenario("normal-day").with_intervals(1.0)
     simulation = Simulation(catalog(), scenario, 1)
-    minute = list(itertools.islice(simulation.emissions(), 60 * len(simulation.devices)))
+    readings = (emission for emission in simulation.emissions() if not emission.events)
+    minute = list(itertools.islice(readings, 60 * len(simulation.devices)))
     per_second: defaultdict[int, set[str]] = defaultdict(set)
     for emission in minute:
         per_second[int(emission.sim_time_s - scenario.start_s)].add(emission.device_id)
