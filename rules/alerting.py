@@ -33,6 +33,7 @@ from devices.registry import Registry
 from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
 from rules.cameras import (
+    CAMERAS_COUNT_NOTE,
     CAMERAS_NOTE,
     FLOOD_DETECTED,
     VIOLATION_HOTSPOT,
@@ -117,6 +118,10 @@ class Alerting:
             if notes:
                 self.engine.annotate(alert.rule, alert.subject, notes)
             self.cameras.resume(alert)
+            seeing = {key: alert.annotations[key] for key in (CAMERAS_NOTE, CAMERAS_COUNT_NOTE)
+                      if key in alert.annotations}
+            if seeing:  # a gauge's alert keeps naming its cameras over its next readings
+                self.engine.annotate(alert.rule, alert.subject, seeing)
         self.cameras.touched.clear()  # the restored gauge alerts carry their notes already
         return self
 

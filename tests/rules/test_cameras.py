@@ -239,3 +239,16 @@ async def test_a_firing_flood_detected_carries_on_after_a_restart(
     assert (kept, held) == (AlertStatus.FIRING, AlertStatus.FIRING)
     assert changes == [("firing", "warning")]
 
+
+
+async def test_a_gauge_flood_alert_keeps_naming_its_cameras_after_a_restart(
+    rules_file: RulesFile, registry: Registry, tmp_path: Path, clock: Clock,
+) -> None:
+    async with alerting(rules_file, registry, tmp_path, clock) as earlier:
+        camera(earlier, clock, 0, 3, water_score=0.9)
+        gauge(earlier, clock, 3.2, 760)
+    async with alerting(rules_file, registry, tmp_path, clock) as later:
+        gauge(later, clock, 4, 770)  # the ladder's signal rebuilds its annotations
+        view = later.book.get(fingerprint("FloodLevel", "manggarai"))
+    assert view is not None and view.alert.annotations["cameras_seeing_water"] == CAM
+    assert view.alert.annotations["summary"]  # the rule's own annotations are there too
