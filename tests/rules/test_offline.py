@@ -65,7 +65,10 @@ def test_device_offline_names_the_device_and_when_it_was_last_seen() -> None:
 
 
 def test_a_silent_device_raises_device_offline_and_resolves_when_it_returns() -> None:
-    registry = load_catalog(bundled_catalog_path())
+    # The bundled catalog without its cameras: they report every 10 s, and this test's
+    # clock jumps minutes at a time.
+    registry = Registry(device for device in load_catalog(bundled_catalog_path())
+                        if device.kind is not Kind.CAMERA)
     rules = load_rules(Path(__file__).parents[2] / "rules" / "default.yaml", registry)
     engine, tracker = RuleEngine(rules, registry), connected_tracker()
     checker = OfflineChecker(rules.offline, registry, tracker)
