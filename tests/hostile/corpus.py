@@ -62,8 +62,9 @@ class Case:
 
 
 @cache
-def load_corpus() -> tuple[Case, ...]:
-    document = yaml.safe_load(CORPUS_PATH.read_text(encoding="utf-8"))
+def load_corpus(path: Path = CORPUS_PATH) -> tuple[Case, ...]:
+    """The cases of `path`: the corpus, or another file in its format (`cameras.yaml`)."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
     cases = tuple(_case(entry) for entry in document["cases"])
     names = [case.name for case in cases]
     duplicates = {name for name in names if names.count(name) > 1}
