@@ -17,7 +17,7 @@ from simulators.connection import MAX_WINDOW, Acks, Tag
 from simulators.emission import Emission
 from simulators.pacing import Pacer, SystemClock, WallClock
 from simulators.pool import Pool, PoolConfig
-from simulators.summary import Summary, Tally, merge_acks
+from simulators.summary import EVENT_KEY, Summary, Tally, merge_acks
 
 SLICE_S = 0.25  # longest single sleep: a stop, a deadline or a progress line waits no longer
 CHUNK = 500  # messages published between two looks at the stop event and the progress clock
@@ -150,7 +150,7 @@ class Fleet:
             outlet = outlets.for_device(emission.device_id)
             if not await self._wait_for_room(outlet, stop):
                 return
-            key = (str(emission.kind), emission.fault)
+            key = EVENT_KEY if emission.events else (str(emission.kind), emission.fault)
             outlet.publish(emission.topic, emission.payload, key, emission.readings,
                            emission.retain)
             self._tally.add(key, emission.readings)

@@ -16,6 +16,7 @@ from devices.kinds import Kind
 from devices.registry import Device
 from devices.topics import TopicScheme
 from siaga_core.mqttloop import BrokerAddress
+from simulators.cameraload import CameraLoad
 from simulators.connection import MAX_WINDOW
 from simulators.fleet import FleetConfigError, OpenOutlets, Outlet, Outlets
 from simulators.pacing import SystemClock, WallClock
@@ -178,8 +179,13 @@ class LoadRun:
         self._open_outlets: OpenOutlets = open_outlets or (
             lambda devs: Pool(devs if config.status else [], pool, topics))
         self._devices = list(devices)
-        self._streams = [_stream(device, topics) for device in devices]
+        # Cameras keep their own clock (counts every 10 s, detections), beside the rate.
+        self._streams = [_stream(device, topics) for device in devices
+                         if device.kind is not Kind.CAMERA]
         self._rng = random.Random(config.seed)
+        cameras = [device for device in devices if device.kind is Kind.CAMERA]
+        self._cameras = (CameraLoad(cameras, topics, random.Random(f"{config.seed}/cameras"))
+                         if cameras else None)
         self._next = 0  # round-robin cursor into the streams
         self._tally = Tally()
         self._outlets: Outlets | None = None
@@ -209,6 +215,12 @@ class LoadRun:
         next_progress = self._started + config.progress_every_s
         chunk = max(1, CHUNK // config.batch)  # messages
         while not stop.is_set() and (now := clock.monotonic()) < deadline:
+            if self._cameras is not None:
+                self._cameras.publish(outlet, now - self._started, clock.time(),
+                                      min(outlet.room(), CHUNK), self._tally)
+                if not self._streams:
+                    await self._wait(outlet)
+                    continue
             allowed = chunk if bucket is None else bucket.available(now) // config.batch
             count = min(allowed, outlet.room(), chunk)
             self._publish(outlet, count)
@@ -223,6 +235,13 @@ class LoadRun:
                 await clock.sleep(TICK_S)  # caught up with the rate: wait for the next tick
             else:
                 await asyncio.sleep(0)  # let paho's callbacks and the stop event in
+
+    async def _wait(self, outlet: Outlet) -> None:
+        """Cameras alone: wait for the broker's room, or the next tick of their clock."""
+        if outlet.room() <= 0:
+            await outlet.wait_for_room(TICK_S)
+        else:
+            await self._clock.sleep(TICK_S)
 
     def _publish(self, outlet: Outlet, count: int) -> None:
         batch, streams = self._config.batch, self._streams

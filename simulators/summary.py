@@ -11,6 +11,7 @@ from simulators.calendar import WIB
 from simulators.connection import Acks
 
 Key = tuple[str, str | None]  # (kind, fault); fault None for a faithful message
+EVENT_KEY: Key = ("camera-events", None)  # cameras' detections, apart from their counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,15 @@ from typing import Any
 import orjson
 import pytest
 
+from devices.detections import validate_event
 from devices.kinds import Kind
 from devices.readings import READING_MODELS
 from devices.registry import load_catalog
 from siaga.sandbox.mosquitto import Mosquitto
+from simulators.cameraload import synthetic_cameras
 from simulators.fleet import FleetConfigError
 from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
+from simulators.summary import Count
 from tests.integration.support import simulator_address
 from tests.polling import eventually
 from tests.simulators.collector import Collector
@@ -186,3 +189,47 @@ async def test_a_broker_restart_mid_run_is_survived_and_every_reading_acknowledg
             summary = await run.run()
     assert summary.acknowledged == summary.sent  # resent after reconnecting, then acknowledged
     assert summary.messages > 1000
+
+
+# --- cameras ----------------------------------------------------------------------------------
+
+
+def camera_run(devices: int, cameras: int, clock: FakeClock, opener: Opener,
+               **config: Any) -> LoadRun:
+    fleet = [*(synthetic_devices(devices) if devices else []),
+             *synthetic_cameras(cameras, centre=(-6.2, 106.8))]
+    return LoadRun(fleet, LoadConfig(**config), clock=clock, open_outlets=opener)
+
+
+def test_synthetic_cameras_are_numbered_cameras_that_load_back(tmp_path: Path) -> None:
+    cameras = synthetic_cameras(3, centre=(-6.2, 106.8))
+    assert [c.id for c in cameras] == ["load-cam-000001", "load-cam-000002", "load-cam-000003"]
+    write_catalog([*synthetic_devices(3), *cameras], tmp_path / "load.yaml")
+    assert list(load_catalog(tmp_path / "load.yaml")) == [*synthetic_devices(3), *cameras]
+
+
+async def test_cameras_send_their_counts_every_ten_seconds_and_detections() -> None:
+    clock = FakeClock(epoch=NOW)
+    opener = Opener(clock)
+    summary = await camera_run(0, 100, clock, opener, duration_s=60.0).run()
+    # 100 cameras every 10 s for a minute, less the first tick.
+    assert 590 <= summary.by_kind()["camera"].readings <= 600
+    detections = summary.by_kind()["camera-events"]
+    # 24 detections a camera an hour: 40 in a minute, a new and an end each.
+    assert 76 <= detections.messages <= 80 and detections.readings == 0
+    for topic, body in bodies(opener):
+        if topic.endswith("/events"):
+            event = validate_event(body)
+            assert (event.plate is not None) == (event.label == "plate")
+        else:
+            READING_MODELS[Kind.CAMERA].model_validate(body)
+
+
+async def test_cameras_leave_the_rate_of_the_other_devices_as_it_was() -> None:
+    figures = []
+    for cameras in (0, 50):
+        clock = FakeClock(epoch=NOW)
+        opener = Opener(clock)
+        summary = await camera_run(30, cameras, clock, opener, rate=500.0, duration_s=4.0).run()
+        figures.append(summary.readings - summary.by_kind().get("camera", Count()).readings)
+    assert 1950 <= figures[0] == figures[1] <= 2000
