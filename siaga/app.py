@@ -15,6 +15,7 @@ from devices.registry import Registry, load_catalog
 from devices.topics import TopicScheme
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoder
+from ingest.frigate import FrigateMapper
 from ingest.influx import V1Writer, Writer
 from ingest.pipeline import Pipeline
 from ingest.settings import InfluxSettings
@@ -22,6 +23,7 @@ from ingest.spool import Spool
 from ingest.stats import IngestStats
 from ingest.storage import Storage, StorageStats
 from ingest.subscriber import Subscriber
+from ingest.watchlist import Watchlist
 from reports.book import ReportBook
 from rules.alerting import Alerting
 from rules.config import RulesFile, load_rules
@@ -83,10 +85,17 @@ class Service:
             spool = Spool(data_dir / "spool", settings.spool.max_bytes)
             storage = Storage(writer, spool, on_rejected=self._on_drain_rejected(dead_letters))
             self._storage = storage
+            watchlist = (None if settings.cameras.watchlist_file is None
+                         else Watchlist.load(settings.cameras.watchlist_file))
+            frigate = (FrigateMapper(settings.frigate, self.registry)
+                       if settings.frigate.enabled else None)
+            if frigate is not None:
+                self._subscriptions.append(frigate.topic)
             alerting = await stack.enter_async_context(Alerting(
                 self.rules, self.registry, data_dir, webhook_url=settings.webhook_url,
                 external_url=self._external_url(),
-                clock_ns=self.clock_ns))
+                clock_ns=self.clock_ns,
+                plate_labels=None if watchlist is None else watchlist.labels_of))
             self.alerting = alerting
             book = stack.enter_context(ReportBook.open(settings.reports, data_dir,
                                                        clock_ns=self.clock_ns))
@@ -112,7 +121,8 @@ class Service:
             self._subscriber = subscriber
             decoder = Decoder(self.registry, topics,
                               unknown_devices=settings.ingest.unknown_devices,
-                              max_future_s=settings.ingest.max_future_s)
+                              max_future_s=settings.ingest.max_future_s,
+                              watchlist=watchlist, frigate=frigate)
             pipeline = Pipeline(subscriber, decoder, storage, dead_letters,
                                 self.stats, settings.ingest, alerting, self.clock_ns,
                                 on_durability=alerting.durability_changed)

@@ -11,7 +11,9 @@ from pydantic import Field, SecretStr
 
 import rules
 from devices.registry import bundled_catalog_path
+from ingest.frigate import FrigateSettings
 from ingest.settings import (
+    CameraSettings,
     FilePath,
     InfluxSettings,
     IngestSettings,
@@ -68,6 +70,9 @@ class Settings(Section):
     broker: BrokerSettings = BrokerSettings()
     reports: ReportsSettings = ReportsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    cameras: CameraSettings = CameraSettings()
+    # Frigate NVRs publishing on the same broker (off unless enabled, with its cameras mapped).
+    frigate: FrigateSettings = FrigateSettings()
     data_dir: FilePath = Path(".siaga/data")
     catalog: FilePath | None = None
     rules: FilePath | None = None
@@ -144,6 +149,7 @@ def _file_problems(settings: Settings) -> list[tuple[Loc, str]]:
     named: list[tuple[Loc, Path | None]] = [
         (("catalog",), settings.catalog), (("rules",), settings.rules),
         (("mqtt", "ca_file"), settings.mqtt.ca_file if settings.mqtt.tls else None),
+        (("cameras", "watchlist_file"), settings.cameras.watchlist_file),
     ]
     for loc, file in named:
         if file is None:
@@ -182,7 +188,8 @@ def _resolve_paths(settings: Settings, base: Path, sources: Mapping[Loc, str]) -
         if path is not None and not path.is_absolute():
             update[name] = base / path
     sections: dict[str, object] = {}
-    for section, names in (("mqtt", ("ca_file",)), ("broker", ("password_file", "acl_file"))):
+    for section, names in (("mqtt", ("ca_file",)), ("broker", ("password_file", "acl_file")),
+                           ("cameras", ("watchlist_file",))):
         current = getattr(settings, section)
         relative = {name: base / getattr(current, name) for name in names
                     if getattr(current, name) is not None

@@ -125,9 +125,10 @@ def write_private(path: Path, text: str) -> None:
 
 
 def acl_text(prefix: str, *, service_user: str = SERVICE_USER,
-             simulator_user: str | None = None,
+             simulator_user: str | None = None, frigate_topic: str | None = None,
              extra: Iterable[str] = ()) -> str:
-    """The ACL file: the service reads, each device writes its own topics, nobody else."""
+    """The ACL file: the service reads, each device writes its own topics, nobody else;
+    with `frigate_topic`, the service reads that too (Frigate's own user is the site's)."""
     lines = [
         "# Siaga broker ACL (Mosquitto acl_file), written by `siaga broker init`.",
         f"# Topic prefix: {prefix}. Anything not granted here is refused.",
@@ -136,12 +137,17 @@ def acl_text(prefix: str, *, service_user: str = SERVICE_USER,
         "# status topics (its last will included) and reads nothing.",
         f"pattern write {prefix}/+/%u/telemetry",
         f"pattern write {prefix}/+/%u/status",
+        "# Cameras also publish their detections (SPEC section 7).",
+        f"pattern write {prefix}/camera/%u/events",
         "",
-        "# The service: reads every device's telemetry and status.",
+        "# The service: reads every device's telemetry and status, and cameras' events.",
         f"user {service_user}",
         f"topic read {prefix}/+/+/telemetry",
         f"topic read {prefix}/+/+/status",
+        f"topic read {prefix}/camera/+/events",
     ]
+    if frigate_topic is not None:
+        lines += [f"topic read {frigate_topic}"]
     if simulator_user is not None:
         lines += ["", "# The simulators (`siaga simulate`): publish as any device.",
                   f"user {simulator_user}", f"topic write {prefix}/#"]

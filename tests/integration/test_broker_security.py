@@ -121,6 +121,19 @@ def test_a_device_publishing_to_another_devices_topic_never_reaches_the_service(
         assert service.received() == [(telemetry(DEVICE_A), b'{"level_cm": 1}')]
 
 
+def test_a_camera_publishes_its_own_events_only_and_the_service_reads_them(
+    broker: Mosquitto,
+) -> None:
+    own, foreign = (f"{PREFIX}/camera/{DEVICE_A}/events", f"{PREFIX}/camera/{DEVICE_B}/events")
+    event = b'{"event_id": "e1", "type": "new", "label": "flood", "score": 0.9}'
+    with client(broker, SERVICE_USER) as service, client(broker, DEVICE_A) as camera:
+        service.subscribe(f"{PREFIX}/camera/+/events")
+        camera.publish(foreign, event)  # 3.1.1: dropped silently
+        camera.publish(own, event)
+        wait_until(lambda: (own, event) in service.received(), 10, "the camera's own event")
+        assert service.received() == [(own, event)]
+
+
 def test_with_mqtt_5_the_broker_says_not_authorized_to_a_foreign_topic(
     broker: Mosquitto,
 ) -> None:
