@@ -26,6 +26,7 @@ from simulators.scenario import load_scenario
 from simulators.simulation import Simulation
 from tests.integration.support import (
     influx_count,
+    influx_rows,
     make_settings,
     running_service,
     simulator_address,
@@ -39,7 +40,8 @@ FLOOD_PLAYED = timedelta(hours=26)  # to 02:00 on 2 January: Manggarai and Karet
 DAY_PER_SECOND = 86_400.0
 INVALID_FAULTS = ("malformed", "unknown-device")  # the faults whose messages Siaga refuses
 MAIN_FIELD = {Kind.WATER_LEVEL: "level_cm", Kind.AIR_QUALITY: "pm25",
-              Kind.TRAFFIC: "speed_kmh"}
+              Kind.TRAFFIC: "speed_kmh", Kind.CAMERA: "water_score"}
+CAMERAS_PLAYED = timedelta(hours=3)  # of normal-day: the glare-prone camera's night
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +130,11 @@ async def test_chaos_is_dead_lettered_or_stored_and_the_service_keeps_running(
         invalid = summary.sent_with(INVALID_FAULTS)
         assert invalid.messages > 0 and invalid.readings == 0
         assert summary.acknowledged == summary.sent
-        await eventually(lambda: service.snapshot()["stored"] >= summary.readings
+        # Every camera detection is a point of its own (camera_event), beside the readings.
+        points = summary.readings + summary.by_kind()["camera-events"].messages
+        await eventually(lambda: service.snapshot()["stored"] >= points
                          and service.stats.dead_lettered >= invalid.messages, 20)
-        assert service.snapshot()["stored"] == summary.readings
+        assert service.snapshot()["stored"] == points
         assert service.stats.dead_lettered == invalid.messages
         assert service.readiness() == []  # still subscribed, storage open, spool empty
     topics = TopicScheme(settings.mqtt.topic_prefix)
@@ -140,3 +144,33 @@ async def test_chaos_is_dead_lettered_or_stored_and_the_service_keeps_running(
     stored = {kind: influx_count(influxdb1, settings.influx.database, MEASUREMENTS[kind],
                                  MAIN_FIELD[kind]) for kind in expected}
     assert stored == expected
+
+
+async def test_cameras_counts_and_detections_are_stored(
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path, registry: Registry
+) -> None:
+    settings = service_settings(mosquitto, influxdb1, tmp_path)
+    config = fleet_config(mosquitto, settings, DAY_PER_SECOND)
+    scenario = load_scenario("normal-day")
+    cameras = {device.id for device in registry.by_kind(Kind.CAMERA)}
+    async with running_service(settings, registry) as service:
+        summary = await playback(registry, scenario, config, seed=SEED,
+                                 until=CAMERAS_PLAYED).run()
+        assert summary.acknowledged == summary.sent
+        counts = summary.by_kind()["camera"].readings
+        detections = summary.by_kind()["camera-events"].messages
+        assert counts >= len(cameras) * CAMERAS_PLAYED.total_seconds() / 10 - len(cameras)
+        assert detections > 0
+        await eventually(lambda: service.snapshot()["stored"] >= summary.readings + detections,
+                         20)
+        assert service.stats.dead_lettered == 0
+    database = settings.influx.database
+    assert influx_count(influxdb1, database, "camera", "water_score") == counts
+    assert influx_count(influxdb1, database, "camera", "vehicles_per_min") == counts
+    assert influx_count(influxdb1, database, "camera_event", "score") == detections
+    rows = influx_rows(influxdb1, database,
+                       'SELECT max("water_score") FROM "camera" GROUP BY "device_id"')
+    water = {row["device_id"]: row["max"] for row in rows}
+    assert set(water) == cameras
+    assert water["cam-underpass-kemayoran"] > 0.8  # headlight glare at night, no water
+    assert water["cam-manggarai"] < 0.5  # the river at its normal level
