@@ -120,6 +120,13 @@ def ingest_families(stats: IngestStats, storage: StorageStats | None) -> list[Fa
              "MQTT messages acknowledged to the broker once durable.", stats.acked),
         _one("siaga_readings_received_total", "counter",
              "Valid readings decoded from telemetry messages.", stats.readings),
+        _one("siaga_camera_detections_received_total", "counter",
+             "Valid camera detections decoded from events (redeliveries included).",
+             stats.detections),
+        Family("siaga_camera_plates_total", "counter",
+               "Plates seen by cameras: listed (on the watch list, kept) or unlisted (counted, "
+               "never kept).", [Sample(stats.plates_listed, {"list": "listed"}),
+                                Sample(stats.plates_unlisted, {"list": "unlisted"})]),
         Family("siaga_dead_letters_total", "counter",
                "Messages or readings kept as dead letters, by reason code.",
                _by("code", dead)),

@@ -128,6 +128,14 @@ def test_dead_letters_are_counted_by_code_with_influxdb_rejections() -> None:
     assert samples[key("siaga_influxdb_last_write_latency_seconds")] == 0.0125
 
 
+def test_camera_detections_and_plates_are_counted_and_no_plate_is_a_label() -> None:
+    stats = IngestStats(detections=40, plates_listed=2, plates_unlisted=9)
+    samples = parse(render(ingest_families(stats, storage_stats())))
+    assert samples[key("siaga_camera_detections_received_total")] == 40
+    assert samples[key("siaga_camera_plates_total", list="listed")] == 2
+    assert samples[key("siaga_camera_plates_total", list="unlisted")] == 9
+
+
 def test_storage_metrics_are_absent_rather_than_zero_before_storage_starts() -> None:
     text = render(ingest_families(IngestStats(), None))
     assert "# TYPE siaga_spool_bytes gauge" in text
