@@ -20,8 +20,9 @@ from siaga.cli.simulateargs import (
 )
 from siaga.settings import Settings
 from siaga_core.errors import ConfigFileError, ConfigurationError, SiagaError
+from simulators.cameraload import synthetic_cameras
 from simulators.fleet import FleetConfig
-from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
+from simulators.load import JAKARTA, LoadConfig, LoadRun, synthetic_devices, write_catalog
 from simulators.reportposter import Progress, post_plan
 from simulators.reports import plan_year
 from simulators.runner import ProgressPrinter, playback
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace, settings: Callable[[], Settings]) -> int:
         return 0
     progress = ProgressPrinter(sys.stderr)
     try:
-        if args.devices is not None or args.rate is not None:
+        if args.devices is not None or args.rate is not None or args.cameras is not None:
             summary = _play(_load_run(args, loaded, progress), progress)
         else:
             summary = _play(_fleet(args, loaded, progress), progress)
@@ -92,12 +93,24 @@ def _print_progress(progress: Progress) -> None:
 
 def _write_catalog(args: argparse.Namespace, settings: Settings) -> None:
     """The configured catalog's devices and the synthetic ones: the rules still find theirs."""
-    interval = None if args.rate in (None, math.inf) else args.devices / args.rate
     known = list(load_catalog(settings.catalog_path))
-    write_catalog([*known, *synthetic_devices(args.devices, expected_interval_s=interval)],
-                  args.write_catalog)
+    made = [*_synthetic(args), *_cameras(args)]
+    write_catalog([*known, *made], args.write_catalog)
     print(f"{args.write_catalog}: {len(known)} devices of {settings.catalog_path.name} and "
-          f"{args.devices} synthetic ones; point the service's `catalog:` at it")
+          f"{len(made)} synthetic ones; point the service's `catalog:` at it")
+
+
+def _synthetic(args: argparse.Namespace) -> list[Device]:
+    """--devices N: load-000001... reporting their share of --rate."""
+    if args.devices is None:
+        return []
+    interval = None if args.rate in (None, math.inf) else args.devices / args.rate
+    return synthetic_devices(args.devices, expected_interval_s=interval)
+
+
+def _cameras(args: argparse.Namespace) -> list[Device]:
+    """--cameras N: load-cam-000001... beside the synthetic devices (their own 10 s clock)."""
+    return [] if args.cameras is None else synthetic_cameras(args.cameras, centre=JAKARTA)
 
 
 def _fleet(args: argparse.Namespace, settings: Settings,
@@ -117,7 +130,7 @@ def _fleet(args: argparse.Namespace, settings: Settings,
 def _load_run(args: argparse.Namespace, settings: Settings,
               progress: ProgressPrinter) -> Callable[[asyncio.Event], Awaitable[Summary]]:
     devices: list[Device] = (list(load_catalog(settings.catalog_path)) if args.devices is None
-                             else synthetic_devices(args.devices))
+                             else synthetic_devices(args.devices)) + _cameras(args)
     rate = DEFAULT_LOAD_RATE if args.rate is None else args.rate
     config = LoadConfig(settings.mqtt.address(), settings.mqtt.topic_prefix,
                         rate=None if rate == math.inf else rate, batch=args.batch,

@@ -41,6 +41,7 @@ examples:
   siaga simulate --scenario chaos --speed max --shared
   siaga simulate --devices 5000 --write-catalog load.yaml
   siaga simulate --devices 5000 --rate 20000 --duration 60 [--batch 100]
+  siaga simulate --cameras 5000 --rate 200 --write-catalog cameras.yaml
   siaga simulate reports --year 2020 --speedup 86400   (a city's year of citizens' reports)
 """
 
@@ -87,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--devices", type=_positive_int, metavar="N",
                       help="N synthetic devices load-000001...: kinds in turn (default with "
                            "--rate alone: the catalog's devices)")
+    load.add_argument("--cameras", type=_positive_int, metavar="N",
+                      help="and N synthetic cameras load-cam-000001...: counts every 10 s, "
+                           "detections at about 24 an hour each, beside the devices")
     load.add_argument("--rate", type=_rate, metavar="R",
                       help=f"readings per second, all devices together, or max "
                            f"(default: {DEFAULT_LOAD_RATE:g})")
@@ -140,11 +144,12 @@ def _simulate_reports(args: argparse.Namespace) -> int:
 
 
 def conflict(args: argparse.Namespace) -> str | None:
-    load = args.devices is not None or args.rate is not None
+    load = args.devices is not None or args.rate is not None or args.cameras is not None
     if load and (args.scenario or args.start or args.until or args.shared):
-        return "--devices/--rate (load mode) exclude --scenario, --start, --until and --shared"
-    if args.write_catalog is not None and args.devices is None:
-        return "--write-catalog needs --devices N"
+        return ("--devices/--cameras/--rate (load mode) exclude --scenario, --start, --until "
+                "and --shared")
+    if args.write_catalog is not None and args.devices is None and args.cameras is None:
+        return "--write-catalog needs --devices N or --cameras N"
     if args.batch != 1 and not load:
         return "--batch is for load mode (--devices N and/or --rate R)"
     if args.duration is not None and args.duration < 0:

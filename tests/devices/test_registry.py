@@ -71,7 +71,9 @@ def test_the_bundled_catalog_has_air_quality_monitors_and_traffic_detectors(
     assert all(set(d.labels) == {"kota", "kecamatan"} for d in monitors)
     assert len(detectors) == 8
     assert all(set(d.labels) == {"kota", "road"} and d.interval_s == 300 for d in detectors)
-    assert len(bundled) == len(GAUGES) + len(monitors) + len(detectors)
+    cameras = bundled.by_kind(Kind.CAMERA)
+    assert all(d.watches is None or d.watches in bundled for d in cameras)
+    assert len(bundled) == len(GAUGES) + len(monitors) + len(detectors) + len(cameras)
 
 
 def test_every_bundled_device_lies_around_jakarta(bundled: Registry) -> None:

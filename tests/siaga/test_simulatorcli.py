@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from devices.kinds import Kind
 from devices.registry import bundled_catalog_path, load_catalog
 from rules.config import load_rules
 from siaga.cli.main import _parser, main
@@ -55,7 +56,7 @@ def test_a_bad_value_is_refused_by_argparse(argv: list[str],
 
 @pytest.mark.parametrize("argv", [
     ["--devices", "10", "--scenario", "chaos"], ["--rate", "5", "--shared"],
-    ["--write-catalog", "x.yaml"], ["--batch", "10"]])
+    ["--write-catalog", "x.yaml"], ["--batch", "10"], ["--cameras", "5", "--scenario", "chaos"]])
 def test_load_mode_options_do_not_mix_with_playback(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -85,3 +86,14 @@ def test_the_written_catalog_keeps_the_bundled_devices_so_the_bundled_rules_load
     assert registry.get("load-000030") is not None
     assert registry.get("load-000001").expected_interval_s == 3.0  # type: ignore[union-attr]
     load_rules(BUNDLED_RULES, registry)  # raises if a rule names a device it lacks
+
+
+def test_the_written_catalog_takes_synthetic_cameras_beside_the_devices(tmp_path: Path) -> None:
+    path = tmp_path / "cameras.yaml"
+    assert main(["simulate", "--devices", "6", "--cameras", "4", "--write-catalog",
+                 str(path)]) == 0
+    registry = load_catalog(path)
+    assert len(registry) == len(load_catalog(bundled_catalog_path())) + 6 + 4
+    camera = registry.get("load-cam-000004")
+    assert camera is not None and camera.kind is Kind.CAMERA
+    load_rules(BUNDLED_RULES, registry)
