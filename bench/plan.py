@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 SCENARIOS = ("ceilings", "simulator", "throughput", "live", "latency", "scale", "recovery",
-             "reports", "reports-year", "console")
+             "reports", "reports-year", "console", "cameras")
 NOT_IN_QUICK = ("reports-year",)  # a year replayed takes tens of minutes: asked for by name
 SYSTEMS = ("siaga", "node-red", "paho-batched", "paho-naive")
 SHAPES = (1, 100)  # readings per message: single readings, and batches of 100
@@ -54,6 +54,14 @@ class Plan:
     console_flip_every_s: float = 0.5
     console_page_loads: int = 5  # cold loads of the page until __siagaReady, median
     console_browser: bool = True  # one headless Chromium page open beside the consoles
+    # Cameras (issue 16, bench/cameras.py): the Jakarta catalog and `devices` synthetic devices
+    # at cameras_rate (the background the alert probes meet in bench/latency.py), without
+    # and with cameras_count cameras (counts every 10 s each, detections at 24 an hour each).
+    cameras_count: int = 5000  # the city's monitoring room: more than 5,000 CCTV cameras
+    cameras_rate: float = 5000.0  # background readings/s, the same in both cases
+    cameras_duration_s: float = 600.0  # counted, after the warm-up (issue 16: 10 minutes)
+    cameras_warm_up_s: float = 10.0  # 5,000 cameras come online; left out of the figures
+    cameras_probe_every_s: float = 1.0  # an alert probe about this often through the span
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -64,7 +72,8 @@ QUICK = Plan(runs=1, mosquitto_messages=60_000, influx_points=250_000, flat_out_
              single_backlog=100_000, batch_backlog=500_000, drain_cap_s=45.0, naive_cap_s=8.0,
              live_duration_s=20.0, live_warm_up_s=5.0, alert_samples=30, storage_samples=20,
              scale_duration_s=8.0, outage_s=10.0, reports_intake=1000, reports_photo=100,
-             console_duration_s=20.0, console_flips=20, console_page_loads=3)
+             console_duration_s=20.0, console_flips=20, console_page_loads=3,
+             cameras_duration_s=60.0)
 
 
 def make_plan(*, quick: bool, runs: int | None, outage_s: float | None) -> Plan:

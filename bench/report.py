@@ -60,6 +60,17 @@ MEASURES = {
                "`devices` event with the new status in a console (and -> the row's data-status "
                "in the page). Page load: a cold browser context, goto('/') -> "
                "window.__siagaReady, under the load, after the counted span",
+    "cameras": "Siaga with the Jakarta catalog and `devices` synthetic devices at a live `rate` "
+               "(the background), in case `none` alone and in case `cameras` with `cameras` "
+               "synthetic cameras beside them from the same load-mode process (`siaga simulate "
+               "--devices N --cameras M --rate R`: counts every 10 s each, detections new and "
+               "end at 24 an hour each, plates made up, a few on the service's watch list); "
+               "cases in turns, ratios within each run. Siaga's RSS (median, peak) and CPU "
+               "after the warm-up; alert latency: bench/latency.py's gauge probe through the "
+               "span (publish -> the FloodLevel webhook); accounted: points in `camera` plus "
+               "camera telemetry dead-lettered equal the camera readings the broker "
+               "acknowledged, and points in `camera_event` plus events dead-lettered equal the "
+               "events acknowledged (dead letters from /api/deadletters/counts)",
 }
 
 
@@ -124,6 +135,7 @@ def summarise(results: dict[str, list[Result]]) -> dict[str, Any]:
                "stats_table": results["reports_year"][-1]["stats_table"]}
             if results.get("reports_year") else {}),
         "console": _console(results.get("console", [])),
+        "cameras": _cameras(results.get("cameras", [])),
     }
 
 
@@ -163,6 +175,47 @@ def _console(rows: list[Result]) -> Result:
             "warm_up_s": rows[0]["warm_up_s"], "cases": cases,
             "ratios": {key: median(ratios[key]) for key in CONSOLE_RATIOS},
             "browser_skipped": skipped[0] if skipped else None}
+
+
+CAMERA_FIGURES = [
+    "fed_rate", "stored_rate", "lag_s", "camera_rate", "event_rate", "median_rss_mb",
+    "peak_rss_mb", "cpu_percent", "alert_p50_ms", "alert_p99_ms", "alert_samples", "webhooks"]
+CAMERA_RATIOS = ("median_rss_mb", "peak_rss_mb", "cpu_percent", "alert_p50_ms", "alert_p99_ms")
+CAMERA_COUNTS = ("camera_acked", "camera_stored", "camera_dead", "camera_missing",
+                 "events_acked", "events_stored", "events_dead", "events_missing",
+                 "dead_letters", "unacknowledged", "accounted")
+
+
+def _cameras(rows: list[Result]) -> Result:
+    """Medians per case (`none`, `cameras`), the cases' ratios within each run (and the RSS
+    they differ by), and each run's accounting of the camera messages."""
+    if not rows:
+        return {}
+    cases = {case: {"cameras": group[0]["cameras"]}
+             | _medians(group, CAMERA_FIGURES, ["kept_up", "accounted"])
+             | {"alert_max_ms": max((r["alert_max_ms"] for r in group
+                                     if r["alert_max_ms"] is not None), default=None),
+                "alert_lost": sum(r["alert_lost"] for r in group)}
+             for (case,), group in _group(rows, "case").items()}
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for (_,), runs in _group(rows, "run").items():
+        named = {r["case"]: r for r in runs}
+        if "none" not in named or "cameras" not in named:
+            continue
+        for key in CAMERA_RATIOS:
+            with_cameras, without = named["cameras"].get(key), named["none"].get(key)
+            if with_cameras is not None and without:
+                ratios[key].append(with_cameras / without)
+        ratios["median_rss_mb added"].append(named["cameras"]["median_rss_mb"]
+                                             - named["none"]["median_rss_mb"])
+    first = rows[0]
+    return {"devices": first["devices"], "rate": first["rate"], "duration_s": first["duration_s"],
+            "warm_up_s": first["warm_up_s"],
+            "cameras": max(r["cameras"] for r in rows), "cases": cases,
+            "ratios": {key: median(values) for key, values in ratios.items()},
+            "accounting": [{"run": r["run"], "case": r["case"]}
+                           | {key: r[key] for key in CAMERA_COUNTS} for r in rows],
+            "accounted": all(r["accounted"] for r in rows)}
 
 
 def _group(rows: list[Result], *keys: str) -> dict[tuple[Any, ...], list[Result]]:
@@ -275,7 +328,36 @@ def targets(summary: dict[str, Any]) -> list[Result]:
                for name, wanted, value, check in issue14]
             + [{"issue": 15, "target": name, "wanted": wanted, "measured": value,
                 "met": None if value is None or check is None else bool(check(value))}
-               for name, wanted, value, check in issue15])
+               for name, wanted, value, check in issue15]
+            + _camera_targets(summary.get("cameras") or {}))
+
+
+def _camera_targets(cameras: Result) -> list[Result]:
+    """Issue 16: every camera message stored or dead-lettered; the alert p99 and the memory
+    with the cameras, reported beside the run without them (no figure is asked of them)."""
+    if not cameras:
+        return []
+    cases, ratios = cameras["cases"], cameras["ratios"]
+    with_cameras, without = cases.get("cameras") or {}, cases.get("none") or {}
+    missing = sum(abs(row["camera_missing"]) + abs(row["events_missing"])
+                  for row in cameras["accounting"])
+    count = f"{cameras['cameras']:,}"
+    rows: list[tuple[str, str, float | None, bool | None]] = [
+        (f"cameras: every message of {count} cameras stored or dead-lettered (missing)",
+         "0", float(missing), bool(cameras["accounted"])),
+        (f"cameras: alert p99 with {count} cameras (ms)", "reported",
+         with_cameras.get("alert_p99_ms"), None),
+        ("cameras: alert p99 without cameras (ms)", "reported", without.get("alert_p99_ms"),
+         None),
+        (f"cameras: median RSS with {count} cameras (MB)", "reported",
+         with_cameras.get("median_rss_mb"), None),
+        ("cameras: median RSS without cameras (MB)", "reported", without.get("median_rss_mb"),
+         None),
+        ("cameras: alert p99 with / without, within a run", "reported",
+         ratios.get("alert_p99_ms"), None),
+    ]
+    return [{"issue": 16, "target": name, "wanted": wanted, "measured": value, "met": met}
+            for name, wanted, value, met in rows]
 
 
 # --- the table --------------------------------------------------------------------------
@@ -361,7 +443,8 @@ def table(summary: dict[str, Any], goals: list[Result], header: str) -> str:
                   _yes(recovery["verified"])]])
     _reports_sections(section, summary)
     _console_sections(section, summary.get("console") or {})
-    for issue in (6, 14, 15):
+    _camera_sections(section, summary.get("cameras") or {})
+    for issue in (6, 14, 15, 16):
         chosen = [g for g in goals if g.get("issue", 6) == issue]
         if all(g["measured"] is None for g in chosen):
             continue  # none of this issue's scenarios ran in this invocation
@@ -447,6 +530,43 @@ def _console_sections(section: Callable[[str, list[str], list[list[str]]], None]
                   str(shown["update_lost"]), _num(shown["page_update_p50_ms"], ".1f"),
                   _num(shown["page_update_p99_ms"], ".1f"), page,
                   _num(shown["page_heap_mb"], ".1f")]])
+
+
+def _camera_sections(section: Callable[[str, list[str], list[list[str]]], None],
+                     cameras: Result) -> None:
+    """Cameras: each case, the ratios within runs, each run's accounting."""
+    cases = cameras.get("cases") or {}
+    if not cases:
+        return
+    ordered = sorted(cases.items(), key=lambda kv: kv[1]["cameras"])
+    section(f"Cameras (issue 16): the Jakarta catalog and {cameras['devices']:,} devices at "
+            f"{_num(cameras['rate'])} readings/s for {cameras['duration_s']:g} s after a "
+            f"{cameras['warm_up_s']:g} s warm-up, without cameras and with them (medians)",
+            ["cameras", "camera msg/s", "events/s", "background/s", "kept up", "RSS median MB",
+             "RSS peak MB", "CPU %", "alert p50 ms", "alert p99 ms", "alert max ms", "probes",
+             "lost", "all accounted", "runs"],
+            [[f"{v['cameras']:,}", _num(v["camera_rate"]), _num(v["event_rate"], ",.1f"),
+              _num(v["fed_rate"]), _yes(v["kept_up"]), _num(v["median_rss_mb"]),
+              _num(v["peak_rss_mb"]), _num(v["cpu_percent"]), _num(v["alert_p50_ms"], ".1f"),
+              _num(v["alert_p99_ms"], ".1f"), _num(v["alert_max_ms"], ".1f"),
+              _num(v["alert_samples"]), str(v["alert_lost"]), _yes(v["accounted"]),
+              str(v["runs"])] for _, v in ordered])
+    section("Cameras: with the cameras / without, within each run (median over runs)",
+            ["ratio", "value"],
+            [[f"{key} cameras/none" if key in CAMERA_RATIOS else f"{key} (MB, cameras - none)",
+              _num(value, ".3f" if key in CAMERA_RATIOS else ",.1f")]
+             for key, value in cameras["ratios"].items()])
+    section("Cameras: every message stored or dead-lettered (each run; acked = what the broker "
+            "acknowledged to the load mode)",
+            ["run / case", "camera acked", "stored", "dead", "missing", "camera_event acked",
+             "stored", "dead", "missing", "dead letters", "unacked", "accounted"],
+            [[f"{row['run']} / {row['case']}", _num(row["camera_acked"]),
+              _num(row["camera_stored"]), _num(row["camera_dead"]),
+              _num(row["camera_missing"]), _num(row["events_acked"]),
+              _num(row["events_stored"]), _num(row["events_dead"]),
+              _num(row["events_missing"]), _num(row["dead_letters"]),
+              _num(row["unacknowledged"]), _yes(row["accounted"])]
+             for row in cameras["accounting"]])
 
 
 def _num(value: float | None, spec: str = ",.0f") -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench import (
+    cameras,
     ceilings,
     console,
     consumers,
@@ -56,7 +57,8 @@ class Runner:
         self.root = root
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in (
             "mosquitto", "influxdb", "simulator", "backlog_drain", "live", "latency", "scale",
-            "recovery", "reports_intake", "reports_stats", "reports_year", "console")}
+            "recovery", "reports_intake", "reports_stats", "reports_year", "console",
+            "cameras")}
         self.errors: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.load: list[dict[str, object]] = []
@@ -244,6 +246,23 @@ class Runner:
                                   storage_probes=plan.storage_samples),
                 _describe_console)
 
+    def _cameras(self, number: int, influx: Influx, catalog: Path, receiver: Receiver) -> None:
+        plan = self.plan
+        cases = [cameras.Case(0), cameras.Case(plan.cameras_count)]
+        if number % 2 == 0:  # each case goes first in some run
+            cases.reverse()
+        for case in cases:
+            self._attempt(
+                "cameras", number,
+                f"cameras: {case.cameras:,} cameras beside the Jakarta catalog and "
+                f"{plan.devices:,} devices at {plan.cameras_rate:,.0f} readings/s",
+                functools.partial(cameras.measure, self.root, influx, case,
+                                  devices=plan.devices, rate=plan.cameras_rate,
+                                  duration_s=plan.cameras_duration_s,
+                                  warm_up_s=plan.cameras_warm_up_s,
+                                  probe_every_s=plan.cameras_probe_every_s),
+                _describe_cameras)
+
     def _books(self) -> list[reports.Book]:
         books = [reports.Book("sqlite")]
         if self.postgres is not None:
@@ -299,6 +318,16 @@ def _describe_console(r: dict[str, Any]) -> str:
                  f"{_ms(r['update_p50_ms'])}, p99 {_ms(r['update_p99_ms'])} "
                  f"({r['update_lost']} lost); page load {_ms(r['page_load_ms'])}")
     return text
+
+
+def _describe_cameras(r: dict[str, Any]) -> str:
+    return (f"RSS median {r['median_rss_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB, CPU "
+            f"{r['cpu_percent']:.0f} %; alert p50 {_ms(r['alert_p50_ms'])}, p99 "
+            f"{_ms(r['alert_p99_ms'])} ({r['alert_samples']} probes, {r['alert_lost']} lost); "
+            f"camera {r['camera_stored']:,} stored + {r['camera_dead']:,} dead of "
+            f"{r['camera_acked']:,}, camera_event {r['events_stored']:,} + {r['events_dead']:,} "
+            f"of {r['events_acked']:,}: {'all accounted' if r['accounted'] else 'NOT accounted'}"
+            f"; background {'kept up' if r['kept_up'] else 'fell behind'}")
 
 
 def _ms(value: float | None) -> str:
