@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from devices.registry import bundled_catalog_path, load_catalog
-from ingest.settings import InfluxSettings, MqttSettings
+from ingest.settings import CameraSettings, InfluxSettings, MqttSettings
 from reports.settings import ReportsSettings
 from rules.alert import AlertStatus
 from siaga.app import Service, stop_on_signals
@@ -29,6 +29,7 @@ from siaga.cli.simulateargs import REPORTS_KEY_ENV, REPORTS_TOKEN_ENV
 from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
 from siaga.sandbox.mosquitto import Mosquitto
 from siaga.settings import BUNDLED_RULES, HttpSettings, Settings
+from simulators.cameras import WATCHED_PLATES
 from simulators.load import synthetic_devices, write_catalog
 
 CONSOLE_PORT = 8080  # the console's port unless taken (then any free one)
@@ -95,6 +96,7 @@ class Demo:
                     # A token for the officers' updates the residents' simulator sends.
                     http=HttpSettings(port=port, token=SecretStr(secrets.token_urlsafe(16))),
                     reports=ReportsSettings(rate_limit_per_minute=6000),
+                    cameras=CameraSettings(watchlist_file=self._watchlist()),
                     data_dir=self.root / "data",
                     webhook_url=console.url,
                     catalog=self._catalog(), rules=self._rules(),
@@ -114,6 +116,16 @@ class Demo:
         path = self.root / "demo-catalog.yaml"
         jakarta = list(load_catalog(bundled_catalog_path()))
         write_catalog(jakarta + synthetic_devices(LOAD_DEVICES, centre=LOAD_CENTRE), path)
+        return path
+
+    def _watchlist(self) -> Path:
+        """The plates the demo keeps: the simulators' made-up 'tax arrears' ones. Every
+        other plate the cameras read is only counted (SPEC section 7)."""
+        path = self.root / "demo-watchlist.csv"
+        rows = [f"{plate},Bapenda (demo),tunggakan pajak (contoh)" for plate in WATCHED_PLATES]
+        path.write_text("\n".join(["plate,agency,reason", *rows]) + "\n", encoding="utf-8")
+        self._say(f"  Cameras    the catalog's cameras; plates kept only from the watch list "
+                  f"{path} ({len(rows)} made-up plates)")
         return path
 
     def _rules(self) -> Path:
