@@ -25,7 +25,8 @@ _SEPARATORS = str.maketrans("", "", " .-_\t")
 # plate's owner or a recognised face's name.
 _PERSONAL_KEYS: Final = frozenset({"sub_label"})
 # Keys whose string values stay when they look like a plate: the event's own identity,
-# which Siaga stores anyway for a valid event, and which a reason about it refers to.
+# which Siaga stores anyway for a valid event, and which a reason about it refers to. Not
+# with a space in it: no valid id or zone has one, and a plate is often written with them.
 _KEPT_KEYS: Final = frozenset({"event_id", "id", "type", "label", "zone", "camera", "ts"})
 _CODE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _NS_PER_S = 1_000_000_000
@@ -148,7 +149,8 @@ def redact_plates(letter: DeadLetter) -> DeadLetter:
                     return _withheld(letter)
                 elif isinstance(value, dict | list):
                     stack.append(value)
-                elif isinstance(value, str) and key not in _KEPT_KEYS and _looks_like_plate(value):
+                elif isinstance(value, str) and _looks_like_plate(value) and (
+                        key not in _KEPT_KEYS or " " in value):
                     node[key] = REDACTED
         else:
             for index, value in enumerate(node):

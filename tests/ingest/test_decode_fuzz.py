@@ -444,8 +444,11 @@ def test_every_event_of_a_batch_becomes_a_detection_or_a_dead_letter_without_its
     payload = _json(items[0] if single else items)
     out = decode(topic, payload)
     check_accounted(topic, payload, out)
+    # Plates as a camera writes them (with spaces: no event id or zone has one), and not
+    # also sent in another field, which a dead letter may keep (an event id is kept).
     sent = {item["plate"] for item in items if isinstance(item, dict)
-            and isinstance(item.get("plate"), str) and len(item["plate"]) > 3}
+            and isinstance(item.get("plate"), str) and " " in item["plate"].strip()
+            and item["plate"] not in [v for k, v in item.items() if k != "plate"]}
     for letter in out.dead:
         assert not any(plate.encode() in letter.payload or plate in letter.reason
                        for plate in sent), letter

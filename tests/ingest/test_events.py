@@ -188,3 +188,8 @@ def test_event_identity_stays_readable_in_a_redacted_dead_letter() -> None:
     [letter] = decode(event(event_id="cam1-ev42", zone="zone1", score=3)).dead
     kept = orjson.loads(letter.payload)
     assert (kept["event_id"], kept["zone"]) == ("cam1-ev42", "zone1")
+
+
+def test_an_event_id_written_like_a_plate_is_redacted_in_a_dead_letter() -> None:
+    [letter] = decode(event(event_id=UNLISTED)).dead
+    assert "event_id" in letter.reason and orjson.loads(letter.payload)["event_id"] == REDACTED
