@@ -21,6 +21,7 @@ RESERVED_LABELS: Final = frozenset({"device_id"})
 SIAGA_THRESHOLDS: Final = ("siaga3_cm", "siaga2_cm", "siaga1_cm")
 CAMERA_FIELDS: Final = ("spot", "watches", "zones", "analytics")
 WATCHABLE: Final = frozenset({Kind.WATER_LEVEL, Kind.TRAFFIC})  # what a camera watches over
+EVENT_TAGS: Final = frozenset({"label", "type", "zone"})  # a detection's own tags
 
 
 def _label_key(key: str) -> str:
@@ -98,6 +99,11 @@ class Device(StrictModel):
                                  f"{'these' if len(given) > 1 else 'this'} (kind camera)")
         elif self.watches == self.id:
             raise ValueError("watches: a camera cannot watch over itself")
+        else:
+            taken = sorted(EVENT_TAGS & self.labels.keys())
+            if taken:  # its detections carry these tags themselves (SPEC section 7)
+                raise ValueError(f"labels: {', '.join(taken)} is reserved on a camera: its "
+                                 "detections are tagged with their own")
         return self
 
     @property

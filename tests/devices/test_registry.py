@@ -245,6 +245,8 @@ def test_a_camera_names_its_spot_watched_device_zones_and_analytics(tmp_path: Pa
     ("{id: c, kind: camera, name: C, lat: 0, lon: 0, watches: udara}",
      "devices[1].watches: 'udara' is a air-quality device; a camera watches over a "
      "water-level gauge or a traffic sensor"),
+    ("{id: c, kind: camera, name: C, lat: 0, lon: 0, labels: {zone: utara}}",
+     "labels: zone is reserved on a camera: its detections are tagged with their own"),
     ("{id: c, kind: camera, name: C, lat: 0, lon: 0, analytics: [telepathy]}",
      "devices[1].analytics[0]: unknown analytic 'telepathy'"),
 ])
