@@ -15,6 +15,11 @@ from siaga_core.sqlitestore import SqliteStore
 PAYLOAD_SHOWN_CHARS = 80  # one terminal line's worth: enough to recognise a payload
 REDACTED: Final = "[redacted]"
 WITHHELD: Final = "payload withheld: not JSON, so a plate in it could not be redacted"
+WITHHELD_KEY: Final = "payload withheld: a key in it looks like a plate"
+# What a reason quotes of the payload: `(got 'B 1234 XYZ')`, `'...'`, `"..."`. A reason of a
+# message that may hold plates says what was wrong, never what was sent.
+_WORDS = re.compile(r"[A-Za-z0-9]+")
+_QUOTED = re.compile(r"\(got [^)]*\)|'[^']*'|\"[^\"]*\"")
 # A string that could be a plate written anywhere, not only under `plate`: 2 to 16
 # letters and digits, with both (spaces, dots and dashes aside). Short ids such as `cam01`
 # match too: a dead letter loses a little detail, never a plate.
@@ -26,8 +31,9 @@ _SEPARATORS = str.maketrans("", "", " .-_\t")
 _PERSONAL_KEYS: Final = frozenset({"sub_label"})
 # Keys whose string values stay when they look like a plate: the event's own identity,
 # which Siaga stores anyway for a valid event, and which a reason about it refers to. Not
-# with a space in it: no valid id or zone has one, and a plate is often written with them.
-_KEPT_KEYS: Final = frozenset({"event_id", "id", "type", "label", "zone", "camera", "ts"})
+# with a space in it: no valid id has one, and a plate is often written with them. A label,
+# type, zone or time that looks like a plate is no valid one either: it is redacted.
+_KEPT_KEYS: Final = frozenset({"event_id", "id", "camera"})
 _CODE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _NS_PER_S = 1_000_000_000
 _NS_PER_MS = 1_000_000
@@ -124,7 +130,8 @@ class DeadLetterStore(SqliteStore):
 
 
 def redact_plates(letter: DeadLetter) -> DeadLetter:
-    """`letter` with every plate in its payload replaced by "[redacted]", at any depth.
+    """`letter` with every plate in its payload replaced by "[redacted]", at any depth, and
+    a reason that quotes nothing of the payload (`(got ...)` and quoted text withheld).
 
     A plate is personal data (SPEC section 7) and a dead letter is kept and shown. What is
     replaced: every value under a key naming a plate (`plate`, `license_plate`, any case)
@@ -133,10 +140,11 @@ def redact_plates(letter: DeadLetter) -> DeadLetter:
     JSON, or has a key that looks like a plate, is withheld whole and the reason says so.
     Iterative: a payload may nest 1024 levels.
     """
+    letter = replace(letter, reason=_QUOTED.sub(_unquoted, letter.reason))
     try:
         document = orjson.loads(letter.payload)
     except orjson.JSONDecodeError:
-        return _withheld(letter)
+        return _withheld(letter, WITHHELD)
     root: list[object] = [document]
     stack: list[dict[str, object] | list[object]] = [root]
     while stack:
@@ -146,7 +154,7 @@ def redact_plates(letter: DeadLetter) -> DeadLetter:
                 if "plate" in key.lower() or key in _PERSONAL_KEYS:
                     node[key] = REDACTED
                 elif _looks_like_plate(key):
-                    return _withheld(letter)
+                    return _withheld(letter, WITHHELD_KEY)
                 elif isinstance(value, dict | list):
                     stack.append(value)
                 elif isinstance(value, str) and _looks_like_plate(value) and (
@@ -168,8 +176,22 @@ def _looks_like_plate(text: str) -> bool:
     return _PLATE_LIKE.fullmatch(text.translate(_SEPARATORS)) is not None
 
 
-def _withheld(letter: DeadLetter) -> DeadLetter:
-    return replace(letter, payload=b"", reason=f"{letter.reason}; {WITHHELD}")
+def _withheld(letter: DeadLetter, why: str) -> DeadLetter:
+    return replace(letter, payload=b"", reason=f"{letter.reason}; {why}")
+
+
+def _unquoted(found: re.Match[str]) -> str:
+    """A quoted part of a reason, or `'…'` when anything in it could be a plate."""
+    text = found.group(0)
+    if not any(_looks_like_plate(word) for word in _WORDS.findall(text)) and not \
+            _looks_like_plate(text.strip("()'\"").removeprefix("got ").strip("'\"")):
+        return text
+    return "(value withheld)" if text.startswith("(") else "'…'"
+
+
+def looks_like_plate(text: str) -> bool:
+    """Whether `text` could be a plate however written (for names counted in the open)."""
+    return _looks_like_plate(text)
 
 
 def json_bytes(value: object) -> bytes:

@@ -18,10 +18,11 @@ import orjson
 from pydantic import ValidationError
 
 from devices.detections import Detection, explain_event, validate_event
+from devices.kinds import Kind
 from devices.readings import READING_VALIDATORS, Reading, StatusUpdate, explain, to_reading
 from devices.registry import Registry
 from devices.topics import InvalidTopic, Topic, TopicScheme
-from ingest.deadletters import DeadLetter, json_bytes, redact_plates
+from ingest.deadletters import DeadLetter, json_bytes, looks_like_plate, redact_plates
 from ingest.watchlist import Watchlist
 
 MAX_BATCH = 1000  # SPEC section 1: a batch holds up to 1000 readings (and events, issue 16)
@@ -36,6 +37,8 @@ _JSON_TYPES: Final = {
 # A dead letter whose payload says `plate` anywhere is redacted whatever its topic: a
 # camera may send an event on its telemetry topic, or a device a plate in a field.
 _SAYS_PLATE: Final = re.compile(rb"(?i)plate")
+# An unknown field of a camera's counts whose name could be a plate is counted under this.
+PLATE_LIKE_FIELD: Final = "(a name like a plate)"
 
 
 class DetectionSource(Protocol):
@@ -234,6 +237,8 @@ class Decoder:
         extra = model.__pydantic_extra__  # what `model_extra` returns, minus a property call
         if extra:
             for name in extra:
+                if parsed.kind is Kind.CAMERA and looks_like_plate(name):
+                    name = PLATE_LIKE_FIELD  # counted in the open (/metrics): never a plate
                 out.ignored_fields[(parsed.device_id, name)] += 1
         out.readings.append(reading)
 

@@ -17,7 +17,9 @@ needs it, and it is a name from Frigate's configuration, checked to look like on
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Final, Self
@@ -58,6 +60,16 @@ PERSONAL_KEYS: Final = frozenset({"recognized_license_plate", "sub_label", "plat
 REDACTED: Final = "[redacted]"
 _SLUG_RE: Final = re.compile(r"[^a-z0-9_-]+")
 _EVENT_TYPES: Final = ("new", "update", "end")
+
+
+log = logging.getLogger(__name__)
+MAX_NAMED = 100  # unmapped cameras named in the log, once each; a flood of names is not
+
+
+class Ignored(InputError):
+    """A message that is Frigate's business, not Siaga's: an object Siaga has no label for
+    (a dog, a cat, a package) or a camera deliberately left out of `frigate.cameras`.
+    Frigate publishes several updates a second per object; each would be a dead letter."""
 
 
 class Refused(InputError):
@@ -129,6 +141,9 @@ class FrigateMapper:
         self._cameras: Mapping[str, str] = dict(settings.cameras)
         self._labels: Mapping[str, str] = {**DEFAULT_LABELS, **settings.labels}
         self._zones: Mapping[str, str] = dict(settings.zones)
+        # Messages passed over, by why ("label", "camera"): counted, not dead-lettered.
+        self.ignored: Counter[str] = Counter()
+        self._unmapped_named: set[str] = set()  # cameras already named in the log
 
     @property
     def topic(self) -> str:
@@ -148,6 +163,9 @@ class FrigateMapper:
         try:
             events = self._events(message)
             return self._detections(events, received_ns), None
+        except Ignored as why:
+            self.ignored[str(why)] += 1
+            return [], None
         except Refused as refusal:
             return [], f"frigate: {refusal}"
 
@@ -190,9 +208,13 @@ class FrigateMapper:
             raise Refused("after.camera: must be a string")
         device_id = self._cameras.get(camera)
         if device_id is None:
-            if _FRIGATE_CAMERA_RE.match(camera):
-                raise Refused(f"camera {camera!r} is not mapped in frigate.cameras")
-            raise Refused("after.camera: not a Frigate camera name")
+            if not _FRIGATE_CAMERA_RE.match(camera):
+                raise Refused("after.camera: not a Frigate camera name")
+            if camera not in self._unmapped_named and len(self._unmapped_named) < MAX_NAMED:
+                self._unmapped_named.add(camera)
+                log.info("frigate: camera %r is not in frigate.cameras: its events are passed "
+                         "over (map it to a catalog camera to take them)", camera)
+            raise Ignored("camera")
         return device_id
 
     def _label(self, after: dict[str, object]) -> str:
@@ -201,7 +223,7 @@ class FrigateMapper:
             raise Refused("after.label: must be a string")
         mapped = self._labels.get(label)
         if mapped is None:
-            raise Refused("after.label: not one of Siaga's labels (map it in frigate.labels)")
+            raise Ignored("label")  # map it in frigate.labels to take it
         return mapped
 
     def _zone(self, zones: object) -> str | None:

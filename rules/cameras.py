@@ -299,10 +299,15 @@ class CameraRules:
         return [self.flood_signal(camera.device.id, at_ns, lookup, latest)]
 
     def _frozen(self, camera: _Camera, at_ns: int) -> bool:
-        # Two counts at least: one saturated score (water_score 1.0 in a real flood) may
-        # hold still for an hour; a live picture's vehicles and speed do not.
+        # Two counts at least, and something moving in them: one saturated score
+        # (water_score 1.0 in a real flood) may hold still for an hour, and so may a flooded
+        # underpass's empty road (no vehicle, no speed, nobody); a live picture with traffic
+        # in it does not.
         present = sum(value is not None for value in camera.counts)
-        return (present >= 2 and camera.same_since_ns is not None
+        scene = [value for name, value in zip(_COUNTS, camera.counts, strict=False)
+                 if name != "water_score" and value is not None]
+        empty_scene = all(value == 0 for value in scene)
+        return (present >= 2 and not empty_scene and camera.same_since_ns is not None
                 and at_ns - camera.same_since_ns >= self._frozen_ns)
 
     def _seeing(self, camera: _Camera, seeing: bool) -> None:

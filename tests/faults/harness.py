@@ -214,6 +214,9 @@ rules:
       - {{threshold: siaga2_cm, level: siaga-2, severity: major}}
       - {{threshold: siaga1_cm, level: siaga-1, severity: critical}}
 alerting: {{page_max_age: 30d, repeat_interval: 24h}}
+# The bundled catalog's cameras report every 10 s where they run; here nothing drives them,
+# and their silence must not page beside the ladder the faults are judged on.
+offline: {{expected_interval: {{camera: 24h}}}}
 receivers:
   - {{name: bpbd, url: "{receiver_url}", timeout_s: {timeout_s}}}
 routes:

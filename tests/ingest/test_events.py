@@ -10,8 +10,8 @@ import pytest
 from devices.detections import Detection
 from devices.registry import bundled_catalog_path, load_catalog
 from devices.topics import TopicScheme
-from ingest.deadletters import REDACTED, WITHHELD
-from ingest.decode import Decoded, Decoder
+from ingest.deadletters import REDACTED, WITHHELD, WITHHELD_KEY
+from ingest.decode import PLATE_LIKE_FIELD, Decoded, Decoder
 from ingest.watchlist import Watchlist
 
 NOW_NS = 1_700_000_000 * 10**9
@@ -162,7 +162,7 @@ def test_a_payload_that_is_not_json_on_the_events_channel_is_withheld_whole() ->
 
 def test_a_key_that_looks_like_a_plate_withholds_the_payload() -> None:
     [letter] = decode({"B7777QRS": 1}).dead
-    assert letter.payload == b"" and WITHHELD in letter.reason
+    assert letter.payload == b"" and WITHHELD_KEY in letter.reason
 
 
 def test_a_plate_sent_on_a_cameras_telemetry_topic_is_redacted_too() -> None:
@@ -185,9 +185,30 @@ def test_other_dead_letters_keep_their_payload_byte_for_byte() -> None:
 
 
 def test_event_identity_stays_readable_in_a_redacted_dead_letter() -> None:
+    # The event id stays; a zone, label, type or time that looks like a plate does not.
     [letter] = decode(event(event_id="cam1-ev42", zone="zone1", score=3)).dead
     kept = orjson.loads(letter.payload)
-    assert (kept["event_id"], kept["zone"]) == ("cam1-ev42", "zone1")
+    assert (kept["event_id"], kept["zone"]) == ("cam1-ev42", REDACTED)
+
+
+@pytest.mark.parametrize("field", ["label", "type", "ts", "zone"])
+def test_a_plate_sent_in_any_field_of_an_event_is_redacted(field: str) -> None:
+    [letter] = decode(event(**{field: "B7777QRS"})).dead
+    assert b"7777" not in letter.payload and "7777" not in letter.reason
+
+
+def test_a_plate_sent_as_a_cameras_time_is_in_neither_payload_nor_reason() -> None:
+    topic = f"siaga/camera/{CAMERA}/telemetry"
+    [letter] = decode({"ts": "B 1234 XYZ", "water_score": 0.1}, topic).dead
+    assert letter.reason.startswith("ts: ") and "1234" not in letter.reason
+    assert b"1234" not in letter.payload
+
+
+def test_a_plate_as_a_cameras_unknown_field_name_is_counted_without_its_name() -> None:
+    topic = f"siaga/camera/{CAMERA}/telemetry"
+    decoded = decode({"water_score": 0.1, "B 7777 QRS": 1}, topic)
+    assert len(decoded.readings) == 1
+    assert dict(decoded.ignored_fields) == {(CAMERA, PLATE_LIKE_FIELD): 1}
 
 
 def test_an_event_id_written_like_a_plate_is_redacted_in_a_dead_letter() -> None:

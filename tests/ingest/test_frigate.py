@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,16 @@ def test_a_false_positive_is_no_detection_and_no_error() -> None:
     assert mapped("person_false_positive.json") == ([], None)
 
 
-def test_an_unmapped_camera_is_refused_by_name() -> None:
-    assert mapped("unknown_camera_new.json") == (
-        [], "frigate: camera 'parking_garage' is not mapped in frigate.cameras")
+def test_an_unmapped_camera_is_passed_over_counted_and_named_once_in_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A site maps the cameras it wants watched; the others' many updates are not errors.
+    mapper = FrigateMapper(SETTINGS, REGISTRY)
+    payload = published(message("unknown_camera_new.json"))
+    with caplog.at_level(logging.INFO, logger="ingest.frigate"):
+        results = [mapper.to_detections(payload, NOW_NS) for _ in range(3)]
+    assert results == [([], None)] * 3
+    assert mapper.ignored == {"camera": 3}
+    assert [r.getMessage().count("'parking_garage'") for r in caplog.records] == [1]
 
 
 def test_a_camera_name_frigate_could_not_have_is_not_shown_back() -> None:
@@ -105,10 +113,10 @@ def test_a_camera_name_frigate_could_not_have_is_not_shown_back() -> None:
     assert reason == "frigate: after.camera: not a Frigate camera name"
 
 
-def test_a_label_siaga_does_not_take_is_refused_without_echoing_it() -> None:
-    detections, reason = mapped("dog_new.json")
-    assert detections == []
-    assert reason is not None and "frigate.labels" in reason and "dog" not in reason
+def test_a_label_siaga_does_not_take_is_passed_over_and_counted() -> None:
+    mapper = FrigateMapper(SETTINGS, REGISTRY)
+    assert mapper.to_detections(published(message("dog_new.json")), NOW_NS) == ([], None)
+    assert mapper.ignored == {"label": 1}
 
 
 def test_a_label_can_be_mapped_to_one_of_ours() -> None:

@@ -40,12 +40,13 @@ def test_a_plate_frigate_read_is_dropped_unless_listed() -> None:
 
 
 def test_a_refused_frigate_message_is_a_dead_letter_without_personal_data() -> None:
-    document: dict[str, Any] = message("unknown_camera_new.json")
+    document: dict[str, Any] = message("car_new.json")
+    document["after"]["score"] = document["after"]["top_score"] = 7  # not a score
     document["after"]["recognized_license_plate"] = ["B 7777 QRS", 0.9]
     document["after"]["sub_label"] = ["Budi Santoso", 0.95]
     [letter] = decode(published(document)).dead
     assert (letter.code, letter.topic) == ("invalid-event", TOPIC)
-    assert "parking_garage" in letter.reason
+    assert "score" in letter.reason
     assert b"7777" not in letter.payload and b"Budi" not in letter.payload
     assert REDACTED.encode() in letter.payload
 

@@ -252,3 +252,18 @@ async def test_a_gauge_flood_alert_keeps_naming_its_cameras_after_a_restart(
         view = later.book.get(fingerprint("FloodLevel", "manggarai"))
     assert view is not None and view.alert.annotations["cameras_seeing_water"] == CAM
     assert view.alert.annotations["summary"]  # the rule's own annotations are there too
+
+
+async def test_a_flooded_empty_road_holding_still_is_not_taken_for_a_frozen_picture(
+    rules_file: RulesFile, registry: Registry, tmp_path: Path, clock: Clock,
+) -> None:
+    # Water 1.0, no vehicle, no speed, nobody: the same counts for 20 minutes are a flooded
+    # underpass, not a frozen camera; its gauge at Siaga 2 keeps the alert critical.
+    async with alerting(rules_file, registry, tmp_path, clock) as service:
+        gauge(service, clock, -5, 900)  # Siaga 2
+        camera(service, clock, 0, 20, water_score=1.0, vehicles_per_min=0, mean_speed_kmh=0,
+               people=0)
+        _, severity, notes = flood_of(service)
+        changes = severities(service)
+    assert changes == [("firing", "critical")]
+    assert severity == "critical" and "camera_frozen" not in notes
