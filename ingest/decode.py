@@ -264,6 +264,14 @@ class Decoder:
             reason = f"ts: {(ts_ns - received_ns) / 1e9:.0f} s in the future (device clock wrong?)"
             self._reject(topic, payload, item, index, reason, received_ns, out, "future-ts")
             return
+        device = self._registry.get(parsed.device_id)
+        if model.zone is not None and device is not None and device.zones \
+                and model.zone not in device.zones:
+            # A camera's zones are its catalog's (when it lists them): a zone name per event
+            # would grow InfluxDB's series and the rules' counts without bound.
+            reason = f"zone: not one of the camera's zones ({', '.join(device.zones)})"
+            self._reject(topic, payload, item, index, reason, received_ns, out, "invalid-event")
+            return
         plate = None if model.plate is None else self._listed(model.plate, out)
         out.detections.append(Detection(parsed.device_id, ts_ns, model.event_id, model.type,
                                         model.label, model.score, model.zone, plate))

@@ -214,3 +214,11 @@ def test_a_plate_as_a_cameras_unknown_field_name_is_counted_without_its_name() -
 def test_an_event_id_written_like_a_plate_is_redacted_in_a_dead_letter() -> None:
     [letter] = decode(event(event_id=UNLISTED)).dead
     assert "event_id" in letter.reason and orjson.loads(letter.payload)["event_id"] == REDACTED
+
+
+def test_an_event_in_a_zone_the_catalog_does_not_list_for_its_camera_is_refused() -> None:
+    decoded = decode(event(zone="sudirman"))
+    assert [d.zone for d in decoded.detections] == ["sudirman"]
+    [letter] = decode(event(zone="taman")).dead
+    assert letter.reason == (
+        "zone: not one of the camera's zones (sudirman, gatot-subroto, loop-ramp)")
