@@ -254,14 +254,7 @@ def _stored(bed: Bed, base: int) -> Stored:
 
 
 def _count(bed: Bed, measurement: str, field: str) -> int:
-    result = bed.influx.query(f'SELECT count("{field}") FROM "{measurement}"', bed.database)
-    total = 0
-    for statement in result.get("results", []):  # type: ignore[attr-defined]
-        if "error" in statement:
-            raise RuntimeError(f"InfluxDB count failed: {statement['error']}")
-        for series in statement.get("series", []):
-            total += sum(int(row[1]) for row in series["values"])
-    return total
+    return bed.influx.count(bed.database, [measurement], field)
 
 
 def dead_letters(port: int) -> DeadLetters:

@@ -63,10 +63,12 @@ class Influx:
     def drop(self, database: str) -> None:
         self.query(f'DROP DATABASE "{database}"')
 
-    def count(self, database: str, measurements: Iterable[str] = MEASUREMENTS) -> int:
-        """Points stored in `measurements` (counted on the field every reading has)."""
+    def count(self, database: str, measurements: Iterable[str] = MEASUREMENTS,
+              field: str = COUNT_FIELD) -> int:
+        """Points stored in `measurements`, counted on `field` (by default the one every
+        reading has)."""
         sources = ",".join(f'"{name}"' for name in measurements)
-        result = self.query(f'SELECT count("{COUNT_FIELD}") FROM {sources}', database)
+        result = self.query(f'SELECT count("{field}") FROM {sources}', database)
         total = 0
         for statement in result.get("results", []):  # type: ignore[attr-defined]
             if "error" in statement:
