@@ -73,6 +73,7 @@ export class Panel {
         ...labels,
       ])),
       thresholds.length ? section('panel.thresholds', definitions(thresholds.map(([k, v]) => [has(`threshold.${k}`) ? t(`threshold.${k}`) : k, String(v)]))) : null,
+      device.kind === 'camera' && !at ? section('panel.counts', this.countsBox(device, reload)) : null,
       section('panel.chart', chartBox),
       section('panel.alerts', alerts.length ? el('ul', { class: 'plain' }, alerts.map((alert) => {
         const item = el('li', { 'class': 'link', 'tabindex': 0, 'data-fingerprint-ref': alert.fingerprint },
@@ -90,6 +91,24 @@ export class Panel {
           when(report.requested_at)))) : el('p', { class: 'muted' }, t('panel.none'))),
     );
     if (reload) await this.loadChart(device, style, at);
+  }
+
+  // A camera's latest counts (the list shows only its water_score): read from the API's
+  // device answer, kept while the panel is redrawn for the same camera.
+  countsBox(device, reload) {
+    if (!reload && this.counts?.id === device.id) return this.counts.box;
+    const box = el('div', {}, el('p', { class: 'muted' }, t('chart.loading')));
+    this.counts = { id: device.id, box };
+    fetch(`/api/devices/${encodeURIComponent(device.id)}`, { cache: 'no-store' })
+      .then((response) => (response.ok ? response.json() : null))
+      .then((answer) => {
+        const values = answer?.latest?.values ?? {};
+        const pairs = COUNTS.filter((name) => typeof values[name] === 'number')
+          .map((name) => [t(`count.${name}`), formatCount(name, values[name])]);
+        replace(box, pairs.length ? definitions(pairs) : el('p', { class: 'muted' }, t('panel.none')));
+      })
+      .catch(() => replace(box, el('p', { class: 'muted' }, t('panel.none'))));
+    return box;
   }
 
   showReport(report) {
@@ -195,6 +214,12 @@ function drawLevels(u, levels) {
     ctx.fillText(level.label, left + width - 4 * devicePixelRatio, y - 4 * devicePixelRatio);
   }
   ctx.restore();
+}
+
+const COUNTS = ['water_score', 'vehicles_per_min', 'mean_speed_kmh', 'people'];
+
+function formatCount(name, value) {
+  return name === 'water_score' ? value.toFixed(2) : String(Math.round(value * 10) / 10);
 }
 
 function section(titleKey, content) {

@@ -300,6 +300,23 @@ def test_the_device_panel_shows_the_gauge_and_its_chart(
     assert watched.errors == []
 
 
+def test_a_camera_seeing_water_turns_and_its_panel_shows_its_counts(
+        page: Page, console: Console, watched: Watched) -> None:
+    open_console(page, console)
+    row = device_row(page, "cam-uji")
+    console.publish("cam-uji", {"water_score": 0.93, "vehicles_per_min": 4, "people": 2},
+                    kind="camera")
+    expect(row).to_have_attribute("data-status", "water", timeout=LIVE_MS)
+    row.click()
+    panel = page.locator("#panel")
+    expect(panel).to_contain_text("Jl. Kamera Uji")  # its spot
+    expect(panel).to_contain_text("uji-grafik")  # the gauge it watches over
+    expect(panel).to_contain_text("0.93", timeout=LIVE_MS)  # its latest counts
+    expect(panel).to_contain_text("Kendaraan per menit")
+    assert watched.csp_violations(page) == []
+    assert watched.errors == []
+
+
 def _add_key(console: Console) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "siaga", "reports", "keys", "add", "browser-test",
