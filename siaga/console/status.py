@@ -30,6 +30,7 @@ from devices.kinds import Kind
 from devices.readings import POLLUTANTS, Reading
 from devices.registry import SIAGA_THRESHOLDS, Device
 from rules.alert import Alert, AlertStatus
+from rules.cameras import CAMERA_CONGESTION, FLOOD_DETECTED
 from rules.config import RulesFile
 from rules.ispu import Category, ispu
 
@@ -38,9 +39,9 @@ OFFLINE: Final = "offline"
 NO_DATA: Final = "no-data"
 CONGESTED: Final = "congested"
 WATER: Final = "water"
-# The camera rules (issue 16) by name: they are rule types of their own, not ladders.
-CAMERA_WATER_RULE: Final = "FloodDetected"
-CAMERA_JAM_RULE: Final = "CameraCongestion"
+# The camera rules (issue 16) by name: built-in alerts of their own, not ladders.
+CAMERA_WATER_RULE: Final = FLOOD_DETECTED
+CAMERA_JAM_RULE: Final = CAMERA_CONGESTION
 CAMERA_RULES: Final = (CAMERA_WATER_RULE, CAMERA_JAM_RULE)
 WATER_SEEN: Final = 0.8  # water_score from which a camera is drawn as seeing water
 SIAGA_LEVELS: Final = ("siaga-3", "siaga-2", "siaga-1")  # in SIAGA_THRESHOLDS' order
