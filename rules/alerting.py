@@ -32,6 +32,7 @@ from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
+from rules.alertmanager import AlertmanagerSettings
 from rules.cameras import (
     CAMERAS_COUNT_NOTE,
     CAMERAS_NOTE,
@@ -45,6 +46,7 @@ from rules.config import STORAGE_UNAVAILABLE, RulesFile
 from rules.delivery import Deliverer
 from rules.dispatch import Dispatcher
 from rules.engine import RuleEngine
+from rules.forwarding import Forwarder
 from rules.offline import DeviceTracker, OfflineChecker
 from rules.outbox import Outbox
 from rules.routing import Router
@@ -70,15 +72,19 @@ class Alerting:
                  webhook_url: str | None, external_url: str,
                  clock_ns: Callable[[], int] = time.time_ns,
                  plate_labels: PlateLabels | None = None,
+                 alertmanagers: Sequence[AlertmanagerSettings] = (),
                  ) -> None:
         """`plate_labels`: a listed plate -> its watch-list row's labels (agency, reason),
-        for WatchlistVehicleSeen; without it the alert names the plate alone."""
+        for WatchlistVehicleSeen; without it the alert names the plate alone.
+        `alertmanagers`: Prometheus Alertmanagers told of every alert besides the webhooks."""
         self.rules_file = rules_file
         self.registry = registry
         self._data_dir = data_dir
         self._webhook_url = webhook_url
         self._external_url = external_url
         self._clock_ns = clock_ns
+        self._alertmanagers = tuple(alertmanagers)
+        self.forwarders: list[Forwarder] = []
         self.engine = RuleEngine(rules_file, registry, on_unchanged=self._unchanged)
         self._refreshed: dict[str, int] = {}  # fingerprint -> wall ns of its last refresh
         self._page_max_age_ns = to_ns(rules_file.alerting.page_max_age)
@@ -108,6 +114,9 @@ class Alerting:
             page_max_age_ns=to_ns(alerting.page_max_age),
             repeat_interval_ns=to_ns(alerting.repeat_interval), clock_ns=self._clock_ns,
             send=self.dispatcher.dispatch))
+        self.forwarders = [Forwarder(settings, self.book, self._external_url,
+                                     clock_ns=self._clock_ns)
+                           for settings in self._alertmanagers]
         self.checker = OfflineChecker(self.rules_file.offline, self.registry, self.tracker,
                                       alerting.utc_offset)
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
@@ -366,7 +375,11 @@ class Alerting:
                           id="citizens")
         scheduler.start()
         try:
-            await self.deliverer.run(stop)
+            # Each Alertmanager on its own: one that hangs delays neither webhooks nor others.
+            async with asyncio.TaskGroup() as group:
+                for forwarder in self.forwarders:
+                    group.create_task(forwarder.run(stop))
+                await self.deliverer.run(stop)
         finally:
             scheduler.shutdown(wait=False)
 

@@ -95,7 +95,8 @@ class Service:
                 self.rules, self.registry, data_dir, webhook_url=settings.webhook_url,
                 external_url=self._external_url(),
                 clock_ns=self.clock_ns,
-                plate_labels=None if watchlist is None else watchlist.labels_of))
+                plate_labels=None if watchlist is None else watchlist.labels_of,
+                alertmanagers=settings.alertmanagers))
             self.alerting = alerting
             book = stack.enter_context(ReportBook.open(settings.reports, data_dir,
                                                        clock_ns=self.clock_ns))

@@ -22,6 +22,7 @@ from ingest.settings import (
     SpoolSettings,
 )
 from reports.settings import ReportsSettings
+from rules.alertmanager import AlertmanagerSettings
 from siaga_core.configfile import locate, validate_data
 from siaga_core.errors import ConfigFileError, Problem
 from siaga_core.yamlfile import Loc, read_yaml
@@ -78,6 +79,8 @@ class Settings(Section):
     rules: FilePath | None = None
     # A receiver that gets every notification, besides the routes of the rules file.
     webhook_url: str | None = None
+    # Prometheus Alertmanagers told of every firing alert and its end (SPEC section 9).
+    alertmanagers: list[AlertmanagerSettings] = Field(default_factory=list)
 
     @property
     def catalog_path(self) -> Path:
@@ -103,6 +106,10 @@ ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
     "SIAGA_WEBHOOK_URL": (("webhook_url",), str),
     "SIAGA_REPORTS_DATABASE_URL": (("reports", "database_url"), SecretStr),
     "SIAGA_CONSOLE_TILE_URL": (("console", "tile_url"), str),
+}
+# Variables that add an entry to a list rather than set a field: variable -> (list, field).
+APPENDING: Mapping[str, tuple[str, str]] = {
+    "SIAGA_ALERTMANAGER_URL": ("alertmanagers", "url"),
 }
 
 
@@ -131,6 +138,12 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             continue
         _set_path(data, field_path, value)
         sources[field_path] = f"environment {name}"
+    for name, (list_name, field) in APPENDING.items():
+        raw = (environ if environ is not None else os.environ).get(name)
+        if raw:
+            loc = _append_entry(data, list_name, field, raw)
+            if loc is not None:
+                sources[loc] = f"environment {name}"
     if problems:
         raise ConfigFileError(path, problems)
     settings = validate_data(data, Settings, path, lambda: document.node, sources)
@@ -173,6 +186,19 @@ def _set_path(data: dict[str, object], field_path: tuple[str, ...], value: objec
             return
         target = section
     target[field_path[-1]] = value
+
+
+def _append_entry(data: dict[str, object], list_name: str, field: str, value: str) -> Loc | None:
+    """Add `{field: value}` to the list `list_name` unless an entry has it already; its place."""
+    entries = data.setdefault(list_name, [])
+    if entries is None:
+        entries = data[list_name] = []
+    if not isinstance(entries, list):  # the YAML had something else here; validation says so
+        return None
+    if any(isinstance(entry, dict) and entry.get(field) == value for entry in entries):
+        return None  # the file names it too: one Alertmanager, told once
+    entries.append({field: value})
+    return (list_name, len(entries) - 1, field)
 
 
 def _resolve_paths(settings: Settings, base: Path, sources: Mapping[Loc, str]) -> Settings:

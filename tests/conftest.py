@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from siaga.sandbox.alertmanager import Alertmanager
 from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
 from siaga.sandbox.mosquitto import Mosquitto
+from siaga.sandbox.ports import free_port
 from siaga.sandbox.postgres import PostgreSQL
 from tests.receiver import RecordingReceiver
 
@@ -64,6 +67,26 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgreSQL]:
     """PostgreSQL; tests isolate themselves by database (`create_database`)."""
     with PostgreSQL(tmp_path_factory.mktemp("postgres")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmanager]:
+    """Prometheus Alertmanager, notifying a webhook on `alertmanager_receiver`'s port; tests
+    isolate themselves by a label of their own."""
+    hook = f"http://127.0.0.1:{free_port()}/hook"
+    with Alertmanager(tmp_path_factory.mktemp("alertmanager"), hook) as server:
+        yield server
+
+
+@pytest.fixture
+async def alertmanager_receiver(alertmanager: Alertmanager) -> AsyncIterator[RecordingReceiver]:
+    """The webhook receiver the session's Alertmanager notifies (it sees every test's alerts)."""
+    port = urlsplit(alertmanager.webhook_url).port
+    assert port is not None
+    server = RecordingReceiver(port)
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture
