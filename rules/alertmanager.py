@@ -10,6 +10,7 @@ The worker that sends is `rules.forwarding.Forwarder`.
 
 from __future__ import annotations
 
+import base64
 import re
 import ssl
 from collections.abc import Mapping
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Final
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rules.alert import Alert
@@ -110,9 +110,8 @@ class AlertmanagerSettings(StrictModel):
         if self.bearer_token is not None:
             headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
         elif self.basic_auth is not None:
-            auth = aiohttp.BasicAuth(self.basic_auth.username,
-                                     self.basic_auth.password.get_secret_value())
-            headers["Authorization"] = auth.encode()
+            pair = f"{self.basic_auth.username}:{self.basic_auth.password.get_secret_value()}"
+            headers["Authorization"] = f"Basic {base64.b64encode(pair.encode()).decode()}"
         return headers
 
     def ssl_context(self) -> ssl.SSLContext | None:

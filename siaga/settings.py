@@ -222,4 +222,17 @@ def _resolve_paths(settings: Settings, base: Path, sources: Mapping[Loc, str]) -
                     and not getattr(current, name).is_absolute()}
         if relative:
             sections[section] = current.model_copy(update=relative)
+    alertmanagers = [_resolve_tls(entry, base) for entry in settings.alertmanagers]
+    if alertmanagers != settings.alertmanagers:
+        sections["alertmanagers"] = alertmanagers
     return settings.model_copy(update={**update, **sections})
+
+
+def _resolve_tls(entry: AlertmanagerSettings, base: Path) -> AlertmanagerSettings:
+    tls = entry.tls
+    if tls is None:
+        return entry
+    names = ("ca_file", "cert_file", "key_file")
+    relative = {name: base / getattr(tls, name) for name in names
+                if getattr(tls, name) is not None and not getattr(tls, name).is_absolute()}
+    return entry.model_copy(update={"tls": tls.model_copy(update=relative)}) if relative else entry

@@ -10,14 +10,19 @@ import asyncio
 import shutil
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
+from pydantic import SecretStr
 
 from ingest.settings import InfluxSettings
 from rules.alertmanager import AlertmanagerSettings
 from siaga.sandbox.alertmanager import Alertmanager
 from siaga.sandbox.influxdb import InfluxDB1
 from siaga.sandbox.mosquitto import Mosquitto
+from siaga.sandbox.ports import free_port
 from siaga.settings import Settings
 from tests.integration.support import Publisher, make_settings, running_service, unique_name
 from tests.polling import eventually
@@ -27,7 +32,9 @@ MINUTE = 60
 SHORT_RESEND_S = 0.5  # the restart test's re-send interval: restored within a second
 
 
-def rules_file(tmp_path: Path, tag: str) -> Path:
+def rules_file(tmp_path: Path, tag: str, webhook: str | None = None) -> Path:
+    receivers = ("" if webhook is None else f'receivers: [{{name: bpbd, url: "{webhook}"}}]\n'
+                 "routes: [{receivers: [bpbd]}]\n")
     path = tmp_path / "rules.yaml"
     path.write_text(f"""
 rules:
@@ -42,18 +49,20 @@ rules:
       - {{threshold: siaga2_cm, level: siaga-2, severity: major}}
       - {{threshold: siaga1_cm, level: siaga-1, severity: critical}}
 alerting: {{page_max_age: 30d}}
-""", encoding="utf-8")
+{receivers}""", encoding="utf-8")
     return path
 
 
 def settings_for(mosquitto: Mosquitto, influx: InfluxDB1, tmp_path: Path, tag: str,
-                 alertmanager: Alertmanager, resend_interval_s: float = 60.0) -> Settings:
+                 alertmanager: Alertmanager | str, resend_interval_s: float = 60.0, *,
+                 webhook: str | None = None, **target: Any) -> Settings:
     settings = make_settings(mosquitto.url, InfluxSettings(url=influx.url,
                              database=unique_name("am_")), tmp_path / "data",
-                             rules=rules_file(tmp_path, tag))
-    target = AlertmanagerSettings(url=alertmanager.url, timeout_s=2.0,
-                                  resend_interval_s=resend_interval_s)
-    return settings.model_copy(update={"alertmanagers": [target]})
+                             rules=rules_file(tmp_path, tag, webhook))
+    url = alertmanager if isinstance(alertmanager, str) else alertmanager.url
+    entry = AlertmanagerSettings(url=url, timeout_s=2.0, resend_interval_s=resend_interval_s,
+                                 **target)
+    return settings.model_copy(update={"alertmanagers": [entry]})
 
 
 class Gauge:
@@ -85,6 +94,11 @@ def notified(receiver: RecordingReceiver, tag: str) -> list[tuple[str, str]]:
     return [(alert["status"], alert["labels"]["level"])
             for request in receiver.requests for alert in request.json["alerts"]
             if alert["labels"].get("test") == tag]
+
+
+def posted(receiver: RecordingReceiver) -> list[list[dict[str, Any]]]:
+    """The bodies POSTed to a receiver standing in for Alertmanager: lists of alerts."""
+    return [orjson.loads(request.body) for request in receiver.requests]
 
 
 async def test_a_firing_alert_appears_in_alertmanager_with_its_labels(
@@ -185,3 +199,44 @@ async def test_a_restarted_alertmanager_gets_the_firing_alerts_again(
             [forwarder] = service.alerting.forwarders
             gauge.publisher.close()
     assert forwarder.sent_total >= 2
+
+
+async def test_an_alertmanager_that_is_down_holds_up_neither_webhooks_nor_readings(
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path, receiver: RecordingReceiver,
+) -> None:
+    tag = unique_name("down")
+    nobody = f"http://127.0.0.1:{free_port()}"  # refused connections
+    settings = settings_for(mosquitto, influxdb1, tmp_path, tag, nobody, SHORT_RESEND_S,
+                            webhook=receiver.url)
+    async with running_service(settings) as service:
+        gauge = Gauge(mosquitto, settings)
+        gauge.levels(700, 780, 860)
+        await eventually(lambda: len(receiver.delivered()) == 2, within=30,
+                         what="Siaga's own webhook paging Siaga 3, then Siaga 2")
+        assert service.alerting is not None
+        [forwarder] = service.alerting.forwarders
+        await eventually(lambda: forwarder.failed_total >= 2, within=30,
+                         what="failed POSTs counted, re-sends included")
+        assert service.stats.readings == 3
+        gauge.publisher.close()
+    assert forwarder.sent_total == 0
+
+
+async def test_siaga_posts_alertmanagers_v2_body_with_its_credentials(
+    mosquitto: Mosquitto, influxdb1: InfluxDB1, tmp_path: Path, receiver: RecordingReceiver,
+) -> None:
+    tag = unique_name("body")
+    settings = settings_for(mosquitto, influxdb1, tmp_path, tag, f"http://127.0.0.1:{receiver.port}/am",
+                            bearer_token=SecretStr("am-token"))
+    async with running_service(settings):
+        gauge = Gauge(mosquitto, settings)
+        gauge.levels(700, 780)
+        await eventually(lambda: any(posted(receiver)), within=30, what="a POST with the alert")
+        gauge.publisher.close()
+    request, [alert] = next((request, body) for request, body in zip(
+        receiver.requests, posted(receiver), strict=True) if body)
+    assert request.headers["Authorization"] == "Bearer am-token"
+    assert request.headers["Content-Type"] == "application/json"
+    assert set(alert) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
+    ahead_s = datetime.fromisoformat(alert["endsAt"]).timestamp() - time.time()
+    assert 3 * 60 < ahead_s <= 4 * 60  # four re-send intervals of 60 s

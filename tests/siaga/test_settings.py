@@ -86,3 +86,47 @@ def test_a_mistake_names_the_file_the_place_and_the_fix(
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="not found"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_alertmanagers_come_from_the_file_with_their_tls_files_beside_it(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+alertmanagers:
+  - {url: "http://am1:9093", bearer_token: t0k3n}
+  - url: "https://am2:9093/alertmanager"
+    basic_auth: {username: siaga, password: pw}
+    tls: {ca_file: ca.pem}
+""")
+    first, second = load_settings(path, environ={}).alertmanagers
+    assert first.api_url == "http://am1:9093/api/v2/alerts"
+    assert first.headers()["Authorization"] == "Bearer t0k3n"
+    assert second.api_url == "https://am2:9093/alertmanager/api/v2/alerts"
+    assert second.headers()["Authorization"] == "Basic c2lhZ2E6cHc="
+    assert second.tls is not None and second.tls.ca_file == tmp_path / "ca.pem"
+
+
+def test_siaga_alertmanager_url_adds_one_alertmanager_once(tmp_path: Path) -> None:
+    path = write(tmp_path, 'alertmanagers: [{url: "http://am1:9093"}]\n')
+    added = load_settings(path, environ={"SIAGA_ALERTMANAGER_URL": "http://am2:9093"})
+    assert [am.url for am in added.alertmanagers] == ["http://am1:9093", "http://am2:9093"]
+    again = load_settings(path, environ={"SIAGA_ALERTMANAGER_URL": "http://am1:9093"})
+    assert [am.url for am in again.alertmanagers] == ["http://am1:9093"]
+    alone = load_settings(None, environ={"SIAGA_ALERTMANAGER_URL": "http://am3:9093"})
+    assert [(am.url, am.resend_interval_s) for am in alone.alertmanagers] == [
+        ("http://am3:9093", 60.0)]
+
+
+def test_a_bad_alertmanager_url_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigFileError, match=r"SIAGA_ALERTMANAGER_URL.*http://"):
+        load_settings(None, environ={"SIAGA_ALERTMANAGER_URL": "am:9093"})
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ('{url: "http://am:9093", bearer_token: t, basic_auth: {username: u, password: p}}',
+     "not both"),
+    ('{url: "http://u:p@am:9093"}', "basic_auth"),
+    ('{url: "http://am:9093", tls: {cert_file: c.pem}}', "go together"),
+])
+def test_an_alertmanager_mistake_names_its_line(tmp_path: Path, entry: str, message: str) -> None:
+    path = write(tmp_path, f"\nalertmanagers:\n  - {entry}\n")
+    with pytest.raises(ConfigFileError, match=rf"siaga.yaml:3: .*{message}"):
+        load_settings(path, environ={})
