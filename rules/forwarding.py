@@ -188,9 +188,10 @@ class Forwarder:
             # Once per outage and cause, not once a minute: the next re-send retries anyway.
             if failure != self._failing:
                 log.warning("Alertmanager %s did not take %d alerts: %s; the next re-send "
-                            "(every %gs) carries them again", self.describe(), len(batch),
-                            failure, self.settings.resend_interval_s)
+                            "(every %gs) carries them again", self.describe(),
+                            len(payloads) - start, failure, self.settings.resend_interval_s)
             self._failing = failure
+            return  # the rest would wait out the same time-out; the re-send carries them
 
     async def _post(self, session: aiohttp.ClientSession, body: bytes) -> str | None:
         """POST one batch; None when it was taken, else why not (never raises for the network)."""
