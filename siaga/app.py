@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 READY_POLL_S = 0.5  # how often start-up looks for a stop while waiting for the broker
 SPOOL_NEARLY_FULL = 0.9  # past 90 % of its budget the spool may refuse the next batch
+BUILD_COMMIT_ENV = "SIAGA_BUILD_COMMIT"  # the commit siaga_build_info shows, set at build time
 
 
 def make_writer(settings: InfluxSettings) -> Writer:
@@ -164,7 +166,9 @@ class Service:
             outbox=alerting.outbox, ingest_stats=self.stats, storage_stats=self._storage_stats,
             readiness=self.readiness, token=self.settings.http.token,
             devices_seen=alerting.devices_seen, latest=alerting.latest, clock_ns=self.clock_ns,
-            desk=desk, external_url=self.settings.http.external_url)
+            desk=desk, external_url=self.settings.http.external_url,
+            # Set by whoever builds the package or image: a wheel does not know its commit.
+            build_commit=os.environ.get(BUILD_COMMIT_ENV, "unknown"))
 
     def readiness(self) -> list[str]:
         """What keeps the service from being ready (GET /readyz); empty when it is."""

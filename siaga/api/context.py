@@ -95,6 +95,7 @@ class ApiContext:
     clock_ns: Callable[[], int] = time.time_ns
     desk: CitizenDesk | None = None  # residents' reports; None: the service takes none
     external_url: str | None = None  # the base of links in answers (a report's media_url)
+    build_commit: str = "unknown"  # siaga_build_info's commit label (SIAGA_BUILD_COMMIT)
 
 
 CONTEXT: Final = web.AppKey("siaga_api_context", ApiContext)

@@ -1,193 +1,226 @@
-"""Prometheus text exposition (format 0.0.4) of Siaga's counters, written by hand."""
+"""Siaga's Prometheus metrics: one registry per service, its collectors read at each scrape."""
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Final, Literal
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ingest.stats import IngestStats
 from ingest.storage import UNAVAILABLE_CAUSES, StorageStats
+from rules.alertbook import AlertBook
+from rules.outbox import Outbox
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# What `generate_latest` writes with its default (underscore) escaping is the 0.0.4 text
+# format; the library's own handlers say so too when the scraper does not negotiate.
+# (Its CONTENT_TYPE_LATEST claims 1.0.0, meant for an escaping agreed through Accept.)
+CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 REJECTED_CODE: Final = "rejected-by-influxdb"  # the dead-letter code storage counts itself
 # States the alert family always shows, so a series never vanishes at 0.
 ALERT_STATUSES: Final = ("pending", "firing", "resolved")
-
-_METRIC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-MetricType = Literal["counter", "gauge"]
+UNKNOWN: Final = "unknown"  # a build_info label nobody set
+DISTRIBUTION: Final = "siaga"  # the package whose installed version build_info shows
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One value of a family, told apart from its siblings by its labels."""
-
-    value: float
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in self.labels:
-            if not _LABEL_NAME.match(name) or name.startswith("__"):
-                raise ValueError(f"invalid Prometheus label name {name!r}")
+def counter(name: str, help_text: str, value: float | None = None) -> CounterMetricFamily:
+    """An unlabelled counter; an unknown value is left out rather than shown as 0 (absent is
+    not the same as none)."""
+    return CounterMetricFamily(name, help_text, value=value)
 
 
-@dataclass(frozen=True, slots=True)
-class Family:
-    """A metric: its name, type, help text and samples."""
-
-    name: str
-    type: MetricType
-    help: str
-    samples: Sequence[Sample] = ()
-
-    def __post_init__(self) -> None:
-        if not _METRIC_NAME.match(self.name):
-            raise ValueError(f"invalid Prometheus metric name {self.name!r}")
-        # The 0.0.4 convention: a counter's name says it is a total.
-        if self.type == "counter" and not self.name.endswith("_total"):
-            raise ValueError(f"counter {self.name!r} must end in _total")
+def gauge(name: str, help_text: str, value: float | None = None) -> GaugeMetricFamily:
+    """An unlabelled gauge; an unknown value is left out, as with `counter`."""
+    return GaugeMetricFamily(name, help_text, value=value)
 
 
-def render(families: Iterable[Family]) -> str:
-    """The text format: HELP and TYPE lines, then one line per sample; ends with a newline."""
-    lines: list[str] = []
-    for family in families:
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.type}")
-        lines.extend(
-            f"{family.name}{_format_labels(s.labels)} {format_value(s.value)}"
-            for s in family.samples
-        )
-    return "\n".join(lines) + "\n"
+def by(family: CounterMetricFamily | GaugeMetricFamily, counts: Mapping[str, int],
+       always: Iterable[str] = ()) -> CounterMetricFamily | GaugeMetricFamily:
+    """`family` with one sample per key of `counts` (its single label), `always` at 0."""
+    for key, count in sorted((dict.fromkeys(always, 0) | dict(counts)).items()):
+        family.add_metric([key], count)
+    return family
 
 
-def format_value(value: float) -> str:
-    """A sample value as Prometheus writes it (Go's float syntax for the special values)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if isinstance(value, int) or value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-def escape_label_value(value: str) -> str:
-    """Backslash, double quote and newline escaped, as the text format requires."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    pairs = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels.items())
-    return "{" + pairs + "}"
-
-
-def _one(name: str, type_: MetricType, help_text: str, value: float | None) -> Family:
-    # An unknown value is left out rather than shown as 0: absent is not the same as none.
-    samples = () if value is None else (Sample(value),)
-    return Family(name, type_, help_text, samples)
-
-
-def _by(label: str, counts: Mapping[str, int], always: Iterable[str] = ()) -> list[Sample]:
-    merged = dict.fromkeys(always, 0) | dict(counts)
-    return [Sample(count, {label: key}) for key, count in sorted(merged.items())]
-
-
-def ingest_families(stats: IngestStats, storage: StorageStats | None) -> list[Family]:
+def ingest_families(stats: IngestStats, storage: StorageStats | None) -> list[Metric]:
     """The ingest path: messages, readings, dead letters, ignored fields, storage, spool."""
     dead = dict(stats.dead_letters)
     if storage is not None and storage.rejected_total:
         # Storage counts the lines InfluxDB refused; the decoder never sees them.
         dead[REJECTED_CODE] = dead.get(REJECTED_CODE, 0) + storage.rejected_total
-    ignored = [
-        Sample(count, {"device_id": device_id, "field": name})
-        for (device_id, name), count in sorted(stats.ignored_fields.items())
-    ]
+    plates = CounterMetricFamily(
+        "siaga_camera_plates_total",
+        "Plates seen by cameras: listed (on the watch list, kept) or unlisted (counted, "
+        "never kept).", labels=["list"])
+    plates.add_metric(["listed"], stats.plates_listed)
+    plates.add_metric(["unlisted"], stats.plates_unlisted)
+    ignored = CounterMetricFamily(
+        "siaga_ignored_fields_total",
+        "Reading fields ignored because the SPEC does not name them, by device and field.",
+        labels=["device_id", "field"])
+    for (device_id, name), count in sorted(stats.ignored_fields.items()):
+        ignored.add_metric([device_id, name], count)
     return [
-        _one("siaga_mqtt_messages_received_total", "counter",
-             "MQTT messages received (telemetry and status).", stats.messages),
-        _one("siaga_mqtt_messages_acked_total", "counter",
-             "MQTT messages acknowledged to the broker once durable.", stats.acked),
-        _one("siaga_readings_received_total", "counter",
-             "Valid readings decoded from telemetry messages.", stats.readings),
-        _one("siaga_camera_detections_received_total", "counter",
-             "Valid camera detections decoded from events (redeliveries included).",
-             stats.detections),
-        Family("siaga_camera_plates_total", "counter",
-               "Plates seen by cameras: listed (on the watch list, kept) or unlisted (counted, "
-               "never kept).", [Sample(stats.plates_listed, {"list": "listed"}),
-                                Sample(stats.plates_unlisted, {"list": "unlisted"})]),
-        Family("siaga_dead_letters_total", "counter",
-               "Messages or readings kept as dead letters, by reason code.",
-               _by("code", dead)),
-        Family("siaga_ignored_fields_total", "counter",
-               "Reading fields ignored because the SPEC does not name them, by device and field.",
-               ignored),
-        *_storage_families(storage),
+        counter("siaga_mqtt_messages_received_total",
+                "MQTT messages received (telemetry and status).", stats.messages),
+        counter("siaga_mqtt_messages_acked_total",
+                "MQTT messages acknowledged to the broker once durable.", stats.acked),
+        counter("siaga_readings_received_total",
+                "Valid readings decoded from telemetry messages.", stats.readings),
+        counter("siaga_camera_detections_received_total",
+                "Valid camera detections decoded from events (redeliveries included).",
+                stats.detections),
+        plates,
+        by(CounterMetricFamily("siaga_dead_letters_total",
+                               "Messages or readings kept as dead letters, by reason code.",
+                               labels=["code"]), dead),
+        ignored,
+        *storage_families(storage),
     ]
 
 
-def _storage_families(storage: StorageStats | None) -> list[Family]:
-    if storage is None:  # storage not started yet: the same families, without samples
-        empty = StorageStats(0, 0, 0, 0, 0, 0, None)
-        return [replace(family, samples=()) for family in _storage_families(empty)]
+def storage_families(storage: StorageStats | None) -> list[Metric]:
+    """Storage and spool; before storage starts, the same families without samples."""
+    if storage is None:
+        families = storage_families(StorageStats(0, 0, 0, 0, 0, 0, None))
+        for family in families:
+            family.samples.clear()
+        return families
     s = storage
     return [
-        _one("siaga_readings_written_total", "counter",
-             "Readings written to InfluxDB, directly or drained from the spool.",
-             s.written_total),
-        _one("siaga_readings_spooled_total", "counter",
-             "Readings appended to the disk spool while InfluxDB was unavailable.",
-             s.spooled_total),
-        _one("siaga_influxdb_retryable_errors_total", "counter",
-             "InfluxDB writes that failed in a way worth retrying (network, 5xx, 429).",
-             s.retryable_errors_total),
-        _one("siaga_spool_segments", "gauge",
-             "Segments waiting in the disk spool.", s.spool_segments),
-        _one("siaga_spool_bytes", "gauge", "Bytes waiting in the disk spool.", s.spool_bytes),
-        _one("siaga_influxdb_last_write_latency_seconds", "gauge",
-             "Duration of the latest successful InfluxDB write.", s.last_write_latency_s),
-        Family("siaga_storage_unavailable_total", "counter",
-               "Attempts to store a batch refused as neither InfluxDB nor the spool took it "
-               "(its acks withheld, the batch retried), by cause: spool-full, disk-error.",
-               _by("cause", s.unavailable_total, UNAVAILABLE_CAUSES)),
-        _one("siaga_storage_unavailable", "gauge",
-             "1 while readings cannot be made durable (acks withheld), else 0.",
-             int(s.unavailable)),
+        counter("siaga_readings_written_total",
+                "Readings written to InfluxDB, directly or drained from the spool.",
+                s.written_total),
+        counter("siaga_readings_spooled_total",
+                "Readings appended to the disk spool while InfluxDB was unavailable.",
+                s.spooled_total),
+        counter("siaga_influxdb_retryable_errors_total",
+                "InfluxDB writes that failed in a way worth retrying (network, 5xx, 429).",
+                s.retryable_errors_total),
+        gauge("siaga_spool_segments", "Segments waiting in the disk spool.", s.spool_segments),
+        gauge("siaga_spool_bytes", "Bytes waiting in the disk spool.", s.spool_bytes),
+        gauge("siaga_influxdb_last_write_latency_seconds",
+              "Duration of the latest successful InfluxDB write.", s.last_write_latency_s),
+        by(CounterMetricFamily(
+            "siaga_storage_unavailable_total",
+            "Attempts to store a batch refused as neither InfluxDB nor the spool took it "
+            "(its acks withheld, the batch retried), by cause: spool-full, disk-error.",
+            labels=["cause"]), s.unavailable_total, UNAVAILABLE_CAUSES),
+        gauge("siaga_storage_unavailable",
+              "1 while readings cannot be made durable (acks withheld), else 0.",
+              int(s.unavailable)),
     ]
 
 
 def alert_families(
     alerts: Mapping[str, int], deliveries: Mapping[str, int], pending: int
-) -> list[Family]:
+) -> list[Metric]:
     """Alerts by status, and delivery outcomes and backlog, from their SQLite stores."""
     return [
-        Family("siaga_alerts", "gauge", "Alerts in the alert book, by status.",
-               _by("status", alerts, ALERT_STATUSES)),
-        Family("siaga_deliveries_total", "counter",
-               "Webhook delivery outcomes: delivered, retried (failed attempts), dead.",
-               _by("outcome", deliveries)),
-        _one("siaga_deliveries_pending", "gauge",
-             "Webhook deliveries not yet delivered nor given up.", pending),
+        by(GaugeMetricFamily("siaga_alerts", "Alerts in the alert book, by status.",
+                             labels=["status"]), alerts, ALERT_STATUSES),
+        by(CounterMetricFamily(
+            "siaga_deliveries_total",
+            "Webhook delivery outcomes: delivered, retried (failed attempts), dead.",
+            labels=["outcome"]), deliveries),
+        gauge("siaga_deliveries_pending",
+              "Webhook deliveries not yet delivered nor given up.", pending),
     ]
 
 
-def service_families(ready: bool, devices: int, devices_seen: int) -> list[Family]:
+def service_families(ready: bool, devices: int, devices_seen: int) -> list[Metric]:
     """The service itself: readiness and how many devices it knows and has heard from."""
     return [
-        _one("siaga_ready", "gauge",
-             "1 when subscribed to MQTT and storage is usable, else 0.", int(ready)),
-        _one("siaga_devices", "gauge", "Devices in the registry.", devices),
-        _one("siaga_devices_seen", "gauge",
-             "Devices heard from since the service started.", devices_seen),
+        gauge("siaga_ready", "1 when subscribed to MQTT and storage is usable, else 0.",
+              int(ready)),
+        gauge("siaga_devices", "Devices in the registry.", devices),
+        gauge("siaga_devices_seen", "Devices heard from since the service started.",
+              devices_seen),
     ]
+
+
+def build_family(version: str, commit: str) -> GaugeMetricFamily:
+    """Always 1; its labels say which build is running, for joins and dashboards."""
+    family = GaugeMetricFamily("siaga_build_info", "The running Siaga's version and commit.",
+                               labels=["version", "commit"])
+    family.add_metric([version, commit], 1)
+    return family
+
+
+def installed_version() -> str:
+    """The version of the installed package, or "unknown" when run from an uninstalled tree."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return UNKNOWN
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # a registry keys its collectors by identity
+class ServiceCollector(Collector):
+    """What lives in memory (readiness, devices, ingest, storage, the build), read at each
+    scrape on the event loop, where the service changes it."""
+
+    ingest_stats: IngestStats
+    storage_stats: Callable[[], StorageStats | None]
+    readiness: Callable[[], Sequence[str]]
+    devices: Callable[[], int]
+    devices_seen: Callable[[], int]
+    version: str = field(default_factory=installed_version)
+    commit: str = UNKNOWN
+
+    def collect(self) -> Iterable[Metric]:
+        yield build_family(self.version, self.commit)
+        yield from service_families(not self.readiness(), self.devices(), self.devices_seen())
+        yield from ingest_families(self.ingest_stats, self.storage_stats())
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """The counts the SQLite stores hold, read together."""
+
+    alerts: Mapping[str, int] = field(default_factory=dict)
+    deliveries: Mapping[str, int] = field(default_factory=dict)
+    pending: int = 0
+
+
+class StoreCollector(Collector):
+    """Alerts and deliveries from SQLite. `collect` runs on the event loop, so the stores are
+    read off it by `refresh`, just before each scrape renders."""
+
+    def __init__(self, alerts: AlertBook, outbox: Outbox) -> None:
+        self._alerts = alerts
+        self._outbox = outbox
+        self._counts = StoreCounts()
+
+    async def refresh(self) -> None:
+        self._counts = await asyncio.to_thread(self._read)
+
+    def _read(self) -> StoreCounts:
+        # One thread, one read after another, as the stores expect.
+        return StoreCounts(self._alerts.counts_by_status(), self._outbox.counts_by_outcome(),
+                           self._outbox.pending_count())
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self._counts
+        return alert_families(counts.alerts, counts.deliveries, counts.pending)
+
+
+class Exposition:
+    """One service's registry (never the process-wide default: tests run several services in
+    one process) and its text for GET /metrics."""
+
+    def __init__(self, service: ServiceCollector, stores: StoreCollector) -> None:
+        self.registry = CollectorRegistry()
+        self._stores = stores
+        self.registry.register(service)
+        self.registry.register(stores)
+
+    async def render(self) -> bytes:
+        await self._stores.refresh()
+        return generate_latest(self.registry)

@@ -30,18 +30,13 @@ from siaga.api.context import (
     json_response,
     query_limit,
 )
-from siaga.api.metrics import (
-    CONTENT_TYPE,
-    alert_families,
-    ingest_families,
-    render,
-    service_families,
-)
+from siaga.api.metrics import CONTENT_TYPE, Exposition, ServiceCollector, StoreCollector
 
 log = logging.getLogger(__name__)
 
 OPENAPI_PATH: Final = Path(__file__).with_name("openapi.yaml")
 OPENAPI: Final = web.AppKey("siaga_openapi", dict[str, Any])
+METRICS: Final = web.AppKey("siaga_metrics", Exposition)
 # Requests are small JSON objects; anything bigger is a mistake or an attack.
 MAX_BODY_BYTES: Final = 64 * 1024
 # Requests are quick reads of SQLite; a few seconds lets them finish without holding up a stop.
@@ -63,6 +58,7 @@ def make_app(context: ApiContext) -> web.Application:
     edges: dict[str, ErrorBody] = {open311.PREFIX + "/": open311.open311_error}
     app[EDGES] = edges
     app[OPENAPI] = load_openapi()
+    app[METRICS] = exposition(context)
     app.add_routes(routes())
     return app
 
@@ -134,20 +130,19 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
+def exposition(context: ApiContext) -> Exposition:
+    """The service's metrics, each read from `context` at every scrape."""
+    service = ServiceCollector(
+        ingest_stats=context.ingest_stats, storage_stats=context.storage_stats,
+        readiness=context.readiness, devices=lambda: len(context.registry),
+        devices_seen=lambda: len(context.devices_seen), commit=context.build_commit)
+    return Exposition(service, StoreCollector(context.alerts, context.outbox))
+
+
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format 0.0.4."""
-    context = request.app[CONTEXT]
-    # Reads of SQLite: off the event loop, one at a time, as the stores expect.
-    alerts = await asyncio.to_thread(context.alerts.counts_by_status)
-    outcomes = await asyncio.to_thread(context.outbox.counts_by_outcome)
-    pending = await asyncio.to_thread(context.outbox.pending_count)
-    families = [
-        *service_families(not context.readiness(), len(context.registry),
-                          len(context.devices_seen)),
-        *ingest_families(context.ingest_stats, context.storage_stats()),
-        *alert_families(alerts, outcomes, pending),
-    ]
-    return web.Response(body=render(families).encode(), headers={"Content-Type": CONTENT_TYPE})
+    """The Prometheus text format, written by `prometheus_client`."""
+    body = await request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -1,27 +1,23 @@
-"""Tests of the Prometheus exposition: the text format, the families, and GET /metrics."""
+"""Tests of the Prometheus exposition: the families, their text through prometheus_client,
+and GET /metrics."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from ingest.stats import IngestStats
 from ingest.storage import StorageStats
-from siaga.api.metrics import (
-    Family,
-    Sample,
-    alert_families,
-    escape_label_value,
-    format_value,
-    ingest_families,
-    render,
-)
+from siaga.api.metrics import alert_families, ingest_families
+from siaga.api.server import exposition
 from tests.siaga.apirig import T0, TOKEN, World, fire, open_world, running_api
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -68,47 +64,41 @@ def key(name: str, **labels: str) -> Key:
     return name, frozenset(labels.items())
 
 
-def test_a_family_renders_help_type_and_one_line_per_sample() -> None:
-    family = Family("siaga_things_total", "counter", "Things.",
-                    [Sample(3, {"kind": "a"}), Sample(4, {"kind": "b"})])
+class Families:
+    """A collector of fixed families, so a test renders them as a scrape would."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def render(families: Iterable[Metric]) -> str:
+    registry = CollectorRegistry()
+    registry.register(Families(families))
+    return generate_latest(registry).decode()
+
+
+def test_a_counter_renders_help_type_and_one_line_per_sample() -> None:
+    family = CounterMetricFamily("siaga_things_total", "Things.", labels=["kind"])
+    family.add_metric(["a"], 3)
+    family.add_metric(["b"], 4)
     assert render([family]) == (
         "# HELP siaga_things_total Things.\n"
         "# TYPE siaga_things_total counter\n"
-        'siaga_things_total{kind="a"} 3\n'
-        'siaga_things_total{kind="b"} 4\n'
+        'siaga_things_total{kind="a"} 3.0\n'
+        'siaga_things_total{kind="b"} 4.0\n'
     )
 
 
 def test_label_values_are_escaped_and_read_back_unchanged() -> None:
     nasty = 'a "quoted" \\ back\nslash'
-    text = render([Family("siaga_x", "gauge", "X.", [Sample(1, {"field": nasty})])])
+    stats = IngestStats(ignored_fields=Counter({("pa-manggarai", nasty): 1}))
+    text = render(ingest_families(stats, None))
     assert 'field="a \\"quoted\\" \\\\ back\\nslash"' in text
-    assert parse(text) == {key("siaga_x", field=nasty): 1}
-    assert escape_label_value("plain") == "plain"
-
-
-def test_help_text_is_escaped() -> None:
-    text = render([Family("siaga_x", "gauge", "two\nlines \\ here")])
-    assert "# HELP siaga_x two\\nlines \\\\ here\n" in text
-
-
-@pytest.mark.parametrize(("value", "shown"), [
-    (0, "0"), (12, "12"), (2.0, "2"), (0.125, "0.125"), (1e-9, "1e-09"),
-    (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"),
-])
-def test_values_are_written_as_prometheus_reads_them(value: float, shown: str) -> None:
-    assert format_value(value) == shown
-
-
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda: Family("siaga-x", "gauge", "X."), "invalid Prometheus metric name"),
-    (lambda: Family("siaga_x", "counter", "X."), "must end in _total"),
-    (lambda: Sample(1, {"bad-name": "v"}), "invalid Prometheus label name"),
-    (lambda: Sample(1, {"__reserved": "v"}), "invalid Prometheus label name"),
-])
-def test_invalid_names_are_refused(make: object, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        make()  # type: ignore[operator]
+    assert parse(text)[key("siaga_ignored_fields_total", device_id="pa-manggarai",
+                           field=nasty)] == 1
 
 
 def storage_stats(latency_s: float | None = 0.0125) -> StorageStats:
@@ -222,3 +212,31 @@ async def test_no_secret_appears_in_any_read_endpoint(world: World) -> None:
         for path in ("/metrics", "/openapi.json", "/api/devices", "/readyz", "/healthz"):
             async with api.session.get(api.url + path) as response:
                 assert TOKEN not in await response.text(), path
+
+
+async def test_the_build_is_shown_with_its_version_and_commit(world: World) -> None:
+    context = replace(world.context(), build_commit="3f9a2c1")
+    samples = parse((await exposition(context).render()).decode())
+    assert samples[key("siaga_build_info", version=metadata.version("siaga"),
+                       commit="3f9a2c1")] == 1
+
+
+async def test_a_build_without_a_commit_says_unknown(world: World) -> None:
+    samples = parse((await exposition(world.context()).render()).decode())
+    [build] = [labels for name, labels in samples if name == "siaga_build_info"]
+    assert dict(build)["commit"] == "unknown"
+
+
+async def test_each_service_counts_in_its_own_registry(world: World, tmp_path: Path) -> None:
+    with open_world(tmp_path / "other") as other:
+        world.stats.messages, other.stats.messages = 5, 7
+        first, second = exposition(world.context()), exposition(other.context())
+        texts = [(await shown.render()).decode() for shown in (first, second)]
+    assert [parse(text)[key("siaga_mqtt_messages_received_total")] for text in texts] == [5, 7]
+    assert "siaga_" not in generate_latest(REGISTRY).decode()  # the process-wide one untouched
+
+
+async def test_no_created_samples_are_added_to_the_counters(world: World) -> None:
+    world.storage = storage_stats()
+    text = (await exposition(world.context()).render()).decode()
+    assert "_created" not in text
