@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rules.alert import Alert
-from rules.routing import MAX_TIMEOUT_S
+from rules.routing import MAX_TIMEOUT_S, http_url
 from rules.webhook import format_rfc3339
 from siaga_core.configfile import StrictModel
 
@@ -86,10 +86,7 @@ class AlertmanagerSettings(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host, "
-                             "e.g. http://alertmanager:9093")
+        parts = urlsplit(http_url(url, "http://alertmanager:9093"))
         if parts.username is not None or parts.password is not None:
             raise ValueError("put credentials in basic_auth, not in the URL")
         return url

@@ -25,6 +25,15 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # Prometheus label names
 
 
+
+def http_url(url: str, example: str) -> str:
+    """`url` when it is http(s) with a host (a receiver's or an Alertmanager's), else a
+    ValueError whose message shows `example`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, e.g. {example}")
+    return url
+
 class Receiver(StrictModel):
     """One webhook endpoint (SPEC section 3) and how to talk to it."""
 
@@ -39,11 +48,7 @@ class Receiver(StrictModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host, "
-                             "e.g. https://bpbd.example/siaga")
-        return url
+        return http_url(url, "https://bpbd.example/siaga")
 
     @field_validator("headers")
     @classmethod
