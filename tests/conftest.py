@@ -15,6 +15,7 @@ from siaga.sandbox.influxdb import InfluxDB1, VictoriaMetrics
 from siaga.sandbox.mosquitto import Mosquitto
 from siaga.sandbox.ports import free_port
 from siaga.sandbox.postgres import PostgreSQL
+from siaga.sandbox.prometheus import Prometheus
 from tests.receiver import RecordingReceiver
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -75,6 +76,14 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
     isolate themselves by a label of their own."""
     hook = f"http://127.0.0.1:{free_port()}/hook"
     with Alertmanager(tmp_path_factory.mktemp("alertmanager"), hook) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """Prometheus scraping every second what tests give it (`scrape`); tests isolate
+    themselves by a label of their own on their targets."""
+    with Prometheus(tmp_path_factory.mktemp("prometheus")) as server:
         yield server
 
 
