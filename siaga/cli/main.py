@@ -27,6 +27,7 @@ from siaga.cli.apiclient import (
     format_alerts,
     format_silences,
 )
+from siaga.cli.logformat import FORMATS, make_handler
 from siaga.settings import BUNDLED_CONFIG, Settings, load_settings
 from siaga_core.errors import ConfigurationError, SiagaError
 from siaga_core.redaction import redact_userinfo
@@ -40,32 +41,49 @@ NOTHING_LOST: Final = ("nothing unacknowledged is lost (the broker redelivers it
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        handlers=[make_handler(args.log_format)])
+    json_log = args.log_format == "json"
+    if json_log:
+        logging.captureWarnings(True)  # a warning too is a JSON line, not free text on stderr
     # Each scheduled run and each HTTP request would be a line: only their problems are news.
     for noisy in ("apscheduler", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The command line's edge of the error tree (siaga_core.errors): an error raised on
     # purpose is the operator's to act on, one message and exit 1; anything else is a bug
     # and leaves with its traceback.
+    # With --log-format json every line on stderr is a JSON object, these too.
     try:
         code: int = args.command(args)
     except ConfigurationError as exc:
-        print(f"siaga: configuration error:\n{exc}", file=sys.stderr)
+        _say(json_log, f"configuration error:\n{exc}")
         return 1
     except SiagaError as exc:
-        print(f"siaga: {exc}", file=sys.stderr)
+        _say(json_log, str(exc))
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        if not json_log:
+            raise
+        logging.getLogger("siaga").critical("a bug stopped the command", exc_info=True)
+        return 1  # as Python's own exit on an uncaught exception
     return code
+
+
+def _say(json_log: bool, text: str) -> None:
+    """An error for the operator: one message on stderr, a log line under --log-format json."""
+    if json_log:
+        logging.getLogger("siaga").error("%s", text)
+    else:
+        print(f"siaga: {text}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    log_help = "text (default): for a terminal; json: one object a line, for log shippers"
+    parser.add_argument("--log-format", choices=FORMATS, default="text", help=log_help)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
@@ -77,7 +95,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", type=Path, default=None,
                        help=f"YAML configuration (default: the bundled {BUNDLED_CONFIG.name})")
 
-    config_option(command("run", _run, "the service: ingest, store, evaluate"))
+    run = command("run", _run, "the service: ingest, store, evaluate")
+    config_option(run)
+    # Also after `run`, where a unit's ExecStart= puts it; SUPPRESS: unless given here, the
+    # option before the command stands.
+    run.add_argument("--log-format", choices=FORMATS, default=argparse.SUPPRESS, help=log_help)
     config_option(command("check", _check,
                           "validate a configuration, its device catalog and its rules"))
 
