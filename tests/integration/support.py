@@ -16,7 +16,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -164,8 +164,9 @@ def influx_count(influx: InfluxDB1, database: str, measurement: str, field: str)
 class ServiceProcess:
     """`python -m siaga run -c FILE` as a real process, so that it can be SIGKILLed."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, args: Sequence[str] = ()) -> None:
         self.config, self.log = config, log
+        self.args = tuple(args)  # more of `siaga run`'s options, e.g. --log-format json
         self.process: subprocess.Popen[bytes] | None = None
         self.base = ""
 
@@ -173,7 +174,7 @@ class ServiceProcess:
         starts = self._started_lines()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "siaga", "run", "-c", str(self.config)],
+                [sys.executable, "-m", "siaga", "run", "-c", str(self.config), *self.args],
                 stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait_until(lambda: len(self._started_lines()) > len(starts) or self._exited(),
