@@ -70,6 +70,9 @@ class ReadingModel(BaseModel):
     battery_v: Annotated[OptionalFloat, _bounded(0, 16)] = None
     # Received signal strength: LoRa sensitivity ends near -150 dBm; 0 dBm is the ceiling.
     rssi_dbm: Annotated[OptionalFloat, _bounded(-150, 0)] = None
+    # Signal-to-noise ratio of the last hop, as LoRaWAN network servers report it: LoRa
+    # demodulates down to about -20 dB (SF12) and gateways report at most about +15 dB.
+    snr_db: Annotated[OptionalFloat, _bounded(-30, 30)] = None
 
 
 class WaterLevelReading(ReadingModel):

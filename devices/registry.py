@@ -22,6 +22,8 @@ SIAGA_THRESHOLDS: Final = ("siaga3_cm", "siaga2_cm", "siaga1_cm")
 CAMERA_FIELDS: Final = ("spot", "watches", "zones", "analytics")
 WATCHABLE: Final = frozenset({Kind.WATER_LEVEL, Kind.TRAFFIC})  # what a camera watches over
 EVENT_TAGS: Final = frozenset({"label", "type", "zone"})  # a detection's own tags
+# A LoRaWAN DevEUI (EUI-64) as network servers write it: 16 hex digits, either case.
+DEV_EUI_PATTERN: Final = r"^[0-9A-Fa-f]{16}$"
 
 
 def _label_key(key: str) -> str:
@@ -41,6 +43,10 @@ def _printable(value: str) -> str:
     return value
 
 
+def _lower(value: str) -> str:
+    return value.lower()
+
+
 def _analytic(name: str) -> str:
     if name not in LABELS:
         raise ValueError(f"unknown analytic {name!r} (expected one of {', '.join(sorted(LABELS))})")
@@ -51,6 +57,8 @@ LabelKey = Annotated[str, Field(pattern=LABEL_KEY_PATTERN), AfterValidator(_labe
 LabelValue = Annotated[str, Field(min_length=1), AfterValidator(_printable)]
 ThresholdName = Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Kept in lower case: ChirpStack writes DevEUIs in lower case, The Things Stack in upper.
+DevEui = Annotated[str, Field(pattern=DEV_EUI_PATTERN), AfterValidator(_lower)]
 
 
 class Device(StrictModel):
@@ -76,6 +84,9 @@ class Device(StrictModel):
         default=(), max_length=64, strict=False)
     analytics: tuple[Annotated[str, AfterValidator(_analytic)], ...] = Field(
         default=(), strict=False)
+    # A LoRaWAN device's DevEUI: its uplinks from ChirpStack or The Things Stack are its
+    # readings (`ingest.lorawan`). Unique across the catalog.
+    dev_eui: DevEui | None = None
 
     @field_validator("thresholds")
     @classmethod
@@ -121,8 +132,8 @@ class Catalog(StrictModel):
 
 
 def catalog_problems(catalog: Catalog) -> Iterator[tuple[Loc, str]]:
-    """The semantic checks of a catalog: every id appears once, and a camera watches over
-    a gauge or traffic sensor of the catalog."""
+    """The semantic checks of a catalog: every id and DevEUI appears once, and a camera
+    watches over a gauge or traffic sensor of the catalog."""
     first: dict[str, int] = {}
     for index, device in enumerate(catalog.devices):
         if device.id in first:
@@ -130,6 +141,16 @@ def catalog_problems(catalog: Catalog) -> Iterator[tuple[Loc, str]]:
             yield ("devices", index, "id"), message
         else:
             first[device.id] = index
+    first_eui: dict[str, int] = {}
+    for index, device in enumerate(catalog.devices):
+        if device.dev_eui is None:
+            continue
+        if device.dev_eui in first_eui:
+            message = (f"duplicate dev_eui {device.dev_eui!r}: "
+                       f"devices[{first_eui[device.dev_eui]}] has it too")
+            yield ("devices", index, "dev_eui"), message
+        else:
+            first_eui[device.dev_eui] = index
     kinds = {device.id: device.kind for device in catalog.devices}
     for index, device in enumerate(catalog.devices):
         if device.watches is None:
@@ -148,6 +169,7 @@ class Registry:
 
     def __init__(self, devices: Iterable[Device]) -> None:
         self._devices: dict[str, Device] = {}
+        self._by_dev_eui: dict[str, Device] = {}
         # pydantic gives every model its own set of the fields given (728 B for a device
         # with six); a catalog has a handful of distinct ones. Devices are frozen and a
         # model_copy copies the set, so one shared set per distinct value is safe, and
@@ -156,6 +178,10 @@ class Registry:
         for device in devices:
             if device.id in self._devices:
                 raise ValueError(f"duplicate device id {device.id!r}")
+            if device.dev_eui is not None:
+                if device.dev_eui in self._by_dev_eui:
+                    raise ValueError(f"duplicate dev_eui {device.dev_eui!r}")
+                self._by_dev_eui[device.dev_eui] = device
             given = device.model_fields_set
             shared = fields_sets.setdefault(frozenset(given), given)
             if shared is not given:
@@ -168,6 +194,10 @@ class Registry:
     def get(self, device_id: str) -> Device | None:
         """The device with this id, or None if the catalog does not have it."""
         return self._devices.get(device_id)
+
+    def by_dev_eui(self, dev_eui: str) -> Device | None:
+        """The device with this LoRaWAN DevEUI (either case), or None."""
+        return self._by_dev_eui.get(dev_eui.lower())
 
     def tags(self, device_id: str) -> Mapping[str, str]:
         """InfluxDB tags of a known device: `device_id` and its labels (SPEC section 2).

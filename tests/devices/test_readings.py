@@ -19,7 +19,8 @@ from devices.readings import (
 
 # SPEC section 1 as a table, with the bounds of jakarta.md section 5 (copied here, not
 # read from the models, so a changed bound fails a test): kind, field, low, high, required.
-COMMON = [("battery_v", 0, 16, False), ("rssi_dbm", -150, 0, False)]
+COMMON = [("battery_v", 0, 16, False), ("rssi_dbm", -150, 0, False),
+          ("snr_db", -30, 30, False)]
 FIELDS: dict[Kind, list[tuple[str, float, float, bool]]] = {
     Kind.WATER_LEVEL: [("level_cm", -400, 1200, True), *COMMON],
     Kind.AIR_QUALITY: [
@@ -74,7 +75,8 @@ FULL: dict[Kind, dict[str, Any]] = {
 }
 for _values in FULL.values():
     _values.update(
-        {"ts": "2024-01-31T08:00:00+07:00", "seq": 42, "battery_v": 3.9, "rssi_dbm": -97}
+        {"ts": "2024-01-31T08:00:00+07:00", "seq": 42, "battery_v": 3.9, "rssi_dbm": -97,
+         "snr_db": 7.5}
     )
 TS_NS = 1_706_662_800 * 10**9  # 2024-01-31T08:00:00+07:00
 RECEIVED_NS = 1_706_666_400 * 10**9  # an hour later: when Siaga got it
