@@ -255,6 +255,7 @@ class Pipeline:
             fresh = self._recent_events.fresh(detections[detections_before:])
             if fresh:
                 self._observer.observe_detections(fresh, received_ns)
+        stats.rules_latency.observe_ages(self._clock_ns(), (m.received_ns for m in messages))
 
     def _encode_detections(self, detections: Sequence[Detection], topic: str,
                            batch: Batch) -> None:
@@ -306,6 +307,8 @@ class Pipeline:
         if outcome.rejected:
             await asyncio.to_thread(self._dead_letters.add_many, self._rejected(batch, outcome))
         stats = self._stats
+        stats.durable_latency.observe_ages(self._clock_ns(),
+                                           (m.received_ns for m in batch.messages))
         stats.acked += self._inbox.ack(batch.messages)
         stats.statuses += len(decoded.statuses)
         stats.flushes += 1

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from siaga_core.histogram import Histogram
+
 # Distinct (device, field) pairs counted one by one; past this, a firmware sending random
 # field names would grow memory and /metrics series without bound, so the rest is folded.
 IGNORED_FIELDS_MAX = 10_000
@@ -26,6 +28,10 @@ class IngestStats:
     statuses: int = 0
     acked: int = 0
     flushes: int = 0
+    # Per message, in seconds, from its receipt: to its acknowledgement-worthy durability
+    # (written to InfluxDB or the spool), and to the rules having seen its readings.
+    durable_latency: Histogram = field(default_factory=Histogram)
+    rules_latency: Histogram = field(default_factory=Histogram)
 
     def count_ignored(self, fields: Mapping[tuple[str, str], int]) -> None:
         counted = self.ignored_fields

@@ -13,6 +13,7 @@ from typing import Final
 from ingest.influx import RejectedWriteError, RetryableWriteError, Writer
 from ingest.spool import Segment, Spool, SpoolFull
 from siaga_core.errors import StorageError
+from siaga_core.histogram import Histogram, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class StorageStats:
     # refusal); both None once a store succeeds again.
     unavailable_reason: str | None = None
     unavailable_since: float | None = None
+    spool_max_bytes: int | None = None  # the spool's budget (`spool.max_bytes`)
+    write_duration: Snapshot | None = None  # seconds per InfluxDB write that succeeded
 
     @property
     def unavailable(self) -> bool:
@@ -134,6 +137,7 @@ class Storage:
         self._rejected_total = 0
         self._retryable_errors_total = 0
         self._last_write_latency_s: float | None = None
+        self._write_duration = Histogram()
         self._unavailable_total = dict.fromkeys(UNAVAILABLE_CAUSES, 0)
         self._unavailable: tuple[str, float] | None = None  # (reason, since), until a store works
 
@@ -150,6 +154,8 @@ class Storage:
             unavailable_total=dict(self._unavailable_total),
             unavailable_reason=None if self._unavailable is None else self._unavailable[0],
             unavailable_since=None if self._unavailable is None else self._unavailable[1],
+            spool_max_bytes=self._spool.max_bytes,
+            write_duration=self._write_duration.snapshot(),
         )
 
     async def store(self, lines: list[str]) -> StoreOutcome:
@@ -289,7 +295,8 @@ class Storage:
     async def _timed_write(self, lines: list[str]) -> None:
         started = self._timer()
         await self._writer.write(_join_lines(lines))
-        self._last_write_latency_s = self._timer() - started
+        self._last_write_latency_s = elapsed = self._timer() - started
+        self._write_duration.observe(elapsed)
         self._written_total += len(lines)
 
     async def _append(self, lines: list[str]) -> None:

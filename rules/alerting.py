@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +53,7 @@ from rules.outbox import Outbox
 from rules.routing import Router
 from siaga_core.durations import to_ns
 from siaga_core.errors import StorageError
+from siaga_core.histogram import Histogram, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,26 @@ CITIZENS_CHECK_S = 30  # a flood-report cluster lasts its 30-minute window; 30 s
 STORAGE_SUBJECT: Final = "storage"
 # Acks are withheld meanwhile: the broker's in-flight window fills and Siaga goes blind.
 STORAGE_SEVERITY: Final = Severity.CRITICAL
+ONLINE: Final = "online"
+OFFLINE: Final = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderCounts:
+    """One Alertmanager's notification counts (Prometheus' `notifications_*` for it)."""
+
+    alertmanager: str  # its URL, credentials redacted
+    sent: int  # alerts it took (each re-send counts again)
+    failed: int  # POSTs it did not take
+
+
+@dataclass(frozen=True, slots=True)
+class AlertingMetrics:
+    """What the alerting side shows on /metrics, read at a scrape."""
+
+    notification_latency: Mapping[str, Snapshot]  # channel (webhook, alertmanager) -> seconds
+    forwarders: Sequence[ForwarderCounts]
+    devices: Mapping[tuple[str, str], int]  # (kind, online|offline) -> devices
 
 
 class Alerting:
@@ -360,6 +382,32 @@ class Alerting:
                               f"had stopped at {since}.", at_ns, offset)
 
     # --- wall clock -----------------------------------------------------------------------
+
+    def metrics(self) -> AlertingMetrics:
+        """Latencies, Alertmanager counts, and devices online and offline by kind.
+
+        A device is online once heard from and not judged offline (`OfflineChecker`), offline
+        when judged so; one never heard from is neither until its grace runs out.
+        """
+        latency = {"webhook": self.deliverer.latency}
+        if self.forwarders:
+            merged = Histogram()
+            for forwarder in self.forwarders:
+                merged.merge(forwarder.latency)
+            latency["alertmanager"] = merged
+        now = self._clock_ns()
+        devices: dict[tuple[str, str], int] = {}
+        for kind in Kind:
+            devices[(kind.value, ONLINE)] = devices[(kind.value, OFFLINE)] = 0
+        for device in self.registry:
+            if self.checker.is_offline(device, now):
+                devices[(device.kind.value, OFFLINE)] += 1
+            elif self.tracker.last_seen(device.id) is not None:
+                devices[(device.kind.value, ONLINE)] += 1
+        return AlertingMetrics(
+            {channel: histogram.snapshot() for channel, histogram in latency.items()},
+            [ForwarderCounts(f.describe(), f.sent_total, f.failed_total)
+             for f in self.forwarders], devices)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver notifications and run the scheduled checks until `stop` is set."""

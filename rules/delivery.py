@@ -21,6 +21,7 @@ from rules.outbox import Delivery, Outbox
 from rules.routing import Receiver, Router
 from rules.webhook import Outcome, describe, post
 from siaga_core.durations import format_duration, to_ns
+from siaga_core.histogram import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class Deliverer:
         self._session_factory = session_factory
         self._clock_ns = clock_ns
         self._policy = policy or DeliveryPolicy()
+        # From a notification's creation (its alert raised, changed or resolved) to its
+        # receiver's 2xx, retries included: the latency an operator pages on.
+        self.latency = Histogram()
         self._rng = rng or random.Random()
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -179,6 +183,7 @@ class Deliverer:
         attempt = delivery.attempts + 1
         if outcome.kind == "delivered":
             log.info("delivered %s to %s (attempt %d)", delivery.id, describe(receiver), attempt)
+            self.latency.observe_ages(self._clock_ns(), (delivery.created_ns,))
             await asyncio.to_thread(self._outbox.mark_delivered, delivery.id, self._clock_ns())
             await asyncio.to_thread(self._outbox.hurry, delivery.receiver, self._clock_ns())
             return

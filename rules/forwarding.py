@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,6 +29,7 @@ from rules.alertmanager import (
     postable,
 )
 from rules.webhook import REASON_MAX_CHARS, format_rfc3339, redact_url
+from siaga_core.histogram import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ class Forwarder:
         self._firing: dict[str, dict[str, str]] = {}  # fingerprint -> label set sent firing
         self._resolutions: dict[LabelKey, _Resolution] = {}
         self._changed: set[str] = set()
+        # When the book first told of a change not yet read (`_heard_at`); and the alerts
+        # whose news (firing, a new level, resolved) Alertmanager has not yet taken, since
+        # when: the starts of the latency histogram.
+        self._heard_at: dict[str, int] = {}
+        self._unsent_since: dict[str, int] = {}
+        self.latency = Histogram()  # seconds from an alert's change to Alertmanager's 2xx
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failing: str | None = None  # the last failure's reason until a POST succeeds
@@ -83,6 +90,7 @@ class Forwarder:
 
     def _mark(self, fingerprint: str) -> None:
         self._changed.add(fingerprint)
+        self._heard_at.setdefault(fingerprint, self._clock_ns())
         self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -100,12 +108,12 @@ class Forwarder:
                         resend_at = loop.time() + interval
                         await self._send(session, await self._resend_payloads())
                     elif self._changed:
-                        await self._send(session, await self._change_payloads())
+                        await self._send(session, *await self._change_payloads())
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(max(0.0, resend_at - loop.time())):
                             await self._wakeup.wait()
                 if self._changed:  # a resolution in the last moments still goes out
-                    await self._send(session, await self._change_payloads())
+                    await self._send(session, *await self._change_payloads())
         finally:
             unsubscribe()
             self._loop = None
@@ -114,13 +122,14 @@ class Forwarder:
         await stop.wait()
         self._wakeup.set()
 
-    async def _change_payloads(self) -> list[Payload]:
+    async def _change_payloads(self) -> tuple[list[Payload], set[str]]:
+        """The payloads of the changed alerts, and which fingerprints they cover."""
         changed, self._changed = self._changed, set()
         payloads: list[Payload] = []
         for fingerprint in changed:
             view = await asyncio.to_thread(self._book.get, fingerprint)
             payloads += self._track(fingerprint, None if view is None else view.alert)
-        return payloads + self._take_resolutions(every=False)
+        return payloads + self._take_resolutions(every=False), changed
 
     async def _resend_payloads(self) -> list[Payload]:
         self._changed.clear()  # everything below is read afresh
@@ -132,20 +141,25 @@ class Forwarder:
         for fingerprint in [fp for fp in self._firing if fp not in firing]:
             ended = await asyncio.to_thread(self._book.get, fingerprint)  # ended meanwhile
             payloads += self._track(fingerprint, None if ended is None else ended.alert)
+        self._heard_at.clear()  # changes that were nothing to send (e.g. pending)
         return payloads + self._take_resolutions(every=True)
 
     def _track(self, fingerprint: str, alert: Alert | None) -> list[Payload]:
         """The firing payload of an alert's current state, if it fires; resolutions of what
         Alertmanager was told before and is no longer so go to `_resolutions`."""
         now = self._clock_ns()
+        heard = self._heard_at.pop(fingerprint, now)
         sent = self._firing.get(fingerprint)
         if alert is None or alert.status is not AlertStatus.FIRING:
             self._firing.pop(fingerprint, None)
             if sent is not None:  # told it fires: tell it ended (pending again counts too)
+                self._unsent_since.setdefault(fingerprint, heard)
                 ended = now if alert is None or alert.ends_at_ns is None else alert.ends_at_ns
                 self._resolve(sent, alert, ended, now)
             return []
         labels = label_set(alert)
+        if sent != labels:  # news: it fires, or fires at a new level
+            self._unsent_since.setdefault(fingerprint, heard)
         if sent is not None and sent != labels:  # a new level: the old label set ends now
             self._resolve(sent, alert, now, now)
         self._firing[fingerprint] = labels
@@ -174,7 +188,12 @@ class Forwarder:
                 taken.append(kept.payload)
         return taken
 
-    async def _send(self, session: aiohttp.ClientSession, payloads: list[Payload]) -> None:
+    async def _send(self, session: aiohttp.ClientSession, payloads: list[Payload],
+                    covered: Collection[str] | None = None) -> None:
+        """POST `payloads`, which carry the changes of the `covered` fingerprints (None: of
+        every one, a re-send); once all are taken, their latency is observed."""
+        since = self._unsent_since
+        starts = {fp: since[fp] for fp in (since if covered is None else covered) if fp in since}
         for start in range(0, len(payloads), BATCH_MAX):
             batch = payloads[start:start + BATCH_MAX]
             failure = await self._post(session, orjson.dumps(batch))
@@ -192,6 +211,11 @@ class Forwarder:
                             len(payloads) - start, failure, self.settings.resend_interval_s)
             self._failing = failure
             return  # the rest would wait out the same time-out; the re-send carries them
+        now = self._clock_ns()
+        for fingerprint, started in starts.items():
+            if since.get(fingerprint) == started:  # not changed again while being sent
+                del since[fingerprint]
+        self.latency.observe_ages(now, starts.values())
 
     async def _post(self, session: aiohttp.ClientSession, body: bytes) -> str | None:
         """POST one batch; None when it was taken, else why not (never raises for the network)."""

@@ -174,6 +174,11 @@ class Outbox(SqliteStore):
     def pending_count(self) -> int:
         return int(self.read("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")[0][0])
 
+    def oldest_pending_ns(self) -> int | None:
+        """When the oldest delivery still pending was created; None when none is."""
+        rows = self.read("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'")
+        return None if rows[0][0] is None else int(rows[0][0])
+
     def counts_by_outcome(self) -> dict[str, int]:
         """Totals since the outbox was created: delivered, retried (attempts), dead."""
         counts = dict.fromkeys(OUTCOMES, 0)

@@ -167,6 +167,7 @@ class Service:
             readiness=self.readiness, token=self.settings.http.token,
             devices_seen=alerting.devices_seen, latest=alerting.latest, clock_ns=self.clock_ns,
             desk=desk, external_url=self.settings.http.external_url,
+            alerting_metrics=alerting.metrics,
             # Set by whoever builds the package or image: a wheel does not know its commit.
             build_commit=os.environ.get(BUILD_COMMIT_ENV, "unknown"))
 

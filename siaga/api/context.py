@@ -36,6 +36,7 @@ from reports.errors import (
     UnknownReport,
 )
 from rules.alertbook import AlertBook, AlertNotActive, UnknownSilence
+from rules.alerting import AlertingMetrics
 from rules.outbox import Outbox
 from rules.silences import SilenceError
 from siaga_core.errors import InputError, StorageError
@@ -96,6 +97,8 @@ class ApiContext:
     desk: CitizenDesk | None = None  # residents' reports; None: the service takes none
     external_url: str | None = None  # the base of links in answers (a report's media_url)
     build_commit: str = "unknown"  # siaga_build_info's commit label (SIAGA_BUILD_COMMIT)
+    # Notification latency, Alertmanager counts, devices by state, read at each scrape.
+    alerting_metrics: Callable[[], AlertingMetrics | None] = lambda: None
 
 
 CONTEXT: Final = web.AppKey("siaga_api_context", ApiContext)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -10,13 +12,20 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ingest.stats import IngestStats
 from ingest.storage import UNAVAILABLE_CAUSES, StorageStats
 from rules.alertbook import AlertBook
+from rules.alerting import ONLINE, AlertingMetrics
 from rules.outbox import Outbox
+from siaga_core.histogram import Snapshot
 
 # What `generate_latest` writes with its default (underscore) escaping is the 0.0.4 text
 # format; the library's own handlers say so too when the scraper does not negotiate.
@@ -46,6 +55,22 @@ def by(family: CounterMetricFamily | GaugeMetricFamily, counts: Mapping[str, int
     for key, count in sorted((dict.fromkeys(always, 0) | dict(counts)).items()):
         family.add_metric([key], count)
     return family
+
+
+def histogram(name: str, help_text: str, snapshot: Snapshot | None) -> HistogramMetricFamily:
+    """An unlabelled histogram; before anything is observed it has no samples."""
+    family = HistogramMetricFamily(name, help_text)
+    if snapshot is not None:
+        family.add_metric([], _buckets(snapshot), snapshot.total)
+    return family
+
+
+def _buckets(snapshot: Snapshot) -> list[tuple[str, float]]:
+    # `le` written as Prometheus' own clients write it ("0.005", "1.0", "+Inf"), so series
+    # keep one label value across clients and restarts.
+    # (`prometheus_client.utils.floatToGoString` is untyped; these bounds are plain floats.)
+    return [("+Inf" if math.isinf(bound) else repr(bound), count)
+            for bound, count in snapshot.buckets]
 
 
 def ingest_families(stats: IngestStats, storage: StorageStats | None) -> list[Metric]:
@@ -81,6 +106,13 @@ def ingest_families(stats: IngestStats, storage: StorageStats | None) -> list[Me
                                "Messages or readings kept as dead letters, by reason code.",
                                labels=["code"]), dead),
         ignored,
+        histogram("siaga_ingest_durable_latency_seconds",
+                  "Per MQTT message, from its receipt to its readings durable (written to "
+                  "InfluxDB or the spool), when it may be acknowledged.",
+                  stats.durable_latency.snapshot()),
+        histogram("siaga_rules_latency_seconds",
+                  "Per MQTT message, from its receipt to its readings evaluated by the rules "
+                  "(which run on receipt, before storage).", stats.rules_latency.snapshot()),
         *storage_families(storage),
     ]
 
@@ -105,6 +137,10 @@ def storage_families(storage: StorageStats | None) -> list[Metric]:
                 s.retryable_errors_total),
         gauge("siaga_spool_segments", "Segments waiting in the disk spool.", s.spool_segments),
         gauge("siaga_spool_bytes", "Bytes waiting in the disk spool.", s.spool_bytes),
+        gauge("siaga_spool_max_bytes", "The disk spool's budget (spool.max_bytes); past it "
+              "acks are withheld.", s.spool_max_bytes),
+        histogram("siaga_influxdb_write_duration_seconds",
+                  "Duration of each InfluxDB write that succeeded.", s.write_duration),
         gauge("siaga_influxdb_last_write_latency_seconds",
               "Duration of the latest successful InfluxDB write.", s.last_write_latency_s),
         by(CounterMetricFamily(
@@ -119,10 +155,17 @@ def storage_families(storage: StorageStats | None) -> list[Metric]:
 
 
 def alert_families(
-    alerts: Mapping[str, int], deliveries: Mapping[str, int], pending: int
+    alerts: Mapping[str, int], deliveries: Mapping[str, int], pending: int,
+    oldest_pending_age_s: float | None = None,
 ) -> list[Metric]:
     """Alerts by status, and delivery outcomes and backlog, from their SQLite stores."""
     return [
+        gauge("siaga_outbox_depth",
+              "Webhook deliveries waiting in the outbox (as siaga_deliveries_pending).",
+              pending),
+        gauge("siaga_outbox_oldest_age_seconds",
+              "Age of the oldest delivery waiting in the outbox; 0 when none waits.",
+              oldest_pending_age_s or 0.0),
         by(GaugeMetricFamily("siaga_alerts", "Alerts in the alert book, by status.",
                              labels=["status"]), alerts, ALERT_STATUSES),
         by(CounterMetricFamily(
@@ -132,6 +175,38 @@ def alert_families(
         gauge("siaga_deliveries_pending",
               "Webhook deliveries not yet delivered nor given up.", pending),
     ]
+
+
+def alerting_families(metrics: AlertingMetrics | None) -> list[Metric]:
+    """Notification latency, Alertmanager counts, and devices online/offline by kind."""
+    latency = HistogramMetricFamily(
+        "siaga_notification_latency_seconds",
+        "From an alert's notification being made (raised, changed, resolved) to its "
+        "receiver taking it: webhook (2xx, retries included) or alertmanager.",
+        labels=["channel"])
+    sent = CounterMetricFamily(
+        "siaga_alertmanager_notifications_sent_total",
+        "Alerts an Alertmanager took (each re-send counts again).", labels=["alertmanager"])
+    failed = CounterMetricFamily(
+        "siaga_alertmanager_notifications_failed_total",
+        "POSTs to an Alertmanager that it did not take (no answer, or not 2xx).",
+        labels=["alertmanager"])
+    online = GaugeMetricFamily(
+        "siaga_devices_online", "Catalog devices heard from and not offline, by kind.",
+        labels=["kind"])
+    offline = GaugeMetricFamily(
+        "siaga_devices_offline",
+        "Catalog devices offline (status topic, or silent past their grace), by kind.",
+        labels=["kind"])
+    if metrics is not None:
+        for channel, snapshot in sorted(metrics.notification_latency.items()):
+            latency.add_metric([channel], _buckets(snapshot), snapshot.total)
+        for counts in metrics.forwarders:
+            sent.add_metric([counts.alertmanager], counts.sent)
+            failed.add_metric([counts.alertmanager], counts.failed)
+        for (kind, state), count in sorted(metrics.devices.items()):
+            (online if state == ONLINE else offline).add_metric([kind], count)
+    return [latency, sent, failed, online, offline]
 
 
 def service_families(ready: bool, devices: int, devices_seen: int) -> list[Metric]:
@@ -173,11 +248,13 @@ class ServiceCollector(Collector):
     devices_seen: Callable[[], int]
     version: str = field(default_factory=installed_version)
     commit: str = UNKNOWN
+    alerting: Callable[[], AlertingMetrics | None] = lambda: None
 
     def collect(self) -> Iterable[Metric]:
         yield build_family(self.version, self.commit)
         yield from service_families(not self.readiness(), self.devices(), self.devices_seen())
         yield from ingest_families(self.ingest_stats, self.storage_stats())
+        yield from alerting_families(self.alerting())
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,15 +264,18 @@ class StoreCounts:
     alerts: Mapping[str, int] = field(default_factory=dict)
     deliveries: Mapping[str, int] = field(default_factory=dict)
     pending: int = 0
+    oldest_pending_ns: int | None = None
 
 
 class StoreCollector(Collector):
     """Alerts and deliveries from SQLite. `collect` runs on the event loop, so the stores are
     read off it by `refresh`, just before each scrape renders."""
 
-    def __init__(self, alerts: AlertBook, outbox: Outbox) -> None:
+    def __init__(self, alerts: AlertBook, outbox: Outbox,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
         self._alerts = alerts
         self._outbox = outbox
+        self._clock_ns = clock_ns
         self._counts = StoreCounts()
 
     async def refresh(self) -> None:
@@ -204,11 +284,13 @@ class StoreCollector(Collector):
     def _read(self) -> StoreCounts:
         # One thread, one read after another, as the stores expect.
         return StoreCounts(self._alerts.counts_by_status(), self._outbox.counts_by_outcome(),
-                           self._outbox.pending_count())
+                           self._outbox.pending_count(), self._outbox.oldest_pending_ns())
 
     def collect(self) -> Iterable[Metric]:
         counts = self._counts
-        return alert_families(counts.alerts, counts.deliveries, counts.pending)
+        oldest = counts.oldest_pending_ns
+        age = None if oldest is None else max(0, self._clock_ns() - oldest) / 1e9
+        return alert_families(counts.alerts, counts.deliveries, counts.pending, age)
 
 
 class Exposition:

@@ -135,8 +135,9 @@ def exposition(context: ApiContext) -> Exposition:
     service = ServiceCollector(
         ingest_stats=context.ingest_stats, storage_stats=context.storage_stats,
         readiness=context.readiness, devices=lambda: len(context.registry),
-        devices_seen=lambda: len(context.devices_seen), commit=context.build_commit)
-    return Exposition(service, StoreCollector(context.alerts, context.outbox))
+        devices_seen=lambda: len(context.devices_seen), commit=context.build_commit,
+        alerting=context.alerting_metrics)
+    return Exposition(service, StoreCollector(context.alerts, context.outbox, context.clock_ns))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -235,6 +235,22 @@ async def test_a_message_is_acked_only_once_its_readings_are_stored(rig: Rig) ->
     assert seqs(rig.endpoint.lines) == [0, 1, 2]
 
 
+async def test_each_message_s_latency_to_durable_and_to_the_rules_is_observed_once(
+    rig: Rig,
+) -> None:
+    inbox = ListInbox(rig.stored)
+    two_s_later = lambda: RECEIVED_NS + 2_000_000_000  # noqa: E731 - the pipeline's clock
+    pipeline = Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga")), rig.storage,
+                        rig.dead_letters, rig.stats, PROMPT, Unobserved(), two_s_later)
+    async with running(pipeline):
+        for seq in range(3):
+            inbox.put(payload(seq))
+        await acked(inbox, 3)
+    for histogram in (rig.stats.durable_latency, rig.stats.rules_latency):
+        assert histogram.snapshot().count == 3
+        assert histogram.total == 6.0  # 2 s for each, on the pipeline's clock
+
+
 async def test_while_influxdb_is_down_readings_are_spooled_then_acked(rig: Rig) -> None:
     rig.endpoint.status = 503
     inbox = ListInbox(rig.spooled)

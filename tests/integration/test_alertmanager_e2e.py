@@ -14,11 +14,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from pydantic import SecretStr
 
 from ingest.settings import InfluxSettings
 from rules.alertmanager import AlertmanagerSettings
+from siaga.app import Service
 from siaga.sandbox.alertmanager import Alertmanager
 from siaga.sandbox.influxdb import InfluxDB1
 from siaga.sandbox.mosquitto import Mosquitto
@@ -96,6 +98,20 @@ def notified(receiver: RecordingReceiver, tag: str) -> list[tuple[str, str]]:
             if alert["labels"].get("test") == tag]
 
 
+async def scrape(service: Service) -> dict[tuple[str, str], float]:
+    """The service's /metrics as {(name, labels as written): value}."""
+    url = f"http://127.0.0.1:{service.http_port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    samples = {}
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            name, _, labels = series.partition("{")
+            samples[(name, labels.rstrip("}"))] = float(value)
+    return samples
+
+
 def posted(receiver: RecordingReceiver) -> list[list[dict[str, Any]]]:
     """The bodies POSTed to a receiver standing in for Alertmanager: lists of alerts."""
     return [orjson.loads(request.body) for request in receiver.requests]
@@ -115,7 +131,13 @@ async def test_a_firing_alert_appears_in_alertmanager_with_its_labels(
         [alert] = alertmanager.alerts(test=tag)
         assert service.alerting is not None
         [view] = service.alerting.book.alerts()
+        metrics = await scrape(service)
         gauge.publisher.close()
+    # Alertmanager took the alert (it is in its API), so its latency and count are shown.
+    assert metrics[("siaga_notification_latency_seconds_count",
+                    'channel="alertmanager"')] == 1
+    assert metrics[("siaga_alertmanager_notifications_sent_total",
+                    f'alertmanager="{alertmanager.url}"')] >= 1
     assert alert["labels"] == {**view.alert.labels, "test": tag}
     assert alert["labels"]["alertname"] == "FloodLevel"
     assert alert["labels"]["level"] == "siaga-3"
@@ -199,6 +221,8 @@ async def test_a_restarted_alertmanager_gets_the_firing_alerts_again(
             [forwarder] = service.alerting.forwarders
             gauge.publisher.close()
     assert forwarder.sent_total >= 2
+    # Re-sends restore state; only news (here: one alert firing) is a notification's latency.
+    assert forwarder.latency.snapshot().count == 1
 
 
 async def test_an_alertmanager_that_is_down_holds_up_neither_webhooks_nor_readings(

@@ -223,6 +223,24 @@ async def test_a_notification_arrives_in_the_spec_format_signed(
                                "sha256=" + expected.hexdigest())
 
 
+async def test_the_latency_to_delivery_counts_from_creation_through_the_retries(
+    wire: Callable[..., Siaga], down: RecordingReceiver
+) -> None:
+    clock = ManualClock()
+    siaga = wire(one_route(Receiver(name="bpbd", url=down.url)), clock=clock)
+    async with delivering(siaga):
+        siaga.dispatch(flood())
+        await eventually(lambda: siaga.outbox.counts_by_outcome()["retried"] >= 1,
+                         what="a failed attempt")
+        assert siaga.deliverer.latency.snapshot().count == 0  # failures are not deliveries
+        clock.advance_to(clock() + 90 * SECOND_NS)
+        await down.start()
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="delivered")
+    snapshot = siaga.deliverer.latency.snapshot()
+    assert snapshot.count == 1
+    assert snapshot.total == 90.0  # the clock moved only by the test
+
+
 async def test_a_receiver_that_was_down_gets_every_notification_once_in_order(
     wire: Callable[..., Siaga], down: RecordingReceiver
 ) -> None:

@@ -16,9 +16,13 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from ingest.stats import IngestStats
 from ingest.storage import StorageStats
-from siaga.api.metrics import alert_families, ingest_families
+from rules.alerting import AlertingMetrics, ForwarderCounts
+from siaga.api.metrics import alert_families, alerting_families, ingest_families
 from siaga.api.server import exposition
+from siaga_core.histogram import Histogram
 from tests.siaga.apirig import T0, TOKEN, World, fire, open_world, running_api
+
+S = 1_000_000_000
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
@@ -27,6 +31,7 @@ _HELP = re.compile(rf"^# HELP ({_NAME}) (.*)$")
 _TYPE = re.compile(rf"^# TYPE ({_NAME}) (counter|gauge|histogram|summary|untyped)$")
 _PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 Key = tuple[str, frozenset[tuple[str, str]]]
 
@@ -43,7 +48,10 @@ def parse(text: str) -> dict[Key, float]:
             helped.add(found.group(1))
         elif found := _TYPE.match(line):
             assert found.group(1) in helped, f"TYPE before HELP: {line!r}"
-            typed.add(found.group(1))
+            name, kind = found.groups()
+            # A histogram's samples are its name's _bucket, _sum and _count.
+            typed.update([f"{name}{suffix}" for suffix in _HISTOGRAM_SUFFIXES]
+                         if kind == "histogram" else [name])
         else:
             found = _SAMPLE.match(line)
             assert found is not None, f"not a valid sample line: {line!r}"
@@ -240,3 +248,76 @@ async def test_no_created_samples_are_added_to_the_counters(world: World) -> Non
     world.storage = storage_stats()
     text = (await exposition(world.context()).render()).decode()
     assert "_created" not in text
+
+
+def test_latency_histograms_render_cumulative_buckets_sum_and_count() -> None:
+    stats = IngestStats()
+    for seconds in (0.004, 0.004, 0.3, 75.0):
+        stats.durable_latency.observe(seconds)
+    samples = parse(render(ingest_families(stats, storage_stats())))
+    bucket = "siaga_ingest_durable_latency_seconds_bucket"
+    assert samples[key(bucket, le="0.005")] == 2
+    assert samples[key(bucket, le="0.5")] == 3
+    assert samples[key(bucket, le="60.0")] == 3
+    assert samples[key(bucket, le="+Inf")] == 4
+    assert samples[key("siaga_ingest_durable_latency_seconds_count")] == 4
+    assert samples[key("siaga_ingest_durable_latency_seconds_sum")] == pytest.approx(75.308)
+    assert samples[key("siaga_rules_latency_seconds_count")] == 0
+
+
+def test_influxdb_write_durations_and_the_spool_budget_are_shown_once_storage_runs() -> None:
+    writes = Histogram()
+    writes.observe(0.02)
+    stats = replace(storage_stats(), spool_max_bytes=1 << 30, write_duration=writes.snapshot())
+    samples = parse(render(ingest_families(IngestStats(), stats)))
+    assert samples[key("siaga_influxdb_write_duration_seconds_bucket", le="0.025")] == 1
+    assert samples[key("siaga_influxdb_write_duration_seconds_bucket", le="0.01")] == 0
+    assert samples[key("siaga_spool_max_bytes")] == 1 << 30
+    before = parse(render(ingest_families(IngestStats(), None)))
+    assert not any(name.startswith("siaga_influxdb_write_duration") for name, _ in before)
+
+
+def test_notification_latency_by_channel_alertmanager_counts_and_devices_by_kind() -> None:
+    webhook, alertmanager = Histogram(), Histogram()
+    webhook.observe(0.04)
+    alertmanager.observe(1.5)
+    alertmanager.observe(0.2)
+    metrics = AlertingMetrics(
+        {"webhook": webhook.snapshot(), "alertmanager": alertmanager.snapshot()},
+        [ForwarderCounts("http://am:9093", sent=12, failed=1)],
+        {("water-level", "online"): 3, ("water-level", "offline"): 1,
+         ("traffic", "online"): 0, ("traffic", "offline"): 2})
+    samples = parse(render(alerting_families(metrics)))
+    latency = "siaga_notification_latency_seconds"
+    assert samples[key(f"{latency}_count", channel="webhook")] == 1
+    assert samples[key(f"{latency}_count", channel="alertmanager")] == 2
+    assert samples[key(f"{latency}_bucket", channel="alertmanager", le="1.0")] == 1
+    assert samples[key("siaga_alertmanager_notifications_sent_total",
+                       alertmanager="http://am:9093")] == 12
+    assert samples[key("siaga_alertmanager_notifications_failed_total",
+                       alertmanager="http://am:9093")] == 1
+    assert samples[key("siaga_devices_online", kind="water-level")] == 3
+    assert samples[key("siaga_devices_offline", kind="water-level")] == 1
+    assert samples[key("siaga_devices_offline", kind="traffic")] == 2
+
+
+def test_the_alerting_families_are_declared_without_samples_before_alerting_runs() -> None:
+    text = render(alerting_families(None))
+    assert "# TYPE siaga_devices_offline gauge" in text
+    assert "# TYPE siaga_notification_latency_seconds histogram" in text
+    assert parse(text) == {}
+
+
+async def test_the_outbox_shows_its_depth_and_the_age_of_its_oldest_delivery(
+    world: World,
+) -> None:
+    world.outbox.enqueue("bpbd", "abc", b"{}", T0)
+    world.outbox.enqueue("bpbd", "def", b"{}", T0 + 30 * S)
+    world.clock.now_ns = T0 + 90 * S
+    samples = parse((await exposition(world.context()).render()).decode())
+    assert samples[key("siaga_outbox_depth")] == 2
+    assert samples[key("siaga_outbox_oldest_age_seconds")] == 90
+    world.outbox.mark_delivered(world.outbox.due(world.clock(), 10)[0].id, world.clock())
+    samples = parse((await exposition(world.context()).render()).decode())
+    assert samples[key("siaga_outbox_depth")] == 1
+    assert samples[key("siaga_outbox_oldest_age_seconds")] == 60
