@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from devices.kinds import Kind
 from devices.registry import Registry
 from rules.alert import AlertStatus, fingerprint
 from rules.alerting import Alerting
@@ -80,3 +82,20 @@ async def test_a_storage_alert_the_alert_book_cannot_write_is_logged_and_the_ser
         assert status(service) is AlertStatus.RESOLVED  # recorded, never paged
     assert "could not record the StorageUnavailable alert" in caplog.text
     assert "database is locked" in caplog.text
+
+
+async def test_devices_are_counted_online_or_offline_by_kind_and_the_unheard_in_neither(
+    registry: Registry, tmp_path: Path,
+) -> None:
+    gauges = [device.id for device in registry if device.kind is Kind.WATER_LEVEL]
+    async with alerting(registry, tmp_path) as service:
+        now = time.time_ns()
+        service.tracker.seen(gauges[0], now)
+        service.tracker.seen(gauges[1], now)
+        service.tracker.status(gauges[1], False, now)  # its last will: offline, heard or not
+        devices = service.metrics().devices
+    assert devices[("water-level", "online")] == 1
+    assert devices[("water-level", "offline")] == 1
+    # Just started: the rest are within their grace, so neither online nor offline yet.
+    assert devices[("traffic", "online")] == devices[("traffic", "offline")] == 0
+    assert {kind for kind, _ in devices} == {kind.value for kind in Kind}
