@@ -1,8 +1,12 @@
 """Raw MQTT messages -> validated readings, detections, status updates or dead letters.
 
-Never raises. A camera's `events` channel (SPEC section 7) decodes to `Detection`s; a plate
-in one is kept only when the watch list has it (`ingest.watchlist`), otherwise it is
-counted and dropped here, before anything downstream can hold it. Every dead letter that may
+Never raises. A device's telemetry may be a SenML pack (`ingest.senml`), resolved into
+readings shaped as Siaga's own and validated the same way; uplinks of LoRaWAN network
+servers on their own topics (`ingest.lorawan`, a `ReadingSource`) become readings of the
+catalog devices they name, validated the same way too. A camera's `events` channel (SPEC
+section 7) decodes to `Detection`s; a plate in one is kept only when the watch list has it
+(`ingest.watchlist`), otherwise it is counted and dropped here, before anything downstream
+can hold it. Every dead letter that may
 hold a plate (a camera's topic, an `events` channel, Frigate's topic, or a payload that
 says `plate`) is redacted (`ingest.deadletters.redact_plates`) before it leaves.
 """
@@ -11,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal, Protocol
 
 import orjson
@@ -23,10 +28,13 @@ from devices.readings import READING_VALIDATORS, Reading, StatusUpdate, explain,
 from devices.registry import Registry
 from devices.topics import InvalidTopic, Topic, TopicScheme
 from ingest.deadletters import DeadLetter, json_bytes, looks_like_plate, redact_plates
+from ingest.lorawan import NetworkReading, Refused
+from ingest.senml import SenmlRefused, looks_like_senml, to_items
 from ingest.watchlist import Watchlist
 
 MAX_BATCH = 1000  # SPEC section 1: a batch holds up to 1000 readings (and events, issue 16)
 TOPIC_CACHE_MAX = 200_000  # parsed topics kept; a city's fleet fits, a topic flood does not grow it
+ROUTED_TOPIC_MAX = 256  # longer topics are matched each time, not remembered (see _route)
 
 UnknownDevicePolicy = Literal["dead-letter", "accept"]
 # What orjson.loads returns, by the names a device developer knows from JSON.
@@ -50,6 +58,21 @@ class DetectionSource(Protocol):
     def to_detections(self, payload: bytes,
                       received_ns: int) -> tuple[list[Detection], str | None]:
         """The message's detections, or why it is refused (a reason naming no value)."""
+
+
+class ReadingSource(Protocol):
+    """Another network's uplinks on its own topics: ChirpStack, The Things Stack
+    (`ingest.lorawan`)."""
+
+    @property
+    def topic(self) -> str:
+        """The subscription filter (MQTT wildcards allowed)."""
+
+    def matches(self, topic: str) -> bool:
+        """Whether a message on `topic` is this source's."""
+
+    def read(self, payload: bytes, received_ns: int) -> NetworkReading | Refused:
+        """The message as a catalog device's reading (to validate), or why it is none."""
 
 
 @dataclass(slots=True)
@@ -80,9 +103,11 @@ class Decoder:
         max_future_s: float = 300.0,
         watchlist: Watchlist | None = None,
         frigate: DetectionSource | None = None,
+        sources: Sequence[ReadingSource] = (),
     ) -> None:
         """Without a `watchlist` no plate is listed, so none is kept; `frigate` decodes
-        the messages of its topic (its subscription is the service's)."""
+        the messages of its topic, `sources` those of theirs (their subscriptions are the
+        service's)."""
         self._registry = registry
         self._topics = topics
         self._accept_unknown = unknown_devices == "accept"
@@ -91,6 +116,8 @@ class Decoder:
         self._watchlist = watchlist or Watchlist()
         self._frigate = frigate
         self._frigate_topic = frigate.topic if frigate is not None else None
+        self._sources = tuple(sources)
+        self._routes: dict[str, ReadingSource | None] = {}  # topic -> its source, if any
 
     @property
     def registry(self) -> Registry:
@@ -107,6 +134,8 @@ class Decoder:
         dead_before = len(out.dead)
         if topic == self._frigate_topic and self._frigate is not None:
             self._decode_frigate(self._frigate, topic, payload, received_ns, out)
+        elif self._sources and (source := self._route(topic)) is not None:
+            self._decode_network(source, topic, payload, received_ns, out)
         else:
             self._decode(topic, payload, received_ns, out)
         if len(out.dead) > dead_before and self._may_hold_plates(topic, payload):
@@ -141,6 +170,9 @@ class Decoder:
         item = self._decode_event if parsed.channel == "events" else self._decode_item
         if isinstance(document, dict):
             item(parsed, topic, payload, document, received_ns, out, None)
+        elif (isinstance(document, list) and document and parsed.channel == "telemetry"
+              and isinstance(document[0], dict) and looks_like_senml(document[0], parsed.kind)):
+            self._decode_senml(parsed, topic, payload, document, received_ns, out)
         elif isinstance(document, list):
             self._decode_batch(parsed, topic, payload, document, received_ns, out, item)
         else:
@@ -284,6 +316,51 @@ class Decoder:
             return None
         out.plates_listed += 1
         return entry.plate
+
+    def _decode_senml(self, parsed: Topic, topic: str, payload: bytes, pack: list[object],
+                      received_ns: int, out: Decoded) -> None:
+        """A SenML pack: each of its times is one reading, validated as Siaga's own."""
+        if len(pack) > MAX_BATCH:
+            reason = f"SenML pack of {len(pack)} records; at most {MAX_BATCH} per message"
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, "batch-too-large"))
+            return
+        try:
+            items = to_items(pack, parsed.kind, received_ns / 1e9)
+        except SenmlRefused as exc:
+            out.dead.append(DeadLetter(topic, payload, str(exc), received_ns, "invalid-reading"))
+            return
+        for item in items:
+            before = len(out.dead)
+            if item.refusal is None:
+                self._decode_item(parsed, topic, payload, item.reading, received_ns, out, None)
+            else:
+                out.dead.append(DeadLetter(topic, payload, item.refusal, received_ns,
+                                           "invalid-reading"))
+            if len(items) > 1 and len(out.dead) > before:  # say which of the pack's times
+                letter = out.dead[-1]
+                out.dead[-1] = replace(letter, reason=f"{item.when}: {letter.reason}")
+
+    def _route(self, topic: str) -> ReadingSource | None:
+        if topic in self._routes:
+            return self._routes[topic]  # remembered: the hot path matches no filter
+        found = next((source for source in self._sources if source.matches(topic)), None)
+        if len(topic) <= ROUTED_TOPIC_MAX:  # a flood of long topics must not fill memory
+            if len(self._routes) >= TOPIC_CACHE_MAX:
+                self._routes.clear()
+            self._routes[topic] = found
+        return found
+
+    def _decode_network(self, source: ReadingSource, topic: str, payload: bytes,
+                        received_ns: int, out: Decoded) -> None:
+        try:
+            result = source.read(payload, received_ns)
+        except ValueError:  # a mapper's bug must not stop ingestion; its reason is unknown
+            result = Refused("invalid-reading", "uplink could not be read")
+        if isinstance(result, Refused):
+            out.dead.append(DeadLetter(topic, payload, result.reason, received_ns, result.code))
+            return
+        parsed = Topic(result.kind, result.device_id, "telemetry")
+        self._decode_item(parsed, topic, payload, result.fields, received_ns, out, None)
 
     def _decode_frigate(self, frigate: DetectionSource, topic: str, payload: bytes,
                         received_ns: int, out: Decoded) -> None:
