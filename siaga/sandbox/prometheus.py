@@ -72,19 +72,33 @@ class Prometheus(LocalServer):
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query (GET /api/v1/query): the result's series or samples, decoded."""
-        data = self._api("query", {"query": expr})
+        data: dict[str, Any] = self._api("query", {"query": expr})
         result: list[dict[str, Any]] = data["result"]
         return result
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[
             dict[str, Any]]:
         """A range query (GET /api/v1/query_range), as a dashboard's graph asks."""
-        data = self._api("query_range", {"query": expr, "start": f"{start:.3f}",
+        data: dict[str, Any] = self._api("query_range", {"query": expr, "start": f"{start:.3f}",
                                           "end": f"{end:.3f}", "step": f"{step:g}"})
         result: list[dict[str, Any]] = data["result"]
         return result
 
-    def _api(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
+    def label_values(self, label: str, match: str) -> list[str]:
+        """GET /api/v1/label/<label>/values of the series `match` selects, as Grafana asks
+        for a variable's `label_values(match, label)`."""
+        values: list[str] = self._api(f"label/{urllib.parse.quote(label)}/values",
+                                      {"match[]": match})
+        return values
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        """GET /api/v1/rules: the loaded rule groups, each rule with its health and last error."""
+        data: dict[str, Any] = self._api("rules", {})
+        groups: list[dict[str, Any]] = data["groups"]
+        return groups
+
+    def _api(self, endpoint: str, params: Mapping[str, str]) -> Any:
+        """The `data` of Prometheus' answer (its shape depends on the endpoint)."""
         url = f"{self.url}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
         status, body = http_request(url, timeout=QUERY_TIMEOUT_S)
         try:
@@ -93,10 +107,9 @@ class Prometheus(LocalServer):
             raise PrometheusQueryError(f"Prometheus answered {status}: {body!r:.300}") from None
         if status != 200 or answer.get("status") != "success":
             raise PrometheusQueryError(
-                f"Prometheus refused {params['query']!r} ({status}): "
+                f"Prometheus refused {dict(params)!r} ({status}): "
                 f"{answer.get('errorType')}: {answer.get('error')}")
-        data: dict[str, Any] = answer["data"]
-        return data
+        return answer["data"]
 
     def _prepare(self) -> None:
         self.targets_dir.mkdir(parents=True, exist_ok=True)
