@@ -111,6 +111,8 @@ def publish_city(mosquitto: Mosquitto, siaga: RunningSiaga) -> int:
 
 def wait_stored(influx: InfluxDB1, siaga: RunningSiaga) -> None:
     """Until each kind's readings are in InfluxDB."""
-    for measurement, field in MEASURED:
-        wait_until(lambda m=measurement, f=field: influx_count(influx, siaga.database, m, f),
-                   STORED_S, f"{measurement}.{field} in InfluxDB {siaga.database}")
+    def all_stored() -> bool:
+        return all(influx_count(influx, siaga.database, measurement, field)
+                   for measurement, field in MEASURED)
+
+    wait_until(all_stored, STORED_S, f"every kind's readings in InfluxDB {siaga.database}")
