@@ -158,7 +158,8 @@ class _ChirpStackUp(_Envelope):
     device_info: _ChirpStackDevice = Field(alias="deviceInfo")
     time: str | None = None  # ChirpStack's time of the (deduplicated) uplink
     f_cnt: FrameCounter = Field(default=0, alias="fCnt")
-    object: dict[str, object] | None = None  # set only when the device profile has a codec
+    # `object`, set only when the device profile has a codec (named apart from the builtin).
+    decoded: dict[str, object] | None = Field(default=None, alias="object")
     rx_info: list[_ChirpStackRx] = Field(default_factory=list, alias="rxInfo")
 
 
@@ -242,7 +243,7 @@ class ChirpStackUplinks(_Source):
         if device is None:
             return Refused("unknown-device", f"no catalog device has dev_eui {eui.lower()!r}")
         link = _Link(up.time, up.f_cnt, [(rx.rssi, rx.snr) for rx in up.rx_info])
-        return self._reading(device, up.object, link)
+        return self._reading(device, up.decoded, link)
 
 
 class ThingsStackUplinks(_Source):

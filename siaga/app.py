@@ -18,6 +18,7 @@ from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoder
 from ingest.frigate import FrigateMapper
 from ingest.influx import V1Writer, Writer
+from ingest.lorawan import ChirpStackUplinks, ThingsStackUplinks
 from ingest.pipeline import Pipeline
 from ingest.settings import InfluxSettings
 from ingest.spool import Spool
@@ -93,6 +94,8 @@ class Service:
                        if settings.frigate.enabled else None)
             if frigate is not None:
                 self._subscriptions.append(frigate.topic)
+            networks = self._reading_sources()
+            self._subscriptions += [source.topic for source in networks]
             alerting = await stack.enter_async_context(Alerting(
                 self.rules, self.registry, data_dir, webhook_url=settings.webhook_url,
                 external_url=self._external_url(),
@@ -125,7 +128,7 @@ class Service:
             decoder = Decoder(self.registry, topics,
                               unknown_devices=settings.ingest.unknown_devices,
                               max_future_s=settings.ingest.max_future_s,
-                              watchlist=watchlist, frigate=frigate)
+                              watchlist=watchlist, frigate=frigate, sources=networks)
             pipeline = Pipeline(subscriber, decoder, storage, dead_letters,
                                 self.stats, settings.ingest, alerting, self.clock_ns,
                                 on_durability=alerting.durability_changed)
@@ -154,6 +157,16 @@ class Service:
                 self.ready.set()
                 log.info("Siaga ingest ready: subscribed to %s", ", ".join(self._subscriptions))
                 return
+
+    def _reading_sources(self) -> list[ChirpStackUplinks | ThingsStackUplinks]:
+        """The LoRaWAN network servers whose uplinks are readings (`lorawan:`)."""
+        lorawan = self.settings.lorawan
+        sources: list[ChirpStackUplinks | ThingsStackUplinks] = []
+        if lorawan.chirpstack.enabled:
+            sources.append(ChirpStackUplinks(lorawan.chirpstack, self.registry))
+        if lorawan.things_stack.enabled:
+            sources.append(ThingsStackUplinks(lorawan.things_stack, self.registry))
+        return sources
 
     def _external_url(self) -> str:
         http = self.settings.http

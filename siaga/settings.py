@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 import rules
 from devices.registry import bundled_catalog_path
 from ingest.frigate import FrigateSettings
+from ingest.lorawan import LorawanSettings
 from ingest.settings import (
     CameraSettings,
     FilePath,
@@ -74,6 +75,8 @@ class Settings(Section):
     cameras: CameraSettings = CameraSettings()
     # Frigate NVRs publishing on the same broker (off unless enabled, with its cameras mapped).
     frigate: FrigateSettings = FrigateSettings()
+    # LoRaWAN network servers' uplinks on the same broker (ChirpStack, The Things Stack).
+    lorawan: LorawanSettings = LorawanSettings()
     data_dir: FilePath = Path(".siaga/data")
     catalog: FilePath | None = None
     rules: FilePath | None = None
