@@ -27,6 +27,7 @@ DevEUI or device id (the operator needs it to fix the catalog).
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Annotated, Final, NamedTuple, TypeVar
 
@@ -189,7 +190,7 @@ class _ThingsStackUp(_Envelope):
     uplink_message: _ThingsStackUplink
 
 
-class _Source:
+class _Source(ABC):
     """The part both servers share: the topic, and reading the message's JSON."""
 
     name = ""
@@ -205,6 +206,10 @@ class _Source:
 
     def matches(self, topic: str) -> bool:
         return matches(self._topic, topic)
+
+    @abstractmethod
+    def read(self, payload: bytes, received_ns: int) -> NetworkReading | Refused:
+        """The uplink as a reading of its device, or why it is none."""
 
     def _load(self, payload: bytes, model: type[M]) -> M | Refused:
         try:
