@@ -92,10 +92,9 @@ class Service:
                          else Watchlist.load(settings.cameras.watchlist_file))
             frigate = (FrigateMapper(settings.frigate, self.registry)
                        if settings.frigate.enabled else None)
-            if frigate is not None:
-                self._subscriptions.append(frigate.topic)
             networks = self._reading_sources()
-            self._subscriptions += [source.topic for source in networks]
+            # Frigate's and the LoRaWAN servers' topics, as the broker's ACL grants them.
+            self._subscriptions += settings.foreign_topics()
             alerting = await stack.enter_async_context(Alerting(
                 self.rules, self.registry, data_dir, webhook_url=settings.webhook_url,
                 external_url=self._external_url(),

@@ -85,6 +85,15 @@ class Settings(Section):
     # Prometheus Alertmanagers told of every firing alert and its end (SPEC section 9).
     alertmanagers: list[AlertmanagerSettings] = Field(default_factory=list)
 
+    def foreign_topics(self) -> list[str]:
+        """The topic filters of enabled inputs other than Siaga's own topics (Frigate, the
+        LoRaWAN servers): the service subscribes to them, and the broker's ACL lets it."""
+        chirpstack, things_stack = self.lorawan.chirpstack, self.lorawan.things_stack
+        inputs = [(self.frigate.enabled, self.frigate.topic),
+                  (chirpstack.enabled, chirpstack.topic),
+                  (things_stack.enabled, things_stack.topic)]
+        return [topic for enabled, topic in inputs if enabled]
+
     @property
     def catalog_path(self) -> Path:
         return self.catalog or bundled_catalog_path()

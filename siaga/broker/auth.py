@@ -125,10 +125,11 @@ def write_private(path: Path, text: str) -> None:
 
 
 def acl_text(prefix: str, *, service_user: str = SERVICE_USER,
-             simulator_user: str | None = None, frigate_topic: str | None = None,
+             simulator_user: str | None = None, foreign_topics: Iterable[str] = (),
              extra: Iterable[str] = ()) -> str:
     """The ACL file: the service reads, each device writes its own topics, nobody else;
-    with `frigate_topic`, the service reads that too (Frigate's own user is the site's)."""
+    the service reads the `foreign_topics` too (Frigate's, a LoRaWAN server's: who
+    publishes there is that system's user, the site's to grant)."""
     lines = [
         "# Siaga broker ACL (Mosquitto acl_file), written by `siaga broker init`.",
         f"# Topic prefix: {prefix}. Anything not granted here is refused.",
@@ -146,8 +147,7 @@ def acl_text(prefix: str, *, service_user: str = SERVICE_USER,
         f"topic read {prefix}/+/+/status",
         f"topic read {prefix}/camera/+/events",
     ]
-    if frigate_topic is not None:
-        lines += [f"topic read {frigate_topic}"]
+    lines += [f"topic read {topic}" for topic in foreign_topics]
     if simulator_user is not None:
         lines += ["", "# The simulators (`siaga simulate`): publish as any device.",
                   f"user {simulator_user}", f"topic write {prefix}/#"]

@@ -65,10 +65,9 @@ def init_broker(folder: Path, settings: Settings, *, service_user: str,
     folder.mkdir(parents=True, exist_ok=True)
     hashed = {user: brokerauth.hash_password(password) for user, password in passwords.items()}
     brokerauth.write_private(password_file, brokerauth.password_file_text(hashed))
-    frigate = settings.frigate.topic if settings.frigate.enabled else None
-    brokerauth.write_private(acl_file, brokerauth.acl_text(settings.mqtt.topic_prefix,
-                                                           service_user=service_user,
-                                                           frigate_topic=frigate))
+    brokerauth.write_private(acl_file, brokerauth.acl_text(
+        settings.mqtt.topic_prefix, service_user=service_user,
+        foreign_topics=settings.foreign_topics()))
     return passwords
 
 

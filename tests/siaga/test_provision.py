@@ -106,6 +106,20 @@ def test_broker_init_writes_the_service_and_every_catalog_device(tmp_path: Path)
         init_broker(tmp_path / "broker", settings, service_user="siaga.service")
 
 
+def test_the_service_may_read_the_topics_of_the_inputs_enabled_and_no_others(
+    tmp_path: Path,
+) -> None:
+    enabled = ("frigate:\n  enabled: true\n  cameras: {gerbang: cam-manggarai}\n"
+               "lorawan:\n  chirpstack: {enabled: true}\n")
+    settings = load_settings(site(tmp_path, enabled))
+    init_broker(tmp_path / "broker", settings, service_user="siaga.service")
+    acl = (tmp_path / "broker" / "siaga.acl").read_text()
+    service_part = acl.split("user siaga.service\n", 1)[1]
+    assert "topic read frigate/events\n" in service_part
+    assert "topic read application/+/device/+/event/up\n" in service_part
+    assert "v3/" not in acl  # The Things Stack stays off
+
+
 def test_broker_paths_are_relative_to_the_configuration_file(tmp_path: Path) -> None:
     settings = load_settings(site(tmp_path))
     assert settings.broker.password_file == tmp_path / "broker" / "siaga.passwd"
