@@ -104,8 +104,10 @@ def service(mosquitto: Mosquitto, influxdb1: InfluxDB1,
     catalog = tmp_path / "devices.yaml"
     catalog.write_bytes(orjson.dumps(CATALOG))
     database = unique_name("networks_")
-    # The network servers' topics are outside Siaga's prefix: `siaga broker init` does not
-    # grant them to the service user yet, so the service reads as the test broker's admin.
+    # The network servers' topics are outside Siaga's prefix. `siaga broker init` grants
+    # them to the service user of a site that enables them (tests/siaga/test_provision.py);
+    # the session broker's ACL is written for Siaga's own topics, so here the service reads
+    # as the test broker's admin.
     settings = make_settings(mosquitto.url_for(ADMIN_USER),
                              InfluxSettings(url=influxdb1.url, database=database),
                              tmp_path / "data", catalog=catalog)
