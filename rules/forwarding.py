@@ -75,7 +75,9 @@ class Forwarder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failing: str | None = None  # the last failure's reason until a POST succeeds
         self.sent_total = 0  # alerts Alertmanager accepted (a re-send counts again)
-        self.failed_total = 0  # POSTs that failed (no answer, or not 2xx)
+        # Alerts in POSTs it did not take (no answer, or not 2xx), as Prometheus' notifier
+        # counts its errors: in alerts, so a failed share is failed / (sent + failed).
+        self.failed_total = 0
 
     def describe(self) -> str:
         return redact_url(self.settings.url)
@@ -203,7 +205,7 @@ class Forwarder:
                     log.info("Alertmanager %s takes alerts again", self.describe())
                 self._failing = None
                 continue
-            self.failed_total += 1
+            self.failed_total += len(batch)
             # Once per outage and cause, not once a minute: the next re-send retries anyway.
             if failure != self._failing:
                 log.warning("Alertmanager %s did not take %d alerts: %s; the next re-send "

@@ -189,7 +189,7 @@ def alerting_families(metrics: AlertingMetrics | None) -> list[Metric]:
         "Alerts an Alertmanager took (each re-send counts again).", labels=["alertmanager"])
     failed = CounterMetricFamily(
         "siaga_alertmanager_notifications_failed_total",
-        "POSTs to an Alertmanager that it did not take (no answer, or not 2xx).",
+        "Alerts in POSTs an Alertmanager did not take (no answer, or not 2xx).",
         labels=["alertmanager"])
     online = GaugeMetricFamily(
         "siaga_devices_online", "Catalog devices heard from and not offline, by kind.",
