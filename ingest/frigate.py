@@ -96,7 +96,7 @@ class FrigateSettings(StrictModel):
     enabled: bool = False
     # Frigate's `mqtt.topic_prefix` (default `frigate`) followed by `/events`. No wildcards:
     # the decoder routes messages to this input by this exact topic.
-    topic: str = Field(default="frigate/events", min_length=1, pattern=r"^[^+#$][^+#]*$")
+    topic: str = Field(default="frigate/events", min_length=1, pattern=r"^[^+#$\s][^+#\s]*$")
     cameras: dict[FrigateCamera, DeviceId] = Field(default_factory=dict)
     # Frigate label -> Siaga label, over the defaults (Siaga's own labels as themselves,
     # `license_plate` as `plate`); a label mapped to nothing here is refused.

@@ -51,6 +51,12 @@ def valid_filter(topic: str) -> str:
             or "#" in levels[:-1]:
         raise ValueError("must be an MQTT topic filter: `+` only as a whole level, `#` only "
                          "as the last level")
+    # It goes into the broker's ACL file as written (`siaga broker init`): a line break
+    # would add lines of its own, and a lone `#` would read every topic there is.
+    if any(char.isspace() or not char.isprintable() for char in topic):
+        raise ValueError("must not hold spaces or control characters")
+    if topic == "#":
+        raise ValueError("must name the server's topics, not every topic (`#`)")
     return topic
 
 

@@ -149,6 +149,9 @@ def resolve(pack: list[object]) -> list[Record]:
         base_time = cast(float, record.get("bt", base_time))
         base_unit = cast("str | None", record.get("bu", base_unit))
         base_value = cast("float | None", record.get("bv", base_value))
+        if sum(label in record for label in _VALUE_LABELS[:4]) > 1:
+            raise SenmlRefused(f"SenML record {index}: more than one of v, vs, vb, vd "
+                               "(RFC 8428 section 4.3 allows one value a record)")
         label = next((label for label in _VALUE_LABELS if label in record), None)
         if label is None:
             continue  # base fields only: they apply to the records after it

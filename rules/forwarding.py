@@ -194,6 +194,10 @@ class Forwarder:
                     covered: Collection[str] | None = None) -> None:
         """POST `payloads`, which carry the changes of the `covered` fingerprints (None: of
         every one, a re-send); once all are taken, their latency is observed."""
+        if not payloads:
+            # Nothing sent, nothing taken: a change that came to no payload (pending again
+            # after a failed send, say) keeps its start until a send carries its news.
+            return
         since = self._unsent_since
         starts = {fp: since[fp] for fp in (since if covered is None else covered) if fp in since}
         for start in range(0, len(payloads), BATCH_MAX):

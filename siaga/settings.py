@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 import rules
 from devices.registry import bundled_catalog_path
 from ingest.frigate import FrigateSettings
-from ingest.lorawan import LorawanSettings
+from ingest.lorawan import LorawanSettings, matches
 from ingest.settings import (
     CameraSettings,
     FilePath,
@@ -84,6 +84,19 @@ class Settings(Section):
     webhook_url: str | None = None
     # Prometheus Alertmanagers told of every firing alert and its end (SPEC section 9).
     alertmanagers: list[AlertmanagerSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _foreign_topics_leave_siagas_own(self) -> Self:
+        # An input routed by its topic before Siaga's own decoding would take devices'
+        # messages for a foreign server's (and dead-letter them all).
+        prefix = self.mqtt.topic_prefix
+        own = [f"{prefix}/water-level/a/telemetry", f"{prefix}/traffic/a/status",
+               f"{prefix}/camera/a/events"]
+        for topic in self.foreign_topics():
+            if any(matches(topic, sample) for sample in own):
+                raise ValueError(f"the input topic {topic!r} would also take Siaga's own "
+                                 f"topics ({prefix}/...): give the server's own topics")
+        return self
 
     def foreign_topics(self) -> list[str]:
         """The topic filters of enabled inputs other than Siaga's own topics (Frigate, the

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Final
 
-# Seconds, from 1 ms (a reading stored or a rule run on a quiet machine) to 1 minute (a
-# webhook retried after a backoff); Prometheus' own defaults stop at 10 s.
+# Seconds, from 1 ms (a reading stored or a rule run on a quiet machine) to 10 minutes (a
+# webhook retried through backoffs of up to a minute each); Prometheus' own defaults stop at
+# 10 s. A p99 past the last bound reads as that bound, so an alert on "p99 over a minute"
+# needs bounds well above a minute.
 LATENCY_BOUNDS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                         5.0, 10.0, 30.0, 60.0)
+                         5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 @dataclass(frozen=True, slots=True)

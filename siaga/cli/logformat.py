@@ -36,7 +36,7 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _message(record),
         }
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
@@ -54,14 +54,29 @@ class JsonFormatter(logging.Formatter):
         return moment.isoformat(timespec="milliseconds")
 
 
+def _message(record: logging.LogRecord) -> str:
+    # A call whose arguments do not fit its format (a bug elsewhere) still gives a line.
+    try:
+        return record.getMessage()
+    except (TypeError, ValueError):
+        return f"{record.msg!s} (arguments that do not fit: {record.args!r})"
+
+
 def _dumps(entry: dict[str, Any]) -> str:
     # A formatter that raises makes logging print its own multi-line complaint to stderr,
     # which a shipper expecting JSON lines would choke on: anything else becomes text.
     try:
         return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except orjson.JSONEncodeError:  # e.g. an int beyond 64 bits, a dict keyed by tuples
-        return orjson.dumps({key: value if isinstance(value, str) else str(value)
+        return orjson.dumps({key: value if isinstance(value, str) else _text(value)
                              for key, value in entry.items()}).decode()
+
+
+def _text(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # an extra's own __str__ failing must not lose the line
+        return f"<{type(value).__name__} that cannot be shown>"
 
 
 def make_handler(log_format: LogFormat) -> logging.Handler:

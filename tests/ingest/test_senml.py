@@ -311,6 +311,8 @@ def test_seq_maps_as_an_integer() -> None:
     ([{"n": "-level", "v": 1}], "SenML record 0: the name (base name + name) must start with "
      "a letter or digit and hold only letters, digits and - : . / _ (RFC 8428 section 4.5.1)"),
     ([{"bn": "pos-uji:"}], "SenML pack holds no record with a value"),
+    ([{"n": "level_cm", "v": 1, "vs": "1"}], "SenML record 0: more than one of v, vs, vb, vd "
+     "(RFC 8428 section 4.3 allows one value a record)"),
 ])
 def test_a_pack_that_is_not_valid_senml_is_one_dead_letter(
         pack: list[Any], reason: str) -> None:

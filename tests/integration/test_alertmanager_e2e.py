@@ -131,6 +131,11 @@ async def test_a_firing_alert_appears_in_alertmanager_with_its_labels(
         [alert] = alertmanager.alerts(test=tag)
         assert service.alerting is not None
         [view] = service.alerting.book.alerts()
+        # Alertmanager lists the alert before its answer reaches the forwarder, which only
+        # then observes the latency.
+        [forwarder] = service.alerting.forwarders
+        await eventually(lambda: forwarder.latency.snapshot().count == 1, within=10,
+                         what="the forwarder seeing Alertmanager's answer")
         metrics = await scrape(service)
         gauge.publisher.close()
     # Alertmanager took the alert (it is in its API), so its latency and count are shown.

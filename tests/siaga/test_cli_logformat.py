@@ -95,6 +95,22 @@ def test_a_value_json_cannot_hold_comes_as_text() -> None:
     assert entry["keyed"] == "{(1, 2): 'pair'}"
 
 
+def test_a_message_whose_arguments_do_not_fit_still_makes_one_json_line() -> None:
+    entry = formatted(record("stored %d readings from %s", "many"))
+    assert entry["message"] == ("stored %d readings from %s (arguments that do not fit: "
+                                "('many',))")
+
+
+def test_an_extra_that_cannot_be_shown_still_makes_one_json_line() -> None:
+    class Unshowable:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    entry = formatted(record(extra={"thing": Unshowable()}))
+    assert entry["thing"] == "<Unshowable that cannot be shown>"
+    assert entry["message"] == "stored %d readings"
+
+
 def test_the_text_handler_keeps_the_text_format() -> None:
     handler = make_handler("text")
     assert handler.formatter is not None and handler.formatter._fmt == TEXT_FORMAT

@@ -73,6 +73,15 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
         ("spool: 5\n", {}, "siaga.yaml:1: spool:"),
         ("data_dir: x\n", {"SIAGA_HTTP_PORT": "eighty"}, "environment SIAGA_HTTP_PORT"),
         ("", {"SIAGA_INFLUX_API": "v9"}, "environment SIAGA_INFLUX_API"),
+        # Foreign inputs' topics go into the broker's ACL and are routed before Siaga's own.
+        ("lorawan:\n  chirpstack: {enabled: true, topic: \"a/b\\nuser x\"}\n", {},
+         "siaga.yaml:2: lorawan.chirpstack.topic: must not hold spaces or control characters"),
+        ("lorawan:\n  things_stack: {enabled: true, topic: \"#\"}\n", {},
+         "lorawan.things_stack.topic: must name the server's topics, not every topic"),
+        ("frigate:\n  topic: \"frigate/events\\ntopic readwrite #\"\n", {},
+         "siaga.yaml:2: frigate.topic:"),
+        ("lorawan:\n  chirpstack: {enabled: true, topic: \"siaga/+/+/telemetry\"}\n", {},
+         "the input topic 'siaga/+/+/telemetry' would also take Siaga's own topics"),
     ],
 )
 def test_a_mistake_names_the_file_the_place_and_the_fix(
