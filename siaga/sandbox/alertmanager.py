@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from siaga.sandbox.server import LocalServer, http_request
+from siaga.sandbox.server import PrometheusFamilyServer, http_request
 
 # Short waits so a test sees a notification within a second or two, not Alertmanager's
 # production 30 s group_wait and 5 m group_interval.
@@ -14,7 +14,7 @@ GROUP_WAIT = "100ms"
 GROUP_INTERVAL = "1s"
 
 
-class Alertmanager(LocalServer):
+class Alertmanager(PrometheusFamilyServer):
     """Alertmanager on 127.0.0.1 with its state under `data_dir`, no cluster, and one route:
     every alert to a webhook receiver at `webhook_url`."""
 
@@ -26,10 +26,6 @@ class Alertmanager(LocalServer):
                  move_if_taken: bool | None = None) -> None:
         super().__init__(data_dir, port, move_if_taken=move_if_taken)
         self.webhook_url = webhook_url
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -63,9 +59,3 @@ class Alertmanager(LocalServer):
             "--cluster.listen-address=",  # empty: no gossip port, no peers
             "--log.level=warn",
         ]
-
-    def _answers(self) -> bool:
-        try:
-            return http_request(f"{self.url}/-/ready")[0] == 200
-        except OSError:
-            return False

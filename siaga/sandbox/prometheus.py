@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from siaga.sandbox.server import LocalServer, http_request
+from siaga.sandbox.server import PrometheusFamilyServer, http_request
 from siaga_core.errors import SandboxError
 
 # A scrape every second, so a test sees a target's new samples within a second or two,
@@ -22,7 +22,7 @@ class PrometheusQueryError(SandboxError, RuntimeError):
     """Prometheus refused a query (bad PromQL, or an HTTP error); the message is its own."""
 
 
-class Prometheus(LocalServer):
+class Prometheus(PrometheusFamilyServer):
     """Prometheus on 127.0.0.1 with its TSDB under `data_dir`, scraping `targets`
     ("host:port", path /metrics) and whatever `scrape` adds while it runs.
 
@@ -42,10 +42,6 @@ class Prometheus(LocalServer):
         self.initial_targets = tuple(targets)
         self.scrape_interval = scrape_interval
         self.rule_files = tuple(Path(path).resolve() for path in rule_files)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -135,9 +131,3 @@ class Prometheus(LocalServer):
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
         ]
-
-    def _answers(self) -> bool:
-        try:
-            return http_request(f"{self.url}/-/ready")[0] == 200
-        except OSError:
-            return False

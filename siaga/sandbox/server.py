@@ -264,6 +264,21 @@ class LocalServer:
         raise NotImplementedError
 
 
+class PrometheusFamilyServer(LocalServer):
+    """A server of the Prometheus project (Prometheus, Alertmanager): an HTTP API at `url`,
+    ready once `/-/ready` answers 200."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _answers(self) -> bool:
+        try:
+            return http_request(f"{self.url}/-/ready")[0] == 200
+        except OSError:
+            return False
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
