@@ -1,9 +1,9 @@
 """Latency histograms counted on the hot path, shown on /metrics as Prometheus histograms.
 
-`prometheus_client.Histogram.observe` takes a lock and walks its buckets in Python (about
-2 us); the ingest path observes once per MQTT message, tens of thousands a second. Here an
-observation is one `bisect` in C and one list increment, without a lock: every observer
-runs on the service's event loop. `/metrics` renders a `Snapshot` through
+`prometheus_client.Histogram.observe` takes a lock and walks its buckets in Python (714 ns
+against 142 ns here: `python -m bench.histogram`); the ingest path observes twice per MQTT
+message, tens of thousands a second. Here an observation is one `bisect` in C and one list
+increment, without a lock: every observer runs on the service's event loop. `/metrics` renders a `Snapshot` through
 `prometheus_client`'s `HistogramMetricFamily`, so the text format stays the library's.
 """
 
