@@ -26,6 +26,7 @@ from devices.detections import Detection, explain_event, validate_event
 from devices.kinds import Kind
 from devices.readings import READING_VALIDATORS, Reading, StatusUpdate, explain, to_reading
 from devices.registry import Registry
+from devices.structs import fast_readings
 from devices.topics import InvalidTopic, Topic, TopicScheme
 from ingest.deadletters import DeadLetter, json_bytes, looks_like_plate, redact_plates
 from ingest.lorawan import NetworkReading, Refused
@@ -104,10 +105,12 @@ class Decoder:
         watchlist: Watchlist | None = None,
         frigate: DetectionSource | None = None,
         sources: Sequence[ReadingSource] = (),
+        fast: bool = True,
     ) -> None:
         """Without a `watchlist` no plate is listed, so none is kept; `frigate` decodes
         the messages of its topic, `sources` those of theirs (their subscriptions are the
-        service's)."""
+        service's). `fast=False` turns off the fast path (`devices.structs`): every message
+        then takes the reference path, as the equivalence tests need."""
         self._registry = registry
         self._topics = topics
         self._accept_unknown = unknown_devices == "accept"
@@ -118,6 +121,7 @@ class Decoder:
         self._frigate_topic = frigate.topic if frigate is not None else None
         self._sources = tuple(sources)
         self._routes: dict[str, ReadingSource | None] = {}  # topic -> its source, if any
+        self._fast = fast
 
     @property
     def registry(self) -> Registry:
@@ -161,6 +165,16 @@ class Decoder:
         if parsed.channel == "status":
             self._decode_status(parsed, topic, payload, received_ns, out)
             return
+        if self._fast and parsed.channel == "telemetry":
+            # Readings every one of which the models accept, with no unknown field, none too
+            # far ahead: the same readings as below, in a fifth of the time. Anything else
+            # (None) takes the reference path below, which gives each refusal its reason.
+            readings = fast_readings(parsed.kind, parsed.device_id, payload, received_ns,
+                                     max_items=MAX_BATCH,
+                                     latest_ns=received_ns + self._max_future_ns)
+            if readings is not None:
+                out.readings += readings
+                return
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
