@@ -73,7 +73,7 @@ class FastModel:
         self.one_of = one_of
 
 
-def _mirror_model(kind: Kind, model: type[BaseModel]) -> FastModel | None:
+def mirror(kind: Kind, model: type[BaseModel]) -> FastModel | None:
     """The model's Struct, or None when it has a rule this module cannot mirror."""
     config = model.model_config
     if any(config.get(key) != value for key, value in _MIRRORED_CONFIG.items()):
@@ -151,7 +151,7 @@ def _number_type(annotation: Any) -> type[float] | type[int] | None:
 
 
 def _mirror_all() -> Mapping[Kind, FastModel]:
-    mirrored = {kind: _mirror_model(kind, model) for kind, model in READING_MODELS.items()}
+    mirrored = {kind: mirror(kind, model) for kind, model in READING_MODELS.items()}
     return MappingProxyType({kind: fast for kind, fast in mirrored.items() if fast is not None})
 
 
