@@ -435,15 +435,16 @@ def test_each_struct_field_has_the_model_fields_bounds_and_default(kind: Kind) -
     info = msgspec.inspect.type_info(struct)
     assert isinstance(info, msgspec.inspect.StructType)
     assert [field.name for field in info.fields] == KEYS_IN_ORDER[kind]
+    defaults = {field.name: field.default for field in msgspec.structs.fields(struct)}
     for field in info.fields:
         if field.name == "ts":
             continue
         pydantic_field = model.model_fields[field.name]
         assert field.required == pydantic_field.is_required()
+        numbers = msgspec.inspect.FloatType | msgspec.inspect.IntType
         number = field.type
-        if isinstance(number, msgspec.inspect.UnionType):  # `X | UnsetType`
-            [number] = [t for t in number.types if not isinstance(t, msgspec.inspect.UnsetType)]
-        assert isinstance(number, msgspec.inspect.FloatType | msgspec.inspect.IntType)
+        assert isinstance(number, numbers)  # inspect leaves `UnsetType` out of the type
+        assert defaults[field.name] is (msgspec.NODEFAULT if field.required else msgspec.UNSET)
         constraints = pydantic_field.metadata
         assert [number.ge, number.le] == [getattr(c, bound) for bound in ("ge", "le")
                                           for c in constraints if hasattr(c, bound)]
