@@ -16,6 +16,7 @@ from siaga.sandbox.mosquitto import Mosquitto
 from siaga.sandbox.ports import free_port
 from siaga.sandbox.postgres import PostgreSQL
 from siaga.sandbox.prometheus import Prometheus
+from siaga.sandbox.rabbitmq import RabbitCluster
 from tests.receiver import RecordingReceiver
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
@@ -85,6 +86,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     themselves by a label of their own on their targets."""
     with Prometheus(tmp_path_factory.mktemp("prometheus")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
+    """Three RabbitMQ nodes clustered (issue 18's broker); tests isolate themselves by topic
+    prefix and by partitions of their own (`declare_partitions(name=...)`), and a test that
+    stops or kills a node starts it again before it ends."""
+    with RabbitCluster(tmp_path_factory.mktemp("rabbitmq")) as cluster:
+        yield cluster
 
 
 @pytest.fixture
