@@ -1,8 +1,10 @@
 """The fast path of reading validation: msgspec Structs built from the pydantic models.
 
 `fast_readings` decodes a telemetry payload (one reading or a batch) straight from its bytes
-into typed Structs and then `Reading`s, in about a fifth of the time `orjson.loads`, the
-pydantic model and `to_reading` take together. It answers only for messages every reading of
+into typed Structs and then `Reading`s, without `orjson.loads`, a pydantic model and
+`to_reading` per reading (through `Decoder.decode`, batches of 100: 0.8 to 1.3 us a reading
+against 3.6 to 4.9 us; a single reading, 2.4 to 2.9 us a message against 4.1 to 5.2 us;
+at 7995c78 on the 2-core development machine, loaded). It answers only for messages every reading of
 which the models accept, and then exactly as they do; anything else (a refusal, an unknown
 field to count, a reading too far ahead) is `None`: the caller takes the reference path
 (`devices.readings`), which gives the reason. So the fast path never has to explain.
@@ -21,8 +23,10 @@ What the two paths agree on, by construction and by the property tests
 - the models' cross-field rules (at least one pollutant, at least one camera count);
 - `values`: the numeric fields present, in the models' field order, as `to_reading` gives.
 JSON that orjson refuses msgspec refuses too (invalid UTF-8, lone surrogates, NaN, a BOM,
-trailing data); where the parsers differ on valid JSON (orjson reads an integer beyond 64
-bits as a float, msgspec as an int) no model accepts the value either way.
+trailing data). Where the parsers differ on valid JSON, the fast path declines: orjson
+reads an integer beyond 64 bits as a float and msgspec as an int, but no model accepts
+either; a key sent twice is the last value's in both, yet msgspec refuses an earlier value
+of the wrong type that orjson drops, so such a message takes the reference path.
 """
 
 import types
