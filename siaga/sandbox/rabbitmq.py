@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +37,13 @@ from urllib.parse import quote
 import aio_pika
 
 from siaga.sandbox.ports import free_port
-from siaga.sandbox.server import PROBE_TIMEOUT_S, LocalServer, ServerNotInstalled
+from siaga.sandbox.server import (
+    POLL_INTERVAL_S,
+    PROBE_TIMEOUT_S,
+    START_TIMEOUT_S,
+    LocalServer,
+    ServerNotInstalled,
+)
 from siaga_core.errors import SandboxError
 
 PACKAGE = "rabbitmq-server"
@@ -151,7 +158,7 @@ class RabbitNode(LocalServer):
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.data_dir / "advanced.config"),
             "RABBITMQ_MNESIA_BASE": str(self.data_dir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.data_dir / "log"),
-            "RABBITMQ_PID_FILE": str(self.data_dir / "beam.pid"),
+            "RABBITMQ_PID_FILE": str(self.data_dir / "beam.pid"),  # for kill()
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": ERL_ARGS,
         }
 
@@ -177,6 +184,24 @@ class RabbitNode(LocalServer):
             "log.file.level = info",
             "",
         ]))
+
+    def kill(self) -> None:
+        """SIGKILL the node's processes and return once the beam is gone, its ports free.
+
+        mirakuru waits for the start script only; the beam, its child, may still be in its
+        exit for a few milliseconds, holding its ports, and a restart would find them taken.
+        """
+        beam = self._beam_pid() if self.running else None
+        super().kill()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while beam is not None and _running(beam) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+
+    def _beam_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "beam.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None  # not written yet: the node was still booting
 
     def _command(self) -> list[str]:
         # LocalServer starts the command in our own environment; `env` (which execs in
@@ -382,6 +407,15 @@ class RabbitCluster:
 
     def __repr__(self) -> str:
         return f"RabbitCluster(nodes={len(self.nodes)}, data_dir={str(self.data_dir)!r})"
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie has: its ports are free)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 __all__: Sequence[str] = ("Partitions", "RabbitCluster", "RabbitError", "RabbitNode")
