@@ -69,6 +69,46 @@ class MqttSettings(Section):
         return BrokerAddress(self.host, self.port, self.username, password, self.tls, ca_file)
 
 
+class AmqpSettings(Section):
+    """RabbitMQ's partition queues as the input (`ingest.input: amqp`, issue 18).
+
+    Devices publish MQTT to RabbitMQ's MQTT plugin; the service reads the partitions over
+    AMQP 0-9-1 (ingest.amqp). Every instance must use the same `name`, `partitions` and
+    `replicas`: RabbitMQ refuses to declare a queue again with other arguments.
+    """
+
+    # Nodes of one cluster, tried in turn: amqp://user:pass@host:5672/vhost (amqps:// for
+    # TLS); `SIAGA_AMQP_URL` takes them comma-separated.
+    urls: list[str] = Field(default_factory=lambda: ["amqp://guest:guest@127.0.0.1:5672/"],
+                            min_length=1)
+    name: str = Field(default="siaga", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Queues the devices are spread over: the most instances that can share the work.
+    partitions: int = Field(default=12, ge=1, le=1000)
+    # Unacknowledged messages per partition: enough for a few batches in flight (the
+    # pipeline acknowledges a batch once durable), and the bound of the inbox.
+    prefetch: int = Field(default=1000, ge=1, le=65535)
+    # Members of each quorum queue: 3 survive the loss of one node.
+    replicas: int = Field(default=3, ge=1, le=99)
+    reconnect_min_s: int = Field(default=1, ge=1)
+    reconnect_max_s: int = Field(default=30, ge=1)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split(cls, urls: object) -> object:
+        return [url.strip() for url in urls.split(",") if url.strip()] if isinstance(
+            urls, str) else urls
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                raise ValueError("each must look like amqp://user:pass@host:5672/vhost "
+                                 "(amqps:// for TLS)")
+        return urls
+
+
 class InfluxSettings(Section):
     api: Literal["v1", "v2"] = "v1"
     url: str = "http://127.0.0.1:8086"
@@ -92,6 +132,9 @@ class InfluxSettings(Section):
 
 
 class IngestSettings(Section):
+    # Where readings come from: MQTT (the `mqtt` section's broker) or RabbitMQ's partition
+    # queues over AMQP (the `amqp` section), for several instances sharing the devices.
+    input: Literal["mqtt", "amqp"] = "mqtt"
     # 5000 lines is InfluxDB's recommended batch size; the MQTT in-flight window
     # (max_inflight_messages 20000 in mosquitto.conf) must hold a few batches.
     batch_size: int = Field(default=5000, ge=1, le=20000)

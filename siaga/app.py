@@ -14,6 +14,7 @@ from functools import partial
 
 from devices.registry import Registry, load_catalog
 from devices.topics import TopicScheme
+from ingest.amqp import AmqpSubscriber
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoder
 from ingest.frigate import FrigateMapper
@@ -37,6 +38,7 @@ from siaga.console.hub import ConsoleHub
 from siaga.console.mount import mount
 from siaga.console.series import make_reader
 from siaga.settings import Settings
+from siaga_core.redaction import redact_userinfo
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ class Service:
         self.alerting: Alerting | None = None
         self.desk: CitizenDesk | None = None  # residents' reports, once the book is open
         self._storage: Storage | None = None
-        self._subscriber: Subscriber | None = None
+        self._subscriber: Subscriber | AmqpSubscriber | None = None
         self._subscriptions: list[str] = []
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -121,8 +123,7 @@ class Service:
                 self._api_context(alerting, dead_letters, desk), settings.http.host,
                 settings.http.port, extend=partial(mount, console)))
             subscriber = await stack.enter_async_context(
-                Subscriber(settings.mqtt, self._subscriptions, self.clock_ns,
-                           on_connection=alerting.broker_connection_changed))
+                self._make_subscriber(alerting.broker_connection_changed))
             self._subscriber = subscriber
             decoder = Decoder(self.registry, topics,
                               unknown_devices=settings.ingest.unknown_devices,
@@ -131,9 +132,9 @@ class Service:
             pipeline = Pipeline(subscriber, decoder, storage, dead_letters,
                                 self.stats, settings.ingest, alerting, self.clock_ns,
                                 on_durability=alerting.durability_changed)
-            log.info("Siaga ingest started: %d devices, %d rules, MQTT %s:%s, InfluxDB %s %s, "
+            log.info("Siaga ingest started: %d devices, %d rules, %s, InfluxDB %s %s, "
                      "reports in %s, API http://%s:%s, data in %s", len(self.registry),
-                     len(self.rules.rules), settings.mqtt.host, settings.mqtt.port,
+                     len(self.rules.rules), self._describe_input(),
                      writer.describe(), settings.influx.api, book.describe(),
                      settings.http.host, self.http_port, data_dir)
             drain_stop = asyncio.Event()
@@ -148,7 +149,31 @@ class Service:
                 drain_stop.set()
             log.info("Siaga ingest stopped: %s", self.snapshot())
 
-    async def _mark_ready(self, subscriber: Subscriber, stop: asyncio.Event) -> None:
+    def _make_subscriber(self, on_connection: Callable[[bool], None],
+                         ) -> contextlib.AbstractAsyncContextManager[Subscriber | AmqpSubscriber]:
+        """The input `ingest.input` names: the MQTT broker, or RabbitMQ's partitions.
+
+        Over AMQP the same topics arrive (bound from amq.topic), but RabbitMQ does not
+        replay retained messages to AMQP consumers: a device's last status is known once it
+        publishes again after a restart, not at once.
+        """
+        settings = self.settings
+        if settings.ingest.input == "amqp":
+            return AmqpSubscriber(settings.amqp, self._subscriptions, self.clock_ns,
+                                  on_connection=on_connection)
+        return Subscriber(settings.mqtt, self._subscriptions, self.clock_ns,
+                          on_connection=on_connection)
+
+    def _describe_input(self) -> str:
+        settings = self.settings
+        if settings.ingest.input == "amqp":
+            amqp = settings.amqp
+            return (f"AMQP {amqp.name} ({amqp.partitions} partitions) on "
+                    f"{', '.join(redact_userinfo(url) for url in amqp.urls)}")
+        return f"MQTT {settings.mqtt.host}:{settings.mqtt.port}"
+
+    async def _mark_ready(self, subscriber: Subscriber | AmqpSubscriber,
+                          stop: asyncio.Event) -> None:
         """Ready once the broker confirmed the subscriptions: from then on nothing is missed."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -187,7 +212,8 @@ class Service:
         """What keeps the service from being ready (GET /readyz); empty when it is."""
         reasons = []
         if self._subscriber is None or not self._subscriber.subscribed.is_set():
-            reasons.append("not subscribed to MQTT")
+            reasons.append("not subscribed to MQTT" if self.settings.ingest.input == "mqtt"
+                           else "not consuming the AMQP partitions")
         stats, budget = self._storage_stats(), self.settings.spool.max_bytes
         if stats is None:
             reasons.append("storage not open")

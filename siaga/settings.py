@@ -14,6 +14,7 @@ from devices.registry import bundled_catalog_path
 from ingest.frigate import FrigateSettings
 from ingest.lorawan import LorawanSettings, matches
 from ingest.settings import (
+    AmqpSettings,
     CameraSettings,
     FilePath,
     InfluxSettings,
@@ -65,6 +66,8 @@ class ConsoleSettings(Section):
 
 class Settings(Section):
     mqtt: MqttSettings = MqttSettings()
+    # RabbitMQ's partitions, read instead of MQTT when `ingest.input` is "amqp".
+    amqp: AmqpSettings = AmqpSettings()
     influx: InfluxSettings = InfluxSettings()
     ingest: IngestSettings = IngestSettings()
     spool: SpoolSettings = SpoolSettings()
@@ -119,6 +122,7 @@ class Settings(Section):
 # SPEC section 4: variable -> (field path, converter from the environment's string).
 ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
     "SIAGA_MQTT_URL": (("mqtt", "url"), str),
+    "SIAGA_AMQP_URL": (("amqp", "urls"), str),  # comma-separated nodes of one cluster
     "SIAGA_INFLUX_URL": (("influx", "url"), str),
     "SIAGA_INFLUX_API": (("influx", "api"), str),
     "SIAGA_INFLUX_DATABASE": (("influx", "database"), str),

@@ -11,11 +11,11 @@ Node 1 forms the cluster and the others join it on their first boot through Rabb
 classic peer discovery (node 1 listed as the only seed), so no `rabbitmqctl join_cluster`
 round trip is needed; a restarted node rejoins from its database.
 
-The partitions (`declare_partitions`) are the topology of docs/plans/issue-18.md: the MQTT
-plugin publishes to `amq.topic` (topic `a/b/c` becomes routing key `a.b.c`), a binding on
-`{prefix}.#` hands the messages to an `x-consistent-hash` exchange, which puts each routing
-key, so each device's topic, in one of N quorum queues (replicated on every node) with
-single-active-consumer set.
+The partitions (`declare_partitions`, written once in `ingest.amqp`) are the topology of
+docs/plans/issue-18.md: the MQTT plugin publishes to `amq.topic` (topic `a/b/c` becomes
+routing key `a.b.c`), a binding on `{prefix}.#` hands the messages to an
+`x-consistent-hash` exchange, which puts each routing key, so each device's topic, in one
+of N quorum queues (replicated on every node) with single-active-consumer set.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ import subprocess
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-import aio_pika
+import aiormq
 
+from ingest.amqp import Partitions, declare_partitions
 from siaga.sandbox.ports import free_port
 from siaga.sandbox.server import (
     POLL_INTERVAL_S,
@@ -54,10 +54,6 @@ PLUGINS = ("rabbitmq_mqtt", "rabbitmq_consistent_hash_exchange")
 USER = "siaga"  # the cluster's one user: AMQP and MQTT, administrator, everything on "/"
 NODE_PREFIX = "siaga-r"  # node names siaga-r1@localhost, siaga-r2@localhost, ...
 HOST = "localhost"  # short node names resolve it to 127.0.0.1, with no DNS involved
-PARTITION_EXCHANGE = "partitions"  # `{name}.partitions`: the x-consistent-hash exchange
-# The weight of each partition on the hash ring. The exchange hashes with jump consistent
-# hashing, where equal weights give equal shares; "1" is the smallest ring.
-PARTITION_WEIGHT = "1"
 # A rabbitmqctl call boots an Erlang VM of its own (about a second here) and then waits on
 # the node; a node in the middle of a leader election can take several more seconds.
 CTL_TIMEOUT_S = 60.0
@@ -78,15 +74,6 @@ def rabbit_script(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise ServerNotInstalled(name, PACKAGE)
     return str(path)
-
-
-@dataclass(frozen=True, slots=True)
-class Partitions:
-    """The declared topology: where devices' messages go and the queues to read them from."""
-
-    exchange: str
-    queues: tuple[str, ...]
-    binding_key: str  # on amq.topic, e.g. "siaga.#"
 
 
 class Epmd(LocalServer):
@@ -357,31 +344,16 @@ class RabbitCluster:
                                  node: int = 1) -> Partitions:
         """Declare, through node `node`, the partitions for MQTT topics under `prefix`.
 
-        The `{name}.partitions` x-consistent-hash exchange, bound from amq.topic on
-        `{prefix}.#`, and `partitions` quorum queues `{name}.p0`... bound to it with weight
-        PARTITION_WEIGHT, one member per node, single-active-consumer. Declaring again with
-        the same arguments changes nothing; `name` lets tests keep to partitions of their own.
+        `ingest.amqp.declare_partitions`, as the service declares them, with every topic
+        under `prefix` bound and one queue member per node. Declaring again with the same
+        arguments changes nothing; `name` lets tests keep to partitions of their own.
         """
         if partitions < 1:
             raise SandboxError(f"at least one partition, not {partitions}")
-        binding_key = f"{prefix.replace('/', '.')}.#"
-        exchange_name = f"{name}.{PARTITION_EXCHANGE}"
-        queues = tuple(f"{name}.p{n}" for n in range(partitions))
-        connection = await aio_pika.connect(self.amqp_url(node))
-        async with connection:
-            channel = await connection.channel()
-            topic = await channel.get_exchange("amq.topic", ensure=False)
-            exchange = await channel.declare_exchange(exchange_name, "x-consistent-hash",
-                                                      durable=True)
-            await exchange.bind(topic, routing_key=binding_key)
-            for queue_name in queues:
-                queue = await channel.declare_queue(queue_name, durable=True, arguments={
-                    "x-queue-type": "quorum",
-                    "x-quorum-initial-group-size": len(self.nodes),
-                    "x-single-active-consumer": True,
-                })
-                await queue.bind(exchange, routing_key=PARTITION_WEIGHT)
-        return Partitions(exchange_name, queues, binding_key)
+        async with aiormq.connect(self.amqp_url(node)) as connection:
+            channel = await connection.channel(publisher_confirms=False)
+            return await declare_partitions(channel, [f"{prefix}/#"], name=name,
+                                            partitions=partitions, replicas=len(self.nodes))
 
     # -- setup ------------------------------------------------------------------------
 

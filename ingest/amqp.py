@@ -1,0 +1,356 @@
+"""The AMQP side of the service: devices' messages read from RabbitMQ's partition queues.
+
+Devices still publish MQTT, to RabbitMQ's MQTT plugin, which hands each message to
+`amq.topic` with the topic as routing key. From there (docs/plans/issue-18.md):
+
+    amq.topic --(one binding per subscription filter)--> {name}.partitions
+        (x-consistent-hash: one routing key, so one device's topic, always one queue)
+    --> {name}.p0 ... {name}.p{N-1}: quorum queues, single-active-consumer
+
+`declare_partitions` declares all of it, idempotently (the service on every connect, the
+sandbox for its tests). `AmqpSubscriber` is a drop-in for `ingest.subscriber.Subscriber`
+as the pipeline (`Inbox`) and the service use it: it consumes every partition on one
+channel with manual acknowledgement, and acknowledges only what the pipeline has made
+durable, in delivery order (`AckWindow`). A lost connection is a new generation: what the
+old channel delivered can no longer be acknowledged and RabbitMQ delivers it again (to us
+or to a standby consumer), in order; messages of the old channel not yet taken are
+dropped from the inbox, since they come again.
+
+It connects to the first reachable of `amqp.urls` (several nodes of a cluster), and to the
+next one when its node goes away.
+
+Differences from MQTT a deployment sees:
+- Retained messages (devices' last statuses) are not replayed: RabbitMQ keeps retained
+  messages for MQTT subscribers only, so after a restart a device's status is known once
+  it publishes again.
+- The routing key is the MQTT topic with `/` and `.` swapped (`mqtt_topic` undoes it), and
+  the consistent hash spreads routing keys, not devices: one device's telemetry and status
+  topics may land in different partitions, so their relative order is not kept (each
+  topic's own order is).
+
+Why aiormq and not aio-pika's API: aio-pika (pyproject) is built on aiormq and wraps each
+delivery in an `IncomingMessage` with a decoded header; the pipeline needs the routing
+key, body and delivery tag only, so this reads aiormq's `DeliveredMessage` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiormq
+from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from pamqp import commands as spec
+
+from ingest.settings import AmqpSettings
+from ingest.subscriber import Message
+from siaga_core.redaction import redact_userinfo
+
+log = logging.getLogger(__name__)
+
+TOPIC_EXCHANGE = "amq.topic"  # where RabbitMQ's MQTT plugin publishes (mqtt.exchange)
+HASH_EXCHANGE_TYPE = "x-consistent-hash"  # plugin rabbitmq_consistent_hash_exchange
+# The weight of each partition on the hash ring. The exchange hashes with jump consistent
+# hashing, where equal weights give equal shares; "1" is the smallest ring.
+PARTITION_WEIGHT = "1"
+CONNECT_TIMEOUT_S = 10.0  # a node that accepts TCP but does not answer AMQP: try the next
+CLOSE_TIMEOUT_S = 5.0  # the goodbye to a node at shutdown; past it the socket is just closed
+QOS = 1  # AMQP with manual acknowledgement is at least once, as MQTT QoS 1
+
+# The MQTT plugin swaps `/` and `.` between a topic and its routing key; the swap is its
+# own inverse. MQTT filters' `+` is AMQP's `*`; `#` is the same in both.
+_SWAP = str.maketrans("/.", "./")
+_FILTER = str.maketrans({"/": ".", ".": "/", "+": "*"})
+
+
+def mqtt_topic(routing_key: str) -> str:
+    """The MQTT topic a message was published on, from its AMQP routing key."""
+    return routing_key.translate(_SWAP)
+
+
+def routing_key(topic: str) -> str:
+    """The routing key RabbitMQ's MQTT plugin gives a message published on `topic`."""
+    return topic.translate(_SWAP)
+
+
+def binding_key(topic_filter: str) -> str:
+    """The AMQP topic binding that matches what the MQTT filter `topic_filter` matches."""
+    return topic_filter.translate(_FILTER)
+
+
+@dataclass(frozen=True, slots=True)
+class Partitions:
+    """The declared topology: where devices' messages go and the queues to read them from."""
+
+    exchange: str
+    queues: tuple[str, ...]
+    binding_keys: tuple[str, ...]  # on amq.topic, e.g. "siaga.*.*.telemetry"
+
+
+def partition_names(name: str, partitions: int) -> tuple[str, tuple[str, ...]]:
+    """The hash exchange's name and the partition queues' names for `name`."""
+    return f"{name}.partitions", tuple(f"{name}.p{n}" for n in range(partitions))
+
+
+async def declare_partitions(channel: AbstractChannel, topic_filters: Sequence[str], *,
+                             name: str, partitions: int, replicas: int) -> Partitions:
+    """Declare the partitions for messages published on `topic_filters` (MQTT filters).
+
+    The `{name}.partitions` x-consistent-hash exchange, bound from amq.topic on each
+    filter, and `partitions` quorum queues `{name}.p0`... (`replicas` members each,
+    single-active-consumer) bound to it with weight PARTITION_WEIGHT. Declaring again with
+    the same arguments changes nothing; other arguments for an existing queue are refused
+    by RabbitMQ (PRECONDITION_FAILED), so every instance must be configured alike.
+    """
+    exchange, queues = partition_names(name, partitions)
+    keys = tuple(dict.fromkeys(binding_key(topic) for topic in topic_filters))
+    await channel.exchange_declare(exchange, exchange_type=HASH_EXCHANGE_TYPE, durable=True)
+    for key in keys:
+        await channel.exchange_bind(exchange, TOPIC_EXCHANGE, key)
+    for queue in queues:
+        await channel.queue_declare(queue, durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-quorum-initial-group-size": replicas,
+            "x-single-active-consumer": True,
+        })
+        await channel.queue_bind(queue, exchange, PARTITION_WEIGHT)
+    return Partitions(exchange, queues, keys)
+
+
+class AckWindow:
+    """The delivery tags of one channel, acknowledged up to the highest contiguous one.
+
+    AMQP's `basic.ack(multiple=True)` acknowledges every tag up to the one given, so a tag
+    may be sent only once all below it are durable. Tags count from 1 on each channel.
+    """
+
+    def __init__(self) -> None:
+        self.upto = 0  # every tag up to this one is durable
+        self.sent = 0  # the broker has been told up to this one
+        self._ahead: set[int] = set()  # durable, but above a gap
+
+    def acknowledge(self, tags: Iterable[int]) -> None:
+        upto, ahead = self.upto, self._ahead
+        ahead.update(tag for tag in tags if tag > upto)
+        while upto + 1 in ahead:
+            upto += 1
+            ahead.remove(upto)
+        self.upto = upto
+
+    def unsent(self) -> int | None:
+        """The tag to acknowledge (multiple) now, if any; it counts as sent from here."""
+        if self.upto <= self.sent:
+            return None
+        self.sent = self.upto
+        return self.upto
+
+
+class AmqpSubscriber:
+    """Reads the partition queues; messages are acknowledged by the caller once durable."""
+
+    def __init__(self, settings: AmqpSettings, topics: list[str], clock_ns: Callable[[], int],
+                 on_connection: Callable[[bool], None] | None = None) -> None:
+        self._settings = settings
+        self._topics = topics  # MQTT filters: the bindings from amq.topic
+        self._clock_ns = clock_ns
+        self._on_connection = on_connection  # called in the event loop: up (True) or down
+        self._inbox: deque[Message] = deque()
+        self._wake = asyncio.Event()
+        self._generation = 0
+        self._channel: AbstractChannel | None = None
+        self._window = AckWindow()
+        self._ack_due = asyncio.Event()
+        self._closing = False
+        self._stack = AsyncExitStack()
+        self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()  # set once every partition has our consumer
+        self.connects = 0
+        self.url: str | None = None  # the node connected to, credentials redacted
+
+    async def __aenter__(self) -> AmqpSubscriber:
+        group = await self._stack.enter_async_context(asyncio.TaskGroup())
+        # The first connection is retried like any other, so the service starts (and
+        # acknowledges nothing) even while the broker is down.
+        self._connection_task = group.create_task(self._keep_connected())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._closing = True
+        channel, tag = self._channel, self._window.unsent()
+        if channel is not None and tag is not None and not channel.is_closed:
+            # The pipeline's last flush acknowledged these; say so before leaving.
+            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+                await channel.basic_ack(tag, multiple=True)
+        self._connection_task.cancel()
+        await self._stack.aclose()
+
+    # --- connection -------------------------------------------------------------------------
+
+    async def _keep_connected(self) -> None:
+        s = self._settings
+        delay, attempt, failures = float(s.reconnect_min_s), 0, 0
+        while not self._closing:
+            url = s.urls[attempt % len(s.urls)]
+            attempt += 1  # the next node next time, whether this one fails now or later
+            consumed = await self._session(url)
+            if self._closing:
+                return
+            if consumed:  # a node went away: the others are likely up, try the next now
+                delay, failures = float(s.reconnect_min_s), 0
+                continue
+            failures += 1
+            if failures % len(s.urls) == 0:  # every node refused: wait before another round
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, float(s.reconnect_max_s))
+
+    async def _session(self, url: str) -> bool:
+        """Connect to `url` and consume until the connection ends; whether it consumed."""
+        try:
+            connection = await asyncio.wait_for(aiormq.connect(url), CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+            log.warning("AMQP connection to %s failed: %s", redact_userinfo(url), exc)
+            return False
+        try:
+            return await self._while_connected(connection, url)
+        finally:
+            self._lost()
+            with contextlib.suppress(Exception):  # the socket is closed either way
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+
+    async def _while_connected(self, connection: AbstractConnection, url: str) -> bool:
+        """Declare and consume, sending acknowledgements until the channel or node is gone;
+        False if it could not start consuming."""
+        s = self._settings
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+            await declare_partitions(channel, self._topics, name=s.name,
+                                     partitions=s.partitions, replicas=s.replicas)
+            await channel.basic_qos(prefetch_count=s.prefetch)
+            self._generation += 1
+            self._channel, self._window = channel, AckWindow()
+            channel.on_consumer_cancel_callbacks.add(lambda frame: self._cancelled(frame, lost))
+            deliver = self._receiver(self._generation)
+            _, queues = partition_names(s.name, s.partitions)
+            for queue in queues:
+                await channel.basic_consume(queue, deliver, no_ack=False)
+        except (aiormq.exceptions.AMQPError, TimeoutError, RuntimeError) as exc:
+            log.warning("AMQP consuming through %s failed: %s", redact_userinfo(url), exc)
+            return False
+        self.connects += 1
+        self.url = redact_userinfo(url)
+        log.info("AMQP consuming %d partitions %s.p* through %s (prefetch %d each)",
+                 s.partitions, s.name, self.url, s.prefetch)
+        self.connected.set()
+        self.subscribed.set()
+        if self._on_connection is not None:
+            self._on_connection(True)
+        ends = [channel.closing, connection.closing, lost]
+        try:
+            async with asyncio.TaskGroup() as group:
+                sender = group.create_task(self._send_acks(channel))
+                await asyncio.wait([*ends, sender], return_when=asyncio.FIRST_COMPLETED)
+                sender.cancel()
+        finally:
+            for end in ends:  # observers of the closing: stop them, and read their errors
+                if end.done() and not end.cancelled():
+                    end.exception()
+                end.cancel()
+        if not self._closing:
+            log.warning("AMQP connection through %s lost; connecting to the next node", self.url)
+        return True
+
+    def _cancelled(self, frame: spec.Basic.Cancel, lost: asyncio.Future[None]) -> None:
+        # A partition without our consumer would go unread: start the connection over.
+        log.warning("RabbitMQ cancelled consumer %s; reconnecting", frame.consumer_tag)
+        if not lost.done():
+            lost.set_result(None)
+
+    async def _send_acks(self, channel: AbstractChannel) -> None:
+        """Tell the broker what `ack` found durable, one `multiple` acknowledgement at a time."""
+        window, due = self._window, self._ack_due
+        while True:
+            await due.wait()
+            due.clear()
+            tag = window.unsent()
+            if tag is None:
+                continue
+            try:
+                await channel.basic_ack(tag, multiple=True, wait=False)
+            except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+                return  # the channel is closing: its deliveries come again
+
+    def _lost(self) -> None:
+        # Delivery tags belong to the channel: what it delivered can no longer be
+        # acknowledged, and RabbitMQ delivers it again. What is still in the inbox comes
+        # again, so it is dropped rather than decoded twice.
+        self._generation += 1
+        self._channel = None
+        generation = self._generation
+        self._inbox = deque(m for m in self._inbox if m.generation == generation)
+        was_up = self.connected.is_set()
+        self.connected.clear()
+        self.subscribed.clear()
+        if was_up and self._on_connection is not None:
+            self._on_connection(False)
+
+    def _receiver(self, generation: int) -> Callable[[DeliveredMessage], Any]:
+        clock_ns, wake = self._clock_ns, self._wake
+
+        async def deliver(message: DeliveredMessage) -> None:
+            # aiormq runs this as a task per delivery, in delivery order; it never awaits.
+            if self._generation != generation:
+                return  # its channel is gone: it comes again on the next one
+            delivery = message.delivery
+            assert isinstance(delivery, spec.Basic.Deliver)  # basic_consume gives no other
+            topic = (delivery.routing_key or "").translate(_SWAP)
+            # self._inbox, not a local: `_lost` replaces it.
+            self._inbox.append(Message(topic, message.body, delivery.delivery_tag or 0, QOS,
+                                       generation, clock_ns()))
+            wake.set()
+
+        return deliver
+
+    # --- the pipeline's side --------------------------------------------------------------
+
+    async def wait(self, seconds: float) -> None:
+        """Wait until messages are waiting, or for `seconds`."""
+        if self._inbox:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def take(self, limit: int) -> list[Message]:
+        """Take up to `limit` waiting messages, oldest first."""
+        inbox = self._inbox
+        return [inbox.popleft() for _ in range(min(limit, len(inbox)))]
+
+    @property
+    def backlog(self) -> int:
+        return len(self._inbox)
+
+    def ack(self, messages: list[Message]) -> int:
+        """Acknowledge durable messages (sent in the background); how many will be.
+
+        A message from an earlier channel is not acknowledged: its delivery tag belongs to
+        that channel, and the broker delivers it again.
+        """
+        generation = self._generation
+        tags = [message.mid for message in messages if message.generation == generation]
+        if tags:
+            self._window.acknowledge(tags)
+            self._ack_due.set()
+        return len(tags)
+
+
+__all__: Sequence[str] = ("AckWindow", "AmqpSubscriber", "Partitions", "binding_key",
+                          "declare_partitions", "mqtt_topic", "routing_key")
