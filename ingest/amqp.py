@@ -23,8 +23,11 @@ Differences from MQTT a deployment sees:
 - Retained messages (devices' last statuses) are not replayed: RabbitMQ keeps retained
   messages for MQTT subscribers only, so after a restart a device's status is known once
   it publishes again.
-- The routing key is the MQTT topic with `/` and `.` swapped (`mqtt_topic` undoes it), and
-  the consistent hash spreads routing keys, not devices: one device's telemetry and status
+- The routing key is the MQTT topic with `/` made `.` (`mqtt_topic` undoes it); a `.` in a
+  topic is kept as it is by RabbitMQ 3.10, so it cannot be told from a level separator and
+  comes back as `/`. Siaga's device ids, kinds and channels have no `.`; the settings
+  refuse a topic prefix or an input topic with one when the input is AMQP.
+- The consistent hash spreads routing keys, not devices: one device's telemetry and status
   topics may land in different partitions, so their relative order is not kept (each
   topic's own order is).
 
@@ -64,20 +67,24 @@ CONNECT_TIMEOUT_S = 10.0  # a node that accepts TCP but does not answer AMQP: tr
 CLOSE_TIMEOUT_S = 5.0  # the goodbye to a node at shutdown; past it the socket is just closed
 QOS = 1  # AMQP with manual acknowledgement is at least once, as MQTT QoS 1
 
-# The MQTT plugin swaps `/` and `.` between a topic and its routing key; the swap is its
-# own inverse. MQTT filters' `+` is AMQP's `*`; `#` is the same in both.
-_SWAP = str.maketrans("/.", "./")
-_FILTER = str.maketrans({"/": ".", ".": "/", "+": "*"})
+# RabbitMQ 3.10's MQTT plugin (rabbit_mqtt_util:to_amqp) turns a topic's `/` into `.` and
+# `+` into `*`; a `.` in a topic stays a `.`, so it comes back as a level separator (see
+# the module docstring). `+` cannot be in a published topic, so a `*` in a routing key
+# was a `*` in the topic.
+_TO_MQTT = str.maketrans(".", "/")
+_TO_AMQP = str.maketrans("/", ".")
+_FILTER = str.maketrans({"/": ".", "+": "*"})  # `#` is the same in both
 
 
 def mqtt_topic(routing_key: str) -> str:
-    """The MQTT topic a message was published on, from its AMQP routing key."""
-    return routing_key.translate(_SWAP)
+    """The MQTT topic a message was published on, from its AMQP routing key (exact for a
+    topic without `.`)."""
+    return routing_key.translate(_TO_MQTT)
 
 
 def routing_key(topic: str) -> str:
     """The routing key RabbitMQ's MQTT plugin gives a message published on `topic`."""
-    return topic.translate(_SWAP)
+    return topic.translate(_TO_AMQP)
 
 
 def binding_key(topic_filter: str) -> str:
@@ -311,7 +318,7 @@ class AmqpSubscriber:
                 return  # its channel is gone: it comes again on the next one
             delivery = message.delivery
             assert isinstance(delivery, spec.Basic.Deliver)  # basic_consume gives no other
-            topic = (delivery.routing_key or "").translate(_SWAP)
+            topic = (delivery.routing_key or "").translate(_TO_MQTT)
             # self._inbox, not a local: `_lost` replaces it.
             self._inbox.append(Message(topic, message.body, delivery.delivery_tag or 0, QOS,
                                        generation, clock_ns()))

@@ -101,6 +101,17 @@ class Settings(Section):
                                  f"topics ({prefix}/...): give the server's own topics")
         return self
 
+    @model_validator(mode="after")
+    def _amqp_topics_have_no_dots(self) -> Self:
+        # RabbitMQ's MQTT plugin turns `/` into `.` and keeps a `.`: over AMQP a dot in a
+        # topic would come back as a level separator (ingest.amqp).
+        if self.ingest.input == "amqp":
+            for topic in [self.mqtt.topic_prefix, *self.foreign_topics()]:
+                if "." in topic:
+                    raise ValueError(f"the topic {topic!r} has a '.', which the AMQP input "
+                                     "(ingest.input: amqp) cannot tell from a '/'")
+        return self
+
     def foreign_topics(self) -> list[str]:
         """The topic filters of enabled inputs other than Siaga's own topics (Frigate, the
         LoRaWAN servers): the service subscribes to them, and the broker's ACL lets it."""

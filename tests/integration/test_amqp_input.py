@@ -1,0 +1,257 @@
+"""The service reads RabbitMQ's partitions (`ingest.input: amqp`): nothing lost, per-device
+order kept, also across a RabbitMQ node's SIGKILL.
+
+Devices publish MQTT (paho, QoS 1) to the cluster's MQTT plugin; the service consumes the
+partition queues over AMQP and stores into InfluxDB. Each test has its own topic prefix,
+partitions (`amqp.name`) and database. What the pipeline saw, and in which order, is read
+off the rules' side: the pipeline hands every decoded reading to its observer (the service's
+`Alerting`) in the order it decoded them; `Seen` wraps that one method of the running
+service's instance, records, and passes every call on unchanged.
+
+The service runs in the test's event loop, so everything that blocks (a node's kill, an
+InfluxDB query) runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from devices.readings import Reading, StatusUpdate
+from ingest.amqp import AmqpSubscriber
+from ingest.settings import AmqpSettings, InfluxSettings
+from rules.alerting import Alerting
+from siaga.app import Service
+from siaga.sandbox.influxdb import InfluxDB1
+from siaga.sandbox.rabbitmq import USER, RabbitCluster
+from siaga.settings import Settings
+from tests.integration.support import influx_rows, make_settings, running_service, unique_name
+from tests.polling import eventually
+
+TS = 1_700_000_000  # event time of seq 0; one second per seq
+WITHIN_S = 120  # a ceiling for a 3-node broker on a loaded 2-core machine (elections)
+DEVICES = [f"amqp-wl-{n}" for n in range(8)]
+
+
+class MqttDevices:
+    """One paho MQTT 3.1.1 connection to one node, publishing for every device at QoS 1."""
+
+    def __init__(self, cluster: RabbitCluster, node: int) -> None:
+        self._lock = threading.Lock()
+        self.acked = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique_name("devs-"),
+                                  protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(USER, cluster.password)
+        self.client.max_inflight_messages_set(100)
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", cluster.mqtt_port(node))
+        self.client.loop_start()
+
+    def _on_publish(self, *args: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, prefix: str, count: int, start: int = 0) -> int:
+        """Readings `start`..`start+count-1` of every device, interleaved; queued in paho,
+        which sends them as the broker acknowledges earlier ones."""
+        for seq in range(start, start + count):
+            for device in DEVICES:
+                payload = {"ts": TS + seq, "seq": seq, "level_cm": 500 + seq % 200}
+                info = self.client.publish(f"{prefix}/water-level/{device}/telemetry",
+                                           orjson.dumps(payload), qos=1)
+                assert info.rc == mqtt.MQTT_ERR_SUCCESS, info.rc
+        return count * len(DEVICES)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextmanager
+def mqtt_devices(cluster: RabbitCluster, node: int) -> Iterator[MqttDevices]:
+    devices = MqttDevices(cluster, node)
+    try:
+        yield devices
+    finally:
+        devices.close()
+
+
+class Seen:
+    """Each device's seqs in the order the running service's pipeline decoded them."""
+
+    def __init__(self, alerting: Alerting) -> None:
+        self.seqs: dict[str, list[int]] = {}
+        observe = alerting.observe
+
+        def recording(readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
+                      received_ns: int) -> None:
+            for reading in readings:
+                assert reading.seq is not None
+                self.seqs.setdefault(reading.device_id, []).append(reading.seq)
+            observe(readings, statuses, received_ns)
+
+        alerting.observe = recording  # type: ignore[method-assign]  # see the module docstring
+
+    def complete(self, count: int) -> bool:
+        return all(max(self.seqs.get(device, [-1])) == count - 1 for device in DEVICES)
+
+
+def in_order(seqs: list[int]) -> bool:
+    """Whether `seqs` went forward one at a time, allowing replays of what came before:
+    a redelivery after a lost channel starts again at the oldest unacknowledged one."""
+    highest = -1
+    for seq in seqs:
+        if seq > highest + 1:
+            return False  # one skipped, or overtaken
+        highest = max(highest, seq)
+    return True
+
+
+def amqp_settings(cluster: RabbitCluster, influx: InfluxDB1, data_dir: Path,
+                  nodes: Sequence[int]) -> Settings:
+    """Settings reading partitions of their own through `nodes`, in that order."""
+    settings = make_settings("mqtt://127.0.0.1:1", InfluxSettings(
+        url=influx.url, database=unique_name("amqp_")), data_dir, batch_size=500,
+        unknown_devices="accept")
+    return settings.model_copy(update={
+        "ingest": settings.ingest.model_copy(update={"input": "amqp"}),
+        "amqp": AmqpSettings(urls=[cluster.amqp_url(i) for i in nodes],
+                             name=unique_name("siaga-t"), partitions=4,
+                             replicas=len(cluster.nodes), reconnect_max_s=2),
+    })
+
+
+def stored_seqs(influx: InfluxDB1, settings: Settings) -> dict[str, list[int]]:
+    rows = influx_rows(influx, settings.influx.database,
+                       'SELECT seq FROM water_level GROUP BY "device_id"')
+    stored: dict[str, list[int]] = {}
+    for row in rows:
+        stored.setdefault(row["device_id"], []).append(int(row["seq"]))
+    return stored
+
+
+async def wait_stored(influx: InfluxDB1, settings: Settings, count: int) -> dict[str, list[int]]:
+    """Poll InfluxDB (in a thread) until every device has `count` points; what it holds."""
+    stored: dict[str, list[int]] = {}
+
+    async def poll() -> None:
+        nonlocal stored
+        while True:
+            stored = await asyncio.to_thread(stored_seqs, influx, settings)
+            if all(len(stored.get(device, [])) >= count for device in DEVICES):
+                return
+            await asyncio.sleep(0.25)  # the polling step: InfluxDB answers each in ms
+
+    try:
+        await asyncio.wait_for(poll(), WITHIN_S)
+    except TimeoutError:
+        raise AssertionError(f"{count} readings per device stored: not within {WITHIN_S} s "
+                             f"(counts: {({d: len(s) for d, s in stored.items()})})") from None
+    return stored
+
+
+def consumer_node(cluster: RabbitCluster, service: Service) -> int:
+    subscriber = service._subscriber
+    assert isinstance(subscriber, AmqpSubscriber) and subscriber.url is not None
+    return next(i for i in (1, 2, 3) if f":{cluster.node(i).port}/" in subscriber.url)
+
+
+def prefix_of(settings: Settings) -> str:
+    return settings.mqtt.topic_prefix
+
+
+async def test_readings_published_to_any_node_are_stored_once_and_seen_in_order(
+        rabbit_cluster: RabbitCluster, influxdb1: InfluxDB1, tmp_path: Path) -> None:
+    settings = amqp_settings(rabbit_cluster, influxdb1, tmp_path / "data", (1, 2, 3))
+    count = 150
+    async with running_service(settings) as service:
+        assert service.alerting is not None
+        seen = Seen(service.alerting)
+        with mqtt_devices(rabbit_cluster, 2) as near, mqtt_devices(rabbit_cluster, 3) as far:
+            published = near.publish(prefix_of(settings), count // 2)
+            await eventually(lambda: near.acked == published, WITHIN_S, "PUBACKs from node 2")
+            # The rest through another node: the same devices, the same partitions.
+            published = far.publish(prefix_of(settings), count - count // 2, count // 2)
+            await eventually(lambda: far.acked == published, WITHIN_S, "PUBACKs from node 3")
+        await eventually(lambda: seen.complete(count), WITHIN_S, "every reading decoded")
+        stored = await wait_stored(influxdb1, settings, count)
+        late = service.alerting.engine.late_readings
+    assert seen.seqs == {device: list(range(count)) for device in DEVICES}
+    assert late == 0
+    assert {device: sorted(seqs) for device, seqs in stored.items()} == {
+        device: list(range(count)) for device in DEVICES}
+
+
+@pytest.mark.parametrize("victim", ["another node", "the consumer's node"])
+async def test_a_rabbitmq_node_killed_under_load_loses_nothing_and_keeps_order(
+        rabbit_cluster: RabbitCluster, influxdb1: InfluxDB1, tmp_path: Path,
+        victim: str) -> None:
+    # Devices on node 1; the service first on node 2. The victim is node 3 (it leads some
+    # partitions: the leaders are balanced) or node 2 (the service moves on to node 3).
+    settings = amqp_settings(rabbit_cluster, influxdb1, tmp_path / "data", (2, 3, 1))
+    count = 400
+    async with running_service(settings) as service:
+        assert service.alerting is not None
+        seen = Seen(service.alerting)
+        assert consumer_node(rabbit_cluster, service) == 2
+        killed = 2 if victim == "the consumer's node" else 3
+        with mqtt_devices(rabbit_cluster, 1) as devices:
+            published = devices.publish(prefix_of(settings), count)
+            await eventually(lambda: devices.acked >= published // 3, WITHIN_S,
+                             "a third of the readings acknowledged")
+            await asyncio.to_thread(rabbit_cluster.kill_node, killed)
+            try:
+                await eventually(lambda: devices.acked == published, WITHIN_S,
+                                 "every reading acknowledged by the broker")
+                await eventually(lambda: seen.complete(count), WITHIN_S,
+                                 "every reading decoded")
+                stored = await wait_stored(influxdb1, settings, count)
+                now_on = consumer_node(rabbit_cluster, service)
+            finally:
+                await asyncio.to_thread(rabbit_cluster.start_node, killed)
+    assert now_on != killed
+    assert {device: sorted(seqs) for device, seqs in stored.items()} == {
+        device: list(range(count)) for device in DEVICES}  # each once: none lost, none twice
+    disorder = {device: seqs for device, seqs in seen.seqs.items() if not in_order(seqs)}
+    assert disorder == {}
+    assert set(seen.seqs) == set(DEVICES)
+
+
+async def test_topics_come_back_as_the_devices_published_them(
+        rabbit_cluster: RabbitCluster) -> None:
+    """RabbitMQ's MQTT plugin turns a topic's `/` into `.`; the subscriber turns them back.
+    A `.` in a topic is kept by RabbitMQ 3.10 and so comes back as a `/` (the settings
+    refuse dotted topics for the AMQP input)."""
+    prefix = unique_name("tm")
+    topics = [f"{prefix}/water-level/pa-01/telemetry", f"{prefix}/water-level/pa_02/status",
+              f"{prefix}/camera/odd*id/events", f"{prefix}/water-level/pa.03/telemetry"]
+    expected = [*topics[:3], f"{prefix}/water-level/pa/03/telemetry"]
+    settings = AmqpSettings(urls=[rabbit_cluster.amqp_url(1)], name=unique_name("tm"),
+                            partitions=2, replicas=len(rabbit_cluster.nodes))
+    async with AmqpSubscriber(settings, [f"{prefix}/#"], time.time_ns) as subscriber:
+        await asyncio.wait_for(subscriber.subscribed.wait(), WITHIN_S)
+        with mqtt_devices(rabbit_cluster, 3) as devices:
+            for topic in topics:
+                devices.client.publish(topic, b"{}", qos=1)
+            await eventually(lambda: devices.acked == len(topics), WITHIN_S, "PUBACKs")
+        await eventually(lambda: subscriber.backlog == len(topics), WITHIN_S, "deliveries")
+        messages = subscriber.take(10)
+        assert sorted(message.topic for message in messages) == sorted(expected)
+        assert subscriber.ack(messages) == len(topics)
+
+
+def test_in_order_allows_replays_and_refuses_skips() -> None:
+    assert in_order([0, 1, 2, 1, 2, 3])  # 1 and 2 redelivered, then on
+    assert not in_order([0, 2, 1])
+    assert not in_order([1])
+
