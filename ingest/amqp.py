@@ -194,7 +194,7 @@ class AmqpSubscriber:
         channel, tag = self._channel, self._window.unsent()
         if channel is not None and tag is not None and not channel.is_closed:
             # The pipeline's last flush acknowledged these; say so before leaving.
-            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, OSError):
                 await channel.basic_ack(tag, multiple=True)
         self._connection_task.cancel()
         await self._stack.aclose()
@@ -249,7 +249,8 @@ class AmqpSubscriber:
             _, queues = partition_names(s.name, s.partitions)
             for queue in queues:
                 await channel.basic_consume(queue, deliver, no_ack=False)
-        except (aiormq.exceptions.AMQPError, TimeoutError, RuntimeError) as exc:
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: aiormq's "channel/connection closed" (the node went meanwhile).
             log.warning("AMQP consuming through %s failed: %s", redact_userinfo(url), exc)
             return False
         self.connects += 1
@@ -292,7 +293,7 @@ class AmqpSubscriber:
                 continue
             try:
                 await channel.basic_ack(tag, multiple=True, wait=False)
-            except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+            except (aiormq.exceptions.AMQPError, RuntimeError, OSError):
                 return  # the channel is closing: its deliveries come again
 
     def _lost(self) -> None:
