@@ -194,8 +194,11 @@ class AmqpSubscriber:
         channel, tag = self._channel, self._window.unsent()
         if channel is not None and tag is not None and not channel.is_closed:
             # The pipeline's last flush acknowledged these; say so before leaving.
-            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, OSError):
-                await channel.basic_ack(tag, multiple=True)
+            # Bounded: on a half-dead socket the write would wait for the heartbeat to fail
+            # (minutes), past a service manager's stop time-out. Unsent, they are redelivered.
+            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, OSError,
+                                     TimeoutError):
+                await asyncio.wait_for(channel.basic_ack(tag, multiple=True), CLOSE_TIMEOUT_S)
         self._connection_task.cancel()
         await self._stack.aclose()
 

@@ -66,10 +66,10 @@ class ConsoleSettings(Section):
 
 class Settings(Section):
     mqtt: MqttSettings = MqttSettings()
-    # RabbitMQ's partitions, read instead of MQTT when `ingest.input` is "amqp".
-    amqp: AmqpSettings = AmqpSettings()
     influx: InfluxSettings = InfluxSettings()
     ingest: IngestSettings = IngestSettings()
+    # RabbitMQ's partitions, read instead of MQTT when `ingest.input` is "amqp".
+    amqp: AmqpSettings = AmqpSettings()
     spool: SpoolSettings = SpoolSettings()
     http: HttpSettings = HttpSettings()
     broker: BrokerSettings = BrokerSettings()

@@ -40,7 +40,6 @@ from siaga.sandbox.ports import free_port
 from siaga.sandbox.server import (
     POLL_INTERVAL_S,
     PROBE_TIMEOUT_S,
-    START_TIMEOUT_S,
     LocalServer,
     ServerNotInstalled,
 )
@@ -103,6 +102,9 @@ class RabbitNode(LocalServer):
     """One node of a RabbitCluster; `port` is its AMQP port."""
 
     name = "RabbitMQ"
+    # 9 to 10 s per node here; a join or a restart after SIGKILL on a loaded 2-core CI
+    # machine, with the quorum queues of earlier tests to recover, can take several times that.
+    start_timeout_s = 120.0
     binary = "rabbitmq-server"
     package = PACKAGE
 
@@ -180,7 +182,7 @@ class RabbitNode(LocalServer):
         """
         beam = self._beam_pid() if self.running else None
         super().kill()
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout_s
         while beam is not None and _running(beam) and time.monotonic() < deadline:
             time.sleep(POLL_INTERVAL_S)
 

@@ -134,6 +134,9 @@ class LocalServer:
     name: ClassVar[str]
     binary: ClassVar[str]
     package: ClassVar[str]  # the Debian package providing `binary`
+    # Until it answers (and, on stop, until SIGKILL): an Erlang node joining a cluster on a
+    # loaded machine needs more than a database does.
+    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
 
     def __init__(self, data_dir: Path, port: int | None = None, *,
                  move_if_taken: bool | None = None) -> None:
@@ -197,7 +200,7 @@ class LocalServer:
             # mirakuru starts the process in a session of its own: Ctrl-C in a terminal
             # (`siaga demo`) reaches the service, which shuts down first; the servers are
             # stopped after it, by `stop()`.
-            executor = _Probe(command, self._answers, timeout=START_TIMEOUT_S,
+            executor = _Probe(command, self._answers, timeout=self.start_timeout_s,
                               sleep=POLL_INTERVAL_S, stdin=subprocess.DEVNULL, stdout=output,
                               stderr=subprocess.STDOUT)
             try:
@@ -212,12 +215,12 @@ class LocalServer:
             except mirakuru.TimeoutExpired:  # mirakuru has killed it
                 raise ServerStartError(
                     f"{self.name} did not answer on 127.0.0.1:{self.port} within "
-                    f"{START_TIMEOUT_S:g} s\n{log_tail(self.log_paths())}"
+                    f"{self.start_timeout_s:g} s\n{log_tail(self.log_paths())}"
                 ) from None
         self._executor = executor
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after START_TIMEOUT_S; no-op if not running."""
+        """SIGTERM, then SIGKILL after `start_timeout_s`; no-op if not running."""
         executor, self._executor = self._executor, None
         if executor is not None:
             # mirakuru raises when the exit status is not the signal's; a server that
