@@ -36,7 +36,7 @@ from siaga.sandbox.influxdb import InfluxDB1
 from siaga.sandbox.rabbitmq import USER, RabbitCluster
 from siaga.settings import Settings
 from tests.integration.support import influx_rows, make_settings, running_service, unique_name
-from tests.polling import eventually
+from tests.polling import eventually, wait_until
 
 TS = 1_700_000_000  # event time of seq 0; one second per seq
 WITHIN_S = 120  # a ceiling for a 3-node broker on a loaded 2-core machine (elections)
@@ -145,19 +145,13 @@ async def wait_stored(influx: InfluxDB1, settings: Settings, count: int) -> dict
     """Poll InfluxDB (in a thread) until every device has `count` points; what it holds."""
     stored: dict[str, list[int]] = {}
 
-    async def poll() -> None:
+    def complete() -> bool:
         nonlocal stored
-        while True:
-            stored = await asyncio.to_thread(stored_seqs, influx, settings)
-            if all(len(stored.get(device, [])) >= count for device in DEVICES):
-                return
-            await asyncio.sleep(0.25)  # the polling step: InfluxDB answers each in ms
+        stored = stored_seqs(influx, settings)
+        return all(len(stored.get(device, [])) >= count for device in DEVICES)
 
-    try:
-        await asyncio.wait_for(poll(), WITHIN_S)
-    except TimeoutError:
-        raise AssertionError(f"{count} readings per device stored: not within {WITHIN_S} s "
-                             f"(counts: {({d: len(s) for d, s in stored.items()})})") from None
+    await asyncio.to_thread(wait_until, complete, WITHIN_S,
+                            f"{count} readings per device stored", 0.25)
     return stored
 
 
