@@ -36,7 +36,7 @@ from urllib.parse import quote
 import aiormq
 
 from ingest.amqp import Partitions, declare_partitions
-from siaga.sandbox.ports import free_port
+from siaga.sandbox.ports import free_port, port_is_free
 from siaga.sandbox.server import (
     POLL_INTERVAL_S,
     PROBE_TIMEOUT_S,
@@ -184,6 +184,11 @@ class RabbitNode(LocalServer):
         super().kill()
         deadline = time.monotonic() + self.start_timeout_s
         while beam is not None and _running(beam) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+        # The beam's own helpers (erl_child_setup and the like) can hold its listening
+        # sockets for a moment after it is gone: seen on CI as "port already in use".
+        while (not all(port_is_free(port) for port in self.ports())
+               and time.monotonic() < deadline):
             time.sleep(POLL_INTERVAL_S)
 
     def _beam_pid(self) -> int | None:
