@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -52,8 +51,8 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
+from ingest.inbox import Inbox, Message
 from ingest.settings import AmqpSettings
-from ingest.subscriber import Message
 from siaga_core.redaction import redact_userinfo
 
 log = logging.getLogger(__name__)
@@ -168,8 +167,7 @@ class AmqpSubscriber:
         self._topics = topics  # MQTT filters: the bindings from amq.topic
         self._clock_ns = clock_ns
         self._on_connection = on_connection  # called in the event loop: up (True) or down
-        self._inbox: deque[Message] = deque()
-        self._wake = asyncio.Event()
+        self._inbox = Inbox()
         self._generation = 0
         self._channel: AbstractChannel | None = None
         self._window = AckWindow()
@@ -306,7 +304,7 @@ class AmqpSubscriber:
         self._generation += 1
         self._channel = None
         generation = self._generation
-        self._inbox = deque(m for m in self._inbox if m.generation == generation)
+        self._inbox.keep_generation(generation)
         was_up = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
@@ -314,7 +312,7 @@ class AmqpSubscriber:
             self._on_connection(False)
 
     def _receiver(self, generation: int) -> Callable[[DeliveredMessage], Any]:
-        clock_ns, wake = self._clock_ns, self._wake
+        clock_ns, inbox = self._clock_ns, self._inbox
 
         async def deliver(message: DeliveredMessage) -> None:
             # aiormq runs this as a task per delivery, in delivery order; it never awaits.
@@ -323,10 +321,9 @@ class AmqpSubscriber:
             delivery = message.delivery
             assert isinstance(delivery, spec.Basic.Deliver)  # basic_consume gives no other
             topic = (delivery.routing_key or "").translate(_TO_MQTT)
-            # self._inbox, not a local: `_lost` replaces it.
-            self._inbox.append(Message(topic, message.body, delivery.delivery_tag or 0, QOS,
-                                       generation, clock_ns()))
-            wake.set()
+            inbox.put(Message(topic, message.body, delivery.delivery_tag or 0, QOS,
+                              generation, clock_ns()))
+            inbox.wake()
 
         return deliver
 
@@ -334,16 +331,11 @@ class AmqpSubscriber:
 
     async def wait(self, seconds: float) -> None:
         """Wait until messages are waiting, or for `seconds`."""
-        if self._inbox:
-            return
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await self._inbox.wait(seconds)
 
     def take(self, limit: int) -> list[Message]:
         """Take up to `limit` waiting messages, oldest first."""
-        inbox = self._inbox
-        return [inbox.popleft() for _ in range(min(limit, len(inbox)))]
+        return self._inbox.take(limit)
 
     @property
     def backlog(self) -> int:

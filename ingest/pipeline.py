@@ -27,11 +27,11 @@ from devices.kinds import EVENT_MEASUREMENT, MEASUREMENTS
 from devices.readings import Reading, StatusUpdate
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoded, Decoder
+from ingest.inbox import Message
 from ingest.lineprotocol import encode_event, encode_many, event_series_key, series_key
 from ingest.settings import IngestSettings
 from ingest.stats import IngestStats
 from ingest.storage import NotDurable, Storage, StoreOutcome
-from ingest.subscriber import Message
 
 log = logging.getLogger(__name__)
 

@@ -36,15 +36,15 @@ import contextlib
 import logging
 import ssl
 import struct
-from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from ingest.inbox import Inbox, Message
 from ingest.settings import MqttSettings
 from siaga_core.mqttloop import MISC_EVERY_S, LoopDriver
 
@@ -58,15 +58,6 @@ PUBACK = 0x40
 PINGREQ_PACKET = b"\xc0\x00"
 # A PUBACK of MQTT 3.1.1: fixed header 0x40, remaining length 2, then the packet id.
 _PUBACK_BASE = (PUBACK << 24) | (2 << 16)
-
-
-class Message(NamedTuple):
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    generation: int  # which connection delivered it; acks are valid only on that one
-    received_ns: int
 
 
 # What the client hands over per PUBLISH: topic (raw bytes), payload, packet id, QoS.
@@ -146,11 +137,9 @@ class Subscriber:
         self._settings = settings
         self._topics = topics
         self._clock_ns = clock_ns
-        self._inbox: deque[Message] = deque()
-        self._inbox_bytes = 0
+        self._inbox = Inbox()
         self._inbox_max = inbox_max
         self._inbox_max_bytes = inbox_max_bytes
-        self._wake = asyncio.Event()
         self._generation = 0
         self._closing = False
         self._stack = AsyncExitStack()
@@ -288,9 +277,9 @@ class Subscriber:
             topic = raw_topic.decode()
         except UnicodeDecodeError:  # Mosquitto refuses these; if one came, dead-letter it
             topic = raw_topic.decode("utf-8", "backslashreplace")
-        self._inbox.append(Message(topic, payload, mid, qos, self._generation, self._clock_ns()))
-        self._inbox_bytes += len(payload)
-        if len(self._inbox) >= self._inbox_max or self._inbox_bytes >= self._inbox_max_bytes:
+        inbox = self._inbox
+        inbox.put(Message(topic, payload, mid, qos, self._generation, self._clock_ns()))
+        if len(inbox) >= self._inbox_max or inbox.bytes >= self._inbox_max_bytes:
             self._pause()
 
     def _on_readable(self) -> None:
@@ -304,8 +293,7 @@ class Subscriber:
             # Bytes may wait in our buffer (or in TLS's) where epoll cannot see them.
             if client.buffered:
                 driver.loop.call_soon(self._on_readable)
-        if self._inbox:
-            self._wake.set()
+        self._inbox.wake()
 
     def _pause(self) -> None:
         if not self._driver.paused:
@@ -316,19 +304,14 @@ class Subscriber:
 
     async def wait(self, seconds: float) -> None:
         """Wait until messages are waiting, or for `seconds`."""
-        if self._inbox:
-            return
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await self._inbox.wait(seconds)
 
     def take(self, limit: int) -> list[Message]:
         """Take up to `limit` waiting messages, oldest first."""
         inbox = self._inbox
-        taken = [inbox.popleft() for _ in range(min(limit, len(inbox)))]
-        self._inbox_bytes -= sum(len(message.payload) for message in taken)
+        taken = inbox.take(limit)
         if self._driver.paused and (len(inbox) <= self._inbox_max // 2
-                             and self._inbox_bytes <= self._inbox_max_bytes // 2):
+                                    and inbox.bytes <= self._inbox_max_bytes // 2):
             self._driver.resume_reading()
         return taken
 

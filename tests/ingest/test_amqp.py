@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from ingest.amqp import AckWindow, AmqpSubscriber, binding_key, mqtt_topic, routing_key
+from ingest.inbox import Message
 from ingest.settings import AmqpSettings, IngestSettings, MqttSettings
-from ingest.subscriber import Message
 from siaga.settings import Settings, load_settings
 
 

@@ -32,13 +32,13 @@ from devices.registry import bundled_catalog_path, load_catalog
 from devices.topics import TopicScheme
 from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
+from ingest.inbox import Message
 from ingest.influx import V1Writer
 from ingest.pipeline import Pipeline
 from ingest.settings import IngestSettings
 from ingest.spool import SEGMENT_SUFFIX, Spool
 from ingest.stats import IngestStats
 from ingest.storage import Storage
-from ingest.subscriber import Message
 from tests.polling import eventually
 
 CATALOG = load_catalog(bundled_catalog_path())
