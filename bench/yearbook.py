@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from reports.backends import SqliteBackend
+from reports.backends import ReportsSqlite
 from reports.book import ReportBook
 from reports.categories import Category
 from reports.intake import parse_report
@@ -109,7 +109,7 @@ def load(rows: Rows, settings: ReportsSettings, data_dir: Path) -> None:
 
 
 def _load_sqlite(rows: Rows, path: Path) -> None:
-    with SqliteBackend(path) as store, store.transaction() as db:
+    with ReportsSqlite(path) as store, store.transaction() as db:
         db.executemany(_insert("reports", REPORT_COLUMNS), rows.reports)
         # No ANALYZE: the book never runs it, so its query plans are made without statistics.
         db.executemany(_insert("updates", UPDATE_COLUMNS), rows.updates)

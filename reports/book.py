@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Final, Self
 
 from reports import keys
-from reports.backends import Backend, Row, Tx, open_backend
+from reports.backends import open_backend
 from reports.categories import Category
 from reports.errors import KeyRefused, ReportRefused, UnknownReport
 from reports.keys import ApiKey
@@ -27,6 +27,7 @@ from reports.model import UPDATE_STATES, Contact, NewReport, Report, State, Upda
 from reports.settings import ReportsSettings
 from reports.stats import Stats, compute, year_range_ns
 from siaga_core.geo import Box, distance_m
+from siaga_core.sqlbackend import Backend, Row, Tx
 
 __all__ = ["ApiKey", "ReportBook", "ReportQuery", "Stats"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench import yearbook
 from bench.reportload import multipart_body, photo_jpeg
-from reports.backends import SqliteBackend
+from reports.backends import ReportsSqlite
 from reports.book import ReportBook
 from reports.intake import parse_report
 from reports.settings import ReportsSettings
@@ -43,8 +43,8 @@ def test_bulk_rows_are_the_rows_the_book_writes(tmp_path: Path) -> None:
     settings = ReportsSettings()
     yearbook.load(yearbook.year_rows(plan_year(2020, scale=scale), settings), settings,
                   tmp_path / "bulk")
-    with SqliteBackend(tmp_path / "book" / "reports.sqlite") as book, \
-            SqliteBackend(tmp_path / "bulk" / "reports.sqlite") as bulk:
+    with ReportsSqlite(tmp_path / "book" / "reports.sqlite") as book, \
+            ReportsSqlite(tmp_path / "bulk" / "reports.sqlite") as bulk:
         for query in (f"SELECT {COMPARED} FROM reports ORDER BY id",
                       "SELECT id, report_id, state, note, officer, at_ns FROM updates"
                       " ORDER BY id"):

@@ -1,56 +1,76 @@
-"""The report book on PostgreSQL (reports.database_url), shared by several Siaga instances.
+"""A store on PostgreSQL, shared by several Siaga instances (`siaga_core.sqlbackend`).
 
-A small pool of connections (psycopg_pool), so that the threads the service calls the book
+A small pool of connections (psycopg_pool), so that the threads the service calls a store
 from commit side by side rather than queue behind one connection. A connection found broken
 is dropped by the pool; a unit of work that failed on a broken connection before its COMMIT
 was sent is run once more on another, so a restarted server costs no error. A failure
-during COMMIT is not retried: it may have committed. Imported only by a book that names a
-PostgreSQL URL (`reports.backends.open_backend`).
+during COMMIT is not retried: it may have committed. Imported only by a store that names a
+PostgreSQL URL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from reports.backends import CONNECT_TIMEOUT_S, POOL_SIZE, SCHEMA_TABLE, Row, T, Tx
-from reports.schema import MIGRATIONS, render, statements
 from siaga_core.errors import ConfigurationError, StorageError
+from siaga_core.sqlbackend import Dialect, Row, T, Tx, render, statements
+
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL that does not answer in 10 s is down, not slow
+# Connections per store: the service's default thread pool runs a handful of calls at once;
+# more connections would only wait on the same disk's commits.
+POOL_SIZE = 4
 
 
 class _PostgresTx:
-    def __init__(self, cursor: psycopg.Cursor[Row]) -> None:
+    dialect: Final[Dialect] = "postgresql"
+
+    def __init__(self, cursor: psycopg.Cursor[Row], lock_prefix: str) -> None:
         self._cursor = cursor
+        self._lock_prefix = lock_prefix
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        self._cursor.execute(_postgres_sql(sql), tuple(params))
+        self._cursor.execute(postgres_sql(sql), tuple(params))
         return self._cursor.fetchall() if self._cursor.description is not None else []
 
     def serialize(self, key: str) -> None:
         # A transaction-scoped advisory lock: released by COMMIT or ROLLBACK, even when the
         # client dies. Keys are prefixed so another application's locks do not collide.
         self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
-                     (f"siaga.reports:{key}",))
+                     (f"{self._lock_prefix}:{key}",))
 
 
-def _postgres_sql(sql: str) -> str:
+def postgres_sql(sql: str) -> str:
+    """`?` placeholders (the SQL both databases are written in) as psycopg's `%s`."""
     return sql.replace("%", "%%").replace("?", "%s")
 
 
 class PostgresBackend:
-    """A PostgreSQL database several Siaga instances share (reports.database_url)."""
+    """One store's tables in a PostgreSQL database several Siaga instances share.
 
-    def __init__(self, url: str) -> None:
-        self._where = describe_url(url)
+    `name` says what the store is in messages ("the report book"); `migrations` are the
+    store's schema (`{serial}` unrendered); `schema_table` holds its version, as SQLite's
+    `user_version` does; `lock_prefix` keeps its advisory locks apart from other stores'.
+    """
+
+    dialect: Final[Dialect] = "postgresql"
+
+    def __init__(self, url: str, *, name: str, migrations: Sequence[str], schema_table: str,
+                 lock_prefix: str, setting: str) -> None:
+        self._where = describe_url(url, setting)
+        self._name = name
+        self._migrations = tuple(migrations)
+        self._schema_table = schema_table
+        self._lock_prefix = lock_prefix
         # autocommit: no transaction is left open between calls; `run` opens each one.
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, timeout=CONNECT_TIMEOUT_S,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            name="siaga-reports")
+            name=f"siaga-{schema_table}")
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             self.run(self._migrate)
@@ -71,7 +91,7 @@ class PostgresBackend:
                 with self._pool.connection() as conn:
                     try:
                         with conn.transaction(), conn.cursor() as cursor:
-                            result = work(_PostgresTx(cursor))
+                            result = work(_PostgresTx(cursor, self._lock_prefix))
                             committing = True
                         return result
                     except psycopg.Error:
@@ -88,7 +108,7 @@ class PostgresBackend:
                 with self._pool.connection() as conn:
                     try:
                         with conn.cursor() as cursor:
-                            cursor.execute(_postgres_sql(sql), tuple(params))
+                            cursor.execute(postgres_sql(sql), tuple(params))
                             return cursor.fetchall()
                     except psycopg.Error:
                         if conn.broken and attempt == 1:
@@ -102,34 +122,41 @@ class PostgresBackend:
         # psycopg's messages name host and database, not the password.
         raise StorageError(f"{self.describe()}: {str(exc).strip()}") from exc
 
-    @staticmethod
-    def _migrate(tx: Tx) -> None:
+    def _migrate(self, tx: Tx) -> None:
+        table, known = self._schema_table, len(self._migrations)
         tx.serialize("schema")  # two instances starting together migrate one after the other
-        tx.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
-        rows = tx.execute(f"SELECT version FROM {SCHEMA_TABLE}")
+        tx.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+        rows = tx.execute(f"SELECT version FROM {table}")
         if not rows:
-            tx.execute(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (0)")
+            tx.execute(f"INSERT INTO {table} (version) VALUES (0)")
         version = int(rows[0][0]) if rows else 0
-        if version > len(MIGRATIONS):
-            raise StorageError(f"the report book's schema version {version} is newer than the"
-                               f" {len(MIGRATIONS)} this Siaga knows; use a newer release")
-        for migration in MIGRATIONS[version:]:
+        if version > known:
+            raise StorageError(f"{self._name}'s schema version {version} is newer than the"
+                               f" {known} this Siaga knows; use a newer release")
+        for migration in self._migrations[version:]:
             for statement in statements(render(migration, "postgresql")):
                 tx.execute(statement)
-        tx.execute(f"UPDATE {SCHEMA_TABLE} SET version = ?", (len(MIGRATIONS),))
+        tx.execute(f"UPDATE {table} SET version = ?", (known,))
 
     def close(self) -> None:
         self._pool.close()
 
 
-def describe_url(url: str) -> str:
+def describe_url(url: str, setting: str) -> str:
     """host:port/database, for messages: never the user's password."""
     try:
         parts = conninfo_to_dict(url)
     except psycopg.Error:
         # Not psycopg's words: they may quote the URL, password and all.
-        raise ConfigurationError("reports.database_url is not a valid postgresql:// URL"
+        raise ConfigurationError(f"{setting} is not a valid postgresql:// URL"
                                  " (postgresql://user:password@host:port/database)") from None
     return f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}" \
            f"/{parts.get('dbname') or parts.get('user') or ''}"
 
+
+def check_url(url: str, setting: str) -> None:
+    """A URL that is not postgresql:// or does not parse: a configuration error, said first."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(f"{setting} must be a postgresql:// URL "
+                                 "(or empty for SQLite in the data directory)")
+    describe_url(url, setting)
