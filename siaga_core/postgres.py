@@ -10,7 +10,8 @@ PostgreSQL URL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final, NoReturn
 
 import psycopg
@@ -101,6 +102,14 @@ class PostgresBackend:
             except psycopg.Error as exc:
                 self._fail(exc)
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    @contextmanager
+    def begin(self) -> Iterator[Tx]:
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+                yield _PostgresTx(cursor, self._lock_prefix)
+        except psycopg.Error as exc:
+            self._fail(exc)
 
     def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         for attempt in (1, 2):
