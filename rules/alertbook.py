@@ -1,4 +1,5 @@
-"""The alert book: alert state, history, acks and silences in SQLite (policy: `rules.paging`)."""
+"""The alert book: alert state, history, acks and silences in SQLite or a shared PostgreSQL
+(policy: `rules.paging`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
@@ -15,12 +17,13 @@ from rules.alert import Alert, AlertStatus, Notification, Transition
 from rules.alertstore import (
     Ack,
     AlertRow,
-    AlertStore,
+    AlertTables,
     HistoryEntry,
     Notified,
     NotifiedStatus,
     Pruned,
     content_digest,
+    open_backend,
 )
 from rules.paging import (
     Decision,
@@ -42,6 +45,9 @@ __all__ = [
 
 _WITHHELD = ("silenced", "stale")  # a firing state not told for these may be told later
 ALL = "*"  # what listeners get when a silence changes: any alert's view may have changed
+# The key the book-wide scheduled jobs (repeats, the refresh after silences) take turns on;
+# not a fingerprint (16 hex digits), so it holds no alert's turn.
+_SCHEDULED = "scheduled-jobs"
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +87,16 @@ class AlertView:
 
 
 class AlertBook:
-    """Alert records, history and silences in SQLite; decides which changes are paged.
+    """Alert records, history and silences; decides which changes are paged.
 
-    Methods are synchronous and quick (the app calls them through `asyncio.to_thread`); a
-    lock makes each one a single transaction, so threads may share the book. Wall-clock
-    arguments (`now_ns`) default to the injected clock.
+    In SQLite at `path` (the default), or in a PostgreSQL several Siaga instances share
+    (`database_url`). Methods are synchronous and quick (the app calls them through
+    `asyncio.to_thread`); each is one transaction, so threads, and instances on one
+    PostgreSQL, may share the book. A method that reads an alert to write it back first
+    takes that alert's turn (an advisory lock on PostgreSQL; SQLite's one writer already
+    takes turns), and the scheduled jobs take a book-wide turn: two instances applying the
+    same change, or running the repeats at once, page once. Wall-clock arguments (`now_ns`)
+    default to the injected clock.
     """
 
     def __init__(
@@ -96,17 +107,22 @@ class AlertBook:
         repeat_interval_ns: int,
         clock_ns: Callable[[], int] = time.time_ns,
         send: Callable[[Notification], object] | None = None,
+        database_url: str | None = None,
     ) -> None:
         """`send` (the dispatcher) gets each notification inside the transaction that
         records it as told: if the process dies before the commit, the notification may
-        go out twice, never zero times (at least once, SPEC section 3)."""
+        go out twice, never zero times (at least once, SPEC section 3).
+
+        With `database_url` (postgresql://...) the book lives in that database and `path`
+        is not used; a malformed URL is a ConfigurationError naming `alerting.database_url`.
+        """
         self._send = send
         if page_max_age_ns <= 0 or repeat_interval_ns <= 0:
             raise ValueError("page_max_age_ns and repeat_interval_ns must be positive")
         self._page_max_age_ns = page_max_age_ns
         self._repeat_interval_ns = repeat_interval_ns
         self._clock_ns = clock_ns
-        self._store = AlertStore(path)
+        self._backend = open_backend(database_url, path)
         # A tuple replaced whole under a lock: `_tell` reads it without one, from any thread.
         self._listeners: tuple[Listener, ...] = ()
         self._listeners_lock = threading.Lock()
@@ -123,6 +139,9 @@ class AlertBook:
         It runs in the caller's thread, often a worker thread: it must be quick and
         thread-safe (the console's hub hands it to its loop). One that raises is logged and
         the book goes on.
+
+        Listeners are this process's: a change another instance makes to a shared book is
+        not heard here (the console reads the book when it asks).
         """
         with self._listeners_lock:
             self._listeners = (*self._listeners, callback)
@@ -150,14 +169,17 @@ class AlertBook:
     def apply(self, transition: Transition, now_ns: int | None = None) -> Notification | None:
         """Record one change of an alert and its history; the notification, if it is paged."""
         now, alert = self._now(now_ns), transition.alert
-        with self._store.transaction():
-            old = self._store.row(alert.fingerprint)
+        with self._tables() as tables:
+            # Another instance applying the same change waits here, then reads what this
+            # one told: it decides "unchanged" rather than paging again.
+            tables.serialize(alert.fingerprint)
+            old = tables.row(alert.fingerprint)
             notified = Notified() if old is None else old.notified
-            silence = silencing(self._store.silences(now), alert.labels, now)
+            silence = silencing(tables.silences(now), alert.labels, now)
             decision = decide(transition, notified, silence is not None, now,
                               self._page_max_age_ns)
             row = AlertRow(alert, notified, kept_ack(old, transition))
-            self._record(row, transition.change, decision, now, silence)
+            self._record(tables, row, transition.change, decision, now, silence)
             sent = self._told(notification(alert, decision.reason)) if decision.page else None
         self._tell((alert.fingerprint,))
         return sent
@@ -174,17 +196,19 @@ class AlertBook:
         if alert.status is AlertStatus.RESOLVED:
             return None  # a quiet subject: nothing to keep, and no write per reading
         now = self._now(now_ns)
-        with self._store.transaction():
-            old = self._store.row(alert.fingerprint)
+        with self._tables() as tables:
+            tables.serialize(alert.fingerprint)
+            old = tables.row(alert.fingerprint)
             row = AlertRow(alert) if old is None else replace(old, alert=alert)
             if alert.status is not AlertStatus.FIRING:
-                self._store.save(row, now)
+                tables.save(row, now)
                 return None
-            silence = silencing(self._store.silences(now), alert.labels, now)
+            silence = silencing(tables.silences(now), alert.labels, now)
             decision = decide_firing(alert, row.notified, silence is not None,
                                       now - self._page_max_age_ns)
             recorded = decision.page or bool(note)
-            self._record(row, "refresh", decision, now, silence, history=recorded, note=note)
+            self._record(tables, row, "refresh", decision, now, silence, history=recorded,
+                         note=note)
             sent = self._told(notification(alert, decision.reason)) if decision.page else None
         if recorded:
             self._tell((alert.fingerprint,))
@@ -195,26 +219,48 @@ class AlertBook:
             self._send(told)
         return told
 
-    def restore(self) -> list[Alert]:
-        """The pending and firing alerts, for the engine to resume after a restart."""
-        with self._store.transaction():
-            rows = self._store.rows((AlertStatus.PENDING, AlertStatus.FIRING))
+    def restore(self, subjects: Collection[str] | None = None) -> list[Alert]:
+        """The pending and firing alerts, for the engine to resume after a restart; only
+        those of `subjects` (device ids, ...) when given, for an instance taking over a
+        partition of the devices. Newest episode first."""
+        if subjects is not None and not subjects:
+            return []
+        open_ = (AlertStatus.PENDING, AlertStatus.FIRING)
+        with self._tables() as tables:
+            rows = tables.rows(open_) if subjects is None else tables.rows_of(subjects, open_)
         return [row.alert for row in rows]
 
     def due_repeats(self, now_ns: int | None = None) -> list[Notification]:
         """Reminders of firing alerts told but unacknowledged for `repeat_interval`."""
         now = self._now(now_ns)
         sent: list[Notification] = []
-        with self._store.transaction():
-            silences = self._store.silences(now)
-            for row in self._store.rows((AlertStatus.FIRING,)):
+        with self._tables() as tables:
+            tables.serialize(_SCHEDULED)  # another instance's run waits, then finds none due
+            silences = tables.silences(now)
+            for listed in tables.rows((AlertStatus.FIRING,)):
+                if not self._repeat(listed, silences, now).page:
+                    continue
+                row = self._taken(tables, listed)
+                if row is None:
+                    continue
                 silence = silencing(silences, row.alert.labels, now)
-                decision = decide_repeat(row, silence is not None, now, self._repeat_interval_ns)
+                decision = self._repeat(row, silences, now)
                 if decision.page:
-                    self._record(row, "repeat", decision, now, silence)
+                    self._record(tables, row, "repeat", decision, now, silence)
                     sent.append(self._told(notification(row.alert, "repeat")))
         self._tell(told.fingerprint for told in sent)
         return sent
+
+    def _repeat(self, row: AlertRow, silences: Sequence[Silence], now_ns: int) -> Decision:
+        silenced = silencing(silences, row.alert.labels, now_ns) is not None
+        return decide_repeat(row, silenced, now_ns, self._repeat_interval_ns)
+
+    @staticmethod
+    def _taken(tables: AlertTables, listed: AlertRow) -> AlertRow | None:
+        """The row once this transaction holds its alert's turn: an instance's `apply` may
+        have changed it (or the row gone) since the list was read."""
+        tables.serialize(listed.alert.fingerprint)
+        return tables.row(listed.alert.fingerprint)
 
     def refresh_after_silence_change(self, now_ns: int | None = None) -> list[Notification]:
         """Tell the firing alerts a silence kept back, now that no silence covers them.
@@ -225,13 +271,18 @@ class AlertBook:
         now = self._now(now_ns)
         sent: list[Notification] = []
         changed: list[str] = []
-        with self._store.transaction():
-            silences = self._store.silences(now)
-            for row in self._store.rows((AlertStatus.FIRING,)):
-                if row.withheld != "silenced" or silencing(silences, row.alert.labels, now):
+        with self._tables() as tables:
+            tables.serialize(_SCHEDULED)
+            silences = tables.silences(now)
+            for listed in tables.rows((AlertStatus.FIRING,)):
+                if not _held_back(listed, silences, now):
+                    continue
+                row = self._taken(tables, listed)
+                if row is None or not _held_back(row, silences, now):
                     continue
                 decision = decide_news(row.alert, row.notified)
-                self._record(row, "refresh", decision, now, None, history=decision.page)
+                self._record(tables, row, "refresh", decision, now, None,
+                             history=decision.page)
                 changed.append(row.alert.fingerprint)
                 if decision.page:
                     sent.append(self._told(notification(row.alert, decision.reason)))
@@ -256,17 +307,18 @@ class AlertBook:
         if not by.strip():
             raise ValueError("an acknowledgement needs who gives it")
         now = self._now(now_ns)
-        with self._store.transaction():
-            row = self._store.row(fingerprint)
+        with self._tables() as tables:
+            tables.serialize(fingerprint)
+            row = tables.row(fingerprint)
             if row is None:
                 return None
             if row.alert.status is AlertStatus.RESOLVED:
                 raise AlertNotActive(f"alert {fingerprint} is resolved: nothing to acknowledge")
             row = replace(row, ack=Ack(now, by, comment))
-            self._store.save(row, now)
-            self._store.add_history(row.alert, "acknowledged", recorded_at_ns=now, paged=False,
-                                    reason="acknowledged", note=f"{by}: {comment}")
-            view = self._view(row, self._store.silences(now), now)
+            tables.save(row, now)
+            tables.add_history(row.alert, "acknowledged", recorded_at_ns=now, paged=False,
+                               reason="acknowledged", note=f"{by}: {comment}")
+            view = self._view(row, tables.silences(now), now)
         self._tell((fingerprint,))
         return view
 
@@ -278,27 +330,26 @@ class AlertBook:
     ) -> list[AlertView]:
         """Alerts, newest first, with a status and matching every label matcher given."""
         now = self._now(None)
-        with self._store.transaction():
-            # Without matchers SQLite counts the limit; with them, every row is matched.
-            rows = self._store.rows(() if status is None else (status,),
-                                    None if matchers else limit)
-            silences = self._store.silences(now)
+        with self._tables() as tables:
+            # Without matchers the database counts the limit; with them, every row is matched.
+            rows = tables.rows(() if status is None else (status,), None if matchers else limit)
+            silences = tables.silences(now)
         chosen = [row for row in rows if matches_all(matchers, row.alert.labels)][:limit]
         return [self._view(row, silences, now) for row in chosen]
 
     def resolved_since(self, since_ns: int, limit: int = 5000) -> list[AlertView]:
         """Alerts resolved at or after `since_ns` (event time of their end), latest first."""
         now = self._now(None)
-        with self._store.transaction():
-            rows = self._store.resolved_since(since_ns, limit)
-            silences = self._store.silences(now)
+        with self._tables() as tables:
+            rows = tables.resolved_since(since_ns, limit)
+            silences = tables.silences(now)
         return [self._view(row, silences, now) for row in rows]
 
     def get(self, fingerprint: str) -> AlertView | None:
         now = self._now(None)
-        with self._store.transaction():
-            row = self._store.row(fingerprint)
-            silences = self._store.silences(now)
+        with self._tables() as tables:
+            row = tables.row(fingerprint)
+            silences = tables.silences(now)
         return None if row is None else self._view(row, silences, now)
 
     def as_of(self, at_ns: int, lookback_ns: int) -> list[AlertView]:
@@ -310,19 +361,19 @@ class AlertBook:
         """
         if lookback_ns < 0:
             raise ValueError("lookback_ns must not be negative")
-        with self._store.transaction():
-            alerts = self._store.as_of(at_ns, at_ns - lookback_ns)
+        with self._tables() as tables:
+            alerts = tables.as_of(at_ns, at_ns - lookback_ns)
         return [AlertView(alert, None, Notified(), None) for alert in alerts]
 
     def history(self, fingerprint: str | None = None, limit: int = 100) -> list[HistoryEntry]:
         """History entries, newest first, of one alert or of all."""
-        with self._store.transaction():
-            return self._store.history(fingerprint, limit)
+        with self._tables() as tables:
+            return tables.history(fingerprint, limit)
 
     def counts_by_status(self) -> dict[str, int]:
         """How many alerts are in each state (every state listed, for /metrics)."""
-        with self._store.transaction():
-            counts = self._store.counts()
+        with self._tables() as tables:
+            counts = tables.counts()
         return {status.value: counts.get(status.value, 0) for status in AlertStatus}
 
     def add_silence(
@@ -340,15 +391,15 @@ class AlertBook:
             raise SilenceError("a silence must end after it starts and after now")
         silence = Silence(uuid.uuid4().hex, tuple(matchers), starts_at_ns, ends_at_ns,
                           created_by, comment)
-        with self._store.transaction():
-            self._store.add_silence(silence, now)
+        with self._tables() as tables:
+            tables.add_silence(silence, now)
         self._tell((ALL,))
         return silence
 
     def silences(self, include_expired: bool = False, now_ns: int | None = None) -> list[Silence]:
         """Silences, latest start first; expired ones too when asked (who silenced what)."""
-        with self._store.transaction():
-            return self._store.silences(None if include_expired else self._now(now_ns))
+        with self._tables() as tables:
+            return tables.silences(None if include_expired else self._now(now_ns))
 
     def expire_silence(self, silence_id: str, now_ns: int | None = None) -> Silence:
         """End a silence now (an expired one is returned as it is). Raises UnknownSilence.
@@ -356,43 +407,51 @@ class AlertBook:
         Then call `refresh_after_silence_change` to tell what it kept back.
         """
         now = self._now(now_ns)
-        with self._store.transaction():
-            silence = self._store.silence(silence_id)
+        with self._tables() as tables:
+            tables.serialize(f"silence:{silence_id}")  # two expiries of one silence take turns
+            silence = tables.silence(silence_id)
             if silence is None:
                 raise UnknownSilence(f"no silence has id {silence_id!r}")
             if silence.expired(now):
                 return silence
             # A silence that had not started yet ends before it begins, as in Alertmanager.
             silence = replace(silence, starts_at_ns=min(silence.starts_at_ns, now), ends_at_ns=now)
-            self._store.set_silence_times(silence.id, silence.starts_at_ns, silence.ends_at_ns)
+            tables.set_silence_times(silence.id, silence.starts_at_ns, silence.ends_at_ns)
         self._tell((ALL,))
         return silence
 
     def silenced(self, labels: Mapping[str, str], now_ns: int | None = None) -> Silence | None:
         """The active silence covering these labels, if any."""
         now = self._now(now_ns)
-        with self._store.transaction():
-            return silencing(self._store.silences(now), labels, now)
+        with self._tables() as tables:
+            return silencing(tables.silences(now), labels, now)
 
     def prune(self, older_than_ns: int) -> Pruned:
         """Forget history, resolved alerts and expired silences from before `older_than_ns`."""
-        with self._store.transaction():
-            return self._store.prune(older_than_ns)
+        with self._tables() as tables:
+            return tables.prune(older_than_ns)
 
     def close(self) -> None:
-        self._store.close()
+        self._backend.close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._store.close()
+        self._backend.close()
+
+    @contextmanager
+    def _tables(self) -> Iterator[AlertTables]:
+        """One transaction on the book's tables: committed at the end, rolled back on error."""
+        with self._backend.begin() as tx:
+            yield AlertTables(tx)
 
     def _now(self, now_ns: int | None) -> int:
         return self._clock_ns() if now_ns is None else now_ns
 
     def _record(
         self,
+        tables: AlertTables,
         row: AlertRow,
         change: str,
         decision: Decision,
@@ -412,13 +471,18 @@ class AlertBook:
             row = replace(row, withheld=decision.reason)
         else:
             row = replace(row, withheld=None)
-        self._store.save(row, now_ns)
+        tables.save(row, now_ns)
         if history:
             if silence is not None:
                 note = "; ".join(filter(None, (note, f"silence {silence.id}")))
-            self._store.add_history(alert, change, recorded_at_ns=now_ns, paged=decision.page,
-                                    reason=decision.reason, note=note)
+            tables.add_history(alert, change, recorded_at_ns=now_ns, paged=decision.page,
+                               reason=decision.reason, note=note)
 
     def _view(self, row: AlertRow, silences: Sequence[Silence], now_ns: int) -> AlertView:
         silence = silencing(silences, row.alert.labels, now_ns)
         return AlertView(row.alert, row.ack, row.notified, None if silence is None else silence.id)
+
+
+def _held_back(row: AlertRow, silences: Sequence[Silence], now_ns: int) -> bool:
+    """A firing alert a silence kept back that no silence covers any more."""
+    return row.withheld == "silenced" and silencing(silences, row.alert.labels, now_ns) is None

@@ -1,17 +1,18 @@
-"""The alert book's SQLite tables: alert records, their history, and silences."""
+"""The alert book's tables (alert records, their history, silences) in SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import ClassVar, Final, Literal
 
 import orjson
 
 from rules.alert import Alert, AlertStatus, Severity
 from rules.silences import Matcher, Silence, parse_matcher
-from siaga_core.sqlitestore import SqliteStore
+from siaga_core.sqlbackend import Backend, SqliteBackend, Tx
 
 NotifiedStatus = Literal["firing", "resolved"]
 _NOTIFIED_STATUS: dict[str, NotifiedStatus] = {"firing": "firing", "resolved": "resolved"}
@@ -99,6 +100,70 @@ CREATE INDEX history_fingerprint ON history (fingerprint, id);
 CREATE INDEX history_recorded ON history (recorded_at);
 CREATE INDEX history_at ON history (at);
 """
+# 3: a partition's new owner restores the alerts of its devices (`rows(subjects=...)`).
+_SUBJECT_INDEX = "CREATE INDEX IF NOT EXISTS alerts_subject ON alerts (subject)"
+
+# PostgreSQL, shared by several instances, starts at the schema SQLite reached in three steps.
+# Times are nanoseconds since the epoch: BIGINT, as SQLite's INTEGER is 64-bit already.
+_POSTGRES_SCHEMA = """
+CREATE TABLE alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT,
+    active_at BIGINT NOT NULL,
+    evaluated_at BIGINT NOT NULL,
+    acked_at BIGINT,
+    acked_by TEXT,
+    ack_comment TEXT,
+    notified_status TEXT CHECK (notified_status IN ('firing', 'resolved')),
+    notified_at BIGINT,
+    notified_digest TEXT,
+    withheld TEXT,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX alerts_status ON alerts (status);
+CREATE INDEX alerts_subject ON alerts (subject);
+CREATE TABLE history (
+    id {serial},
+    fingerprint TEXT NOT NULL,
+    change TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    recorded_at BIGINT NOT NULL,
+    paged INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    annotations TEXT,
+    starts_at BIGINT
+);
+CREATE INDEX history_fingerprint ON history (fingerprint, id);
+CREATE INDEX history_recorded ON history (recorded_at);
+CREATE INDEX history_at ON history (at);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX silences_ends ON silences (ends_at);
+"""
+POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA,)
+SCHEMA_TABLE = "alert_book_schema"  # PostgreSQL's stand-in for SQLite's user_version
+LOCK_PREFIX = "siaga.alerts"  # keeps the book's advisory locks apart from other stores'
+SETTING = "alerting.database_url"
+# Subjects per query of a restore: under SQLite's oldest limit of 999 parameters.
+_SUBJECTS_PER_QUERY = 900
 # The last history row of each alert within [since, at] by event time (the id breaks ties:
 # rows are written in order), with the alert's current record for what history lacks.
 _AS_OF = """
@@ -123,6 +188,13 @@ _HISTORY_COLUMNS = (
     "id, fingerprint, change, status, severity, labels, at, recorded_at, paged, reason, note"
 )
 _SILENCE_COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment"
+# One row per alert, written whole: an upsert, which SQLite and PostgreSQL both speak.
+_UPSERT = (
+    f"INSERT INTO alerts ({_ALERT_COLUMNS}, updated_at)"
+    f" VALUES ({', '.join('?' * 19)}) ON CONFLICT (fingerprint) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}"
+                for column in [*_ALERT_COLUMNS.split(", ")[1:], "updated_at"])
+)
 
 
 def content_digest(alert: Alert) -> str:
@@ -188,51 +260,95 @@ class Pruned:
     silences: int
 
 
-class AlertStore(SqliteStore):
-    """The SQL behind the alert book. Every call must be made inside `transaction()`.
+class AlertStore(SqliteBackend):
+    """The alert book in one SQLite file, the default (`AlertTables` holds its SQL).
 
-    A `SqliteStore` by inheritance: the store is its file, and the book makes several of
-    these calls in one `transaction()`, the shell's, on the shell's connection. What
-    operators were told is committed before the notification leaves: hence the shell's
+    What operators were told is committed before the notification leaves: hence the shell's
     synchronous=FULL, so a power loss cannot make the book forget a page it sent.
     """
 
     # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
     # just gains version 1. 2: history by event time, and what an alert said then.
-    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _HISTORY_AT)
+    # 3: alerts by subject, for restoring one partition's devices.
+    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _HISTORY_AT, _SUBJECT_INDEX)
+
+
+def open_backend(database_url: str | None, path: Path) -> Backend:
+    """PostgreSQL when a URL is given (several instances share the book), else SQLite at
+    `path`. Raises ConfigurationError naming `alerting.database_url` for a malformed URL."""
+    if database_url is None:
+        return AlertStore(path)
+    # psycopg and libpq (some 20 MB of a process) are loaded only by a PostgreSQL book.
+    from siaga_core.postgres import PostgresBackend, check_url
+
+    check_url(database_url, SETTING)  # a malformed URL is a configuration error, said first
+    return PostgresBackend(database_url, name="the alert book", migrations=POSTGRES_MIGRATIONS,
+                           schema_table=SCHEMA_TABLE, lock_prefix=LOCK_PREFIX, setting=SETTING)
+
+
+class AlertTables:
+    """The SQL behind the alert book, run in one transaction (`Backend.begin()`'s `Tx`).
+
+    Written once, with `?` placeholders, in SQL that SQLite and PostgreSQL both speak. The
+    book makes several of these calls in one transaction, serializing first (`serialize`)
+    where it reads a row to write it back, so that instances sharing a PostgreSQL book
+    take turns on one alert as threads on one SQLite file do.
+    """
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    def serialize(self, key: str) -> None:
+        """Hold `key` (a fingerprint, or a book-wide job) until the transaction ends."""
+        self._tx.serialize(key)
 
     def row(self, fingerprint: str) -> AlertRow | None:
-        found = self._db.execute(
-            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE fingerprint = ?", (fingerprint,)
-        ).fetchone()
-        return None if found is None else _alert_row(found)
+        found = self._tx.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE fingerprint = ?", (fingerprint,))
+        return None if not found else _alert_row(found[0])
 
     def rows(self, statuses: Sequence[AlertStatus] = (), limit: int | None = None
              ) -> list[AlertRow]:
         """Alert rows, newest episode first; only the given statuses when any are given;
-        at most `limit` (counted by SQLite, so a long book is not decoded to be cut)."""
+        at most `limit` (counted by the database, so a long book is not decoded to be cut)."""
         query = f"SELECT {_ALERT_COLUMNS} FROM alerts"
         if statuses:
-            query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            query += f" WHERE status IN ({_marks(len(statuses))})"
         query += " ORDER BY starts_at DESC, fingerprint"
-        params: list[object] = [*statuses]
+        params: list[object] = [status.value for status in statuses]
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)
-        return [_alert_row(found) for found in self._db.execute(query, params)]
+        return [_alert_row(found) for found in self._tx.execute(query, params)]
+
+    def rows_of(self, subjects: Collection[str], statuses: Sequence[AlertStatus]
+                ) -> list[AlertRow]:
+        """The rows of these subjects in these statuses (both non-empty), newest episode
+        first: one query per 900 subjects, on the subject index."""
+        chosen = sorted(set(subjects))
+        found: list[AlertRow] = []
+        for start in range(0, len(chosen), _SUBJECTS_PER_QUERY):
+            chunk = chosen[start:start + _SUBJECTS_PER_QUERY]
+            query = (f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE subject IN ({_marks(len(chunk))})"
+                     f" AND status IN ({_marks(len(statuses))})")
+            params = [*chunk, *(status.value for status in statuses)]
+            found += (_alert_row(row) for row in self._tx.execute(query, params))
+        # The order `rows` gives, across chunks: later start first, then fingerprint.
+        found.sort(key=lambda row: row.alert.fingerprint)
+        found.sort(key=lambda row: row.alert.starts_at_ns, reverse=True)
+        return found
 
     def resolved_since(self, since_ns: int, limit: int) -> list[AlertRow]:
         """Resolved alerts whose episode ended at or after `since_ns`, latest end first."""
         query = (f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = ? AND ends_at >= ?"
                  " ORDER BY ends_at DESC, fingerprint LIMIT ?")
-        found = self._db.execute(query, (AlertStatus.RESOLVED.value, since_ns, limit))
+        found = self._tx.execute(query, (AlertStatus.RESOLVED.value, since_ns, limit))
         return [_alert_row(row) for row in found]
 
     def save(self, row: AlertRow, now_ns: int) -> None:
         a, n, ack = row.alert, row.notified, row.ack
-        self._db.execute(
-            f"INSERT OR REPLACE INTO alerts ({_ALERT_COLUMNS}, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._tx.execute(
+            _UPSERT,
             (
                 a.fingerprint, a.rule, a.subject, a.status.value, a.severity.value,
                 _json(a.labels), _json(a.annotations), a.starts_at_ns, a.ends_at_ns,
@@ -244,14 +360,14 @@ class AlertStore(SqliteStore):
         )
 
     def counts(self) -> dict[str, int]:
-        found = self._db.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
-        return {status: count for status, count in found}
+        found = self._tx.execute("SELECT status, COUNT(*) FROM alerts GROUP BY status")
+        return {str(status): int(count) for status, count in found}
 
     def add_history(
         self, alert: Alert, change: str, *, recorded_at_ns: int, paged: bool, reason: str,
         note: str = "",
     ) -> None:
-        self._db.execute(
+        self._tx.execute(
             "INSERT INTO history (fingerprint, change, status, severity, labels, at, recorded_at,"
             " paged, reason, note, annotations, starts_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
             " ?, ?)",
@@ -269,7 +385,7 @@ class AlertStore(SqliteStore):
         An alert whose last row before `since_ns` said it fired, and that has had none
         since, is not found: the caller's look-back bounds how far back an episode reaches.
         """
-        return [_past_alert(found) for found in self._db.execute(_AS_OF, (since_ns, at_ns))]
+        return [_past_alert(found) for found in self._tx.execute(_AS_OF, (since_ns, at_ns))]
 
     def history(self, fingerprint: str | None, limit: int) -> list[HistoryEntry]:
         """The newest entries first, of one alert or of all."""
@@ -279,10 +395,10 @@ class AlertStore(SqliteStore):
             query += " WHERE fingerprint = ?"
             params.append(fingerprint)
         query += " ORDER BY id DESC LIMIT ?"
-        return [_history_entry(found) for found in self._db.execute(query, [*params, limit])]
+        return [_history_entry(found) for found in self._tx.execute(query, [*params, limit])]
 
     def add_silence(self, silence: Silence, now_ns: int) -> None:
-        self._db.execute(
+        self._tx.execute(
             f"INSERT INTO silences ({_SILENCE_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 silence.id, _matchers_json(silence.matchers), silence.starts_at_ns,
@@ -291,10 +407,9 @@ class AlertStore(SqliteStore):
         )
 
     def silence(self, silence_id: str) -> Silence | None:
-        found = self._db.execute(
-            f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = ?", (silence_id,)
-        ).fetchone()
-        return None if found is None else _silence(found)
+        found = self._tx.execute(
+            f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = ?", (silence_id,))
+        return None if not found else _silence(found[0])
 
     def silences(self, ending_after_ns: int | None = None) -> list[Silence]:
         """Silences, latest start first; only those not expired by then, when given."""
@@ -304,25 +419,33 @@ class AlertStore(SqliteStore):
             query += " WHERE ends_at > ?"
             params.append(ending_after_ns)
         query += " ORDER BY starts_at DESC, id"
-        return [_silence(found) for found in self._db.execute(query, params)]
+        return [_silence(found) for found in self._tx.execute(query, params)]
 
     def set_silence_times(self, silence_id: str, starts_at_ns: int, ends_at_ns: int) -> None:
-        self._db.execute(
+        self._tx.execute(
             "UPDATE silences SET starts_at = ?, ends_at = ? WHERE id = ?",
             (starts_at_ns, ends_at_ns, silence_id),
         )
 
     def prune(self, older_than_ns: int) -> Pruned:
         """Forget history, resolved alerts and expired silences from before `older_than_ns`."""
-        history = self._db.execute("DELETE FROM history WHERE recorded_at < ?", (older_than_ns,))
+        # RETURNING counts what went, in both databases (a cursor's rowcount is SQLite's).
+        history = self._tx.execute(
+            "DELETE FROM history WHERE recorded_at < ? RETURNING id", (older_than_ns,))
         # A resolved alert operators still believe firing is kept: its resolution is owed.
-        alerts = self._db.execute(
+        alerts = self._tx.execute(
             "DELETE FROM alerts WHERE status = 'resolved' AND updated_at < ?"
-            " AND (notified_status IS NULL OR notified_status = 'resolved')",
+            " AND (notified_status IS NULL OR notified_status = 'resolved')"
+            " RETURNING fingerprint",
             (older_than_ns,),
         )
-        silences = self._db.execute("DELETE FROM silences WHERE ends_at < ?", (older_than_ns,))
-        return Pruned(history.rowcount, alerts.rowcount, silences.rowcount)
+        silences = self._tx.execute(
+            "DELETE FROM silences WHERE ends_at < ? RETURNING id", (older_than_ns,))
+        return Pruned(len(history), len(alerts), len(silences))
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 def _json(mapping: Mapping[str, str]) -> str:
@@ -403,7 +526,8 @@ def _silence(found: tuple[object, ...]) -> Silence:
 
 
 def _int(value: object) -> int:
-    # SQLite INTEGER columns come back as int; anything else means the file was tampered with.
+    # INTEGER (SQLite) and BIGINT (PostgreSQL) columns come back as int; anything else means
+    # the database was tampered with.
     if not isinstance(value, int):
         raise TypeError(f"expected an integer column, got {value!r}")
     return value

@@ -1,22 +1,30 @@
-"""Tests of the alert book: what is paged, what is only recorded, and what survives a restart."""
+"""Tests of the alert book: what is paged, what is only recorded, and what survives a restart.
+
+Each test that does not look into SQLite's file runs on both backends: SQLite in a temporary
+data dir, and a fresh PostgreSQL database per test on the session's server (`book_place`;
+the as-of and shared-book tests import it from here).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from rules.alert import AlertStatus
+from rules.alert import AlertStatus, Notification
 from rules.alertbook import (
     AlertBook,
     AlertNotActive,
 )
 from rules.alertstore import AlertStore
 from rules.silences import Matcher, parse_matcher
+from siaga.sandbox.postgres import PostgreSQL
 from tests.rules.books import (
     FLOOD,
     HOUR,
@@ -32,6 +40,40 @@ from tests.rules.books import (
     open_book,
     resolve,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class BookPlace:
+    """Where a test's book lives: the SQLite file, or the PostgreSQL database (then the
+    file is not used); every `open` is another instance on the same book."""
+
+    path: Path
+    database_url: str | None
+
+    def open(self, clock: Clock, send: Callable[[Notification], object] | None = None
+             ) -> AlertBook:
+        return AlertBook(self.path, page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
+                         clock_ns=clock, send=send, database_url=self.database_url)
+
+
+# Named apart from their fixtures, so that a module importing them has no name clash with
+# the arguments of its tests.
+@pytest.fixture(name="book_place", params=["sqlite", "postgresql"])
+def book_place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BookPlace]:
+    if request.param == "sqlite":
+        yield BookPlace(tmp_path / "alerts.db", None)
+        return
+    server: PostgreSQL = request.getfixturevalue("postgres")
+    name = f"alerts_{uuid.uuid4().hex}"
+    yield BookPlace(tmp_path / "alerts.db", server.create_database(name))
+    server.drop_database(name)
+
+
+@pytest.fixture(name="book")
+def book_fixture(book_place: BookPlace, clock: Clock) -> Iterator[AlertBook]:
+    """The rules tests' book (tests/rules/conftest.py), on each backend in turn."""
+    with book_place.open(clock) as opened:
+        yield opened
 
 # apply: the same rules through the book
 
@@ -138,14 +180,16 @@ def test_observe_keeps_the_record_current_without_history(book: AlertBook) -> No
 # persistence across a restart
 
 
-def test_a_firing_alert_is_restored_after_reopening(tmp_path: Path, clock: Clock) -> None:
-    with open_book(tmp_path, clock) as first:
+def test_a_firing_alert_is_restored_after_reopening(
+    book_place: BookPlace, clock: Clock
+) -> None:
+    with book_place.open(clock) as first:
         first.apply(fire(T0))
         first.apply(move("pending", flood(AlertStatus.PENDING, device="depok"), None))
         first.apply(fire(T0, device="katulampa"))
         first.apply(move("resolved", flood(AlertStatus.RESOLVED, device="katulampa"),
                          AlertStatus.FIRING))
-    with open_book(tmp_path, clock) as reopened:
+    with book_place.open(clock) as reopened:
         restored = {a.subject: a for a in reopened.restore()}
     assert sorted(restored) == ["depok", "manggarai"]  # resolved alerts need no resuming
     assert restored["manggarai"] == flood(at=T0)
@@ -153,21 +197,21 @@ def test_a_firing_alert_is_restored_after_reopening(tmp_path: Path, clock: Clock
 
 
 def test_a_restored_alert_is_not_paged_again_but_its_resolution_is(
-    tmp_path: Path, clock: Clock
+    book_place: BookPlace, clock: Clock
 ) -> None:
-    with open_book(tmp_path, clock) as first:
+    with book_place.open(clock) as first:
         first.apply(fire(T0))
     clock.now = T0 + MINUTE
-    with open_book(tmp_path, clock) as reopened:
+    with book_place.open(clock) as reopened:
         assert reopened.apply(fire(T0 + MINUTE)) is None  # an engine that lost its timers
         sent = reopened.apply(resolve(T0 + MINUTE))
     assert sent is not None and sent.reason == "resolved"
 
 
-def test_repeats_continue_from_before_the_restart(tmp_path: Path, clock: Clock) -> None:
-    with open_book(tmp_path, clock) as first:
+def test_repeats_continue_from_before_the_restart(book_place: BookPlace, clock: Clock) -> None:
+    with book_place.open(clock) as first:
         first.apply(fire(T0))
-    with open_book(tmp_path, clock) as reopened:
+    with book_place.open(clock) as reopened:
         assert reopened.due_repeats(T0 + REPEAT - 1) == []
         assert [n.reason for n in reopened.due_repeats(T0 + REPEAT)] == ["repeat"]
 
@@ -323,25 +367,23 @@ async def test_the_book_can_be_shared_by_threads(book: AlertBook) -> None:
 
 
 def test_a_page_is_handed_to_the_sender_before_it_is_recorded_as_told(
-    tmp_path: Path, clock: Clock
+    book_place: BookPlace, clock: Clock
 ) -> None:
     sent: list[str] = []
-    with AlertBook(tmp_path / "alerts.db", page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
-                   clock_ns=clock, send=lambda told: sent.append(told.reason)) as book:
+    with book_place.open(clock, send=lambda told: sent.append(told.reason)) as book:
         assert book.apply(fire()) is not None
     assert sent == ["new"]
 
 
 def test_a_sender_that_fails_leaves_the_alert_untold_so_it_is_paged_again(
-    tmp_path: Path, clock: Clock
+    book_place: BookPlace, clock: Clock
 ) -> None:
     def broken(_: object) -> None:
         raise OSError("outbox disk full")
 
-    with AlertBook(tmp_path / "alerts.db", page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
-                   clock_ns=clock, send=broken) as book, pytest.raises(OSError):
+    with book_place.open(clock, send=broken) as book, pytest.raises(OSError):
         book.apply(fire())
-    with open_book(tmp_path, clock) as book:
+    with book_place.open(clock) as book:
         told = book.apply(fire())
     assert told is not None and told.reason == "new"  # at least once: never zero times
 

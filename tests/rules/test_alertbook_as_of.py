@@ -1,4 +1,8 @@
-"""The alert book as of a past moment: which alerts were active then, as they were then."""
+"""The alert book as of a past moment: which alerts were active then, as they were then.
+
+The `book` tests run on SQLite and on PostgreSQL (`book_place`, from test_alertbook); the
+files of earlier releases are SQLite's alone.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ from tests.rules.books import (
     move,
     open_book,
     resolve,
+)
+from tests.rules.test_alertbook import (  # noqa: F401  (fixtures: the book on both backends)
+    book_fixture,
+    book_place_fixture,
 )
 
 DAY = 24 * HOUR
@@ -110,7 +118,7 @@ def test_a_version_one_file_is_migrated_and_its_history_still_answers(
         (later,) = book.as_of(T0 + 2 * HOUR, WEEK)
         assert later.alert.annotations == {"summary": "manggarai at siaga-2"}
     with closing(sqlite3.connect(tmp_path / "alerts.db")) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (len(AlertStore.MIGRATIONS),)
         plan = db.execute(
             "EXPLAIN QUERY PLAN SELECT id FROM history WHERE at BETWEEN 1 AND 2"
         ).fetchall()
@@ -143,3 +151,30 @@ def test_a_file_whose_version_was_set_back_migrates_again_and_keeps_its_history(
     with open_book(tmp_path, clock) as after:
         assert [h.reason for h in after.history(FLOOD)] == ["new"]
         assert [v.alert.fingerprint for v in after.as_of(T0, WEEK)] == [FLOOD]
+
+
+class VersionTwoStore(AlertStore):
+    """The store as released before alerts were restored by subject: two migrations."""
+
+    MIGRATIONS = AlertStore.MIGRATIONS[:2]
+
+
+def test_a_version_two_file_gains_the_subject_index_and_keeps_its_alerts(
+    tmp_path: Path, clock: Clock
+) -> None:
+    with VersionTwoStore(tmp_path / "alerts.db") as old:
+        assert old.schema_version == 2
+    with open_book(tmp_path, clock) as book:
+        book.apply(fire(T0))
+        book.apply(fire(T0, device="depok"))
+    with closing(sqlite3.connect(tmp_path / "alerts.db")) as db:
+        db.execute("PRAGMA user_version = 2")  # as a file the last release wrote
+    with open_book(tmp_path, clock) as book:
+        assert [a.subject for a in book.restore(["depok"])] == ["depok"]
+        assert [v.alert.fingerprint for v in book.as_of(T0, WEEK)] == [DEPOK, FLOOD]
+    with closing(sqlite3.connect(tmp_path / "alerts.db")) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT fingerprint FROM alerts WHERE subject IN ('a', 'b')"
+        ).fetchall()
+        assert any("alerts_subject" in str(row) for row in plan)
