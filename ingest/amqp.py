@@ -19,6 +19,25 @@ dropped from the inbox, since they come again.
 It connects to the first reachable of `amqp.urls` (several nodes of a cluster), and to the
 next one when its node goes away.
 
+Several instances (`amqp.instance` of `amqp.instances`): RabbitMQ 3.10's single-active-
+consumer makes the first consumer registered on a queue its reader and never rebalances;
+the others wait, in order, and the next one takes over when the reader's channel dies (its
+unacknowledged messages come again, in order, to the new reader). So each channel consumes
+its home partitions (p % instances == instance) at once and the others `standby_after_s`
+later, as a standby: instances started together each read their own share, and one that
+dies has its partitions read by the others. What is not done: an instance that comes back
+while the others read its home partitions stands by on them until one of those instances'
+channels ends (RabbitMQ 3.12 lets consumer priorities move a partition back; 3.10 does not).
+
+Taking partitions over: AMQP does not tell a waiting consumer that it became the reader;
+its first delivery does. So `on_takeover()` is called, in the event loop, before the first
+delivery of each partition on each channel reaches the inbox: when a new channel (after a
+start or a reconnect) first receives from a partition, and when a standby consumer first
+receives, because the partition's reader went away. A partition with nothing to deliver
+causes no call until its first message. Each call comes before any message of that
+partition on that channel is in the inbox, but messages of other partitions, or of the
+same partition on an older channel, may already be waiting or in the pipeline's batch.
+
 Differences from MQTT a deployment sees:
 - Retained messages (devices' last statuses) are not replayed: RabbitMQ keeps retained
   messages for MQTT subscribers only, so after a restart a device's status is known once
@@ -162,11 +181,16 @@ class AmqpSubscriber:
     """Reads the partition queues; messages are acknowledged by the caller once durable."""
 
     def __init__(self, settings: AmqpSettings, topics: list[str], clock_ns: Callable[[], int],
-                 on_connection: Callable[[bool], None] | None = None) -> None:
+                 on_connection: Callable[[bool], None] | None = None,
+                 on_takeover: Callable[[], None] | None = None) -> None:
         self._settings = settings
         self._topics = topics  # MQTT filters: the bindings from amq.topic
         self._clock_ns = clock_ns
         self._on_connection = on_connection  # called in the event loop: up (True) or down
+        # Called in the event loop before the first delivery of each partition on each
+        # channel reaches the inbox: see "Taking partitions over" in the module docstring.
+        # An attribute, so the service may set it once the rules exist.
+        self.on_takeover = on_takeover
         self._inbox = Inbox()
         self._generation = 0
         self._channel: AbstractChannel | None = None
@@ -175,7 +199,11 @@ class AmqpSubscriber:
         self._closing = False
         self._stack = AsyncExitStack()
         self.connected = asyncio.Event()
-        self.subscribed = asyncio.Event()  # set once every partition has our consumer
+        self.subscribed = asyncio.Event()  # set once every home partition has our consumer
+        self.standing_by = asyncio.Event()  # set once every partition has our consumer
+        # The partitions (queue names) that delivered to the current channel: those this
+        # instance reads now (one that is ours but has had no message yet is not here).
+        self.reading: set[str] = set()
         self.connects = 0
         self.url: str | None = None  # the node connected to, credentials redacted
 
@@ -238,6 +266,9 @@ class AmqpSubscriber:
         False if it could not start consuming."""
         s = self._settings
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        _, queues = partition_names(s.name, s.partitions)
+        homes = [queue for n, queue in enumerate(queues) if s.home(n)]
+        others = [queue for n, queue in enumerate(queues) if not s.home(n)]
         try:
             channel = await connection.channel(publisher_confirms=False)
             await declare_partitions(channel, self._topics, name=s.name,
@@ -245,19 +276,18 @@ class AmqpSubscriber:
             await channel.basic_qos(prefetch_count=s.prefetch)
             self._generation += 1
             self._channel, self._window = channel, AckWindow()
+            self.reading = set()
             channel.on_consumer_cancel_callbacks.add(lambda frame: self._cancelled(frame, lost))
-            deliver = self._receiver(self._generation)
-            _, queues = partition_names(s.name, s.partitions)
-            for queue in queues:
-                await channel.basic_consume(queue, deliver, no_ack=False)
+            await self._consume(channel, homes)
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError, RuntimeError) as exc:
             # RuntimeError: aiormq's "channel/connection closed" (the node went meanwhile).
             log.warning("AMQP consuming through %s failed: %s", redact_userinfo(url), exc)
             return False
         self.connects += 1
         self.url = redact_userinfo(url)
-        log.info("AMQP consuming %d partitions %s.p* through %s (prefetch %d each)",
-                 s.partitions, s.name, self.url, s.prefetch)
+        log.info("AMQP instance %d of %d consuming its %d home partitions of %s through %s "
+                 "(prefetch %d each)", s.instance, s.instances, len(homes), s.name,
+                 self.url, s.prefetch)
         self.connected.set()
         self.subscribed.set()
         if self._on_connection is not None:
@@ -266,8 +296,10 @@ class AmqpSubscriber:
         try:
             async with asyncio.TaskGroup() as group:
                 sender = group.create_task(self._send_acks(channel))
+                standby = group.create_task(self._stand_by(channel, others))
                 await asyncio.wait([*ends, sender], return_when=asyncio.FIRST_COMPLETED)
                 sender.cancel()
+                standby.cancel()
         finally:
             for end in ends:  # observers of the closing: stop them, and read their errors
                 if end.done() and not end.cancelled():
@@ -276,6 +308,28 @@ class AmqpSubscriber:
         if not self._closing:
             log.warning("AMQP connection through %s lost; connecting to the next node", self.url)
         return True
+
+    async def _consume(self, channel: AbstractChannel, queues: Sequence[str]) -> None:
+        for queue in queues:
+            # The tag names the instance, so `rabbitmqctl list_consumers` shows who reads what.
+            await channel.basic_consume(queue, self._receiver(self._generation, queue),
+                                        no_ack=False,
+                                        consumer_tag=f"{queue}.i{self._settings.instance}")
+
+    async def _stand_by(self, channel: AbstractChannel, queues: Sequence[str]) -> None:
+        """Register on the partitions of the other instances, once they had time to register
+        on their own (RabbitMQ makes the first consumer of a queue its reader)."""
+        if queues:
+            await asyncio.sleep(self._settings.standby_after_s)
+            try:
+                await self._consume(channel, queues)
+            except (aiormq.exceptions.AMQPError, OSError, TimeoutError, RuntimeError) as exc:
+                # The channel is going: its end starts the next generation, which stands by anew.
+                log.warning("AMQP standby on %d partitions failed: %s", len(queues), exc)
+                return
+            log.info("AMQP instance %d standing by on %d partitions of other instances",
+                     self._settings.instance, len(queues))
+        self.standing_by.set()
 
     def _cancelled(self, frame: spec.Basic.Cancel, lost: asyncio.Future[None]) -> None:
         # A partition without our consumer would go unread: start the connection over.
@@ -308,16 +362,30 @@ class AmqpSubscriber:
         was_up = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
+        self.standing_by.clear()
+        self.reading = set()
         if was_up and self._on_connection is not None:
             self._on_connection(False)
 
-    def _receiver(self, generation: int) -> Callable[[DeliveredMessage], Any]:
+    def _took_over(self, queue: str) -> None:
+        """`queue` delivers to this channel for the first time: say so before its message."""
+        self.reading.add(queue)
+        log.info("AMQP partition %s now read by instance %d", queue, self._settings.instance)
+        if self.on_takeover is not None:
+            self.on_takeover()
+
+    def _receiver(self, generation: int, queue: str) -> Callable[[DeliveredMessage], Any]:
         clock_ns, inbox = self._clock_ns, self._inbox
+        first = True
 
         async def deliver(message: DeliveredMessage) -> None:
             # aiormq runs this as a task per delivery, in delivery order; it never awaits.
+            nonlocal first
             if self._generation != generation:
                 return  # its channel is gone: it comes again on the next one
+            if first:
+                first = False
+                self._took_over(queue)
             delivery = message.delivery
             assert isinstance(delivery, spec.Basic.Deliver)  # basic_consume gives no other
             topic = (delivery.routing_key or "").translate(_TO_MQTT)

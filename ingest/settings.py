@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from siaga_core.configfile import StrictModel
 from siaga_core.mqttloop import BrokerAddress
@@ -91,6 +91,29 @@ class AmqpSettings(Section):
     replicas: int = Field(default=3, ge=1, le=99)
     reconnect_min_s: int = Field(default=1, ge=1)
     reconnect_max_s: int = Field(default=30, ge=1)
+    # Several instances share the partitions: instance `instance` of `instances` reads its
+    # home partitions (p % instances == instance) at once and registers on the others
+    # `standby_after_s` later, as a standby that takes a partition over when its reader's
+    # channel dies. RabbitMQ 3.10's single-active-consumer makes the first consumer
+    # registered active and never rebalances, so without the delay the first instance up
+    # would read every partition. Instances started further apart than the delay, or one
+    # restarted while the others ran, read what they got: see ingest.amqp.
+    instance: int = Field(default=0, ge=0)
+    instances: int = Field(default=1, ge=1, le=1000)
+    # Long enough for every instance of a deployment to start and register on its home
+    # partitions (a service manager starts them within a second or two).
+    standby_after_s: float = Field(default=5.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check_instance(self) -> Self:
+        if self.instance >= self.instances:
+            raise ValueError(f"instance must be below instances (they count from 0): "
+                             f"instance {self.instance} of {self.instances}")
+        return self
+
+    def home(self, partition: int) -> bool:
+        """Whether `partition` (its number, from 0) is one this instance reads at once."""
+        return partition % self.instances == self.instance
 
     @field_validator("urls", mode="before")
     @classmethod

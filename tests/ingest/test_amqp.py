@@ -98,3 +98,16 @@ def test_an_amqp_url_needs_the_amqp_scheme() -> None:
 def test_at_least_one_amqp_url() -> None:
     with pytest.raises(ValidationError):
         AmqpSettings(urls=[])
+
+
+def test_instances_share_the_partitions_by_remainder() -> None:
+    settings = AmqpSettings(partitions=7, instance=1, instances=3)
+    assert [n for n in range(settings.partitions) if settings.home(n)] == [1, 4]
+    alone = AmqpSettings(partitions=3)  # one instance: every partition is home
+    assert all(alone.home(n) for n in range(3))
+
+
+@pytest.mark.parametrize(("instance", "instances"), [(3, 3), (1, 1)])
+def test_an_instance_counts_from_zero_below_instances(instance: int, instances: int) -> None:
+    with pytest.raises(ValidationError, match=f"instance {instance} of {instances}"):
+        AmqpSettings(instance=instance, instances=instances)
