@@ -1,8 +1,10 @@
 """The worker that delivers the outbox's deliveries and applies each attempt's outcome.
 
-Deliveries wait in `rules.outbox.Outbox` (SQLite); this module decides when to attempt
-them, posts them (`rules.webhook`), and records what came of it: delivered, retried after a
-backoff, or dead.
+Deliveries wait in `rules.outbox.Outbox` (SQLite, or a PostgreSQL several instances
+share); this module claims the due ones, posts them (`rules.webhook`), and records what came
+of it: delivered, retried after a backoff, or dead. Several deliverers on one shared outbox
+each attempt what they claimed, so a notification goes out once while all are up and still
+goes out when one is down: its claims run out and another takes them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -21,6 +23,7 @@ from rules.outbox import Delivery, Outbox
 from rules.routing import Receiver, Router
 from rules.webhook import Outcome, describe, post
 from siaga_core.durations import format_duration, to_ns
+from siaga_core.errors import StorageError
 from siaga_core.histogram import Histogram
 
 log = logging.getLogger(__name__)
@@ -43,10 +46,22 @@ class DeliveryPolicy:
     drain_s: float = 5.0  # at shutdown, attempts in flight get this long; the rest wait
     keep_delivered_s: float = 7 * 86400.0  # a week of delivered bodies to look into
     prune_every_s: float = 3600.0  # pruning is a cheap indexed delete; hourly is plenty
+    # A claim's lease: the slowest receiver's timeout and this margin for the outbox writes
+    # around the attempt (a PostgreSQL connection may take its 10 s connect timeout). Too
+    # short, and another instance sends again what is still in flight (a duplicate the
+    # receiver drops by its id); too long, and a dead instance's claims wait that long.
+    lease_margin_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.lease_margin_s <= 0:
+            raise ValueError(f"lease_margin_s must be positive, got {self.lease_margin_s}")
+
+    def lease_ns(self, receivers: Iterable[Receiver]) -> int:
+        """How long a claim lasts: one attempt to the slowest of `receivers`, and the margin."""
+        slowest_s = max((receiver.timeout_s for receiver in receivers), default=0.0)
+        return int((slowest_s + self.lease_margin_s) * _NS_PER_S)
 
     def backoff_s(self, attempts: int, rng: random.Random) -> float:
         """The wait after the `attempts`-th failed attempt (1 for the first)."""
@@ -59,9 +74,12 @@ class Deliverer:
     """Delivers due deliveries, applying each attempt's outcome (the retry stage).
 
     Concurrent across alerts and receivers (up to `policy.concurrency`), in order within one
-    alert for one receiver. A retryable failure waits the jittered backoff or the receiver's
-    `Retry-After`, whichever is longer; a delivery older than its receiver's `max_age`, or
-    refused for good (4xx), is dead.
+    alert for one receiver: it attempts only what it claimed from the outbox, and the outbox
+    hands out one alert's deliveries to a receiver one at a time, across instances too. A
+    retryable failure waits the jittered backoff or the receiver's `Retry-After`, whichever
+    is longer; a delivery older than its receiver's `max_age`, or refused for good (4xx), is
+    dead. A claim lasts one attempt (`DeliveryPolicy.lease_ns`); claims cut short at
+    shutdown are given back.
     """
 
     def __init__(
@@ -79,6 +97,8 @@ class Deliverer:
         self._session_factory = session_factory
         self._clock_ns = clock_ns
         self._policy = policy or DeliveryPolicy()
+        configured = receivers.receivers if isinstance(receivers, Router) else receivers
+        self._lease_ns = self._policy.lease_ns(configured.values())
         # From a notification's creation (its alert raised, changed or resolved) to its
         # receiver's 2xx, retries included: the latency an operator pages on.
         self.latency = Histogram()
@@ -116,14 +136,19 @@ class Deliverer:
         free = self._policy.concurrency - len(self._in_flight)
         if free <= 0:
             return
-        now, busy = self._clock_ns(), tuple(self._in_flight)
-        for delivery in await asyncio.to_thread(self._outbox.due, now, free, busy):
+        claimed = await asyncio.to_thread(self._outbox.claim, self._clock_ns(), free,
+                                          self._lease_ns)
+        for delivery in claimed:
+            if delivery.id in self._in_flight:
+                # An attempt of ours outlived its lease (stuck past the receiver's timeout):
+                # claimed again by us, so no other instance sends it meanwhile; not twice.
+                continue
             self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
 
     async def _sleep(self) -> None:
         timeout = self._policy.idle_s
         if len(self._in_flight) < self._policy.concurrency:
-            next_ns = await asyncio.to_thread(self._outbox.next_due_ns, tuple(self._in_flight))
+            next_ns = await asyncio.to_thread(self._outbox.next_due_ns, self._clock_ns())
             if next_ns is not None:
                 wait_s = (next_ns - self._clock_ns()) / _NS_PER_S
                 timeout = min(self._policy.idle_s, max(0.0, wait_s))
@@ -137,8 +162,19 @@ class Deliverer:
         if not self._in_flight:
             return
         _, unfinished = await asyncio.wait(self._in_flight.values(), timeout=self._policy.drain_s)
+        cut = [delivery_id for delivery_id, task in self._in_flight.items() if task in unfinished]
         for task in unfinished:
             task.cancel()  # still pending in the outbox: attempted again after the restart
+        # Given back rather than left to run out: another instance (or this one restarted)
+        # takes them at once. A store too broken to say so leaves the leases to run out.
+        await self._release(cut)
+
+    async def _release(self, delivery_ids: list[str]) -> None:
+        try:
+            await asyncio.to_thread(self._outbox.release, delivery_ids)
+        except StorageError:
+            log.exception("could not give back the claims on %d deliveries; they wait out"
+                          " their lease", len(delivery_ids))
 
     async def _maybe_prune(self) -> None:
         now = self._clock_ns()
@@ -157,6 +193,7 @@ class Deliverer:
             # pending; holding its slot for the idle interval keeps it from spinning.
             log.exception("delivery %s to %s failed unexpectedly", delivery.id, delivery.receiver)
             await asyncio.sleep(self._policy.idle_s)
+            await self._release([delivery.id])
         finally:
             self._in_flight.pop(delivery.id, None)
             self._wakeup.set()

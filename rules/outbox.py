@@ -1,27 +1,37 @@
 """The persistent outbox of webhook deliveries (the worker that attempts them: `rules.delivery`).
 
-A delivery is one notification's body for one receiver. It is written to SQLite before any
-attempt, keeps its id (the `X-Siaga-Delivery` header) for every attempt, and leaves the
+A delivery is one notification's body for one receiver. It is written to the outbox before
+any attempt, keeps its id (the `X-Siaga-Delivery` header) for every attempt, and leaves the
 pending state only when delivered or dead. A restart loses nothing: whatever was pending or
 in flight is simply due again (at least once; receivers deduplicate by the delivery id).
+
+The outbox lives in SQLite in the data directory (the default, one instance) or in a
+PostgreSQL several instances share (`alerting.database_url`), as Alertmanager's peers share
+a notification log: every instance delivers, and a delivery is *claimed* by one at a time
+for a lease long enough for one attempt. An instance that dies leaves its claims to run
+out; another then delivers them, with the same delivery id.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, ClassVar, Final, Literal, Self
 
-from siaga_core.sqlitestore import SqliteStore
-
-if TYPE_CHECKING:
-    from sqlite3 import Connection
+from siaga_core.sqlbackend import Backend, Dialect, SqliteBackend, Tx
 
 OUTCOMES = ("delivered", "retried", "dead")  # what counts_by_outcome counts, for /metrics
+SCHEMA_TABLE = "outbox_schema"  # PostgreSQL's stand-in for SQLite's user_version
+LOCK_PREFIX = "siaga.outbox"  # keeps the outbox's advisory locks apart from other stores'
+SETTING = "alerting.database_url"  # one database for the alert book and the outbox
 
+# SQLite 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
+# just gains version 1. Kept word for word: files in the field were made by it.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- enqueue order: the order of one alert's news
@@ -40,17 +50,55 @@ CREATE INDEX IF NOT EXISTS deliveries_queue ON deliveries (state, receiver, fing
 CREATE INDEX IF NOT EXISTS deliveries_finished ON deliveries (state, finished_at);
 CREATE TABLE IF NOT EXISTS delivery_outcomes (outcome TEXT PRIMARY KEY, count INTEGER NOT NULL);
 """
+# SQLite 2: claims. Who holds a delivery's attempt, and until when (wall ns); NULL: nobody.
+_CLAIMS = """
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE deliveries ADD COLUMN claimed_until INTEGER;
+"""
+# PostgreSQL 1: the schema as SQLite has it after its migrations (BIGINT for wall ns).
+_POSTGRES_SCHEMA = """
+CREATE TABLE deliveries (
+    seq {serial},
+    id TEXT NOT NULL UNIQUE,
+    receiver TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    body {blob} NOT NULL,
+    created_at BIGINT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    last_error TEXT,
+    finished_at BIGINT,
+    claimed_by TEXT,
+    claimed_until BIGINT
+);
+CREATE INDEX deliveries_queue ON deliveries (state, receiver, fingerprint, seq);
+CREATE INDEX deliveries_finished ON deliveries (state, finished_at);
+CREATE TABLE delivery_outcomes (outcome TEXT PRIMARY KEY, count BIGINT NOT NULL);
+"""
+POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA,)
 
-# The oldest pending delivery of each (receiver, alert): only it may be attempted, so one
-# alert's notifications reach a receiver in order.
 _COLUMNS = ("id, receiver, fingerprint, body, created_at, state, attempts, next_attempt_at,"
-            " last_error, finished_at")
+            " last_error, finished_at, claimed_by, claimed_until")
+# The oldest pending delivery of each (receiver, alert): only it may be attempted, so one
+# alert's notifications reach a receiver in order. `seq` first, then a Delivery's columns.
 _HEADS = (
     "WITH heads AS (SELECT MIN(seq) AS seq FROM deliveries WHERE state = 'pending'"
     " GROUP BY receiver, fingerprint)"
-    f" SELECT {', '.join('d.' + name.strip() for name in _COLUMNS.split(','))}"
+    f" SELECT d.seq, {', '.join('d.' + name.strip() for name in _COLUMNS.split(','))}"
     " FROM deliveries AS d JOIN heads USING (seq)"
 )
+# A head is due when its time has come and no live lease holds it. `state` is asked again
+# on `d` itself: PostgreSQL re-reads a row another instance changed meanwhile before it
+# locks it, and must then see that it was delivered in between.
+_DUE = (f"{_HEADS} WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
+        " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)"
+        " ORDER BY d.next_attempt_at, d.seq LIMIT ?")
+# A finish counts only while the delivery is pending and no other instance holds it: a
+# late finisher whose lease ran out and whose delivery another instance claimed since
+# changes nothing (that one's own attempt decides), so no outcome is counted twice.
+_MINE = "id = ? AND state = 'pending' AND (claimed_by IS NULL OR claimed_by = ?)"
+_UNCLAIM = "claimed_by = NULL, claimed_until = NULL"
 
 State = Literal["pending", "delivered", "dead"]
 
@@ -69,24 +117,80 @@ class Delivery:
     next_attempt_ns: int
     last_error: str | None
     finished_ns: int | None
+    claimed_by: str | None = None  # the instance (Outbox.owner) attempting it now, if any
+    claimed_until_ns: int | None = None  # when that claim runs out (wall ns)
 
 
-class Outbox(SqliteStore):
-    """The SQLite table of deliveries.
+class OutboxSqlite(SqliteBackend):
+    """The outbox in one SQLite file, the default.
 
-    A `SqliteStore` by inheritance: the store is its file, and what it adds is only its
-    schema and queries (open, transactions, errors and close are the shell's). An enqueued
-    notification is a promise to tell operators: hence the shell's synchronous=FULL, so a
-    power loss cannot take it back. Blocking: call it through `asyncio.to_thread`.
+    An enqueued notification is a promise to tell operators: hence the shell's
+    synchronous=FULL, so a power loss cannot take it back.
     """
 
-    # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
-    # just gains version 1.
-    MIGRATIONS = (_SCHEMA,)
+    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _CLAIMS)
 
-    def __init__(self, path: Path, clock_ns: Callable[[], int] = time.time_ns) -> None:
-        super().__init__(path)
+
+def open_backend(database_url: str | None, path: Path) -> Backend:
+    """PostgreSQL when a URL is given (several instances share the outbox), else SQLite at
+    `path`. Raises ConfigurationError naming `alerting.database_url` for a malformed URL."""
+    if database_url is None:
+        return OutboxSqlite(path)
+    # psycopg and libpq (some 20 MB of a process) are loaded only by a PostgreSQL outbox.
+    from siaga_core.postgres import PostgresBackend, check_url
+
+    check_url(database_url, SETTING)  # a malformed URL is a configuration error, said first
+    return PostgresBackend(database_url, name="the outbox", migrations=POSTGRES_MIGRATIONS,
+                           schema_table=SCHEMA_TABLE, lock_prefix=LOCK_PREFIX, setting=SETTING)
+
+
+def default_owner() -> str:
+    """A claimer's id: host and process for operators reading the table, and a random part
+    so that a restarted process (same pid in a container) never passes for the dead one."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+class Outbox:
+    """The table of deliveries, in SQLite (`path`) or a shared PostgreSQL (`database_url`).
+
+    `owner` names this instance in its claims (default: `default_owner()`); two Outbox
+    objects sharing a database must have different owners. Blocking: call it through
+    `asyncio.to_thread`. Every database error leaves as a `StorageError`.
+    """
+
+    def __init__(self, path: Path, clock_ns: Callable[[], int] = time.time_ns, *,
+                 database_url: str | None = None, owner: str | None = None) -> None:
+        self._backend = open_backend(database_url, path)
         self._clock_ns = clock_ns
+        self.owner = owner or default_owner()
+        if self._backend.dialect == "sqlite":
+            try:
+                self._release_stale()
+            except BaseException:
+                self._backend.close()
+                raise
+
+    def _release_stale(self) -> None:
+        # A SQLite file is one instance's (its data directory's), so a claim found at open
+        # is a previous run's, dead with it: what it held is due now, as before claims. Read
+        # first: a file without claims is not written to (another process may hold it).
+        if self._backend.read("SELECT 1 FROM deliveries WHERE claimed_by IS NOT NULL LIMIT 1"):
+            self._backend.run(lambda tx: tx.execute(
+                f"UPDATE deliveries SET {_UNCLAIM} WHERE claimed_by IS NOT NULL"))
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._backend.dialect
+
+    @property
+    def schema_version(self) -> int:
+        """How many of the backend's migrations the database has had."""
+        if isinstance(self._backend, SqliteBackend):
+            return self._backend.schema_version
+        return int(self._backend.read(f"SELECT version FROM {SCHEMA_TABLE}")[0][0])
+
+    def describe(self) -> str:
+        return self._backend.describe()
 
     def enqueue(self, receiver_name: str, fingerprint: str, body: bytes, created_ns: int) -> str:
         """Store one delivery, due at once; its id is the X-Siaga-Delivery of every attempt."""
@@ -95,31 +199,73 @@ class Outbox(SqliteStore):
     def enqueue_many(self, items: Sequence[tuple[str, str, bytes]], created_ns: int) -> list[str]:
         """Store (receiver, fingerprint, body) deliveries in one transaction: all or none."""
         ids = [uuid.uuid4().hex for _ in items]
-        rows = [(delivery_id, receiver, fingerprint, body, created_ns, created_ns)
-                for delivery_id, (receiver, fingerprint, body) in zip(ids, items, strict=True)]
-        with self.transaction() as db:
-            db.executemany("INSERT INTO deliveries (id, receiver, fingerprint, body, created_at,"
-                           " state, next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)", rows)
+
+        def insert(tx: Tx) -> None:
+            # On PostgreSQL a sequence number is taken at INSERT but seen at COMMIT, so two
+            # instances enqueueing news of one alert at once could commit the later number
+            # first, and it would be delivered first. Taking turns per alert (in sorted
+            # order: no deadlock) keeps numbers in commit order. SQLite: one writer anyway.
+            for fingerprint in sorted({fingerprint for _, fingerprint, _ in items}):
+                tx.serialize(f"enqueue:{fingerprint}")
+            for delivery_id, (receiver, fingerprint, body) in zip(ids, items, strict=True):
+                tx.execute("INSERT INTO deliveries (id, receiver, fingerprint, body, created_at,"
+                           " state, next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                           (delivery_id, receiver, fingerprint, body, created_ns, created_ns))
+
+        self._backend.run(insert)
         return ids
 
-    def due(self, now_ns: int, limit: int, exclude: Collection[str] = ()) -> list[Delivery]:
-        """Deliveries to attempt now: per (receiver, alert) only the oldest pending one.
+    def claim(self, now_ns: int, limit: int, lease_ns: int) -> list[Delivery]:
+        """Claim up to `limit` deliveries to attempt now, for `lease_ns`; earliest due first.
 
-        `exclude` names deliveries in flight: they are left out, and their alert's later
-        deliveries wait behind them.
+        Per (receiver, alert) only the oldest pending one, and none that a live lease
+        holds (its alert's later deliveries wait behind it). Claimed in the same
+        transaction that found them. On PostgreSQL the rows are locked with SKIP LOCKED: two
+        instances claiming at once never take the same delivery, nor wait on each other.
         """
-        query = _heads(exclude) + " AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.seq"
-        rows = self.read(query + " LIMIT ?", (*exclude, now_ns, limit))
-        return [Delivery(*row) for row in rows]
+        until = now_ns + lease_ns
 
-    def next_due_ns(self, exclude: Collection[str] = ()) -> int | None:
-        """When the next attempt is due (outside `exclude`), or None when nothing waits."""
-        rows = self.read(f"SELECT MIN(next_attempt_at) FROM ({_heads(exclude)})", exclude)
-        return None if not rows else rows[0][0]
+        def take(tx: Tx) -> list[Delivery]:
+            locking = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgresql" else ""
+            rows = tx.execute(_DUE + locking, (now_ns, now_ns, limit))
+            if rows:
+                tx.execute(f"UPDATE deliveries SET claimed_by = ?, claimed_until = ?"
+                           f" WHERE seq IN ({_marks(len(rows))})",
+                           (self.owner, until, *(row[0] for row in rows)))
+            return [replace(_delivery(row[1:]), claimed_by=self.owner, claimed_until_ns=until)
+                    for row in rows]
+
+        return self._backend.run(take)
+
+    def release(self, delivery_ids: Collection[str]) -> int:
+        """Give back this owner's claims on `delivery_ids` unattempted (a shutdown); how many."""
+        if not delivery_ids:
+            return 0
+        return self._backend.run(lambda tx: len(tx.execute(
+            f"UPDATE deliveries SET {_UNCLAIM} WHERE claimed_by = ?"
+            f" AND id IN ({_marks(len(delivery_ids))}) RETURNING seq",
+            (self.owner, *delivery_ids))))
+
+    def due(self, now_ns: int, limit: int) -> list[Delivery]:
+        """What `claim` would take now, without claiming it (for operators and tests)."""
+        return [_delivery(row[1:]) for row in self._backend.read(_DUE, (now_ns, now_ns, limit))]
+
+    def next_due_ns(self, now_ns: int | None = None) -> int | None:
+        """When the next attempt is due, or None when nothing waits.
+
+        A head under a live lease counts as due when its lease runs out: if its claimer
+        died, that is when another instance takes it over.
+        """
+        now = self._clock_ns() if now_ns is None else now_ns
+        rows = self._backend.read(
+            "SELECT MIN(CASE WHEN claimed_until > ? THEN claimed_until ELSE next_attempt_at END)"
+            f" FROM ({_HEADS}) AS h", (now,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def get(self, delivery_id: str) -> Delivery | None:
-        rows = self.read(f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,))
-        return Delivery(*rows[0]) if rows else None
+        rows = self._backend.read(f"SELECT {_COLUMNS} FROM deliveries WHERE id = ?",
+                                  (delivery_id,))
+        return _delivery(rows[0]) if rows else None
 
     def mark_delivered(self, delivery_id: str, now_ns: int) -> None:
         self._finish(delivery_id, "delivered", None, now_ns, attempted=True)
@@ -130,22 +276,22 @@ class Outbox(SqliteStore):
         Called when the receiver took a delivery: it is back, and what piled up while it
         was down should not wait out backoffs grown during the outage.
         """
-        with self.transaction() as db:
-            return db.execute(
-                "UPDATE deliveries SET next_attempt_at = ? WHERE receiver = ?"
-                " AND state = 'pending' AND next_attempt_at > ?",
-                (now_ns, receiver_name, now_ns),
-            ).rowcount
+        return self._backend.run(lambda tx: len(tx.execute(
+            "UPDATE deliveries SET next_attempt_at = ? WHERE receiver = ?"
+            " AND state = 'pending' AND next_attempt_at > ? RETURNING seq",
+            (now_ns, receiver_name, now_ns))))
 
     def mark_retry(self, delivery_id: str, next_attempt_ns: int, error: str) -> None:
         """An attempt failed and may succeed later: try again at `next_attempt_ns`."""
-        with self.transaction() as db:
-            changed = db.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?,"
-                " last_error = ? WHERE id = ? AND state = 'pending'",
-                (next_attempt_ns, error, delivery_id),
-            ).rowcount
-            _count(db, "retried", changed)
+
+        def retry(tx: Tx) -> None:
+            changed = tx.execute(
+                f"UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?,"
+                f" last_error = ?, {_UNCLAIM} WHERE {_MINE} RETURNING seq",
+                (next_attempt_ns, error, delivery_id, self.owner))
+            _count(tx, "retried", len(changed))
+
+        self._backend.run(retry)
 
     def mark_dead(
         self, delivery_id: str, error: str, now_ns: int | None = None, *, attempted: bool = True
@@ -157,49 +303,69 @@ class Outbox(SqliteStore):
     def _finish(
         self, delivery_id: str, state: State, error: str | None, now_ns: int, *, attempted: bool
     ) -> None:
-        with self.transaction() as db:
-            changed = db.execute(
-                "UPDATE deliveries SET state = ?, finished_at = ?, attempts = attempts + ?,"
-                " last_error = COALESCE(?, last_error) WHERE id = ? AND state = 'pending'",
-                (state, now_ns, int(attempted), error, delivery_id),
-            ).rowcount
-            _count(db, state, changed)
+        def finish(tx: Tx) -> None:
+            changed = tx.execute(
+                f"UPDATE deliveries SET state = ?, finished_at = ?, attempts = attempts + ?,"
+                f" last_error = COALESCE(?, last_error), {_UNCLAIM} WHERE {_MINE} RETURNING seq",
+                (state, now_ns, int(attempted), error, delivery_id, self.owner))
+            _count(tx, state, len(changed))
+
+        self._backend.run(finish)
 
     def dead(self, limit: int = 50) -> list[Delivery]:
         """Dead deliveries, the most recently given up first."""
-        rows = self.read(f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'dead'"
-                            " ORDER BY finished_at DESC, seq DESC LIMIT ?", (limit,))
-        return [Delivery(*row) for row in rows]
+        rows = self._backend.read(f"SELECT {_COLUMNS} FROM deliveries WHERE state = 'dead'"
+                                  " ORDER BY finished_at DESC, seq DESC LIMIT ?", (limit,))
+        return [_delivery(row) for row in rows]
 
     def pending_count(self) -> int:
-        return int(self.read("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")[0][0])
+        return int(self._backend.read(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")[0][0])
 
     def oldest_pending_ns(self) -> int | None:
         """When the oldest delivery still pending was created; None when none is."""
-        rows = self.read("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'")
+        rows = self._backend.read("SELECT MIN(created_at) FROM deliveries WHERE state = 'pending'")
         return None if rows[0][0] is None else int(rows[0][0])
 
     def counts_by_outcome(self) -> dict[str, int]:
         """Totals since the outbox was created: delivered, retried (attempts), dead."""
         counts = dict.fromkeys(OUTCOMES, 0)
-        counts.update(self.read("SELECT outcome, count FROM delivery_outcomes"))
+        counts.update((str(outcome), int(count)) for outcome, count in self._backend.read(
+            "SELECT outcome, count FROM delivery_outcomes"))
         return counts
 
     def prune(self, before_ns: int) -> int:
-        """Forget delivered deliveries finished before `before_ns`; dead ones are kept."""
-        with self.transaction() as db:
-            return db.execute("DELETE FROM deliveries WHERE state = 'delivered'"
-                              " AND finished_at < ?", (before_ns,)).rowcount
+        """Forget delivered deliveries finished before `before_ns`; dead ones are kept.
+
+        Every instance sharing the outbox prunes: the DELETE is idempotent, so the second
+        to run it finds nothing.
+        """
+        return self._backend.run(lambda tx: len(tx.execute(
+            "DELETE FROM deliveries WHERE state = 'delivered' AND finished_at < ? RETURNING seq",
+            (before_ns,))))
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
-def _heads(exclude: Collection[str]) -> str:
-    return f"{_HEADS} WHERE d.id NOT IN ({', '.join('?' * len(exclude))})"
+def _delivery(row: Sequence[Any]) -> Delivery:
+    return Delivery(*row)
 
 
-def _count(db: Connection, outcome: str, changed: int) -> None:
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _count(tx: Tx, outcome: str, changed: int) -> None:
     # Counted in the same transaction as the change: /metrics counters never disagree with
     # the rows, and they survive restarts and pruning.
     if changed:
-        db.execute("INSERT INTO delivery_outcomes (outcome, count) VALUES (?, ?)"
-                   " ON CONFLICT (outcome) DO UPDATE SET count = count + excluded.count",
-                   (outcome, changed))
+        tx.execute("INSERT INTO delivery_outcomes (outcome, count) VALUES (?, ?)"
+                   " ON CONFLICT (outcome) DO UPDATE"
+                   " SET count = delivery_outcomes.count + excluded.count", (outcome, changed))

@@ -1,32 +1,76 @@
-"""The outbox store: one alert's deliveries in order, outcomes recorded, nothing lost."""
+"""The outbox store: one alert's deliveries in order, outcomes recorded, nothing lost.
+
+On both backends: SQLite in a temporary data dir, and a fresh PostgreSQL database per test
+on the session's server (started only when a PostgreSQL test runs).
+"""
 
 from __future__ import annotations
 
 import random
 import sqlite3
 import uuid
-from collections.abc import Iterator
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from rules.delivery import DeliveryPolicy
 from rules.outbox import Outbox
+from siaga.sandbox.postgres import PostgreSQL
+from siaga_core.errors import ConfigurationError
 
 NOW = 1_700_000_000_000_000_000
 SECOND = 1_000_000_000
+LEASE = 30 * SECOND
+
+
+@contextmanager
+def fresh_database(server: PostgreSQL) -> Iterator[str]:
+    """A new empty database on the session's PostgreSQL, dropped afterwards; its URL."""
+    name = f"outbox_{uuid.uuid4().hex}"
+    url = server.create_database(name)
+    try:
+        yield url
+    finally:
+        server.drop_database(name)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPlace:
+    """Where a test's outbox lives; `open` opens it again, as another instance would."""
+
+    path: Path
+    database_url: str | None
+
+    def open(self, clock_ns: Callable[[], int] = lambda: NOW, owner: str | None = None
+             ) -> Outbox:
+        return Outbox(self.path, clock_ns, database_url=self.database_url, owner=owner)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxPlace]:
+    if request.param == "sqlite":
+        yield OutboxPlace(tmp_path / "outbox.sqlite", None)
+        return
+    with fresh_database(request.getfixturevalue("postgres")) as url:
+        yield OutboxPlace(tmp_path / "unused.sqlite", url)
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    with Outbox(tmp_path / "outbox.sqlite", clock_ns=lambda: NOW) as store:
+def outbox(place: OutboxPlace) -> Iterator[Outbox]:
+    with place.open(owner="siaga-a") as store:
         yield store
 
 
-def ids(outbox: Outbox, now_ns: int = NOW, limit: int = 100, exclude: tuple[str, ...] = ()
-        ) -> list[str]:
-    return [d.id for d in outbox.due(now_ns, limit, exclude)]
+def ids(outbox: Outbox, now_ns: int = NOW, limit: int = 100) -> list[str]:
+    return [d.id for d in outbox.due(now_ns, limit)]
+
+
+def claimed(outbox: Outbox, now_ns: int = NOW, limit: int = 100, lease_ns: int = LEASE
+            ) -> list[str]:
+    return [d.id for d in outbox.claim(now_ns, limit, lease_ns)]
 
 
 def test_an_enqueued_delivery_is_due_at_once_with_a_fresh_id(outbox: Outbox) -> None:
@@ -81,12 +125,93 @@ def test_due_deliveries_come_earliest_first_up_to_the_limit(outbox: Outbox) -> N
     assert ids(outbox, NOW + 2, limit=1) == [early]
 
 
-def test_deliveries_in_flight_are_left_out_and_their_alert_waits(outbox: Outbox) -> None:
+def test_claimed_deliveries_are_left_out_and_their_alert_waits(outbox: Outbox) -> None:
     in_flight = outbox.enqueue("bpbd", "fp1", b"1", NOW)
     outbox.enqueue("bpbd", "fp1", b"2", NOW)
     other = outbox.enqueue("bpbd", "fp2", b"3", NOW)
-    assert ids(outbox, exclude=(in_flight,)) == [other]
-    assert outbox.next_due_ns(exclude=(in_flight, other)) is None
+    assert claimed(outbox, limit=1) == [in_flight]
+    assert ids(outbox) == [other]
+    assert claimed(outbox) == [other]
+    assert claimed(outbox) == []  # the second of fp1 waits behind its claimed head
+
+
+def test_a_claim_says_who_holds_the_delivery_and_until_when(place: OutboxPlace) -> None:
+    with place.open(owner="siaga-a") as a:
+        delivery_id = a.enqueue("bpbd", "fp1", b"1", NOW)
+        (taken,) = a.claim(NOW, 10, LEASE)
+        stored = a.get(delivery_id)
+    assert (taken.id, taken.claimed_by, taken.claimed_until_ns) == (
+        delivery_id, "siaga-a", NOW + LEASE)
+    assert stored is not None
+    assert (stored.claimed_by, stored.claimed_until_ns) == ("siaga-a", NOW + LEASE)
+
+
+def test_a_claim_that_runs_out_lets_another_instance_take_the_same_delivery(
+    place: OutboxPlace,
+) -> None:
+    with place.open(owner="siaga-a") as a, place.open(owner="siaga-b") as b:
+        delivery_id = a.enqueue("bpbd", "fp1", b"1", NOW)
+        assert claimed(a, lease_ns=5 * SECOND) == [delivery_id]
+        assert claimed(b, NOW + 5 * SECOND - 1) == []  # a's lease is still live
+        (retaken,) = b.claim(NOW + 5 * SECOND, 10, LEASE)
+    assert (retaken.id, retaken.claimed_by, retaken.attempts) == (delivery_id, "siaga-b", 0)
+
+
+def test_next_due_counts_a_claimed_head_at_the_end_of_its_lease(outbox: Outbox) -> None:
+    outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    assert claimed(outbox, lease_ns=7 * SECOND)
+    assert outbox.next_due_ns(NOW) == NOW + 7 * SECOND
+    assert outbox.next_due_ns(NOW + 7 * SECOND) == NOW  # run out: due as it always was
+
+
+def test_finishing_a_delivery_clears_its_claim(outbox: Outbox) -> None:
+    first = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    second = outbox.enqueue("bpbd", "fp2", b"2", NOW)
+    assert sorted(claimed(outbox)) == sorted([first, second])
+    outbox.mark_retry(first, NOW + SECOND, "503")
+    outbox.mark_delivered(second, NOW)
+    for delivery_id in (first, second):
+        delivery = outbox.get(delivery_id)
+        assert delivery is not None
+        assert (delivery.claimed_by, delivery.claimed_until_ns) == (None, None)
+    assert claimed(outbox, NOW + SECOND) == [first]
+
+
+def test_a_late_finisher_whose_delivery_another_instance_claimed_changes_nothing(
+    place: OutboxPlace,
+) -> None:
+    with place.open(owner="siaga-a") as a, place.open(owner="siaga-b") as b:
+        delivery_id = a.enqueue("bpbd", "fp1", b"1", NOW)
+        assert claimed(a, lease_ns=SECOND) == [delivery_id]
+        assert claimed(b, NOW + SECOND) == [delivery_id]
+        a.mark_delivered(delivery_id, NOW + 2 * SECOND)  # a's attempt outlived its lease
+        a.mark_retry(delivery_id, NOW + 9 * SECOND, "late")
+        a.mark_dead(delivery_id, "late", NOW + 2 * SECOND)
+        still = b.get(delivery_id)
+        assert still is not None
+        assert (still.state, still.attempts, still.claimed_by) == ("pending", 0, "siaga-b")
+        b.mark_delivered(delivery_id, NOW + 3 * SECOND)  # b's own attempt decides
+        assert b.counts_by_outcome() == {"delivered": 1, "retried": 0, "dead": 0}
+
+
+def test_a_late_finisher_whose_lease_ran_out_unclaimed_still_records_its_attempt(
+    outbox: Outbox,
+) -> None:
+    delivery_id = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    assert claimed(outbox, lease_ns=SECOND) == [delivery_id]
+    outbox.mark_delivered(delivery_id, NOW + 5 * SECOND)  # nobody took it meanwhile
+    assert outbox.counts_by_outcome()["delivered"] == 1
+
+
+def test_release_gives_back_only_this_owners_claims(place: OutboxPlace) -> None:
+    with place.open(owner="siaga-a") as a, place.open(owner="siaga-b") as b:
+        mine = a.enqueue("bpbd", "fp1", b"1", NOW)
+        theirs = a.enqueue("bpbd", "fp2", b"2", NOW)
+        assert claimed(a, limit=1) == [mine]
+        assert claimed(b) == [theirs]
+        assert a.release([mine, theirs]) == 1
+        assert ids(b) == [mine]  # due again at once, not at the end of the lease
+        assert a.release([]) == 0
 
 
 def test_next_due_is_the_earliest_waiting_attempt(outbox: Outbox) -> None:
@@ -140,20 +265,67 @@ def test_a_file_from_before_schema_versions_opens_with_its_deliveries(tmp_path: 
     path = tmp_path / "outbox.sqlite"
     with Outbox(path) as before:
         pending = before.enqueue("bpbd", "fp1", b"body", NOW)
-    with closing(sqlite3.connect(path)) as db:
+    with closing(sqlite3.connect(path)) as db:  # as a release before versions left it
+        db.execute("ALTER TABLE deliveries DROP COLUMN claimed_by")
+        db.execute("ALTER TABLE deliveries DROP COLUMN claimed_until")
         db.execute("PRAGMA user_version = 0")  # every file written before versions says 0
     with Outbox(path) as after:
-        assert (after.schema_version, ids(after)) == (1, [pending])
+        assert (after.schema_version, ids(after)) == (2, [pending])
 
 
-def test_everything_survives_a_reopen(tmp_path: Path) -> None:
+def test_a_file_at_version_1_gains_claims_and_keeps_its_deliveries(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     with Outbox(path) as before:
+        pending = before.enqueue("bpbd", "fp1", b"body", NOW)
+    with closing(sqlite3.connect(path)) as db:  # the file as the release before claims left it
+        db.execute("ALTER TABLE deliveries DROP COLUMN claimed_by")
+        db.execute("ALTER TABLE deliveries DROP COLUMN claimed_until")
+        db.execute("PRAGMA user_version = 1")
+    with Outbox(path, owner="siaga-a") as after:
+        assert after.schema_version == 2
+        (taken,) = after.claim(NOW, 10, LEASE)
+    assert (taken.id, taken.body, taken.claimed_by) == (pending, b"body", "siaga-a")
+
+
+def test_claims_found_in_a_sqlite_file_at_open_are_a_dead_runs_and_given_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with Outbox(path, owner="before") as before:
+        pending = before.enqueue("bpbd", "fp1", b"body", NOW)
+        assert claimed(before) == [pending]  # and then the process was killed
+    with Outbox(path, owner="after") as after:
+        assert claimed(after) == [pending]  # at once, not at the end of the lease
+
+
+def test_a_postgresql_outbox_opens_at_its_one_schema_version(place: OutboxPlace) -> None:
+    if place.database_url is None:
+        pytest.skip("PostgreSQL's schema table")
+    with place.open() as first, place.open() as second:  # the second finds it made
+        assert (first.schema_version, second.schema_version) == (1, 1)
+        assert first.describe().startswith("PostgreSQL 127.0.0.1:")
+
+
+def test_a_malformed_database_url_is_a_configuration_error_naming_the_setting(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"alerting\.database_url"):
+        Outbox(tmp_path / "outbox.sqlite", database_url="mysql://siaga@db/siaga")
+    assert not (tmp_path / "outbox.sqlite").exists()  # no SQLite made on the side
+
+
+def test_each_outbox_has_its_own_owner_id_by_default(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "a.sqlite") as a, Outbox(tmp_path / "b.sqlite") as b:
+        assert a.owner != b.owner
+
+
+def test_everything_survives_a_reopen(place: OutboxPlace) -> None:
+    with place.open() as before:
         pending = before.enqueue("bpbd", "fp1", b"body", NOW)
         before.mark_retry(pending, NOW + SECOND, "connection refused")
         dead = before.enqueue("bpbd", "fp2", b"body", NOW)
         before.mark_dead(dead, "404", NOW)
-    with Outbox(path) as after:
+    with place.open() as after:
         (due,) = after.due(NOW + SECOND, 10)
         assert (due.id, due.body, due.attempts) == (pending, b"body", 1)
         assert [d.id for d in after.dead()] == [dead]
