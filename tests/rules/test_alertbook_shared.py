@@ -1,0 +1,174 @@
+"""One alert book shared by several Siaga instances: each notification sent once.
+
+Two `AlertBook`s on one book stand for two instances. On PostgreSQL (what instances share)
+they take turns on an alert with an advisory lock; the same tests run on one SQLite file,
+whose single writer makes them take turns too. The races are real threads released
+together by a barrier, repeated so that they overlap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from rules.alert import AlertStatus, Notification, fingerprint
+from rules.alertbook import AlertBook
+from siaga_core.errors import ConfigurationError
+from tests.rules.books import (
+    FLOOD,
+    MAX_AGE,
+    MINUTE,
+    REPEAT,
+    T0,
+    Clock,
+    fire,
+    flood,
+    move,
+    resolve,
+)
+from tests.rules.test_alertbook import BookPlace
+from tests.rules.test_alertbook import book_place_fixture as book_place_fixture  # fixture
+
+T = TypeVar("T")
+RACES = 20  # rounds of each race: enough for two threads to meet inside one transaction
+
+
+class Sent:
+    """What every instance handed its dispatcher, in order (threads append to it)."""
+
+    def __init__(self) -> None:
+        self.notifications: list[Notification] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, told: Notification) -> None:
+        with self._lock:
+            self.notifications.append(told)
+
+    def reasons(self) -> list[str]:
+        return [told.reason for told in self.notifications]
+
+
+@pytest.fixture
+def sent() -> Sent:
+    return Sent()
+
+
+@pytest.fixture
+def instances(book_place: BookPlace, clock: Clock, sent: Sent
+              ) -> Iterator[tuple[AlertBook, AlertBook]]:
+    """Two instances on one book, both sending to `sent`."""
+    with ExitStack() as stack:
+        first = stack.enter_context(book_place.open(clock, send=sent))
+        second = stack.enter_context(book_place.open(clock, send=sent))
+        yield first, second
+
+
+def together(first: Callable[[], T], second: Callable[[], T]) -> tuple[T, T]:
+    """Run both at once in two threads, released by one barrier; both results (or raise)."""
+    barrier = threading.Barrier(2)
+
+    def released(work: Callable[[], T]) -> T:
+        barrier.wait()
+        return work()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = pool.submit(released, first), pool.submit(released, second)
+        return one.result(), two.result()
+
+
+def test_a_firing_reraised_by_a_second_instance_is_not_paged_again_but_its_resolution_is(
+    instances: tuple[AlertBook, AlertBook], sent: Sent, clock: Clock
+) -> None:
+    first, second = instances
+    assert first.apply(fire(T0)) is not None
+    clock.now = T0 + MINUTE
+    # The second instance took the partition over and its engine raises the alert again.
+    assert second.apply(fire(T0 + MINUTE)) is None
+    resolved = second.apply(resolve(T0 + MINUTE))
+    assert resolved is not None and resolved.reason == "resolved"
+    assert sent.reasons() == ["new", "resolved"]
+    assert [(h.reason, h.paged) for h in first.history(FLOOD)] == [
+        ("resolved", True), ("unchanged", False), ("new", True)]
+
+
+def test_two_instances_applying_one_new_firing_at_once_page_once(
+    instances: tuple[AlertBook, AlertBook], sent: Sent
+) -> None:
+    first, second = instances
+    devices = [f"pos-{number:02d}" for number in range(RACES)]
+    for device in devices:
+        transition = fire(T0, device=device)
+        told = together(partial(first.apply, transition), partial(second.apply, transition))
+        assert sum(notification is not None for notification in told) == 1
+    paged = Counter(told.fingerprint for told in sent.notifications)
+    assert paged == {fingerprint("FloodLevel", device): 1 for device in devices}
+    assert first.counts_by_status()["firing"] == RACES
+
+
+def test_two_instances_running_the_repeats_at_once_send_each_repeat_once(
+    instances: tuple[AlertBook, AlertBook], sent: Sent
+) -> None:
+    first, second = instances
+    devices = [f"pos-{number}" for number in range(5)]
+    for device in devices:
+        assert first.apply(fire(T0, device=device)) is not None
+    for interval in range(1, RACES + 1):
+        now = T0 + interval * REPEAT
+        one, two = together(partial(first.due_repeats, now), partial(second.due_repeats, now))
+        assert sorted(told.labels["device_id"] for told in [*one, *two]) == devices
+    repeats = Counter(told.labels["device_id"] for told in sent.notifications
+                      if told.reason == "repeat")
+    assert repeats == dict.fromkeys(devices, RACES)
+
+
+def test_restore_of_subjects_gives_only_their_pending_and_firing_alerts(
+    book_place: BookPlace, clock: Clock
+) -> None:
+    with book_place.open(clock) as book:
+        for device in ("manggarai", "depok", "katulampa"):
+            book.apply(fire(T0, device=device))
+        book.apply(move("pending", flood(AlertStatus.PENDING, device="bogor"), None))
+        book.apply(move("resolved", flood(AlertStatus.RESOLVED, device="katulampa"),
+                        AlertStatus.FIRING))
+        chosen = book.restore(["depok", "bogor", "katulampa", "nowhere"])
+        assert sorted((a.subject, a.status) for a in chosen) == [
+            ("bogor", AlertStatus.PENDING), ("depok", AlertStatus.FIRING)]
+        assert book.restore([]) == []
+        assert {a.subject for a in book.restore()} == {"manggarai", "depok", "bogor"}
+
+
+def test_restore_of_many_subjects_keeps_the_order_of_a_whole_restore(
+    book_place: BookPlace, clock: Clock
+) -> None:
+    subjects = [f"pos-{number:04d}" for number in range(2000)]  # more than one query's worth
+    with book_place.open(clock) as book:
+        for number in range(0, 2000, 150):
+            book.apply(fire(T0 + (number % 7) * MINUTE, device=subjects[number]))
+        book.apply(fire(T0, device="elsewhere"))
+        whole = [a for a in book.restore() if a.subject != "elsewhere"]
+        assert book.restore(subjects) == whole
+        assert len(whole) == 14
+
+
+@pytest.mark.parametrize("url", [
+    "mysql://siaga:hunter2@db.example/alerts",
+    "postgresql://siaga:hunt%zzer2@db.example/alerts",
+    "postgresql://siaga:hunter2@db.example/alerts?no_such_option=1",
+])
+def test_a_malformed_database_url_names_the_setting_and_never_the_password(
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        AlertBook(tmp_path / "alerts.db", page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
+                  database_url=url)
+    assert "alerting.database_url" in str(raised.value)
+    assert "hunter2" not in str(raised.value) and "hunt%zzer2" not in str(raised.value)
+    assert not (tmp_path / "alerts.db").exists()  # nor did it fall back on SQLite
