@@ -15,10 +15,11 @@ InfluxDB query) runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +254,117 @@ def test_in_order_allows_replays_and_refuses_skips() -> None:
     assert not in_order([1])
     assert not in_order([0, 1, 2, 3, 1, 4, 5])  # a stale 1 among newer ones, then a skip
 
+
+
+# --- several instances share the partitions ----------------------------------------------
+
+SHARED_DEVICES = [f"sh-{n}" for n in range(90)]  # every one of 6 partitions gets some
+
+
+class Reader:
+    """One instance's pipeline, reduced to what the partitions need: it takes what its
+    subscriber delivers and acknowledges it at once (as the pipeline does once durable), or,
+    while `holding`, keeps it unacknowledged (as a batch not yet written)."""
+
+    def __init__(self, settings: AmqpSettings, topics: list[str]) -> None:
+        self.subscriber = AmqpSubscriber(settings, topics, time.time_ns,
+                                         on_takeover=self._took_over)
+        self.acked: list[tuple[str, int]] = []
+        self.held: list[tuple[str, int]] = []
+        self.holding = False
+        self.takeovers: list[int] = []  # how many partitions delivered to it at each call
+
+    def _took_over(self) -> None:
+        self.takeovers.append(len(self.subscriber.reading))
+
+    async def run(self) -> None:
+        subscriber = self.subscriber
+        while True:
+            await subscriber.wait(0.1)
+            messages = subscriber.take(1000)
+            keys = [(message.topic.split("/")[-2], orjson.loads(message.payload)["seq"])
+                    for message in messages]
+            if self.holding:
+                self.held.extend(keys)
+            else:
+                assert subscriber.ack(messages) == len(messages)
+                self.acked.extend(keys)
+
+
+def active_consumers(cluster: RabbitCluster, name: str) -> dict[str, list[str]]:
+    """Each of `name`'s partitions: its consumers' tags, the active one first."""
+    rows = json.loads(cluster.rabbitmqctl(1, "list_consumers", "queue_name", "consumer_tag",
+                                          "active", "--formatter", "json"))
+    consumers: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda row: not row["active"]):
+        if row["queue_name"].startswith(f"{name}.p"):
+            consumers.setdefault(row["queue_name"], []).append(row["consumer_tag"])
+    return consumers
+
+
+def publish_shared(devices: MqttDevices, prefix: str, seqs: range) -> int:
+    for seq in seqs:
+        for device in SHARED_DEVICES:
+            devices.client.publish(f"{prefix}/water-level/{device}/telemetry",
+                                   orjson.dumps({"seq": seq}), qos=1)
+    return len(seqs) * len(SHARED_DEVICES)
+
+
+async def test_three_instances_read_their_home_partitions_and_take_over_a_stopped_ones(
+        rabbit_cluster: RabbitCluster) -> None:
+    prefix, name, partitions = unique_name("sh"), unique_name("siaga-sh"), 6
+    readers = [Reader(AmqpSettings(
+        urls=[rabbit_cluster.amqp_url(1 + n)], name=name, partitions=partitions,
+        replicas=len(rabbit_cluster.nodes), instance=n, instances=3, standby_after_s=1.0),
+        [f"{prefix}/#"]) for n in range(3)]
+    home = {n: {f"{name}.p{p}" for p in range(partitions) if p % 3 == n} for n in range(3)}
+    stacks = [AsyncExitStack() for _ in readers]
+    try:
+        async with asyncio.TaskGroup() as group:
+            for stack, reader in zip(stacks, readers, strict=True):
+                await stack.enter_async_context(reader.subscriber)
+                stack.callback(group.create_task(reader.run()).cancel)
+            for reader in readers:
+                await asyncio.wait_for(reader.subscriber.standing_by.wait(), WITHIN_S)
+            # Every partition: its home instance reads, the other two wait behind it.
+            consumers = await asyncio.to_thread(active_consumers, rabbit_cluster, name)
+            assert {queue: tags[0] for queue, tags in consumers.items()} == {
+                queue: f"{queue}.i{n}" for n in range(3) for queue in home[n]}
+            assert all(len(tags) == 3 for tags in consumers.values())
+
+            readers[1].holding = True  # instance 1 will stop with these unacknowledged
+            with mqtt_devices(rabbit_cluster, 2) as devices:
+                published = publish_shared(devices, prefix, range(5))
+                await eventually(lambda: devices.acked == published, WITHIN_S, "PUBACKs")
+                await eventually(lambda: sum(len(r.acked) + len(r.held) for r in readers)
+                                 == published, WITHIN_S, "every message delivered once")
+                assert [r.subscriber.reading for r in readers] == [home[0], home[1], home[2]]
+                by_reader = [{device for device, _ in r.acked + r.held} for r in readers]
+                assert sum(map(len, by_reader)) == len(SHARED_DEVICES)  # one reader a device
+                assert [len(r.takeovers) for r in readers] == [2, 2, 2]
+
+                await stacks[1].aclose()  # instance 1 stops: its channel ends
+                consumers = await asyncio.to_thread(active_consumers, rabbit_cluster, name)
+                assert all(tags[0].endswith((".i0", ".i2")) for tags in consumers.values())
+                assert all(len(tags) == 2 for tags in consumers.values())
+                published += publish_shared(devices, prefix, range(5, 10))
+                await eventually(lambda: devices.acked == published, WITHIN_S, "PUBACKs")
+                everything = {(device, seq) for device in SHARED_DEVICES for seq in range(10)}
+                await eventually(lambda: set(readers[0].acked + readers[2].acked) == everything,
+                                 WITHIN_S, "every message acknowledged by instance 0 or 2")
+            # Instance 1's partitions moved (each to one of the others, whichever registered
+            # first), each announced before its first message; its unacknowledged messages
+            # came again, before the newer ones and in order.
+            moved = (readers[0].subscriber.reading | readers[2].subscriber.reading)
+            assert moved == home[0] | home[1] | home[2]
+            assert len(readers[0].takeovers) + len(readers[2].takeovers) == 4 + len(home[1])
+            assert set(readers[1].held) <= set(readers[0].acked + readers[2].acked)
+            for device in by_reader[1]:
+                seqs = [seq for r in (readers[0], readers[2]) for d, seq in r.acked
+                        if d == device]
+                assert seqs == list(range(10)), device
+            for stack in stacks:
+                await stack.aclose()
+    finally:
+        for stack in stacks:
+            await stack.aclose()
