@@ -21,9 +21,11 @@ import pytest
 
 from rules.alert import AlertStatus, Notification, fingerprint
 from rules.alertbook import AlertBook
+from rules.silences import Matcher
 from siaga_core.errors import ConfigurationError
 from tests.rules.books import (
     FLOOD,
+    HOUR,
     MAX_AGE,
     MINUTE,
     REPEAT,
@@ -127,6 +129,21 @@ def test_two_instances_running_the_repeats_at_once_send_each_repeat_once(
     repeats = Counter(told.labels["device_id"] for told in sent.notifications
                       if told.reason == "repeat")
     assert repeats == dict.fromkeys(devices, RACES)
+
+
+def test_two_instances_refreshing_after_a_silence_ends_tell_each_withheld_alert_once(
+    instances: tuple[AlertBook, AlertBook], sent: Sent
+) -> None:
+    first, second = instances
+    for number in range(RACES):
+        device = f"pos-{number:02d}"
+        silence = first.add_silence([Matcher("device_id", device)], T0, T0 + HOUR, "budi")
+        assert second.apply(fire(T0, device=device)) is None  # withheld: silenced
+        first.expire_silence(silence.id)
+        one, two = together(first.refresh_after_silence_change,
+                            second.refresh_after_silence_change)
+        assert [told.labels["device_id"] for told in [*one, *two]] == [device]
+    assert sent.reasons() == ["new"] * RACES
 
 
 def test_restore_of_subjects_gives_only_their_pending_and_firing_alerts(
