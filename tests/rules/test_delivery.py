@@ -2,7 +2,8 @@
 
 Why one module of some 480 lines: every test here stands on the same rig (a manual clock, a
 seeded rng, receivers that hold or refuse their answer), and each delivery rule (order,
-retries, Retry-After, max age, restarts, routes) is read against the same rig.
+retries, Retry-After, max age, restarts, routes) is read against the same rig. Every test
+runs on both outboxes: SQLite, and a fresh database on the session's PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,6 +33,8 @@ from rules.routing import Receiver, Route, Router
 from rules.webhook import build_body
 from tests.polling import eventually
 from tests.receiver import Answer, RecordingReceiver
+from tests.rules.test_outbox import OutboxPlace
+from tests.rules.test_outbox import place as place  # the fixture, over both backends
 
 EXTERNAL_URL = "https://siaga.example"
 # Retries within a fraction of a second; a long idle interval, so a delivery that arrives
@@ -110,13 +112,13 @@ class Siaga:
 
 
 @pytest.fixture
-def wire(tmp_path: Path) -> Iterator[Callable[..., Siaga]]:
+def wire(place: OutboxPlace) -> Iterator[Callable[..., Siaga]]:
     opened: list[Outbox] = []
 
     def make(router: Router, *, policy: DeliveryPolicy = FAST,
              clock: Callable[[], int] = time.time_ns,
              enqueue_clock: Callable[[], int] | None = None) -> Siaga:
-        outbox = Outbox(tmp_path / "outbox.sqlite", clock)
+        outbox = place.open(clock)
         opened.append(outbox)
         # A seeded jitter: a run that fails can be run again the same way.
         deliverer = Deliverer(outbox, router, clock_ns=clock, policy=policy,
@@ -417,6 +419,27 @@ async def test_an_attempt_in_flight_at_shutdown_is_sent_again_after_restart(
     async with delivering(after):
         await eventually(lambda: after.outbox.pending_count() == 0, what="nothing pending")
     assert [r.delivery for r in held.requests] == [delivery_id, delivery_id]
+
+
+async def test_an_attempt_that_outlives_its_lease_is_not_sent_twice_by_its_own_deliverer(
+    wire: Callable[..., Siaga], held: HeldReceiver
+) -> None:
+    clock = ManualClock()
+    siaga = wire(one_route(Receiver(name="bpbd", url=held.url)), clock=clock)
+    lease_ns = (10 + FAST.lease_margin_s) * SECOND_NS  # the receiver's default timeout
+    async with delivering(siaga):
+        (delivery_id,) = siaga.dispatch(flood())
+        await eventually(lambda: len(held.requests) == 1, what="the attempt arriving")
+        clock.advance_to(clock() + HOUR_NS)  # far past the lease, the answer still held
+        siaga.deliverer.wake()
+        # Claimed again, by itself: no other instance may send it meanwhile ...
+        await eventually(lambda: siaga.delivery(delivery_id).claimed_until_ns
+                         == clock() + lease_ns, what="the claim renewed")
+        assert len(held.requests) == 1  # ... and it is not sent a second time
+        held.release.set()
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="delivered")
+    assert [r.delivery for r in held.requests] == [delivery_id]
+    assert siaga.outbox.counts_by_outcome()["delivered"] == 1
 
 
 async def test_routes_send_each_alert_to_the_receivers_its_labels_match(

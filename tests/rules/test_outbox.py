@@ -18,6 +18,7 @@ import pytest
 
 from rules.delivery import DeliveryPolicy
 from rules.outbox import Outbox
+from rules.routing import Receiver
 from siaga.sandbox.postgres import PostgreSQL
 from siaga_core.errors import ConfigurationError
 
@@ -357,6 +358,16 @@ def test_backoff_doubles_from_the_initial_wait_up_to_the_cap_with_full_jitter() 
 def test_a_policy_needs_room_for_one_attempt() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         DeliveryPolicy(concurrency=0)
+    with pytest.raises(ValueError, match="lease_margin_s"):
+        DeliveryPolicy(lease_margin_s=0)
+
+
+def test_a_lease_covers_one_attempt_to_the_slowest_receiver_and_the_margin() -> None:
+    policy = DeliveryPolicy(lease_margin_s=10.0)
+    receivers = [Receiver(name="a", url="http://127.0.0.1:9/", timeout_s=5.0),
+                 Receiver(name="b", url="http://127.0.0.1:9/", timeout_s=25.0)]
+    assert policy.lease_ns(receivers) == 35 * SECOND
+    assert policy.lease_ns([]) == 10 * SECOND
 
 
 def test_hurry_makes_a_receivers_waiting_deliveries_due_now(outbox: Outbox) -> None:
