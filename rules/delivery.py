@@ -51,6 +51,9 @@ class DeliveryPolicy:
     # short, and another instance sends again what is still in flight (a duplicate the
     # receiver drops by its id); too long, and a dead instance's claims wait that long.
     lease_margin_s: float = 10.0
+    # The outbox could not be read or written (a full disk, a locked file, PostgreSQL away):
+    # deliveries wait in it, and the deliverer looks again this soon.
+    store_retry_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -107,6 +110,7 @@ class Deliverer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._pruned_ns: int | None = None
+        self._store_failing = False
 
     def wake(self) -> None:
         """Something was enqueued: look now. Safe to call from any thread."""
@@ -121,9 +125,17 @@ class Deliverer:
                 group.create_task(self._wake_on(stop))
                 while not stop.is_set():
                     self._wakeup.clear()
-                    await self._start_due(session, group)
-                    await self._maybe_prune()
-                    await self._sleep()
+                    try:
+                        await self._start_due(session, group)
+                        await self._maybe_prune()
+                        timeout = await self._until_next()
+                        self._store_works()
+                    except StorageError as exc:
+                        # Claiming writes, so a full disk or a database away is met here:
+                        # it must not end delivery, only pause it.
+                        self._store_fails(exc)
+                        timeout = self._policy.store_retry_s
+                    await self._sleep(timeout)
                 await self._drain()
         finally:
             self._loop = None
@@ -145,17 +157,32 @@ class Deliverer:
                 continue
             self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
 
-    async def _sleep(self) -> None:
+    async def _until_next(self) -> float:
+        """Seconds until the outbox next needs a look (a free slot and something due)."""
         timeout = self._policy.idle_s
         if len(self._in_flight) < self._policy.concurrency:
             next_ns = await asyncio.to_thread(self._outbox.next_due_ns, self._clock_ns())
             if next_ns is not None:
                 wait_s = (next_ns - self._clock_ns()) / _NS_PER_S
                 timeout = min(self._policy.idle_s, max(0.0, wait_s))
+        return timeout
+
+    def _store_fails(self, exc: StorageError) -> None:
+        if not self._store_failing:  # once per outage, not once per look
+            log.error("the outbox cannot be used, deliveries wait: %s (trying again every"
+                      " %gs)", exc, self._policy.store_retry_s)
+        self._store_failing = True
+
+    def _store_works(self) -> None:
+        if self._store_failing:
+            log.warning("the outbox works again; delivering")
+        self._store_failing = False
+
+    async def _sleep(self, seconds: float) -> None:
         # Woken early by wake(), by a finished attempt (its alert's next delivery may be
         # due) and by stop.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self._wakeup.wait()
 
     async def _drain(self) -> None:

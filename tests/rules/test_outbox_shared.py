@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
+import psycopg
 import pytest
 from aiohttp import web
 
@@ -198,6 +199,28 @@ async def test_one_alerts_news_reach_a_receiver_in_order_across_two_deliverers(
                         for r in server.delivered())
     assert delivered == Counter({(f"fp{i}", n): 1 for i in range(6) for n in range(5)})
     assert sum(1 for r in server.requests if r.status == 503) == 15
+
+
+async def test_an_outbox_that_cannot_be_used_pauses_delivery_without_ending_it(
+    shared: OutboxPlace, server: RecordingReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The table renamed away from under the deliverer: every claim fails, as with
+    # PostgreSQL away or a full disk, and works again once it is back.
+    policy = DeliveryPolicy(backoff_initial_s=0.02, idle_s=30.0, drain_s=0.1,
+                            store_retry_s=0.05)
+    assert shared.database_url is not None
+    with shared.open(owner="siaga-a") as a:
+        delivery_id = a.enqueue("bpbd", "fp1", body("fp1", 0), time.time_ns())
+        with psycopg.connect(shared.database_url, autocommit=True) as admin:
+            admin.execute("ALTER TABLE deliveries RENAME TO deliveries_away")
+            async with running(deliverer(a, server, policy=policy)):
+                await eventually(lambda: "the outbox cannot be used" in caplog.text,
+                                 what="the failing claim reported")
+                admin.execute("ALTER TABLE deliveries_away RENAME TO deliveries")
+                await eventually(lambda: a.pending_count() == 0, what="delivered once back")
+    assert [r.delivery for r in server.requests] == [delivery_id]
+    assert caplog.text.count("the outbox cannot be used") == 1  # once per outage
+    assert "the outbox works again" in caplog.text
 
 
 async def test_one_sqlite_instance_delivers_as_before_and_leaves_no_claim(
