@@ -299,12 +299,15 @@ def test_claims_found_in_a_sqlite_file_at_open_are_a_dead_runs_and_given_back(
         assert claimed(after) == [pending]  # at once, not at the end of the lease
 
 
-def test_a_postgresql_outbox_opens_at_its_one_schema_version(place: OutboxPlace) -> None:
-    if place.database_url is None:
-        pytest.skip("PostgreSQL's schema table")
-    with place.open() as first, place.open() as second:  # the second finds it made
-        assert (first.schema_version, second.schema_version) == (1, 1)
-        assert first.describe().startswith("PostgreSQL 127.0.0.1:")
+def test_a_postgresql_outbox_opens_at_its_one_schema_version(
+    postgres: PostgreSQL, tmp_path: Path
+) -> None:
+    with fresh_database(postgres) as url:
+        place = OutboxPlace(tmp_path / "unused.sqlite", url)
+        with place.open() as first, place.open() as second:  # the second finds it made
+            assert (first.schema_version, second.schema_version) == (1, 1)
+            assert first.describe().startswith("PostgreSQL ")
+    assert not (tmp_path / "unused.sqlite").exists()
 
 
 def test_a_malformed_database_url_is_a_configuration_error_naming_the_setting(
