@@ -230,6 +230,19 @@ class AlertBook:
             rows = tables.rows(open_) if subjects is None else tables.rows_of(subjects, open_)
         return [row.alert for row in rows]
 
+    def last_judged(self, device_ids: Collection[str], rules: Collection[str]
+                    ) -> dict[str, int]:
+        """Per device, the event time of the newest of its readings that changed one of its
+        alerts of `rules` (`evaluated_at`): the rules judging the device's own readings
+        (`RuleEngine.judging_rules`), not the wall-clock checks nor another device's rules
+        that name it. For an instance taking over the device's partition: readings up to
+        then were judged by the one before (`RuleEngine.reload`).
+        """
+        if not device_ids or not rules:
+            return {}
+        with self._tables() as tables:
+            return tables.last_judged(device_ids, rules)
+
     def due_repeats(self, now_ns: int | None = None) -> list[Notification]:
         """Reminders of firing alerts told but unacknowledged for `repeat_interval`."""
         now = self._now(now_ns)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -48,12 +48,16 @@ from rules.delivery import Deliverer
 from rules.dispatch import Dispatcher
 from rules.engine import RuleEngine
 from rules.forwarding import Forwarder
-from rules.offline import DeviceTracker, OfflineChecker
+from rules.offline import AREA_OFFLINE, DEVICE_OFFLINE, DeviceTracker, OfflineChecker
 from rules.outbox import Outbox
 from rules.routing import Router
+from rules.seenboard import Heard, SeenBoard
 from siaga_core.durations import to_ns
 from siaga_core.errors import StorageError
 from siaga_core.histogram import Histogram, Snapshot
+
+if TYPE_CHECKING:
+    from siaga_core.leader import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,21 @@ STORAGE_SUBJECT: Final = "storage"
 STORAGE_SEVERITY: Final = Severity.CRITICAL
 ONLINE: Final = "online"
 OFFLINE: Final = "offline"
+SHARE_SEEN_S = 2  # what this instance heard reaches the leader's offline checks this late
+# The rules a cluster's leader runs for the whole city: their alerts are the leader's.
+LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE})
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Several instances sharing the work (issue 18): where their shared state lives.
+
+    The alert book, the outbox, the board of devices heard and the leader's lock are in
+    the PostgreSQL at `database_url`; `instance` names this one (delivery claims, logs).
+    """
+
+    database_url: str
+    instance: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +114,14 @@ class Alerting:
                  clock_ns: Callable[[], int] = time.time_ns,
                  plate_labels: PlateLabels | None = None,
                  alertmanagers: Sequence[AlertmanagerSettings] = (),
+                 cluster: Cluster | None = None,
                  ) -> None:
         """`plate_labels`: a listed plate -> its watch-list row's labels (agency, reason),
         for WatchlistVehicleSeen; without it the alert names the plate alone.
-        `alertmanagers`: Prometheus Alertmanagers told of every alert besides the webhooks."""
+        `alertmanagers`: Prometheus Alertmanagers told of every alert besides the webhooks.
+        `cluster`: this instance is one of several (their shared PostgreSQL): the city-wide
+        checks run on the leader only, and a device's state is taken from the shared book
+        whenever its partition may have moved here (`ownership_changed`)."""
         self.rules_file = rules_file
         self.registry = registry
         self._data_dir = data_dir
@@ -120,19 +143,30 @@ class Alerting:
                                    rules_file.alerting.utc_offset)
         self.cameras = CameraRules(rules_file.cameras, registry, rules_file.rules, self.citizens,
                                    rules_file.alerting.utc_offset, plate_labels)
+        self.cluster = cluster
+        self.leadership: Leadership | None = None
+        # Ownership epochs: a device's state is taken from the book again at its first
+        # reading after each possible move of partitions (cluster only).
+        self._epoch = 1
+        self._loaded: dict[str, int] = {}  # device id -> the epoch its state was loaded in
+        self._shared: dict[str, int] = {}  # device id -> the wall ns the board last got
+        self._statuses_heard: dict[str, tuple[bool, int]] = {}  # since the last publish
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Alerting:
         alerting = self.rules_file.alerting
-        self.outbox = self._stack.enter_context(Outbox(self._data_dir / "outbox.sqlite",
-                                                       clock_ns=self._clock_ns))
+        cluster = self.cluster
+        shared = None if cluster is None else cluster.database_url
+        self.outbox = self._stack.enter_context(Outbox(
+            self._data_dir / "outbox.sqlite", clock_ns=self._clock_ns, database_url=shared,
+            owner=None if cluster is None else cluster.instance))
         router = Router(self.rules_file.receivers, self.rules_file.routes, self._webhook_url)
         self.deliverer = Deliverer(self.outbox, router, clock_ns=self._clock_ns)
         self.dispatcher = Dispatcher(router, self.outbox, self.deliverer.wake,
                                      self._external_url, clock_ns=self._clock_ns)
         # The book hands each notification to the dispatcher before it commits "told".
         self.book = self._stack.enter_context(AlertBook(
-            self._data_dir / "alerts.sqlite",
+            self._data_dir / "alerts.sqlite", database_url=shared,
             page_max_age_ns=to_ns(alerting.page_max_age),
             repeat_interval_ns=to_ns(alerting.repeat_interval), clock_ns=self._clock_ns,
             send=self.dispatcher.dispatch))
@@ -141,6 +175,13 @@ class Alerting:
                            for settings in self._alertmanagers]
         self.checker = OfflineChecker(self.rules_file.offline, self.registry, self.tracker,
                                       alerting.utc_offset)
+        if self.cluster is not None:
+            # Like the board's, the leader's psycopg is loaded only by a cluster's instance.
+            from siaga_core.leader import Leadership
+
+            self.board = self._stack.enter_context(SeenBoard(self.cluster.database_url))
+            self.leadership = Leadership(self.cluster.database_url, "alerting",
+                                         self._leading_changed)
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
         for transition in self.engine.restore(self.book.restore()):
             self._apply(transition)
@@ -165,6 +206,8 @@ class Alerting:
     def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
                 received_ns: int) -> None:
         seen, latest, tracker, changed = self.devices_seen, self.latest, self.tracker, self.changed
+        if self.cluster is not None:
+            self._take_over(readings, statuses)
         for status in statuses:
             tracker.status(status.device_id, status.online, status.received_ns)
             seen[status.device_id] = status.received_ns
@@ -192,6 +235,26 @@ class Alerting:
                 elif device_id in self.cameras.gauge_cameras:  # corroboration may change
                     self._camera_signals(self.cameras.rejudge(
                         self.cameras.gauge_cameras[device_id], self.engine.current, latest))
+
+    def ownership_changed(self) -> None:
+        """Partitions may have moved to this instance (the AMQP input says when): each
+        device's state is taken from the shared book again before its next reading."""
+        self._epoch += 1
+
+    def _take_over(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate]) -> None:
+        for status in statuses:  # for the board: the leader judges silence city-wide
+            self._statuses_heard[status.device_id] = (status.online, status.received_ns)
+        epoch, loaded = self._epoch, self._loaded
+        stale = {r.device_id for r in readings if loaded.get(r.device_id) != epoch}
+        stale.update(s.device_id for s in statuses if loaded.get(s.device_id) != epoch)
+        if not stale:
+            return
+        # Two reads, not one transaction: the device's previous owner is gone or no longer
+        # reads it (its partition came here), so nobody judges its readings in between.
+        self.engine.reload(stale, self.book.restore(self.engine.subjects_of(stale)),
+                           self.book.last_judged(stale, self.engine.judging_rules(stale)))
+        for device_id in stale:
+            loaded[device_id] = epoch
 
     def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
         """Judge cameras' detections (the events channel): ViolationHotspot and
@@ -421,32 +484,84 @@ class Alerting:
         scheduler.add_job(self._prune, "interval", hours=PRUNE_EVERY_H, id="prune")
         scheduler.add_job(self._check_citizens, "interval", seconds=CITIZENS_CHECK_S,
                           id="citizens")
+        if self.cluster is not None:
+            scheduler.add_job(self._share_seen, "interval", seconds=SHARE_SEEN_S, id="share")
         scheduler.start()
         try:
             # Each Alertmanager on its own: one that hangs delays neither webhooks nor others.
             async with asyncio.TaskGroup() as group:
                 for forwarder in self.forwarders:
                     group.create_task(forwarder.run(stop))
+                if self.leadership is not None:
+                    group.create_task(self.leadership.run(stop))
                 await self.deliverer.run(stop)
         finally:
             scheduler.shutdown(wait=False)
 
+    @property
+    def leading(self) -> bool:
+        """Whether this instance runs the city-wide checks: always, unless in a cluster."""
+        return self.leadership is None or self.leadership.leading
+
+    def _leading_changed(self, leading: bool) -> None:
+        if leading:  # the alerts a previous leader raised are this one's to carry on
+            self.engine.reload_rules(LEADER_RULES, self.book.restore())
+
+    async def _share_seen(self) -> None:
+        heard: dict[str, Heard] = {}
+        shared = self._shared
+        for device_id, seen_ns in self.devices_seen.items():
+            if shared.get(device_id) != seen_ns:
+                heard[device_id] = Heard(seen_ns)
+        statuses, self._statuses_heard = self._statuses_heard, {}
+        for device_id, status in statuses.items():
+            heard[device_id] = Heard(heard.get(device_id, Heard()).seen_ns, status)
+        try:
+            await asyncio.to_thread(self.board.publish, heard)
+        except StorageError:
+            log.exception("could not share the devices heard; trying again")
+            self._statuses_heard = {**statuses, **self._statuses_heard}
+            return
+        for device_id, found in heard.items():
+            if found.seen_ns is not None:
+                shared[device_id] = found.seen_ns
+
+    def _hear_board(self) -> None:
+        """What every instance heard, into this (the leader's) tracker."""
+        tracker = self.tracker
+        for device_id, heard in self.board.read().items():
+            last = tracker.last_seen(device_id)
+            if heard.seen_ns is not None and (last is None or heard.seen_ns > last):
+                tracker.seen(device_id, heard.seen_ns)
+                self.devices_seen[device_id] = heard.seen_ns
+            if heard.status is not None and heard.status[1] >= (heard.seen_ns or 0):
+                tracker.status(device_id, heard.status[0], heard.status[1])
+
     async def _check_offline(self) -> None:
+        if not self.leading:
+            return
+        if self.cluster is not None:
+            self._hear_board()
         for signal in self.checker.check(self._clock_ns()):
             transition = self.engine.signal(signal, self.checker.resolution)
             if transition is not None:
                 self._apply(transition)
 
     async def _check_citizens(self) -> None:
-        self.check_flood_reports()
+        if self.leading:
+            self.check_flood_reports()
 
     async def _repeat(self) -> None:
-        self.book.due_repeats(self._clock_ns())  # the book dispatches what is due
+        if self.leading:
+            self.book.due_repeats(self._clock_ns())  # the book dispatches what is due
 
     async def _silences(self) -> None:
-        self.book.refresh_after_silence_change(self._clock_ns())
+        if self.leading:
+            self.book.refresh_after_silence_change(self._clock_ns())
 
     async def _prune(self) -> None:
+        if not self.leading:
+            return
         keep = timedelta(days=self.rules_file.alerting.history_days)
         try:
             self.book.prune(self._clock_ns() - to_ns(keep))

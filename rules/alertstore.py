@@ -338,6 +338,20 @@ class AlertTables:
         found.sort(key=lambda row: row.alert.starts_at_ns, reverse=True)
         return found
 
+    def last_judged(self, subjects: Collection[str], rules: Collection[str]) -> dict[str, int]:
+        """Per subject, the newest `evaluated_at` of its alerts of `rules` (non-empty), in
+        any status; subjects with none are left out."""
+        chosen = sorted(set(subjects))
+        found: dict[str, int] = {}
+        for start in range(0, len(chosen), _SUBJECTS_PER_QUERY):
+            chunk = chosen[start:start + _SUBJECTS_PER_QUERY]
+            query = (f"SELECT subject, MAX(evaluated_at) FROM alerts WHERE subject IN"
+                     f" ({_marks(len(chunk))}) AND rule IN ({_marks(len(rules))})"
+                     " GROUP BY subject")
+            rows = self._tx.execute(query, [*chunk, *rules])
+            found.update((subject, int(at_ns)) for subject, at_ns in rows)
+        return found
+
     def resolved_since(self, since_ns: int, limit: int) -> list[AlertRow]:
         """Resolved alerts whose episode ended at or after `since_ns`, latest end first."""
         query = (f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = ? AND ends_at >= ?"

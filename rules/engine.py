@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 
 from devices.readings import Reading
@@ -85,6 +85,68 @@ class RuleEngine:
                 "summary": gone, "description": f"{gone}, so nothing would resolve it."}))
         self._memories.clear()  # memories seeded before would not know these alerts
         return orphans
+
+    def subjects_of(self, device_ids: Iterable[str]) -> set[str]:
+        """The subjects the rules judging these devices raise alerts on: the devices, and
+        others a rule names (the gauge downstream of one, for a flood wave)."""
+        subjects: set[str] = set()
+        for device_id in device_ids:
+            subjects.add(device_id)
+            for condition in self._by_device.get(device_id, ()):
+                subjects.update(condition.subjects(device_id))
+        return subjects
+
+    def judging_rules(self, device_ids: Iterable[str]) -> set[str]:
+        """The rules that judge these devices' readings and raise alerts on the devices
+        themselves (not a flood wave's, whose alerts are on the gauges downstream)."""
+        return {condition.name for device_id in device_ids
+                for condition in self._by_device.get(device_id, ())
+                if device_id in condition.subjects(device_id)}
+
+    def reload(self, device_ids: Collection[str], alerts: Iterable[Alert],
+               judged: Mapping[str, int]) -> None:
+        """Take these devices' state from the alert book again: another instance may have
+        judged them since this one last did (a partition moved, issue 18).
+
+        `alerts` are the book's open alerts on `subjects_of(device_ids)`; `judged` is, per
+        device, the event time of the latest of its readings that changed an alert (the
+        book's newest `evaluated_at` on it). What the engine held on those subjects is
+        dropped, and so are the devices' memories: their windows start again from the
+        readings that follow, as after a restart. A reading no newer than `judged` is late:
+        the broker hands the new owner the readings the old one took but did not
+        acknowledge, and those up to its last change were judged already; judging them
+        again against the newer state would page their changes a second time. The ones
+        after it changed nothing, so judging them again changes nothing either.
+        """
+        subjects = self.subjects_of(device_ids)
+        for key in [key for key in self._alerts if key[1] in subjects]:
+            del self._alerts[key]
+            self._notes.pop(key, None)
+        for device_id in device_ids:
+            at_ns = judged.get(device_id)
+            if at_ns is None:
+                self._latest_ns.pop(device_id, None)
+            else:
+                self._latest_ns[device_id] = at_ns
+            for condition in self._by_device.get(device_id, ()):
+                self._memories.pop((condition.name, device_id), None)
+        self._seed(alerts, subjects)
+
+    def reload_rules(self, rules: Collection[str], alerts: Iterable[Alert]) -> None:
+        """Take the open alerts of `rules` from the book again (this instance now runs the
+        rules city-wide checks raise, e.g. DeviceOffline, as the cluster's leader)."""
+        for key in [key for key in self._alerts if key[0] in rules]:
+            del self._alerts[key]
+            self._notes.pop(key, None)
+        self._seed((alert for alert in alerts if alert.rule in rules), None)
+
+    def _seed(self, alerts: Iterable[Alert], subjects: Collection[str] | None) -> None:
+        known = set(self._timings) | set(BUILTIN_ALERTS)
+        for alert in alerts:
+            if alert.status is AlertStatus.RESOLVED or alert.rule not in known:
+                continue
+            if subjects is None or alert.subject in subjects:
+                self._alerts[(alert.rule, alert.subject)] = alert
 
     def current(self, rule: str, subject: str) -> Alert | None:
         """The open (pending or firing) alert of `rule` on `subject`, if there is one."""

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -28,7 +29,7 @@ from ingest.storage import Storage, StorageStats
 from ingest.subscriber import Subscriber
 from ingest.watchlist import Watchlist
 from reports.book import ReportBook
-from rules.alerting import Alerting
+from rules.alerting import Alerting, Cluster
 from rules.config import RulesFile, load_rules
 from siaga.api.context import ApiContext
 from siaga.api.server import serve_api
@@ -102,7 +103,7 @@ class Service:
                 external_url=self._external_url(),
                 clock_ns=self.clock_ns,
                 plate_labels=None if watchlist is None else watchlist.labels_of,
-                alertmanagers=settings.alertmanagers))
+                alertmanagers=settings.alertmanagers, cluster=self._cluster()))
             self.alerting = alerting
             book = stack.enter_context(ReportBook.open(settings.reports, data_dir,
                                                        clock_ns=self.clock_ns))
@@ -123,7 +124,8 @@ class Service:
                 self._api_context(alerting, dead_letters, desk), settings.http.host,
                 settings.http.port, extend=partial(mount, console)))
             subscriber = await stack.enter_async_context(
-                self._make_subscriber(alerting.broker_connection_changed))
+                self._make_subscriber(alerting.broker_connection_changed,
+                                      alerting.ownership_changed))
             self._subscriber = subscriber
             decoder = Decoder(self.registry, topics,
                               unknown_devices=settings.ingest.unknown_devices,
@@ -150,6 +152,7 @@ class Service:
             log.info("Siaga ingest stopped: %s", self.snapshot())
 
     def _make_subscriber(self, on_connection: Callable[[bool], None],
+                         on_takeover: Callable[[], None],
                          ) -> contextlib.AbstractAsyncContextManager[Subscriber | AmqpSubscriber]:
         """The input `ingest.input` names: the MQTT broker, or RabbitMQ's partitions.
 
@@ -159,8 +162,9 @@ class Service:
         """
         settings = self.settings
         if settings.ingest.input == "amqp":
+            # A partition that may have moved here: its devices' state comes from the book.
             return AmqpSubscriber(settings.amqp, self._subscriptions, self.clock_ns,
-                                  on_connection=on_connection)
+                                  on_connection=on_connection, on_takeover=on_takeover)
         return Subscriber(settings.mqtt, self._subscriptions, self.clock_ns,
                           on_connection=on_connection)
 
@@ -171,6 +175,14 @@ class Service:
             return (f"AMQP {amqp.name} ({amqp.partitions} partitions) on "
                     f"{', '.join(redact_userinfo(url) for url in amqp.urls)}")
         return f"MQTT {settings.mqtt.host}:{settings.mqtt.port}"
+
+    def _cluster(self) -> Cluster | None:
+        """One of several instances when the alert book is a shared PostgreSQL (issue 18)."""
+        url = self.settings.alerting.database_url
+        if url is None:
+            return None
+        # The name a delivery claim carries: unique per process, readable in the database.
+        return Cluster(url.get_secret_value(), f"{socket.gethostname()}:{os.getpid()}")
 
     async def _mark_ready(self, subscriber: Subscriber | AmqpSubscriber,
                           stop: asyncio.Event) -> None:

@@ -64,6 +64,14 @@ class ConsoleSettings(Section):
     values_every_s: float = Field(default=10.0, gt=0)  # how often latest readings are pushed
 
 
+class AlertingSettings(Section):
+    """Where the alert book and the outbox live (issue 18)."""
+
+    # Empty: SQLite files in data_dir (one instance). postgresql://...: shared by several
+    # instances, which then also elect a leader there for the city-wide checks.
+    database_url: SecretStr | None = None
+
+
 class Settings(Section):
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
@@ -74,6 +82,7 @@ class Settings(Section):
     http: HttpSettings = HttpSettings()
     broker: BrokerSettings = BrokerSettings()
     reports: ReportsSettings = ReportsSettings()
+    alerting: AlertingSettings = AlertingSettings()
     console: ConsoleSettings = ConsoleSettings()
     cameras: CameraSettings = CameraSettings()
     # Frigate NVRs publishing on the same broker (off unless enabled, with its cameras mapped).
@@ -145,6 +154,7 @@ ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
     "SIAGA_DATA_DIR": (("data_dir",), Path),
     "SIAGA_WEBHOOK_URL": (("webhook_url",), str),
     "SIAGA_REPORTS_DATABASE_URL": (("reports", "database_url"), SecretStr),
+    "SIAGA_ALERTING_DATABASE_URL": (("alerting", "database_url"), SecretStr),
     "SIAGA_CONSOLE_TILE_URL": (("console", "tile_url"), str),
 }
 # Variables that add an entry to a list rather than set a field: variable -> (list, field).

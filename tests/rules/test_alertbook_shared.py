@@ -189,3 +189,19 @@ def test_a_malformed_database_url_names_the_setting_and_never_the_password(
     assert "alerting.database_url" in str(raised.value)
     assert "hunter2" not in str(raised.value) and "hunt%zzer2" not in str(raised.value)
     assert not (tmp_path / "alerts.db").exists()  # nor did it fall back on SQLite
+
+
+def test_last_judged_is_the_newest_change_of_a_devices_own_rules_in_any_status(
+    book_place: BookPlace, clock: Clock
+) -> None:
+    with book_place.open(clock) as book:
+        book.apply(fire(T0, device="depok"))
+        book.apply(fire(T0 + 2 * MINUTE, device="manggarai"))
+        # Manggarai's alert ended at minute 5: a resolved alert still says how far it got.
+        book.apply(move("resolved", flood(AlertStatus.RESOLVED, at=T0 + 5 * MINUTE),
+                        AlertStatus.FIRING))
+        assert book.last_judged(["manggarai", "depok", "bogor"], {"FloodLevel"}) == {
+            "manggarai": T0 + 5 * MINUTE, "depok": T0}
+        # Other rules' alerts (a wall-clock check's, a neighbour's) do not count.
+        assert book.last_judged(["manggarai"], {"DeviceOffline"}) == {}
+        assert book.last_judged([], {"FloodLevel"}) == {}
