@@ -8,12 +8,18 @@ its MQTT input; a first measurement, not yet a group of `python -m bench` (no pe
 commit recorded: note it beside the figure).
 
     .venv/bin/python -m bench.amqpdrain --broker amqp|mosquitto --batch 1|100 --readings N
+
+`--input-only` (AMQP) measures the input alone, in this process: `ingest.amqp`'s subscriber
+takes and acknowledges every message as the pipeline would once durable, with no decoding
+or storage; the rate is from the first message taken to the last, with the process's CPU
+seconds over that span. `--profile FILE` writes cProfile's stats of that drain.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import random
@@ -34,7 +40,8 @@ from bench.bed import broker_config, prime_session
 from bench.influxdb import Influx
 from bench.procs import cpu_percent, usage
 from devices.topics import TopicScheme
-from ingest.amqp import declare_partitions
+from ingest.amqp import AmqpSubscriber, declare_partitions
+from ingest.settings import AmqpSettings
 from siaga.sandbox.influxdb import InfluxDB1
 from siaga.sandbox.mosquitto import Mosquitto
 from siaga.sandbox.ports import free_port
@@ -42,6 +49,7 @@ from siaga.sandbox.rabbitmq import USER, RabbitCluster
 from simulators.load import _stream, synthetic_devices, write_catalog
 
 DEVICES = 100
+LINGER_S = 0.05  # ingest.linger_s's default: how long --input-only lets a batch gather
 
 
 def messages(prefix: str, readings: int, batch: int) -> list[tuple[str, bytes]]:
@@ -123,6 +131,33 @@ def drain(config: dict[str, object], workdir: Path, influx: Influx, database: st
             "peak_rss_mb": max(s[2].peak_rss_mb for s in samples if s[2] is not None)}
 
 
+async def drain_input(settings: AmqpSettings, topics: list[str], expected: int,
+                      ) -> dict[str, float]:
+    """Take and acknowledge `expected` messages from the partitions; the rate and CPU."""
+    # The first take's messages arrived before the clock started: they are not counted.
+    taken, first_taken, first_s, first_cpu = 0, 0, 0.0, 0.0
+    async with AmqpSubscriber(settings, topics, time.time_ns) as subscriber:
+        started = time.monotonic()
+        while taken < expected and time.monotonic() - started < 600:
+            await subscriber.wait(0.5)
+            # As the pipeline does: let a batch gather (its linger_s), and acknowledge it
+            # whole; acknowledging every few messages costs the broker and us a frame each.
+            await asyncio.sleep(LINGER_S)
+            messages = subscriber.take(5000)
+            if messages and not taken:
+                first_s, first_cpu = time.monotonic(), time.process_time()
+                first_taken = len(messages)
+            taken += len(messages)
+            subscriber.ack(messages)
+        span, cpu_s = time.monotonic() - first_s, time.process_time() - first_cpu
+    rate = (taken - first_taken) / span if span > 0 else 0.0
+    # CPU per message says more than the rate on a shared machine, where the broker's
+    # nodes compete for the same cores.
+    return {"landed": taken, "expected": expected, "rate": rate,
+            "span_s": span, "cpu_percent": 100 * cpu_s / span if span > 0 else 0.0,
+            "cpu_us_per_msg": 1e6 * cpu_s / max(1, taken - first_taken)}
+
+
 def base_config(workdir: Path, influx: Influx, database: str, prefix: str, catalog: Path,
                 ) -> dict[str, object]:
     return {"mqtt": {"url": "mqtt://127.0.0.1:1", "client_id": "siaga-drain",
@@ -142,6 +177,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--prefetch", type=int, default=1000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/amqp-bench/work"))
+    parser.add_argument("--input-only", action="store_true",
+                        help="AMQP: drain the partitions with the subscriber alone (no storage)")
+    parser.add_argument("--profile", type=Path, help="with --input-only: cProfile stats here")
     args = parser.parse_args()
     workdir = args.workdir / f"{args.broker}-{args.batch}-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(parents=True)
@@ -171,11 +209,23 @@ def main() -> None:
                                                  replicas=args.nodes)
                 asyncio.run(declare())
                 fed_s = publish(cluster.mqtt_port(1), USER, cluster.password, backlog)
-                config["ingest"] = {**config["ingest"], "input": "amqp"}  # type: ignore[dict-item]
-                config["amqp"] = {"urls": [cluster.amqp_url(i) for i in range(1, args.nodes + 1)],
-                                  "name": name, "partitions": args.partitions,
-                                  "replicas": args.nodes, "prefetch": args.prefetch}
-                result = drain(config, workdir, influx, database, args.readings)
+                urls = [cluster.amqp_url(i) for i in range(1, args.nodes + 1)]
+                if args.input_only:
+                    settings = AmqpSettings(urls=urls, name=name, partitions=args.partitions,
+                                            replicas=args.nodes, prefetch=args.prefetch)
+                    profile = cProfile.Profile() if args.profile else None
+                    if profile is not None:
+                        profile.enable()
+                    result = asyncio.run(drain_input(
+                        settings, TopicScheme(prefix).subscriptions(), len(backlog)))
+                    if profile is not None and args.profile is not None:
+                        profile.disable()
+                        profile.dump_stats(args.profile)
+                else:
+                    config["ingest"] = {**config["ingest"], "input": "amqp"}  # type: ignore[dict-item]
+                    config["amqp"] = {"urls": urls, "name": name, "partitions": args.partitions,
+                                      "replicas": args.nodes, "prefetch": args.prefetch}
+                    result = drain(config, workdir, influx, database, args.readings)
     report: dict[str, object] = {**result, "broker": args.broker, "batch": args.batch,
                                  "nodes": args.nodes, "fed_msgs_per_s": len(backlog) / fed_s,
                                  "load_avg": os.getloadavg()}
