@@ -149,19 +149,16 @@ class Deliverer:
         if free <= 0:
             return
         claimed = await asyncio.to_thread(self._outbox.claim, self._clock_ns(), free,
-                                          self._lease_ns)
+                                          self._lease_ns, tuple(self._in_flight))
         for delivery in claimed:
-            if delivery.id in self._in_flight:
-                # An attempt of ours outlived its lease (stuck past the receiver's timeout):
-                # claimed again by us, so no other instance sends it meanwhile; not twice.
-                continue
             self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
 
     async def _until_next(self) -> float:
         """Seconds until the outbox next needs a look (a free slot and something due)."""
         timeout = self._policy.idle_s
         if len(self._in_flight) < self._policy.concurrency:
-            next_ns = await asyncio.to_thread(self._outbox.next_due_ns, self._clock_ns())
+            next_ns = await asyncio.to_thread(self._outbox.next_due_ns, self._clock_ns(),
+                                              tuple(self._in_flight))
             if next_ns is not None:
                 wait_s = (next_ns - self._clock_ns()) / _NS_PER_S
                 timeout = min(self._policy.idle_s, max(0.0, wait_s))

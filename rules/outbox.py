@@ -92,8 +92,8 @@ _HEADS = (
 # on `d` itself: PostgreSQL re-reads a row another instance changed meanwhile before it
 # locks it, and must then see that it was delivered in between.
 _DUE = (f"{_HEADS} WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
-        " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)"
-        " ORDER BY d.next_attempt_at, d.seq LIMIT ?")
+        " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)")
+_EARLIEST = " ORDER BY d.next_attempt_at, d.seq LIMIT ?"
 # A finish counts only while the delivery is pending and no other instance holds it: a
 # late finisher whose lease ran out and whose delivery another instance claimed since
 # changes nothing (that one's own attempt decides), so no outcome is counted twice.
@@ -215,19 +215,25 @@ class Outbox:
         self._backend.run(insert)
         return ids
 
-    def claim(self, now_ns: int, limit: int, lease_ns: int) -> list[Delivery]:
+    def claim(self, now_ns: int, limit: int, lease_ns: int, exclude: Collection[str] = ()
+              ) -> list[Delivery]:
         """Claim up to `limit` deliveries to attempt now, for `lease_ns`; earliest due first.
 
         Per (receiver, alert) only the oldest pending one, and none that a live lease
         holds (its alert's later deliveries wait behind it). Claimed in the same
         transaction that found them. On PostgreSQL the rows are locked with SKIP LOCKED: two
         instances claiming at once never take the same delivery, nor wait on each other.
+
+        `exclude` names this instance's attempts still in flight, left out as leased ones
+        are: a finishing attempt clears its claim a moment before its worker forgets it, and
+        an attempt stuck past its lease still holds its alert's place in line.
         """
         until = now_ns + lease_ns
 
         def take(tx: Tx) -> list[Delivery]:
             locking = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgresql" else ""
-            rows = tx.execute(_DUE + locking, (now_ns, now_ns, limit))
+            rows = tx.execute(_DUE + _not_in(exclude) + _EARLIEST + locking,
+                              (now_ns, now_ns, *exclude, limit))
             if rows:
                 tx.execute(f"UPDATE deliveries SET claimed_by = ?, claimed_until = ?"
                            f" WHERE seq IN ({_marks(len(rows))})",
@@ -248,10 +254,12 @@ class Outbox:
 
     def due(self, now_ns: int, limit: int) -> list[Delivery]:
         """What `claim` would take now, without claiming it (for operators and tests)."""
-        return [_delivery(row[1:]) for row in self._backend.read(_DUE, (now_ns, now_ns, limit))]
+        rows = self._backend.read(_DUE + _EARLIEST, (now_ns, now_ns, limit))
+        return [_delivery(row[1:]) for row in rows]
 
-    def next_due_ns(self, now_ns: int | None = None) -> int | None:
-        """When the next attempt is due, or None when nothing waits.
+    def next_due_ns(self, now_ns: int | None = None, exclude: Collection[str] = ()
+                    ) -> int | None:
+        """When the next attempt is due (outside `exclude`), or None when nothing waits.
 
         A head under a live lease counts as due when its lease runs out: if its claimer
         died, that is when another instance takes it over.
@@ -259,7 +267,7 @@ class Outbox:
         now = self._clock_ns() if now_ns is None else now_ns
         rows = self._backend.read(
             "SELECT MIN(CASE WHEN claimed_until > ? THEN claimed_until ELSE next_attempt_at END)"
-            f" FROM ({_HEADS}) AS h", (now,))
+            f" FROM ({_HEADS} WHERE TRUE{_not_in(exclude)}) AS h", (now, *exclude))
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def get(self, delivery_id: str) -> Delivery | None:
@@ -360,6 +368,10 @@ def _delivery(row: Sequence[Any]) -> Delivery:
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
+
+
+def _not_in(delivery_ids: Collection[str]) -> str:
+    return f" AND d.id NOT IN ({_marks(len(delivery_ids))})" if delivery_ids else ""
 
 
 def _count(tx: Tx, outcome: str, changed: int) -> None:

@@ -136,6 +136,22 @@ def test_claimed_deliveries_are_left_out_and_their_alert_waits(outbox: Outbox) -
     assert claimed(outbox) == []  # the second of fp1 waits behind its claimed head
 
 
+def test_this_instances_attempts_in_flight_are_left_out_and_their_alert_waits(
+    outbox: Outbox,
+) -> None:
+    # A claim that ran out under a stuck attempt, or that its attempt has just cleared: the
+    # instance still has the attempt in flight and names it.
+    in_flight = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    outbox.enqueue("bpbd", "fp1", b"2", NOW)
+    other = outbox.enqueue("bpbd", "fp2", b"3", NOW)
+    assert claimed(outbox, limit=1) == [in_flight]
+    outbox.mark_retry(in_flight, NOW, "503")  # due again at once, and unclaimed
+    assert outbox.next_due_ns(NOW, exclude=(in_flight,)) == NOW
+    assert [d.id for d in outbox.claim(NOW, 10, LEASE, exclude=(in_flight,))] == [other]
+    assert outbox.next_due_ns(NOW, exclude=(in_flight, other)) is None
+    assert claimed(outbox) == [in_flight]
+
+
 def test_a_claim_says_who_holds_the_delivery_and_until_when(place: OutboxPlace) -> None:
     with place.open(owner="siaga-a") as a:
         delivery_id = a.enqueue("bpbd", "fp1", b"1", NOW)
