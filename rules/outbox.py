@@ -154,8 +154,12 @@ class Outbox:
     """The table of deliveries, in SQLite (`path`) or a shared PostgreSQL (`database_url`).
 
     `owner` names this instance in its claims (default: `default_owner()`); two Outbox
-    objects sharing a database must have different owners. Blocking: call it through
-    `asyncio.to_thread`. Every database error leaves as a `StorageError`.
+    objects sharing a database must have different owners. `mark_delivered`, `mark_retry`
+    and `mark_dead` clear the claim, and act only while no other owner holds one: an
+    instance whose attempt outlived its lease, after another claimed the delivery, records
+    nothing (the other's attempt decides; the receiver may see the id twice). Unclaimed
+    deliveries may be finished by anyone. Blocking: call it through `asyncio.to_thread`.
+    Every database error leaves as a `StorageError`.
     """
 
     def __init__(self, path: Path, clock_ns: Callable[[], int] = time.time_ns, *,
