@@ -81,11 +81,10 @@ class Cluster:
     """Several instances sharing the work (issue 18): where their shared state lives.
 
     The alert book, the outbox, the board of devices heard and the leader's lock are in
-    the PostgreSQL at `database_url`; `instance` names this one (delivery claims, logs).
+    the PostgreSQL at `database_url`.
     """
 
     database_url: str
-    instance: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +157,7 @@ class Alerting:
         cluster = self.cluster
         shared = None if cluster is None else cluster.database_url
         self.outbox = self._stack.enter_context(Outbox(
-            self._data_dir / "outbox.sqlite", clock_ns=self._clock_ns, database_url=shared,
-            owner=None if cluster is None else cluster.instance))
+            self._data_dir / "outbox.sqlite", clock_ns=self._clock_ns, database_url=shared))
         router = Router(self.rules_file.receivers, self.rules_file.routes, self._webhook_url)
         self.deliverer = Deliverer(self.outbox, router, clock_ns=self._clock_ns)
         self.dispatcher = Dispatcher(router, self.outbox, self.deliverer.wake,

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -181,8 +180,7 @@ class Service:
         url = self.settings.alerting.database_url
         if url is None:
             return None
-        # The name a delivery claim carries: unique per process, readable in the database.
-        return Cluster(url.get_secret_value(), f"{socket.gethostname()}:{os.getpid()}")
+        return Cluster(url.get_secret_value())
 
     async def _mark_ready(self, subscriber: Subscriber | AmqpSubscriber,
                           stop: asyncio.Event) -> None:

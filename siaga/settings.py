@@ -143,6 +143,8 @@ class Settings(Section):
 ENVIRONMENT: Mapping[str, tuple[tuple[str, ...], type]] = {
     "SIAGA_MQTT_URL": (("mqtt", "url"), str),
     "SIAGA_AMQP_URL": (("amqp", "urls"), str),  # comma-separated nodes of one cluster
+    "SIAGA_AMQP_INSTANCE": (("amqp", "instance"), int),  # this one, counting from 0 ...
+    "SIAGA_AMQP_INSTANCES": (("amqp", "instances"), int),  # ... of this many
     "SIAGA_INFLUX_URL": (("influx", "url"), str),
     "SIAGA_INFLUX_API": (("influx", "api"), str),
     "SIAGA_INFLUX_DATABASE": (("influx", "database"), str),

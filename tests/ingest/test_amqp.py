@@ -12,6 +12,7 @@ from ingest.amqp import AckWindow, AmqpSubscriber, binding_key, mqtt_topic, rout
 from ingest.inbox import Message
 from ingest.settings import AmqpSettings, IngestSettings, MqttSettings
 from siaga.settings import Settings, load_settings
+from siaga_core.errors import ConfigFileError
 
 
 def test_contiguous_tags_are_acknowledged_up_to_the_last() -> None:
@@ -111,3 +112,17 @@ def test_instances_share_the_partitions_by_remainder() -> None:
 def test_an_instance_counts_from_zero_below_instances(instance: int, instances: int) -> None:
     with pytest.raises(ValidationError, match=f"instance {instance} of {instances}"):
         AmqpSettings(instance=instance, instances=instances)
+
+
+def test_an_instance_and_the_cluster_database_come_from_the_environment() -> None:
+    settings = load_settings(environ={
+        "SIAGA_AMQP_INSTANCE": "2", "SIAGA_AMQP_INSTANCES": "3",
+        "SIAGA_ALERTING_DATABASE_URL": "postgresql://siaga:pw@db:5432/siaga"})
+    assert (settings.amqp.instance, settings.amqp.instances) == (2, 3)
+    assert settings.alerting.database_url is not None
+    assert settings.alerting.database_url.get_secret_value() == "postgresql://siaga:pw@db:5432/siaga"
+
+
+def test_an_instance_past_the_count_names_both_settings() -> None:
+    with pytest.raises(ConfigFileError, match="instance"):
+        load_settings(environ={"SIAGA_AMQP_INSTANCE": "3", "SIAGA_AMQP_INSTANCES": "3"})
