@@ -456,6 +456,15 @@ class Alerting:
             for forwarder in self.forwarders:
                 merged.merge(forwarder.latency)
             latency["alertmanager"] = merged
+        return AlertingMetrics(
+            {channel: histogram.snapshot() for channel, histogram in latency.items()},
+            [ForwarderCounts(f.describe(), f.sent_total, f.failed_total)
+             for f in self.forwarders],
+            # One count for the city, from the leader: summed over a cluster's instances,
+            # every instance's would count each device several times.
+            self._device_counts() if self.leading else {})
+
+    def _device_counts(self) -> dict[tuple[str, str], int]:
         now = self._clock_ns()
         devices: dict[tuple[str, str], int] = {}
         for kind in Kind:
@@ -465,10 +474,7 @@ class Alerting:
                 devices[(device.kind.value, OFFLINE)] += 1
             elif self.tracker.last_seen(device.id) is not None:
                 devices[(device.kind.value, ONLINE)] += 1
-        return AlertingMetrics(
-            {channel: histogram.snapshot() for channel, histogram in latency.items()},
-            [ForwarderCounts(f.describe(), f.sent_total, f.failed_total)
-             for f in self.forwarders], devices)
+        return devices
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver notifications and run the scheduled checks until `stop` is set."""
@@ -536,10 +542,12 @@ class Alerting:
                 tracker.status(device_id, heard.status[0], heard.status[1])
 
     async def _check_offline(self) -> None:
+        if self.cluster is not None:
+            # Every instance hears the whole city (its console shows who is silent); only
+            # the leader raises the alerts.
+            self._hear_board()
         if not self.leading:
             return
-        if self.cluster is not None:
-            self._hear_board()
         for signal in self.checker.check(self._clock_ns()):
             transition = self.engine.signal(signal, self.checker.resolution)
             if transition is not None:

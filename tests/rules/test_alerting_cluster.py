@@ -1,0 +1,107 @@
+"""The alerting side of a cluster's instances (issue 18), two `Alerting`s on one real
+PostgreSQL in one event loop: one leads the city-wide checks, and it judges silence from
+what every instance heard (the board), not only from its own partitions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from devices.kinds import Kind
+from devices.readings import Reading
+from devices.registry import Registry
+from rules.alert import AlertStatus, fingerprint
+from rules.alerting import Alerting, Cluster
+from rules.config import RulesFile
+from siaga.sandbox.postgres import PostgreSQL
+from tests.integration.support import unique_name
+from tests.polling import eventually
+from tests.rules.books import Clock
+
+HOUR = 3600 * 10**9
+WITHIN_S = 30
+
+
+@pytest.fixture
+def database(postgres: PostgreSQL) -> Iterator[str]:
+    name = unique_name("alerting_")
+    yield postgres.create_database(name)
+    postgres.drop_database(name)
+
+
+@asynccontextmanager
+async def two_instances(rules_file: RulesFile, registry: Registry, tmp_path: Path,
+                        database: str, clock: Clock) -> AsyncIterator[tuple[Alerting, Alerting]]:
+    """Two running instances; the leader first."""
+    stop = asyncio.Event()
+    async with AsyncExitStack() as stack:
+        pair = [await stack.enter_async_context(Alerting(
+            rules_file, registry, tmp_path / name, webhook_url=None,
+            external_url="http://siaga.test", clock_ns=clock, cluster=Cluster(database)))
+            for name in ("a", "b")]
+        group = await stack.enter_async_context(asyncio.TaskGroup())
+        for instance in pair:
+            instance.broker_connection_changed(True)
+            group.create_task(instance.run(stop))
+        try:
+            await eventually(lambda: sum(i.leading for i in pair) == 1, WITHIN_S, "one leader")
+            leader = next(i for i in pair if i.leading)
+            yield leader, next(i for i in pair if i is not leader)
+        finally:
+            stop.set()
+
+
+def gauge(device_id: str, at_ns: int, level_cm: float) -> Reading:
+    return Reading(Kind.WATER_LEVEL, device_id, at_ns, {"level_cm": level_cm}, None)
+
+
+async def test_the_leader_judges_silence_from_what_the_other_instance_heard(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str,
+        clock: Clock) -> None:
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (leader, other):
+        clock.now += 3 * HOUR  # past every gauge's grace (2 x 1 h): all are silent ...
+        other.observe([gauge("manggarai", clock.now, 500)], [], clock.now)  # ... but one
+        await other._share_seen()
+        await leader._check_offline()
+        manggarai = registry.get("manggarai")
+        depok = registry.get("depok")
+        assert manggarai is not None and depok is not None
+        assert not leader.checker.is_offline(manggarai, clock.now)  # heard by the other
+        assert leader.checker.is_offline(depok, clock.now)  # heard by nobody
+        # Only the leader counts devices for /metrics: summed, the city is counted once.
+        assert leader.metrics().devices[("water-level", "online")] == 1
+        assert other.metrics().devices == {}
+
+
+async def test_the_non_leader_raises_no_city_wide_alert(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str,
+        clock: Clock) -> None:
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (leader, other):
+        clock.now += 3 * HOUR
+        await other._check_offline()
+        assert other.book.counts_by_status().get("firing", 0) == 0
+        await leader._check_offline()
+        assert leader.book.counts_by_status().get("firing", 0) > 0  # the city's silence
+        # One book: the other instance sees what the leader raised.
+        assert other.book.counts_by_status() == leader.book.counts_by_status()
+
+
+async def test_a_device_moving_to_another_instance_carries_its_alert_over(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str,
+        clock: Clock) -> None:
+    flood = fingerprint("FloodLevel", "manggarai")
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (one, two):
+        one.observe([gauge("manggarai", clock.now, 960)], [], clock.now)  # Siaga 1: new
+        two.ownership_changed()  # manggarai's partition moves to the other instance
+        two.observe([gauge("manggarai", clock.now + 60 * 10**9, 960)], [], clock.now)
+        view = two.book.get(flood)
+        assert view is not None and view.alert.status is AlertStatus.FIRING
+        firing = [entry for entry in two.book.history(flood) if entry.change == "firing"]
+        assert len(firing) == 1  # raised once, by the first instance; carried on by the other
+        two.observe([gauge("manggarai", clock.now + 120 * 10**9, 500)], [], clock.now)
+        view = two.book.get(flood)
+        assert view is not None and view.alert.status is AlertStatus.RESOLVED
