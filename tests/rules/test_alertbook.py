@@ -1,37 +1,34 @@
 """Tests of the alert book: what is paged, what is only recorded, and what survives a restart.
 
 Each test that does not look into SQLite's file runs on both backends: SQLite in a temporary
-data dir, and a fresh PostgreSQL database per test on the session's server (`book_place`;
-the as-of and shared-book tests import it from here).
+data dir, and a fresh PostgreSQL database per test on the session's server (`book` and
+`book_place`, tests/rules/conftest.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
-from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rules.alert import AlertStatus, Notification
+from rules.alert import AlertStatus
 from rules.alertbook import (
     AlertBook,
     AlertNotActive,
 )
 from rules.alertstore import AlertStore
 from rules.silences import Matcher, parse_matcher
-from siaga.sandbox.postgres import PostgreSQL
 from tests.rules.books import (
     FLOOD,
     HOUR,
-    MAX_AGE,
     MINUTE,
     REPEAT,
     T0,
+    BookPlace,
     Clock,
     change,
     fire,
@@ -40,40 +37,6 @@ from tests.rules.books import (
     open_book,
     resolve,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class BookPlace:
-    """Where a test's book lives: the SQLite file, or the PostgreSQL database (then the
-    file is not used); every `open` is another instance on the same book."""
-
-    path: Path
-    database_url: str | None
-
-    def open(self, clock: Clock, send: Callable[[Notification], object] | None = None
-             ) -> AlertBook:
-        return AlertBook(self.path, page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
-                         clock_ns=clock, send=send, database_url=self.database_url)
-
-
-# Named apart from their fixtures, so that a module importing them has no name clash with
-# the arguments of its tests.
-@pytest.fixture(name="book_place", params=["sqlite", "postgresql"])
-def book_place_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BookPlace]:
-    if request.param == "sqlite":
-        yield BookPlace(tmp_path / "alerts.db", None)
-        return
-    server: PostgreSQL = request.getfixturevalue("postgres")
-    name = f"alerts_{uuid.uuid4().hex}"
-    yield BookPlace(tmp_path / "alerts.db", server.create_database(name))
-    server.drop_database(name)
-
-
-@pytest.fixture(name="book")
-def book_fixture(book_place: BookPlace, clock: Clock) -> Iterator[AlertBook]:
-    """The rules tests' book (tests/rules/conftest.py), on each backend in turn."""
-    with book_place.open(clock) as opened:
-        yield opened
 
 # apply: the same rules through the book
 

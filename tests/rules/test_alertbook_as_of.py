@@ -1,7 +1,7 @@
 """The alert book as of a past moment: which alerts were active then, as they were then.
 
-The `book` tests run on SQLite and on PostgreSQL (`book_place`, from test_alertbook); the
-files of earlier releases are SQLite's alone.
+The `book` tests run on SQLite and on PostgreSQL (tests/rules/conftest.py); the files of
+earlier releases are SQLite's alone.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ from tests.rules.books import (
     move,
     open_book,
     resolve,
-)
-from tests.rules.test_alertbook import (  # noqa: F401  (fixtures: the book on both backends)
-    book_fixture,
-    book_place_fixture,
 )
 
 DAY = 24 * HOUR

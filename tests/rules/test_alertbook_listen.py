@@ -1,10 +1,11 @@
-"""Listeners of the alert book: told of each committed change, never able to break the book."""
+"""Listeners of the alert book: told of each committed change, never able to break the book.
+
+On both backends (`book`, tests/rules/conftest.py)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.rules.books import (
     MINUTE,
     REPEAT,
     T0,
+    BookPlace,
     Clock,
     fire,
     flood,
@@ -27,11 +29,11 @@ from tests.rules.books import (
 class Heard:
     """A listener that keeps what it heard, and the alert's status another connection saw."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, reader: AlertBook) -> None:
         self.fingerprints: list[str] = []
         self.seen: list[AlertStatus | None] = []
-        # A second book on the same file sees only what is committed.
-        self._reader = AlertBook(path, page_max_age_ns=1, repeat_interval_ns=1)
+        # A second book on the same file or database sees only what is committed.
+        self._reader = reader
 
     def __call__(self, fingerprint: str) -> None:
         self.fingerprints.append(fingerprint)
@@ -43,8 +45,8 @@ class Heard:
 
 
 @pytest.fixture
-def heard(tmp_path: Path, book: AlertBook) -> Iterator[Heard]:
-    listener = Heard(tmp_path / "alerts.db")
+def heard(book_place: BookPlace, book: AlertBook, clock: Clock) -> Iterator[Heard]:
+    listener = Heard(book_place.open(clock))
     book.listen(listener)
     yield listener
     listener.close()

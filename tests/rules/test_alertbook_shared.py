@@ -30,14 +30,13 @@ from tests.rules.books import (
     MINUTE,
     REPEAT,
     T0,
+    BookPlace,
     Clock,
     fire,
     flood,
     move,
     resolve,
 )
-from tests.rules.test_alertbook import BookPlace
-from tests.rules.test_alertbook import book_place_fixture as book_place_fixture  # fixture
 
 T = TypeVar("T")
 RACES = 20  # rounds of each race: enough for two threads to meet inside one transaction

@@ -1,8 +1,8 @@
-"""Silences in the alert book: what they suppress, when they end, and that they last a restart."""
+"""Silences in the alert book: what they suppress, when they end, and that they last a restart.
+
+On both backends (`book` and `book_place`, tests/rules/conftest.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -16,11 +16,11 @@ from tests.rules.books import (
     HOUR,
     MINUTE,
     T0,
+    BookPlace,
     Clock,
     change,
     fire,
     flood,
-    open_book,
 )
 
 # silences
@@ -97,12 +97,14 @@ def test_a_silence_already_over_is_refused(book: AlertBook) -> None:
         book.add_silence([Matcher("device_id", "manggarai")], T0 - HOUR, T0, "budi")
 
 
-def test_silences_survive_reopening_with_their_matchers(tmp_path: Path, clock: Clock) -> None:
+def test_silences_survive_reopening_with_their_matchers(
+    book_place: BookPlace, clock: Clock
+) -> None:
     texts = ['summary=~"pa-\\d+ \\"x\\""', "level!=siaga-3", "a!~b|c"]
     matchers = [parse_matcher(text) for text in texts]
-    with open_book(tmp_path, clock) as first:
+    with book_place.open(clock) as first:
         silence = first.add_silence(matchers, T0, T0 + HOUR, "budi", "pumps")
-    with open_book(tmp_path, clock) as reopened:
+    with book_place.open(clock) as reopened:
         assert reopened.silences() == [silence]
 
 

@@ -33,8 +33,7 @@ from rules.routing import Receiver, Route, Router
 from rules.webhook import build_body
 from tests.polling import eventually
 from tests.receiver import Answer, RecordingReceiver
-from tests.rules.test_outbox import OutboxPlace
-from tests.rules.test_outbox import place as place  # the fixture, over both backends
+from tests.rules.books import OutboxPlace
 
 EXTERNAL_URL = "https://siaga.example"
 # Retries within a fraction of a second; a long idle interval, so a delivery that arrives
@@ -112,13 +111,13 @@ class Siaga:
 
 
 @pytest.fixture
-def wire(place: OutboxPlace) -> Iterator[Callable[..., Siaga]]:
+def wire(outbox_place: OutboxPlace) -> Iterator[Callable[..., Siaga]]:
     opened: list[Outbox] = []
 
     def make(router: Router, *, policy: DeliveryPolicy = FAST,
              clock: Callable[[], int] = time.time_ns,
              enqueue_clock: Callable[[], int] | None = None) -> Siaga:
-        outbox = place.open(clock)
+        outbox = outbox_place.open(clock)
         opened.append(outbox)
         # A seeded jitter: a run that fails can be run again the same way.
         deliverer = Deliverer(outbox, router, clock_ns=clock, policy=policy,

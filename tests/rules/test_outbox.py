@@ -1,7 +1,8 @@
 """The outbox store: one alert's deliveries in order, outcomes recorded, nothing lost.
 
-On both backends: SQLite in a temporary data dir, and a fresh PostgreSQL database per test
-on the session's server (started only when a PostgreSQL test runs).
+On both backends (`outbox_place`, tests/rules/conftest.py): SQLite in a temporary data dir,
+and a fresh PostgreSQL database per test on the session's server (started only when a
+PostgreSQL test runs).
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import random
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,47 +21,16 @@ from rules.outbox import Outbox
 from rules.routing import Receiver
 from siaga.sandbox.postgres import PostgreSQL
 from siaga_core.errors import ConfigurationError
+from tests.rules.books import T0, OutboxPlace, fresh_database
 
-NOW = 1_700_000_000_000_000_000
+NOW = T0  # also the clock of `OutboxPlace.open` when a test gives none
 SECOND = 1_000_000_000
 LEASE = 30 * SECOND
 
 
-@contextmanager
-def fresh_database(server: PostgreSQL) -> Iterator[str]:
-    """A new empty database on the session's PostgreSQL, dropped afterwards; its URL."""
-    name = f"outbox_{uuid.uuid4().hex}"
-    url = server.create_database(name)
-    try:
-        yield url
-    finally:
-        server.drop_database(name)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxPlace:
-    """Where a test's outbox lives; `open` opens it again, as another instance would."""
-
-    path: Path
-    database_url: str | None
-
-    def open(self, clock_ns: Callable[[], int] = lambda: NOW, owner: str | None = None
-             ) -> Outbox:
-        return Outbox(self.path, clock_ns, database_url=self.database_url, owner=owner)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OutboxPlace]:
-    if request.param == "sqlite":
-        yield OutboxPlace(tmp_path / "outbox.sqlite", None)
-        return
-    with fresh_database(request.getfixturevalue("postgres")) as url:
-        yield OutboxPlace(tmp_path / "unused.sqlite", url)
-
-
 @pytest.fixture
-def outbox(place: OutboxPlace) -> Iterator[Outbox]:
-    with place.open(owner="siaga-a") as store:
+def outbox(outbox_place: OutboxPlace) -> Iterator[Outbox]:
+    with outbox_place.open(owner="siaga-a") as store:
         yield store
 
 
@@ -152,8 +121,8 @@ def test_this_instances_attempts_in_flight_are_left_out_and_their_alert_waits(
     assert claimed(outbox) == [in_flight]
 
 
-def test_a_claim_says_who_holds_the_delivery_and_until_when(place: OutboxPlace) -> None:
-    with place.open(owner="siaga-a") as a:
+def test_a_claim_says_who_holds_the_delivery_and_until_when(outbox_place: OutboxPlace) -> None:
+    with outbox_place.open(owner="siaga-a") as a:
         delivery_id = a.enqueue("bpbd", "fp1", b"1", NOW)
         (taken,) = a.claim(NOW, 10, LEASE)
         stored = a.get(delivery_id)
@@ -164,9 +133,9 @@ def test_a_claim_says_who_holds_the_delivery_and_until_when(place: OutboxPlace) 
 
 
 def test_a_claim_that_runs_out_lets_another_instance_take_the_same_delivery(
-    place: OutboxPlace,
+    outbox_place: OutboxPlace,
 ) -> None:
-    with place.open(owner="siaga-a") as a, place.open(owner="siaga-b") as b:
+    with outbox_place.open(owner="siaga-a") as a, outbox_place.open(owner="siaga-b") as b:
         delivery_id = a.enqueue("bpbd", "fp1", b"1", NOW)
         assert claimed(a, lease_ns=5 * SECOND) == [delivery_id]
         assert claimed(b, NOW + 5 * SECOND - 1) == []  # a's lease is still live
@@ -195,9 +164,9 @@ def test_finishing_a_delivery_clears_its_claim(outbox: Outbox) -> None:
 
 
 def test_a_late_finisher_whose_delivery_another_instance_claimed_changes_nothing(
-    place: OutboxPlace,
+    outbox_place: OutboxPlace,
 ) -> None:
-    with place.open(owner="siaga-a") as a, place.open(owner="siaga-b") as b:
+    with outbox_place.open(owner="siaga-a") as a, outbox_place.open(owner="siaga-b") as b:
         delivery_id = a.enqueue("bpbd", "fp1", b"1", NOW)
         assert claimed(a, lease_ns=SECOND) == [delivery_id]
         assert claimed(b, NOW + SECOND) == [delivery_id]
@@ -220,8 +189,8 @@ def test_a_late_finisher_whose_lease_ran_out_unclaimed_still_records_its_attempt
     assert outbox.counts_by_outcome()["delivered"] == 1
 
 
-def test_release_gives_back_only_this_owners_claims(place: OutboxPlace) -> None:
-    with place.open(owner="siaga-a") as a, place.open(owner="siaga-b") as b:
+def test_release_gives_back_only_this_owners_claims(outbox_place: OutboxPlace) -> None:
+    with outbox_place.open(owner="siaga-a") as a, outbox_place.open(owner="siaga-b") as b:
         mine = a.enqueue("bpbd", "fp1", b"1", NOW)
         theirs = a.enqueue("bpbd", "fp2", b"2", NOW)
         assert claimed(a, limit=1) == [mine]
@@ -318,7 +287,7 @@ def test_claims_found_in_a_sqlite_file_at_open_are_a_dead_runs_and_given_back(
 def test_a_postgresql_outbox_opens_at_its_one_schema_version(
     postgres: PostgreSQL, tmp_path: Path
 ) -> None:
-    with fresh_database(postgres) as url:
+    with fresh_database(postgres, "outbox") as url:
         place = OutboxPlace(tmp_path / "unused.sqlite", url)
         with place.open() as first, place.open() as second:  # the second finds it made
             assert (first.schema_version, second.schema_version) == (1, 1)
@@ -339,13 +308,13 @@ def test_each_outbox_has_its_own_owner_id_by_default(tmp_path: Path) -> None:
         assert a.owner != b.owner
 
 
-def test_everything_survives_a_reopen(place: OutboxPlace) -> None:
-    with place.open() as before:
+def test_everything_survives_a_reopen(outbox_place: OutboxPlace) -> None:
+    with outbox_place.open() as before:
         pending = before.enqueue("bpbd", "fp1", b"body", NOW)
         before.mark_retry(pending, NOW + SECOND, "connection refused")
         dead = before.enqueue("bpbd", "fp2", b"body", NOW)
         before.mark_dead(dead, "404", NOW)
-    with place.open() as after:
+    with outbox_place.open() as after:
         (due,) = after.due(NOW + SECOND, 10)
         assert (due.id, due.body, due.attempts) == (pending, b"body", 1)
         assert [d.id for d in after.dead()] == [dead]

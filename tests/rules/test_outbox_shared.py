@@ -27,8 +27,7 @@ from rules.routing import Receiver
 from siaga.sandbox.postgres import PostgreSQL
 from tests.polling import eventually
 from tests.receiver import Answer, RecordingReceiver
-from tests.rules.test_outbox import OutboxPlace, fresh_database
-from tests.rules.test_outbox import place as place  # the fixture, over both backends
+from tests.rules.books import OutboxPlace, fresh_database
 
 SECOND_NS = 1_000_000_000
 FAST = DeliveryPolicy(backoff_initial_s=0.02, backoff_max_s=0.1, idle_s=30.0, drain_s=0.1,
@@ -60,7 +59,7 @@ class GatedReceiver(RecordingReceiver):
 
 @pytest.fixture
 def shared(postgres: PostgreSQL, tmp_path: Path) -> Iterator[OutboxPlace]:
-    with fresh_database(postgres) as url:
+    with fresh_database(postgres, "outbox") as url:
         yield OutboxPlace(tmp_path / "unused.sqlite", url)
 
 
@@ -108,11 +107,11 @@ def claim_all(outbox: Outbox, start: threading.Barrier, taken: list[str]) -> Non
 
 
 def test_two_instances_claiming_at_once_never_take_the_same_delivery_and_take_all(
-    place: OutboxPlace,
+    outbox_place: OutboxPlace,
 ) -> None:
     # Four per alert: a claimer must also never take a head the other has just delivered
     # (PostgreSQL re-reads the row it locks), nor an alert's later news before its head.
-    with place.open(owner="siaga-a") as a, place.open(owner="siaga-b") as b:
+    with outbox_place.open(owner="siaga-a") as a, outbox_place.open(owner="siaga-b") as b:
         items = [("bpbd", f"fp{i}", body(f"fp{i}", n)) for n in range(4) for i in range(50)]
         enqueued = a.enqueue_many(items, time.time_ns())
         start = threading.Barrier(2)
