@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import nodered, provenance, report
+from bench import cores_chart, nodered, provenance, report
 from bench.plan import NOT_IN_QUICK, SCENARIOS, SYSTEMS, make_plan
 from bench.runner import Runner, say
 
@@ -81,11 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path, png_path = out / f"{stamp}.json", out / f"{stamp}.png"
     report.write_json(json_path, document)
+    charts = [png_path]
     try:
         report.write_chart(png_path, summary, header)
+        if summary.get("cores"):  # issue 18: throughput against cores, memory at a live rate
+            charts.append(out / f"{stamp}-cores.png")
+            cores_chart.write_chart(charts[-1], summary["cores"], header)
     except ImportError:
         say("matplotlib is not installed: no chart (pip install matplotlib)")
-    say(f"wrote {json_path} and {png_path}")
+    say(f"wrote {json_path} and {' and '.join(str(chart) for chart in charts)}")
     for skipped in runner.skipped:
         say(f"skipped {skipped['what']}: {skipped['why']}")
     for error in runner.errors:

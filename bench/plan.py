@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 SCENARIOS = ("ceilings", "simulator", "throughput", "live", "latency", "scale", "recovery",
-             "reports", "reports-year", "console", "cameras")
+             "reports", "reports-year", "console", "cameras", "cores")
 NOT_IN_QUICK = ("reports-year",)  # a year replayed takes tens of minutes: asked for by name
 SYSTEMS = ("siaga", "node-red", "paho-batched", "paho-naive")
 SHAPES = (1, 100)  # readings per message: single readings, and batches of 100
@@ -62,6 +62,17 @@ class Plan:
     cameras_duration_s: float = 600.0  # counted, after the warm-up (issue 16: 10 minutes)
     cameras_warm_up_s: float = 10.0  # 5,000 cameras come online; left out of the figures
     cameras_probe_every_s: float = 1.0  # an alert probe about this often through the span
+    # Cores (issue 18, bench/cores.py): each system's consumers confined to 1, 2 and all cores.
+    # Smaller than the throughput scenario's backlogs: 7 setups x 2 shapes on 2 cores, with
+    # the live rate and the latency probes, in about 15 minutes a run.
+    cores_single_backlog: int = 300_000  # ~7 s at Siaga's ~45,000/s
+    cores_batch_backlog: int = 2_000_000  # ~10-20 s at 100,000-240,000/s
+    cores_live_rate: float = 10_000.0  # readings/s, common to every system, count and shape
+    cores_live_duration_s: float = 20.0
+    cores_live_warm_up_s: float = 5.0  # left out of the memory figures
+    cores_alert_samples: int = 100  # at half of Siaga's batch-100 drain rate at 1 core
+    cores_storage_samples: int = 50
+    cores_partitions: int = 12  # amqp.partitions of the siaga-amqp instances (the default)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -73,7 +84,9 @@ QUICK = Plan(runs=1, mosquitto_messages=60_000, influx_points=250_000, flat_out_
              live_duration_s=20.0, live_warm_up_s=5.0, alert_samples=30, storage_samples=20,
              scale_duration_s=8.0, outage_s=10.0, reports_intake=1000, reports_photo=100,
              console_duration_s=20.0, console_flips=20, console_page_loads=3,
-             cameras_duration_s=60.0)
+             cameras_duration_s=60.0, cores_single_backlog=30_000,
+             cores_batch_backlog=200_000, cores_live_duration_s=6.0, cores_live_warm_up_s=2.0,
+             cores_alert_samples=20, cores_storage_samples=10)
 
 
 def make_plan(*, quick: bool, runs: int | None, outage_s: float | None) -> Plan:

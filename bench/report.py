@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bench import cores_chart
+
 Result = dict[str, Any]
 
 # What each figure is, written into every results file beside the figures.
@@ -71,6 +73,7 @@ MEASURES = {
                "camera telemetry dead-lettered equal the camera readings the broker "
                "acknowledged, and points in `camera_event` plus events dead-lettered equal the "
                "events acknowledged (dead letters from /api/deadletters/counts)",
+    "cores": cores_chart.MEASURE,
 }
 
 
@@ -136,6 +139,7 @@ def summarise(results: dict[str, list[Result]]) -> dict[str, Any]:
             if results.get("reports_year") else {}),
         "console": _console(results.get("console", [])),
         "cameras": _cameras(results.get("cameras", [])),
+        "cores": cores_chart.summarise(results.get("cores", [])),
     }
 
 
@@ -329,7 +333,8 @@ def targets(summary: dict[str, Any]) -> list[Result]:
             + [{"issue": 15, "target": name, "wanted": wanted, "measured": value,
                 "met": None if value is None or check is None else bool(check(value))}
                for name, wanted, value, check in issue15]
-            + _camera_targets(summary.get("cameras") or {}))
+            + _camera_targets(summary.get("cameras") or {})
+            + cores_chart.targets(summary.get("cores") or {}))
 
 
 def _camera_targets(cameras: Result) -> list[Result]:
@@ -444,7 +449,8 @@ def table(summary: dict[str, Any], goals: list[Result], header: str) -> str:
     _reports_sections(section, summary)
     _console_sections(section, summary.get("console") or {})
     _camera_sections(section, summary.get("cameras") or {})
-    for issue in (6, 14, 15, 16):
+    cores_chart.table_sections(section, summary.get("cores") or {})
+    for issue in (6, 14, 15, 16, 18):
         chosen = [g for g in goals if g.get("issue", 6) == issue]
         if all(g["measured"] is None for g in chosen):
             continue  # none of this issue's scenarios ran in this invocation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import time
 import traceback
@@ -16,6 +17,7 @@ from bench import (
     ceilings,
     console,
     consumers,
+    cores,
     feed,
     latency,
     live,
@@ -58,7 +60,7 @@ class Runner:
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in (
             "mosquitto", "influxdb", "simulator", "backlog_drain", "live", "latency", "scale",
             "recovery", "reports_intake", "reports_stats", "reports_year", "console",
-            "cameras")}
+            "cameras", "cores")}
         self.errors: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.load: list[dict[str, object]] = []
@@ -66,7 +68,7 @@ class Runner:
         self._year_rows: yearbook.Rows | None = None  # made once, loaded into each book
 
     def run(self) -> None:
-        if "node-red" in self.systems and {"throughput", "live"} & set(self.scenarios):
+        if "node-red" in self.systems and {"throughput", "live", "cores"} & set(self.scenarios):
             reason = nodered.why_missing()
             if reason:
                 self.skipped.append({"what": "node-red", "why": reason})
@@ -262,6 +264,78 @@ class Runner:
                                   warm_up_s=plan.cameras_warm_up_s,
                                   probe_every_s=plan.cameras_probe_every_s),
                 _describe_cameras)
+
+    def _cores(self, number: int, influx: Influx, catalog: Path, receiver: Receiver) -> None:
+        """Each system at 1, 2 and all cores: the Mosquitto setups, Siaga's latency at half
+        its batch-100 drain rate, then the RabbitMQ ones (bench/cores.py)."""
+        plan = self.plan
+        chosen = cores.setups(self.systems, cores.core_counts(os.cpu_count() or 1))
+        shift = (number - 1) % max(len(chosen), 1)  # each setup goes first in some run
+        chosen = chosen[shift:] + chosen[:shift]
+        on_mosquitto = [setup for setup in chosen if not setup.amqp]
+        self._cores_setups(number, influx, catalog, receiver, on_mosquitto, None)
+        drained = [r for r in self.results["cores"] if r["run"] == number
+                   and r["kind"] == "drain" and r["system"] == "siaga"
+                   and r["shape"] == "batch100" and r["rate"]]
+        for what, samples in (("alert", plan.cores_alert_samples),
+                              ("storage", plan.cores_storage_samples)):
+            if not drained:
+                self.skipped.append({"what": f"cores: {what} latency, run {number}",
+                                     "why": "no batch-100 drain rate of siaga at 1 core"})
+                continue
+            self._attempt(
+                "cores", number,
+                f"cores: {what} latency, siaga on 1 core at half its batch-100 drain rate",
+                functools.partial(cores.probes, self.root, influx, catalog, what=what,
+                                  samples=samples, drain_rate=drained[0]["rate"], batch=100,
+                                  devices=plan.devices),
+                lambda r: (f"p50 {_ms(r['p50_ms'])}, p99 {_ms(r['p99_ms'])}, max "
+                           f"{_ms(r['max_ms'])} ({r['samples']} samples, {r['lost']} lost, "
+                           f"background {r['background_rate']:,.0f}/s of "
+                           f"{r['asked_rate']:,.0f}/s asked)"))
+        on_rabbit = [setup for setup in chosen if setup.amqp]
+        if not on_rabbit:
+            return
+        try:
+            with cores.shared(self.root / f"cores-{number}", plan.cores_partitions) as share:
+                self._cores_setups(number, influx, catalog, receiver, on_rabbit, share)
+        except ServerNotInstalled as exc:
+            self.skipped.append({"what": "cores: siaga-amqp", "why": str(exc)})
+        except Exception as exc:  # RabbitMQ or PostgreSQL did not start: the rest stands
+            self.errors.append({"run": str(number), "what": "cores: RabbitMQ and PostgreSQL",
+                                "error": repr(exc), "traceback": traceback.format_exc(limit=6)})
+            say(f"[run {number}] cores: RabbitMQ and PostgreSQL: FAILED: {exc!r}")
+
+    def _cores_setups(self, number: int, influx: Influx, catalog: Path, receiver: Receiver,
+                      chosen: list[cores.Setup], share: cores.Shared | None) -> None:
+        plan = self.plan
+        for batch in (1, 100):
+            backlog = plan.cores_single_backlog if batch == 1 else plan.cores_batch_backlog
+            for setup in chosen:
+                self._attempt(
+                    "cores", number, f"cores: {setup.label}, backlog drain, batch {batch}",
+                    functools.partial(cores.drain, self.root, influx, catalog, setup, share,
+                                      batch=batch, readings=backlog, devices=plan.devices,
+                                      cap_s=plan.drain_cap_s, webhook_url=receiver.url),
+                    lambda r: (f"{r['rate']:,.0f} readings/s drained, CPU "
+                               f"{r['cpu_percent']:.0f} %, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                               f"landed {r['landed']:,} of {r['acknowledged']:,}; CPUs "
+                               f"{'/'.join(r['allowed'])}"))
+        for batch in (1, 100):
+            for setup in chosen:
+                self._attempt(
+                    "cores", number,
+                    f"cores: {setup.label}, live {plan.cores_live_rate:,.0f} readings/s, "
+                    f"batch {batch}",
+                    functools.partial(cores.steady, self.root, influx, catalog, setup, share,
+                                      batch=batch, rate=plan.cores_live_rate,
+                                      duration_s=plan.cores_live_duration_s,
+                                      warm_up_s=plan.cores_live_warm_up_s,
+                                      devices=plan.devices, webhook_url=receiver.url),
+                    lambda r: (f"RSS median {r['median_rss_mb']:.0f} MB (all its processes), "
+                               f"CPU {r['cpu_percent']:.0f} %; stored {r['stored_rate']:,.0f}/s "
+                               f"of {r['fed_rate']:,.0f}/s, "
+                               f"{'kept up' if r['kept_up'] else 'fell behind'}"))
 
     def _books(self) -> list[reports.Book]:
         books = [reports.Book("sqlite")]
