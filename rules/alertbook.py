@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Self
 
 from rules.alert import Alert, AlertStatus, Notification, Transition
+from rules.alertschema import open_backend
 from rules.alertstore import (
     Ack,
     AlertRow,
@@ -23,7 +24,6 @@ from rules.alertstore import (
     NotifiedStatus,
     Pruned,
     content_digest,
-    open_backend,
 )
 from rules.paging import (
     Decision,

@@ -20,7 +20,7 @@ from rules.alertbook import (
     AlertBook,
     AlertNotActive,
 )
-from rules.alertstore import AlertStore
+from rules.alertschema import AlertStore
 from rules.silences import Matcher, parse_matcher
 from tests.rules.books import (
     FLOOD,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rules.alert import AlertStatus, Severity, fingerprint
 from rules.alertbook import AlertBook
-from rules.alertstore import AlertStore
+from rules.alertschema import AlertStore
 from tests.rules.books import (
     FLOOD,
     HOUR,

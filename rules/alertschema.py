@@ -1,0 +1,185 @@
+"""Where the alert book keeps its tables: SQLite in the data directory, or a shared PostgreSQL.
+
+Both schemas are here, each versioned by its migrations (never edit a released one: add);
+`rules.alertstore.AlertTables` runs the same SQL on either through `siaga_core.sqlbackend`.
+PostgreSQL's driver is imported only when a URL names one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Final
+
+from siaga_core.sqlbackend import Backend, SqliteBackend
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER,
+    active_at INTEGER NOT NULL,
+    evaluated_at INTEGER NOT NULL,
+    acked_at INTEGER,
+    acked_by TEXT,
+    ack_comment TEXT,
+    notified_status TEXT CHECK (notified_status IN ('firing', 'resolved')),
+    notified_at INTEGER,
+    notified_digest TEXT,
+    withheld TEXT,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    change TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    paged INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS history_fingerprint ON history (fingerprint, id);
+CREATE INDEX IF NOT EXISTS history_recorded ON history (recorded_at);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS silences_ends ON silences (ends_at);
+"""
+
+# 2: the console's history mode asks "which alerts were active at T" by event time (`at`);
+# a history row keeps what the alert said then (annotations) and when its episode began.
+# Rows from before have NULL there, and `as_of` falls back on the alert's current record.
+# The table is rebuilt rather than altered: a file whose version was lost (set back to 0)
+# may already have the columns, and ADD COLUMN has no IF NOT EXISTS. Such a file keeps its
+# rows but loses what its rows said in the two new columns (the rebuild copies the first
+# version's columns): history then shows the alert's current summary for them.
+_HISTORY_AT = """
+CREATE TABLE history_2 (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    change TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    paged INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    annotations TEXT,
+    starts_at INTEGER
+);
+INSERT INTO history_2 (id, fingerprint, change, status, severity, labels, at, recorded_at,
+                       paged, reason, note)
+    SELECT id, fingerprint, change, status, severity, labels, at, recorded_at, paged, reason,
+           note FROM history;
+DROP TABLE history;
+ALTER TABLE history_2 RENAME TO history;
+CREATE INDEX history_fingerprint ON history (fingerprint, id);
+CREATE INDEX history_recorded ON history (recorded_at);
+CREATE INDEX history_at ON history (at);
+"""
+# 3: a partition's new owner restores the alerts of its devices (`rows(subjects=...)`).
+_SUBJECT_INDEX = "CREATE INDEX IF NOT EXISTS alerts_subject ON alerts (subject)"
+
+# PostgreSQL, shared by several instances, starts at the schema SQLite reached in three steps.
+# Times are nanoseconds since the epoch: BIGINT, as SQLite's INTEGER is 64-bit already.
+_POSTGRES_SCHEMA = """
+CREATE TABLE alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT,
+    active_at BIGINT NOT NULL,
+    evaluated_at BIGINT NOT NULL,
+    acked_at BIGINT,
+    acked_by TEXT,
+    ack_comment TEXT,
+    notified_status TEXT CHECK (notified_status IN ('firing', 'resolved')),
+    notified_at BIGINT,
+    notified_digest TEXT,
+    withheld TEXT,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX alerts_status ON alerts (status);
+CREATE INDEX alerts_subject ON alerts (subject);
+CREATE TABLE history (
+    id {serial},
+    fingerprint TEXT NOT NULL,
+    change TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    recorded_at BIGINT NOT NULL,
+    paged INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    annotations TEXT,
+    starts_at BIGINT
+);
+CREATE INDEX history_fingerprint ON history (fingerprint, id);
+CREATE INDEX history_recorded ON history (recorded_at);
+CREATE INDEX history_at ON history (at);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX silences_ends ON silences (ends_at);
+"""
+POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA,)
+SCHEMA_TABLE = "alert_book_schema"  # PostgreSQL's stand-in for SQLite's user_version
+LOCK_PREFIX = "siaga.alerts"  # keeps the book's advisory locks apart from other stores'
+SETTING = "alerting.database_url"
+
+
+class AlertStore(SqliteBackend):
+    """The alert book in one SQLite file, the default (its SQL: `rules.alertstore.AlertTables`).
+
+    What operators were told is committed before the notification leaves: hence the shell's
+    synchronous=FULL, so a power loss cannot make the book forget a page it sent.
+    """
+
+    # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
+    # just gains version 1. 2: history by event time, and what an alert said then.
+    # 3: alerts by subject, for restoring one partition's devices.
+    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _HISTORY_AT, _SUBJECT_INDEX)
+
+
+def open_backend(database_url: str | None, path: Path) -> Backend:
+    """PostgreSQL when a URL is given (several instances share the book), else SQLite at
+    `path`. Raises ConfigurationError naming `alerting.database_url` for a malformed URL."""
+    if database_url is None:
+        return AlertStore(path)
+    # psycopg and libpq (some 20 MB of a process) are loaded only by a PostgreSQL book.
+    from siaga_core.postgres import PostgresBackend, check_url
+
+    check_url(database_url, SETTING)  # a malformed URL is a configuration error, said first
+    return PostgresBackend(database_url, name="the alert book", migrations=POSTGRES_MIGRATIONS,
+                           schema_table=SCHEMA_TABLE, lock_prefix=LOCK_PREFIX, setting=SETTING)
