@@ -11,7 +11,6 @@ from typing import Literal
 import orjson
 
 from rules.alert import Alert, AlertStatus, Severity
-from rules.alertschema import AlertStore as AlertStore  # still imported from here by test_http
 from rules.silences import Matcher, Silence, parse_matcher
 from siaga_core.sqlbackend import Tx
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from rules.alertstore import AlertStore
+from rules.alertschema import AlertStore
 from siaga.api.server import load_openapi, make_app, serve_api
 from siaga.console.mount import routes as console_routes
 from siaga.sandbox.ports import free_port
