@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from reports.schema import MIGRATIONS
-from siaga_core.sqlbackend import Backend, SqliteBackend, render
+from siaga_core import sqlbackend
+from siaga_core.sqlbackend import Backend, SharedStore, SqliteBackend, render
 
 SCHEMA_TABLE = "report_book_schema"  # PostgreSQL's stand-in for SQLite's user_version
 SETTING = "reports.database_url"
@@ -22,12 +23,6 @@ class ReportsSqlite(SqliteBackend):
 
 def open_backend(database_url: str | None, data_dir: Path) -> Backend:
     """PostgreSQL when a URL is given, else SQLite at `data_dir/reports.sqlite`."""
-    if database_url is None:
-        return ReportsSqlite(data_dir / "reports.sqlite")
-    # psycopg and libpq (some 20 MB of a process) are loaded only by a PostgreSQL book.
-    from siaga_core.postgres import PostgresBackend, check_url
-
-    check_url(database_url, SETTING)  # a malformed URL is a configuration error, said first
-    return PostgresBackend(database_url, name="the report book", migrations=MIGRATIONS,
-                           schema_table=SCHEMA_TABLE, lock_prefix="siaga.reports",
-                           setting=SETTING)
+    return sqlbackend.open_backend(
+        database_url, lambda: ReportsSqlite(data_dir / "reports.sqlite"),
+        SharedStore("the report book", MIGRATIONS, SCHEMA_TABLE, "siaga.reports", SETTING))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Final
 
-from siaga_core.sqlbackend import Backend, SqliteBackend
+from siaga_core import sqlbackend
+from siaga_core.sqlbackend import Backend, SharedStore, SqliteBackend
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -175,11 +176,5 @@ class AlertStore(SqliteBackend):
 def open_backend(database_url: str | None, path: Path) -> Backend:
     """PostgreSQL when a URL is given (several instances share the book), else SQLite at
     `path`. Raises ConfigurationError naming `alerting.database_url` for a malformed URL."""
-    if database_url is None:
-        return AlertStore(path)
-    # psycopg and libpq (some 20 MB of a process) are loaded only by a PostgreSQL book.
-    from siaga_core.postgres import PostgresBackend, check_url
-
-    check_url(database_url, SETTING)  # a malformed URL is a configuration error, said first
-    return PostgresBackend(database_url, name="the alert book", migrations=POSTGRES_MIGRATIONS,
-                           schema_table=SCHEMA_TABLE, lock_prefix=LOCK_PREFIX, setting=SETTING)
+    return sqlbackend.open_backend(database_url, lambda: AlertStore(path), SharedStore(
+        "the alert book", POSTGRES_MIGRATIONS, SCHEMA_TABLE, LOCK_PREFIX, SETTING))

@@ -23,7 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, Self
 
-from siaga_core.sqlbackend import Backend, Dialect, SqliteBackend, Tx
+from siaga_core import sqlbackend
+from siaga_core.sqlbackend import Backend, Dialect, SharedStore, SqliteBackend, Tx
 
 OUTCOMES = ("delivered", "retried", "dead")  # what counts_by_outcome counts, for /metrics
 SCHEMA_TABLE = "outbox_schema"  # PostgreSQL's stand-in for SQLite's user_version
@@ -134,14 +135,8 @@ class OutboxSqlite(SqliteBackend):
 def open_backend(database_url: str | None, path: Path) -> Backend:
     """PostgreSQL when a URL is given (several instances share the outbox), else SQLite at
     `path`. Raises ConfigurationError naming `alerting.database_url` for a malformed URL."""
-    if database_url is None:
-        return OutboxSqlite(path)
-    # psycopg and libpq (some 20 MB of a process) are loaded only by a PostgreSQL outbox.
-    from siaga_core.postgres import PostgresBackend, check_url
-
-    check_url(database_url, SETTING)  # a malformed URL is a configuration error, said first
-    return PostgresBackend(database_url, name="the outbox", migrations=POSTGRES_MIGRATIONS,
-                           schema_table=SCHEMA_TABLE, lock_prefix=LOCK_PREFIX, setting=SETTING)
+    return sqlbackend.open_backend(database_url, lambda: OutboxSqlite(path), SharedStore(
+        "the outbox", POSTGRES_MIGRATIONS, SCHEMA_TABLE, LOCK_PREFIX, SETTING))
 
 
 def default_owner() -> str:

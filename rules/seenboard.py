@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from siaga_core.sqlbackend import Tx
+from siaga_core.sqlbackend import SharedStore, Tx
 
 SETTING = "alerting.database_url"
 _SCHEMA = """
@@ -55,9 +55,8 @@ class SeenBoard:
         # psycopg (some 20 MB of a process) is loaded only by an instance of a cluster.
         from siaga_core.postgres import PostgresBackend
 
-        self._backend = PostgresBackend(url, name="the device board", migrations=(_SCHEMA,),
-                                        schema_table="device_seen_schema",
-                                        lock_prefix="siaga.seen", setting=SETTING)
+        self._backend = PostgresBackend(url, SharedStore(
+            "the device board", (_SCHEMA,), "device_seen_schema", "siaga.seen", SETTING))
 
     def publish(self, heard: Mapping[str, Heard]) -> None:
         """Record what this instance heard, in one statement."""

@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from siaga_core.errors import ConfigurationError, StorageError
-from siaga_core.sqlbackend import Dialect, Row, T, Tx, render, statements
+from siaga_core.sqlbackend import Dialect, Row, SharedStore, T, Tx, render, statements
 
 CONNECT_TIMEOUT_S = 10  # a PostgreSQL that does not answer in 10 s is down, not slow
 # Connections per store: the service's default thread pool runs a handful of calls at once;
@@ -51,27 +51,21 @@ def postgres_sql(sql: str) -> str:
 
 
 class PostgresBackend:
-    """One store's tables in a PostgreSQL database several Siaga instances share.
-
-    `name` says what the store is in messages ("the report book"); `migrations` are the
-    store's schema (`{serial}` unrendered); `schema_table` holds its version, as SQLite's
-    `user_version` does; `lock_prefix` keeps its advisory locks apart from other stores'.
-    """
+    """One store's tables (`store` says which) in a PostgreSQL several instances share."""
 
     dialect: Final[Dialect] = "postgresql"
 
-    def __init__(self, url: str, *, name: str, migrations: Sequence[str], schema_table: str,
-                 lock_prefix: str, setting: str) -> None:
-        self._where = describe_url(url, setting)
-        self._name = name
-        self._migrations = tuple(migrations)
-        self._schema_table = schema_table
-        self._lock_prefix = lock_prefix
+    def __init__(self, url: str, store: SharedStore) -> None:
+        self._where = describe_url(url, store.setting)
+        self._name = store.name
+        self._migrations = tuple(store.migrations)
+        self._schema_table = store.schema_table
+        self._lock_prefix = store.lock_prefix
         # autocommit: no transaction is left open between calls; `run` opens each one.
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, timeout=CONNECT_TIMEOUT_S,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            name=f"siaga-{schema_table}")
+            name=f"siaga-{store.schema_table}")
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
             self.run(self._migrate)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from siaga_core.sqlitestore import SqliteStore
@@ -120,3 +121,29 @@ class SqliteBackend(SqliteStore):
 
     def describe(self) -> str:
         return f"SQLite {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedStore:
+    """A store as it lives in a PostgreSQL several instances share."""
+
+    name: str  # what it is, in messages: "the alert book"
+    migrations: Sequence[str]  # its schema for PostgreSQL, `{serial}` and `{blob}` unrendered
+    schema_table: str  # holds its schema version, as SQLite's `user_version` does
+    lock_prefix: str  # keeps its advisory locks apart from other stores'
+    setting: str  # where the URL comes from, for messages: "alerting.database_url"
+
+
+def open_backend(database_url: str | None, sqlite: Callable[[], Backend],
+                 shared: SharedStore) -> Backend:
+    """The shared PostgreSQL when a URL is given, else `sqlite()` (the embedded default).
+
+    A malformed URL is a ConfigurationError naming `shared.setting`, said before connecting.
+    """
+    if database_url is None:
+        return sqlite()
+    # psycopg and libpq (some 20 MB of a process) are loaded only by a shared store.
+    from siaga_core.postgres import PostgresBackend, check_url
+
+    check_url(database_url, shared.setting)
+    return PostgresBackend(database_url, shared)
