@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -48,7 +49,7 @@ from bench import backlog, feed, latency, live, nodered, throughput
 from bench.bed import Bed, fresh_bed, prime_session
 from bench.consumers import PEERS_DIR, Running
 from bench.influxdb import Influx
-from bench.procs import Usage, child, usage, wait_quiet
+from bench.procs import Usage, child, cpu_percent, usage, wait_quiet
 from bench.receiver import Receiver
 from devices.topics import TopicScheme
 from ingest.amqp import declare_partitions
@@ -303,7 +304,7 @@ def drain(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Shared
             fed = _publish(group, devices=devices, readings=readings, batch=batch)
             wait_quiet(_server_pids(bed, share))
             with group.running() as runs:
-                samples, ended = _follow(bed, runs, fed.readings, cap_s)
+                samples, brokers, ended = _follow(bed, share, runs, fed.readings, cap_s)
                 allowed = affinity(runs)
             time.sleep(throughput.SETTLE_S if samples[-1].count < fed.readings else 0)
             landed = bed.count()
@@ -313,7 +314,8 @@ def drain(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Shared
     figures = throughput._summarise(setup.system, _shape(batch), readings, fed.readings,
                                     landed, samples, fed.rate, ended)
     return {"kind": "drain", **_identity(setup, _shape(batch)), "allowed": allowed,
-            **figures.as_dict()}
+            "broker": _broker_name(share),
+            "broker_cpu_percent": _broker_cpu(samples, brokers), **figures.as_dict()}
 
 
 def steady(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Shared | None, *,
@@ -331,7 +333,7 @@ def steady(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Share
                 _probe(bed, group)
                 base = bed.count()
                 samples: list[tuple[float, int, Usage]] = []
-                broker_rss: list[float] = []
+                brokers: list[Usage] = []  # after the warm-up
                 with feed.live(group.feed_config(), bed.workdir / "feed.log", devices=devices,
                                rate=rate, batch=batch, max_duration_s=duration_s + 60) as load:
                     started = time.monotonic()
@@ -344,7 +346,7 @@ def steady(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Share
                         samples.append((elapsed, bed.count() - base, now))
                         broker = _broker_usage(bed, share)
                         if broker is not None and elapsed >= warm_up_s:
-                            broker_rss.append(broker.rss_mb)
+                            brokers.append(broker)
                     fed = load.finish()
                 at_stop = bed.count() - base
                 landed = live.catch_up(bed, base, fed.readings)
@@ -355,10 +357,11 @@ def steady(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Share
     figures = live.summarise(setup.system, rate, fed, samples, at_stop, landed, warm_up_s,
                              duration_s, end)
     return {"kind": "live", **_identity(setup, _shape(batch)), "allowed": allowed,
-            "batch": batch, **figures.as_dict(),
-            "broker": "rabbitmq" if share is not None else "mosquitto",
-            "broker_median_rss_mb": sorted(broker_rss)[len(broker_rss) // 2]
-            if broker_rss else None}
+            "batch": batch, **figures.as_dict(), "broker": _broker_name(share),
+            "broker_median_rss_mb": statistics.median(u.rss_mb for u in brokers)
+            if brokers else None,
+            "broker_cpu_percent": cpu_percent(brokers[0], brokers[-1])
+            if len(brokers) > 1 else None}
 
 
 def probes(root: Path, influx: Influx, catalog: Path, *, what: str, samples: int,
@@ -427,17 +430,20 @@ def _publish(group: Group, *, devices: int, readings: int, batch: int) -> feed.F
     return fed
 
 
-def _follow(bed: Bed, runs: Sequence[Running], expected: int,
-            cap_s: float) -> tuple[list[throughput.Sample], str]:
-    """As throughput's: the count every POLL_S until all, the cap, a stall or an exit."""
+def _follow(bed: Bed, share: Shared | None, runs: Sequence[Running], expected: int,
+            cap_s: float) -> tuple[list[throughput.Sample], list[Usage | None], str]:
+    """As throughput's: the count every POLL_S until all, the cap, a stall or an exit; with
+    the broker's usage at each sample."""
     started = time.monotonic()
     samples = [throughput.Sample(0.0, 0, group_usage(runs))]
+    brokers = [_broker_usage(bed, share)]
     last_change = started
     while True:
         time.sleep(throughput.POLL_S)
         now = time.monotonic()
         count = bed.count()
         sample = throughput.Sample(now - started, count, group_usage(runs))
+        brokers.append(_broker_usage(bed, share))
         if count != samples[-1].count:
             last_change = now
         samples.append(sample)
@@ -446,7 +452,23 @@ def _follow(bed: Bed, runs: Sequence[Running], expected: int,
                                ("cap", now - started > cap_s),
                                ("stalled", now - last_change > limit)):
             if reached:
-                return samples, ended
+                return samples, brokers, ended
+
+
+def _broker_cpu(samples: list[throughput.Sample], brokers: list[Usage | None]) -> float | None:
+    """The broker's CPU % over the drain's span (as throughput's rate: first poll that saw
+    readings to the first that saw them all)."""
+    reached = samples[-1].count
+    first = next((i for i, s in enumerate(samples) if s.count > 0), None)
+    last = next(i for i, s in enumerate(samples) if s.count == reached)
+    if first is None or last <= first:
+        return None
+    before, after = brokers[first], brokers[last]
+    return cpu_percent(before, after) if before is not None and after is not None else None
+
+
+def _broker_name(share: Shared | None) -> str:
+    return "rabbitmq" if share is not None else "mosquitto"
 
 
 def _probe(bed: Bed, group: Group) -> None:

@@ -20,9 +20,9 @@ Section = Callable[[str, list[str], list[list[str]]], None]
 SYSTEMS = ("siaga", "siaga-amqp", "node-red", "paho-batched")  # bench.cores.SYSTEMS, in order
 SHAPES = ("single", "batch100")
 DRAIN_FIGURES = ["rate", "rate_10_90", "cpu_percent", "peak_rss_mb", "first_landed_s",
-                 "planned", "acknowledged", "landed"]
+                 "planned", "acknowledged", "landed", "broker_cpu_percent"]
 LIVE_FIGURES = ["rate", "fed_rate", "stored_rate", "lag_s", "median_rss_mb", "peak_rss_mb",
-                "cpu_percent", "broker_median_rss_mb"]
+                "cpu_percent", "broker_median_rss_mb", "broker_cpu_percent"]
 LATENCY_FIGURES = ["p50_ms", "p99_ms", "mean_ms", "background_rate", "asked_rate",
                    "drain_rate"]
 ALERT_P99_TARGET_MS = 50.0  # issue 18: reading received -> webhook delivered
@@ -45,10 +45,13 @@ MEASURE = (
     "processes (each one's VmHWM). live: the load mode at `rate` readings/s (common to every "
     "system, count and shape) for `duration_s`; `median_rss_mb` is the median over the span "
     "after `warm_up_s` of the summed RSS of the setup's processes (brokers not counted; "
-    "`broker_median_rss_mb` is the broker's, for information). latency: bench/latency.py's "
+    "`broker_median_rss_mb` and `broker_cpu_percent` are Mosquitto's or RabbitMQ's Erlang "
+    "VM's over the same span, for information: the brokers share the cores with the "
+    "consumers). "
+    "latency: bench/latency.py's "
     "alert and storage probes against siaga on 1 core, under a background of half "
     "(`share`) the batch-100 drain rate siaga reached on 1 core in the same run, published "
-    "in messages of 100")
+    "in messages of 100 (single readings could not reach it); Siaga on 1 core, as measured")
 
 
 def median(values: Iterable[float | None]) -> float | None:
@@ -110,15 +113,18 @@ def throughput_lines(summary: Result, shape: str) -> dict[str, list[tuple[int, f
     return {system: sorted(lines[system]) for system in sorted(lines, key=_order)}
 
 
-def memory_bars(summary: Result) -> list[tuple[str, dict[str, float | None]]]:
-    """Per setup (`system xN`, in the systems' order then by cores), the summed median RSS at
-    the live rate for each shape (None where not measured)."""
-    setups: dict[tuple[str, int], dict[str, float | None]] = {}
+Bar = tuple[float | None, bool]  # median RSS MB at the live rate, and whether it kept up
+
+
+def memory_bars(summary: Result) -> list[tuple[str, int, dict[str, Bar | None]]]:
+    """Per setup (system and cores, in the systems' order then by cores), the summed median
+    RSS at the live rate and whether it kept up, for each shape (None where not measured)."""
+    setups: dict[tuple[str, int], dict[str, Bar | None]] = {}
     for figures in (summary.get("live") or {}).values():
         per_shape = setups.setdefault((figures["system"], figures["cores"]),
                                       dict.fromkeys(SHAPES))
-        per_shape[figures["shape"]] = figures["median_rss_mb"]
-    return [(f"{system} x{cores}", setups[(system, cores)])
+        per_shape[figures["shape"]] = (figures["median_rss_mb"], bool(figures["kept_up"]))
+    return [(system, cores, setups[(system, cores)])
             for system, cores in sorted(setups, key=lambda sc: (_order(sc[0]), sc[1]))]
 
 
@@ -154,7 +160,8 @@ def table_sections(section: Section, summary: Result) -> None:
         row = [system, str(cores), str(processes)]
         for shape in SHAPES:
             drain = drains.get(key(system, cores, shape)) or {}
-            row += [_num(drain.get("rate")), _num(drain.get("cpu_percent"))]
+            row += [_num(drain.get("rate")), _num(drain.get("cpu_percent")),
+                    _num(drain.get("broker_cpu_percent"))]
         for shape in SHAPES:
             steady = lives.get(key(system, cores, shape)) or {}
             kept = steady.get("kept_up")
@@ -164,8 +171,8 @@ def table_sections(section: Section, summary: Result) -> None:
     section(f"Cores (issue 18): consumers confined to N of {summary['cpu_count']} cores, backlog "
             f"drains (NOT a live rate) and memory{live_note} (medians; CPU and RSS summed over "
             f"the processes)",
-            ["system", "cores", "processes", "single/s", "CPU %", "batch100/s", "CPU %",
-             "RSS single MB", "RSS batch100 MB"], rows)
+            ["system", "cores", "processes", "single/s", "CPU %", "broker CPU %", "batch100/s",
+             "CPU %", "broker CPU %", "RSS single MB", "RSS batch100 MB"], rows)
     latency = summary["latency"]
     section("Cores: Siaga on 1 core, latency at half its batch-100 drain rate (medians)",
             ["probe", "asked/s", "background/s", "p50 ms", "p99 ms", "max ms", "lost", "runs"],
@@ -211,11 +218,12 @@ def write_chart(path: Path, summary: Result, title: str) -> None:
     alert = latency.get("alert") or {}
     if alert.get("p99_ms") is not None:
         storage = latency.get("storage") or {}
-        axes[2].set_xlabel(
-            f"Siaga on 1 core at {alert['background_rate']:,.0f} readings/s (half its max): "
-            f"alert p99 {alert['p99_ms']:.1f} ms (target 50), storage p99 "
-            f"{_num(storage.get('p99_ms'), '.1f')} ms", fontsize=8)
-    figure.tight_layout()
+        figure.text(0.5, 0.01,
+                    f"Latency, Siaga on 1 core at {alert['background_rate']:,.0f} readings/s "
+                    f"(half its batch-100 drain rate): alert p99 {alert['p99_ms']:.1f} ms "
+                    f"(target <= 50), storage p99 {_num(storage.get('p99_ms'), '.1f')} ms",
+                    ha="center", fontsize=9)
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -228,14 +236,16 @@ def _memory_panel(axis: Any, summary: Result) -> None:
     width = 0.4
     for index, (shape, colour) in enumerate((("single", "#1f77b4"), ("batch100", "#ff7f0e"))):
         xs = [position + (index - 0.5) * width for position in range(len(bars))]
-        heights = [per_shape[shape] or 0.0 for _, per_shape in bars]
+        measured = [per_shape[shape] or (None, True) for _, _, per_shape in bars]
+        heights = [rss or 0.0 for rss, _ in measured]
         drawn = axis.bar(xs, heights, width=width, color=colour, label=shape)
-        for bar, height in zip(drawn, heights, strict=True):
-            if height:
-                axis.annotate(f"{height:.0f}", (bar.get_x() + bar.get_width() / 2, height),
+        for bar, (rss, kept_up) in zip(drawn, measured, strict=True):
+            if rss:  # a setup that fell behind held less than it would have: marked
+                axis.annotate(f"{rss:.0f}" + ("" if kept_up else "\nbehind"),
+                              (bar.get_x() + bar.get_width() / 2, rss),
                               ha="center", va="bottom", fontsize=7)
-    axis.set_xticks(list(range(len(bars))), [name for name, _ in bars], fontsize=8,
-                    rotation=30, ha="right")
+    axis.set_xticks(list(range(len(bars))), [f"{system} x{cores}" for system, cores, _ in bars],
+                    fontsize=8, rotation=30, ha="right")
     rate = next(iter(summary["live"].values()))["rate"]
     axis.set_title(f"RSS of all the setup's processes at a live {rate:,.0f} readings/s "
                    f"(median)", fontsize=10)
