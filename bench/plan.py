@@ -68,7 +68,7 @@ class Plan:
     cores_single_backlog: int = 300_000  # ~7 s at Siaga's ~45,000/s
     cores_batch_backlog: int = 2_000_000  # ~10-20 s at 100,000-240,000/s
     cores_live_rate: float = 10_000.0  # readings/s, common to every system, count and shape
-    cores_live_duration_s: float = 20.0
+    cores_live_duration_s: float = 15.0
     cores_live_warm_up_s: float = 5.0  # left out of the memory figures
     cores_alert_samples: int = 100  # at half of Siaga's batch-100 drain rate at 1 core
     cores_storage_samples: int = 50
