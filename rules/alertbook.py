@@ -174,6 +174,10 @@ class AlertBook:
             # one told: it decides "unchanged" rather than paging again.
             tables.serialize(alert.fingerprint)
             old = tables.row(alert.fingerprint)
+            if old is not None and alert.evaluated_at_ns < old.alert.evaluated_at_ns:
+                # Older than what the book holds: an instance that lost its partition but
+                # had not yet noticed, applying what the new owner already moved past.
+                return None
             notified = Notified() if old is None else old.notified
             silence = silencing(tables.silences(now), alert.labels, now)
             decision = decide(transition, notified, silence is not None, now,
@@ -199,6 +203,11 @@ class AlertBook:
         with self._tables() as tables:
             tables.serialize(alert.fingerprint)
             old = tables.row(alert.fingerprint)
+            if old is not None and _outdated(alert, old.alert):
+                # Another instance of a cluster judged the alert since this one's copy (a
+                # report or a camera noted on a gauge another instance reads): writing the
+                # copy back would undo that instance's change, and could page it again.
+                return None
             row = AlertRow(alert) if old is None else replace(old, alert=alert)
             if alert.status is not AlertStatus.FIRING:
                 tables.save(row, now)
@@ -499,3 +508,8 @@ class AlertBook:
 def _held_back(row: AlertRow, silences: Sequence[Silence], now_ns: int) -> bool:
     """A firing alert a silence kept back that no silence covers any more."""
     return row.withheld == "silenced" and silencing(silences, row.alert.labels, now_ns) is None
+
+
+def _outdated(alert: Alert, stored: Alert) -> bool:
+    """Whether `alert` is an older copy than the book's: another status, or judged earlier."""
+    return alert.status is not stored.status or alert.evaluated_at_ns < stored.evaluated_at_ns

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -150,6 +150,7 @@ class Alerting:
         self._loaded: dict[str, int] = {}  # device id -> the epoch its state was loaded in
         self._shared: dict[str, int] = {}  # device id -> the wall ns the board last got
         self._statuses_heard: dict[str, tuple[bool, int]] = {}  # since the last publish
+        self._leader_alerts_loaded = True  # False from gaining leadership to the reload
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Alerting:
@@ -183,7 +184,13 @@ class Alerting:
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
         for transition in self.engine.restore(self.book.restore()):
             self._apply(transition)
-        for alert in self.engine.alerts.values():  # reports' links and clusters carry on
+        self._resume(self.engine.alerts.values())
+        self.cameras.touched.clear()  # the restored gauge alerts carry their notes already
+        return self
+
+    def _resume(self, alerts: Iterable[Alert]) -> None:
+        """Reports' links and clusters, and cameras' notes, carry on over restored alerts."""
+        for alert in list(alerts):
             notes = self.citizens.resume(alert)
             if notes:
                 self.engine.annotate(alert.rule, alert.subject, notes)
@@ -192,8 +199,6 @@ class Alerting:
                       if key in alert.annotations}
             if seeing:  # a gauge's alert keeps naming its cameras over its next readings
                 self.engine.annotate(alert.rule, alert.subject, seeing)
-        self.cameras.touched.clear()  # the restored gauge alerts carry their notes already
-        return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -247,12 +252,22 @@ class Alerting:
         stale.update(s.device_id for s in statuses if loaded.get(s.device_id) != epoch)
         if not stale:
             return
-        # Two reads, not one transaction: the device's previous owner is gone or no longer
-        # reads it (its partition came here), so nobody judges its readings in between.
-        self.engine.reload(stale, self.book.restore(self.engine.subjects_of(stale)),
-                           self.book.last_judged(stale, self.engine.judging_rules(stale)))
         for device_id in stale:
             loaded[device_id] = epoch
+        # Which of them another instance judged since this one did (the book holds a newer
+        # change): only those are reloaded, so a device that stayed here keeps its windows
+        # and notes when another partition moves in. Two reads, not one transaction: the
+        # previous owner is gone or no longer reads the device, so nobody judges it now.
+        engine = self.engine
+        judged = self.book.last_judged(stale, engine.judging_rules(stale))
+        moved = {device_id for device_id in stale
+                 if (mine := engine.latest_judged(device_id)) is None
+                 or judged.get(device_id, mine) > mine}
+        if moved:
+            alerts = self.book.restore(engine.subjects_of(moved))
+            engine.reload(moved, alerts, judged)
+            self._resume(alert for alert in engine.alerts.values()
+                         if alert.subject in engine.subjects_of(moved))
 
     def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
         """Judge cameras' detections (the events channel): ViolationHotspot and
@@ -508,8 +523,9 @@ class Alerting:
         return self.leadership is None or self.leadership.leading
 
     def _leading_changed(self, leading: bool) -> None:
-        if leading:  # the alerts a previous leader raised are this one's to carry on
-            self.engine.reload_rules(LEADER_RULES, self.book.restore())
+        # The alerts a previous leader raised are this one's to carry on: taken from the
+        # book before its first check (not here, in the event loop's callback).
+        self._leader_alerts_loaded = not leading
 
     async def _share_seen(self) -> None:
         heard: dict[str, Heard] = {}
@@ -530,22 +546,37 @@ class Alerting:
             if found.seen_ns is not None:
                 shared[device_id] = found.seen_ns
 
-    def _hear_board(self) -> None:
-        """What every instance heard, into this (the leader's) tracker."""
-        tracker = self.tracker
-        for device_id, heard in self.board.read().items():
+    def _hear_board(self, board: Mapping[str, Heard]) -> None:
+        """What every instance heard, into this instance's tracker.
+
+        What was heard before this instance started is left out, as a single instance
+        knows nothing from before its start: after a cluster-wide outage, silence counts
+        from the start, not from a reading hours ago (every device would be paged silent).
+        """
+        tracker, started = self.tracker, self.tracker.started_ns
+        for device_id, heard in board.items():
             last = tracker.last_seen(device_id)
-            if heard.seen_ns is not None and (last is None or heard.seen_ns > last):
-                tracker.seen(device_id, heard.seen_ns)
-                self.devices_seen[device_id] = heard.seen_ns
-            if heard.status is not None and heard.status[1] >= (heard.seen_ns or 0):
+            seen = heard.seen_ns
+            if seen is not None and seen >= started and (last is None or seen > last):
+                tracker.seen(device_id, seen)
+                self.devices_seen[device_id] = seen
+                self._shared[device_id] = seen  # the board has it: not news to publish
+            if heard.status is not None and heard.status[1] >= max(seen or 0, started):
                 tracker.status(device_id, heard.status[0], heard.status[1])
 
     async def _check_offline(self) -> None:
         if self.cluster is not None:
-            # Every instance hears the whole city (its console shows who is silent); only
-            # the leader raises the alerts.
-            self._hear_board()
+            try:
+                # Every instance hears the whole city (its console shows who is silent);
+                # only the leader raises the alerts.
+                self._hear_board(await asyncio.to_thread(self.board.read))
+                if self.leading and not self._leader_alerts_loaded:
+                    alerts = await asyncio.to_thread(self.book.restore)
+                    self.engine.reload_rules(LEADER_RULES, alerts)
+                    self._leader_alerts_loaded = True
+            except StorageError:
+                log.exception("the cluster's database: offline checks wait for the next turn")
+                return
         if not self.leading:
             return
         for signal in self.checker.check(self._clock_ns()):
@@ -554,8 +585,9 @@ class Alerting:
                 self._apply(transition)
 
     async def _check_citizens(self) -> None:
-        if self.leading:
-            self.check_flood_reports()
+        # Every instance: a cluster of reports lives where its reports came in (the
+        # instance whose API took them); the book makes a resolution page once.
+        self.check_flood_reports()
 
     async def _repeat(self) -> None:
         if self.leading:

@@ -96,6 +96,10 @@ class RuleEngine:
                 subjects.update(condition.subjects(device_id))
         return subjects
 
+    def latest_judged(self, device_id: str) -> int | None:
+        """The event time of the newest reading of the device this engine judged, if any."""
+        return self._latest_ns.get(device_id)
+
     def judging_rules(self, device_ids: Iterable[str]) -> set[str]:
         """The rules that judge these devices' readings and raise alerts on the devices
         themselves (not a flood wave's, whose alerts are on the gauges downstream)."""

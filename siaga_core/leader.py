@@ -5,7 +5,8 @@ areas, repeats, silence expiry, pruning), run on one instance at a time (issue 1
 instance keeps one connection to the shared PostgreSQL and tries `pg_try_advisory_lock` on
 it; the holder leads for as long as its session lives. A leader killed outright loses its
 session, and so its lock, when the server sees the connection close (at once on one
-machine; after TCP keepalives across a network), and the next instance to try takes it.
+machine; within about 30 s across a network, see KEEPALIVES), and the next instance to
+try takes it.
 
 A leader that can no longer reach the server steps down by itself: each tick it checks its
 session with a query bounded in time, so two instances can lead at once only for the span
@@ -28,9 +29,14 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_S = 1.0  # how soon a standby notices the leader gone
 QUERY_TIMEOUT_S = 5.0  # a session that does not answer a trivial query in 5 s is lost
 RETRY_MAX_S = 30.0
-# TCP keepalives on the session: across a network a dead peer is noticed in about 30 s.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-              "keepalives_count": 4}
+# The client's TCP keepalives notice a dead server; the server must notice a dead leader
+# (its host powered off sends no FIN, and the kernel's default keepalive is 2 hours): its
+# own keepalives, and an idle-session limit the leader's query every second never reaches
+# (PostgreSQL 14+), end such a session, and so release the lock, within about 30 s.
+KEEPALIVES: dict[str, str | int] = {
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 4,
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5"
+               " -c tcp_keepalives_count=4 -c idle_session_timeout=30s"}
 
 
 class Leadership:

@@ -64,6 +64,9 @@ class PostgresBackend:
         # autocommit: no transaction is left open between calls; `run` opens each one.
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url, min_size=1, max_size=POOL_SIZE, open=False, timeout=CONNECT_TIMEOUT_S,
+            # A connection is checked as it is handed out (one round trip): after a server
+            # restart, an idle connection is found broken then, not mid-transaction.
+            check=ConnectionPool.check_connection,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
             name=f"siaga-{store.schema_table}")
         try:

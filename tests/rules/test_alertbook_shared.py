@@ -204,3 +204,28 @@ def test_last_judged_is_the_newest_change_of_a_devices_own_rules_in_any_status(
         # Other rules' alerts (a wall-clock check's, a neighbour's) do not count.
         assert book.last_judged(["manggarai"], {"DeviceOffline"}) == {}
         assert book.last_judged([], {"FloodLevel"}) == {}
+
+
+def test_an_older_copy_of_an_alert_is_not_written_back_nor_paged(
+    book_place: BookPlace, clock: Clock
+) -> None:
+    # Instance B holds manggarai as firing from its start; instance A, which reads the
+    # gauge, resolved it since. B notes a resident's report on its copy: nothing happens.
+    with book_place.open(clock) as a, book_place.open(clock) as b:
+        a.apply(fire(T0))
+        a.apply(resolve(T0 + 5 * MINUTE))
+        assert b.observe(flood(at=T0 + MINUTE), note="citizen report 7 linked") is None
+        view = a.get(fingerprint("FloodLevel", "manggarai"))
+        assert view is not None and view.alert.status is AlertStatus.RESOLVED
+        assert [entry.change for entry in a.history()] == ["resolved", "firing"]
+
+
+def test_a_change_older_than_the_books_is_dropped(book_place: BookPlace, clock: Clock) -> None:
+    sent = Sent()
+    with book_place.open(clock, send=sent) as a, book_place.open(clock, send=sent) as b:
+        a.apply(fire(T0 + 2 * MINUTE, level="siaga-2"))
+        # B had lost the partition without noticing: its change from before is stale.
+        assert b.apply(fire(T0 + MINUTE, level="siaga-3")) is None
+        assert sent.reasons() == ["new"]
+        view = a.get(fingerprint("FloodLevel", "manggarai"))
+        assert view is not None and view.alert.labels["level"] == "siaga-2"

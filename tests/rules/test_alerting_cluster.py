@@ -94,14 +94,31 @@ async def test_a_device_moving_to_another_instance_carries_its_alert_over(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str,
         clock: Clock) -> None:
     flood = fingerprint("FloodLevel", "manggarai")
+    minute = 60 * 10**9
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (one, two):
+        # The second instance read manggarai once (quiet), then its partition moved away.
+        two.observe([gauge("manggarai", clock.now - minute, 500)], [], clock.now)
+        one.ownership_changed()
         one.observe([gauge("manggarai", clock.now, 960)], [], clock.now)  # Siaga 1: new
-        two.ownership_changed()  # manggarai's partition moves to the other instance
-        two.observe([gauge("manggarai", clock.now + 60 * 10**9, 960)], [], clock.now)
+        two.ownership_changed()  # ... and back: the second must not trust what it held
+        two.observe([gauge("manggarai", clock.now + minute, 960)], [], clock.now)
         view = two.book.get(flood)
         assert view is not None and view.alert.status is AlertStatus.FIRING
         firing = [entry for entry in two.book.history(flood) if entry.change == "firing"]
         assert len(firing) == 1  # raised once, by the first instance; carried on by the other
-        two.observe([gauge("manggarai", clock.now + 120 * 10**9, 500)], [], clock.now)
+        two.observe([gauge("manggarai", clock.now + 2 * minute, 500)], [], clock.now)
         view = two.book.get(flood)
         assert view is not None and view.alert.status is AlertStatus.RESOLVED
+
+
+async def test_a_partition_moving_in_leaves_the_devices_that_stayed_untouched(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str,
+        clock: Clock) -> None:
+    minute = 60 * 10**9
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (one, _):
+        one.observe([gauge("manggarai", clock.now, 960)], [], clock.now)
+        one.engine.annotate("FloodLevel", "manggarai", {"reports": "2 residents' reports"})
+        one.ownership_changed()  # another partition came in; manggarai never left
+        one.observe([gauge("manggarai", clock.now + minute, 960)], [], clock.now)
+        kept = one.engine.current("FloodLevel", "manggarai")
+        assert kept is not None and kept.annotations.get("reports") == "2 residents' reports"
