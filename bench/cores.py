@@ -255,15 +255,27 @@ def affinity(runs: Sequence[Running]) -> list[str]:
     return found
 
 
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process under it (from /proc's children lists)."""
+def children() -> dict[int, list[int]]:
+    """Every process's children, from /proc/<pid>/stat's parent ids (this kernel has no
+    /proc/<pid>/task/<tid>/children)."""
+    found: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2:].split()[1])  # after the command name
+            found.setdefault(parent, []).append(int(entry.name))
+    return found
+
+
+def descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
+    """`pid` and every process under it in `tree` (children())."""
     found, queue = [], [pid]
     while queue:
         current = queue.pop()
         found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                queue += [int(child_pid) for child_pid in task.read_text().split()]
+        queue += tree.get(current, [])
     return found
 
 
@@ -271,12 +283,13 @@ def group_usage(runs: Sequence[Running]) -> Usage | None:
     """The processes' summed CPU seconds, RSS and peak RSS (each one's VmHWM), or None once
     one of them has exited."""
     parts: list[Usage] = []
+    tree = children()
     for run in runs:
         top = usage(run.pid)
         if top is None:
             return None
         parts.append(top)
-        parts += [u for pid in descendants(run.pid)[1:] if (u := usage(pid)) is not None]
+        parts += [u for pid in descendants(run.pid, tree)[1:] if (u := usage(pid)) is not None]
     return Usage(time.monotonic(), sum(u.cpu_s for u in parts), sum(u.rss_mb for u in parts),
                  sum(u.peak_rss_mb for u in parts))
 

@@ -1,4 +1,4 @@
-"""The cores benchmark's pure parts: the core counts, the setups, the summary and the chart's data.
+"""The cores benchmark's parts that need no servers: core counts, setups, process trees, the report.
 
 The measurement itself (every system confined to 1, 2 and all cores, RabbitMQ, PostgreSQL)
 runs in `python -m bench --only cores`, not here.
@@ -6,10 +6,14 @@ runs in `python -m bench --only cores`, not here.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 from bench import cores_chart, report
-from bench.cores import Setup, core_counts, cpu_list, setups
+from bench.cores import Setup, children, core_counts, cpu_list, descendants, setups
+from tests.polling import wait_until
 
 
 def test_core_counts_are_one_two_and_all_without_repeats() -> None:
@@ -34,6 +38,21 @@ def test_siaga_on_mqtt_runs_once_and_the_others_once_per_count() -> None:
     # Node-RED not installed: the others still run.
     assert setups(["siaga", "paho-batched"], [1]) == [
         Setup("siaga", 1), Setup("siaga-amqp", 1), Setup("paho-batched", 1)]
+
+
+def test_descendants_are_found_through_parent_ids() -> None:
+    assert descendants(1, {1: [5, 7], 5: [9], 8: [10]}) == [1, 7, 5, 9]
+    # And from this machine's /proc: a child of a child of this process.
+    with subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run("
+                           "[sys.executable, '-c', 'import sys; sys.stdin.read()'])"],
+                          stdin=subprocess.PIPE) as process:
+        try:
+            wait_until(lambda: len(descendants(process.pid, children())) == 2, 10,
+                       "the grandchild started")
+            assert os.getpid() in {pid for pid, kids in children().items()
+                                   if process.pid in kids}
+        finally:
+            process.kill()
 
 
 def _drain(system: str, cores: int, shape: str, rate: float, run: int = 1) -> dict[str, Any]:
