@@ -279,6 +279,8 @@ class Runner:
                    and r["shape"] == "batch100" and r["rate"]]
         for what, samples in (("alert", plan.cores_alert_samples),
                               ("storage", plan.cores_storage_samples)):
+            if "siaga" not in self.systems:
+                break
             if not drained:
                 self.skipped.append({"what": f"cores: {what} latency, run {number}",
                                      "why": "no batch-100 drain rate of siaga at 1 core"})
