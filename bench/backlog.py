@@ -23,7 +23,6 @@ from pathlib import Path
 from devices.registry import Device
 from devices.topics import TopicScheme
 from siaga.settings import load_settings
-from siaga_core.mqttloop import BrokerAddress
 from simulators.connection import Acks, Tag
 from simulators.fleet import Outlet, Outlets
 from simulators.load import LoadConfig, LoadRun, synthetic_devices
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--readings {args.readings} is not a whole number of batches of "
                      f"{args.batch}")
     mqtt = load_settings(args.config).mqtt
-    config = LoadConfig(BrokerAddress(mqtt.host, mqtt.port), mqtt.topic_prefix, rate=None,
+    config = LoadConfig(mqtt.address(), mqtt.topic_prefix, rate=None,
                         batch=args.batch, duration_s=TIMEOUT_S, seed=args.seed, qos=mqtt.qos)
     print(asyncio.run(publish(config, synthetic_devices(args.devices),
                               args.readings // args.batch)))

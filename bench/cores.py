@@ -101,7 +101,9 @@ def setups(systems: Sequence[str], counts: Sequence[int]) -> list[Setup]:
     """What runs for the chosen systems (names of bench.plan.SYSTEMS) at each count."""
     chosen: list[Setup] = []
     if "siaga" in systems:
-        chosen.append(Setup("siaga", 1))
+        # One process on Mosquitto at every count too: what the second core gives a single
+        # Siaga (its InfluxDB client's thread, the kernel's work) beside several instances.
+        chosen += [Setup("siaga", count) for count in counts]
         chosen += [Setup("siaga-amqp", count) for count in counts]
     for peer in PEERS:
         if peer in systems:
