@@ -267,7 +267,9 @@ class WireConnection(asyncio.Protocol):
             raise WireError(f"the server offers no PLAIN login: {mechanisms}")
         tune = await self._call(spec.Connection.StartOk(
             client_properties={"product": "siaga", "capabilities": {
-                "consumer_cancel_notify": True, "connection.blocked": True}},
+                "consumer_cancel_notify": True, "connection.blocked": True,
+                # A refused login is then a Connection.Close that says why.
+                "authentication_failure_close": True}},
             mechanism="PLAIN", response=f"\0{self._user}\0{self._password}"),
             spec.Connection.Tune, channel=0)
         # Heartbeats: the smaller of the server's and ours (the server's 0 means "as you like").
