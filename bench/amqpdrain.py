@@ -9,6 +9,8 @@ commit recorded: note it beside the figure).
 
     .venv/bin/python -m bench.amqpdrain --broker amqp|mosquitto --batch 1|100 --readings N
 
+`--reader aiormq|wire` (AMQP) picks `amqp.reader`: aiormq's, or ingest.amqpwire's.
+
 `--input-only` (AMQP) measures the input alone, in this process: `ingest.amqp`'s subscriber
 takes and acknowledges every message as the pipeline would once durable, with no decoding
 or storage; the rate is from the first message taken to the last, with the process's CPU
@@ -177,6 +179,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--prefetch", type=int, default=1000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/amqp-bench/work"))
+    parser.add_argument("--reader", choices=["aiormq", "wire"], default="aiormq",
+                        help="AMQP: amqp.reader, what reads the deliveries")
     parser.add_argument("--input-only", action="store_true",
                         help="AMQP: drain the partitions with the subscriber alone (no storage)")
     parser.add_argument("--profile", type=Path, help="with --input-only: cProfile stats here")
@@ -212,7 +216,8 @@ def main() -> None:
                 urls = [cluster.amqp_url(i) for i in range(1, args.nodes + 1)]
                 if args.input_only:
                     settings = AmqpSettings(urls=urls, name=name, partitions=args.partitions,
-                                            replicas=args.nodes, prefetch=args.prefetch)
+                                            replicas=args.nodes, prefetch=args.prefetch,
+                                            reader=args.reader)
                     profile = cProfile.Profile() if args.profile else None
                     if profile is not None:
                         profile.enable()
@@ -224,10 +229,12 @@ def main() -> None:
                 else:
                     config["ingest"] = {**config["ingest"], "input": "amqp"}  # type: ignore[dict-item]
                     config["amqp"] = {"urls": urls, "name": name, "partitions": args.partitions,
-                                      "replicas": args.nodes, "prefetch": args.prefetch}
+                                      "replicas": args.nodes, "prefetch": args.prefetch,
+                                      "reader": args.reader}
                     result = drain(config, workdir, influx, database, args.readings)
     report: dict[str, object] = {**result, "broker": args.broker, "batch": args.batch,
-                                 "nodes": args.nodes, "fed_msgs_per_s": len(backlog) / fed_s,
+                                 "nodes": args.nodes, "reader": args.reader,
+                                 "fed_msgs_per_s": len(backlog) / fed_s,
                                  "load_avg": os.getloadavg()}
     print(json.dumps(report))
 

@@ -53,6 +53,9 @@ Differences from MQTT a deployment sees:
 Why aiormq and not aio-pika's API: aio-pika (pyproject) is built on aiormq and wraps each
 delivery in an `IncomingMessage` with a decoded header; the pipeline needs the routing
 key, body and delivery tag only, so this reads aiormq's `DeliveredMessage` directly.
+`amqp.reader: wire` reads them with ingest.amqpwire instead (a connection of its own,
+deliveries parsed from large reads); the partitions are declared through aiormq either
+way. Both are behind `_Link`, what consuming needs of a connection.
 """
 
 from __future__ import annotations
@@ -64,12 +67,13 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
+from ingest.amqpwire import Deliver, WireConnection, WireError
 from ingest.inbox import Inbox, Message
 from ingest.settings import AmqpSettings
 from siaga_core.redaction import redact_userinfo
@@ -84,6 +88,9 @@ PARTITION_WEIGHT = "1"
 CONNECT_TIMEOUT_S = 10.0  # a node that accepts TCP but does not answer AMQP: try the next
 CLOSE_TIMEOUT_S = 5.0  # the goodbye to a node at shutdown; past it the socket is just closed
 QOS = 1  # AMQP with manual acknowledgement is at least once, as MQTT QoS 1
+# What a channel or connection going away raises; RuntimeError is aiormq's "channel/
+# connection closed" (the node went meanwhile).
+_GONE = (aiormq.exceptions.AMQPError, WireError, OSError, TimeoutError, RuntimeError)
 
 # RabbitMQ 3.10's MQTT plugin (rabbit_mqtt_util:to_amqp) turns a topic's `/` into `.` and
 # `+` into `*`; a `.` in a topic stays a `.`, so it comes back as a level separator (see
@@ -177,6 +184,82 @@ class AckWindow:
         return self.upto
 
 
+class _Link(Protocol):
+    """What consuming needs of a connection: one channel's consumers and acknowledgements."""
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    def ends(self) -> list[asyncio.Future[Any]]:
+        """Futures done when the channel or connection is gone (the caller may cancel them)."""
+        ...
+
+    async def consume(self, queue: str, consumer_tag: str, deliver: Deliver) -> None: ...
+
+    async def ack(self, tag: int, *, wait: bool = False) -> None:
+        """Acknowledge every delivery up to `tag` (multiple); `wait` until it is written."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _AiormqLink:
+    """aiormq's channel (the reference reader)."""
+
+    def __init__(self, connection: AbstractConnection, channel: AbstractChannel,
+                 on_cancel: Callable[[str], None]) -> None:
+        self._connection, self._channel = connection, channel
+        channel.on_consumer_cancel_callbacks.add(
+            lambda frame: on_cancel(frame.consumer_tag or ""))
+
+    @property
+    def is_closed(self) -> bool:
+        return self._channel.is_closed
+
+    def ends(self) -> list[asyncio.Future[Any]]:
+        return [self._channel.closing, self._connection.closing]
+
+    async def consume(self, queue: str, consumer_tag: str, deliver: Deliver) -> None:
+        async def on_message(message: DeliveredMessage) -> None:
+            # aiormq runs this as a task per delivery, in delivery order; it never awaits.
+            delivery = message.delivery
+            assert isinstance(delivery, spec.Basic.Deliver)  # basic_consume gives no other
+            deliver(delivery.routing_key or "", message.body, delivery.delivery_tag or 0)
+
+        await self._channel.basic_consume(queue, on_message, no_ack=False,
+                                          consumer_tag=consumer_tag)
+
+    async def ack(self, tag: int, *, wait: bool = False) -> None:
+        await self._channel.basic_ack(tag, multiple=True, wait=wait)
+
+    async def close(self) -> None:
+        pass  # the connection is closed by the session
+
+
+class _WireLink:
+    """ingest.amqpwire's connection (`amqp.reader: wire`)."""
+
+    def __init__(self, wire: WireConnection, on_cancel: Callable[[str], None]) -> None:
+        self._wire = wire
+        wire.on_cancel = on_cancel
+
+    @property
+    def is_closed(self) -> bool:
+        return self._wire.is_closed
+
+    def ends(self) -> list[asyncio.Future[Any]]:
+        return [self._wire.ended]
+
+    async def consume(self, queue: str, consumer_tag: str, deliver: Deliver) -> None:
+        await self._wire.consume(queue, consumer_tag, deliver)
+
+    async def ack(self, tag: int, *, wait: bool = False) -> None:
+        self._wire.ack(tag)  # on the socket before anything sent later, such as the goodbye
+
+    async def close(self) -> None:
+        await self._wire.close()
+
+
 class AmqpSubscriber:
     """Reads the partition queues; messages are acknowledged by the caller once durable."""
 
@@ -193,7 +276,7 @@ class AmqpSubscriber:
         self.on_takeover = on_takeover
         self._inbox = Inbox()
         self._generation = 0
-        self._channel: AbstractChannel | None = None
+        self._link: _Link | None = None
         self._window = AckWindow()
         self._ack_due = asyncio.Event()
         self._closing = False
@@ -217,14 +300,13 @@ class AmqpSubscriber:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         self._closing = True
-        channel, tag = self._channel, self._window.unsent()
-        if channel is not None and tag is not None and not channel.is_closed:
+        link, tag = self._link, self._window.unsent()
+        if link is not None and tag is not None and not link.is_closed:
             # The pipeline's last flush acknowledged these; say so before leaving.
             # Bounded: on a half-dead socket the write would wait for the heartbeat to fail
             # (minutes), past a service manager's stop time-out. Unsent, they are redelivered.
-            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, OSError,
-                                     TimeoutError):
-                await asyncio.wait_for(channel.basic_ack(tag, multiple=True), CLOSE_TIMEOUT_S)
+            with contextlib.suppress(*_GONE):
+                await asyncio.wait_for(link.ack(tag, wait=True), CLOSE_TIMEOUT_S)
         self._connection_task.cancel()
         await self._stack.aclose()
 
@@ -269,20 +351,47 @@ class AmqpSubscriber:
         _, queues = partition_names(s.name, s.partitions)
         homes = [queue for n, queue in enumerate(queues) if s.home(n)]
         others = [queue for n, queue in enumerate(queues) if not s.home(n)]
+        link: _Link | None = None
         try:
             channel = await connection.channel(publisher_confirms=False)
             await declare_partitions(channel, self._topics, name=s.name,
                                      partitions=s.partitions, replicas=s.replicas)
-            await channel.basic_qos(prefetch_count=s.prefetch)
+            link = await self._open_link(connection, channel, url, lost)
             self._generation += 1
-            self._channel, self._window = channel, AckWindow()
+            self._link, self._window = link, AckWindow()
             self.reading = set()
-            channel.on_consumer_cancel_callbacks.add(lambda frame: self._cancelled(frame, lost))
-            await self._consume(channel, homes)
-        except (aiormq.exceptions.AMQPError, OSError, TimeoutError, RuntimeError) as exc:
-            # RuntimeError: aiormq's "channel/connection closed" (the node went meanwhile).
+            await self._consume(link, homes)
+        except _GONE as exc:
             log.warning("AMQP consuming through %s failed: %s", redact_userinfo(url), exc)
+            if link is not None:
+                await link.close()
             return False
+        try:
+            return await self._consuming(link, url, homes, others, lost)
+        finally:
+            await link.close()
+
+    async def _open_link(self, connection: AbstractConnection, channel: AbstractChannel,
+                         url: str, lost: asyncio.Future[None]) -> _Link:
+        """The channel to consume on, with its prefetch: aiormq's, or amqpwire's own."""
+        s = self._settings
+
+        def on_cancel(consumer_tag: str) -> None:
+            self._cancelled(consumer_tag, lost)
+
+        if s.reader == "wire":
+            wire = await asyncio.wait_for(WireConnection.connect(url, s.prefetch),
+                                          CONNECT_TIMEOUT_S)
+            # The declaring connection is of no more use: only the wire one is watched.
+            with contextlib.suppress(*_GONE):
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+            return _WireLink(wire, on_cancel)
+        await channel.basic_qos(prefetch_count=s.prefetch)
+        return _AiormqLink(connection, channel, on_cancel)
+
+    async def _consuming(self, link: _Link, url: str, homes: Sequence[str],
+                         others: Sequence[str], lost: asyncio.Future[None]) -> bool:
+        s = self._settings
         self.connects += 1
         self.url = redact_userinfo(url)
         log.info("AMQP instance %d of %d consuming its %d home partitions of %s through %s "
@@ -292,11 +401,11 @@ class AmqpSubscriber:
         self.subscribed.set()
         if self._on_connection is not None:
             self._on_connection(True)
-        ends = [channel.closing, connection.closing, lost]
+        ends = [*link.ends(), lost]
         try:
             async with asyncio.TaskGroup() as group:
-                sender = group.create_task(self._send_acks(channel))
-                standby = group.create_task(self._stand_by(channel, others))
+                sender = group.create_task(self._send_acks(link))
+                standby = group.create_task(self._stand_by(link, others))
                 await asyncio.wait([*ends, sender], return_when=asyncio.FIRST_COMPLETED)
                 sender.cancel()
                 standby.cancel()
@@ -309,21 +418,20 @@ class AmqpSubscriber:
             log.warning("AMQP connection through %s lost; connecting to the next node", self.url)
         return True
 
-    async def _consume(self, channel: AbstractChannel, queues: Sequence[str]) -> None:
+    async def _consume(self, link: _Link, queues: Sequence[str]) -> None:
         for queue in queues:
             # The tag names the instance, so `rabbitmqctl list_consumers` shows who reads what.
-            await channel.basic_consume(queue, self._receiver(self._generation, queue),
-                                        no_ack=False,
-                                        consumer_tag=f"{queue}.i{self._settings.instance}")
+            await link.consume(queue, f"{queue}.i{self._settings.instance}",
+                               self._receiver(self._generation, queue))
 
-    async def _stand_by(self, channel: AbstractChannel, queues: Sequence[str]) -> None:
+    async def _stand_by(self, link: _Link, queues: Sequence[str]) -> None:
         """Register on the partitions of the other instances, once they had time to register
         on their own (RabbitMQ makes the first consumer of a queue its reader)."""
         if queues:
             await asyncio.sleep(self._settings.standby_after_s)
             try:
-                await self._consume(channel, queues)
-            except (aiormq.exceptions.AMQPError, OSError, TimeoutError, RuntimeError) as exc:
+                await self._consume(link, queues)
+            except _GONE as exc:
                 # The channel is going: its end starts the next generation, which stands by anew.
                 log.warning("AMQP standby on %d partitions failed: %s", len(queues), exc)
                 return
@@ -331,13 +439,13 @@ class AmqpSubscriber:
                      self._settings.instance, len(queues))
         self.standing_by.set()
 
-    def _cancelled(self, frame: spec.Basic.Cancel, lost: asyncio.Future[None]) -> None:
+    def _cancelled(self, consumer_tag: str, lost: asyncio.Future[None]) -> None:
         # A partition without our consumer would go unread: start the connection over.
-        log.warning("RabbitMQ cancelled consumer %s; reconnecting", frame.consumer_tag)
+        log.warning("RabbitMQ cancelled consumer %s; reconnecting", consumer_tag)
         if not lost.done():
             lost.set_result(None)
 
-    async def _send_acks(self, channel: AbstractChannel) -> None:
+    async def _send_acks(self, link: _Link) -> None:
         """Tell the broker what `ack` found durable, one `multiple` acknowledgement at a time."""
         window, due = self._window, self._ack_due
         while True:
@@ -347,8 +455,8 @@ class AmqpSubscriber:
             if tag is None:
                 continue
             try:
-                await channel.basic_ack(tag, multiple=True, wait=False)
-            except (aiormq.exceptions.AMQPError, RuntimeError, OSError):
+                await link.ack(tag)
+            except _GONE:
                 return  # the channel is closing: its deliveries come again
 
     def _lost(self) -> None:
@@ -356,7 +464,7 @@ class AmqpSubscriber:
         # acknowledged, and RabbitMQ delivers it again. What is still in the inbox comes
         # again, so it is dropped rather than decoded twice.
         self._generation += 1
-        self._channel = None
+        self._link = None
         generation = self._generation
         self._inbox.keep_generation(generation)
         was_up = self.connected.is_set()
@@ -374,23 +482,19 @@ class AmqpSubscriber:
         if self.on_takeover is not None:
             self.on_takeover()
 
-    def _receiver(self, generation: int, queue: str) -> Callable[[DeliveredMessage], Any]:
+    def _receiver(self, generation: int, queue: str) -> Deliver:
         clock_ns, inbox = self._clock_ns, self._inbox
         first = True
 
-        async def deliver(message: DeliveredMessage) -> None:
-            # aiormq runs this as a task per delivery, in delivery order; it never awaits.
+        def deliver(key: str, body: bytes, tag: int) -> None:
+            # Called in delivery order, in the event loop; it must not block.
             nonlocal first
             if self._generation != generation:
                 return  # its channel is gone: it comes again on the next one
             if first:
                 first = False
                 self._took_over(queue)
-            delivery = message.delivery
-            assert isinstance(delivery, spec.Basic.Deliver)  # basic_consume gives no other
-            topic = (delivery.routing_key or "").translate(_TO_MQTT)
-            inbox.put(Message(topic, message.body, delivery.delivery_tag or 0, QOS,
-                              generation, clock_ns()))
+            inbox.put(Message(key.translate(_TO_MQTT), body, tag, QOS, generation, clock_ns()))
             inbox.wake()
 
         return deliver

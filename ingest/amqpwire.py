@@ -1,0 +1,364 @@
+"""A lean AMQP 0-9-1 consumer: one connection, one channel, deliveries parsed from a buffer.
+
+`amqp.reader: wire` (issue 18). aiormq reads each frame with three `readexactly` calls, a
+lock and pamqp's general decoder, and runs one task per delivery; a single-reading message
+costs three frames, so the reader, not the pipeline, bounds the AMQP input. Here the socket
+is read in the event loop's large chunks (`asyncio.Protocol`), frames are cut from one
+buffer, and the hot path (Basic.Deliver, its content header, its body) is read with
+`struct` and handed to the consumer's callback synchronously, in delivery order. Every
+other method frame, in and out, goes through pamqp (aiormq's own codec).
+
+What it speaks: the handshake (PLAIN), one channel (number 1) with a prefetch, consumers,
+`basic.ack(multiple)`, heartbeats, and the server's Basic.Cancel, Channel.Close and
+Connection.Close, each of which ends the connection (`ended`): the subscriber starts a new
+one, as it does when aiormq's channel closes. It publishes nothing and declares nothing
+(`ingest.amqp` declares the partitions through aiormq before consuming here).
+
+`FrameReader` is the parser alone, without I/O, so tests can feed it any split of bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import struct
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from pamqp import commands as spec
+from pamqp import frame as pframe
+from pamqp.base import Frame
+from pamqp.header import ProtocolHeader
+from pamqp.heartbeat import Heartbeat
+
+from siaga_core.errors import DeliveryError
+
+FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8  # AMQP 0-9-1 4.2.3
+FRAME_END = 0xCE
+CHANNEL = 1  # the one channel this connection opens
+HEARTBEAT_S = 60  # what aiormq asks for too; the server may ask for less
+GOODBYE_S = 5.0  # the server's reply to our Connection.Close; past it the socket just closes
+MISSED_HEARTBEATS = 3  # silence for this many intervals means the peer is gone
+DELIVER = spec.Basic.Deliver.index  # 0x003C003C: class 60, method 60
+_HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
+_INDEX = struct.Struct(">I")  # a method frame's class and method
+_TAG = struct.Struct(">QB")  # Basic.Deliver: delivery tag, redelivered
+_BODY_SIZE = struct.Struct(">Q")  # a content header's body size, after class and weight
+_ACK = struct.Struct(">BHIIQBB")  # a whole Basic.Ack frame: head, index, tag, multiple, end
+_ACK_SIZE = 4 + 8 + 1
+
+F = TypeVar("F", bound=Frame)  # the reply a call expects
+
+# The consumer's callback: routing key, body, delivery tag. It runs inside the socket's
+# read and must not block; deliveries come to it in the order the server sent them.
+Deliver = Callable[[str, bytes, int], None]
+
+
+class WireError(DeliveryError):
+    """The AMQP connection cannot go on: a frame we cannot read, or the server closed it."""
+
+
+class FrameReader:
+    """Cuts frames out of the bytes read so far and hands each to its handler.
+
+    Deliveries go to the callback of their consumer tag, whole (every body frame joined);
+    other method frames to `on_method`; heartbeats only prove the peer alive.
+    """
+
+    def __init__(self, on_method: Callable[[int, Frame], None]) -> None:
+        self.consumers: dict[str, Deliver] = {}
+        self._on_method = on_method
+        self._buffer = bytearray()
+        # The delivery whose content is being read: callback, routing key, tag, size, parts.
+        self._deliver: Deliver | None = None
+        self._key = ""
+        self._tag = 0
+        self._size = 0
+        self._parts: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        """Read every whole frame in what came so far; keep the rest for the next read."""
+        buffer = self._buffer
+        buffer += data
+        view = memoryview(buffer)
+        try:
+            pos = self._frames(view, len(buffer))
+        finally:
+            view.release()
+        del buffer[:pos]
+
+    def _frames(self, buf: memoryview, n: int) -> int:
+        pos = 0
+        while n - pos >= 8:
+            kind, channel, size = _HEAD.unpack_from(buf, pos)
+            end = pos + 7 + size
+            if end >= n:
+                break  # the frame end octet has not come yet
+            if buf[end] != FRAME_END:
+                raise WireError(f"AMQP frame without its end octet at byte {pos}")
+            start = pos + 7
+            if kind == FRAME_METHOD:
+                index = _INDEX.unpack_from(buf, start)[0]
+                if index == DELIVER:
+                    self._delivery(buf, start + 4)
+                else:
+                    self._method(channel, index, bytes(buf[start + 4:end]))
+            elif kind == FRAME_HEADER:
+                self._header(_BODY_SIZE.unpack_from(buf, start + 4)[0])
+            elif kind == FRAME_BODY:
+                self._body(bytes(buf[start:end]))
+            elif kind != FRAME_HEARTBEAT:
+                raise WireError(f"AMQP frame of unknown type {kind}")
+            pos = end + 1
+        return pos
+
+    def _delivery(self, buf: memoryview, at: int) -> None:
+        # consumer-tag shortstr, delivery-tag longlong, redelivered bit, exchange shortstr,
+        # routing-key shortstr (AMQP 0-9-1, basic.deliver).
+        length = buf[at]
+        tag = bytes(buf[at + 1:at + 1 + length]).decode()
+        at += 1 + length
+        self._tag = _TAG.unpack_from(buf, at)[0]
+        at += 9
+        at += 1 + buf[at]  # the exchange
+        length = buf[at]
+        self._key = bytes(buf[at + 1:at + 1 + length]).decode()
+        deliver = self.consumers.get(tag)
+        if deliver is None:
+            raise WireError(f"AMQP delivery for unknown consumer {tag!r}")
+        self._deliver = deliver
+
+    def _header(self, size: int) -> None:
+        if self._deliver is None:
+            raise WireError("AMQP content header without a delivery")
+        self._size = size
+        if size == 0:
+            self._done(b"")
+
+    def _body(self, part: bytes) -> None:
+        if self._deliver is None:
+            raise WireError("AMQP content body without a delivery")
+        if not self._parts and len(part) == self._size:
+            self._done(part)  # the usual case: the whole body in one frame
+            return
+        self._parts.append(part)
+        if sum(map(len, self._parts)) >= self._size:
+            body, self._parts = b"".join(self._parts), []
+            self._done(body)
+
+    def _done(self, body: bytes) -> None:
+        deliver, self._deliver = self._deliver, None
+        assert deliver is not None  # checked by the caller
+        deliver(self._key, body, self._tag)
+
+    def _method(self, channel: int, index: int, payload: bytes) -> None:
+        try:
+            method = spec.INDEX_MAPPING[index]()
+            method.unmarshal(payload)
+        except (KeyError, struct.error, ValueError) as exc:
+            raise WireError(f"AMQP method frame 0x{index:08x} unreadable: {exc}") from exc
+        self._on_method(channel, method)
+
+
+def ack_frame(tag: int, *, multiple: bool, channel: int = CHANNEL) -> bytes:
+    """Basic.Ack as it goes on the wire (sent once per batch, but cheap all the same)."""
+    return _ACK.pack(FRAME_METHOD, channel, _ACK_SIZE, spec.Basic.Ack.index, tag,
+                     1 if multiple else 0, FRAME_END)
+
+
+class WireConnection(asyncio.Protocol):
+    """One AMQP connection with one consuming channel; open it with `connect`."""
+
+    def __init__(self, url: str, prefetch: int) -> None:
+        parts = urlsplit(url)
+        self._user = unquote(parts.username or "guest")
+        self._password = unquote(parts.password or "guest")
+        self._vhost = unquote(parts.path[1:]) or "/"
+        self._prefetch = prefetch
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.ended: asyncio.Future[None] = loop.create_future()  # the connection is over
+        self.error: str | None = None  # why, if not our own close
+        self.on_cancel: Callable[[str], None] | None = None  # the server cancelled a consumer
+        self._reader = FrameReader(self._on_method)
+        self._transport: asyncio.Transport | None = None
+        # The reply awaited; the first, Connection.Start, may come before anyone awaits it.
+        self._reply: asyncio.Future[Frame] | None = loop.create_future()
+        self._closed = False  # `ended` may be cancelled by those who wait on it
+        self._over: asyncio.Future[None] = loop.create_future()  # ours alone: never cancelled
+        self._calls = asyncio.Lock()
+        self._heard = loop.time()
+        self._heartbeat_s = 0
+        self._beats: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def connect(cls, url: str, prefetch: int) -> WireConnection:
+        """Connect, shake hands, open the channel with its prefetch; raise if any fails."""
+        parts = urlsplit(url)
+        secure = parts.scheme == "amqps"
+        context = ssl.create_default_context() if secure else None
+        loop = asyncio.get_running_loop()
+        connection = cls(url, prefetch)
+        await loop.create_connection(lambda: connection, parts.hostname or "localhost",
+                                     parts.port or (5671 if secure else 5672), ssl=context)
+        try:
+            await connection._handshake()
+        except BaseException:
+            connection.abort()
+            raise
+        return connection
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a stream socket
+        self._transport = transport
+        transport.write(ProtocolHeader().marshal())
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = self._loop.time()
+        try:
+            self._reader.feed(data)
+        except WireError as exc:
+            self._end(str(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._end(f"connection lost: {exc}" if exc else "connection closed")
+
+    # --- the consumer's side ----------------------------------------------------------------
+
+    async def consume(self, queue: str, consumer_tag: str, deliver: Deliver) -> None:
+        """Register `deliver` as the consumer `consumer_tag` of `queue` (manual acks)."""
+        self._reader.consumers[consumer_tag] = deliver
+        await self._call(spec.Basic.Consume(queue=queue, consumer_tag=consumer_tag),
+                         spec.Basic.ConsumeOk)
+
+    def ack(self, tag: int) -> None:
+        """Acknowledge every delivery up to `tag` (no reply comes)."""
+        self._write(ack_frame(tag, multiple=True))
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Say goodbye (Connection.Close, and its reply within GOODBYE_S), then close."""
+        if not self._closed:
+            with contextlib.suppress(WireError, TimeoutError):
+                await asyncio.wait_for(self._call(
+                    spec.Connection.Close(reply_code=200, reply_text="closing"),
+                    spec.Connection.CloseOk, channel=0), GOODBYE_S)
+        self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._end(None)
+
+    # --- inside -----------------------------------------------------------------------------
+
+    async def _handshake(self) -> None:
+        start = await self._expect(spec.Connection.Start)
+        mechanisms = (start.mechanisms or "").split()
+        if "PLAIN" not in mechanisms:
+            raise WireError(f"the server offers no PLAIN login: {mechanisms}")
+        tune = await self._call(spec.Connection.StartOk(
+            client_properties={"product": "siaga", "capabilities": {
+                "consumer_cancel_notify": True, "connection.blocked": True,
+                # A refused login is then a Connection.Close that says why.
+                "authentication_failure_close": True}},
+            mechanism="PLAIN", response=f"\0{self._user}\0{self._password}"),
+            spec.Connection.Tune, channel=0)
+        # Heartbeats: the smaller of the server's and ours (the server's 0 means "as you like").
+        self._heartbeat_s = min(tune.heartbeat or HEARTBEAT_S, HEARTBEAT_S)
+        self._send(spec.Connection.TuneOk(channel_max=tune.channel_max or 2047,
+                                          frame_max=tune.frame_max,
+                                          heartbeat=self._heartbeat_s), channel=0)
+        await self._call(spec.Connection.Open(virtual_host=self._vhost),
+                         spec.Connection.OpenOk, channel=0)
+        if self._heartbeat_s:
+            self._beats = asyncio.get_running_loop().create_task(self._beat())
+        await self._call(spec.Channel.Open(), spec.Channel.OpenOk)
+        await self._call(spec.Basic.Qos(prefetch_count=self._prefetch), spec.Basic.QosOk)
+
+    async def _beat(self) -> None:
+        """Send a heartbeat every half interval; end the connection on the peer's silence."""
+        interval = self._heartbeat_s / 2
+        beat = pframe.marshal(Heartbeat(), 0)
+        while not self._closed:
+            await asyncio.sleep(interval)
+            if self._loop.time() - self._heard > MISSED_HEARTBEATS * self._heartbeat_s:
+                self._end(f"no frame from the server in {MISSED_HEARTBEATS} heartbeats")
+                if self._transport is not None:
+                    self._transport.abort()
+                return
+            self._write(beat)
+
+    async def _expect(self, reply: type[F]) -> F:
+        async with self._calls:
+            return await self._wait(reply)
+
+    async def _call(self, method: Frame, reply: type[F], channel: int = CHANNEL) -> F:
+        async with self._calls:
+            self._reply = self._loop.create_future()
+            self._send(method, channel)
+            return await self._wait(reply)
+
+    async def _wait(self, reply: type[F]) -> F:
+        if self._reply is None:
+            self._reply = self._loop.create_future()
+        if self._closed:
+            raise WireError(self.error or "connection closed")
+        waiter = self._reply
+        either: list[asyncio.Future[Any]] = [waiter, self._over]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        self._reply = None
+        if not waiter.done():
+            waiter.cancel()
+            raise WireError(self.error or "connection closed")
+        got = waiter.result()
+        if not isinstance(got, reply):
+            raise WireError(f"expected {reply.name}, the server sent {got.name}")
+        return got
+
+    def _on_method(self, channel: int, method: Frame) -> None:
+        if isinstance(method, spec.Basic.Cancel):
+            if self.on_cancel is not None:
+                self.on_cancel(method.consumer_tag or "")
+        elif isinstance(method, spec.Channel.Close):
+            self._send(spec.Channel.CloseOk(), CHANNEL)
+            self._end(f"channel closed by the server: {method.reply_code} {method.reply_text}")
+        elif isinstance(method, spec.Connection.Close):
+            self._send(spec.Connection.CloseOk(), 0)
+            self._end(f"connection closed by the server: {method.reply_code} "
+                      f"{method.reply_text}")
+            if self._transport is not None:
+                self._transport.close()
+        elif isinstance(method, spec.Connection.Blocked | spec.Connection.Unblocked):
+            pass  # we publish nothing, so a blocked connection changes nothing for us
+        elif self._reply is not None and not self._reply.done():
+            self._reply.set_result(method)
+        else:
+            self._end(f"unexpected {method.name} on channel {channel}")
+
+    def _send(self, method: Frame, channel: int) -> None:
+        self._write(pframe.marshal(method, channel))
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is None or self._closed:
+            raise WireError(self.error or "connection closed")
+        self._transport.write(data)
+
+    def _end(self, error: str | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.error = error
+        self._over.set_result(None)
+        if not self.ended.done():
+            self.ended.set_result(None)
+        if self._beats is not None:
+            self._beats.cancel()

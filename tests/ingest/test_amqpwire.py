@@ -1,0 +1,160 @@
+"""amqpwire's frame reader, fed bytes as a socket may hand them over.
+
+The frames are made by pamqp, aiormq's codec, so the reader is checked against another
+implementation of the protocol. The broker's side (handshake, consumers, cancel, close)
+is in tests/integration/test_amqp_wire.py."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pamqp import commands as spec
+from pamqp import frame as pframe
+from pamqp.base import Frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+from pamqp.heartbeat import Heartbeat
+
+from ingest.amqpwire import CHANNEL, Deliver, FrameReader, WireError, ack_frame
+
+Delivered = tuple[str, str, bytes, int]  # consumer, routing key, body, delivery tag
+
+
+def delivery(consumer: str, key: str, body: bytes, tag: int, *, frame_max: int = 131072,
+             redelivered: bool = False) -> bytes:
+    """One delivery's frames, the body cut into frames of `frame_max` bytes at most."""
+    frames = [pframe.marshal(spec.Basic.Deliver(consumer_tag=consumer, delivery_tag=tag,
+                                                redelivered=redelivered, exchange="siaga.p",
+                                                routing_key=key), CHANNEL),
+              pframe.marshal(ContentHeader(body_size=len(body), properties=spec.Basic.Properties(
+                  delivery_mode=2, headers={"x-mqtt-publish-qos": 1})), CHANNEL)]
+    frames += [pframe.marshal(ContentBody(body[at:at + frame_max]), CHANNEL)
+               for at in range(0, len(body), frame_max)]
+    return b"".join(frames)
+
+
+HEARTBEAT = pframe.marshal(Heartbeat(), 0)
+
+
+class Recorder:
+    def __init__(self, consumers: tuple[str, ...] = ("c0", "c1")) -> None:
+        self.delivered: list[Delivered] = []
+        self.methods: list[tuple[int, Frame]] = []
+        self.reader = FrameReader(lambda channel, method: self.methods.append((channel, method)))
+        for consumer in consumers:
+            self.reader.consumers[consumer] = self._consumer(consumer)
+
+    def _consumer(self, consumer: str) -> Deliver:
+        def deliver(key: str, body: bytes, tag: int) -> None:
+            self.delivered.append((consumer, key, body, tag))
+        return deliver
+
+    def feed(self, data: bytes, *cuts: int) -> None:
+        """Feed `data` in pieces cut at `cuts`."""
+        edges = [0, *cuts, len(data)]
+        for start, end in itertools.pairwise(edges):
+            self.reader.feed(data[start:end])
+
+
+STREAM = b"".join([
+    delivery("c0", "siaga.water-level.a.telemetry", b'{"seq":1}', 1),
+    HEARTBEAT,
+    delivery("c1", "siaga.water-level.b.telemetry", b'{"seq":2}', 2, redelivered=True),
+    pframe.marshal(spec.Basic.Cancel(consumer_tag="c1", nowait=True), CHANNEL),
+    delivery("c0", "siaga.water-level.a.status", b"", 3),
+])
+EXPECTED = [("c0", "siaga.water-level.a.telemetry", b'{"seq":1}', 1),
+            ("c1", "siaga.water-level.b.telemetry", b'{"seq":2}', 2),
+            ("c0", "siaga.water-level.a.status", b"", 3)]
+
+
+def test_several_frames_in_one_read_are_delivered_in_order() -> None:
+    recorder = Recorder()
+    recorder.feed(STREAM)
+    assert recorder.delivered == EXPECTED
+    assert [(channel, type(method)) for channel, method in recorder.methods] == [
+        (CHANNEL, spec.Basic.Cancel)]
+
+
+def test_a_read_may_end_at_any_byte() -> None:
+    for cut in range(1, len(STREAM)):
+        recorder = Recorder()
+        recorder.feed(STREAM, cut)
+        assert recorder.delivered == EXPECTED, cut
+        assert len(recorder.methods) == 1, cut
+
+
+def test_bytes_coming_one_at_a_time_are_read_alike() -> None:
+    recorder = Recorder()
+    recorder.feed(STREAM, *range(1, len(STREAM)))
+    assert recorder.delivered == EXPECTED
+
+
+def test_nothing_is_delivered_before_its_body_has_come() -> None:
+    frames = delivery("c0", "k", b"abc", 7)
+    recorder = Recorder()
+    recorder.feed(frames[:-1])
+    assert recorder.delivered == []
+    recorder.feed(frames[-1:])
+    assert recorder.delivered == [("c0", "k", b"abc", 7)]
+
+
+def test_a_body_in_several_frames_is_joined() -> None:
+    body = bytes(range(256)) * 40  # 10,240 bytes in frames of 1000
+    recorder = Recorder()
+    recorder.feed(delivery("c0", "k", body, 9, frame_max=1000) + delivery("c1", "j", b"x", 10),
+                  4321)
+    assert recorder.delivered == [("c0", "k", body, 9), ("c1", "j", b"x", 10)]
+
+
+def test_a_heartbeat_between_a_header_and_its_body_changes_nothing() -> None:
+    frames = delivery("c0", "k", b"body", 5)
+    body_at = frames.index(b"body") - 7  # the body frame's own head
+    recorder = Recorder()
+    recorder.feed(frames[:body_at] + HEARTBEAT + frames[body_at:])
+    assert recorder.delivered == [("c0", "k", b"body", 5)]
+
+
+def test_connection_and_channel_methods_go_to_their_handler() -> None:
+    recorder = Recorder()
+    recorder.feed(pframe.marshal(spec.Connection.Close(reply_code=320, reply_text="shutdown"),
+                                 0)
+                  + pframe.marshal(spec.Channel.Close(reply_code=406, reply_text="nope"), 1))
+    (zero, closing), (one, closed) = recorder.methods
+    assert isinstance(closing, spec.Connection.Close) and isinstance(closed, spec.Channel.Close)
+    assert (zero, closing.reply_code) == (0, 320)
+    assert (one, closed.reply_text) == (1, "nope")
+
+
+def test_a_frame_without_its_end_octet_is_refused() -> None:
+    frames = bytearray(delivery("c0", "k", b"abc", 1))
+    frames[-1] = 0
+    with pytest.raises(WireError, match="end octet"):
+        Recorder().feed(bytes(frames))
+
+
+def test_a_delivery_for_an_unknown_consumer_is_refused() -> None:
+    with pytest.raises(WireError, match="unknown consumer"):
+        Recorder(consumers=()).feed(delivery("c0", "k", b"abc", 1))
+
+
+def test_an_acknowledgement_is_the_frame_pamqp_would_send() -> None:
+    for multiple in (True, False):
+        assert ack_frame(123456789, multiple=multiple) == pframe.marshal(
+            spec.Basic.Ack(delivery_tag=123456789, multiple=multiple), CHANNEL)
+
+
+@given(st.lists(st.tuples(st.text(max_size=40).map(lambda t: t.replace(".", "/")),
+                          st.binary(max_size=300), st.integers(1, 2**63 - 1)),
+                max_size=8),
+       st.lists(st.integers(0, 4000), max_size=6), st.integers(1, 120))
+def test_any_deliveries_cut_anywhere_come_out_as_pamqp_wrote_them(
+        messages: list[tuple[str, bytes, int]], cuts: list[int], frame_max: int) -> None:
+    data = b"".join(delivery("c0", key, body, tag, frame_max=frame_max)
+                    for key, body, tag in messages)
+    recorder = Recorder()
+    recorder.feed(data, *sorted({cut for cut in cuts if 0 < cut < len(data)}))
+    assert recorder.delivered == [("c0", key, body, tag) for key, body, tag in messages]

@@ -1,0 +1,137 @@
+"""`amqp.reader: wire` against the 3-node RabbitMQ cluster: what the broker does to a
+consumer (redelivery, cancel, closing the connection) and what the subscriber must do in
+return. The service-level tests (nothing lost across a node's kill, several instances) are
+in tests/integration/test_amqp_input.py, with the default reader.
+
+Messages are published over AMQP to amq.topic, with the routing key the MQTT plugin would
+give them, and confirmed, so each test knows they are in the partitions before it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiormq
+import pytest
+
+from ingest.amqp import TOPIC_EXCHANGE, AmqpSubscriber, routing_key
+from ingest.amqpwire import WireConnection, WireError
+from ingest.inbox import Message
+from ingest.settings import AmqpSettings
+from siaga.sandbox.rabbitmq import RabbitCluster
+from tests.integration.support import unique_name
+from tests.polling import eventually, wait_until
+
+WITHIN_S = 120  # a ceiling for a 3-node broker on a loaded 2-core machine (elections)
+
+
+async def publish(cluster: RabbitCluster, topics_and_bodies: list[tuple[str, bytes]]) -> None:
+    async with aiormq.connect(cluster.amqp_url(2)) as connection:
+        channel = await connection.channel()  # publisher confirms: each publish awaits its
+        for topic, body in topics_and_bodies:
+            await channel.basic_publish(body, exchange=TOPIC_EXCHANGE,
+                                        routing_key=routing_key(topic))
+
+
+def settings(cluster: RabbitCluster, partitions: int = 2) -> AmqpSettings:
+    return AmqpSettings(urls=[cluster.amqp_url(1)], name=unique_name("wire"),
+                        partitions=partitions, replicas=len(cluster.nodes), reader="wire",
+                        reconnect_max_s=2, standby_after_s=0)
+
+
+@asynccontextmanager
+async def subscribed(s: AmqpSettings, prefix: str) -> AsyncIterator[AmqpSubscriber]:
+    async with AmqpSubscriber(s, [f"{prefix}/#"], time.time_ns) as subscriber:
+        await asyncio.wait_for(subscriber.subscribed.wait(), WITHIN_S)
+        yield subscriber
+
+
+async def take(subscriber: AmqpSubscriber, count: int) -> list[Message]:
+    taken: list[Message] = []
+
+    def more() -> bool:
+        taken.extend(subscriber.take(10_000))
+        return len(taken) >= count
+
+    await eventually(more, WITHIN_S, f"{count} deliveries")
+    return taken
+
+
+def bodies(messages: list[Message]) -> list[bytes]:
+    return [message.payload for message in messages]
+
+
+def queue_depths(cluster: RabbitCluster, name: str) -> dict[str, int]:
+    rows = json.loads(cluster.rabbitmqctl(1, "list_queues", "name", "messages", "--formatter",
+                                          "json"))
+    return {row["name"]: row["messages"] for row in rows if row["name"].startswith(f"{name}.p")}
+
+
+async def wait_depth(cluster: RabbitCluster, queue: str, messages: int) -> None:
+    """Wait (rabbitmqctl in a thread) until `queue` holds `messages` unacknowledged or ready."""
+    name = queue.rsplit(".p", 1)[0]
+    await asyncio.to_thread(wait_until, lambda: queue_depths(cluster, name)[queue] == messages,
+                            WITHIN_S, f"{messages} messages in {queue}", 0.25)
+
+
+async def test_deliveries_come_whole_and_in_order_and_acknowledged_ones_are_gone(
+        rabbit_cluster: RabbitCluster) -> None:
+    prefix, s = unique_name("wd"), settings(rabbit_cluster, partitions=1)
+    sent = [(f"{prefix}/water-level/d1/telemetry", f'{{"seq":{n}}}'.encode()) for n in range(300)]
+    sent += [(f"{prefix}/camera/c1/snapshot", bytes(range(256)) * 1200)]  # bodies > frame_max
+    sent += [(f"{prefix}/water-level/d1/status", b"")]
+    async with subscribed(s, prefix) as subscriber:
+        await publish(rabbit_cluster, sent)
+        messages = await take(subscriber, len(sent))
+        assert [(m.topic, m.payload) for m in messages] == sent
+        assert [m.mid for m in messages] == list(range(1, len(sent) + 1))
+        assert subscriber.ack(messages) == len(sent)
+    # The last acknowledgement went out before the goodbye: nothing is left to redeliver.
+    await wait_depth(rabbit_cluster, f"{s.name}.p0", 0)
+
+
+async def test_unacknowledged_deliveries_come_again_in_order_after_the_server_closes_us(
+        rabbit_cluster: RabbitCluster) -> None:
+    prefix, s = unique_name("wc"), settings(rabbit_cluster, partitions=1)
+    sent = [(f"{prefix}/water-level/d1/telemetry", f'{{"seq":{n}}}'.encode()) for n in range(20)]
+    async with subscribed(s, prefix) as subscriber:
+        await publish(rabbit_cluster, sent)
+        first = await take(subscriber, len(sent))
+        subscriber.ack(first[:5])  # 6.. are not durable yet when the connection goes
+        await wait_depth(rabbit_cluster, f"{s.name}.p0", 15)  # the first five acknowledged
+        # Connection.Close from the server, as on a node's shutdown or an operator's command.
+        await asyncio.to_thread(rabbit_cluster.rabbitmqctl, 1, "close_all_connections",
+                                "test closes it")
+        again = await take(subscriber, 15)
+        assert subscriber.connects == 2
+        assert bodies(again) == bodies(first[5:])  # the same, in the same order
+        assert {m.generation for m in again} != {m.generation for m in first}
+        assert subscriber.ack(first[5:]) == 0  # the old channel's tags are void
+        assert subscriber.ack(again) == 15
+        await wait_depth(rabbit_cluster, f"{s.name}.p0", 0)  # the redelivered acknowledged
+
+
+async def test_a_consumer_cancelled_by_the_server_makes_the_subscriber_start_over(
+        rabbit_cluster: RabbitCluster) -> None:
+    prefix, s = unique_name("wx"), settings(rabbit_cluster, partitions=2)
+    async with subscribed(s, prefix) as subscriber:
+        # Deleting a queue cancels its consumers (Basic.Cancel, consumer_cancel_notify).
+        await asyncio.to_thread(rabbit_cluster.rabbitmqctl, 1, "delete_queue", f"{s.name}.p1")
+        await eventually(lambda: subscriber.connects == 2 and subscriber.subscribed.is_set(),
+                         WITHIN_S, "a new connection, the partitions declared again")
+        sent = [(f"{prefix}/water-level/d{n}/telemetry", b"{}") for n in range(40)]
+        await publish(rabbit_cluster, sent)
+        messages = await take(subscriber, len(sent))
+        assert sorted(m.topic for m in messages) == sorted(topic for topic, _ in sent)
+        assert subscriber.reading == {f"{s.name}.p0", f"{s.name}.p1"}
+
+
+async def test_the_wire_connection_refuses_a_wrong_password(
+        rabbit_cluster: RabbitCluster) -> None:
+    url = rabbit_cluster.amqp_url(1).replace("@", "x@", 1)  # the password with an x more
+    with pytest.raises(WireError, match="ACCESS_REFUSED"):
+        await WireConnection.connect(url, 10)
