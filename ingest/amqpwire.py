@@ -249,7 +249,8 @@ class WireConnection(asyncio.Protocol):
         if not self._closed:
             with contextlib.suppress(WireError, TimeoutError):
                 await asyncio.wait_for(self._call(
-                    spec.Connection.Close(reply_code=200, reply_text="closing"),
+                    spec.Connection.Close(reply_code=200, reply_text="closing", class_id=0,
+                                          method_id=0),
                     spec.Connection.CloseOk, channel=0), GOODBYE_S)
         self.abort()
 

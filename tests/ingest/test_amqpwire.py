@@ -120,9 +120,10 @@ def test_a_heartbeat_between_a_header_and_its_body_changes_nothing() -> None:
 
 def test_connection_and_channel_methods_go_to_their_handler() -> None:
     recorder = Recorder()
-    recorder.feed(pframe.marshal(spec.Connection.Close(reply_code=320, reply_text="shutdown"),
-                                 0)
-                  + pframe.marshal(spec.Channel.Close(reply_code=406, reply_text="nope"), 1))
+    recorder.feed(pframe.marshal(spec.Connection.Close(reply_code=320, reply_text="shutdown",
+                                                       class_id=0, method_id=0), 0)
+                  + pframe.marshal(spec.Channel.Close(reply_code=406, reply_text="nope",
+                                                     class_id=60, method_id=20), 1))
     (zero, closing), (one, closed) = recorder.methods
     assert isinstance(closing, spec.Connection.Close) and isinstance(closed, spec.Channel.Close)
     assert (zero, closing.reply_code) == (0, 320)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -120,7 +120,7 @@ def in_order(seqs: list[int]) -> bool:
 
 
 def amqp_settings(cluster: RabbitCluster, influx: InfluxDB1, data_dir: Path,
-                  nodes: Sequence[int]) -> Settings:
+                  nodes: Sequence[int], reader: Literal["aiormq", "wire"] = "wire") -> Settings:
     """Settings reading partitions of their own through `nodes`, in that order."""
     settings = make_settings("mqtt://127.0.0.1:1", InfluxSettings(
         url=influx.url, database=unique_name("amqp_")), data_dir, batch_size=500,
@@ -129,7 +129,8 @@ def amqp_settings(cluster: RabbitCluster, influx: InfluxDB1, data_dir: Path,
         "ingest": settings.ingest.model_copy(update={"input": "amqp"}),
         "amqp": AmqpSettings(urls=[cluster.amqp_url(i) for i in nodes],
                              name=unique_name("siaga-t"), partitions=4,
-                             replicas=len(cluster.nodes), reconnect_max_s=2),
+                             replicas=len(cluster.nodes), reconnect_max_s=2,
+                             reader=reader),
     })
 
 
@@ -166,9 +167,12 @@ def prefix_of(settings: Settings) -> str:
     return settings.mqtt.topic_prefix
 
 
+# The default reader (wire) and aiormq's, kept as the reference `amqp.reader: aiormq`.
+@pytest.mark.parametrize("reader", ["wire", "aiormq"])
 async def test_readings_published_to_any_node_are_stored_once_and_seen_in_order(
-        rabbit_cluster: RabbitCluster, influxdb1: InfluxDB1, tmp_path: Path) -> None:
-    settings = amqp_settings(rabbit_cluster, influxdb1, tmp_path / "data", (1, 2, 3))
+        rabbit_cluster: RabbitCluster, influxdb1: InfluxDB1, tmp_path: Path,
+        reader: Literal["aiormq", "wire"]) -> None:
+    settings = amqp_settings(rabbit_cluster, influxdb1, tmp_path / "data", (1, 2, 3), reader)
     count = 150
     async with running_service(settings) as service:
         assert service.alerting is not None

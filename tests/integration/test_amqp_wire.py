@@ -1,7 +1,7 @@
 """`amqp.reader: wire` against the 3-node RabbitMQ cluster: what the broker does to a
 consumer (redelivery, cancel, closing the connection) and what the subscriber must do in
 return. The service-level tests (nothing lost across a node's kill, several instances) are
-in tests/integration/test_amqp_input.py, with the default reader.
+in tests/integration/test_amqp_input.py, with this reader (the default) and aiormq's.
 
 Messages are published over AMQP to amq.topic, with the routing key the MQTT plugin would
 give them, and confirmed, so each test knows they are in the partitions before it reads.
