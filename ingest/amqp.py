@@ -204,6 +204,10 @@ class _Link(Protocol):
 
     async def close(self) -> None: ...
 
+    def abort(self) -> None:
+        """Close at once, without a goodbye (the task is being cancelled)."""
+        ...
+
 
 class _AiormqLink:
     """aiormq's channel (the reference reader)."""
@@ -237,6 +241,9 @@ class _AiormqLink:
     async def close(self) -> None:
         pass  # the connection is closed by the session
 
+    def abort(self) -> None:
+        pass  # likewise
+
 
 class _WireLink:
     """ingest.amqpwire's connection (`amqp.reader: wire`)."""
@@ -260,6 +267,9 @@ class _WireLink:
 
     async def close(self) -> None:
         await self._wire.close()
+
+    def abort(self) -> None:
+        self._wire.abort()
 
 
 class AmqpSubscriber:
@@ -368,6 +378,10 @@ class AmqpSubscriber:
             if link is not None:
                 await link.close()
             return False
+        except BaseException:  # cancelled while starting: no connection left behind
+            if link is not None:
+                link.abort()
+            raise
         try:
             return await self._consuming(link, url, homes, others, lost)
         finally:
@@ -385,8 +399,12 @@ class AmqpSubscriber:
             wire = await asyncio.wait_for(WireConnection.connect(url, s.prefetch),
                                           CONNECT_TIMEOUT_S)
             # The declaring connection is of no more use: only the wire one is watched.
-            with contextlib.suppress(*_GONE):
-                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+            try:
+                with contextlib.suppress(*_GONE):
+                    await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
+            except BaseException:  # cancelled meanwhile
+                wire.abort()
+                raise
             return _WireLink(wire, on_cancel)
         await channel.basic_qos(prefetch_count=s.prefetch)
         return _AiormqLink(connection, channel, on_cancel)

@@ -23,9 +23,10 @@ import asyncio
 import contextlib
 import ssl
 import struct
+from base64 import b64decode
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from pamqp import commands as spec
 from pamqp import frame as pframe
@@ -162,6 +163,23 @@ class FrameReader:
         self._on_method(channel, method)
 
 
+def tls_context(parts: SplitResult) -> ssl.SSLContext:
+    """The TLS context of an amqps:// URL, from the query options aiormq reads too
+    (`cafile`, `capath`, `cadata` in base64, `certfile`/`keyfile`, `no_verify_ssl=1`), so
+    the declaring connection and this one trust the same servers."""
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    cadata = query.get("cadata")
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=query.get("cafile"), capath=query.get("capath"),
+        cadata=b64decode(cadata) if cadata else None)
+    if query.get("certfile"):
+        context.load_cert_chain(query["certfile"], query.get("keyfile"))
+    if query.get("no_verify_ssl", "0") != "0":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def ack_frame(tag: int, *, multiple: bool, channel: int = CHANNEL) -> bytes:
     """Basic.Ack as it goes on the wire (sent once per batch, but cheap all the same)."""
     return _ACK.pack(FRAME_METHOD, channel, _ACK_SIZE, spec.Basic.Ack.index, tag,
@@ -198,8 +216,9 @@ class WireConnection(asyncio.Protocol):
         """Connect, shake hands, open the channel with its prefetch; raise if any fails."""
         parts = urlsplit(url)
         secure = parts.scheme == "amqps"
-        context = ssl.create_default_context() if secure else None
         loop = asyncio.get_running_loop()
+        # Loading CA files blocks: off the event loop, as aiormq does.
+        context = await loop.run_in_executor(None, tls_context, parts) if secure else None
         connection = cls(url, prefetch)
         await loop.create_connection(lambda: connection, parts.hostname or "localhost",
                                      parts.port or (5671 if secure else 5672), ssl=context)
@@ -223,6 +242,8 @@ class WireConnection(asyncio.Protocol):
             self._reader.feed(data)
         except WireError as exc:
             self._end(str(exc))
+        except Exception as exc:  # from the consumer's callback: end here, not in asyncio's log
+            self._end(f"handling a delivery failed: {exc!r}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

@@ -7,6 +7,8 @@ is in tests/integration/test_amqp_wire.py."""
 from __future__ import annotations
 
 import itertools
+import ssl
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given
@@ -18,7 +20,15 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
-from ingest.amqpwire import CHANNEL, Deliver, FrameReader, WireError, ack_frame
+from ingest.amqpwire import (
+    CHANNEL,
+    Deliver,
+    FrameReader,
+    WireConnection,
+    WireError,
+    ack_frame,
+    tls_context,
+)
 
 Delivered = tuple[str, str, bytes, int]  # consumer, routing key, body, delivery tag
 
@@ -159,3 +169,24 @@ def test_any_deliveries_cut_anywhere_come_out_as_pamqp_wrote_them(
     recorder = Recorder()
     recorder.feed(data, *sorted({cut for cut in cuts if 0 < cut < len(data)}))
     assert recorder.delivered == [("c0", key, body, tag) for key, body, tag in messages]
+
+
+async def test_a_failing_consumer_ends_the_connection_with_the_reason() -> None:
+    connection = WireConnection("amqp://guest:guest@127.0.0.1:1/", prefetch=10)
+
+    def broken(key: str, body: bytes, tag: int) -> None:
+        raise ValueError("the pipeline refused")
+
+    connection._reader.consumers["c0"] = broken
+    connection.data_received(delivery("c0", "k", b"x", 1))
+    assert connection.ended.done() and connection.is_closed
+    assert connection.error is not None and "the pipeline refused" in connection.error
+
+
+def test_amqps_options_are_read_as_aiormq_reads_them() -> None:
+    lax = tls_context(urlsplit("amqps://siaga:pw@rabbit:5671/?no_verify_ssl=1"))
+    assert (lax.check_hostname, lax.verify_mode) == (False, ssl.CERT_NONE)
+    strict = tls_context(urlsplit("amqps://siaga:pw@rabbit:5671/"))
+    assert (strict.check_hostname, strict.verify_mode) == (True, ssl.CERT_REQUIRED)
+    with pytest.raises(FileNotFoundError):  # the CA file named is the one loaded
+        tls_context(urlsplit("amqps://rabbit/?cafile=/nonexistent/ca.pem"))
