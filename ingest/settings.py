@@ -106,7 +106,8 @@ class AmqpSettings(Section):
     # What reads the deliveries: `wire`, ingest.amqpwire's own reader, which parses
     # deliveries from large reads (3.3 times aiormq's single-reading drain, docs/scaling.md),
     # or `aiormq`, the reference. The partitions are declared through aiormq either way.
-    # With `amqps://`, `wire` trusts the system's CA store only.
+    # Both read an `amqps://` URL's options (cafile, capath, cadata, certfile, keyfile,
+    # no_verify_ssl).
     reader: Literal["aiormq", "wire"] = "wire"
 
     @model_validator(mode="after")
