@@ -104,10 +104,10 @@ class AmqpSettings(Section):
     # partitions (a service manager starts them within a second or two).
     standby_after_s: float = Field(default=5.0, ge=0, le=3600)
     # What reads the deliveries: `wire`, ingest.amqpwire's own reader, which parses
-    # deliveries from large reads (3.3 times aiormq's single-reading drain, docs/scaling.md),
-    # or `aiormq`, the reference. The partitions are declared through aiormq either way.
-    # Both read an `amqps://` URL's options (cafile, capath, cadata, certfile, keyfile,
-    # no_verify_ssl).
+    # deliveries from large reads (2.7 times aiormq's single-reading drain in the cores
+    # benchmark, docs/scaling.md), or `aiormq`, the reference. The partitions are declared
+    # through aiormq either way. Both read an `amqps://` URL's options (cafile, capath,
+    # cadata, certfile, keyfile, no_verify_ssl).
     reader: Literal["aiormq", "wire"] = "wire"
 
     @model_validator(mode="after")
