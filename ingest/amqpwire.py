@@ -20,7 +20,6 @@ one, as it does when aiormq's channel closes. It publishes nothing and declares 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import struct
 from base64 import b64decode
@@ -265,20 +264,29 @@ class WireConnection(asyncio.Protocol):
     def is_closed(self) -> bool:
         return self._closed
 
-    async def close(self) -> None:
-        """Say goodbye (Connection.Close, and its reply within GOODBYE_S), then close."""
+    async def close(self, goodbye_s: float = GOODBYE_S) -> None:
+        """Say goodbye (Connection.Close, and its reply within `goodbye_s`), then close the
+        socket: gracefully once the server said goodbye too, at once if it did not."""
         if not self._closed:
-            with contextlib.suppress(WireError, TimeoutError):
+            try:
                 await asyncio.wait_for(self._call(
                     spec.Connection.Close(reply_code=200, reply_text="closing", class_id=0,
                                           method_id=0),
-                    spec.Connection.CloseOk, channel=0), GOODBYE_S)
+                    spec.Connection.CloseOk, channel=0), goodbye_s)
+            except (WireError, TimeoutError):
+                pass  # no goodbye: a peer that may read nothing more, so nothing to wait for
+            else:
+                # The server has read all we wrote and closes its side: a graceful close.
+                self._end(None)
+                if self._transport is not None:
+                    self._transport.close()
+                return
         self.abort()
 
     def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-        self._end(None)
+        """Drop the connection at once: what is still buffered is not sent (a graceful close
+        would wait for it to drain, as long as a half-dead peer lives)."""
+        self._drop(None)
 
     # --- inside -----------------------------------------------------------------------------
 
@@ -313,9 +321,7 @@ class WireConnection(asyncio.Protocol):
         while not self._closed:
             await asyncio.sleep(interval)
             if self._loop.time() - self._heard > MISSED_HEARTBEATS * self._heartbeat_s:
-                self._end(f"no frame from the server in {MISSED_HEARTBEATS} heartbeats")
-                if self._transport is not None:
-                    self._transport.abort()
+                self._drop(f"no frame from the server in {MISSED_HEARTBEATS} heartbeats")
                 return
             self._write(beat)
 
@@ -336,7 +342,16 @@ class WireConnection(asyncio.Protocol):
             raise WireError(self.error or "connection closed")
         waiter = self._reply
         either: list[asyncio.Future[Any]] = [waiter, self._over]
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # AMQP's synchronous methods are request and reply, in order: the reply to this
+            # call still comes, and would be taken for the next call's. Out of step, the
+            # connection cannot go on.
+            self._reply = None
+            self._drop(f"a call awaiting {reply.name} was cancelled: its reply would answer "
+                       "the next call")
+            raise
         self._reply = None
         if not waiter.done():
             waiter.cancel()
@@ -373,6 +388,11 @@ class WireConnection(asyncio.Protocol):
         if self._transport is None or self._closed:
             raise WireError(self.error or "connection closed")
         self._transport.write(data)
+
+    def _drop(self, error: str | None) -> None:
+        self._end(error)
+        if self._transport is not None:
+            self._transport.abort()  # connection_lost follows, without flushing the buffer
 
     def _end(self, error: str | None) -> None:
         if self._closed:

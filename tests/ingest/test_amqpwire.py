@@ -2,12 +2,17 @@
 
 The frames are made by pamqp, aiormq's codec, so the reader is checked against another
 implementation of the protocol. The broker's side (handshake, consumers, cancel, close)
-is in tests/integration/test_amqp_wire.py."""
+is in tests/integration/test_amqp_wire.py; a peer that stops reading, which a real broker
+cannot be made into on demand, is a small server here that speaks the handshake only."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import ssl
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,6 +27,7 @@ from pamqp.heartbeat import Heartbeat
 
 from ingest.amqpwire import (
     CHANNEL,
+    GOODBYE_S,
     Deliver,
     FrameReader,
     WireConnection,
@@ -29,6 +35,7 @@ from ingest.amqpwire import (
     ack_frame,
     tls_context,
 )
+from tests.polling import eventually
 
 Delivered = tuple[str, str, bytes, int]  # consumer, routing key, body, delivery tag
 
@@ -190,3 +197,77 @@ def test_amqps_options_are_read_as_aiormq_reads_them() -> None:
     assert (strict.check_hostname, strict.verify_mode) == (True, ssl.CERT_REQUIRED)
     with pytest.raises(FileNotFoundError):  # the CA file named is the one loaded
         tls_context(urlsplit("amqps://rabbit/?cafile=/nonexistent/ca.pem"))
+
+
+# The handshake's replies, by what the client sends (AMQP 0-9-1 2.2.4).
+HANDSHAKE: dict[type[Frame], Frame] = {
+    spec.Connection.StartOk: spec.Connection.Tune(channel_max=2047, frame_max=131072,
+                                                  heartbeat=0),
+    spec.Connection.Open: spec.Connection.OpenOk(),
+    spec.Channel.Open: spec.Channel.OpenOk(),
+    spec.Basic.Qos: spec.Basic.QosOk(),
+}
+
+
+@asynccontextmanager
+async def deaf_peer() -> AsyncIterator[str]:
+    """A server that shakes hands and then reads nothing more (a half-dead broker): what
+    the client writes then stays in its buffer. Yields the URL to connect to."""
+    done = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.readexactly(8)  # the protocol header
+        writer.write(pframe.marshal(spec.Connection.Start(mechanisms="PLAIN",
+                                                          locales="en_US"), 0))
+        while True:
+            head = await reader.readexactly(7)
+            rest = await reader.readexactly(struct.unpack_from(">I", head, 3)[0] + 1)
+            _, channel, method = pframe.unmarshal(head + rest)
+            reply = HANDSHAKE.get(type(method)) if isinstance(method, Frame) else None
+            if reply is not None:
+                writer.write(pframe.marshal(reply, channel))
+            if isinstance(method, spec.Basic.Qos):
+                break
+        await done.wait()  # the StreamReader stops reading the socket once its buffer is full
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:{port}/"
+    finally:
+        done.set()
+        server.close()
+        for writer in writers:
+            writer.transport.abort()
+        await server.wait_closed()
+
+
+def stuff(connection: WireConnection) -> None:
+    """Write until the socket's buffers are full and the transport holds the rest."""
+    transport = connection._transport
+    assert transport is not None
+    connection._write(HEARTBEAT * (4 << 20))  # 32 MB of heartbeats, past any socket buffer
+    assert transport.get_write_buffer_size() > 0
+
+
+async def test_abort_drops_the_connection_at_once_with_writes_still_buffered() -> None:
+    async with deaf_peer() as url:
+        connection = await WireConnection.connect(url, prefetch=10)
+        stuff(connection)
+        connection.abort()
+        # A graceful close would wait for the buffer to drain, for as long as the peer lives.
+        await eventually(lambda: connection._transport is None, GOODBYE_S,
+                         "the socket closed (connection_lost)")
+        assert connection.is_closed and connection.error is None
+
+
+async def test_a_goodbye_without_reply_drops_the_connection() -> None:
+    async with deaf_peer() as url:
+        connection = await WireConnection.connect(url, prefetch=10)
+        stuff(connection)
+        await connection.close(goodbye_s=0.5)  # Connection.Close is stuck behind the buffer
+        await eventually(lambda: connection._transport is None, GOODBYE_S,
+                         "the socket closed (connection_lost)")
+        assert connection.is_closed
