@@ -312,13 +312,8 @@ class AmqpSubscriber:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         self._closing = True
-        link, tag = self._link, self._window.unsent()
-        if link is not None and tag is not None and not link.is_closed:
-            # The pipeline's last flush acknowledged these; say so before leaving.
-            # Bounded: on a half-dead socket the write would wait for the heartbeat to fail
-            # (minutes), past a service manager's stop time-out. Unsent, they are redelivered.
-            with contextlib.suppress(*_GONE):
-                await asyncio.wait_for(link.ack(tag, wait=True), CLOSE_TIMEOUT_S)
+        if self._link is not None:
+            await self._flush_acks(self._link)  # the pipeline's last flush acknowledged these
         self._connection_task.cancel()
         await self._stack.aclose()
 
@@ -385,7 +380,13 @@ class AmqpSubscriber:
         try:
             return await self._consuming(link, url, homes, others, lost)
         finally:
-            await link.close()
+            # After a server's Basic.Cancel the connection is still open, and what the
+            # pipeline made durable since the last acknowledgement (the sender is stopped)
+            # is acknowledged before the goodbye, rather than delivered again.
+            try:
+                await self._flush_acks(link)
+            finally:  # even if cancelled meanwhile: no connection left behind
+                await link.close()
 
     async def _open_link(self, connection: AbstractConnection, channel: AbstractChannel,
                          url: str, lost: asyncio.Future[None]) -> _Link:
@@ -428,6 +429,9 @@ class AmqpSubscriber:
                 standby = group.create_task(self._stand_by(link, others))
                 await asyncio.wait([*ends, sender], return_when=asyncio.FIRST_COMPLETED)
                 sender.cancel()
+                # Before stopping the standby: cancelled amid a consume, it ends the wire
+                # connection (its reply abandoned), and with it the chance to acknowledge.
+                await self._flush_acks(link)
                 standby.cancel()
         finally:
             for end in ends:  # observers of the closing: stop them, and read their errors
@@ -478,6 +482,17 @@ class AmqpSubscriber:
                 await link.ack(tag)
             except _GONE:
                 return  # the channel is closing: its deliveries come again
+
+    async def _flush_acks(self, link: _Link) -> None:
+        """Send the acknowledgement due, if any, and wait until it is written, while `link`
+        is open. Bounded: on a half-dead socket the write would wait for the heartbeat to
+        fail (minutes), past a service manager's stop time-out. Unsent, they come again."""
+        if link.is_closed:
+            return  # its deliveries come again: their tags died with the channel
+        tag = self._window.unsent()
+        if tag is not None:
+            with contextlib.suppress(*_GONE):
+                await asyncio.wait_for(link.ack(tag, wait=True), CLOSE_TIMEOUT_S)
 
     def _lost(self) -> None:
         # Delivery tags belong to the channel: what it delivered can no longer be

@@ -18,7 +18,13 @@ from contextlib import asynccontextmanager
 import aiormq
 import pytest
 
-from ingest.amqp import TOPIC_EXCHANGE, AmqpSubscriber, routing_key
+from ingest.amqp import (
+    TOPIC_EXCHANGE,
+    AmqpSubscriber,
+    _WireLink,
+    declare_partitions,
+    routing_key,
+)
 from ingest.amqpwire import WireConnection, WireError
 from ingest.inbox import Message
 from ingest.settings import AmqpSettings
@@ -135,3 +141,77 @@ async def test_the_wire_connection_refuses_a_wrong_password(
     url = rabbit_cluster.amqp_url(1).replace("@", "x@", 1)  # the password with an x more
     with pytest.raises(WireError, match="ACCESS_REFUSED"):
         await WireConnection.connect(url, 10)
+
+
+def ignore(key: str, body: bytes, tag: int) -> None:
+    """A consumer's callback for a test that reads nothing."""
+
+
+async def test_a_reply_abandoned_by_a_cancelled_call_answers_no_later_call(
+        rabbit_cluster: RabbitCluster) -> None:
+    name = unique_name("wr")
+    async with aiormq.connect(rabbit_cluster.amqp_url(1)) as connection:
+        await declare_partitions(await connection.channel(), ["wr/#"], name=name, partitions=2,
+                                 replicas=len(rabbit_cluster.nodes))
+    wire = await WireConnection.connect(rabbit_cluster.amqp_url(1), 10)
+    transport = wire._transport
+    assert transport is not None
+    try:
+        # The server's replies are held in the socket (not read) while the calls are made, so
+        # the reply to the cancelled call comes after the next call is sent, as it may on a
+        # loaded node.
+        transport.pause_reading()
+        first = asyncio.create_task(wire.consume(f"{name}.p0", "c0", ignore))
+        await eventually(lambda: wire._reply is not None, WITHIN_S, "Basic.Consume sent")
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.create_task(wire.consume(f"{name}.p1", "c1", ignore))
+        await eventually(lambda: second.done() or wire._calls.locked(), WITHIN_S,
+                         "the second call made")
+        transport.resume_reading()
+        # The first ConsumeOk to come is c0's: it must not pass for c1's.
+        with pytest.raises(WireError, match="cancelled"):
+            await asyncio.wait_for(second, WITHIN_S)
+        assert wire.is_closed
+    finally:
+        wire.abort()
+
+
+async def test_acknowledgements_due_when_the_server_cancels_a_consumer_are_sent_first(
+        rabbit_cluster: RabbitCluster) -> None:
+    prefix, s = unique_name("wa"), settings(rabbit_cluster, partitions=2)
+    sent = [(f"{prefix}/water-level/d1/telemetry", f'{{"seq":{n}}}'.encode()) for n in range(10)]
+    async with subscribed(s, prefix) as subscriber:
+        await publish(rabbit_cluster, sent)  # one topic: all in one partition
+        messages = await take(subscriber, len(sent))
+        depths: dict[str, int] = {}
+
+        def counted() -> bool:  # the queues' counts lag behind (statistics come every few s)
+            depths.update(queue_depths(rabbit_cluster, s.name))
+            return len(sent) in depths.values()
+
+        await asyncio.to_thread(wait_until, counted, WITHIN_S, "the partition's count", 0.25)
+        (home,) = [queue for queue, depth in depths.items() if depth == len(sent)]
+        (other,) = [queue for queue in depths if queue != home]
+        link = subscriber._link
+        assert isinstance(link, _WireLink)
+        wire = link._wire
+        on_cancel = wire.on_cancel
+        assert on_cancel is not None
+
+        def cancelled(consumer_tag: str) -> None:
+            # The pipeline makes the messages durable just as the server's cancel comes (its
+            # acknowledgement lands after the subscriber has begun to start over).
+            on_cancel(consumer_tag)
+            asyncio.get_running_loop().call_soon(subscriber.ack, messages)
+
+        wire.on_cancel = cancelled
+        # Deleting the other partition cancels our consumer there (Basic.Cancel); the
+        # connection is still open, so the due acknowledgement can and must go out.
+        await asyncio.to_thread(rabbit_cluster.rabbitmqctl, 1, "delete_queue", other)
+        await eventually(lambda: subscriber.connects == 2 and subscriber.subscribed.is_set(),
+                         WITHIN_S, "a new connection")
+        # Unacknowledged, the ten would come again to the new connection and stay there.
+        await wait_depth(rabbit_cluster, home, 0)
+        assert subscriber.take(100) == []
