@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 
 READY_POLL_S = 0.5  # how often start-up looks for a stop while waiting for the broker
 SPOOL_NEARLY_FULL = 0.9  # past 90 % of its budget the spool may refuse the next batch
-# Collections once started (`settle_heap`): the youngest generation every 50,000 allocations,
-# the middle one every 20 of those, the oldest every 100 of the middle's (CPython: 700, 10, 10).
-SETTLED_GC_THRESHOLDS: tuple[int, int, int] = (50_000, 20, 100)
+# Collections once started (`settle_heap`): the youngest generation every 50,000 net new
+# tracked objects, the middle one every 20 of those, the oldest every 10 of the middle's
+# (CPython: 700, 10, 10).
+SETTLED_GC_THRESHOLDS: tuple[int, int, int] = (50_000, 20, 10)
 BUILD_COMMIT_ENV = "SIAGA_BUILD_COMMIT"  # the commit siaga_build_info shows, set at build time
 
 
@@ -288,36 +289,32 @@ async def serve(settings: Settings, registry: Registry | None = None,
     """`siaga run`: the service until SIGTERM/SIGINT (catalog and rules loaded if not given)."""
     async with stop_on_signals() as stop:
         service = Service(settings, registry, rules=rules)
-        # A plain task, not a TaskGroup: the group would wrap the service's own error in an
-        # ExceptionGroup, and the command's edge translates the error itself.
-        settling = asyncio.create_task(settle_heap(service.ready))
-        try:
-            await service.run(stop)
-        finally:
-            settling.cancel()
-            await asyncio.wait([settling])
+        settle_heap()
+        await service.run(stop)
 
 
-async def settle_heap(ready: asyncio.Event) -> None:
-    """Once started, take what start-up made out of the garbage collector's full passes.
+def settle_heap() -> None:
+    """Take what start-up made out of the garbage collector's passes, before the service
+    starts; then collect the youngest generation less often.
 
     After start-up about 50,000 objects live for good (modules, functions, types, the
     catalog, the rules), and every full collection walked them again: 30 to 50 ms of CPU
-    about once a second at 51,000 readings/s, which was most of the alert p99 (93 ms; with
-    them frozen, 29 to 62 ms). `gc.freeze` moves them to a generation no collection
-    visits; what start-up left as garbage is collected first.
+    about once a second at 51,000 readings/s, most of the alert latency's tail.
+    `gc.freeze` moves them to a generation no collection visits; what start-up left as
+    garbage is collected first. Frozen before any connection, inbox or alert exists: a
+    frozen object that later dies in a reference cycle is never reclaimed, and those
+    die and are replaced (a reconnect, a takeover's reload).
 
-    Then the youngest generation is collected every 50,000 allocations, not every 700: a
-    batch's readings live until InfluxDB has them (tens of ms), so at 700 each was walked
-    twice on its way to the oldest generation, where reference counting frees it anyway.
-    A drain of batches of 100 on one core went from 129,000 and 140,000 readings/s to
-    151,000 and 165,000 (two runs each, alternated); single pauses of 9 to 21 ms remain.
+    The youngest generation is then collected every 50,000 net new tracked objects, not
+    every 700: a batch's readings live until InfluxDB has them (tens of ms), so at 700 each
+    was walked twice on its way to the oldest generation, where reference counting frees
+    it anyway. The oldest generation keeps CPython's 10, so cyclic garbage that outlived
+    a younger pass is still reclaimed. Figures: docs/scaling.md section 1.
 
     Process-wide settings, made here in `siaga run`'s own process and not by `Service`,
     which tests run in theirs.
     """
-    await ready.wait()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*SETTLED_GC_THRESHOLDS)
-    log.debug("heap settled: %d objects frozen", gc.get_freeze_count())
+    log.info("heap settled: %d start-up objects frozen", gc.get_freeze_count())
