@@ -38,6 +38,12 @@ causes no call until its first message. Each call comes before any message of th
 partition on that channel is in the inbox, but messages of other partitions, or of the
 same partition on an older channel, may already be waiting or in the pipeline's batch.
 
+The inbox is bounded as the MQTT input's (ingest.inbox: 20,000 messages or 16 MiB):
+RabbitMQ's prefetch counts messages only (it implements neither `prefetch_size` nor
+`channel.flow`), so when the inbox is full the wire reader leaves its socket unread until
+the pipeline has taken half, and TCP flow control holds the rest. aiormq's reader is bounded
+by the prefetch alone.
+
 Differences from MQTT a deployment sees:
 - Retained messages (devices' last statuses) are not replayed: RabbitMQ keeps retained
   messages for MQTT subscribers only, so after a restart a device's status is known once
@@ -76,7 +82,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
 from ingest.amqpwire import Deliver, WireConnection, WireError
-from ingest.inbox import Inbox, Message
+from ingest.inbox import INBOX_MAX, INBOX_MAX_BYTES, Inbox, Message
 from ingest.settings import AmqpSettings
 from siaga_core.redaction import redact_userinfo
 
@@ -208,6 +214,12 @@ class _Link(Protocol):
         """Close at once, without a goodbye (the task is being cancelled)."""
         ...
 
+    def pause(self) -> None:
+        """Stop reading deliveries (the inbox is full); `resume` reads again."""
+        ...
+
+    def resume(self) -> None: ...
+
 
 class _AiormqLink:
     """aiormq's channel (the reference reader)."""
@@ -244,6 +256,14 @@ class _AiormqLink:
     def abort(self) -> None:
         pass  # likewise
 
+    # The reference reader is bounded by the prefetch alone: aiormq reads through a
+    # StreamReader, which resumes a transport it paused itself, and would resume ours.
+    def pause(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
 
 class _WireLink:
     """ingest.amqpwire's connection (`amqp.reader: wire`)."""
@@ -271,13 +291,20 @@ class _WireLink:
     def abort(self) -> None:
         self._wire.abort()
 
+    def pause(self) -> None:
+        self._wire.pause_reading()
+
+    def resume(self) -> None:
+        self._wire.resume_reading()
+
 
 class AmqpSubscriber:
     """Reads the partition queues; messages are acknowledged by the caller once durable."""
 
     def __init__(self, settings: AmqpSettings, topics: list[str], clock_ns: Callable[[], int],
                  on_connection: Callable[[bool], None] | None = None,
-                 on_takeover: Callable[[], None] | None = None) -> None:
+                 on_takeover: Callable[[], None] | None = None, *,
+                 inbox_max: int = INBOX_MAX, inbox_max_bytes: int = INBOX_MAX_BYTES) -> None:
         self._settings = settings
         self._topics = topics  # MQTT filters: the bindings from amq.topic
         self._clock_ns = clock_ns
@@ -286,7 +313,12 @@ class AmqpSubscriber:
         # channel reaches the inbox: see "Taking partitions over" in the module docstring.
         # An attribute, so the service may set it once the rules exist.
         self.on_takeover = on_takeover
-        self._inbox = Inbox()
+        # Bounded as the MQTT input's (ingest.inbox): the wire reader stops reading its
+        # socket when full. The prefetch alone bounds messages, not bytes, and a partition
+        # taken over brings its own prefetch.
+        self._inbox = Inbox(inbox_max, inbox_max_bytes)
+        self._paused: _Link | None = None  # the link left unread until the inbox drains
+        self.pauses = 0  # times the inbox filled and reading paused
         self._generation = 0
         self._link: _Link | None = None
         self._window = AckWindow()
@@ -500,6 +532,7 @@ class AmqpSubscriber:
         # again, so it is dropped rather than decoded twice.
         self._generation += 1
         self._link = None
+        self._paused = None  # the next link starts reading
         generation = self._generation
         self._inbox.keep_generation(generation)
         was_up = self.connected.is_set()
@@ -531,6 +564,8 @@ class AmqpSubscriber:
                 self._took_over(queue)
             inbox.put(Message(key.translate(_TO_MQTT), body, tag, QOS, generation, clock_ns()))
             inbox.wake()
+            if inbox.full:
+                self._pause()
 
         return deliver
 
@@ -542,7 +577,19 @@ class AmqpSubscriber:
 
     def take(self, limit: int) -> list[Message]:
         """Take up to `limit` waiting messages, oldest first."""
-        return self._inbox.take(limit)
+        inbox = self._inbox
+        taken = inbox.take(limit)
+        if self._paused is not None and inbox.half_empty:
+            self._paused.resume()
+            self._paused = None
+        return taken
+
+    def _pause(self) -> None:
+        link = self._link
+        if link is not None and self._paused is None:
+            link.pause()
+            self._paused = link
+            self.pauses += 1
 
     @property
     def backlog(self) -> int:

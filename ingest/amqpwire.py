@@ -207,6 +207,8 @@ class WireConnection(asyncio.Protocol):
         self._over: asyncio.Future[None] = loop.create_future()  # ours alone: never cancelled
         self._calls = asyncio.Lock()
         self._heard = loop.time()
+        self._paused = False  # not reading the socket: the consumer's inbox is full
+        self._leaving = False  # our goodbye is under way: its failure is no error
         self._heartbeat_s = 0
         self._beats: asyncio.Task[None] | None = None
 
@@ -260,6 +262,21 @@ class WireConnection(asyncio.Protocol):
         """Acknowledge every delivery up to `tag` (no reply comes)."""
         self._write(ack_frame(tag, multiple=True))
 
+    def pause_reading(self) -> None:
+        """Leave the socket unread (the consumer has enough waiting): TCP flow control then
+        holds the server's deliveries, however large, where RabbitMQ's prefetch counts
+        messages only (it implements neither `prefetch_size` nor `channel.flow`)."""
+        if self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._heard = self._loop.time()  # the server's heartbeats waited unread meanwhile
+            if self._transport is not None:
+                self._transport.resume_reading()
+
     @property
     def is_closed(self) -> bool:
         return self._closed
@@ -268,6 +285,7 @@ class WireConnection(asyncio.Protocol):
         """Say goodbye (Connection.Close, and its reply within `goodbye_s`), then close the
         socket: gracefully once the server said goodbye too, at once if it did not."""
         if not self._closed:
+            self._leaving = True
             try:
                 await asyncio.wait_for(self._call(
                     spec.Connection.Close(reply_code=200, reply_text="closing", class_id=0,
@@ -320,7 +338,9 @@ class WireConnection(asyncio.Protocol):
         beat = pframe.marshal(Heartbeat(), 0)
         while not self._closed:
             await asyncio.sleep(interval)
-            if self._loop.time() - self._heard > MISSED_HEARTBEATS * self._heartbeat_s:
+            # Paused, the server's frames wait unread: its silence is ours, not its death.
+            if (not self._paused
+                    and self._loop.time() - self._heard > MISSED_HEARTBEATS * self._heartbeat_s):
                 self._drop(f"no frame from the server in {MISSED_HEARTBEATS} heartbeats")
                 return
             self._write(beat)
@@ -349,8 +369,8 @@ class WireConnection(asyncio.Protocol):
             # call still comes, and would be taken for the next call's. Out of step, the
             # connection cannot go on.
             self._reply = None
-            self._drop(f"a call awaiting {reply.name} was cancelled: its reply would answer "
-                       "the next call")
+            self._drop(None if self._leaving else f"a call awaiting {reply.name} was "
+                       "cancelled: its reply would answer the next call")
             raise
         self._reply = None
         if not waiter.done():

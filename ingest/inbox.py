@@ -12,6 +12,9 @@ import contextlib
 from collections import deque
 from typing import NamedTuple
 
+INBOX_MAX = 20_000  # messages waiting for the pipeline before the socket is left unread
+INBOX_MAX_BYTES = 16 * 2**20  # ... or this much payload (batched messages are large)
+
 
 class Message(NamedTuple):
     topic: str
@@ -23,17 +26,34 @@ class Message(NamedTuple):
 
 
 class Inbox:
-    """Waiting messages, oldest first, and how many payload bytes they hold."""
+    """Waiting messages, oldest first, and how many payload bytes they hold.
 
-    __slots__ = ("_arrived", "_messages", "bytes")
+    Bounded by its subscriber, which stops reading its socket once the inbox is `full`
+    (`max_messages` or `max_bytes`) and reads again once the pipeline has taken half of
+    it (`half_empty`): TCP flow control and the broker's window then hold the rest, so a
+    burst of large batched messages cannot fill memory.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_arrived", "_max_bytes", "_max_messages", "_messages", "bytes")
+
+    def __init__(self, max_messages: int = INBOX_MAX, max_bytes: int = INBOX_MAX_BYTES) -> None:
         self._messages: deque[Message] = deque()
         self._arrived = asyncio.Event()
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
         self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._messages)
+
+    @property
+    def full(self) -> bool:
+        return len(self._messages) >= self._max_messages or self.bytes >= self._max_bytes
+
+    @property
+    def half_empty(self) -> bool:
+        return (len(self._messages) <= self._max_messages // 2
+                and self.bytes <= self._max_bytes // 2)
 
     def put(self, message: Message) -> None:
         """Add a message; waiters are told by `wake` (once per read, not per message)."""

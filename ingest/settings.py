@@ -85,7 +85,8 @@ class AmqpSettings(Section):
     # Queues the devices are spread over: the most instances that can share the work.
     partitions: int = Field(default=12, ge=1, le=1000)
     # Unacknowledged messages per partition: enough for a few batches in flight (the
-    # pipeline acknowledges a batch once durable), and the bound of the inbox.
+    # pipeline acknowledges a batch once durable). The inbox has its own bound, in bytes
+    # too (ingest.inbox), with the wire reader.
     prefetch: int = Field(default=1000, ge=1, le=65535)
     # Members of each quorum queue: 3 survive the loss of one node.
     replicas: int = Field(default=3, ge=1, le=99)

@@ -44,7 +44,7 @@ from typing import Any, cast
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from ingest.inbox import Inbox, Message
+from ingest.inbox import INBOX_MAX, INBOX_MAX_BYTES, Inbox, Message
 from ingest.settings import MqttSettings
 from siaga_core.mqttloop import MISC_EVERY_S, LoopDriver
 
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 65536  # bytes per recv(): hundreds of small messages
 READ_BURST = 2000  # packets per reader wake-up, so timers and the HTTP API get their turn
-INBOX_MAX = 20_000  # messages waiting for the pipeline before the socket is left unread
-INBOX_MAX_BYTES = 16 * 2**20  # ... or this much payload (batched messages are large)
 PUBACK = 0x40
 PINGREQ_PACKET = b"\xc0\x00"
 # A PUBACK of MQTT 3.1.1: fixed header 0x40, remaining length 2, then the packet id.
@@ -137,9 +135,7 @@ class Subscriber:
         self._settings = settings
         self._topics = topics
         self._clock_ns = clock_ns
-        self._inbox = Inbox()
-        self._inbox_max = inbox_max
-        self._inbox_max_bytes = inbox_max_bytes
+        self._inbox = Inbox(inbox_max, inbox_max_bytes)
         self._generation = 0
         self._closing = False
         self._stack = AsyncExitStack()
@@ -279,7 +275,7 @@ class Subscriber:
             topic = raw_topic.decode("utf-8", "backslashreplace")
         inbox = self._inbox
         inbox.put(Message(topic, payload, mid, qos, self._generation, self._clock_ns()))
-        if len(inbox) >= self._inbox_max or inbox.bytes >= self._inbox_max_bytes:
+        if inbox.full:
             self._pause()
 
     def _on_readable(self) -> None:
@@ -310,8 +306,7 @@ class Subscriber:
         """Take up to `limit` waiting messages, oldest first."""
         inbox = self._inbox
         taken = inbox.take(limit)
-        if self._driver.paused and (len(inbox) <= self._inbox_max // 2
-                                    and inbox.bytes <= self._inbox_max_bytes // 2):
+        if self._driver.paused and inbox.half_empty:
             self._driver.resume_reading()
         return taken
 

@@ -9,8 +9,11 @@ give them, and confirmed, so each test knows they are in the partitions before i
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import json
+import termios
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +29,7 @@ from ingest.amqp import (
     routing_key,
 )
 from ingest.amqpwire import WireConnection, WireError
-from ingest.inbox import Message
+from ingest.inbox import INBOX_MAX, Message
 from ingest.settings import AmqpSettings
 from siaga.sandbox.rabbitmq import RabbitCluster
 from tests.integration.support import unique_name
@@ -215,3 +218,42 @@ async def test_acknowledgements_due_when_the_server_cancels_a_consumer_are_sent_
         # Unacknowledged, the ten would come again to the new connection and stay there.
         await wait_depth(rabbit_cluster, home, 0)
         assert subscriber.take(100) == []
+
+
+def unread_bytes(subscriber: AmqpSubscriber) -> int:
+    """Bytes the server sent that wait in the wire connection's socket, not yet read."""
+    link = subscriber._link
+    assert isinstance(link, _WireLink) and link._wire._transport is not None
+    waiting = array.array("i", [0])
+    sock = link._wire._transport.get_extra_info("socket")
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
+    return waiting[0]
+
+
+async def test_a_full_inbox_leaves_the_socket_unread_until_the_pipeline_takes(
+        rabbit_cluster: RabbitCluster) -> None:
+    # RabbitMQ implements neither prefetch_size nor channel.flow: the prefetch (1000 here)
+    # would let all 3 MB in; the inbox's byte bound must hold them in the socket instead.
+    prefix, s = unique_name("wf"), settings(rabbit_cluster, partitions=1)
+    sent = [(f"{prefix}/water-level/d1/telemetry", str(n).encode() + b" " * 50_000)
+            for n in range(60)]
+    bound = 500_000
+    async with AmqpSubscriber(s, [f"{prefix}/#"], time.time_ns, inbox_max=INBOX_MAX,
+                              inbox_max_bytes=bound) as subscriber:
+        await asyncio.wait_for(subscriber.subscribed.wait(), WITHIN_S)
+        await publish(rabbit_cluster, sent)
+        await eventually(lambda: subscriber.pauses == 1, WITHIN_S, "the inbox pausing")
+        await eventually(lambda: unread_bytes(subscriber) > 0, WITHIN_S,
+                         "deliveries waiting unread in the socket")
+        waiting = subscriber._inbox.bytes
+        for _ in range(5):  # a reader still registered would be called in the first of them
+            await asyncio.sleep(0)
+        assert subscriber._inbox.bytes == waiting
+        # What crossed the bound came in the same read (asyncio reads 256 KiB at most).
+        assert bound <= waiting < bound + 256 * 1024 + 50_100
+        assert subscriber.backlog < len(sent)
+        messages = await take(subscriber, len(sent))  # taking half resumes reading
+        assert bodies(messages) == [body for _, body in sent]
+        assert subscriber.connects == 1
+        assert subscriber.ack(messages) == len(sent)
+    await wait_depth(rabbit_cluster, f"{s.name}.p0", 0)

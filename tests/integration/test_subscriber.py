@@ -15,8 +15,9 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from ingest.inbox import INBOX_MAX, INBOX_MAX_BYTES, Message
 from ingest.settings import MqttSettings
-from ingest.subscriber import INBOX_MAX, INBOX_MAX_BYTES, Message, Subscriber
+from ingest.subscriber import Subscriber
 from siaga.sandbox.mosquitto import ADMIN_USER, Mosquitto
 from tests.integration.support import Publisher, unique_name
 from tests.polling import eventually
