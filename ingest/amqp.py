@@ -41,8 +41,10 @@ same partition on an older channel, may already be waiting or in the pipeline's 
 The inbox is bounded as the MQTT input's (ingest.inbox: 20,000 messages or 16 MiB):
 RabbitMQ's prefetch counts messages only (it implements neither `prefetch_size` nor
 `channel.flow`), so when the inbox is full the wire reader leaves its socket unread until
-the pipeline has taken half, and TCP flow control holds the rest. aiormq's reader is bounded
-by the prefetch alone.
+the pipeline has taken half, and TCP flow control holds the rest: for 20 s at most
+(`amqpwire.MAX_PAUSE_S`), since RabbitMQ drops a connection it cannot write to for 30 s.
+A longer stall (InfluxDB and the spool both refusing) is bounded by the prefetch, as it
+was before. aiormq's reader is bounded by the prefetch alone.
 
 Differences from MQTT a deployment sees:
 - Retained messages (devices' last statuses) are not replayed: RabbitMQ keeps retained
@@ -214,8 +216,9 @@ class _Link(Protocol):
         """Close at once, without a goodbye (the task is being cancelled)."""
         ...
 
-    def pause(self) -> None:
-        """Stop reading deliveries (the inbox is full); `resume` reads again."""
+    def pause(self) -> bool:
+        """Stop reading deliveries for a while (the inbox is full); `resume` reads again.
+        Whether it paused."""
         ...
 
     def resume(self) -> None: ...
@@ -258,8 +261,8 @@ class _AiormqLink:
 
     # The reference reader is bounded by the prefetch alone: aiormq reads through a
     # StreamReader, which resumes a transport it paused itself, and would resume ours.
-    def pause(self) -> None:
-        pass
+    def pause(self) -> bool:
+        return False
 
     def resume(self) -> None:
         pass
@@ -291,8 +294,8 @@ class _WireLink:
     def abort(self) -> None:
         self._wire.abort()
 
-    def pause(self) -> None:
-        self._wire.pause_reading()
+    def pause(self) -> bool:
+        return self._wire.pause_reading()
 
     def resume(self) -> None:
         self._wire.resume_reading()
@@ -557,8 +560,9 @@ class AmqpSubscriber:
         def deliver(key: str, body: bytes, tag: int) -> None:
             # Called in delivery order, in the event loop; it must not block.
             nonlocal first
-            if self._generation != generation:
-                return  # its channel is gone: it comes again on the next one
+            if self._generation != generation or self._closing:
+                # Its channel is gone, or the pipeline is: it comes again on the next one.
+                return
             if first:
                 first = False
                 self._took_over(queue)
@@ -586,8 +590,9 @@ class AmqpSubscriber:
 
     def _pause(self) -> None:
         link = self._link
-        if link is not None and self._paused is None:
-            link.pause()
+        if link is not None and self._paused is None and link.pause():
+            # Until the pipeline has taken half (`take`), or MAX_PAUSE_S has passed and the
+            # link reads again by itself: then the prefetch is the bound until `take`.
             self._paused = link
             self.pauses += 1
 

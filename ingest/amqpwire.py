@@ -40,6 +40,10 @@ FRAME_END = 0xCE
 CHANNEL = 1  # the one channel this connection opens
 HEARTBEAT_S = 60  # what aiormq asks for too; the server may ask for less
 GOODBYE_S = 5.0  # the server's reply to our Connection.Close; past it the socket just closes
+# The longest the socket is left unread. RabbitMQ (its listener, Ranch: send_timeout 30 s,
+# send_timeout_close) drops a connection it could not write to for 30 s; a longer pause
+# would cost the connection and redeliver every unacknowledged message.
+MAX_PAUSE_S = 20.0
 MISSED_HEARTBEATS = 3  # silence for this many intervals means the peer is gone
 DELIVER = spec.Basic.Deliver.index  # 0x003C003C: class 60, method 60
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
@@ -208,6 +212,8 @@ class WireConnection(asyncio.Protocol):
         self._calls = asyncio.Lock()
         self._heard = loop.time()
         self._paused = False  # not reading the socket: the consumer's inbox is full
+        self._pause_ends: asyncio.TimerHandle | None = None
+        self.goodbye_answered = False  # the server answered our Connection.Close
         self._leaving = False  # our goodbye is under way: its failure is no error
         self._heartbeat_s = 0
         self._beats: asyncio.Task[None] | None = None
@@ -262,15 +268,23 @@ class WireConnection(asyncio.Protocol):
         """Acknowledge every delivery up to `tag` (no reply comes)."""
         self._write(ack_frame(tag, multiple=True))
 
-    def pause_reading(self) -> None:
+    def pause_reading(self) -> bool:
         """Leave the socket unread (the consumer has enough waiting): TCP flow control then
         holds the server's deliveries, however large, where RabbitMQ's prefetch counts
-        messages only (it implements neither `prefetch_size` nor `channel.flow`)."""
-        if self._transport is not None and not self._paused:
-            self._paused = True
-            self._transport.pause_reading()
+        messages only (it implements neither `prefetch_size` nor `channel.flow`). For
+        MAX_PAUSE_S at most; then reading resumes and the prefetch is the bound. Whether it
+        paused (not if closed or paused already)."""
+        if self._transport is None or self._closed or self._paused:
+            return False
+        self._paused = True
+        self._transport.pause_reading()
+        self._pause_ends = self._loop.call_later(MAX_PAUSE_S, self.resume_reading)
+        return True
 
     def resume_reading(self) -> None:
+        if self._pause_ends is not None:
+            self._pause_ends.cancel()
+            self._pause_ends = None
         if self._paused:
             self._paused = False
             self._heard = self._loop.time()  # the server's heartbeats waited unread meanwhile
@@ -286,6 +300,9 @@ class WireConnection(asyncio.Protocol):
         socket: gracefully once the server said goodbye too, at once if it did not."""
         if not self._closed:
             self._leaving = True
+            # The reply comes behind what the server sent meanwhile: read it, or wait out
+            # `goodbye_s` for a reply that sits unread (the consumer drops what comes now).
+            self.resume_reading()
             try:
                 await asyncio.wait_for(self._call(
                     spec.Connection.Close(reply_code=200, reply_text="closing", class_id=0,
@@ -295,6 +312,7 @@ class WireConnection(asyncio.Protocol):
                 pass  # no goodbye: a peer that may read nothing more, so nothing to wait for
             else:
                 # The server has read all we wrote and closes its side: a graceful close.
+                self.goodbye_answered = True
                 self._end(None)
                 if self._transport is not None:
                     self._transport.close()
@@ -424,3 +442,5 @@ class WireConnection(asyncio.Protocol):
             self.ended.set_result(None)
         if self._beats is not None:
             self._beats.cancel()
+        if self._pause_ends is not None:
+            self._pause_ends.cancel()

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 import aiormq
 import pytest
 
+from ingest import amqpwire
 from ingest.amqp import (
     TOPIC_EXCHANGE,
     AmqpSubscriber,
@@ -230,19 +231,30 @@ def unread_bytes(subscriber: AmqpSubscriber) -> int:
     return waiting[0]
 
 
+BOUND = 500_000  # the inbox's bytes in these tests: ten of their messages
+
+
+@asynccontextmanager
+async def paused(cluster: RabbitCluster, tag: str,
+                 ) -> AsyncIterator[tuple[AmqpSubscriber, str, list[tuple[str, bytes]]]]:
+    """A subscriber whose inbox filled (60 messages of 50 kB, 3 MB, against BOUND) and
+    paused, with nothing taken yet; yields it, its partition queue and what was sent."""
+    prefix, s = unique_name(tag), settings(cluster, partitions=1)
+    sent = [(f"{prefix}/water-level/d1/telemetry", str(n).encode() + b" " * 50_000)
+            for n in range(60)]
+    async with AmqpSubscriber(s, [f"{prefix}/#"], time.time_ns, inbox_max=INBOX_MAX,
+                              inbox_max_bytes=BOUND) as subscriber:
+        await asyncio.wait_for(subscriber.subscribed.wait(), WITHIN_S)
+        await publish(cluster, sent)
+        await eventually(lambda: subscriber.pauses == 1, WITHIN_S, "the inbox pausing")
+        yield subscriber, f"{s.name}.p0", sent
+
+
 async def test_a_full_inbox_leaves_the_socket_unread_until_the_pipeline_takes(
         rabbit_cluster: RabbitCluster) -> None:
     # RabbitMQ implements neither prefetch_size nor channel.flow: the prefetch (1000 here)
     # would let all 3 MB in; the inbox's byte bound must hold them in the socket instead.
-    prefix, s = unique_name("wf"), settings(rabbit_cluster, partitions=1)
-    sent = [(f"{prefix}/water-level/d1/telemetry", str(n).encode() + b" " * 50_000)
-            for n in range(60)]
-    bound = 500_000
-    async with AmqpSubscriber(s, [f"{prefix}/#"], time.time_ns, inbox_max=INBOX_MAX,
-                              inbox_max_bytes=bound) as subscriber:
-        await asyncio.wait_for(subscriber.subscribed.wait(), WITHIN_S)
-        await publish(rabbit_cluster, sent)
-        await eventually(lambda: subscriber.pauses == 1, WITHIN_S, "the inbox pausing")
+    async with paused(rabbit_cluster, "wf") as (subscriber, queue, sent):
         await eventually(lambda: unread_bytes(subscriber) > 0, WITHIN_S,
                          "deliveries waiting unread in the socket")
         waiting = subscriber._inbox.bytes
@@ -250,10 +262,42 @@ async def test_a_full_inbox_leaves_the_socket_unread_until_the_pipeline_takes(
             await asyncio.sleep(0)
         assert subscriber._inbox.bytes == waiting
         # What crossed the bound came in the same read (asyncio reads 256 KiB at most).
-        assert bound <= waiting < bound + 256 * 1024 + 50_100
+        assert BOUND <= waiting < BOUND + 256 * 1024 + 50_100
         assert subscriber.backlog < len(sent)
         messages = await take(subscriber, len(sent))  # taking half resumes reading
         assert bodies(messages) == [body for _, body in sent]
         assert subscriber.connects == 1
         assert subscriber.ack(messages) == len(sent)
-    await wait_depth(rabbit_cluster, f"{s.name}.p0", 0)
+    await wait_depth(rabbit_cluster, queue, 0)
+
+
+async def test_a_pause_ends_by_itself_before_the_server_would_drop_the_connection(
+        rabbit_cluster: RabbitCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    # RabbitMQ drops a connection it could not write to for 30 s; the reader pauses for
+    # MAX_PAUSE_S at most (here 0.5 s), then the prefetch bounds the inbox.
+    monkeypatch.setattr(amqpwire, "MAX_PAUSE_S", 0.5)
+    async with paused(rabbit_cluster, "wp") as (subscriber, queue, sent):
+        # Nothing is taken, yet every delivery reaches the inbox: reading resumed by itself.
+        await eventually(lambda: subscriber.backlog == len(sent), WITHIN_S,
+                         "every delivery read without the pipeline taking")
+        assert subscriber.pauses == 1  # not paused again before the pipeline took half
+        messages = await take(subscriber, len(sent))
+        assert bodies(messages) == [body for _, body in sent]
+        assert subscriber.connects == 1
+        assert subscriber.ack(messages) == len(sent)
+    await wait_depth(rabbit_cluster, queue, 0)
+
+
+async def test_stopping_while_paused_still_says_goodbye(rabbit_cluster: RabbitCluster) -> None:
+    # The server's CloseOk comes behind deliveries left unread: the reader reads again to
+    # take it, rather than waiting out GOODBYE_S and dropping the connection.
+    async with paused(rabbit_cluster, "wg") as (subscriber, queue, sent):
+        await eventually(lambda: unread_bytes(subscriber) > 0, WITHIN_S,
+                         "deliveries waiting unread in the socket")
+        link = subscriber._link
+        assert isinstance(link, _WireLink)
+        wire = link._wire
+    assert wire.is_closed
+    assert wire.goodbye_answered
+    assert wire.error is None
+    await wait_depth(rabbit_cluster, queue, len(sent))  # none acknowledged: all kept
