@@ -59,3 +59,11 @@ async def eventually(predicate: Callable[[], object], within: float = 20.0,
         if time.monotonic() >= deadline:
             raise _timed_out(what, within, last)
         await asyncio.sleep(min(step, max(0.0, deadline - time.monotonic())))
+
+
+async def a_few_loop_iterations() -> None:
+    """Let the event loop run its ready callbacks and poll its sockets a few times: a reader
+    still registered on a readable socket would be called in the first of them. Not a wait
+    on time: for showing that something does not happen while the loop turns."""
+    for _ in range(5):
+        await asyncio.sleep(0)

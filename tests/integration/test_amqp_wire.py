@@ -34,7 +34,7 @@ from ingest.inbox import INBOX_MAX, Message
 from ingest.settings import AmqpSettings
 from siaga.sandbox.rabbitmq import RabbitCluster
 from tests.integration.support import unique_name
-from tests.polling import eventually, wait_until
+from tests.polling import a_few_loop_iterations, eventually, wait_until
 
 WITHIN_S = 120  # a ceiling for a 3-node broker on a loaded 2-core machine (elections)
 
@@ -258,8 +258,7 @@ async def test_a_full_inbox_leaves_the_socket_unread_until_the_pipeline_takes(
         await eventually(lambda: unread_bytes(subscriber) > 0, WITHIN_S,
                          "deliveries waiting unread in the socket")
         waiting = subscriber._inbox.bytes
-        for _ in range(5):  # a reader still registered would be called in the first of them
-            await asyncio.sleep(0)
+        await a_few_loop_iterations()  # a reader still registered would be called in them
         assert subscriber._inbox.bytes == waiting
         # What crossed the bound came in the same read (asyncio reads 256 KiB at most).
         assert BOUND <= waiting < BOUND + 256 * 1024 + 50_100

@@ -20,7 +20,7 @@ from ingest.settings import MqttSettings
 from ingest.subscriber import Subscriber
 from siaga.sandbox.mosquitto import ADMIN_USER, Mosquitto
 from tests.integration.support import Publisher, unique_name
-from tests.polling import eventually
+from tests.polling import a_few_loop_iterations, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -69,13 +69,6 @@ def unread(subscriber: Subscriber) -> bool:
     waiting = array.array("i", [0])
     fcntl.ioctl(sock.fileno(), termios.FIONREAD, waiting)
     return waiting[0] > 0
-
-
-async def a_few_loop_iterations() -> None:
-    """Let the event loop run its ready callbacks and poll its sockets a few times: a reader
-    still registered on a readable socket would be called in the first of them."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 def publish_numbered(broker: Mosquitto, topic: str, count: int, size: int = 0,
