@@ -46,6 +46,10 @@ the pipeline has taken half, and TCP flow control holds the rest: for 20 s at mo
 A longer stall (InfluxDB and the spool both refusing) is bounded by the prefetch, as it
 was before. aiormq's reader is bounded by the prefetch alone.
 
+Every CHECK_S the partitions are looked up on the channel (a passive declare each): a
+partition deleted without a Basic.Cancel (RabbitMQ 3.10 did that in tests, rarely) ends
+the channel with a 404, and the connection starts over, declaring it again.
+
 Differences from MQTT a deployment sees:
 - Retained messages (devices' last statuses) are not replayed: RabbitMQ keeps retained
   messages for MQTT subscribers only, so after a restart a device's status is known once
@@ -97,6 +101,11 @@ HASH_EXCHANGE_TYPE = "x-consistent-hash"  # plugin rabbitmq_consistent_hash_exch
 PARTITION_WEIGHT = "1"
 CONNECT_TIMEOUT_S = 10.0  # a node that accepts TCP but does not answer AMQP: try the next
 CLOSE_TIMEOUT_S = 5.0  # the goodbye to a node at shutdown; past it the socket is just closed
+# How often the partitions consumed are looked up on the channel (a passive declare each).
+# RabbitMQ 3.10 once in about 200 deletions of a quorum queue just consumed told the
+# channel nothing (no Basic.Cancel, no Channel.Close) and kept no consumer: without a
+# look, the instance stays connected and reads nothing from that partition again.
+CHECK_S = 30.0
 QOS = 1  # AMQP with manual acknowledgement is at least once, as MQTT QoS 1
 # What a channel or connection going away raises; RuntimeError is aiormq's "channel/
 # connection closed" (the node went meanwhile).
@@ -206,6 +215,10 @@ class _Link(Protocol):
 
     async def consume(self, queue: str, consumer_tag: str, deliver: Deliver) -> None: ...
 
+    async def queue_exists(self, queue: str) -> None:
+        """Look `queue` up on the channel (passive declare); a missing one ends the channel."""
+        ...
+
     async def ack(self, tag: int, *, wait: bool = False) -> None:
         """Acknowledge every delivery up to `tag` (multiple); `wait` until it is written."""
         ...
@@ -250,6 +263,9 @@ class _AiormqLink:
         await self._channel.basic_consume(queue, on_message, no_ack=False,
                                           consumer_tag=consumer_tag)
 
+    async def queue_exists(self, queue: str) -> None:
+        await self._channel.queue_declare(queue, passive=True)
+
     async def ack(self, tag: int, *, wait: bool = False) -> None:
         await self._channel.basic_ack(tag, multiple=True, wait=wait)
 
@@ -284,6 +300,9 @@ class _WireLink:
 
     async def consume(self, queue: str, consumer_tag: str, deliver: Deliver) -> None:
         await self._wire.consume(queue, consumer_tag, deliver)
+
+    async def queue_exists(self, queue: str) -> None:
+        await self._wire.queue_exists(queue)
 
     async def ack(self, tag: int, *, wait: bool = False) -> None:
         self._wire.ack(tag)  # on the socket before anything sent later, such as the goodbye
@@ -462,12 +481,15 @@ class AmqpSubscriber:
             async with asyncio.TaskGroup() as group:
                 sender = group.create_task(self._send_acks(link))
                 standby = group.create_task(self._stand_by(link, others))
+                checker = group.create_task(self._check(link, [*homes, *others]))
                 await asyncio.wait([*ends, sender], return_when=asyncio.FIRST_COMPLETED)
                 sender.cancel()
-                # Before stopping the standby: cancelled amid a consume, it ends the wire
-                # connection (its reply abandoned), and with it the chance to acknowledge.
+                # Before stopping the standby and the checker: cancelled amid a call, either
+                # ends the wire connection (its reply abandoned), and with it the chance to
+                # acknowledge.
                 await self._flush_acks(link)
                 standby.cancel()
+                checker.cancel()
         finally:
             for end in ends:  # observers of the closing: stop them, and read their errors
                 if end.done() and not end.cancelled():
@@ -503,6 +525,18 @@ class AmqpSubscriber:
         log.warning("RabbitMQ cancelled consumer %s; reconnecting", consumer_tag)
         if not lost.done():
             lost.set_result(None)
+
+    async def _check(self, link: _Link, queues: Sequence[str]) -> None:
+        """Every CHECK_S, look the partitions up on the channel: one deleted without a word
+        to us ends the channel (404), and the connection starts over, declaring it again."""
+        while True:
+            await asyncio.sleep(CHECK_S)
+            try:
+                for queue in queues:
+                    await link.queue_exists(queue)
+            except _GONE as exc:
+                log.warning("AMQP partitions looked up through %s: %s", self.url, exc)
+                return  # the channel's end (ends) starts the connection over
 
     async def _send_acks(self, link: _Link) -> None:
         """Tell the broker what `ack` found durable, one `multiple` acknowledgement at a time."""

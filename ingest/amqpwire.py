@@ -264,6 +264,11 @@ class WireConnection(asyncio.Protocol):
         await self._call(spec.Basic.Consume(queue=queue, consumer_tag=consumer_tag),
                          spec.Basic.ConsumeOk)
 
+    async def queue_exists(self, queue: str) -> None:
+        """A passive Queue.Declare: returns if `queue` exists; if not, the server closes
+        the channel (404), and so the connection ends (raises WireError)."""
+        await self._call(spec.Queue.Declare(queue=queue, passive=True), spec.Queue.DeclareOk)
+
     def ack(self, tag: int) -> None:
         """Acknowledge every delivery up to `tag` (no reply comes)."""
         self._write(ack_frame(tag, multiple=True))
