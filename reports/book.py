@@ -194,6 +194,26 @@ class ReportBook:
         return int(self._backend.read(f"SELECT COUNT(*) FROM reports WHERE {where}",
                                       params)[0][0])
 
+    def added_after(self, service_code: str, after_id: int, limit: int = 1000) -> list[Report]:
+        """The reports of a category stored after report `after_id`, in the order stored.
+
+        For a reader following the book (several instances sharing it): `add` stores a
+        category's reports one at a time, each committed before the next one takes its id,
+        so within a category the ids are the order of commits, and a reader that has seen
+        id n has seen every lower id of the category. No report is skipped by reading on
+        from the last id seen.
+        """
+        rows = self._backend.read(
+            f"SELECT {REPORT_COLUMNS} FROM reports WHERE service_code = ? AND id > ?"
+            " ORDER BY id LIMIT ?", (service_code, after_id, limit))
+        return self._reports(rows)
+
+    def last_id(self, service_code: str) -> int:
+        """The id of the category's latest report, 0 when it has none: where to follow from."""
+        rows = self._backend.read("SELECT MAX(id) FROM reports WHERE service_code = ?",
+                                  (service_code,))
+        return int(rows[0][0] or 0)
+
     def _reports(self, rows: list[Row]) -> list[Report]:
         """Reports from their rows, each with the alerts linked to it (one more query)."""
         if not rows:

@@ -42,7 +42,15 @@ from rules.cameras import (
     CameraRules,
     PlateLabels,
 )
-from rules.citizens import FLOOD, REPORT_OVERDUE, CitizenReport, Correlator, counted
+from rules.citizens import (
+    CITIZEN_FLOOD_REPORTS,
+    FLOOD,
+    REPORT_OVERDUE,
+    CitizenReport,
+    Correlator,
+    Lookup,
+    counted,
+)
 from rules.config import STORAGE_UNAVAILABLE, RulesFile
 from rules.delivery import Deliverer
 from rules.dispatch import Dispatcher
@@ -73,7 +81,7 @@ ONLINE: Final = "online"
 OFFLINE: Final = "offline"
 SHARE_SEEN_S = 2  # what this instance heard reaches the leader's offline checks this late
 # The rules a cluster's leader runs for the whole city: their alerts are the leader's.
-LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE})
+LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REPORTS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +159,7 @@ class Alerting:
         self._shared: dict[str, int] = {}  # device id -> the wall ns the board last got
         self._statuses_heard: dict[str, tuple[bool, int]] = {}  # since the last publish
         self._leader_alerts_loaded = True  # False from gaining leadership to the reload
+        self._leader_loading = asyncio.Lock()  # the offline check's and the reports' turns
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Alerting:
@@ -354,19 +363,15 @@ class Alerting:
         notification; a change of annotations pages nobody (`content_digest`). The same
         report twice is counted once, so the desk may read reports again after a restart.
         Raises StorageError when the alert book cannot record.
+
+        In a cluster the flood clusters and the cameras' corroboration are left to
+        `observe_city_report`, which every instance calls for every banjir report of the
+        shared book: here only the links to this instance's own alerts are made.
         """
         now = self._clock_ns()
         linked: list[str] = []
-        signal = self.citizens.cluster(report, now, self.engine.current, self.latest)
-        if signal is not None:
-            transition = self.engine.signal(signal, self.citizens.resolution)
-            if transition is not None:
-                self._apply(transition)
-            cluster = self.engine.current(signal.rule, signal.subject)
-            if cluster is not None:
-                if transition is None:  # a report joined: a new count for the book, no page
-                    self.book.observe(cluster, now)
-                linked.append(cluster.fingerprint)
+        if self.cluster is None:
+            linked += self._flood_cluster(report, now, self.engine.current)
         for alert in self.citizens.linkable(report, self.engine.current):
             notes = counted(alert, report.id)
             noted = None if notes is None else self.engine.annotate(alert.rule, alert.subject,
@@ -375,22 +380,79 @@ class Alerting:
                 self.book.observe(noted, now, note=f"citizen report {report.id} linked")
             linked.append(alert.fingerprint)
         if self.cameras.active:
-            linked += self._report_to_cameras(report, now)
+            if self.cluster is None:
+                linked += self._report_to_flood_cameras(report)
+            linked += self._report_to_hotspots(report, now)
         return linked
 
-    def _report_to_cameras(self, report: CitizenReport, now: int) -> list[str]:
-        """A banjir report may corroborate cameras seeing water near it; a parkir-liar
-        report is named in the hotspots near it. The fingerprints it is named in."""
+    def observe_city_report(self, report: CitizenReport, shared: Lookup) -> list[str]:
+        """A cluster's banjir report, from the shared book, on every instance in the order
+        stored: the fingerprints of this instance's alerts it is named in.
+
+        Every instance keeps the city's flood clusters and recent banjir reports (the same
+        reports in the same order make the same clusters), so a camera's owner counts the
+        reports near it whichever instance took them; only the leader raises and resolves
+        CitizenFloodReports, so each cluster is one alert. `shared` looks up the open
+        alerts of the shared book (a gauge's, which its owner raised) for the cluster's
+        gauge level. Raises StorageError when the alert book cannot record.
+        """
+        def lookup(rule: str, subject: str) -> Alert | None:
+            return self.engine.current(rule, subject) or shared(rule, subject)
+
+        linked = self._flood_cluster(report, self._clock_ns(), lookup)
+        if self.cameras.active:
+            linked += self._report_to_flood_cameras(report)
+        return linked
+
+    def shared_gauge_alerts(self) -> Lookup:
+        """The gauges' open alerts in the shared book, whichever instance owns each gauge:
+        for `observe_city_report`. Blocking (call it in a thread); raises StorageError."""
+        gauges = [device.id for device in self.registry.by_kind(Kind.WATER_LEVEL)]
+        found: dict[tuple[str, str], Alert] = {}
+        for alert in self.book.restore(gauges):  # newest episode first
+            found.setdefault((alert.rule, alert.subject), alert)
+        return lambda rule, subject: found.get((rule, subject))
+
+    def _flood_cluster(self, report: CitizenReport, now: int, lookup: Lookup) -> list[str]:
+        """The report into the flood clusters: the fingerprint of its cluster's alert."""
+        signal = self.citizens.cluster(report, now, lookup, self.latest)
+        if signal is None or not self._raises_clusters:
+            return []
+        transition = self.engine.signal(signal, self.citizens.resolution)
+        if transition is not None:
+            self._apply(transition)
+        cluster = self.engine.current(signal.rule, signal.subject)
+        if cluster is None:
+            return []
+        if transition is None:  # a report joined: a new count for the book, no page
+            self.book.observe(cluster, now)
+        return [cluster.fingerprint]
+
+    @property
+    def _raises_clusters(self) -> bool:
+        # A cluster's other instances keep the clusters without raising them; a new leader
+        # raises them once it holds its predecessor's alerts (`take_up_leadership`).
+        return self.cluster is None or (self.leading and self._leader_alerts_loaded)
+
+    def _report_to_flood_cameras(self, report: CitizenReport) -> list[str]:
+        """A banjir report may corroborate cameras seeing water near it: the fingerprints of
+        their FloodDetected alerts that now name it."""
+        if report.category != FLOOD:
+            return []
         linked = []
-        if report.category == FLOOD:
-            radius = self.cameras.config.flood.reports_radius_m
-            near = self.cameras.cameras_near(report.lat, report.lon, radius)
-            self._camera_signals(self.cameras.rejudge(near, self.engine.current, self.latest))
-            for camera_id in near:
-                alert = self.engine.current(FLOOD_DETECTED, camera_id)
-                if alert is not None and report.id in alert.annotations.get(
-                        "flood_report_ids", "").split(","):
-                    linked.append(alert.fingerprint)
+        radius = self.cameras.config.flood.reports_radius_m
+        near = self.cameras.cameras_near(report.lat, report.lon, radius)
+        self._camera_signals(self.cameras.rejudge(near, self.engine.current, self.latest))
+        for camera_id in near:
+            alert = self.engine.current(FLOOD_DETECTED, camera_id)
+            if alert is not None and report.id in alert.annotations.get(
+                    "flood_report_ids", "").split(","):
+                linked.append(alert.fingerprint)
+        return linked
+
+    def _report_to_hotspots(self, report: CitizenReport, now: int) -> list[str]:
+        """A parkir-liar report is named in the hotspots near it: their fingerprints."""
+        linked = []
         for camera_id in self.cameras.report(report, now):
             device = self.registry.get(camera_id)
             notes = {} if device is None else self.cameras.parking_notes(device)
@@ -421,8 +483,11 @@ class Alerting:
                 if alert.rule == REPORT_OVERDUE]
 
     def check_flood_reports(self) -> None:
-        """Resolve the flood-report clusters no report joined for their window (wall clock)."""
+        """Resolve the flood-report clusters no report joined for their window (wall clock).
+        In a cluster every instance forgets them; the leader resolves their alerts."""
         for signal in self.citizens.expired(self._clock_ns()):
+            if not self._raises_clusters:
+                continue
             transition = self.engine.signal(signal, self.citizens.resolution)
             if transition is not None:
                 self._apply(transition)
@@ -564,16 +629,36 @@ class Alerting:
             if heard.status is not None and heard.status[1] >= max(seen or 0, started):
                 tracker.status(device_id, heard.status[0], heard.status[1])
 
+    async def take_up_leadership(self) -> None:
+        """On the first turn as the cluster's leader: take the open alerts of the rules the
+        leader runs (LEADER_RULES) from the shared book, its predecessor's included, and
+        raise each flood cluster the city's reports formed meanwhile without an alert.
+        Called by the offline check and by the desk's turn over the shared reports,
+        whichever comes first. Raises StorageError when the book cannot be read."""
+        async with self._leader_loading:
+            if not self.leading or self._leader_alerts_loaded:
+                return
+            alerts = await asyncio.to_thread(self.book.restore)
+            engine = self.engine
+            engine.reload_rules(LEADER_RULES, alerts)
+            self._resume(alert for alert in engine.alerts.values()
+                         if alert.rule == CITIZEN_FLOOD_REPORTS)
+            self._leader_alerts_loaded = True
+            now = self._clock_ns()
+            for signal in self.citizens.signals(engine.current, self.latest):
+                transition = engine.signal(signal, self.citizens.resolution)
+                if transition is not None:
+                    self._apply(transition)
+                elif (alert := engine.current(signal.rule, signal.subject)) is not None:
+                    self.book.observe(alert, now)  # reports joined since the book's count
+
     async def _check_offline(self) -> None:
         if self.cluster is not None:
             try:
                 # Every instance hears the whole city (its console shows who is silent);
                 # only the leader raises the alerts.
                 self._hear_board(await asyncio.to_thread(self.board.read))
-                if self.leading and not self._leader_alerts_loaded:
-                    alerts = await asyncio.to_thread(self.book.restore)
-                    self.engine.reload_rules(LEADER_RULES, alerts)
-                    self._leader_alerts_loaded = True
+                await self.take_up_leadership()
             except StorageError:
                 log.exception("the cluster's database: offline checks wait for the next turn")
                 return
@@ -585,8 +670,7 @@ class Alerting:
                 self._apply(transition)
 
     async def _check_citizens(self) -> None:
-        # Every instance: a cluster of reports lives where its reports came in (the
-        # instance whose API took them); the book makes a resolution page once.
+        # Every instance forgets what ran out of time; only the leader resolves alerts.
         self.check_flood_reports()
 
     async def _repeat(self) -> None:

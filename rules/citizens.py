@@ -176,6 +176,11 @@ class Correlator:
             return None
         return self._signal(cluster, lookup, latest)
 
+    def signals(self, lookup: Lookup, latest: Mapping[str, Reading]) -> list[Signal]:
+        """The signal of every open cluster: for an instance that starts raising them (a
+        cluster's new leader), so a cluster that formed while nobody raised it has its alert."""
+        return [self._signal(cluster, lookup, latest) for cluster in self._clusters.values()]
+
     def expired(self, now_ns: int) -> list[Signal]:
         """Resolve the clusters no report joined for `window` (wall clock); forget old reports."""
         config = self._config.flood_reports
@@ -397,6 +402,10 @@ class Correlator:
                 if key in alert.annotations}
 
     def _restore_cluster(self, alert: Alert) -> None:
+        if alert.subject in self._clusters:
+            # Built from its reports themselves (a cluster's instance following the shared
+            # book since before it became the leader): they say more than the alert's notes.
+            return
         notes = alert.annotations
         ids = [i for i in notes.get("report_ids", "").split(",") if i]
         try:

@@ -109,10 +109,11 @@ class Service:
                 plate_labels=None if watchlist is None else watchlist.labels_of,
                 alertmanagers=settings.alertmanagers, cluster=self._cluster()))
             self.alerting = alerting
-            book = stack.enter_context(ReportBook.open(settings.reports, data_dir,
+            reports = settings.report_book
+            book = stack.enter_context(ReportBook.open(reports, data_dir,
                                                        clock_ns=self.clock_ns))
-            desk = CitizenDesk(book, CitizenDesk.photo_store(settings.reports, data_dir),
-                               settings.reports, alerting, clock_ns=self.clock_ns)
+            desk = CitizenDesk(book, CitizenDesk.photo_store(reports, data_dir), reports,
+                               alerting, clock_ns=self.clock_ns)
             self.desk = desk
             desk.sweep()  # before the API listens: no upload is under way yet
             hub = ConsoleHub(self.registry, alerting, desk, settings.console,

@@ -28,7 +28,7 @@ from reports.photos import PhotoStore, StoredPhoto
 from reports.ratelimit import RateLimiter
 from reports.settings import ReportsSettings
 from reports.stats import Stats
-from rules.citizens import CitizenReport
+from rules.citizens import FLOOD, CitizenReport
 from siaga_core.errors import StorageError
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ OVERDUE_CHECK_S: Final = 60  # response times are hours; a minute late is fine
 # After a restart, the flood clusters are rebuilt from this much of the book's recent past
 # (the rules' window is 30 minutes by default; an hour covers a changed setting too).
 RESTORE_WINDOW_NS: Final = 2 * 3600 * _NS_PER_S
+# In a cluster, how often each instance reads the banjir reports the others stored: a
+# report counts in its flood cluster this late (the clusters' window is 30 minutes).
+FOLLOW_S: Final = 1.0
+FOLLOW_BATCH: Final = 1000  # reports a turn; a flood day brings tens a second at most
 ReportListener = Callable[[Report], None]
 
 
@@ -71,6 +75,7 @@ class CitizenDesk:
         # a few at a time, so a burst of large photos queues instead of exhausting memory.
         self._decoding = asyncio.Semaphore(PHOTOS_AT_ONCE)
         self._listeners: tuple[ReportListener, ...] = ()
+        self._followed: int | None = None  # in a cluster: the last banjir report read
 
     def listen(self, callback: ReportListener) -> Callable[[], None]:
         """Call `callback(report)` with each report stored by `submit` and after each
@@ -152,12 +157,18 @@ class CitizenDesk:
         except StorageError:
             log.exception("could not correlate report %s with the sensors", report.id)
             return report
-        if not fingerprints:
+        if not fingerprints or not await self._link(report, fingerprints, self.alerting):
             return report
+        return replace(report, alerts=tuple(dict.fromkeys((*report.alerts, *fingerprints))))
+
+    async def _link(self, report: Report, fingerprints: Sequence[str],
+                    alerting: Alerting) -> bool:
+        """Record in the book the alerts the rules linked the report to; False if it failed
+        (logged: the report and the alerts stand, unlinked)."""
         # A cluster's alert names every report in it: the earlier ones are linked now too.
         links = [(report.id, fingerprint) for fingerprint in fingerprints]
         for fingerprint in fingerprints:
-            view = self.alerting.book.get(fingerprint)
+            view = alerting.book.get(fingerprint)
             members = "" if view is None else view.alert.annotations.get("report_ids", "")
             links += [(member, fingerprint) for member in members.split(",")
                       if member and member != report.id]
@@ -165,8 +176,8 @@ class CitizenDesk:
             await asyncio.to_thread(self.book.link_many, links)
         except StorageError:
             log.exception("could not record report %s's links to %s", report.id, fingerprints)
-            return report
-        return replace(report, alerts=tuple(dict.fromkeys((*report.alerts, *fingerprints))))
+            return False
+        return True
 
     # --- officers --------------------------------------------------------------------------
 
@@ -207,11 +218,20 @@ class CitizenDesk:
     # --- the wall clock --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Restore the flood clusters, then check for overdue reports until `stop`."""
+        """Restore the flood clusters, then check for overdue reports until `stop`; in a
+        cluster, follow the shared book's flood reports meanwhile."""
+        if self.alerting is not None and self.alerting.cluster is not None:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.follow(stop, self.alerting))
+                await self._check_overdue_until(stop)
+            return
         try:
             await self.restore()
         except StorageError:  # the clusters start empty; intake and the rest carry on
             log.exception("could not re-read recent reports for the flood clusters")
+        await self._check_overdue_until(stop)
+
+    async def _check_overdue_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.check_overdue()
@@ -232,6 +252,54 @@ class CitizenDesk:
         if recent:
             log.info("citizens' desk: %d recent reports re-read for correlation", len(recent))
 
+    async def follow(self, stop: asyncio.Event, alerting: Alerting) -> None:
+        """In a cluster: every second, the banjir reports any instance stored, in the order
+        stored, to this instance's rules (`Alerting.observe_city_report`), so the city's
+        flood clusters are judged as one, whichever instance's API took each report. The
+        first turn reads the recent past, as `restore` does after a restart."""
+        while not stop.is_set():
+            try:
+                await self.follow_once(alerting)
+            except StorageError:
+                log.exception("could not follow the shared book's flood reports; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FOLLOW_S)
+
+    async def follow_once(self, alerting: Alerting) -> int:
+        """One turn of `follow`: how many reports it read. Raises StorageError."""
+        if self._followed is None:
+            since = self.clock_ns() - RESTORE_WINDOW_NS
+
+            def first() -> tuple[int, list[Report]]:
+                # The latest id first: a report stored between the two reads comes in both,
+                # and the rules count a report once.
+                last = self.book.last_id(FLOOD)
+                query = ReportQuery(service_codes=(FLOOD,), requested_from_ns=since,
+                                    limit=10_000, newest_first=False)
+                return last, self.book.find(query)
+
+            followed, reports = await asyncio.to_thread(first)
+        else:
+            followed = self._followed
+            reports = await asyncio.to_thread(self.book.added_after, FLOOD, followed,
+                                              FOLLOW_BATCH)
+        # A new leader takes its predecessor's clusters before it judges any report.
+        await alerting.take_up_leadership()
+        if reports:
+            # Only the leader raises the clusters, and names their gauges' levels.
+            shared = (await asyncio.to_thread(alerting.shared_gauge_alerts) if alerting.leading
+                      else _no_alerts)
+            first_turn = self._followed is None
+            for report in reports:
+                fingerprints = alerting.observe_city_report(citizen_report(report), shared)
+                if fingerprints:
+                    await self._link(report, fingerprints, alerting)
+                followed = max(followed, int(report.id))
+                if not first_turn:  # the first turn's reports are not in id order
+                    self._followed = followed
+        self._followed = followed
+        return len(reports)
+
     async def check_overdue(self) -> int:
         """Raise ReportOverdue for each report no officer answered within its response time."""
         if self.alerting is None:
@@ -248,6 +316,10 @@ class CitizenDesk:
             if report_id not in still:
                 self.alerting.report_answered(report_id)
         return len(overdue)
+
+
+def _no_alerts(rule: str, subject: str) -> None:
+    return None
 
 
 def citizen_report(report: Report) -> CitizenReport:

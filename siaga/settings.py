@@ -131,6 +131,17 @@ class Settings(Section):
         return [topic for enabled, topic in inputs if enabled]
 
     @property
+    def report_book(self) -> ReportsSettings:
+        """The report book's settings as used. Instances sharing an alert book are one
+        cluster: a resident's report must count in the city's flood clusters whichever
+        instance's API took it, so they share the report book too, in the same database
+        unless `reports.database_url` names another."""
+        shared, own = self.alerting.database_url, self.reports.database_url
+        if shared is None or (own is not None and own.get_secret_value()):
+            return self.reports
+        return self.reports.model_copy(update={"database_url": shared})
+
+    @property
     def catalog_path(self) -> Path:
         return self.catalog or bundled_catalog_path()
 

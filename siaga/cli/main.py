@@ -197,7 +197,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report_book(settings: Settings) -> str:
-    url = settings.reports.database_url
+    url = settings.report_book.database_url
     if url is None or not url.get_secret_value():
         return f"SQLite {settings.data_dir / 'reports.sqlite'}"
     return f"PostgreSQL {redact_userinfo(url.get_secret_value())}"

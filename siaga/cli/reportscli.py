@@ -50,7 +50,7 @@ def add_parsers(sub: Any, config_option: Callable[[argparse.ArgumentParser], Non
 
 def _book(settings: Settings) -> ReportBook:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return ReportBook.open(settings.reports, settings.data_dir)
+    return ReportBook.open(settings.report_book, settings.data_dir)
 
 
 def _keys_add(args: argparse.Namespace, settings: Settings) -> int:

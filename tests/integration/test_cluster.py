@@ -15,6 +15,10 @@ round 8 the instance that reads the first instance's partitions is SIGKILLed (it
 move to the standbys, which take the devices' alerts from the shared book); after round 16
 a RabbitMQ node is SIGKILLed (an instance connected to it reconnects to another).
 
+Residents report a flood meanwhile, one report to each instance's API: the leader, which
+reads the reports every instance stores in the shared report book, raises one
+CitizenFloodReports for the three, paged once.
+
 The oracle: the same readings through one in-process `RuleEngine`, in order. Any reading
 judged out of order, twice against a newer state, or lost, changes a gauge's sequence of
 alert changes (the book's history) or of notifications (the receiver's, deduplicated by
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -38,12 +43,16 @@ import psycopg
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import SecretStr
 
 import rules
 from devices.kinds import Kind
 from devices.readings import Reading
 from devices.registry import load_catalog
 from ingest.settings import AmqpSettings, InfluxSettings
+from reports.book import ReportBook
+from reports.settings import ReportsSettings
+from rules.citizens import CITIZEN_FLOOD_REPORTS
 from rules.config import load_rules
 from rules.engine import RuleEngine
 from siaga.sandbox.influxdb import InfluxDB1
@@ -75,6 +84,9 @@ KILL_NODE_AFTER = 16
 PUBLISHER_NODE = 2  # devices publish to node 2 and it stays up
 VICTIM_NODE = 3
 WITHIN_S = 180  # elections, a takeover and a lease's expiry on a loaded 2-core machine
+REPORTS_AFTER = 2  # the residents' reports come after this round, before any kill
+# Three flood reports within 500 m of each other, near the first gauge.
+REPORT_PLACES = ((-6.2002, 106.8003), (-6.2006, 106.8008), (-6.1998, 106.8009))
 
 
 def level(round_: int) -> float:
@@ -195,18 +207,35 @@ def book_history(url: str) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def notified(receiver: RecordingReceiver) -> dict[str, list[tuple[str, str]]]:
-    """Per gauge, what the receiver was told, each delivery once (by its id), in order."""
+def told(receiver: RecordingReceiver, rule: str) -> list[dict[str, Any]]:
+    """The alerts of `rule` the receiver was told of, each delivery once (by its id)."""
     seen: set[str] = set()
-    found: dict[str, list[tuple[str, str]]] = {}
+    found = []
     for request in receiver.delivered():
-        if request.delivery in seen:
-            continue
-        seen.add(request.delivery)
         alert = orjson.loads(request.body)["alerts"][0]
+        if request.delivery not in seen and alert["labels"]["alertname"] == rule:
+            seen.add(request.delivery)
+            found.append(alert)
+    return found
+
+
+def notified(receiver: RecordingReceiver) -> dict[str, list[tuple[str, str]]]:
+    """Per gauge, what the receiver was told of FloodLevel, in order."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for alert in told(receiver, "FloodLevel"):
         found.setdefault(alert["labels"]["device_id"], []).append(
             (alert["status"], alert["labels"].get("level", "")))
     return found
+
+
+def report_flood(process: ServiceProcess, key: str, place: tuple[float, float]) -> str:
+    """A resident's banjir report to one instance's Open311 API: its id."""
+    form = urllib.parse.urlencode({
+        "api_key": key, "service_code": "banjir", "lat": str(place[0]),
+        "long": str(place[1]), "description": "Air setinggi lutut di jalan"}).encode()
+    request = urllib.request.Request(f"{process.base}/open311/v2/requests.json", data=form)
+    with urllib.request.urlopen(request, timeout=20) as answer:
+        return str(orjson.loads(answer.read())[0]["service_request_id"])
 
 
 def stored_counts(influx: InfluxDB1, database: str) -> dict[str, int]:
@@ -224,6 +253,9 @@ async def test_a_siaga_and_a_rabbitmq_node_killed_during_a_flood_lose_nothing_an
     rules_path = Path(rules.__file__).with_name("default.yaml")
     database = unique_name("cluster_")
     book_url = postgres.create_database(database)
+    # Instances sharing the alert book share the report book, in the same database.
+    with ReportBook.open(ReportsSettings(database_url=SecretStr(book_url)), tmp_path) as book:
+        key = book.add_key("qlue")
     name = unique_name("siaga-cl")
     influx = InfluxSettings(url=influxdb1.url, database=unique_name("cluster_"))
     configs, logs = [], []
@@ -255,12 +287,20 @@ async def test_a_siaga_and_a_rabbitmq_node_killed_during_a_flood_lose_nothing_an
     # New, Siaga 2, Siaga 1, back to 2, back to 3, resolved: six pages an episode.
     assert all(len(told) == CYCLES * 6 for told in expected_pages.values())
 
+    reports: list[str] = []  # the residents' reports' ids
+
     def scenario() -> None:
         with instances(configs, logs) as processes:
             devices = Devices(rabbit_cluster, PUBLISHER_NODE, prefix, t0)
             try:
                 for round_ in range(ROUNDS):
                     devices.round(round_)
+                    if round_ == REPORTS_AFTER:
+                        reports.extend(report_flood(process, key, place)
+                                       for process, place in zip(processes, REPORT_PLACES,
+                                                                 strict=True))
+                        wait_until(lambda: told(receiver, CITIZEN_FLOOD_REPORTS), WITHIN_S,
+                                   "the flood reports' cluster paged", 0.2)
                     if round_ == KILL_SIAGA_AFTER:
                         # Every gauge paged up to this round, the victim's included ...
                         wait_until(lambda: notified(receiver) == until(pages, KILL_SIAGA_AFTER),
@@ -288,9 +328,13 @@ async def test_a_siaga_and_a_rabbitmq_node_killed_during_a_flood_lose_nothing_an
     # raised once per episode, nothing judged twice or out of order.
     assert book_history(book_url) == expected_changes
     assert notified(receiver) == expected_pages  # nothing lost, nothing doubled as new
+    # Three reports to three instances: one cluster, raised and paged once, naming them all.
+    clusters = told(receiver, CITIZEN_FLOOD_REPORTS)
+    assert [alert["status"] for alert in clusters] == ["firing"]
+    assert sorted(clusters[0]["annotations"]["report_ids"].split(",")) == sorted(reports)
     # Redeliveries keep their id: a repeated id is the same notification, never a new one.
     assert len({r.delivery for r in receiver.delivered()}) == sum(
-        len(pages) for pages in expected_pages.values())
+        len(pages) for pages in expected_pages.values()) + len(clusters)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,8 @@ import pytest
 from devices.registry import Registry, bundled_catalog_path, load_catalog
 from rules.alertbook import AlertBook
 from rules.config import RulesFile, load_rules
+from siaga.sandbox.postgres import PostgreSQL
+from tests.integration.support import unique_name
 from tests.receiver import RecordingReceiver
 from tests.rules.books import DEFAULT_RULES, T0, BookPlace, Clock, OutboxPlace, fresh_database
 
@@ -66,3 +68,11 @@ def outbox_place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Out
         return
     with fresh_database(request.getfixturevalue("postgres"), "outbox") as url:
         yield OutboxPlace(tmp_path / "unused.sqlite", url)
+
+
+@pytest.fixture
+def database(postgres: PostgreSQL) -> Iterator[str]:
+    """A fresh database of its own on the session's PostgreSQL: a cluster's shared one."""
+    name = unique_name("cluster_")
+    yield postgres.create_database(name)
+    postgres.drop_database(name)

@@ -5,11 +5,9 @@ what every instance heard (the board), not only from its own partitions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-
-import pytest
 
 from devices.kinds import Kind
 from devices.readings import Reading
@@ -17,20 +15,11 @@ from devices.registry import Registry
 from rules.alert import AlertStatus, fingerprint
 from rules.alerting import Alerting, Cluster
 from rules.config import RulesFile
-from siaga.sandbox.postgres import PostgreSQL
-from tests.integration.support import unique_name
 from tests.polling import eventually
 from tests.rules.books import Clock
 
 HOUR = 3600 * 10**9
 WITHIN_S = 30
-
-
-@pytest.fixture
-def database(postgres: PostgreSQL) -> Iterator[str]:
-    name = unique_name("alerting_")
-    yield postgres.create_database(name)
-    postgres.drop_database(name)
 
 
 @asynccontextmanager

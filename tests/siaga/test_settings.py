@@ -139,3 +139,14 @@ def test_an_alertmanager_mistake_names_its_line(tmp_path: Path, entry: str, mess
     path = write(tmp_path, f"\nalertmanagers:\n  - {entry}\n")
     with pytest.raises(ConfigFileError, match=rf"siaga.yaml:3: .*{message}"):
         load_settings(path, environ={})
+
+
+def test_a_cluster_shares_its_report_book_unless_another_is_named() -> None:
+    shared = "postgresql://siaga:pw@db:5432/siaga"
+    book = load_settings(environ={"SIAGA_ALERTING_DATABASE_URL": shared}).report_book
+    assert book.database_url is not None and book.database_url.get_secret_value() == shared
+    other = "postgresql://siaga:pw@db:5432/reports"
+    book = load_settings(environ={"SIAGA_ALERTING_DATABASE_URL": shared,
+                                  "SIAGA_REPORTS_DATABASE_URL": other}).report_book
+    assert book.database_url is not None and book.database_url.get_secret_value() == other
+    assert load_settings(environ={}).report_book.database_url is None  # one instance: SQLite

@@ -1,0 +1,177 @@
+"""Residents' flood reports across a cluster's instances (issue 18): two instances, each with
+its own API's desk, sharing one real PostgreSQL (the alert book, the report book, the
+leader's lock). A flood cluster counts the reports whichever instance took them, is raised
+once by the leader, names the level of a gauge the other instance reads, and carries on
+when the leader goes.
+
+Each instance's turn over the shared book (`CitizenDesk.follow_once`, which `run` repeats
+every second) is called by the test, so that what each instance has read is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from devices.kinds import Kind
+from devices.readings import Reading
+from devices.registry import Registry
+from reports.book import ApiKey, ReportBook
+from reports.settings import ReportsSettings
+from rules.alert import AlertStatus, fingerprint
+from rules.alerting import Alerting, Cluster
+from rules.citizens import CITIZEN_FLOOD_REPORTS
+from rules.config import RulesFile
+from siaga.citizens import CitizenDesk
+from tests.integration.support import unique_name
+from tests.polling import eventually
+from tests.rules.books import T0, Clock
+
+WITHIN_S = 30
+MINUTE = 60 * 10**9
+# Four places within 500 m of each other, a few hundred metres from the Manggarai gate.
+PLACES = ((-6.2080, 106.8490), (-6.2085, 106.8496), (-6.2078, 106.8499), (-6.2082, 106.8493))
+
+
+@dataclass
+class Instance:
+    alerting: Alerting
+    desk: CitizenDesk
+    key: ApiKey
+    stop: asyncio.Event  # ends its alerting's run: its scheduled jobs and its candidacy
+
+    async def report(self, place: tuple[float, float]) -> str:
+        fields = [("service_code", "banjir"), ("lat", str(place[0])), ("long", str(place[1])),
+                  ("description", "Air masuk rumah, setinggi lutut")]
+        submitted = await self.desk.submit(fields, None, self.key)
+        return submitted.report.id
+
+    async def follow(self) -> int:
+        return await self.desk.follow_once(self.alerting)
+
+
+@asynccontextmanager
+async def started(name: str, rules_file: RulesFile, registry: Registry, tmp_path: Path,
+                  database: str, clock: Clock) -> AsyncIterator[Instance]:
+    """One running instance: its alerting (scheduled jobs, the leader's election) and its
+    desk on the shared report book."""
+    stop = asyncio.Event()
+    data = tmp_path / name
+    async with AsyncExitStack() as stack:
+        alerting = await stack.enter_async_context(Alerting(
+            rules_file, registry, data, webhook_url=None, external_url="http://siaga.test",
+            clock_ns=clock, cluster=Cluster(database)))
+        settings = ReportsSettings(database_url=SecretStr(database))
+        book = stack.enter_context(ReportBook.open(settings, data, clock_ns=clock))
+        desk = CitizenDesk(book, CitizenDesk.photo_store(settings, data), settings, alerting,
+                           clock_ns=clock)
+        key = await desk.api_key(book.add_key(unique_name("app-")))
+        group = await stack.enter_async_context(asyncio.TaskGroup())
+        stack.callback(stop.set)  # unwound before the group waits for its task
+        alerting.broker_connection_changed(True)
+        group.create_task(alerting.run(stop))
+        yield Instance(alerting, desk, key, stop)
+
+
+def flood_alerts(instance: Instance) -> list[tuple[str, str]]:
+    """(subject, status) of every CitizenFloodReports alert in the shared book."""
+    return [(view.alert.subject, view.alert.status.value)
+            for view in instance.alerting.book.alerts()
+            if view.alert.rule == CITIZEN_FLOOD_REPORTS]
+
+
+def raised(instance: Instance, subject: str) -> int:
+    """How often the cluster's alert began (its history's firing entries)."""
+    history = instance.alerting.book.history(fingerprint(CITIZEN_FLOOD_REPORTS, subject))
+    return sum(entry.change == "firing" for entry in history)
+
+
+async def two_started(rules_file: RulesFile, registry: Registry, tmp_path: Path,
+                      database: str, clock: Clock, stack: AsyncExitStack,
+                      ) -> tuple[Instance, Instance]:
+    """Two instances, the leader first, each having read the (empty) recent past."""
+    a = await stack.enter_async_context(started("a", rules_file, registry, tmp_path,
+                                                database, clock))
+    b = await stack.enter_async_context(started("b", rules_file, registry, tmp_path,
+                                                database, clock))
+    await eventually(lambda: a.alerting.leading != b.alerting.leading, WITHIN_S, "one leader")
+    for instance in (a, b):
+        await instance.follow()
+    return (a, b) if a.alerting.leading else (b, a)
+
+
+async def test_reports_taken_by_two_instances_make_one_cluster_raised_once_by_the_leader(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with AsyncExitStack() as stack:
+        leader, other = await two_started(rules_file, registry, tmp_path, database, clock,
+                                          stack)
+        # Manggarai at Siaga 1, read by the instance that does not lead.
+        other.alerting.observe([Reading(Kind.WATER_LEVEL, "manggarai", clock.now,
+                                        {"level_cm": 960.0}, None)], [], clock.now)
+        first = await leader.report(PLACES[0])
+        clock.now += MINUTE
+        second = await other.report(PLACES[1])
+        clock.now += MINUTE
+        third = await other.report(PLACES[2])
+        # The instance that took them raised nothing itself: clusters are the leader's.
+        assert flood_alerts(other) == []
+        assert await other.follow() == 3
+        assert flood_alerts(other) == []  # the other instance keeps the cluster, silently
+        assert await leader.follow() == 3
+        subject = f"cluster={first}"
+        assert flood_alerts(leader) == [(subject, "firing")]
+        view = leader.alerting.book.get(fingerprint(CITIZEN_FLOOD_REPORTS, subject))
+        assert view is not None
+        notes = view.alert.annotations
+        assert notes["report_ids"] == f"{first},{second},{third}"
+        # The gauge's level, from the alert the other instance raised in the shared book.
+        assert notes["gauge"] == "manggarai"
+        assert notes["gauge_level"].startswith("Siaga 1 ("), notes["gauge_level"]
+        # Every report is linked to the cluster in the shared report book.
+        for report_id in (first, second, third):
+            linked = await other.desk.get(report_id)
+            assert view.alert.fingerprint in linked.alerts
+        # A fourth joins: a new count, not a second alert.
+        clock.now += MINUTE
+        fourth = await other.report(PLACES[3])
+        await other.follow()
+        await leader.follow()
+        view = leader.alerting.book.get(view.alert.fingerprint)
+        assert view is not None and view.alert.annotations["count"] == "4"
+        assert fourth in view.alert.annotations["report_ids"].split(",")
+        assert raised(leader, subject) == 1
+
+
+async def test_a_new_leader_carries_the_clusters_on_and_raises_none_twice(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with AsyncExitStack() as stack:
+        leader, other = await two_started(rules_file, registry, tmp_path, database, clock,
+                                          stack)
+        ids = [await other.report(place) for place in PLACES[:3]]
+        for instance in (other, leader):
+            await instance.follow()
+        subject = f"cluster={ids[0]}"
+        assert flood_alerts(leader) == [(subject, "firing")]
+        leader.stop.set()  # it stops leading (and, like a stopped service, following)
+        await eventually(lambda: other.alerting.leading, WITHIN_S, "the other leading")
+        clock.now += MINUTE
+        fourth = await other.report(PLACES[3])
+        await other.follow()
+        view = other.alerting.book.get(fingerprint(CITIZEN_FLOOD_REPORTS, subject))
+        assert view is not None and view.alert.status is AlertStatus.FIRING
+        assert view.alert.annotations["report_ids"].split(",") == [*ids, fourth]
+        assert raised(other, subject) == 1
+        # The new leader resolves it once the window passes without a report; the old
+        # one, which still holds the cluster, resolves nothing.
+        clock.now += 31 * MINUTE
+        leader.alerting.check_flood_reports()
+        assert flood_alerts(other) == [(subject, "firing")]
+        other.alerting.check_flood_reports()
+        assert flood_alerts(other) == [(subject, "resolved")]
