@@ -160,6 +160,10 @@ class Alerting:
         self._statuses_heard: dict[str, tuple[bool, int]] = {}  # since the last publish
         self._leader_alerts_loaded = True  # False from gaining leadership to the reload
         self._leader_loading = asyncio.Lock()  # the offline check's and the reports' turns
+        # Cluster: the gauges' open alerts in the shared book, whichever instance reads each
+        # gauge, as of the last `refresh_shared_gauges` (every SHARE_SEEN_S).
+        self._gauges = frozenset(device.id for device in registry.by_kind(Kind.WATER_LEVEL))
+        self._shared_gauges: dict[tuple[str, str], Alert] = {}
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Alerting:
@@ -242,11 +246,10 @@ class Alerting:
                 self._apply(transition)
             if cameras:
                 if reading.kind is Kind.CAMERA:
-                    self._camera_signals(self.cameras.reading(reading, self.engine.current,
-                                                              latest))
+                    self._camera_signals(self.cameras.reading(reading, self._lookup, latest))
                 elif device_id in self.cameras.gauge_cameras:  # corroboration may change
                     self._camera_signals(self.cameras.rejudge(
-                        self.cameras.gauge_cameras[device_id], self.engine.current, latest))
+                        self.cameras.gauge_cameras[device_id], self._lookup, latest))
 
     def ownership_changed(self) -> None:
         """Partitions may have moved to this instance (the AMQP input says when): each
@@ -385,33 +388,50 @@ class Alerting:
             linked += self._report_to_hotspots(report, now)
         return linked
 
-    def observe_city_report(self, report: CitizenReport, shared: Lookup) -> list[str]:
+    def observe_city_report(self, report: CitizenReport) -> list[str]:
         """A cluster's banjir report, from the shared book, on every instance in the order
         stored: the fingerprints of this instance's alerts it is named in.
 
         Every instance keeps the city's flood clusters and recent banjir reports (the same
         reports in the same order make the same clusters), so a camera's owner counts the
         reports near it whichever instance took them; only the leader raises and resolves
-        CitizenFloodReports, so each cluster is one alert. `shared` looks up the open
-        alerts of the shared book (a gauge's, which its owner raised) for the cluster's
-        gauge level. Raises StorageError when the alert book cannot record.
+        CitizenFloodReports, so each cluster is one alert, naming its gauge's level from
+        the shared book whichever instance reads the gauge. Raises StorageError when the
+        alert book cannot record.
         """
-        def lookup(rule: str, subject: str) -> Alert | None:
-            return self.engine.current(rule, subject) or shared(rule, subject)
-
-        linked = self._flood_cluster(report, self._clock_ns(), lookup)
+        linked = self._flood_cluster(report, self._clock_ns(), self._lookup)
         if self.cameras.active:
             linked += self._report_to_flood_cameras(report)
         return linked
 
-    def shared_gauge_alerts(self) -> Lookup:
-        """The gauges' open alerts in the shared book, whichever instance owns each gauge:
-        for `observe_city_report`. Blocking (call it in a thread); raises StorageError."""
-        gauges = [device.id for device in self.registry.by_kind(Kind.WATER_LEVEL)]
-        found: dict[tuple[str, str], Alert] = {}
-        for alert in self.book.restore(gauges):  # newest episode first
-            found.setdefault((alert.rule, alert.subject), alert)
-        return lambda rule, subject: found.get((rule, subject))
+    def _lookup(self, rule: str, subject: str) -> Alert | None:
+        """An open alert, as the rules of reports and cameras look a gauge's up: in a
+        cluster, a gauge this instance does not read now (no reading since partitions last
+        moved) is looked up in the shared book's copy, not in the engine, whose copy of it
+        dates from start-up or from before its partition moved away."""
+        if (self.cluster is None or subject not in self._gauges
+                or self._loaded.get(subject) == self._epoch):
+            return self.engine.current(rule, subject)
+        return self._shared_gauges.get((rule, subject))
+
+    async def refresh_shared_gauges(self) -> None:
+        """Cluster: read the gauges' open alerts from the shared book, and judge again the
+        cameras near a gauge whose alert changed there. Raises StorageError."""
+        def read() -> dict[tuple[str, str], Alert]:
+            found: dict[tuple[str, str], Alert] = {}
+            for alert in self.book.restore(self._gauges):  # newest episode first
+                found.setdefault((alert.rule, alert.subject), alert)
+            return found
+
+        found = await asyncio.to_thread(read)
+        before, self._shared_gauges = self._shared_gauges, found
+        changed = {key[1] for key in found.keys() | before.keys()
+                   if _level(before.get(key)) != _level(found.get(key))}
+        cameras = self.cameras
+        if cameras.active:
+            near = sorted({camera for gauge in changed
+                           for camera in cameras.gauge_cameras.get(gauge, ())})
+            self._camera_signals(cameras.rejudge(near, self._lookup, self.latest))
 
     def _flood_cluster(self, report: CitizenReport, now: int, lookup: Lookup) -> list[str]:
         """The report into the flood clusters: the fingerprint of its cluster's alert."""
@@ -442,7 +462,7 @@ class Alerting:
         linked = []
         radius = self.cameras.config.flood.reports_radius_m
         near = self.cameras.cameras_near(report.lat, report.lon, radius)
-        self._camera_signals(self.cameras.rejudge(near, self.engine.current, self.latest))
+        self._camera_signals(self.cameras.rejudge(near, self._lookup, self.latest))
         for camera_id in near:
             alert = self.engine.current(FLOOD_DETECTED, camera_id)
             if alert is not None and report.id in alert.annotations.get(
@@ -493,7 +513,7 @@ class Alerting:
                 self._apply(transition)
         if self.cameras.seeing:  # reports gone: what corroborated a camera may be gone too
             self._camera_signals(self.cameras.rejudge(sorted(self.cameras.seeing),
-                                                      self.engine.current, self.latest))
+                                                      self._lookup, self.latest))
 
     def broker_connection_changed(self, up: bool) -> None:
         """The broker connection changed: devices are unobservable while it is down."""
@@ -593,6 +613,10 @@ class Alerting:
         self._leader_alerts_loaded = not leading
 
     async def _share_seen(self) -> None:
+        try:
+            await self.refresh_shared_gauges()
+        except StorageError:
+            log.exception("could not read the gauges' alerts from the shared book")
         heard: dict[str, Heard] = {}
         shared = self._shared
         for device_id, seen_ns in self.devices_seen.items():
@@ -689,6 +713,11 @@ class Alerting:
             self.book.prune(self._clock_ns() - to_ns(keep))
         except Exception:  # retention must never take the service down; say so and go on
             log.exception("pruning alert history failed")
+
+
+def _level(alert: Alert | None) -> tuple[str, str] | None:
+    """What of a gauge's alert corroborates a camera: its status and Siaga level."""
+    return None if alert is None else (alert.status.value, alert.labels.get("level", ""))
 
 
 def _storage_signal(reason: str | None, now_ns: int) -> Signal:

@@ -286,12 +286,9 @@ class CitizenDesk:
         # A new leader takes its predecessor's clusters before it judges any report.
         await alerting.take_up_leadership()
         if reports:
-            # Only the leader raises the clusters, and names their gauges' levels.
-            shared = (await asyncio.to_thread(alerting.shared_gauge_alerts) if alerting.leading
-                      else _no_alerts)
             first_turn = self._followed is None
             for report in reports:
-                fingerprints = alerting.observe_city_report(citizen_report(report), shared)
+                fingerprints = alerting.observe_city_report(citizen_report(report))
                 if fingerprints:
                     await self._link(report, fingerprints, alerting)
                 followed = max(followed, int(report.id))
@@ -316,10 +313,6 @@ class CitizenDesk:
             if report_id not in still:
                 self.alerting.report_answered(report_id)
         return len(overdue)
-
-
-def _no_alerts(rule: str, subject: str) -> None:
-    return None
 
 
 def citizen_report(report: Report) -> CitizenReport:

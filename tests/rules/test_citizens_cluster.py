@@ -2,7 +2,8 @@
 its own API's desk, sharing one real PostgreSQL (the alert book, the report book, the
 leader's lock). A flood cluster counts the reports whichever instance took them, is raised
 once by the leader, names the level of a gauge the other instance reads, and carries on
-when the leader goes.
+when the leader goes; a camera is corroborated by a gauge and by reports that another
+instance reads and took.
 
 Each instance's turn over the shared book (`CitizenDesk.follow_once`, which `run` repeats
 every second) is called by the test, so that what each instance has read is known.
@@ -31,6 +32,7 @@ from siaga.citizens import CitizenDesk
 from tests.integration.support import unique_name
 from tests.polling import eventually
 from tests.rules.books import T0, Clock
+from tests.rules.test_cameras import KEMAYORAN, M_PER_DEG, UNDERPASS, camera, flood_of, gauge
 
 WITHIN_S = 30
 MINUTE = 60 * 10**9
@@ -114,6 +116,7 @@ async def test_reports_taken_by_two_instances_make_one_cluster_raised_once_by_th
         # Manggarai at Siaga 1, read by the instance that does not lead.
         other.alerting.observe([Reading(Kind.WATER_LEVEL, "manggarai", clock.now,
                                         {"level_cm": 960.0}, None)], [], clock.now)
+        await leader.alerting.refresh_shared_gauges()  # as every 2 s
         first = await leader.report(PLACES[0])
         clock.now += MINUTE
         second = await other.report(PLACES[1])
@@ -175,3 +178,31 @@ async def test_a_new_leader_carries_the_clusters_on_and_raises_none_twice(
         assert flood_alerts(other) == [(subject, "firing")]
         other.alerting.check_flood_reports()
         assert flood_alerts(other) == [(subject, "resolved")]
+
+
+async def test_a_camera_is_corroborated_by_a_gauge_and_by_reports_another_instance_took(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with AsyncExitStack() as stack:
+        leader, other = await two_started(rules_file, registry, tmp_path, database, clock,
+                                          stack)
+        # The camera at the Manggarai gate is read by one instance, the gauge by the other.
+        camera(other.alerting, clock, 0, 3, water_score=0.9)
+        assert flood_of(other.alerting)[1] == "warning"  # nothing confirms it yet
+        gauge(leader.alerting, clock, 3.2, 860)  # Siaga 2, raised by the leader
+        await other.alerting.refresh_shared_gauges()  # as every 2 s
+        _, severity, notes = flood_of(other.alerting)
+        assert (severity, notes["corroborated_by"]) == ("critical",
+                                                        "Pintu Air Manggarai at Siaga 2")
+        # Residents' reports near the underpass camera, all taken by the other instance's
+        # API, corroborate the camera the first instance reads.
+        camera(leader.alerting, clock, 4, 7, device=UNDERPASS, water_score=0.85)
+        assert flood_of(leader.alerting, UNDERPASS)[1] == "warning"
+        for north_m in (100, 200, 300):
+            clock.now += MINUTE
+            await other.report((KEMAYORAN[0] + north_m / M_PER_DEG, KEMAYORAN[1]))
+        await leader.follow()
+        assert flood_of(leader.alerting, UNDERPASS)[1] == "critical"
+        # The count in the engine; the book has it at the camera's next reading.
+        alert = leader.alerting.engine.current("FloodDetected", UNDERPASS)
+        assert alert is not None and alert.annotations["flood_reports"] == "3"
