@@ -201,7 +201,9 @@ class ReportBook:
         category's reports one at a time, each committed before the next one takes its id,
         so within a category the ids are the order of commits, and a reader that has seen
         id n has seen every lower id of the category. No report is skipped by reading on
-        from the last id seen.
+        from the last id seen. (PostgreSQL: this needs the ids' sequence to hand them out
+        one at a time, its default CACHE 1. The primary key's index serves `id > ?`: the
+        new rows are few.)
         """
         rows = self._backend.read(
             f"SELECT {REPORT_COLUMNS} FROM reports WHERE service_code = ? AND id > ?"

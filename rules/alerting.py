@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,13 +31,14 @@ from devices.detections import Detection
 from devices.kinds import Kind
 from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
-from rules.alert import Alert, Severity, Signal, Transition, ended, local_time
+from rules.alert import Alert, AlertStatus, Severity, Signal, Transition, ended, local_time
 from rules.alertbook import AlertBook
 from rules.alertmanager import AlertmanagerSettings
 from rules.cameras import (
     CAMERAS_COUNT_NOTE,
     CAMERAS_NOTE,
     FLOOD_DETECTED,
+    PARKING,
     VIOLATION_HOTSPOT,
     CameraRules,
     PlateLabels,
@@ -45,6 +46,7 @@ from rules.cameras import (
 from rules.citizens import (
     CITIZEN_FLOOD_REPORTS,
     FLOOD,
+    JAM,
     REPORT_OVERDUE,
     CitizenReport,
     Correlator,
@@ -82,6 +84,9 @@ OFFLINE: Final = "offline"
 SHARE_SEEN_S = 2  # what this instance heard reaches the leader's offline checks this late
 # The rules a cluster's leader runs for the whole city: their alerts are the leader's.
 LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REPORTS})
+# The report categories the rules correlate with the sensors and cameras (the report book's
+# codes): in a cluster every instance follows them in the shared book.
+CORRELATED_CATEGORIES: Final = (FLOOD, JAM, PARKING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +165,20 @@ class Alerting:
         self._statuses_heard: dict[str, tuple[bool, int]] = {}  # since the last publish
         self._leader_alerts_loaded = True  # False from gaining leadership to the reload
         self._leader_loading = asyncio.Lock()  # the offline check's and the reports' turns
+        self._leadership_changes = 0  # a reload is used only if leadership held meanwhile
         # Cluster: the gauges' open alerts in the shared book, whichever instance reads each
         # gauge, as of the last `refresh_shared_gauges` (every SHARE_SEEN_S).
         self._gauges = frozenset(device.id for device in registry.by_kind(Kind.WATER_LEVEL))
         self._shared_gauges: dict[tuple[str, str], Alert] = {}
+        # ... and the cameras near a gauge that see water there (FloodDetected firing, the
+        # picture not frozen), for the gauge's alert when another instance reads the camera.
+        self._watching = frozenset(camera for cameras in self.cameras.gauge_cameras.values()
+                                   for camera in cameras)
+        self._shared_seeing: frozenset[str] = frozenset()
+        # The newest readings as the rules of reports and cameras may use them: in a cluster,
+        # only of the devices this instance reads now.
+        self._latest_here: Mapping[str, Reading] = (
+            self.latest if cluster is None else _ReadHere(self.latest, self._owns))
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Alerting:
@@ -195,7 +210,10 @@ class Alerting:
             self.leadership = Leadership(self.cluster.database_url, "alerting",
                                          self._leading_changed)
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
-        for transition in self.engine.restore(self.book.restore()):
+        restored = self.book.restore()
+        if self.cluster is not None:  # what the book says of others' gauges and cameras
+            self._shared_gauges, self._shared_seeing = self._shared_of(restored)
+        for transition in self.engine.restore(restored):
             self._apply(transition)
         self._resume(self.engine.alerts.values())
         self.cameras.touched.clear()  # the restored gauge alerts carry their notes already
@@ -246,10 +264,11 @@ class Alerting:
                 self._apply(transition)
             if cameras:
                 if reading.kind is Kind.CAMERA:
-                    self._camera_signals(self.cameras.reading(reading, self._lookup, latest))
+                    self._camera_signals(self.cameras.reading(reading, self._lookup,
+                                                              self._latest_here))
                 elif device_id in self.cameras.gauge_cameras:  # corroboration may change
                     self._camera_signals(self.cameras.rejudge(
-                        self.cameras.gauge_cameras[device_id], self._lookup, latest))
+                        self.cameras.gauge_cameras[device_id], self._lookup, self._latest_here))
 
     def ownership_changed(self) -> None:
         """Partitions may have moved to this instance (the AMQP input says when): each
@@ -306,7 +325,9 @@ class Alerting:
             self._annotate_gauge(touched.pop())
 
     def _annotate_gauge(self, gauge_id: str) -> None:
-        notes = self.cameras.gauge_notes(gauge_id)
+        if not self._owns(gauge_id):
+            return  # its reader names the cameras in its alert
+        notes = self.cameras.gauge_notes(gauge_id, self._sees)
         for rule in self.cameras.ladders:
             alert = self.engine.current(rule, gauge_id)
             if alert is None or alert.annotations.get(CAMERAS_NOTE, "") == notes[CAMERAS_NOTE]:
@@ -322,7 +343,7 @@ class Alerting:
         cameras = self.cameras
         if alert.rule not in cameras.ladders or alert.subject not in cameras.gauge_cameras:
             return transition
-        notes = self.cameras.gauge_notes(alert.subject)
+        notes = self.cameras.gauge_notes(alert.subject, self._sees)
         if notes[CAMERAS_NOTE] == alert.annotations.get(CAMERAS_NOTE, ""):
             return transition
         noted = self.engine.annotate(alert.rule, alert.subject, notes)
@@ -360,22 +381,25 @@ class Alerting:
     def observe_report(self, report: CitizenReport) -> list[str]:
         """Correlate a resident's report with the sensors: the fingerprints it is linked to.
 
-        A banjir report may found or join a CitizenFloodReports cluster and be linked to a
-        gauge's flood alert near it; a macet report to a congestion alert near it. A linked
-        alert's annotations count the report, in the book at once and in its next
-        notification; a change of annotations pages nobody (`content_digest`). The same
-        report twice is counted once, so the desk may read reports again after a restart.
-        Raises StorageError when the alert book cannot record.
+        A banjir report may found or join a CitizenFloodReports cluster, be linked to a
+        gauge's flood alert near it and corroborate cameras seeing water; a macet report is
+        linked to a congestion alert near it; a parkir-liar report is named in the camera
+        hotspots near it. A linked alert's annotations count the report, in the book at
+        once and in its next notification; a change of annotations pages nobody
+        (`content_digest`). The same report twice is counted once, so the desk may read
+        reports again after a restart. Raises StorageError when the alert book cannot record.
 
-        In a cluster the flood clusters and the cameras' corroboration are left to
-        `observe_city_report`, which every instance calls for every banjir report of the
-        shared book: here only the links to this instance's own alerts are made.
+        One instance: called by the desk that took the report. In a cluster every instance
+        calls it for every report of the correlated categories (CORRELATED_CATEGORIES) that
+        any instance stored, in the order stored: each links the report to the alerts of
+        the devices it reads, and keeps the city's flood clusters and recent reports (the
+        same reports in the same order make the same clusters), which only the leader
+        raises and resolves, naming its gauge's level from the shared book whichever
+        instance reads the gauge.
         """
         now = self._clock_ns()
-        linked: list[str] = []
-        if self.cluster is None:
-            linked += self._flood_cluster(report, now, self.engine.current)
-        for alert in self.citizens.linkable(report, self.engine.current):
+        linked = self._flood_cluster(report, now, self._lookup)
+        for alert in self.citizens.linkable(report, self._own_alert):
             notes = counted(alert, report.id)
             noted = None if notes is None else self.engine.annotate(alert.rule, alert.subject,
                                                                     notes)
@@ -383,59 +407,79 @@ class Alerting:
                 self.book.observe(noted, now, note=f"citizen report {report.id} linked")
             linked.append(alert.fingerprint)
         if self.cameras.active:
-            if self.cluster is None:
-                linked += self._report_to_flood_cameras(report)
+            linked += self._report_to_flood_cameras(report)
             linked += self._report_to_hotspots(report, now)
         return linked
 
-    def observe_city_report(self, report: CitizenReport) -> list[str]:
-        """A cluster's banjir report, from the shared book, on every instance in the order
-        stored: the fingerprints of this instance's alerts it is named in.
+    def _owns(self, device_id: str) -> bool:
+        """Whether this instance reads the device now: always when alone; in a cluster,
+        once a reading of it came since partitions last moved. The engine's copy of another
+        instance's device dates from start-up or from before its partition moved away."""
+        return self.cluster is None or self._loaded.get(device_id) == self._epoch
 
-        Every instance keeps the city's flood clusters and recent banjir reports (the same
-        reports in the same order make the same clusters), so a camera's owner counts the
-        reports near it whichever instance took them; only the leader raises and resolves
-        CitizenFloodReports, so each cluster is one alert, naming its gauge's level from
-        the shared book whichever instance reads the gauge. Raises StorageError when the
-        alert book cannot record.
-        """
-        linked = self._flood_cluster(report, self._clock_ns(), self._lookup)
-        if self.cameras.active:
-            linked += self._report_to_flood_cameras(report)
-        return linked
+    def _own_alert(self, rule: str, subject: str) -> Alert | None:
+        """An open alert of a device this instance reads: the ones it may annotate."""
+        return self.engine.current(rule, subject) if self._owns(subject) else None
 
     def _lookup(self, rule: str, subject: str) -> Alert | None:
         """An open alert, as the rules of reports and cameras look a gauge's up: in a
         cluster, a gauge this instance does not read now (no reading since partitions last
         moved) is looked up in the shared book's copy, not in the engine, whose copy of it
         dates from start-up or from before its partition moved away."""
-        if (self.cluster is None or subject not in self._gauges
-                or self._loaded.get(subject) == self._epoch):
+        if subject not in self._gauges or self._owns(subject):
             return self.engine.current(rule, subject)
         return self._shared_gauges.get((rule, subject))
 
-    async def refresh_shared_gauges(self) -> None:
-        """Cluster: read the gauges' open alerts from the shared book, and judge again the
-        cameras near a gauge whose alert changed there. Raises StorageError."""
-        def read() -> dict[tuple[str, str], Alert]:
-            found: dict[tuple[str, str], Alert] = {}
-            for alert in self.book.restore(self._gauges):  # newest episode first
-                found.setdefault((alert.rule, alert.subject), alert)
-            return found
+    def _shared_of(self, alerts: Iterable[Alert],
+                   ) -> tuple[dict[tuple[str, str], Alert], frozenset[str]]:
+        """From the book's open alerts (newest episode first): the gauges', and the cameras
+        near a gauge seeing water (FloodDetected firing, the picture not frozen)."""
+        gauges: dict[tuple[str, str], Alert] = {}
+        seeing = set()
+        for alert in alerts:
+            if alert.subject in self._gauges:
+                gauges.setdefault((alert.rule, alert.subject), alert)
+            elif (alert.subject in self._watching and alert.rule == FLOOD_DETECTED
+                  and alert.status is AlertStatus.FIRING
+                  and "camera_frozen" not in alert.annotations):
+                seeing.add(alert.subject)
+        return gauges, frozenset(seeing)
 
-        found = await asyncio.to_thread(read)
+    def _sees(self, camera_id: str) -> bool:
+        """Whether a camera near a gauge sees water: judged here if this instance reads it,
+        else as the shared book had it at the last refresh."""
+        if self._owns(camera_id):
+            return camera_id in self.cameras.seeing
+        return camera_id in self._shared_seeing
+
+    async def refresh_shared_gauges(self) -> None:
+        """Cluster: read the open alerts of the gauges and of the cameras near them from the
+        shared book; judge again this instance's cameras near a gauge whose alert changed
+        there, and name again the cameras seeing water in the alerts of its gauges near a
+        camera another instance reads that began or stopped seeing it. Raises StorageError."""
+        def read() -> tuple[dict[tuple[str, str], Alert], frozenset[str]]:
+            return self._shared_of(self.book.restore(self._gauges | self._watching))
+
+        found, seeing = await asyncio.to_thread(read)
         before, self._shared_gauges = self._shared_gauges, found
         changed = {key[1] for key in found.keys() | before.keys()
                    if _level(before.get(key)) != _level(found.get(key))}
         cameras = self.cameras
-        if cameras.active:
-            near = sorted({camera for gauge in changed
-                           for camera in cameras.gauge_cameras.get(gauge, ())})
-            self._camera_signals(cameras.rejudge(near, self._lookup, self.latest))
+        if not cameras.active:
+            return
+        near = sorted({camera for gauge in changed
+                       for camera in cameras.gauge_cameras.get(gauge, ())
+                       if self._owns(camera)})
+        self._camera_signals(cameras.rejudge(near, self._lookup, self._latest_here))
+        began_or_stopped = seeing ^ self._shared_seeing
+        self._shared_seeing = seeing
+        for gauge, watching in cameras.gauge_cameras.items():
+            if not began_or_stopped.isdisjoint(watching):
+                self._annotate_gauge(gauge)
 
     def _flood_cluster(self, report: CitizenReport, now: int, lookup: Lookup) -> list[str]:
         """The report into the flood clusters: the fingerprint of its cluster's alert."""
-        signal = self.citizens.cluster(report, now, lookup, self.latest)
+        signal = self.citizens.cluster(report, now, lookup, self._latest_here)
         if signal is None or not self._raises_clusters:
             return []
         transition = self.engine.signal(signal, self.citizens.resolution)
@@ -461,8 +505,10 @@ class Alerting:
             return []
         linked = []
         radius = self.cameras.config.flood.reports_radius_m
-        near = self.cameras.cameras_near(report.lat, report.lon, radius)
-        self._camera_signals(self.cameras.rejudge(near, self._lookup, self.latest))
+        near = [camera_id for camera_id in
+                self.cameras.cameras_near(report.lat, report.lon, radius)
+                if self._owns(camera_id)]
+        self._camera_signals(self.cameras.rejudge(near, self._lookup, self._latest_here))
         for camera_id in near:
             alert = self.engine.current(FLOOD_DETECTED, camera_id)
             if alert is not None and report.id in alert.annotations.get(
@@ -473,7 +519,9 @@ class Alerting:
     def _report_to_hotspots(self, report: CitizenReport, now: int) -> list[str]:
         """A parkir-liar report is named in the hotspots near it: their fingerprints."""
         linked = []
-        for camera_id in self.cameras.report(report, now):
+        for camera_id in self.cameras.report(report, now):  # every instance keeps it
+            if not self._owns(camera_id):
+                continue
             device = self.registry.get(camera_id)
             notes = {} if device is None else self.cameras.parking_notes(device)
             for subject in self.cameras.hotspot_subjects(camera_id):
@@ -511,13 +559,18 @@ class Alerting:
             transition = self.engine.signal(signal, self.citizens.resolution)
             if transition is not None:
                 self._apply(transition)
-        if self.cameras.seeing:  # reports gone: what corroborated a camera may be gone too
-            self._camera_signals(self.cameras.rejudge(sorted(self.cameras.seeing),
-                                                      self._lookup, self.latest))
+        # Reports gone: what corroborated a camera this instance reads may be gone too.
+        seeing = sorted(camera for camera in self.cameras.seeing if self._owns(camera))
+        if seeing:
+            self._camera_signals(self.cameras.rejudge(seeing, self._lookup, self._latest_here))
 
     def broker_connection_changed(self, up: bool) -> None:
-        """The broker connection changed: devices are unobservable while it is down."""
+        """The broker connection changed: devices are unobservable while it is down. In a
+        cluster its partitions go to other instances meanwhile: no device is this
+        instance's until a reading of it comes again (`_owns`)."""
         self.tracker.broker_connection_changed(up, self._clock_ns())
+        if not up and self.cluster is not None:
+            self._epoch += 1
 
     def durability_changed(self, reason: str | None) -> None:
         """Readings cannot be made durable (why), or can again (None): StorageUnavailable.
@@ -611,6 +664,7 @@ class Alerting:
         # The alerts a previous leader raised are this one's to carry on: taken from the
         # book before its first check (not here, in the event loop's callback).
         self._leader_alerts_loaded = not leading
+        self._leadership_changes += 1
 
     async def _share_seen(self) -> None:
         try:
@@ -662,14 +716,17 @@ class Alerting:
         async with self._leader_loading:
             if not self.leading or self._leader_alerts_loaded:
                 return
+            changes = self._leadership_changes
             alerts = await asyncio.to_thread(self.book.restore)
+            if changes != self._leadership_changes:
+                return  # lost (or lost and won again) meanwhile: the next turn reads again
             engine = self.engine
             engine.reload_rules(LEADER_RULES, alerts)
             self._resume(alert for alert in engine.alerts.values()
                          if alert.rule == CITIZEN_FLOOD_REPORTS)
             self._leader_alerts_loaded = True
             now = self._clock_ns()
-            for signal in self.citizens.signals(engine.current, self.latest):
+            for signal in self.citizens.signals(self._lookup, self._latest_here):
                 transition = engine.signal(signal, self.citizens.resolution)
                 if transition is not None:
                     self._apply(transition)
@@ -713,6 +770,26 @@ class Alerting:
             self.book.prune(self._clock_ns() - to_ns(keep))
         except Exception:  # retention must never take the service down; say so and go on
             log.exception("pruning alert history failed")
+
+
+class _ReadHere(Mapping[str, Reading]):
+    """The newest readings of the devices an instance reads now: what it kept of a device
+    whose partition moved away is older than what its new reader knows."""
+
+    def __init__(self, latest: Mapping[str, Reading], owns: Callable[[str], bool]) -> None:
+        self._latest = latest
+        self._owns = owns
+
+    def __getitem__(self, device_id: str) -> Reading:
+        if not self._owns(device_id):
+            raise KeyError(device_id)
+        return self._latest[device_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return (device_id for device_id in self._latest if self._owns(device_id))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _level(alert: Alert | None) -> tuple[str, str] | None:

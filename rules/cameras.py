@@ -383,9 +383,12 @@ class CameraRules:
         return [camera_id for camera_id, camera in self._cameras.items()
                 if distance_m(lat, lon, camera.device.lat, camera.device.lon) <= radius_m]
 
-    def gauge_notes(self, gauge_id: str) -> dict[str, str]:
-        """The `cameras_seeing_water` annotations of a gauge's ladder alert."""
-        seeing = [c for c in self.gauge_cameras.get(gauge_id, ()) if c in self.seeing]
+    def gauge_notes(self, gauge_id: str,
+                    sees: Callable[[str], bool] | None = None) -> dict[str, str]:
+        """The `cameras_seeing_water` annotations of a gauge's ladder alert. `sees`: whether
+        a camera sees water, when not all are judged here (a cluster's other instances)."""
+        sees = sees or self.seeing.__contains__
+        seeing = [c for c in self.gauge_cameras.get(gauge_id, ()) if sees(c)]
         return {CAMERAS_NOTE: ",".join(seeing), CAMERAS_COUNT_NOTE: str(len(seeing))}
 
     def _judge_jam(self, camera: _Camera, speed: float, flow: float,

@@ -28,7 +28,8 @@ from reports.photos import PhotoStore, StoredPhoto
 from reports.ratelimit import RateLimiter
 from reports.settings import ReportsSettings
 from reports.stats import Stats
-from rules.citizens import FLOOD, CitizenReport
+from rules.alerting import CORRELATED_CATEGORIES
+from rules.citizens import CitizenReport
 from siaga_core.errors import StorageError
 
 if TYPE_CHECKING:
@@ -42,10 +43,11 @@ OVERDUE_CHECK_S: Final = 60  # response times are hours; a minute late is fine
 # After a restart, the flood clusters are rebuilt from this much of the book's recent past
 # (the rules' window is 30 minutes by default; an hour covers a changed setting too).
 RESTORE_WINDOW_NS: Final = 2 * 3600 * _NS_PER_S
-# In a cluster, how often each instance reads the banjir reports the others stored: a
-# report counts in its flood cluster this late (the clusters' window is 30 minutes).
+# In a cluster, how often each instance reads the reports the others stored: a report
+# counts in its flood cluster and its links this late (the clusters' window is 30 minutes).
 FOLLOW_S: Final = 1.0
 FOLLOW_BATCH: Final = 1000  # reports a turn; a flood day brings tens a second at most
+FOLLOW_FIRST_MAX: Final = 10_000  # the newest of the recent past read by a starting instance
 ReportListener = Callable[[Report], None]
 
 
@@ -75,7 +77,7 @@ class CitizenDesk:
         # a few at a time, so a burst of large photos queues instead of exhausting memory.
         self._decoding = asyncio.Semaphore(PHOTOS_AT_ONCE)
         self._listeners: tuple[ReportListener, ...] = ()
-        self._followed: int | None = None  # in a cluster: the last banjir report read
+        self._followed: dict[str, int] | None = None  # cluster: category -> last id read
 
     def listen(self, callback: ReportListener) -> Callable[[], None]:
         """Call `callback(report)` with each report stored by `submit` and after each
@@ -150,8 +152,8 @@ class CitizenDesk:
         book or the report book cannot write) only weakens the story, so it is logged and
         the report goes on unlinked rather than answered 503 (and sent again).
         """
-        if self.alerting is None:
-            return report
+        if self.alerting is None or self.alerting.cluster is not None:
+            return report  # in a cluster every instance correlates it as it follows the book
         try:
             fingerprints = self.alerting.observe_report(citizen_report(report))
         except StorageError:
@@ -165,15 +167,18 @@ class CitizenDesk:
                     alerting: Alerting) -> bool:
         """Record in the book the alerts the rules linked the report to; False if it failed
         (logged: the report and the alerts stand, unlinked)."""
-        # A cluster's alert names every report in it: the earlier ones are linked now too.
-        links = [(report.id, fingerprint) for fingerprint in fingerprints]
-        for fingerprint in fingerprints:
-            view = alerting.book.get(fingerprint)
-            members = "" if view is None else view.alert.annotations.get("report_ids", "")
-            links += [(member, fingerprint) for member in members.split(",")
-                      if member and member != report.id]
+        def link() -> None:
+            # A cluster's alert names every report in it: the earlier ones are linked now too.
+            links = [(report.id, fingerprint) for fingerprint in fingerprints]
+            for fingerprint in fingerprints:
+                view = alerting.book.get(fingerprint)
+                members = "" if view is None else view.alert.annotations.get("report_ids", "")
+                links += [(member, fingerprint) for member in members.split(",")
+                          if member and member != report.id]
+            self.book.link_many(links)
+
         try:
-            await asyncio.to_thread(self.book.link_many, links)
+            await asyncio.to_thread(link)
         except StorageError:
             log.exception("could not record report %s's links to %s", report.id, fingerprints)
             return False
@@ -253,48 +258,55 @@ class CitizenDesk:
             log.info("citizens' desk: %d recent reports re-read for correlation", len(recent))
 
     async def follow(self, stop: asyncio.Event, alerting: Alerting) -> None:
-        """In a cluster: every second, the banjir reports any instance stored, in the order
-        stored, to this instance's rules (`Alerting.observe_city_report`), so the city's
-        flood clusters are judged as one, whichever instance's API took each report. The
+        """In a cluster: every second, the reports of the correlated categories that any
+        instance stored, in the order stored, to this instance's rules
+        (`Alerting.observe_report`): the city's flood clusters are judged as one, and each
+        report is linked to the alerts of whichever instance reads the devices near it. The
         first turn reads the recent past, as `restore` does after a restart."""
         while not stop.is_set():
             try:
                 await self.follow_once(alerting)
             except StorageError:
-                log.exception("could not follow the shared book's flood reports; trying again")
+                log.exception("could not follow the shared report book; trying again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FOLLOW_S)
 
     async def follow_once(self, alerting: Alerting) -> int:
         """One turn of `follow`: how many reports it read. Raises StorageError."""
+        codes = CORRELATED_CATEGORIES
+        first_turn = self._followed is None
         if self._followed is None:
             since = self.clock_ns() - RESTORE_WINDOW_NS
 
-            def first() -> tuple[int, list[Report]]:
-                # The latest id first: a report stored between the two reads comes in both,
-                # and the rules count a report once.
-                last = self.book.last_id(FLOOD)
-                query = ReportQuery(service_codes=(FLOOD,), requested_from_ns=since,
-                                    limit=10_000, newest_first=False)
-                return last, self.book.find(query)
+            def first() -> tuple[dict[str, int], list[Report]]:
+                # The latest ids first: a report stored between the two reads comes in
+                # both, and the rules count a report once.
+                last = {code: self.book.last_id(code) for code in codes}
+                query = ReportQuery(service_codes=codes, requested_from_ns=since,
+                                    limit=FOLLOW_FIRST_MAX)
+                # In the order stored, as the other instances read them: clusters are
+                # built greedily, and the same reports in another order may group otherwise.
+                return last, sorted(self.book.find(query), key=lambda r: int(r.id))
 
             followed, reports = await asyncio.to_thread(first)
         else:
-            followed = self._followed
-            reports = await asyncio.to_thread(self.book.added_after, FLOOD, followed,
-                                              FOLLOW_BATCH)
+            followed = self._followed  # advanced report by report: a failure resumes there
+
+            def after() -> list[Report]:
+                return [report for code in codes
+                        for report in self.book.added_after(code, followed[code], FOLLOW_BATCH)]
+
+            reports = await asyncio.to_thread(after)
         # A new leader takes its predecessor's clusters before it judges any report.
         await alerting.take_up_leadership()
-        if reports:
-            first_turn = self._followed is None
-            for report in reports:
-                fingerprints = alerting.observe_city_report(citizen_report(report))
-                if fingerprints:
-                    await self._link(report, fingerprints, alerting)
-                followed = max(followed, int(report.id))
-                if not first_turn:  # the first turn's reports are not in id order
-                    self._followed = followed
-        self._followed = followed
+        for report in reports:
+            fingerprints = alerting.observe_report(citizen_report(report))
+            if fingerprints:
+                await self._link(report, fingerprints, alerting)
+            code = report.service_code
+            followed[code] = max(followed[code], int(report.id))
+        if first_turn:  # its reports come by the residents' times, not in id order
+            self._followed = followed
         return len(reports)
 
     async def check_overdue(self) -> int:

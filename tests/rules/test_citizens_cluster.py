@@ -3,7 +3,8 @@ its own API's desk, sharing one real PostgreSQL (the alert book, the report book
 leader's lock). A flood cluster counts the reports whichever instance took them, is raised
 once by the leader, names the level of a gauge the other instance reads, and carries on
 when the leader goes; a camera is corroborated by a gauge and by reports that another
-instance reads and took.
+instance reads and took, and named in the gauge's alert; a cluster that formed while no
+instance led is raised once by the next leader.
 
 Each instance's turn over the shared book (`CitizenDesk.follow_once`, which `run` repeats
 every second) is called by the test, so that what each instance has read is known.
@@ -17,6 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from pydantic import SecretStr
 
 from devices.kinds import Kind
@@ -32,7 +34,16 @@ from siaga.citizens import CitizenDesk
 from tests.integration.support import unique_name
 from tests.polling import eventually
 from tests.rules.books import T0, Clock
-from tests.rules.test_cameras import KEMAYORAN, M_PER_DEG, UNDERPASS, camera, flood_of, gauge
+from tests.rules.test_cameras import (
+    CAM,
+    KEMAYORAN,
+    M_PER_DEG,
+    UNDERPASS,
+    camera,
+    flood_of,
+    gauge,
+    severities,
+)
 
 WITHIN_S = 30
 MINUTE = 60 * 10**9
@@ -136,10 +147,14 @@ async def test_reports_taken_by_two_instances_make_one_cluster_raised_once_by_th
         # The gauge's level, from the alert the other instance raised in the shared book.
         assert notes["gauge"] == "manggarai"
         assert notes["gauge_level"].startswith("Siaga 1 ("), notes["gauge_level"]
-        # Every report is linked to the cluster in the shared report book.
+        # Every report is linked to the cluster, and to the gauge's alert by the instance
+        # that reads the gauge, whichever instance took the report.
+        gauge_alert = other.alerting.book.get(fingerprint("FloodLevel", "manggarai"))
+        assert gauge_alert is not None
+        assert gauge_alert.alert.annotations["citizen_report_ids"] == f"{first},{second},{third}"
         for report_id in (first, second, third):
             linked = await other.desk.get(report_id)
-            assert view.alert.fingerprint in linked.alerts
+            assert set(linked.alerts) == {view.alert.fingerprint, gauge_alert.alert.fingerprint}
         # A fourth joins: a new count, not a second alert.
         clock.now += MINUTE
         fourth = await other.report(PLACES[3])
@@ -194,6 +209,11 @@ async def test_a_camera_is_corroborated_by_a_gauge_and_by_reports_another_instan
         _, severity, notes = flood_of(other.alerting)
         assert (severity, notes["corroborated_by"]) == ("critical",
                                                         "Pintu Air Manggarai at Siaga 2")
+        # ... and the gauge's alert, on the leader, names the camera seeing water.
+        await leader.alerting.refresh_shared_gauges()
+        view = leader.alerting.book.get(fingerprint("FloodLevel", "manggarai"))
+        assert view is not None
+        assert view.alert.annotations["cameras_seeing_water"] == CAM
         # Residents' reports near the underpass camera, all taken by the other instance's
         # API, corroborate the camera the first instance reads.
         camera(leader.alerting, clock, 4, 7, device=UNDERPASS, water_score=0.85)
@@ -206,3 +226,47 @@ async def test_a_camera_is_corroborated_by_a_gauge_and_by_reports_another_instan
         # The count in the engine; the book has it at the camera's next reading.
         alert = leader.alerting.engine.current("FloodDetected", UNDERPASS)
         assert alert is not None and alert.annotations["flood_reports"] == "3"
+
+
+async def test_a_cluster_that_formed_while_nobody_led_is_raised_once_by_the_next_leader(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    # The test holds the leader's lock (siaga_core/leader.py, key "alerting"): no instance
+    # leads while the reports come in, as between a leader's death and its successor.
+    with psycopg.connect(database, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))",
+                       ("siaga.leader:alerting",))
+        async with AsyncExitStack() as stack:
+            instances = [await stack.enter_async_context(started(
+                name, rules_file, registry, tmp_path, database, clock)) for name in "ab"]
+            for instance in instances:
+                await instance.follow()
+            ids = [await instances[0].report(place) for place in PLACES[:3]]
+            for instance in instances:
+                assert await instance.follow() == 3
+            assert flood_alerts(instances[0]) == []  # formed everywhere, raised nowhere
+            assert not any(instance.alerting.leading for instance in instances)
+            holder.close()  # the lock goes with the session
+            await eventually(lambda: any(i.alerting.leading for i in instances), WITHIN_S,
+                             "a leader")
+            for instance in instances:
+                await instance.follow()
+            subject = f"cluster={ids[0]}"
+            assert flood_alerts(instances[0]) == [(subject, "firing")]
+            assert raised(instances[0], subject) == 1
+
+
+async def test_an_instance_taking_a_camera_over_knows_its_gauge_from_the_start(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(started("a", rules_file, registry, tmp_path,
+                                                        database, clock))
+        gauge(first.alerting, clock, -5, 860)  # Siaga 2
+        camera(first.alerting, clock, 0, 3, water_score=0.9)  # corroborated: critical
+        # A second instance starts and the camera's partition moves to it: before its
+        # first read of the shared book, it knows the gauge from what it read at start.
+        second = await stack.enter_async_context(started("b", rules_file, registry,
+                                                         tmp_path, database, clock))
+        camera(second.alerting, clock, 3.5, 4, water_score=0.9)
+        assert severities(second.alerting) == [("firing", "critical")]
