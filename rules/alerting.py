@@ -10,6 +10,11 @@ The application's citizens' desk hands over residents' reports (`observe_report`
 answers: `rules.citizens` correlates them with the sensors through the same engine and book.
 Cameras' counts come as readings and their detections through `observe_detections`:
 `rules.cameras` judges both, and names the cameras seeing water in a gauge's flood alert.
+
+In a cluster (`Cluster`: several instances on one PostgreSQL) an instance judges the devices
+of its partitions (`_owns`), sees the others' gauges and cameras through the shared book
+(`refresh_shared_gauges`), hears every report through the shared report book (the desk
+follows it), and only the leader runs the city-wide checks and raises the flood clusters.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ checks the key, the rate and the photo, stores the report durably, and only then
 rules (`rules.alerting.Alerting.observe_report`), whose links it records in the book. An
 officer's first update answers `ReportOverdue`; a scheduled check raises it.
 
+In a cluster the desk that takes a report only stores it: every instance's desk follows the
+shared book (`follow`) and tells its own rules, which correlate each report with the
+devices that instance reads.
+
 The book and the photo store do blocking I/O (SQLite or PostgreSQL, files with fsync): each
 call runs in a worker thread, so the event loop keeps taking readings meanwhile.
 """
