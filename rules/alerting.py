@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -82,6 +84,7 @@ OFFLINE: Final = "offline"
 SHARE_SEEN_S = 2  # what this instance heard reaches the leader's offline checks this late
 # The rules a cluster's leader runs for the whole city: their alerts are the leader's.
 LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REPORTS})
+_DEVICE_ID = attrgetter("device_id")  # readings come in runs of one device (a message each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,28 +231,51 @@ class Alerting:
             tracker.status(status.device_id, status.online, status.received_ns)
             seen[status.device_id] = status.received_ns
             changed.add(status.device_id)
-        previous = None
         cameras = self.cameras.active
+        watched = self.cameras.gauge_cameras
+        evaluate_run, judged = self.engine.evaluate_run, self._judged
+        for device_id, grouped in groupby(readings, _DEVICE_ID):
+            # A batch message is one device's: seen once, and judged as one run, not 100x.
+            seen[device_id] = received_ns
+            tracker.seen(device_id, received_ns)
+            changed.add(device_id)
+            run = list(grouped)
+            if cameras and (device_id in watched
+                            or any(reading.kind is Kind.CAMERA for reading in run)):
+                self._observe_each(run)  # camera rules judge again after each reading
+                continue
+            newest = latest.get(device_id)
+            for reading in run:
+                if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps it
+                    newest = reading
+            if newest is not None:
+                latest[device_id] = newest
+            # Nothing reads `latest` before the run ends: only the camera rules do.
+            evaluate_run(run, judged)
+
+    def _observe_each(self, readings: Sequence[Reading]) -> None:
+        """One device's readings, reading by reading: a camera's counts, or a gauge some
+        cameras watch, whose camera rules judge again after each of its readings."""
+        latest, cameras, engine = self.latest, self.cameras, self.engine
         for reading in readings:
             device_id = reading.device_id
-            if device_id != previous:  # a batch message is one device's: seen once, not 100x
-                seen[device_id] = received_ns
-                tracker.seen(device_id, received_ns)
-                changed.add(device_id)
-                previous = device_id
             newest = latest.get(device_id)
             if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps the newest
                 latest[device_id] = reading
-            for transition in self.engine.evaluate(reading):
-                if cameras and transition.change in ("pending", "firing"):
-                    transition = self._with_cameras(transition)
-                self._apply(transition)
-            if cameras:
-                if reading.kind is Kind.CAMERA:
-                    self._camera_signals(self.cameras.reading(reading, self._lookup, latest))
-                elif device_id in self.cameras.gauge_cameras:  # corroboration may change
-                    self._camera_signals(self.cameras.rejudge(
-                        self.cameras.gauge_cameras[device_id], self._lookup, latest))
+            for transition in engine.evaluate(reading):
+                self._judged(transition)
+            if reading.kind is Kind.CAMERA:
+                self._camera_signals(cameras.reading(reading, self._lookup, latest))
+            elif device_id in cameras.gauge_cameras:  # corroboration may change
+                self._camera_signals(cameras.rejudge(cameras.gauge_cameras[device_id],
+                                                     self._lookup, latest))
+
+    def _judged(self, transition: Transition) -> None:
+        """A change the rules made at a reading: a gauge's alert that begins names the
+        cameras seeing water near it."""
+        if self.cameras.active and transition.change in ("pending", "firing"):
+            transition = self._with_cameras(transition)
+        self._apply(transition)
 
     def ownership_changed(self) -> None:
         """Partitions may have moved to this instance (the AMQP input says when): each
