@@ -84,7 +84,9 @@ OFFLINE: Final = "offline"
 SHARE_SEEN_S = 2  # what this instance heard reaches the leader's offline checks this late
 # The rules a cluster's leader runs for the whole city: their alerts are the leader's.
 LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REPORTS})
-_DEVICE_ID = attrgetter("device_id")  # readings come in runs of one device (a message each)
+# Readings come in runs of one device (a message each), and a device has one kind (ingest
+# refuses another); a run is cut at a change of either, so its kind is known without a look.
+_DEVICE_AND_KIND = attrgetter("device_id", "kind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,14 +236,13 @@ class Alerting:
         cameras = self.cameras.active
         watched = self.cameras.gauge_cameras
         evaluate_run, judged = self.engine.evaluate_run, self._judged
-        for device_id, grouped in groupby(readings, _DEVICE_ID):
+        for (device_id, kind), grouped in groupby(readings, _DEVICE_AND_KIND):
             # A batch message is one device's: seen once, and judged as one run, not 100x.
             seen[device_id] = received_ns
             tracker.seen(device_id, received_ns)
             changed.add(device_id)
             run = list(grouped)
-            if cameras and (device_id in watched
-                            or any(reading.kind is Kind.CAMERA for reading in run)):
+            if cameras and (kind is Kind.CAMERA or device_id in watched):
                 self._observe_each(run)  # camera rules judge again after each reading
                 continue
             newest = latest.get(device_id)
