@@ -87,6 +87,7 @@ LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REP
 # Readings come in runs of one device (a message each), and a device has one kind (ingest
 # refuses another); a run is cut at a change of either, so its kind is known without a look.
 _DEVICE_AND_KIND = attrgetter("device_id", "kind")
+_TS = attrgetter("ts_ns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,11 +246,11 @@ class Alerting:
             if cameras and (kind is Kind.CAMERA or device_id in watched):
                 self._observe_each(run)  # camera rules judge again after each reading
                 continue
-            newest = latest.get(device_id)
-            for reading in run:
-                if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps it
-                    newest = reading
-            if newest is not None:
+            # The newest reading, the last of equals (a late backlog keeps the newest): what
+            # replacing it reading by reading at each one at least as new leaves.
+            newest = max(reversed(run), key=_TS)
+            kept = latest.get(device_id)
+            if kept is None or newest.ts_ns >= kept.ts_ns:
                 latest[device_id] = newest
             # Nothing reads `latest` before the run ends: only the camera rules do.
             evaluate_run(run, judged)
