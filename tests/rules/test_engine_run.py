@@ -203,8 +203,10 @@ def batches(seed: int) -> list[list[Reading]]:
         for _ in range(rng.randint(1, 4)):
             device = rng.choice(devices)
             start = at + rng.randint(-20, 20) * MINUTE
+            ts = start
             for i in range(rng.randint(1, 30)):
-                ts = start + i * 30 * SECOND + rng.choice([0, 0, 0, -SECOND])
+                if rng.random() > 0.2:  # else the same time again, another value
+                    ts = start + i * 30 * SECOND + rng.choice([0, 0, 0, -SECOND])
                 if device == CAMERA:
                     score = rng.choice([0.1, 0.5, 0.85, 0.9, 0.95])
                     batch.append(Reading(Kind.CAMERA, CAMERA, ts,
