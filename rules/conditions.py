@@ -394,19 +394,21 @@ class Ispu(_Base[IspuRule]):
         self._min_rank = Category(rule.min_category).rank
 
     def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
-        pollutants = {k: v for k, v in reading.values.items() if k in BREAKPOINTS}
-        if not pollutants:
-            return []
-        window, ts_ns = self._window_ns, reading.ts_ns
+        window, ts_ns, values = self._window_ns, reading.ts_ns, reading.values
         series = memory.pollutants
-        for pollutant, value in pollutants.items():
-            one = series.get(pollutant)
-            if one is None:
-                one = series[pollutant] = Series()
-            one.add(ts_ns, value, window)
-        if len(series) > len(pollutants):  # some are not in this reading: their edges move
+        found = 0
+        for pollutant, value in values.items():
+            if pollutant in BREAKPOINTS:
+                one = series.get(pollutant)
+                if one is None:
+                    one = series[pollutant] = Series()
+                one.add(ts_ns, value, window)
+                found += 1
+        if not found:
+            return []
+        if len(series) > found:  # some are not in this reading: their edges move
             for pollutant, one in series.items():
-                if pollutant not in pollutants:
+                if pollutant not in values:
                     one.trim(ts_ns - window)
         # Full once any pollutant's readings span the window: a reading of any of them is one.
         for one in series.values():
