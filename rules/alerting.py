@@ -235,7 +235,6 @@ class Alerting:
             seen[status.device_id] = status.received_ns
             changed.add(status.device_id)
         cameras = self.cameras.active
-        watched = self.cameras.gauge_cameras
         evaluate_run, judged = self.engine.evaluate_run, self._judged
         for (device_id, kind), grouped in groupby(readings, _DEVICE_AND_KIND):
             # A batch message is one device's: seen once, and judged as one run, not 100x.
@@ -243,7 +242,7 @@ class Alerting:
             tracker.seen(device_id, received_ns)
             changed.add(device_id)
             run = list(grouped)
-            if cameras and (kind is Kind.CAMERA or device_id in watched):
+            if cameras and self._each_reading(device_id, kind):
                 self._observe_each(run)  # camera rules judge again after each reading
                 continue
             # The newest reading, the last of equals (a late backlog keeps the newest): what
@@ -254,6 +253,18 @@ class Alerting:
                 latest[device_id] = newest
             # Nothing reads `latest` before the run ends: only the camera rules do.
             evaluate_run(run, judged)
+
+    def _each_reading(self, device_id: str, kind: Kind) -> bool:
+        """Whether a run is judged reading by reading: a camera's, and a gauge's whose
+        cameras' rules would judge again after each of its readings (a camera near it
+        firing, or gauges' notes still to write). Otherwise every `rejudge` would give
+        nothing and change nothing: the run is judged at once."""
+        if kind is Kind.CAMERA:
+            return True
+        cameras = self.cameras
+        near = cameras.gauge_cameras.get(device_id)
+        return near is not None and (bool(cameras.touched)
+                                     or cameras.rejudges(near, self._lookup))
 
     def _observe_each(self, readings: Sequence[Reading]) -> None:
         """One device's readings, reading by reading: a camera's counts, or a gauge some
