@@ -235,15 +235,25 @@ class Alerting:
             seen[status.device_id] = status.received_ns
             changed.add(status.device_id)
         cameras = self.cameras.active
-        evaluate_run, judged = self.engine.evaluate_run, self._judged
+        watched = self.cameras.gauge_cameras
+        engine, judged = self.engine, self._judged
         for (device_id, kind), grouped in groupby(readings, _DEVICE_AND_KIND):
             # A batch message is one device's: seen once, and judged as one run, not 100x.
             seen[device_id] = received_ns
             tracker.seen(device_id, received_ns)
             changed.add(device_id)
             run = list(grouped)
-            if cameras and self._each_reading(device_id, kind):
+            if cameras and (kind is Kind.CAMERA or device_id in watched) and self._each_reading(
+                    device_id, kind):
                 self._observe_each(run)  # camera rules judge again after each reading
+                continue
+            if len(run) == 1:  # a single reading's message: evaluate costs less than a run
+                newest = run[0]
+                kept = latest.get(device_id)
+                if kept is None or newest.ts_ns >= kept.ts_ns:
+                    latest[device_id] = newest
+                for transition in engine.evaluate(newest):
+                    judged(transition)
                 continue
             # The newest reading, the last of equals (a late backlog keeps the newest): what
             # replacing it reading by reading at each one at least as new leaves.
@@ -252,7 +262,7 @@ class Alerting:
             if kept is None or newest.ts_ns >= kept.ts_ns:
                 latest[device_id] = newest
             # Nothing reads `latest` before the run ends: only the camera rules do.
-            evaluate_run(run, judged)
+            engine.evaluate_run(run, judged)
 
     def _each_reading(self, device_id: str, kind: Kind) -> bool:
         """Whether a run is judged reading by reading: a camera's, and a gauge's whose

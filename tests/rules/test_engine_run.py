@@ -194,19 +194,27 @@ class ReadingByReading(Recorded):
 
 def batches(seed: int) -> list[list[Reading]]:
     """What the pipeline hands `observe`: several messages a call, of several devices, a
-    camera seeing water on and off among them, levels crossing thresholds, late ones."""
+    camera seeing water on and off among them, levels crossing thresholds, late ones, and
+    single readings, some at their device's newest time again."""
     rng = random.Random(seed)
     devices = [*sorted(BANDS), CAMERA]
     out, at = [], T0
-    for _ in range(30):
+    newest: dict[str, int] = {}
+    for _ in range(40):
         batch: list[Reading] = []
         for _ in range(rng.randint(1, 4)):
             device = rng.choice(devices)
             start = at + rng.randint(-20, 20) * MINUTE
+            if device in newest and rng.random() < 0.2:
+                start = newest[device]  # one reading, at the time of the newest again
+                count = 1
+            else:
+                count = rng.choice([1, 1, rng.randint(2, 30)])
             ts = start
-            for i in range(rng.randint(1, 30)):
-                if rng.random() > 0.2:  # else the same time again, another value
+            for i in range(count):
+                if not i or rng.random() >= 0.2:  # else the same time again, another value
                     ts = start + i * 30 * SECOND + rng.choice([0, 0, 0, -SECOND])
+                newest[device] = max(ts, newest.get(device, ts))
                 if device == CAMERA:
                     score = rng.choice([0.1, 0.5, 0.85, 0.9, 0.95])
                     batch.append(Reading(Kind.CAMERA, CAMERA, ts,
@@ -226,7 +234,7 @@ def book_of(service: Alerting) -> tuple[object, ...]:
     return service.book.alerts(limit=10_000), list(reversed(service.book.history(None, 10_000)))
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 async def test_observe_over_batches_records_what_reading_by_reading_recorded(
     rules_file: RulesFile, registry: Registry, tmp_path: Path, seed: int,
 ) -> None:
