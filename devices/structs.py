@@ -48,7 +48,7 @@ from devices.readings import (
     Reading,
     validate_timestamp,
 )
-from devices.timestamps import parse_ts
+from devices.timestamps import MAX_EPOCH_S, MIN_EPOCH_S, parse_ts
 
 # The models' cross-field rules, by the name of the model validator that enforces each: at
 # least one of these fields must be present. A validator not named here is one this module
@@ -184,6 +184,7 @@ def fast_readings(kind: Kind, device_id: str, payload: bytes, received_ns: int, 
 def _to_readings(fast: FastModel, device_id: str, items: list[Any], received_ns: int,
                  latest_ns: int) -> list[Reading] | None:
     kind, one_of, new_tuple = fast.kind, fast.one_of, tuple.__new__
+    earliest, after = MIN_EPOCH_S, MAX_EPOCH_S
     readings: list[Reading] = []
     append = readings.append
     # One C call makes every Struct a dict of the fields present (`UNSET` ones are left out),
@@ -194,7 +195,12 @@ def _to_readings(fast: FastModel, device_id: str, items: list[Any], received_ns:
         for names in one_of:
             if values.keys().isdisjoint(names):
                 return None
-        if ts is None:
+        if type(ts) is float and earliest <= ts < after:
+            # `parse_ts`'s first question for a float, asked here: epoch seconds with a
+            # fraction are what most devices send, and a call a reading is a twentieth of
+            # this loop's time. Any other `ts` goes to `parse_ts`.
+            ts_ns = round(ts * 1_000_000) * 1000
+        elif ts is None:
             ts_ns = received_ns
         else:
             try:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -92,6 +94,10 @@ LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REP
 # The report categories the rules correlate with the sensors and cameras (the report book's
 # codes): in a cluster every instance follows them in the shared book.
 CORRELATED_CATEGORIES: Final = (FLOOD, JAM, PARKING)
+# Readings come in runs of one device (a message each), and a device has one kind (ingest
+# refuses another); a run is cut at a change of either, so its kind is known without a look.
+_DEVICE_AND_KIND = attrgetter("device_id", "kind")
+_TS = attrgetter("ts_ns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,29 +257,77 @@ class Alerting:
             tracker.status(status.device_id, status.online, status.received_ns)
             seen[status.device_id] = status.received_ns
             changed.add(status.device_id)
-        previous = None
         cameras = self.cameras.active
+        watched = self.cameras.gauge_cameras
+        engine, judged = self.engine, self._judged
+        for (device_id, kind), grouped in groupby(readings, _DEVICE_AND_KIND):
+            # A batch message is one device's: seen once, and judged as one run, not 100x.
+            seen[device_id] = received_ns
+            tracker.seen(device_id, received_ns)
+            changed.add(device_id)
+            run = list(grouped)
+            if cameras and (kind is Kind.CAMERA or device_id in watched) and self._each_reading(
+                    device_id, kind):
+                self._observe_each(run)  # camera rules judge again after each reading
+                continue
+            if len(run) == 1:  # a single reading's message: evaluate costs less than a run
+                newest = run[0]
+                kept = latest.get(device_id)
+                if kept is None or newest.ts_ns >= kept.ts_ns:
+                    latest[device_id] = newest
+                for transition in engine.evaluate(newest):
+                    judged(transition)
+                continue
+            # The newest reading, the last of equals (a late backlog keeps the newest): what
+            # replacing it reading by reading at each one at least as new leaves.
+            newest = max(reversed(run), key=_TS)
+            kept = latest.get(device_id)
+            if kept is None or newest.ts_ns >= kept.ts_ns:
+                latest[device_id] = newest
+            # Nothing reads `latest` before the run ends: only the camera rules do.
+            engine.evaluate_run(run, judged)
+
+    def _each_reading(self, device_id: str, kind: Kind) -> bool:
+        """Whether a run is judged reading by reading: a camera's, and a gauge's whose
+        cameras' rules would judge again after each of its readings (a camera near it
+        firing, or gauges' notes still to write). Otherwise every `rejudge` would give
+        nothing and change nothing: the run is judged at once."""
+        if kind is Kind.CAMERA:
+            return True
+        cameras = self.cameras
+        return device_id in cameras.gauge_cameras and (
+            bool(cameras.touched) or cameras.rejudges(self._own_cameras(device_id),
+                                                      self._lookup))
+
+    def _observe_each(self, readings: Sequence[Reading]) -> None:
+        """One device's readings, reading by reading: a camera's counts, or a gauge some
+        cameras watch, whose camera rules judge again after each of its readings."""
+        latest, cameras, engine = self.latest, self.cameras, self.engine
         for reading in readings:
             device_id = reading.device_id
-            if device_id != previous:  # a batch message is one device's: seen once, not 100x
-                seen[device_id] = received_ns
-                tracker.seen(device_id, received_ns)
-                changed.add(device_id)
-                previous = device_id
             newest = latest.get(device_id)
             if newest is None or reading.ts_ns >= newest.ts_ns:  # a late backlog keeps the newest
                 latest[device_id] = reading
-            for transition in self.engine.evaluate(reading):
-                if cameras and transition.change in ("pending", "firing"):
-                    transition = self._with_cameras(transition)
-                self._apply(transition)
-            if cameras:
-                if reading.kind is Kind.CAMERA:
-                    self._camera_signals(self.cameras.reading(reading, self._lookup,
-                                                              self._latest_here))
-                elif device_id in self.cameras.gauge_cameras:  # corroboration may change
-                    self._camera_signals(self.cameras.rejudge(
-                        self.cameras.gauge_cameras[device_id], self._lookup, self._latest_here))
+            for transition in engine.evaluate(reading):
+                self._judged(transition)
+            if reading.kind is Kind.CAMERA:
+                self._camera_signals(cameras.reading(reading, self._lookup, self._latest_here))
+            elif device_id in cameras.gauge_cameras:  # corroboration may change
+                self._camera_signals(cameras.rejudge(self._own_cameras(device_id),
+                                                     self._lookup, self._latest_here))
+
+    def _own_cameras(self, gauge_id: str) -> list[str]:
+        """The cameras near a gauge that this instance reads (all of them when alone): only
+        those it judges again; another instance's are that instance's to judge."""
+        return [camera for camera in self.cameras.gauge_cameras.get(gauge_id, ())
+                if self._owns(camera)]
+
+    def _judged(self, transition: Transition) -> None:
+        """A change the rules made at a reading: a gauge's alert that begins names the
+        cameras seeing water near it."""
+        if self.cameras.active and transition.change in ("pending", "firing"):
+            transition = self._with_cameras(transition)
+        self._apply(transition)
 
     def ownership_changed(self) -> None:
         """Partitions may have moved to this instance (the AMQP input says when): each
@@ -472,9 +526,7 @@ class Alerting:
         cameras = self.cameras
         if not cameras.active:
             return
-        near = sorted({camera for gauge in changed
-                       for camera in cameras.gauge_cameras.get(gauge, ())
-                       if self._owns(camera)})
+        near = sorted({camera for gauge in changed for camera in self._own_cameras(gauge)})
         self._camera_signals(cameras.rejudge(near, self._lookup, self._latest_here))
         began_or_stopped = seeing ^ self._shared_seeing
         self._shared_seeing = seeing

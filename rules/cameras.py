@@ -378,6 +378,18 @@ class CameraRules:
                                                  latest))
         return signals
 
+    def rejudges(self, camera_ids: Iterable[str], lookup: Lookup) -> bool:
+        """Whether `rejudge` of these cameras gives a signal: one of them is firing with its
+        FloodDetected open. A gauge's own readings change neither, so while this is false
+        a run of them may be judged without `rejudge` after each reading."""
+        cameras = self._cameras
+        for camera_id in camera_ids:
+            camera = cameras.get(camera_id)
+            if (camera is not None and camera.flood.firing
+                    and lookup(FLOOD_DETECTED, camera_id) is not None):
+                return True
+        return False
+
     def cameras_near(self, lat: float, lon: float, radius_m: float) -> list[str]:
         """The cameras within `radius_m` of a place."""
         return [camera_id for camera_id, camera in self._cameras.items()

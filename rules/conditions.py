@@ -355,10 +355,11 @@ class Window(_Base[WindowRule]):
         value = reading.values.get(self.rule.field)
         if value is None:
             return []
-        memory.series.add(reading.ts_ns, value, self._window_ns)
-        if not memory.series.full:
+        series = memory.series
+        series.add(reading.ts_ns, value, self._window_ns)
+        if not series.full:
             return []  # a few readings are not a 10-minute mean: no judgement yet
-        aggregate = AGGREGATES[self.rule.aggregate](memory.series)
+        aggregate = AGGREGATES[self.rule.aggregate](series)
         memory.active = holds(self.rule, aggregate, memory.active)
         if not memory.active:
             return [self._inactive(device.id, reading.ts_ns)]
@@ -393,20 +394,27 @@ class Ispu(_Base[IspuRule]):
         self._min_rank = Category(rule.min_category).rank
 
     def evaluate(self, reading: Reading, device: Device, memory: Memory) -> list[Signal]:
-        pollutants = {k: v for k, v in reading.values.items() if k in BREAKPOINTS}
-        if not pollutants:
-            return []
-        window = self._window_ns
+        window, ts_ns, values = self._window_ns, reading.ts_ns, reading.values
         series = memory.pollutants
-        for pollutant, value in pollutants.items():
-            if pollutant not in series:
-                series[pollutant] = Series()
-            series[pollutant].add(reading.ts_ns, value, window)
-        for pollutant, one in series.items():
-            if pollutant not in pollutants:
-                one.trim(reading.ts_ns - window)
+        found = 0
+        for pollutant, value in values.items():
+            if pollutant in BREAKPOINTS:
+                one = series.get(pollutant)
+                if one is None:
+                    one = series[pollutant] = Series()
+                one.add(ts_ns, value, window)
+                found += 1
+        if not found:
+            return []
+        if len(series) > found:  # some are not in this reading: their edges move
+            for pollutant, one in series.items():
+                if pollutant not in values:
+                    one.trim(ts_ns - window)
         # Full once any pollutant's readings span the window: a reading of any of them is one.
-        if not any(one.full for one in series.values()):
+        for one in series.values():
+            if one.full:
+                break
+        else:
             return []
         result = _index(memory)
         if result.category.rank < self._min_rank:

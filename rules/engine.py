@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from devices.readings import Reading
@@ -195,6 +195,55 @@ class RuleEngine:
                 transitions.append(transition)
         return transitions
 
+    def evaluate_run(self, readings: Sequence[Reading],
+                     apply: Callable[[Transition], None]) -> None:
+        """`evaluate` each of one device's readings in turn, handing `apply` each change.
+
+        What a batched message brings (one device, up to 1000 readings): the device, its
+        rules and their memories are looked up once, not per reading. A reading's changes
+        go to `apply` once all its rules are judged, in the order `evaluate` returns them,
+        and before the next reading is judged: `on_unchanged` and what `apply` does to the
+        engine (annotate) happen in the order they would around `evaluate`. Every reading
+        must be of the device of the first. tests/rules/test_engine_run.py holds this to
+        `evaluate`, reading by reading.
+        """
+        if not readings:
+            return
+        device_id = readings[0].device_id
+        device = self._registry.get(device_id)
+        if device is None:
+            return  # ingest dead-letters unknown devices; nothing to judge
+        latest_ns, to_apply = self._latest_ns, self._apply
+        latest = latest_ns.get(device_id)
+        # Made at the first reading that is not late, as `evaluate` would make them there:
+        # a memory is seeded from the alerts open at that moment.
+        judged: list[tuple[Condition, Memory, Timing]] | None = None
+        for reading in readings:
+            ts_ns = reading.ts_ns
+            if latest is not None and ts_ns <= latest:
+                self._late += 1
+                continue
+            latest = latest_ns[device_id] = ts_ns
+            if judged is None:
+                judged = [(condition, self._memory(condition, device_id), condition.timing)
+                          for condition in self._by_device.get(device_id, ())]
+            changes: list[Transition] | None = None  # few readings change anything
+            for condition, memory, timing in judged:
+                for signal in condition.evaluate(reading, device, memory):
+                    transition = to_apply(signal, timing)
+                    if transition is None:
+                        continue
+                    if transition.change == "resolved":  # say what ended it, not what fired
+                        transition = resolved_with(transition, condition.resolution(
+                            transition.alert, reading, device, memory))
+                    if changes is None:
+                        changes = [transition]
+                    else:
+                        changes.append(transition)
+            if changes is not None:
+                for transition in changes:
+                    apply(transition)
+
     def signal(self, signal: Signal,
                resolution: Callable[[Alert], Mapping[str, str]] | None = None,
                ) -> Transition | None:
@@ -211,7 +260,14 @@ class RuleEngine:
     def _apply(self, signal: Signal, timing: Timing) -> Transition | None:
         key = (signal.rule, signal.subject)
         current = self._alerts.get(key)
-        if current is not None and signal.at_ns < current.evaluated_at_ns:
+        if current is None:
+            if not signal.active:
+                # Most readings: the rule does not hold and nothing is open. `step` would
+                # return nothing; only a stray note could be left to drop, as below.
+                if self._notes:
+                    self._notes.pop(key, None)
+                return None
+        elif signal.at_ns < current.evaluated_at_ns:
             return None  # older than what the alert already saw: late, not news
         new, transition = step(current, signal, timing)
         if self._notes and new is not None and key in self._notes:

@@ -38,6 +38,7 @@ WIDEN: Final = 4
 _NEWEST, _OLDEST, _BEFORE = 0, 1, 2
 _TOTAL, _LO, _HI = 0, 1, 2
 _WIDTH: Final = 3  # numbers per span in each array
+_FULL: Final = MAX_SPANS * _WIDTH  # numbers in each array when MAX_SPANS spans are kept
 # One span's numbers in the arrays' own layout: appending packed bytes is the cheapest way
 # to grow an array by three items (about half the time of `extend` with a tuple).
 _INTS: Final = Struct(f"={_WIDTH}q")
@@ -65,25 +66,32 @@ class Series:
 
     def add(self, ts_ns: int, value: float, window_ns: int) -> None:
         """Take a reading; the window becomes (ts_ns - window_ns, ts_ns]."""
-        ints, n = self._ints, len(self._ints)
-        newest = n - _WIDTH
-        if (n >= MAX_SPANS * _WIDTH and ints[newest + _NEWEST] <= ts_ns
-                and ts_ns - ints[newest + _OLDEST] < window_ns * WIDEN // MAX_SPANS):
+        ints = self._ints
+        n = len(ints)
+        if n >= _FULL and ints[n - _WIDTH + _NEWEST] <= ts_ns and (
+                ts_ns - ints[n - _WIDTH + _OLDEST] < window_ns * WIDEN // MAX_SPANS):
             # Full, and the reading fits the newest span: fold it in. A burst (a batch of
-            # readings microseconds apart) then costs no merge pass per reading.
+            # readings microseconds apart) then costs no merge pass per reading. The most
+            # frequent path of a batched load, so in as few steps as it takes: `min` and
+            # `max` of two numbers are these comparisons.
             floats = self._floats
-            ints[newest + _NEWEST] = ts_ns
-            floats[newest + _TOTAL] += value
-            floats[newest + _LO] = min(floats[newest + _LO], value)
-            floats[newest + _HI] = max(floats[newest + _HI], value)
+            ints[n - _WIDTH + _NEWEST] = ts_ns
+            total = n - _WIDTH + _TOTAL
+            floats[total] += value
+            if value < floats[total + _LO - _TOTAL]:
+                floats[total + _LO - _TOTAL] = value
+            if value > floats[total + _HI - _TOTAL]:
+                floats[total + _HI - _TOTAL] = value
         else:
             ints.frombytes(_INTS.pack(ts_ns, ts_ns, self._added))
             self._floats.frombytes(_FLOATS.pack(value, value, value))
+            n += _WIDTH
         self._added += 1
         self._cutoff_ns = cutoff_ns = ts_ns - window_ns
-        if len(ints) >= 2 * _WIDTH and ints[_WIDTH + _NEWEST] <= cutoff_ns:
+        if n >= 2 * _WIDTH and ints[_WIDTH + _NEWEST] <= cutoff_ns:
             self._trim()
-        if len(ints) > MAX_SPANS * _WIDTH:
+            n = len(ints)
+        if n > _FULL:
             self._merge(window_ns * WIDEN // MAX_SPANS)
 
     def trim(self, cutoff_ns: int) -> None:
