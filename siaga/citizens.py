@@ -228,7 +228,7 @@ class CitizenDesk:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Restore the flood clusters, then check for overdue reports until `stop`; in a
-        cluster, follow the shared book's flood reports meanwhile."""
+        cluster, follow the shared book's correlated reports instead of restoring."""
         if self.alerting is not None and self.alerting.cluster is not None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.follow(stop, self.alerting))
@@ -309,7 +309,7 @@ class CitizenDesk:
                 await self._link(report, fingerprints, alerting)
             code = report.service_code
             followed[code] = max(followed[code], int(report.id))
-        if first_turn:  # its reports come by the residents' times, not in id order
+        if first_turn:  # kept once whole: a first turn that fails is read again whole
             self._followed = followed
         return len(reports)
 
