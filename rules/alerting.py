@@ -318,7 +318,9 @@ class Alerting:
 
     def _own_cameras(self, gauge_id: str) -> list[str]:
         """The cameras near a gauge that this instance reads (all of them when alone): only
-        those it judges again; another instance's are that instance's to judge."""
+        those it judges again; another instance's are that instance's to judge. Right
+        after partitions may have moved, a camera counts as read here only from its next
+        reading on, which judges it afresh: a gauge's change meanwhile reaches it then."""
         return [camera for camera in self.cameras.gauge_cameras.get(gauge_id, ())
                 if self._owns(camera)]
 
