@@ -68,20 +68,20 @@ class Series:
         """Take a reading; the window becomes (ts_ns - window_ns, ts_ns]."""
         ints = self._ints
         n = len(ints)
-        if n >= _FULL and ints[n - _WIDTH + _NEWEST] <= ts_ns and (
-                ts_ns - ints[n - _WIDTH + _OLDEST] < window_ns * WIDEN // MAX_SPANS):
+        newest = n - _WIDTH
+        if n >= _FULL and ints[newest + _NEWEST] <= ts_ns and (
+                ts_ns - ints[newest + _OLDEST] < window_ns * WIDEN // MAX_SPANS):
             # Full, and the reading fits the newest span: fold it in. A burst (a batch of
             # readings microseconds apart) then costs no merge pass per reading. The most
             # frequent path of a batched load, so in as few steps as it takes: `min` and
             # `max` of two numbers are these comparisons.
             floats = self._floats
-            ints[n - _WIDTH + _NEWEST] = ts_ns
-            total = n - _WIDTH + _TOTAL
-            floats[total] += value
-            if value < floats[total + _LO - _TOTAL]:
-                floats[total + _LO - _TOTAL] = value
-            if value > floats[total + _HI - _TOTAL]:
-                floats[total + _HI - _TOTAL] = value
+            ints[newest + _NEWEST] = ts_ns
+            floats[newest + _TOTAL] += value
+            if value < floats[newest + _LO]:
+                floats[newest + _LO] = value
+            if value > floats[newest + _HI]:
+                floats[newest + _HI] = value
         else:
             ints.frombytes(_INTS.pack(ts_ns, ts_ns, self._added))
             self._floats.frombytes(_FLOATS.pack(value, value, value))

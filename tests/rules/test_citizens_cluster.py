@@ -104,26 +104,23 @@ def raised(instance: Instance, subject: str) -> int:
     return sum(entry.change == "firing" for entry in history)
 
 
+@asynccontextmanager
 async def two_started(rules_file: RulesFile, registry: Registry, tmp_path: Path,
-                      database: str, clock: Clock, stack: AsyncExitStack,
-                      ) -> tuple[Instance, Instance]:
+                      database: str, clock: Clock) -> AsyncIterator[tuple[Instance, Instance]]:
     """Two instances, the leader first, each having read the (empty) recent past."""
-    a = await stack.enter_async_context(started("a", rules_file, registry, tmp_path,
-                                                database, clock))
-    b = await stack.enter_async_context(started("b", rules_file, registry, tmp_path,
-                                                database, clock))
-    await eventually(lambda: a.alerting.leading != b.alerting.leading, WITHIN_S, "one leader")
-    for instance in (a, b):
-        await instance.follow()
-    return (a, b) if a.alerting.leading else (b, a)
+    async with (started("a", rules_file, registry, tmp_path, database, clock) as a,
+                started("b", rules_file, registry, tmp_path, database, clock) as b):
+        await eventually(lambda: a.alerting.leading != b.alerting.leading, WITHIN_S,
+                         "one leader")
+        for instance in (a, b):
+            await instance.follow()
+        yield (a, b) if a.alerting.leading else (b, a)
 
 
 async def test_reports_taken_by_two_instances_make_one_cluster_raised_once_by_the_leader(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
-    async with AsyncExitStack() as stack:
-        leader, other = await two_started(rules_file, registry, tmp_path, database, clock,
-                                          stack)
+    async with two_started(rules_file, registry, tmp_path, database, clock) as (leader, other):
         # Manggarai at Siaga 1, read by the instance that does not lead.
         other.alerting.observe([Reading(Kind.WATER_LEVEL, "manggarai", clock.now,
                                         {"level_cm": 960.0}, None)], [], clock.now)
@@ -169,9 +166,7 @@ async def test_reports_taken_by_two_instances_make_one_cluster_raised_once_by_th
 async def test_a_new_leader_carries_the_clusters_on_and_raises_none_twice(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
-    async with AsyncExitStack() as stack:
-        leader, other = await two_started(rules_file, registry, tmp_path, database, clock,
-                                          stack)
+    async with two_started(rules_file, registry, tmp_path, database, clock) as (leader, other):
         ids = [await other.report(place) for place in PLACES[:3]]
         for instance in (other, leader):
             await instance.follow()
@@ -198,9 +193,7 @@ async def test_a_new_leader_carries_the_clusters_on_and_raises_none_twice(
 async def test_a_camera_is_corroborated_by_a_gauge_and_by_reports_another_instance_took(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
-    async with AsyncExitStack() as stack:
-        leader, other = await two_started(rules_file, registry, tmp_path, database, clock,
-                                          stack)
+    async with two_started(rules_file, registry, tmp_path, database, clock) as (leader, other):
         # The camera at the Manggarai gate is read by one instance, the gauge by the other.
         camera(other.alerting, clock, 0, 3, water_score=0.9)
         assert flood_of(other.alerting)[1] == "warning"  # nothing confirms it yet
