@@ -1,0 +1,115 @@
+"""Cameras near a gauge across a cluster's instances (issue 18): two `Alerting`s on one real
+PostgreSQL. A gauge's reading judges again only the cameras near it that the instance reading
+the gauge reads itself (`Alerting._own_cameras`); a camera another instance reads is that
+instance's to judge, after its refresh of the shared gauges. After partitions may have moved
+(`ownership_changed`), a camera read here before counts as read here again only from its
+next reading on.
+
+The instances' scheduled jobs do not run: the test calls the shared-book refresh the 2-s job
+makes (`refresh_shared_gauges`) itself, so that what each instance has read is known at every
+assertion, and nothing happens in the background between two steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from devices.kinds import Kind
+from devices.readings import Reading
+from devices.registry import Registry
+from rules.alert import fingerprint
+from rules.alerting import Alerting, Cluster
+from rules.config import RulesFile
+from tests.rules.books import MINUTE, T0, Clock
+from tests.rules.test_cameras import CAM, camera, flood_of, gauge, severities
+
+GAUGE = "manggarai"  # CAM watches it: Siaga 3 at 751 cm, Siaga 2 at 851, Siaga 1 at 950
+FLOOD_AT_CAM = fingerprint("FloodDetected", CAM)
+
+
+@asynccontextmanager
+async def instance(name: str, rules_file: RulesFile, registry: Registry, tmp_path: Path,
+                   database: str, clock: Clock) -> AsyncIterator[Alerting]:
+    """One instance of the cluster, connected to its broker; its jobs not running."""
+    async with Alerting(rules_file, registry, tmp_path / name, webhook_url=None,
+                        external_url="http://siaga.test", clock_ns=clock,
+                        cluster=Cluster(database)) as alerting:
+        alerting.broker_connection_changed(True)
+        yield alerting
+
+
+def judged_here(service: Alerting) -> str | None:
+    """The severity of the camera's FloodDetected as this instance's engine holds it: what
+    the instance judged, even where the shared book kept a newer record instead."""
+    alert = service.engine.current("FloodDetected", CAM)
+    return None if alert is None else alert.severity.value
+
+
+def history_ids(service: Alerting) -> list[int]:
+    """Every line the shared book holds of the camera's FloodDetected: a raise, a change,
+    a resolution or a page would each add one."""
+    return [entry.id for entry in service.book.history(FLOOD_AT_CAM)]
+
+
+async def test_a_gauge_read_here_does_not_judge_a_camera_another_instance_reads(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with instance("b", rules_file, registry, tmp_path, database, clock) as b:
+        camera(b, clock, 0, 3, water_score=0.9)  # the gauge's level unknown: uncorroborated
+        assert severities(b) == [("firing", "warning")]
+        # The first instance starts now: from the shared book it holds the camera's open
+        # alert (and the camera's flood as firing), as it would had it read the camera
+        # before its partition moved to the other instance.
+        async with instance("a", rules_file, registry, tmp_path, database, clock) as a:
+            assert a.engine.current("FloodDetected", CAM) is not None
+            before = history_ids(a)
+            gauge(a, clock, 3.2, 860)  # Siaga 2, read by the first instance
+            assert a.book.get(fingerprint("FloodLevel", GAUGE)) is not None
+            # The camera is the other's: the gauge's reader changes nothing of it.
+            assert history_ids(a) == before
+            assert (flood_of(a)[1], judged_here(a)) == ("warning", "warning")
+            # Its reader corroborates it once it reads the gauge's alert in the book.
+            await b.refresh_shared_gauges()
+            _, severity, notes = flood_of(b)
+            assert (severity, notes["corroborated_by"]) == ("critical",
+                                                            "Pintu Air Manggarai at Siaga 2")
+            # The gauge falls back to Siaga 3: again only the camera's reader lowers it.
+            before = history_ids(a)
+            gauge(a, clock, 3.4, 760)
+            assert history_ids(a) == before
+            assert judged_here(a) == "warning"  # as restored: never judged here
+            await b.refresh_shared_gauges()
+            assert severities(b) == [("firing", "warning"), ("changed", "critical"),
+                                     ("changed", "warning")]
+
+
+async def test_a_camera_read_here_before_partitions_moved_counts_again_at_its_next_reading(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
+                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+        gauge(a, clock, -5, 700)  # Siaga 4
+        camera(a, clock, 0, 3, water_score=0.9)
+        assert severities(a) == [("firing", "warning")]
+        # Partitions move: the camera goes to the other instance, which carries it on.
+        a.ownership_changed()
+        camera(b, clock, 3.5, 4, water_score=0.9)
+        # The gauge stays with the first instance and reaches Siaga 2: the camera it read
+        # before is not its own now, and it is not judged here.
+        before = history_ids(a)
+        gauge(a, clock, 4.2, 860)
+        assert history_ids(a) == before
+        # Nor in its engine: the other instance's newer record in the book would hide a
+        # change judged here from what it held before (the book keeps the newest).
+        assert judged_here(a) == "warning"
+        # The camera comes back before the other instance read the gauge's new level: its
+        # next reading here judges it with that level ...
+        b.ownership_changed()
+        camera(a, clock, 4.5, 4.5, water_score=0.9)
+        assert severities(a) == [("firing", "warning"), ("changed", "critical")]
+        # ... and from then on the gauge's readings here judge it again.
+        gauge(a, clock, 4.7, 760)  # Siaga 3
+        assert severities(a) == [("firing", "warning"), ("changed", "critical"),
+                                 ("changed", "warning")]
