@@ -347,6 +347,27 @@ class ReportBook:
             (fingerprint,))
         return [str(row[0]) for row in rows]
 
+    # --- photos, in a book several instances share ------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        """Whether several instances may share this book (PostgreSQL): then it keeps the
+        photos too (`reports.photos.SharedPhotos`), so any instance serves any photo."""
+        return self._backend.dialect == "postgresql"
+
+    def keep_photo(self, name: str, body: bytes) -> None:
+        """Store a cleaned photo under its name (its content's hash); one already kept
+        under that name holds these very bytes, and stays."""
+        now = self._clock_ns()
+        self._backend.run(lambda tx: tx.execute(
+            "INSERT INTO photos (name, body, stored_ns) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING", (name, body, now)))
+
+    def photo(self, name: str) -> bytes | None:
+        """The photo kept under `name`, or None."""
+        rows = self._backend.read("SELECT body FROM photos WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
     # --- statistics ---------------------------------------------------------------------
 
     def stats(self, year: int) -> Stats:

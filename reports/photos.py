@@ -8,19 +8,25 @@ image built from the decoded pixels alone, re-encoded: nothing of the original f
 neither its metadata (EXIF GPS, camera serial numbers, XMP, comments, PNG text) nor anything
 appended to or hidden in it (a ZIP or HTML polyglot). The file is named by the SHA-256 of
 those new bytes, so the same photo sent twice is stored once.
+
+Instances sharing one report book (PostgreSQL) share its photos too (`SharedPhotos`): each
+photo is kept in the book as well before its report is stored, and an instance asked for a
+photo it does not have on disk takes it from the book and keeps a copy. So a photo taken by
+one instance is served by every other, and outlives the machine that took it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from reports.errors import PhotoTooLarge, ReportRefused, UnknownReport
 from reports.settings import MIB
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
     # Pillow is imported on the first photo, not at start: a service that takes no photo
     # (most of them, most of the time) keeps its memory for readings.
     from PIL import Image
+
+log = logging.getLogger(__name__)
 
 JPEG_QUALITY: Final = 85  # what phone cameras use; a flood photo needs no more
 WEBP_QUALITY: Final = 85
@@ -60,6 +68,17 @@ _DECODE_ERRORS: Final = (OSError, ValueError, SyntaxError, EOFError, struct.erro
 TEMP_SUFFIX: Final = ".tmp"
 
 
+class SharedPhotos(Protocol):
+    """Where the instances sharing a report book keep its photos: the book itself
+    (`reports.book.ReportBook`, on PostgreSQL). Blocking, as the store is."""
+
+    def keep_photo(self, name: str, body: bytes) -> None:
+        """Keep `body` under `name`, durably; a photo already kept there stays."""
+
+    def photo(self, name: str) -> bytes | None:
+        """The photo kept under `name`, or None."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredPhoto:
     name: str  # "<sha256>.<ext>": what `NewReport.photo` holds and the media URL ends with
@@ -69,16 +88,19 @@ class StoredPhoto:
 
 
 class PhotoStore:
-    """Photos on disk under `directory/<first 2 hex>/<sha256>.<ext>`, each written atomically.
+    """Photos on disk under `directory/<first 2 hex>/<sha256>.<ext>`, each written atomically,
+    and in `shared` too when instances share them.
 
-    Holds no state but its settings: `accept` may run in several threads at once (it is
-    CPU-bound; the HTTP layer runs it off the event loop).
+    Holds no state but its settings: `accept` and `path` may run in several threads at once
+    (they block on files and the shared book; the HTTP layer runs them off the event loop).
     """
 
-    def __init__(self, directory: Path, max_bytes: int, max_pixels: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, max_pixels: int,
+                 shared: SharedPhotos | None = None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        self.shared = shared
 
     def accept(self, data: bytes) -> StoredPhoto:
         """Check, clean and store a photo; `PhotoTooLarge` or `ReportRefused` saying why not."""
@@ -97,12 +119,22 @@ class PhotoStore:
         return StoredPhoto(name, media_type, image.width, image.height)
 
     def path(self, name: str) -> Path:
-        """Where the photo `name` is; `UnknownReport` for any other name or a missing file."""
+        """Where the photo `name` is on disk (copied from `shared` first when only another
+        instance had it); `UnknownReport` for any other name or a photo nobody has."""
         if not _NAME.fullmatch(name):  # 64 hex, a dot, an extension: no "/", "..", NUL
             raise UnknownReport(f"no photo named {name[:80]!r}")
         path = self.directory / name[:2] / name
-        if not path.is_file():
+        if path.is_file():
+            return path
+        body = None if self.shared is None else self.shared.photo(name)
+        if body is None:
             raise UnknownReport(f"no photo named {name!r}")
+        if hashlib.sha256(body).hexdigest() != name[:64]:
+            # The name is the hash of what was kept: other bytes were changed since, and
+            # are not served as the resident's photo.
+            log.error("photo %s in the shared book does not match its name: not served", name)
+            raise UnknownReport(f"no photo named {name!r}")
+        self._write(name, body)  # served from this instance's disk from now on
         return path
 
     def media_type(self, name: str) -> str:
@@ -153,6 +185,11 @@ class PhotoStore:
             raise ReportRefused(f"photo is not a valid {kind}") from exc
 
     def _store(self, name: str, body: bytes) -> None:
+        self._write(name, body)
+        if self.shared is not None:  # before its report is stored, which names it
+            self.shared.keep_photo(name, body)
+
+    def _write(self, name: str, body: bytes) -> None:
         folder = self.directory / name[:2]
         path = folder / name
         self._make_folder(folder)

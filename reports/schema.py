@@ -80,4 +80,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE api_keys ADD COLUMN rate_limit_per_minute INTEGER;
     """,
+    # Residents' photos, cleaned (reports.photos), by name (their content's SHA-256): in a
+    # book several instances share, an instance serving a photo another took finds it here.
+    # A book in SQLite (one instance) keeps its photos on disk alone and this table empty.
+    """
+    CREATE TABLE photos (
+        name TEXT PRIMARY KEY,
+        body {blob} NOT NULL,
+        stored_ns BIGINT NOT NULL
+    );
+    """,
 )

@@ -112,8 +112,8 @@ class Service:
             reports = settings.report_book
             book = stack.enter_context(ReportBook.open(reports, data_dir,
                                                        clock_ns=self.clock_ns))
-            desk = CitizenDesk(book, CitizenDesk.photo_store(reports, data_dir), reports,
-                               alerting, clock_ns=self.clock_ns)
+            desk = CitizenDesk(book, CitizenDesk.photo_store(reports, data_dir, book),
+                               reports, alerting, clock_ns=self.clock_ns)
             self.desk = desk
             desk.sweep()  # before the API listens: no upload is under way yet
             hub = ConsoleHub(self.registry, alerting, desk, settings.console,

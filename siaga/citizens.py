@@ -101,9 +101,13 @@ class CitizenDesk:
                 log.exception("a report listener failed on report %s", report.id)
 
     @classmethod
-    def photo_store(cls, settings: ReportsSettings, data_dir: Path) -> PhotoStore:
+    def photo_store(cls, settings: ReportsSettings, data_dir: Path,
+                    book: ReportBook | None = None) -> PhotoStore:
+        """Photos in the data directory, and in `book` too when instances share it: each
+        instance serves every photo, whichever took it."""
         return PhotoStore(data_dir / "photos", settings.photo_max_bytes,
-                          settings.photo_max_pixels)
+                          settings.photo_max_pixels,
+                          shared=book if book is not None and book.shared else None)
 
     def sweep(self) -> None:
         """Remove the unfinished photo files of a killed run: call it before the API listens

@@ -11,6 +11,7 @@ What the public sees of a report is what GeoReport defines, plus the detailed st
 
 from __future__ import annotations
 
+import asyncio
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -284,9 +285,11 @@ async def get_updates(request: web.Request) -> web.Response:
 async def media(request: web.Request) -> web.FileResponse:
     photos = desk(request).photos
     name = request.match_info["name"]
-    path = photos.path(name)  # refuses anything but <sha256>.<ext>
+    media_type = photos.media_type(name)  # refuses anything but <sha256>.<ext>
+    # Off the loop: it may fetch the photo from the book an instance shares.
+    path = await asyncio.to_thread(photos.path, name)
     return web.FileResponse(path, headers={
-        "Content-Type": photos.media_type(name),
+        "Content-Type": media_type,
         # The name is the content's hash: the bytes never change.
         "Cache-Control": "public, max-age=31536000, immutable",
         "X-Content-Type-Options": "nosniff",

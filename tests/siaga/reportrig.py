@@ -80,17 +80,19 @@ async def _body(answer: aiohttp.ClientResponse) -> Any:
 @contextlib.contextmanager
 def open_desk(world: World, tmp_path: Path, settings: ReportsSettings | None = None,
               ) -> Iterator[CitizenDesk]:
-    """A desk on a SQLite book in `tmp_path`, at the world's clock, without rules."""
+    """A desk on a book in `tmp_path` (SQLite, unless `settings` name a PostgreSQL), at the
+    world's clock, without rules."""
     settings = settings or ReportsSettings()
     with ReportBook.open(settings, tmp_path, clock_ns=world.clock) as book:
-        yield CitizenDesk(book, CitizenDesk.photo_store(settings, tmp_path), settings,
+        yield CitizenDesk(book, CitizenDesk.photo_store(settings, tmp_path, book), settings,
                           clock_ns=world.clock)
 
 
 @contextlib.asynccontextmanager
-async def serving(world: World, desk: CitizenDesk) -> AsyncIterator[ReportApi]:
-    """The API with `desk`, and a client holding a fresh key named "qlue"."""
-    key = desk.book.add_key("qlue")
+async def serving(world: World, desk: CitizenDesk,
+                  key: str | None = None) -> AsyncIterator[ReportApi]:
+    """The API with `desk`, and a client holding `key`, or a fresh key named "qlue"."""
+    key = key or desk.book.add_key("qlue")
     context = replace(world.context(), desk=desk)
     async with (serve_api(context, "127.0.0.1", 0) as port,
                 aiohttp.ClientSession() as session):

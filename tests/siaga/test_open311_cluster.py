@@ -1,0 +1,54 @@
+"""Open311 behind a load balancer: instances sharing one report book (a real PostgreSQL) each
+serve every report and every photo, whichever instance took it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from reports.settings import ReportsSettings
+from siaga.sandbox.postgres import PostgreSQL
+from tests.siaga.apirig import World
+from tests.siaga.reportrig import MANGGARAI, open_desk, serving
+from tests.siaga.test_open311 import jpeg_with_gps
+
+
+@pytest.fixture
+def shared(postgres: PostgreSQL) -> Iterator[ReportsSettings]:
+    name = f"open311_{uuid.uuid4().hex}"
+    url = postgres.create_database(name)
+    yield ReportsSettings(database_url=SecretStr(url))
+    postgres.drop_database(name)
+
+
+async def test_a_photo_sent_to_one_instance_is_served_by_another(
+        world: World, tmp_path: Path, shared: ReportsSettings) -> None:
+    with (open_desk(world, tmp_path / "a", shared) as taker,
+          open_desk(world, tmp_path / "b", shared) as other):
+        key = taker.book.add_key("qlue")  # one book: the app's key works on either instance
+        async with (serving(world, taker, key) as api_a,
+                    serving(world, other, key) as api_b):
+            status, body, _ = await api_a.post_multipart(
+                api_a.report("banjir", MANGGARAI), jpeg_with_gps())
+            assert status == 201, body
+            report_id = body[0]["service_request_id"]
+
+            status, listed = await api_b.get(f"/open311/v2/requests/{report_id}.json")
+            assert status == 200
+            path = listed[0]["media_url"].removeprefix(api_b.url)
+            assert path.startswith("/open311/v2/media/")
+            async with api_a.session.get(api_a.url + path) as answer:
+                assert answer.status == 200
+                taken = await answer.read()
+            async with api_b.session.get(api_b.url + path) as answer:
+                assert answer.status == 200 and answer.content_type == "image/jpeg"
+                assert answer.headers["Cache-Control"].endswith("immutable")
+                served = await answer.read()
+            assert served == taken and b"SERIAL-12345" not in served
+
+            status, _ = await api_b.get("/open311/v2/media/" + "0" * 64 + ".jpg")
+            assert status == 404
