@@ -3,7 +3,8 @@ PostgreSQL. A gauge's reading judges again only the cameras near it that the ins
 the gauge reads itself (`Alerting._own_cameras`); a camera another instance reads is that
 instance's to judge, after its refresh of the shared gauges. After partitions may have moved
 (`ownership_changed`), a camera read here before counts as read here again only from its
-next reading on.
+next reading on. A takeover may leave gauges' notes of the cameras seeing water still to
+write; the next watched gauge's run writes them, judged at once or reading by reading.
 
 The instances' scheduled jobs do not run: the test calls the shared-book refresh the 2-s job
 makes (`refresh_shared_gauges`) itself, so that what each instance has read is known at every
@@ -17,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from devices.kinds import Kind
-from devices.readings import Reading
+from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from rules.alert import fingerprint
 from rules.alerting import Alerting, Cluster
@@ -26,6 +27,7 @@ from tests.rules.books import MINUTE, T0, Clock
 from tests.rules.test_cameras import CAM, camera, flood_of, gauge, severities
 
 GAUGE = "manggarai"  # CAM watches it: Siaga 3 at 751 cm, Siaga 2 at 851, Siaga 1 at 950
+OTHER_GAUGE = "karet"  # watched by two other cameras, none near GAUGE; Siaga 3 at 451 cm
 FLOOD_AT_CAM = fingerprint("FloodDetected", CAM)
 
 
@@ -45,6 +47,13 @@ def judged_here(service: Alerting) -> str | None:
     the instance judged, even where the shared book kept a newer record instead."""
     alert = service.engine.current("FloodDetected", CAM)
     return None if alert is None else alert.severity.value
+
+
+def seeing_water(service: Alerting, alert_fingerprint: str) -> str:
+    """The cameras a gauge's alert names as seeing water, in the shared book."""
+    view = service.book.get(alert_fingerprint)
+    assert view is not None, f"no alert {alert_fingerprint}"
+    return view.alert.annotations.get("cameras_seeing_water", "")
 
 
 def history_ids(service: Alerting) -> list[int]:
@@ -113,3 +122,30 @@ async def test_a_camera_read_here_before_partitions_moved_counts_again_at_its_ne
         gauge(a, clock, 4.7, 760)  # Siaga 3
         assert severities(a) == [("firing", "warning"), ("changed", "critical"),
                                  ("changed", "warning")]
+
+
+async def test_notes_a_takeover_left_to_write_are_written_at_the_next_watched_gauges_run(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    flood_level = fingerprint("FloodLevel", GAUGE)
+    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
+                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+        gauge(a, clock, -5, 860)  # Siaga 2 on the first instance: no camera sees water yet
+        camera(b, clock, 0, 3, water_score=0.9)  # the other instance's camera does now
+        # Partitions move; the gauge's next reading comes here before the first instance
+        # read the shared book again: its alert still names no camera.
+        a.ownership_changed()
+        gauge(a, clock, 3.2, 860)
+        # The camera's partition moves here too; its status comes first. The takeover
+        # takes its open FloodDetected from the book: the camera sees water, and the
+        # gauge's alert is to name it, at the next camera rules' turn.
+        a.observe([], [StatusUpdate(Kind.CAMERA, CAM, True, clock.now)], clock.now)
+        assert seeing_water(a, flood_level) == ""
+        # A run of another gauge that cameras watch, none of them firing: judged as one
+        # run it must still write the notes, as judging it reading by reading does.
+        at = clock.now + MINUTE
+        clock.now = at + 2 * MINUTE
+        a.observe([Reading(Kind.WATER_LEVEL, OTHER_GAUGE, at + i * MINUTE,
+                           {"level_cm": 300.0 + i}, None) for i in range(3)], [], clock.now)
+        assert seeing_water(a, flood_level) == CAM
+        assert a.book.history(flood_level)[0].note == f"cameras seeing water: {CAM}"
