@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from devices.kinds import Kind
 from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
@@ -149,3 +151,24 @@ async def test_notes_a_takeover_left_to_write_are_written_at_the_next_watched_ga
                            {"level_cm": 300.0 + i}, None) for i in range(3)], [], clock.now)
         assert seeing_water(a, flood_level) == CAM
         assert a.book.history(flood_level)[0].note == f"cameras seeing water: {CAM}"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Alerting._take_over never reloads a camera this instance judged before: the camera "
+    "rules are not the engine's judging_rules, so AlertBook.last_judged finds nothing for "
+    "it and the instance keeps its own stale FloodDetected and its camera rules' Hold"))
+async def test_a_camera_coming_back_is_judged_from_what_the_other_instance_left_in_the_book(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
+                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+        camera(a, clock, 0, 3, water_score=0.9)
+        a.ownership_changed()
+        camera(b, clock, 3.5, 8, water_score=0.1)  # the water is gone: resolved there
+        assert severities(b) == [("firing", "warning"), ("resolved", "warning")]
+        b.ownership_changed()
+        camera(a, clock, 8.5, 9, water_score=0.1)  # back: the road is dry
+        assert judged_here(a) is None  # the first instance holds no open alert for it
+        camera(a, clock, 9.5, 14, water_score=0.95)  # water again, for 4.5 minutes
+        assert severities(a) == [("firing", "warning"), ("resolved", "warning"),
+                                 ("firing", "warning")]
