@@ -42,6 +42,7 @@ from rules.alert import Alert, AlertStatus, Severity, Signal, Transition, ended,
 from rules.alertbook import AlertBook
 from rules.alertmanager import AlertmanagerSettings
 from rules.cameras import (
+    CAMERA_OWN_RULES,
     CAMERAS_COUNT_NOTE,
     CAMERAS_NOTE,
     FLOOD_DETECTED,
@@ -350,14 +351,20 @@ class Alerting:
         # change): only those are reloaded, so a device that stayed here keeps its windows
         # and notes when another partition moves in. Two reads, not one transaction: the
         # previous owner is gone or no longer reads the device, so nobody judges it now.
+        # A camera's own alerts count too: its rules are not the engine's conditions, and
+        # without them a camera coming back would keep what this instance judged before
+        # (a flood still held as firing here swallows the next one; tests/rules/
+        # test_cluster_cameras.py).
         engine = self.engine
-        judged = self.book.last_judged(stale, engine.judging_rules(stale))
+        judged = self.book.last_judged(stale, engine.judging_rules(stale) | CAMERA_OWN_RULES)
         moved = {device_id for device_id in stale
                  if (mine := engine.latest_judged(device_id)) is None
                  or judged.get(device_id, mine) > mine}
         if moved:
             alerts = self.book.restore(engine.subjects_of(moved))
             engine.reload(moved, alerts, judged)
+            for device_id in moved:
+                self.cameras.forget(device_id, judged.get(device_id))
             self._resume(alert for alert in engine.alerts.values()
                          if alert.subject in engine.subjects_of(moved))
 

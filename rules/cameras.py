@@ -52,6 +52,9 @@ FLOOD_DETECTED: Final = "FloodDetected"
 CAMERA_CONGESTION: Final = "CameraCongestion"
 VIOLATION_HOTSPOT: Final = "ViolationHotspot"
 WATCHLIST_VEHICLE_SEEN: Final = "WatchlistVehicleSeen"
+# The camera alerts judged from its readings, on the camera itself: what an instance taking
+# a camera over looks up in the shared book (`rules.alerting.Alerting._take_over`).
+CAMERA_OWN_RULES: Final = frozenset({FLOOD_DETECTED, CAMERA_CONGESTION})
 CAMERA_ALERTS: Final = (FLOOD_DETECTED, CAMERA_CONGESTION, VIOLATION_HOTSPOT,
                         WATCHLIST_VEHICLE_SEEN)
 CAMERAS_NOTE: Final = "cameras_seeing_water"  # annotations of a gauge's ladder alert
@@ -543,6 +546,21 @@ class CameraRules:
         camera = self._cameras.get(camera_id)
         return [] if camera is None else [_hotspot_subject(camera_id, *key)
                                           for key in camera.hotspots]
+
+    def forget(self, camera_id: str, judged_ns: int | None) -> None:
+        """Drop what this instance judged of a camera another instance has judged since
+        (`judged_ns`, its newest change in the shared book): its flood and jam holds, its
+        water and counts. The camera's open alerts are then taken up again (`resume`), and
+        readings no newer than that change are late, as they were for the other instance.
+        Hotspots and plates keep their own subjects, and their own state here."""
+        camera = self._cameras.get(camera_id)
+        if camera is None:
+            return
+        self._seeing(camera, False)
+        camera.flood, camera.jam = Hold(), Hold()
+        camera.water, camera.counts, camera.same_since_ns = 0.0, (), None
+        if judged_ns is not None:
+            camera.latest_ns = max(camera.latest_ns or judged_ns, judged_ns)
 
     def resume(self, alert: Alert) -> None:
         """Take up an open camera alert restored from the alert book after a restart."""

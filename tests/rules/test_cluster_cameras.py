@@ -5,8 +5,8 @@ instance's to judge, after its refresh of the shared gauges. After partitions ma
 (`ownership_changed`), a camera read here before counts as read here again only from its
 next reading on. A takeover may leave gauges' notes of the cameras seeing water still to
 write; the next watched gauge's run writes them, judged at once or reading by reading. A
-camera coming back to an instance that judged it before should be judged from what the other
-instance left in the book (xfail: it is not yet).
+camera coming back to an instance that judged it before is judged from what the other
+instance left in the book, not from what the first instance held.
 
 The instances' scheduled jobs do not run: the test calls the shared-book refresh the 2-s job
 makes (`refresh_shared_gauges`) itself, so that what each instance has read is known at every
@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-import pytest
 
 from devices.kinds import Kind
 from devices.readings import Reading, StatusUpdate
@@ -155,10 +153,6 @@ async def test_notes_a_takeover_left_to_write_are_written_at_the_next_watched_ga
         assert a.book.history(flood_level)[0].note == f"cameras seeing water: {CAM}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Alerting._take_over never reloads a camera this instance judged before: the camera "
-    "rules are not the engine's judging_rules, so AlertBook.last_judged finds nothing for "
-    "it and the instance keeps its own stale FloodDetected and its camera rules' Hold"))
 async def test_a_camera_coming_back_is_judged_from_what_the_other_instance_left_in_the_book(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
