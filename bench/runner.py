@@ -60,7 +60,7 @@ class Runner:
         self.results: dict[str, list[dict[str, Any]]] = {name: [] for name in (
             "mosquitto", "influxdb", "simulator", "backlog_drain", "live", "latency", "scale",
             "recovery", "reports_intake", "reports_stats", "reports_year", "console",
-            "cameras", "cores")}
+            "cameras", "cores", "cores_warm_up")}
         self.errors: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
         self.load: list[dict[str, object]] = []
@@ -311,6 +311,15 @@ class Runner:
     def _cores_setups(self, number: int, influx: Influx, catalog: Path, receiver: Receiver,
                       chosen: list[cores.Setup], share: cores.Shared | None) -> None:
         plan = self.plan
+        if plan.cores_warm_up_readings and chosen:
+            # Unrecorded: the machine's first drain after a quiet spell is slow (bench/plan.py).
+            self._attempt(
+                "cores_warm_up", number, f"cores: warm-up, {chosen[0].label}, batch 1",
+                functools.partial(cores.drain, self.root, influx, catalog, chosen[0], share,
+                                  batch=1, readings=plan.cores_warm_up_readings,
+                                  devices=plan.devices, cap_s=plan.drain_cap_s,
+                                  webhook_url=receiver.url),
+                lambda r: f"{r['rate']:,.0f} readings/s drained (not recorded as a figure)")
         for batch in (1, 100):
             backlog = plan.cores_single_backlog if batch == 1 else plan.cores_batch_backlog
             for setup in chosen:
