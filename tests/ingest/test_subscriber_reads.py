@@ -22,18 +22,10 @@ from paho.mqtt.client import MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ingest.subscriber import READ_CHUNK, _Client
+from siaga.broker.config import remaining_length
 
 PINGRESP = b"\xd0\x00"  # another packet type between the PUBLISHes: paho reads it
 Delivered = tuple[bytes, bytes, int, int]  # topic, payload, packet id, QoS
-
-
-def remaining_length(size: int) -> bytes:
-    out = bytearray()
-    while True:
-        size, byte = divmod(size, 128)
-        out.append(byte | (0x80 if size else 0))
-        if not size:
-            return bytes(out)
 
 
 def publish(topic: bytes, payload: bytes, qos: int, mid: int, flags: int = 0) -> bytes:
