@@ -74,10 +74,12 @@ class _Client(mqtt.Client):
         self._chunk_pos = 0
         self.exhausted = False  # the socket had nothing more to give on the last read
 
-    def reconnect(self) -> MQTTErrorCode:
-        # Unread bytes belonged to the connection being replaced.
+    def _sock_close(self) -> None:
+        # Unread bytes belong to the connection being closed (paho closes it on a reconnect,
+        # a lost keepalive, a failed write, a DISCONNECT): none is delivered after it, with
+        # the next connection's generation.
         self._chunk, self._chunk_pos = b"", 0
-        return super().reconnect()
+        super()._sock_close()
 
     @property
     def buffered(self) -> bool:
@@ -109,7 +111,7 @@ class _Client(mqtt.Client):
         not yet whole, a malformed one, or a full inbox. paho then reads what follows from
         the same buffer, as it always did; it is never inside a packet when this runs.
         """
-        if self._in_packet["command"] or self._protocol != mqtt.MQTTv311:
+        if self._sock is None or self._in_packet["command"] or self._protocol != mqtt.MQTTv311:
             return 0
         chunk, pos = self._chunk, self._chunk_pos
         size, deliver, count = len(chunk), self._deliver, 0
@@ -168,6 +170,11 @@ class _Client(mqtt.Client):
     def queue_packet(self, command: int, packet: bytes) -> None:
         """Queue raw packet bytes behind paho's own; the writer callback sends them."""
         self._packet_queue(command, packet, 0, 0)
+
+
+def _tls_pending(sock: object) -> bool:
+    """Whether TLS holds decrypted bytes not yet read (a recv returns one record at most)."""
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
 
 def _remaining_length(chunk: bytes, at: int) -> tuple[int, int]:
@@ -348,7 +355,7 @@ class Subscriber:
                 break
             if budget <= 0:
                 # Bytes may wait in our buffer (or in TLS's) where epoll cannot see them.
-                if client.buffered:
+                if client.buffered or _tls_pending(client.socket()):
                     driver.loop.call_soon(self._on_readable)
                 break
             # Anything else, a packet split across reads, or an empty buffer: paho.

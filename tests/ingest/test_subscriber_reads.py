@@ -146,3 +146,18 @@ def test_qos_2_and_other_packets_are_left_to_paho() -> None:
         client.loop_read()  # paho reads the first and fills the buffer with the rest
         assert client.read_publishes(100) == 0 and client.buffered  # QoS 2: paho's
         assert delivered == [(b"t", b"0", 1, 1)]
+
+
+def test_nothing_read_before_the_connection_closed_is_delivered_after_it() -> None:
+    # paho closes the socket on a lost keepalive or a failed write, while a read of the
+    # buffer may still be scheduled: what is left belongs to the closed connection (the
+    # broker redelivers it on the next), and no generation of the next may carry it.
+    delivered: list[Delivered] = []
+    with client_on_socket(delivered) as (client, broker):
+        broker.send(b"".join(publish(b"t", bytes([n]), 1, n + 1) for n in range(50)))
+        client.loop_read()
+        assert client.read_publishes(10) == 10 and client.buffered
+        client._sock_close()
+        assert not client.buffered
+        assert client.read_publishes(100) == 0
+    assert len(delivered) == 11  # paho's first, then ten
