@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from reports.errors import PhotoTooLarge, ReportRefused, UnknownReport
 from reports.settings import MIB
+from siaga_core.errors import StorageError
 from siaga_core.files import fsync_directory
 
 if TYPE_CHECKING:
@@ -120,12 +121,21 @@ class PhotoStore:
 
     def path(self, name: str) -> Path:
         """Where the photo `name` is on disk (copied from `shared` first when only another
-        instance had it); `UnknownReport` for any other name or a photo nobody has."""
+        instance had it); `UnknownReport` for any other name or a photo nobody has,
+        `StorageError` when the shared book cannot be read or the copy not written."""
+        return self.local(name) or self.fetch(name)
+
+    def local(self, name: str) -> Path | None:
+        """Where the photo is on this instance's disk, or None; `UnknownReport` for a name
+        that is no photo's. A file check only: cheap enough for the event loop."""
         if not _NAME.fullmatch(name):  # 64 hex, a dot, an extension: no "/", "..", NUL
             raise UnknownReport(f"no photo named {name[:80]!r}")
         path = self.directory / name[:2] / name
-        if path.is_file():
-            return path
+        return path if path.is_file() else None
+
+    def fetch(self, name: str) -> Path:
+        """The photo another instance took, from the shared book, copied to this disk and
+        served from it from now on. Blocking: run it off the event loop."""
         body = None if self.shared is None else self.shared.photo(name)
         if body is None:
             raise UnknownReport(f"no photo named {name!r}")
@@ -134,8 +144,26 @@ class PhotoStore:
             # are not served as the resident's photo.
             log.error("photo %s in the shared book does not match its name: not served", name)
             raise UnknownReport(f"no photo named {name!r}")
-        self._write(name, body)  # served from this instance's disk from now on
-        return path
+        try:
+            self._write(name, body)
+        except OSError as exc:  # the disk's trouble: the caller answers 503, not a bug's 500
+            raise StorageError(f"photo {name} could not be copied to {self.directory}: "
+                               f"{exc.strerror or exc}") from exc
+        return self.directory / name[:2] / name
+
+    def share_local(self) -> int:
+        """Keep in `shared` the photos on this disk it lacks (taken before instances shared
+        them, or while keeping failed); how many. Blocking, and idempotent."""
+        if self.shared is None or not self.directory.is_dir():
+            return 0
+        kept = 0
+        for path in sorted(self.directory.glob("*/*")):
+            name = path.name
+            if (_NAME.fullmatch(name) and path.parent.name == name[:2]
+                    and self.shared.photo(name) is None):
+                self.shared.keep_photo(name, path.read_bytes())
+                kept += 1
+        return kept
 
     def media_type(self, name: str) -> str:
         if not _NAME.fullmatch(name):

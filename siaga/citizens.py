@@ -232,7 +232,9 @@ class CitizenDesk:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Restore the flood clusters, then check for overdue reports until `stop`; in a
-        cluster, follow the shared book's correlated reports instead of restoring."""
+        cluster, follow the shared book's correlated reports instead of restoring. First,
+        photos on this disk that a shared book lacks are kept in it."""
+        await self.share_photos()
         if self.alerting is not None and self.alerting.cluster is not None:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.follow(stop, self.alerting))
@@ -243,6 +245,19 @@ class CitizenDesk:
         except StorageError:  # the clusters start empty; intake and the rest carry on
             log.exception("could not re-read recent reports for the flood clusters")
         await self._check_overdue_until(stop)
+
+    async def share_photos(self) -> None:
+        """Keep in the shared book the photos only this instance has: those taken before
+        the book was shared (an upgrade), or while keeping them failed. Every instance then
+        serves them, and they outlive this machine."""
+        try:
+            kept = await asyncio.to_thread(self.photos.share_local)
+        except (StorageError, OSError):  # the photos stay on this disk; the next start retries
+            log.exception("could not keep this instance's photos in the shared report book")
+            return
+        if kept:
+            log.info("citizens' desk: %d photos on this disk kept in the shared report book",
+                     kept)
 
     async def _check_overdue_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

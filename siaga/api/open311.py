@@ -286,8 +286,11 @@ async def media(request: web.Request) -> web.FileResponse:
     photos = desk(request).photos
     name = request.match_info["name"]
     media_type = photos.media_type(name)  # refuses anything but <sha256>.<ext>
-    # Off the loop: it may fetch the photo from the book an instance shares.
-    path = await asyncio.to_thread(photos.path, name)
+    # On this disk as a rule; else another instance took it: from the shared book, off
+    # the loop.
+    path = photos.local(name)
+    if path is None:
+        path = await asyncio.to_thread(photos.fetch, name)
     return web.FileResponse(path, headers={
         "Content-Type": media_type,
         # The name is the content's hash: the bytes never change.

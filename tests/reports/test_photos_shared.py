@@ -20,6 +20,7 @@ from reports.errors import ReportRefused, UnknownReport
 from reports.photos import PhotoStore
 from reports.settings import MIB, ReportsSettings
 from siaga.sandbox.postgres import PostgreSQL
+from siaga_core.errors import StorageError
 from tests.reports import images
 
 MAX_PIXELS = 40_000_000
@@ -99,3 +100,25 @@ def test_a_book_of_one_instance_keeps_photos_on_disk_alone(tmp_path: Path) -> No
         assert store.shared is None
         photo = store.accept(images.jpeg())
         assert store.path(photo.name).is_file() and book.photo(photo.name) is None
+
+
+def test_photos_taken_before_the_book_was_shared_are_kept_in_it(
+        shared_book: ReportBook, tmp_path: Path) -> None:
+    alone = PhotoStore(tmp_path / "a", 10 * MIB, MAX_PIXELS)  # one instance, before
+    photo = alone.accept(images.jpeg())
+    assert shared_book.photo(photo.name) is None
+    taker = store_at(tmp_path / "a", shared_book)  # the same disk, its book now shared
+    assert taker.share_local() == 1
+    assert taker.share_local() == 0  # kept once
+    assert store_at(tmp_path / "b", shared_book).path(photo.name).read_bytes() == (
+        alone.path(photo.name).read_bytes())
+
+
+def test_a_photo_that_cannot_be_copied_here_is_a_storage_error_not_a_bug(
+        shared_book: ReportBook, tmp_path: Path) -> None:
+    photo = store_at(tmp_path / "a", shared_book).accept(images.jpeg())
+    (tmp_path / "b").write_bytes(b"")  # the photo directory is a file: nothing is written
+    reader = store_at(tmp_path / "b", shared_book)
+    assert reader.local(photo.name) is None
+    with pytest.raises(StorageError, match="could not be copied"):
+        reader.path(photo.name)
