@@ -567,12 +567,15 @@ class CameraRules:
         camera = self._cameras.get(alert.labels.get("device_id", ""))
         if camera is None:
             return
+        # Held since the alert fired at the latest, as the summaries say ("since ..."),
+        # not since the next reading (when it began holding is not in the record).
         if alert.rule == FLOOD_DETECTED:
             camera.flood.firing, camera.water = True, float(
                 alert.annotations.get("water_score", "0") or 0)
+            camera.flood.since_ns = alert.starts_at_ns
             self._seeing(camera, True)
         elif alert.rule == CAMERA_CONGESTION:
-            camera.jam.firing = True
+            camera.jam.firing, camera.jam.since_ns = True, alert.starts_at_ns
         elif alert.rule == VIOLATION_HOTSPOT:
             # Its detections are gone with the last run: it holds for a window after its
             # latest, then ends unless new ones keep it.

@@ -12,7 +12,7 @@ from pathlib import Path
 from devices.kinds import Kind
 from devices.readings import Reading
 from devices.registry import Registry
-from rules.alert import AlertStatus, fingerprint
+from rules.alert import AlertStatus, fingerprint, local_time
 from rules.alerting import Alerting
 from rules.citizens import CitizenReport
 from rules.config import RulesFile
@@ -267,3 +267,23 @@ async def test_a_flooded_empty_road_holding_still_is_not_taken_for_a_frozen_pict
         changes = severities(service)
     assert changes == [("firing", "critical")]
     assert severity == "critical" and "camera_frozen" not in notes
+
+
+async def test_a_flood_carried_on_after_a_restart_is_said_to_hold_since_it_fired(
+    rules_file: RulesFile, registry: Registry, tmp_path: Path, clock: Clock,
+) -> None:
+    def since(description: str) -> str:
+        return description.split(" since ", 1)[1].split(".", 1)[0]
+
+    async with alerting(rules_file, registry, tmp_path, clock) as earlier:
+        camera(earlier, clock, 0, 3, water_score=0.9)
+        view = earlier.book.get(fingerprint("FloodDetected", CAM))
+        assert view is not None
+        fired = local_time(view.alert.starts_at_ns, "+07:00")
+    async with alerting(rules_file, registry, tmp_path, clock) as later:
+        camera(later, clock, 3.5, 5, water_score=0.95)  # a new score: the alert is written
+        _, _, notes = flood_of(later)
+    assert notes["water_score"] == "0.95"
+    # Not the first reading after the restart (3.5 minutes in): when it fired (2 minutes).
+    assert since(notes["description"]) == fired != local_time(T0 + int(3.5 * MINUTE),
+                                                               "+07:00")
