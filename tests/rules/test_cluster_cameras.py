@@ -168,3 +168,21 @@ async def test_a_camera_coming_back_is_judged_from_what_the_other_instance_left_
         camera(a, clock, 9.5, 14, water_score=0.95)  # water again, for 4.5 minutes
         assert severities(a) == [("firing", "warning"), ("resolved", "warning"),
                                  ("firing", "warning")]
+
+
+async def test_readings_the_other_instance_judged_are_late_when_the_camera_comes_back(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
+                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+        camera(a, clock, 0, 3, water_score=0.1)  # a dry road, read by the first instance
+        a.ownership_changed()
+        camera(b, clock, 3.5, 6, water_score=0.9)  # water for 2.5 minutes, there
+        camera(b, clock, 6.5, 10, water_score=0.1)  # and gone again
+        assert severities(b) == [("firing", "warning"), ("resolved", "warning")]
+        b.ownership_changed()
+        # The partition comes back with the readings the other instance judged (redelivered,
+        # their acknowledgements lost with the move): they are late here too.
+        camera(a, clock, 3.5, 6, water_score=0.9)
+        assert judged_here(a) is None
+        assert severities(a) == [("firing", "warning"), ("resolved", "warning")]
