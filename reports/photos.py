@@ -24,6 +24,7 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
@@ -78,6 +79,9 @@ class SharedPhotos(Protocol):
 
     def photo(self, name: str) -> bytes | None:
         """The photo kept under `name`, or None."""
+
+    def missing_photos(self, names: Sequence[str]) -> list[str]:
+        """Those of `names` not kept (their bodies are not read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,16 +158,15 @@ class PhotoStore:
     def share_local(self) -> int:
         """Keep in `shared` the photos on this disk it lacks (taken before instances shared
         them, or while keeping failed); how many. Blocking, and idempotent."""
-        if self.shared is None or not self.directory.is_dir():
+        shared = self.shared
+        if shared is None or not self.directory.is_dir():
             return 0
-        kept = 0
-        for path in sorted(self.directory.glob("*/*")):
-            name = path.name
-            if (_NAME.fullmatch(name) and path.parent.name == name[:2]
-                    and self.shared.photo(name) is None):
-                self.shared.keep_photo(name, path.read_bytes())
-                kept += 1
-        return kept
+        here = {path.name: path for path in self.directory.glob("*/*")
+                if _NAME.fullmatch(path.name) and path.parent.name == path.name[:2]}
+        missing = shared.missing_photos(sorted(here))
+        for name in missing:
+            shared.keep_photo(name, here[name].read_bytes())
+        return len(missing)
 
     def media_type(self, name: str) -> str:
         if not _NAME.fullmatch(name):

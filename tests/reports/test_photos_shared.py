@@ -122,3 +122,12 @@ def test_a_photo_that_cannot_be_copied_here_is_a_storage_error_not_a_bug(
     assert reader.local(photo.name) is None
     with pytest.raises(StorageError, match="could not be copied"):
         reader.path(photo.name)
+
+
+def test_the_book_says_which_photos_it_lacks_without_reading_them(
+        shared_book: ReportBook, tmp_path: Path) -> None:
+    kept = store_at(tmp_path / "a", shared_book).accept(images.jpeg()).name
+    others = [f"{number:064x}.jpg" for number in range(1200)]  # past a query's 500 names
+    names = [*others[:700], kept, *others[700:]]
+    assert shared_book.missing_photos(names) == others
+    assert shared_book.missing_photos([]) == []
