@@ -24,7 +24,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
@@ -155,18 +155,22 @@ class PhotoStore:
                                f"{exc.strerror or exc}") from exc
         return self.directory / name[:2] / name
 
-    def share_local(self) -> int:
+    def share_local(self, stop: Callable[[], bool] = lambda: False) -> int:
         """Keep in `shared` the photos on this disk it lacks (taken before instances shared
-        them, or while keeping failed); how many. Blocking, and idempotent."""
+        them, or while keeping failed), until `stop()` says so; how many. Blocking, and
+        idempotent: what is left is kept the next time."""
         shared = self.shared
         if shared is None or not self.directory.is_dir():
             return 0
         here = {path.name: path for path in self.directory.glob("*/*")
                 if _NAME.fullmatch(path.name) and path.parent.name == path.name[:2]}
-        missing = shared.missing_photos(sorted(here))
-        for name in missing:
+        kept = 0
+        for name in shared.missing_photos(sorted(here)):
+            if stop():
+                break
             shared.keep_photo(name, here[name].read_bytes())
-        return len(missing)
+            kept += 1
+        return kept
 
     def media_type(self, name: str) -> str:
         if not _NAME.fullmatch(name):

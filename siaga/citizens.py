@@ -232,26 +232,26 @@ class CitizenDesk:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Restore the flood clusters, then check for overdue reports until `stop`; in a
-        cluster, follow the shared book's correlated reports instead of restoring. First,
-        photos on this disk that a shared book lacks are kept in it."""
-        await self.share_photos()
-        if self.alerting is not None and self.alerting.cluster is not None:
-            async with asyncio.TaskGroup() as group:
+        cluster, follow the shared book's correlated reports instead of restoring. Beside
+        them, photos on this disk that a shared book lacks are kept in it."""
+        async with asyncio.TaskGroup() as group:
+            # Beside the rest, not before: after an upgrade, thousands of photos take minutes.
+            group.create_task(self.share_photos(stop))
+            if self.alerting is not None and self.alerting.cluster is not None:
                 group.create_task(self.follow(stop, self.alerting))
-                await self._check_overdue_until(stop)
-            return
-        try:
-            await self.restore()
-        except StorageError:  # the clusters start empty; intake and the rest carry on
-            log.exception("could not re-read recent reports for the flood clusters")
-        await self._check_overdue_until(stop)
+            else:
+                try:
+                    await self.restore()
+                except StorageError:  # the clusters start empty; intake and the rest go on
+                    log.exception("could not re-read recent reports for the flood clusters")
+            await self._check_overdue_until(stop)
 
-    async def share_photos(self) -> None:
+    async def share_photos(self, stop: asyncio.Event) -> None:
         """Keep in the shared book the photos only this instance has: those taken before
         the book was shared (an upgrade), or while keeping them failed. Every instance then
-        serves them, and they outlive this machine."""
+        serves them, and they outlive this machine. Ends early at `stop`."""
         try:
-            kept = await asyncio.to_thread(self.photos.share_local)
+            kept = await asyncio.to_thread(self.photos.share_local, stop.is_set)
         except (StorageError, OSError):  # the photos stay on this disk; the next start retries
             log.exception("could not keep this instance's photos in the shared report book")
             return

@@ -3,6 +3,7 @@ serve every report and every photo, whichever instance took it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from reports.photos import PhotoStore
 from reports.settings import ReportsSettings
 from siaga.sandbox.postgres import PostgreSQL
+from tests.polling import eventually
+from tests.reports import images
 from tests.siaga.apirig import World
 from tests.siaga.reportrig import MANGGARAI, open_desk, serving
 from tests.siaga.test_open311 import jpeg_with_gps
@@ -52,3 +56,21 @@ async def test_a_photo_sent_to_one_instance_is_served_by_another(
 
             status, _ = await api_b.get("/open311/v2/media/" + "0" * 64 + ".jpg")
             assert status == 404
+
+
+async def test_an_instance_keeps_its_earlier_photos_in_the_shared_book_as_it_starts(
+        world: World, tmp_path: Path, shared: ReportsSettings) -> None:
+    # Taken while this instance had a book of its own (before an upgrade to a cluster).
+    alone = PhotoStore(tmp_path / "a" / "photos", shared.photo_max_bytes,
+                       shared.photo_max_pixels)
+    name = alone.accept(images.jpeg()).name
+    with open_desk(world, tmp_path / "a", shared) as desk:
+        assert desk.book.photo(name) is None
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(desk.run(stop))
+            await eventually(lambda: desk.book.photo(name) is not None,
+                             what="the earlier photo kept in the shared book")
+            stop.set()
+    with open_desk(world, tmp_path / "b", shared) as other:
+        assert other.photos.path(name).read_bytes() == alone.path(name).read_bytes()
