@@ -24,6 +24,7 @@ from reports.categories import Category
 from reports.errors import KeyRefused, ReportRefused, UnknownReport
 from reports.keys import ApiKey
 from reports.model import UPDATE_STATES, Contact, NewReport, Report, State, Update
+from reports.ratelimit import refilled, take_token
 from reports.settings import ReportsSettings
 from reports.stats import Stats, compute, year_range_ns
 from siaga_core.geo import Box, distance_m
@@ -443,6 +444,27 @@ class ReportBook:
     def key_name(self, plain: str) -> str:
         """The name of the active key `plain`, or KeyRefused."""
         return self.key(plain).name
+
+    def take_report_token(self, key_name: str, capacity: float, now_ns: int) -> None:
+        """One report from `key_name` against its bucket in the book (`capacity` a minute),
+        or `TooManyReports`: `reports.ratelimit.RateLimiter`'s rule, for instances sharing
+        the book. Taken in turn per key; wall-clock times, which the instances' NTP keeps
+        together. Soft state: on PostgreSQL the commit does not wait for the disk (a crash
+        may give a key back its last few tokens)."""
+        def work(tx: Tx) -> None:
+            if tx.dialect == "postgresql":
+                tx.execute("SET LOCAL synchronous_commit TO OFF")
+            tx.serialize(f"rate:{key_name}")
+            rows = tx.execute("SELECT tokens, at_ns FROM rate_buckets WHERE key_name = ?",
+                              (key_name,))
+            tokens = capacity if not rows else refilled(
+                rows[0][0], (now_ns - rows[0][1]) / 1e9, capacity)
+            left = take_token(key_name, tokens, capacity)  # a refusal rolls back: no change
+            tx.execute("INSERT INTO rate_buckets (key_name, tokens, at_ns) VALUES (?, ?, ?)"
+                       " ON CONFLICT (key_name) DO UPDATE SET tokens = excluded.tokens,"
+                       " at_ns = excluded.at_ns", (key_name, left, now_ns))
+
+        self._backend.run(work)
 
     # --- lifetime -----------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 A key may send `per_minute` reports at once (an app flushing its offline queue), then one
 every 60/per_minute seconds. One limiter serves one process, from the event loop's thread
-(it takes no lock); several Siaga instances sharing a report book each limit on their own.
+(it takes no lock). Instances sharing a report book keep the buckets in it instead
+(`reports.book.ReportBook.take_report_token`), with the same arithmetic (`refilled`,
+`take_token`): a key's limit holds across them, whichever instance its reports reach.
 """
 
 from __future__ import annotations
@@ -48,22 +50,17 @@ class RateLimiter:
         self._forget_full(now)
         bucket = self._buckets.pop(key_name, None)
         tokens = capacity if bucket is None else min(capacity, self._refilled(bucket, now))
-        if tokens < 1:
+        try:
+            tokens = take_token(key_name, tokens, capacity)
+        finally:
             self._buckets[key_name] = _Bucket(tokens, now, capacity)
-            # Less a hair: 2/60 and 1/3 of a token are not exact in binary, and 20.000000004
-            # seconds must read 20, not 21.
-            wait_s = max(1, math.ceil((1 - tokens) / (capacity / 60) - 1e-9))
-            raise TooManyReports(f"too many reports from key {key_name!r}: at most "
-                                 f"{capacity:g} a minute; retry in {wait_s} s", wait_s)
-        self._buckets[key_name] = _Bucket(tokens - 1, now, capacity)
 
     def __len__(self) -> int:
         """How many keys are remembered (the others' buckets are full)."""
         return len(self._buckets)
 
     def _refilled(self, bucket: _Bucket, now: float) -> float:
-        elapsed = max(0.0, now - bucket.at)  # a clock that steps back refills nothing
-        return min(bucket.capacity, bucket.tokens + elapsed * bucket.capacity / 60)
+        return refilled(bucket.tokens, now - bucket.at, bucket.capacity)
 
     def _forget_full(self, now: float) -> None:
         while self._buckets:
@@ -71,3 +68,20 @@ class RateLimiter:
             if self._refilled(oldest, now) < oldest.capacity:
                 return
             del self._buckets[key_name]
+
+
+def refilled(tokens: float, elapsed_s: float, capacity: float) -> float:
+    """A bucket's tokens `elapsed_s` later: `capacity` a minute, never more than it holds.
+    A clock that steps back refills nothing."""
+    return min(capacity, tokens + max(0.0, elapsed_s) * capacity / 60)
+
+
+def take_token(key_name: str, tokens: float, capacity: float) -> float:
+    """What is left of `tokens` after one report, or `TooManyReports` with its Retry-After."""
+    if tokens >= 1:
+        return tokens - 1
+    # Less a hair: 2/60 and 1/3 of a token are not exact in binary, and 20.000000004 seconds
+    # must read 20, not 21.
+    wait_s = max(1, math.ceil((1 - tokens) / (capacity / 60) - 1e-9))
+    raise TooManyReports(f"too many reports from key {key_name!r}: at most "
+                         f"{capacity:g} a minute; retry in {wait_s} s", wait_s)

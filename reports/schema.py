@@ -90,4 +90,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         stored_ns BIGINT NOT NULL
     );
     """,
+    # Each API key's token bucket (reports.ratelimit), in a book several instances share: a
+    # key's limit holds whichever instance takes its reports. One instance keeps its
+    # buckets in memory and this table empty.
+    """
+    CREATE TABLE rate_buckets (
+        key_name TEXT PRIMARY KEY,
+        tokens DOUBLE PRECISION NOT NULL,
+        at_ns BIGINT NOT NULL
+    );
+    """,
 )

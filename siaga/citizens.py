@@ -129,8 +129,12 @@ class CitizenDesk:
                      key: ApiKey) -> Submitted:
         """Validate, store durably, then correlate. Nothing refused is stored."""
         key_name = key.name
-        self.limiter.take(key_name, key.rate_limit_per_minute)
         received = self.clock_ns()
+        if self.book.shared:  # the key's bucket is the cluster's, in the book
+            capacity = key.rate_limit_per_minute or self.settings.rate_limit_per_minute
+            await asyncio.to_thread(self.book.take_report_token, key_name, capacity, received)
+        else:
+            self.limiter.take(key_name, key.rate_limit_per_minute)
         # The fields first: a photo of a report that would be refused is never written.
         new = parse_report(fields, categories=self.categories,
                            jurisdiction=self.settings.jurisdiction, received_ns=received,

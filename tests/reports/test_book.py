@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from reports.book import ReportBook, ReportQuery
-from reports.errors import ReportRefused, UnknownReport
+from reports.errors import ReportRefused, TooManyReports, UnknownReport
 from reports.model import Contact, State
 from reports.settings import ReportsSettings
 from siaga.sandbox.ports import free_port
@@ -336,3 +336,16 @@ def test_an_unreachable_postgresql_is_a_storage_error_without_the_password() -> 
 def test_a_database_url_that_is_not_postgresql_is_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError, match=r"reports\.database_url"):
         ReportBook.open(ReportsSettings(database_url=SecretStr(url)), Path("."))
+
+
+def test_a_keys_token_bucket_in_the_book_refills_as_the_limiter_does(book: ReportBook) -> None:
+    second = 10**9
+    book.take_report_token("qlue", 2, T0)
+    book.take_report_token("qlue", 2, T0)
+    book.take_report_token("other", 2, T0)  # a bucket per key
+    with pytest.raises(TooManyReports) as caught:
+        book.take_report_token("qlue", 2, T0 + 10 * second)
+    assert caught.value.retry_after_s == 20  # a token every 30 s, 10 s of it gone
+    book.take_report_token("qlue", 2, T0 + 30 * second)
+    with pytest.raises(TooManyReports):
+        book.take_report_token("qlue", 2, T0 + 31 * second)

@@ -74,3 +74,25 @@ async def test_an_instance_keeps_its_earlier_photos_in_the_shared_book_as_it_sta
             stop.set()
     with open_desk(world, tmp_path / "b", shared) as other:
         assert other.photos.path(name).read_bytes() == alone.path(name).read_bytes()
+
+
+async def test_a_keys_rate_limit_holds_across_instances(
+        world: World, tmp_path: Path, shared: ReportsSettings) -> None:
+    with (open_desk(world, tmp_path / "a", shared) as first,
+          open_desk(world, tmp_path / "b", shared) as second):
+        key = first.book.add_key("qlue", rate_limit_per_minute=3)
+        async with (serving(world, first, key) as api_a,
+                    serving(world, second, key) as api_b):
+            answers = [await api.post_form(api.report("sampah"))
+                       for api in (api_a, api_b, api_a, api_b)]
+            assert [status for status, _, _ in answers] == [201, 201, 201, 429]
+            _, body, headers = answers[-1]
+            assert "at most 3 a minute" in body[0]["description"]
+            assert headers["Retry-After"] == "20"  # a token every 20 s
+            status, _, _ = await api_a.post_form(api_a.report("sampah"))
+            assert status == 429
+            world.clock.now_ns += 20 * 10**9  # one token back, for whichever instance
+            status, _, _ = await api_b.post_form(api_b.report("sampah"))
+            assert status == 201
+            _, listed = await api_a.get("/open311/v2/requests.json")
+            assert len(listed) == 4  # nothing refused was stored
