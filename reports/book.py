@@ -448,21 +448,25 @@ class ReportBook:
     def take_report_token(self, key_name: str, capacity: float, now_ns: int) -> None:
         """One report from `key_name` against its bucket in the book (`capacity` a minute),
         or `TooManyReports`: `reports.ratelimit.RateLimiter`'s rule, for instances sharing
-        the book. Taken in turn per key; wall-clock times, which the instances' NTP keeps
-        together. Soft state: on PostgreSQL the commit does not wait for the disk (a crash
-        may give a key back its last few tokens)."""
+        the book, on wall-clock times (the instances' NTP keeps them together).
+
+        One statement takes the token (`_TAKE_TOKEN`: the bucket refilled and less one,
+        when it holds one), so a key's row is locked for that statement and its commit
+        only: every report of a busy app takes its turn there. Soft state: on PostgreSQL
+        the commit does not wait for the disk (a crash may give a key back a few tokens).
+        """
+        per_ns = capacity / 60 / 1e9  # tokens a nanosecond
+
         def work(tx: Tx) -> None:
             if tx.dialect == "postgresql":
                 tx.execute("SET LOCAL synchronous_commit TO OFF")
-            tx.serialize(f"rate:{key_name}")
-            rows = tx.execute("SELECT tokens, at_ns FROM rate_buckets WHERE key_name = ?",
-                              (key_name,))
-            tokens = capacity if not rows else refilled(
-                rows[0][0], (now_ns - rows[0][1]) / 1e9, capacity)
-            left = take_token(key_name, tokens, capacity)  # a refusal rolls back: no change
-            tx.execute("INSERT INTO rate_buckets (key_name, tokens, at_ns) VALUES (?, ?, ?)"
-                       " ON CONFLICT (key_name) DO UPDATE SET tokens = excluded.tokens,"
-                       " at_ns = excluded.at_ns", (key_name, left, now_ns))
+            if tx.execute(_TAKE_TOKEN, (key_name, capacity - 1, now_ns, per_ns, capacity,
+                                        capacity, per_ns, per_ns, capacity, capacity, per_ns)):
+                return
+            # Refused: no change was made. Retry-After from the bucket as it is now.
+            tokens, at_ns = tx.execute(
+                "SELECT tokens, at_ns FROM rate_buckets WHERE key_name = ?", (key_name,))[0]
+            take_token(key_name, refilled(tokens, (now_ns - at_ns) / 1e9, capacity), capacity)
 
         self._backend.run(work)
 
@@ -476,6 +480,23 @@ class ReportBook:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# The token bucket of `reports.ratelimit.refilled`, in SQL both databases speak: the
+# stored tokens, plus `per_ns` for each nanosecond since (none when the clock stepped
+# back), at most the capacity. Parameters: per_ns, capacity, capacity, per_ns.
+_REFILLED: Final = (
+    "CASE WHEN rate_buckets.tokens + (CASE WHEN excluded.at_ns > rate_buckets.at_ns"
+    " THEN excluded.at_ns - rate_buckets.at_ns ELSE 0 END) * ? > ? THEN ?"
+    " ELSE rate_buckets.tokens + (CASE WHEN excluded.at_ns > rate_buckets.at_ns"
+    " THEN excluded.at_ns - rate_buckets.at_ns ELSE 0 END) * ? END")
+# A new key's bucket starts full, less this report's token; a known key's is refilled and
+# takes one only when it holds one (otherwise no row comes back: refused, unchanged).
+# Parameters: key, capacity - 1, now, then _REFILLED's twice.
+_TAKE_TOKEN: Final = (
+    "INSERT INTO rate_buckets (key_name, tokens, at_ns) VALUES (?, ?, ?)"
+    f" ON CONFLICT (key_name) DO UPDATE SET tokens = ({_REFILLED}) - 1,"
+    f" at_ns = excluded.at_ns WHERE ({_REFILLED}) >= 1 RETURNING tokens")
 
 
 def _number(report_id: str) -> int:

@@ -349,3 +349,15 @@ def test_a_keys_token_bucket_in_the_book_refills_as_the_limiter_does(book: Repor
     book.take_report_token("qlue", 2, T0 + 30 * second)
     with pytest.raises(TooManyReports):
         book.take_report_token("qlue", 2, T0 + 31 * second)
+
+
+def test_a_keys_bucket_in_the_book_holds_at_most_its_capacity_and_ignores_a_clock_stepping_back(
+        book: ReportBook) -> None:
+    hour = 3600 * 10**9
+    book.take_report_token("qlue", 2, T0)
+    book.take_report_token("qlue", 2, T0 + hour)  # an hour refills two, not 120
+    book.take_report_token("qlue", 2, T0 + hour)
+    with pytest.raises(TooManyReports):
+        book.take_report_token("qlue", 2, T0 + hour)
+    with pytest.raises(TooManyReports):
+        book.take_report_token("qlue", 2, T0)  # an hour back: nothing refilled
