@@ -21,10 +21,10 @@ from typing import Any, Final, Self
 from reports import keys
 from reports.backends import open_backend
 from reports.categories import Category
-from reports.errors import KeyRefused, ReportRefused, UnknownReport
+from reports.errors import KeyRefused, ReportRefused, TooManyReports, UnknownReport
 from reports.keys import ApiKey
 from reports.model import UPDATE_STATES, Contact, NewReport, Report, State, Update
-from reports.ratelimit import refilled, take_token
+from reports.ratelimit import refilled, too_many
 from reports.settings import ReportsSettings
 from reports.stats import Stats, compute, year_range_ns
 from siaga_core.geo import Box, distance_m
@@ -457,18 +457,25 @@ class ReportBook:
         """
         per_ns = capacity / 60 / 1e9  # tokens a nanosecond
 
-        def work(tx: Tx) -> None:
+        def work(tx: Tx) -> TooManyReports | None:
             if tx.dialect == "postgresql":
                 tx.execute("SET LOCAL synchronous_commit TO OFF")
             if tx.execute(_TAKE_TOKEN, (key_name, capacity - 1, now_ns, per_ns, capacity,
                                         capacity, per_ns, per_ns, capacity, capacity, per_ns)):
-                return
-            # Refused: no change was made. Retry-After from the bucket as it is now.
+                return None
+            # Refused, whatever Python's rounding of the same refill would say (the SQL's
+            # answer stands). Retry-After from the bucket as it is now.
             tokens, at_ns = tx.execute(
                 "SELECT tokens, at_ns FROM rate_buckets WHERE key_name = ?", (key_name,))[0]
-            take_token(key_name, refilled(tokens, (now_ns - at_ns) / 1e9, capacity), capacity)
+            if now_ns < at_ns:  # the clock stepped back: count from now, as RateLimiter does
+                tx.execute("UPDATE rate_buckets SET at_ns = ? WHERE key_name = ?",
+                           (now_ns, key_name))
+            return too_many(key_name, refilled(tokens, (now_ns - at_ns) / 1e9, capacity),
+                            capacity)
 
-        self._backend.run(work)
+        refusal = self._backend.run(work)  # committed first: a step back is remembered
+        if refusal is not None:
+            raise refusal
 
     # --- lifetime -----------------------------------------------------------------------
 

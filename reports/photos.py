@@ -168,7 +168,17 @@ class PhotoStore:
         for name in shared.missing_photos(sorted(here)):
             if stop():
                 break
-            shared.keep_photo(name, here[name].read_bytes())
+            try:
+                body = here[name].read_bytes()
+            except OSError as exc:  # one unreadable file must not keep the others back
+                log.warning("photo %s not kept in the shared book: %s", name, exc)
+                continue
+            if hashlib.sha256(body).hexdigest() != name[:64]:
+                # Damaged on this disk: kept, it would stand in the book for good (a kept
+                # photo stays), and `fetch` would refuse it everywhere.
+                log.error("photo %s on this disk does not match its name: not kept", name)
+                continue
+            shared.keep_photo(name, body)
             kept += 1
         return kept
 

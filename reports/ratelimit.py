@@ -80,8 +80,14 @@ def take_token(key_name: str, tokens: float, capacity: float) -> float:
     """What is left of `tokens` after one report, or `TooManyReports` with its Retry-After."""
     if tokens >= 1:
         return tokens - 1
+    raise too_many(key_name, tokens, capacity)
+
+
+def too_many(key_name: str, tokens: float, capacity: float) -> TooManyReports:
+    """The refusal of a report from a bucket holding `tokens`, saying when to retry (at
+    least 1 s: also for a bucket another computation of the same refill found full)."""
     # Less a hair: 2/60 and 1/3 of a token are not exact in binary, and 20.000000004 seconds
     # must read 20, not 21.
     wait_s = max(1, math.ceil((1 - tokens) / (capacity / 60) - 1e-9))
-    raise TooManyReports(f"too many reports from key {key_name!r}: at most "
-                         f"{capacity:g} a minute; retry in {wait_s} s", wait_s)
+    return TooManyReports(f"too many reports from key {key_name!r}: at most "
+                          f"{capacity:g} a minute; retry in {wait_s} s", wait_s)

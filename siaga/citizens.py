@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -253,12 +254,17 @@ class CitizenDesk:
     async def share_photos(self, stop: asyncio.Event) -> None:
         """Keep in the shared book the photos only this instance has: those taken before
         the book was shared (an upgrade), or while keeping them failed. Every instance then
-        serves them, and they outlive this machine. Ends early at `stop`."""
+        serves them, and they outlive this machine. Ends early at `stop`, or when the
+        desk's run is cancelled (the copying thread is told too)."""
+        halt = threading.Event()
         try:
-            kept = await asyncio.to_thread(self.photos.share_local, stop.is_set)
-        except (StorageError, OSError):  # the photos stay on this disk; the next start retries
+            kept = await asyncio.to_thread(self.photos.share_local,
+                                           lambda: stop.is_set() or halt.is_set())
+        except Exception:  # best effort: the photos stay on this disk; the next start retries
             log.exception("could not keep this instance's photos in the shared report book")
             return
+        finally:
+            halt.set()
         if kept:
             log.info("citizens' desk: %d photos on this disk kept in the shared report book",
                      kept)

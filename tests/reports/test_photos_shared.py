@@ -132,3 +132,12 @@ def test_the_book_says_which_photos_it_lacks_without_reading_them(
     names = [*others[:700], kept, *others[700:]]
     assert shared_book.missing_photos(names) == others
     assert shared_book.missing_photos([]) == []
+
+
+def test_a_photo_damaged_on_this_disk_is_not_kept_and_the_others_are(
+        shared_book: ReportBook, tmp_path: Path) -> None:
+    alone = PhotoStore(tmp_path / "a", 10 * MIB, MAX_PIXELS)
+    damaged, sound = alone.accept(images.jpeg()), alone.accept(images.png())
+    alone.path(damaged.name).write_bytes(b"not the photo any more")
+    assert store_at(tmp_path / "a", shared_book).share_local() == 1
+    assert shared_book.missing_photos([damaged.name, sound.name]) == [damaged.name]
