@@ -44,6 +44,15 @@ async def instance(name: str, rules_file: RulesFile, registry: Registry, tmp_pat
         yield alerting
 
 
+@asynccontextmanager
+async def two_instances(rules_file: RulesFile, registry: Registry, tmp_path: Path,
+                        database: str, clock: Clock) -> AsyncIterator[tuple[Alerting, Alerting]]:
+    """Instances "a" and "b" of one cluster, on one clock."""
+    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
+                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+        yield a, b
+
+
 def judged_here(service: Alerting) -> str | None:
     """The severity of the camera's FloodDetected as this instance's engine holds it: what
     the instance judged, even where the shared book kept a newer record instead."""
@@ -99,8 +108,7 @@ async def test_a_gauge_read_here_does_not_judge_a_camera_another_instance_reads(
 async def test_a_camera_read_here_before_partitions_moved_counts_again_at_its_next_reading(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
-    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
-                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
         gauge(a, clock, -5, 700)  # Siaga 4
         camera(a, clock, 0, 3, water_score=0.9)
         assert severities(a) == [("firing", "warning")]
@@ -130,8 +138,7 @@ async def test_notes_a_takeover_left_to_write_are_written_at_the_next_watched_ga
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
     flood_level = fingerprint("FloodLevel", GAUGE)
-    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
-                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
         gauge(a, clock, -5, 860)  # Siaga 2 on the first instance: no camera sees water yet
         camera(b, clock, 0, 3, water_score=0.9)  # the other instance's camera does now
         # Partitions move; the gauge's next reading comes here before the first instance
@@ -156,8 +163,7 @@ async def test_notes_a_takeover_left_to_write_are_written_at_the_next_watched_ga
 async def test_a_camera_coming_back_is_judged_from_what_the_other_instance_left_in_the_book(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
-    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
-                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
         camera(a, clock, 0, 3, water_score=0.9)
         a.ownership_changed()
         camera(b, clock, 3.5, 8, water_score=0.1)  # the water is gone: resolved there
@@ -173,8 +179,7 @@ async def test_a_camera_coming_back_is_judged_from_what_the_other_instance_left_
 async def test_readings_the_other_instance_judged_are_late_when_the_camera_comes_back(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
-    async with (instance("a", rules_file, registry, tmp_path, database, clock) as a,
-                instance("b", rules_file, registry, tmp_path, database, clock) as b):
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
         camera(a, clock, 0, 3, water_score=0.1)  # a dry road, read by the first instance
         a.ownership_changed()
         camera(b, clock, 3.5, 6, water_score=0.9)  # water for 2.5 minutes, there
