@@ -14,7 +14,8 @@ Cameras' counts come as readings and their detections through `observe_detection
 In a cluster (`Cluster`: several instances on one PostgreSQL) an instance judges the devices
 of its partitions (`_owns`), sees the others' gauges and cameras through the shared book
 (`refresh_shared_gauges`), hears every report through the shared report book (the desk
-follows it), and only the leader runs the city-wide checks and raises the flood clusters.
+follows it), and only the leader runs the city-wide checks, raises the flood clusters and
+pages unanswered reports (ReportOverdue).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ ONLINE: Final = "online"
 OFFLINE: Final = "offline"
 SHARE_SEEN_S = 2  # what this instance heard reaches the leader's offline checks this late
 # The rules a cluster's leader runs for the whole city: their alerts are the leader's.
-LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REPORTS})
+LEADER_RULES: Final = frozenset({DEVICE_OFFLINE, AREA_OFFLINE, CITIZEN_FLOOD_REPORTS,
+                                 REPORT_OVERDUE})
 # The report categories the rules correlate with the sensors and cameras (the report book's
 # codes): in a cluster every instance follows them in the shared book.
 CORRELATED_CATEGORIES: Final = (FLOOD, JAM, PARKING)
@@ -546,7 +548,7 @@ class Alerting:
     def _flood_cluster(self, report: CitizenReport, now: int, lookup: Lookup) -> list[str]:
         """The report into the flood clusters: the fingerprint of its cluster's alert."""
         signal = self.citizens.cluster(report, now, lookup, self._latest_here)
-        if signal is None or not self._raises_clusters:
+        if signal is None or not self.raises_city_alerts:
             return []
         transition = self.engine.signal(signal, self.citizens.resolution)
         if transition is not None:
@@ -559,9 +561,11 @@ class Alerting:
         return [cluster.fingerprint]
 
     @property
-    def _raises_clusters(self) -> bool:
-        # A cluster's other instances keep the clusters without raising them; a new leader
-        # raises them once it holds its predecessor's alerts (`take_up_leadership`).
+    def raises_city_alerts(self) -> bool:
+        """Whether this instance raises the alerts of the reports city-wide (the flood
+        clusters, ReportOverdue): always, unless in a cluster. A cluster's other instances
+        keep the clusters without raising them; a new leader raises them once it holds its
+        predecessor's alerts (`take_up_leadership`)."""
         return self.cluster is None or (self.leading and self._leader_alerts_loaded)
 
     def _report_to_flood_cameras(self, report: CitizenReport) -> list[str]:
@@ -598,14 +602,22 @@ class Alerting:
         return linked
 
     def report_overdue(self, report: CitizenReport, due_ns: int) -> None:
-        """Raise (or keep) ReportOverdue: no officer answered `report` by `due_ns`."""
+        """Raise (or keep) ReportOverdue: no officer answered `report` by `due_ns`. Only
+        where `raises_city_alerts`: in a cluster every instance's desk finds the same
+        reports overdue in the shared book, and the leader alone raises them."""
+        if not self.raises_city_alerts:
+            return
         overdue = self.citizens.overdue(report, due_ns, self._clock_ns())
         transition = self.engine.signal(overdue, self.citizens.resolution)
         if transition is not None:
             self._apply(transition)
 
     def report_answered(self, report_id: str) -> None:
-        """An officer answered the report: its ReportOverdue resolves (if it is open)."""
+        """An officer answered the report: its ReportOverdue resolves (if it is open here;
+        in a cluster an answer taken by another instance ends it at the leader's next
+        check, when the shared book no longer lists the report as overdue)."""
+        if not self.raises_city_alerts:
+            return  # what an old leader still holds is its successor's to end
         answered = self.citizens.answered(report_id, self._clock_ns())
         transition = self.engine.signal(answered, self.citizens.resolution)
         if transition is not None:
@@ -613,6 +625,8 @@ class Alerting:
 
     def overdue_reports(self) -> list[str]:
         """The ids of the reports with an open ReportOverdue (to reconcile after a restart)."""
+        if not self.raises_city_alerts:
+            return []
         return [alert.subject for alert in self.engine.alerts.values()
                 if alert.rule == REPORT_OVERDUE]
 
@@ -620,7 +634,7 @@ class Alerting:
         """Resolve the flood-report clusters no report joined for their window (wall clock).
         In a cluster every instance forgets them; the leader resolves their alerts."""
         for signal in self.citizens.expired(self._clock_ns()):
-            if not self._raises_clusters:
+            if not self.raises_city_alerts:
                 continue
             transition = self.engine.signal(signal, self.citizens.resolution)
             if transition is not None:
@@ -777,8 +791,8 @@ class Alerting:
         """On the first turn as the cluster's leader: take the open alerts of the rules the
         leader runs (LEADER_RULES) from the shared book, its predecessor's included, and
         raise each flood cluster the city's reports formed meanwhile without an alert.
-        Called by the offline check and by the desk's turn over the shared reports,
-        whichever comes first. Raises StorageError when the book cannot be read."""
+        Called by the offline check, by the desk's turn over the shared reports and by its
+        overdue check, whichever comes first. Raises StorageError when the book cannot be read."""
         async with self._leader_loading:
             if not self.leading or self._leader_alerts_loaded:
                 return

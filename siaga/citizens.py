@@ -343,20 +343,29 @@ class CitizenDesk:
         return len(reports)
 
     async def check_overdue(self) -> int:
-        """Raise ReportOverdue for each report no officer answered within its response time."""
-        if self.alerting is None:
+        """Raise ReportOverdue for each report no officer answered within its response time:
+        how many are overdue. In a cluster only the leader raises them (every instance
+        would find the same reports in the shared book); elsewhere this is 0, unread.
+        Raises StorageError."""
+        alerting = self.alerting
+        if alerting is None:
+            return 0
+        if alerting.cluster is not None:
+            # A new leader takes its predecessor's ReportOverdue alerts before it judges.
+            await alerting.take_up_leadership()
+        if not alerting.raises_city_alerts:
             return 0
         overdue = await asyncio.to_thread(self.book.overdue, self.clock_ns())
         for report in overdue:
             category = self.categories[report.service_code]
             due = report.received_ns + int(category.response_time.total_seconds() * _NS_PER_S)
-            self.alerting.report_overdue(citizen_report(report), due)
+            alerting.report_overdue(citizen_report(report), due)
         # Answered elsewhere (another instance sharing the book, or before a restart): the
         # book no longer lists them, so their alerts end here.
         still = {report.id for report in overdue}
-        for report_id in self.alerting.overdue_reports():
+        for report_id in alerting.overdue_reports():
             if report_id not in still:
-                self.alerting.report_answered(report_id)
+                alerting.report_answered(report_id)
         return len(overdue)
 
 

@@ -4,7 +4,8 @@ leader's lock). A flood cluster counts the reports whichever instance took them,
 once by the leader, names the level of a gauge the other instance reads, and carries on
 when the leader goes; a camera is corroborated by a gauge and by reports that another
 instance reads and took, and named in the gauge's alert; a cluster that formed while no
-instance led is raised once by the next leader.
+instance led is raised once by the next leader. An unanswered report is paged once, by the
+leader, and ended by an answer whichever instance took it, also across a change of leader.
 
 Each instance's turn over the shared book (`CitizenDesk.follow_once`, which `run` repeats
 every second) is called by the test, so that what each instance has read is known.
@@ -25,10 +26,11 @@ from devices.kinds import Kind
 from devices.readings import Reading
 from devices.registry import Registry
 from reports.book import ApiKey, ReportBook
+from reports.model import State
 from reports.settings import ReportsSettings
 from rules.alert import AlertStatus, fingerprint
 from rules.alerting import Alerting, Cluster
-from rules.citizens import CITIZEN_FLOOD_REPORTS
+from rules.citizens import CITIZEN_FLOOD_REPORTS, REPORT_OVERDUE
 from rules.config import RulesFile
 from siaga.citizens import CitizenDesk
 from tests.integration.support import unique_name
@@ -91,16 +93,15 @@ async def started(name: str, rules_file: RulesFile, registry: Registry, tmp_path
         yield Instance(alerting, desk, key, stop)
 
 
-def flood_alerts(instance: Instance) -> list[tuple[str, str]]:
-    """(subject, status) of every CitizenFloodReports alert in the shared book."""
+def flood_alerts(instance: Instance, rule: str = CITIZEN_FLOOD_REPORTS) -> list[tuple[str, str]]:
+    """(subject, status) of every alert of `rule` (a flood cluster) in the shared book."""
     return [(view.alert.subject, view.alert.status.value)
-            for view in instance.alerting.book.alerts()
-            if view.alert.rule == CITIZEN_FLOOD_REPORTS]
+            for view in instance.alerting.book.alerts() if view.alert.rule == rule]
 
 
-def raised(instance: Instance, subject: str) -> int:
-    """How often the cluster's alert began (its history's firing entries)."""
-    history = instance.alerting.book.history(fingerprint(CITIZEN_FLOOD_REPORTS, subject))
+def raised(instance: Instance, subject: str, rule: str = CITIZEN_FLOOD_REPORTS) -> int:
+    """How often the alert (a cluster's) began: its history's firing entries."""
+    history = instance.alerting.book.history(fingerprint(rule, subject))
     return sum(entry.change == "firing" for entry in history)
 
 
@@ -263,3 +264,50 @@ async def test_an_instance_taking_a_camera_over_knows_its_gauge_from_the_start(
                                                          tmp_path, database, clock))
         camera(second.alerting, clock, 3.5, 4, water_score=0.9)
         assert severities(second.alerting) == [("firing", "critical")]
+
+
+async def test_an_unanswered_report_is_paged_once_by_the_leader_and_ended_by_an_answer_elsewhere(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with two_started(rules_file, registry, tmp_path, database, clock) as (leader, other):
+        report_id = await other.report(PLACES[0])
+        clock.now += 61 * MINUTE  # banjir: an hour to answer
+        # Both desks check every minute; each would find the report in the shared book.
+        assert await other.desk.check_overdue() == 0
+        assert flood_alerts(leader, REPORT_OVERDUE) == []
+        assert await leader.desk.check_overdue() == 1
+        assert flood_alerts(leader, REPORT_OVERDUE) == [(report_id, "firing")]
+        clock.now += MINUTE
+        assert await other.desk.check_overdue() == 0
+        assert other.alerting.overdue_reports() == []
+        # An officer answers through the other instance's API: the leader ends the alert
+        # at its next check, when the book no longer lists the report as overdue.
+        await other.desk.update(report_id, State.ACKNOWLEDGED, "Tim BPBD menuju lokasi",
+                                "petugas-1", None)
+        assert flood_alerts(leader, REPORT_OVERDUE) == [(report_id, "firing")]
+        assert await leader.desk.check_overdue() == 0
+        assert flood_alerts(leader, REPORT_OVERDUE) == [(report_id, "resolved")]
+        assert raised(leader, report_id, REPORT_OVERDUE) == 1
+
+
+async def test_a_new_leader_carries_an_overdue_report_on_and_pages_it_once(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with two_started(rules_file, registry, tmp_path, database, clock) as (leader, other):
+        report_id = await leader.report(PLACES[0])
+        clock.now += 61 * MINUTE
+        assert await leader.desk.check_overdue() == 1
+        leader.stop.set()  # it stops leading, its desk still takes officers' updates
+        await eventually(lambda: other.alerting.leading, WITHIN_S, "the other leading")
+        clock.now += MINUTE
+        assert await other.desk.check_overdue() == 1
+        assert other.alerting.overdue_reports() == [report_id]  # its predecessor's alert
+        # The answer reaches the old leader, which still holds the alert: it ends nothing
+        # itself, and the new leader ends the alert at its next check.
+        await leader.desk.update(report_id, State.IN_PROGRESS, "Pompa dikirim", "petugas-2",
+                                 None)
+        assert await leader.desk.check_overdue() == 0
+        assert flood_alerts(other, REPORT_OVERDUE) == [(report_id, "firing")]
+        assert await other.desk.check_overdue() == 0
+        assert flood_alerts(other, REPORT_OVERDUE) == [(report_id, "resolved")]
+        assert raised(other, report_id, REPORT_OVERDUE) == 1
