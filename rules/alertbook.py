@@ -252,6 +252,15 @@ class AlertBook:
         with self._tables() as tables:
             return tables.last_judged(device_ids, rules)
 
+    def under(self, prefixes: Collection[str], rules: Collection[str]) -> list[Alert]:
+        """The alerts of `rules`, in any status (the latest episode of each), whose subject
+        starts with one of `prefixes`: a camera's hotspots and plates, whose subjects are
+        `camera-id/...`, for an instance taking the camera over (`Alerting._take_over`)."""
+        if not prefixes or not rules:
+            return []
+        with self._tables() as tables:
+            return [row.alert for row in tables.rows_under(prefixes, rules)]
+
     def due_repeats(self, now_ns: int | None = None) -> list[Notification]:
         """Reminders of firing alerts told but unacknowledged for `repeat_interval`."""
         now = self._now(now_ns)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,11 +46,13 @@ from rules.cameras import (
     CAMERA_OWN_RULES,
     CAMERAS_COUNT_NOTE,
     CAMERAS_NOTE,
+    DETECTION_RULES,
     FLOOD_DETECTED,
     PARKING,
     VIOLATION_HOTSPOT,
     CameraRules,
     PlateLabels,
+    detection_prefix,
 )
 from rules.citizens import (
     CITIZEN_FLOOD_REPORTS,
@@ -339,12 +341,14 @@ class Alerting:
         device's state is taken from the shared book again before its next reading."""
         self._epoch += 1
 
-    def _take_over(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate]) -> None:
+    def _take_over(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
+                   detections: Sequence[Detection] = ()) -> None:
         for status in statuses:  # for the board: the leader judges silence city-wide
             self._statuses_heard[status.device_id] = (status.online, status.received_ns)
         epoch, loaded = self._epoch, self._loaded
         stale = {r.device_id for r in readings if loaded.get(r.device_id) != epoch}
         stale.update(s.device_id for s in statuses if loaded.get(s.device_id) != epoch)
+        stale.update(d.device_id for d in detections if loaded.get(d.device_id) != epoch)
         if not stale:
             return
         for device_id in stale:
@@ -369,6 +373,35 @@ class Alerting:
                 self.cameras.forget(device_id, judged.get(device_id))
             self._resume(alert for alert in engine.alerts.values()
                          if alert.subject in engine.subjects_of(moved))
+        cameras = [device_id for device_id in stale if self.cameras.is_camera(device_id)]
+        if cameras:
+            self._take_over_detections(cameras)
+
+    def _take_over_detections(self, camera_ids: Collection[str]) -> None:
+        """The cameras' hotspots and plates, from the book, when another instance changed
+        one since this instance last heard the camera. Their alerts have subjects of their
+        own (`camera-id/...`), which the readings' takeover does not look up: without this,
+        a hotspot or a plate the other instance raised would be raised here again as new,
+        or never ended (nothing here held it), and one it ended would be ended again.
+        What this instance counted of the camera's detections is dropped; the open alerts
+        hold as after a restart (`CameraRules.resume`)."""
+        prefixes = {camera_id: detection_prefix(camera_id) for camera_id in camera_ids}
+        found = self.book.under(prefixes.values(), DETECTION_RULES)
+        newest: dict[str, int] = {}
+        for alert in found:
+            camera_id = alert.subject.split("/", 1)[0]  # device ids hold no slash
+            newest[camera_id] = max(newest.get(camera_id, 0), alert.evaluated_at_ns)
+        cameras = self.cameras
+        moved = tuple(prefixes[camera_id] for camera_id in camera_ids
+                      if camera_id in newest and ((mine := cameras.clock_of(camera_id)) is None
+                                                  or newest[camera_id] > mine))
+        if not moved:
+            return
+        self.engine.reload_under(DETECTION_RULES, moved, found)
+        for prefix in moved:
+            cameras.forget_detections(prefix.removesuffix("/"))
+        self._resume(alert for alert in self.engine.alerts.values()
+                     if alert.rule in DETECTION_RULES and alert.subject.startswith(moved))
 
     def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
         """Judge cameras' detections (the events channel): ViolationHotspot and
@@ -377,6 +410,8 @@ class Alerting:
         """
         if not self.cameras.active:
             return
+        if self.cluster is not None:
+            self._take_over((), (), detections)
         seen, changed = self.devices_seen, self.changed
         for detection in detections:
             seen[detection.device_id] = received_ns

@@ -19,6 +19,10 @@ _NOTIFIED_STATUS: dict[str, NotifiedStatus] = {"firing": "firing", "resolved": "
 
 # Subjects per query of a restore: under SQLite's oldest limit of 999 parameters.
 _SUBJECTS_PER_QUERY = 900
+# Subject prefixes per query (`rows_under`): each is a LIKE, so fewer than subjects.
+_PREFIXES_PER_QUERY = 300
+# LIKE's escape character in `rows_under`: device ids may hold `_`, a LIKE wildcard.
+_LIKE_ESCAPE = "!"
 # The last history row of each alert within [since, at] by event time (the id breaks ties:
 # rows are written in order), with the alert's current record for what history lacks.
 _AS_OF = """
@@ -181,6 +185,21 @@ class AlertTables:
             found.update((subject, int(at_ns)) for subject, at_ns in rows)
         return found
 
+    def rows_under(self, prefixes: Collection[str], rules: Collection[str]) -> list[AlertRow]:
+        """The rows of `rules` (non-empty), in any status, whose subject starts with one of
+        `prefixes` (`camera-id/`: a camera's hotspots and plates); one query per 300."""
+        chosen = sorted(set(prefixes))
+        found: list[AlertRow] = []
+        for start in range(0, len(chosen), _PREFIXES_PER_QUERY):
+            chunk = chosen[start:start + _PREFIXES_PER_QUERY]
+            likes = " OR ".join([f"subject LIKE ? ESCAPE '{_LIKE_ESCAPE}'"] * len(chunk))
+            query = (f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE rule IN ({_marks(len(rules))})"
+                     f" AND ({likes})")
+            params = [*rules, *(_like_prefix(prefix) for prefix in chunk)]
+            found += (_alert_row(row) for row in self._tx.execute(query, params))
+        found.sort(key=lambda row: row.alert.fingerprint)
+        return found
+
     def resolved_since(self, since_ns: int, limit: int) -> list[AlertRow]:
         """Resolved alerts whose episode ended at or after `since_ns`, latest end first."""
         query = (f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = ? AND ends_at >= ?"
@@ -285,6 +304,13 @@ class AlertTables:
         silences = self._tx.execute(
             "DELETE FROM silences WHERE ends_at < ? RETURNING id", (older_than_ns,))
         return Pruned(len(history), len(alerts), len(silences))
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching the text starting with `prefix`, its wildcards escaped."""
+    escaped = "".join(_LIKE_ESCAPE + char if char in f"%_{_LIKE_ESCAPE}" else char
+                      for char in prefix)
+    return escaped + "%"
 
 
 def _marks(count: int) -> str:

@@ -55,6 +55,9 @@ WATCHLIST_VEHICLE_SEEN: Final = "WatchlistVehicleSeen"
 # The camera alerts judged from its readings, on the camera itself: what an instance taking
 # a camera over looks up in the shared book (`rules.alerting.Alerting._take_over`).
 CAMERA_OWN_RULES: Final = frozenset({FLOOD_DETECTED, CAMERA_CONGESTION})
+# A camera's detection rules: their alerts have subjects of their own, under the camera's
+# (`detection_prefix`: camera, label and zone; camera and plate).
+DETECTION_RULES: Final = frozenset({VIOLATION_HOTSPOT, WATCHLIST_VEHICLE_SEEN})
 CAMERA_ALERTS: Final = (FLOOD_DETECTED, CAMERA_CONGESTION, VIOLATION_HOTSPOT,
                         WATCHLIST_VEHICLE_SEEN)
 CAMERAS_NOTE: Final = "cameras_seeing_water"  # annotations of a gauge's ladder alert
@@ -552,7 +555,7 @@ class CameraRules:
         (`judged_ns`, its newest change in the shared book): its flood and jam holds, its
         water and counts. The camera's open alerts are then taken up again (`resume`), and
         readings no newer than that change are late, as they were for the other instance.
-        Hotspots and plates keep their own subjects, and their own state here."""
+        Hotspots and plates have subjects of their own: `forget_detections` drops them."""
         camera = self._cameras.get(camera_id)
         if camera is None:
             return
@@ -561,6 +564,23 @@ class CameraRules:
         camera.water, camera.counts, camera.same_since_ns = 0.0, (), None
         if judged_ns is not None:
             camera.latest_ns = max(camera.latest_ns or judged_ns, judged_ns)
+
+    def clock_of(self, camera_id: str) -> int | None:
+        """The camera's newest event time judged here (a reading or a detection), if any."""
+        camera = self._cameras.get(camera_id)
+        return None if camera is None else camera.clock_ns
+
+    def is_camera(self, device_id: str) -> bool:
+        return device_id in self._cameras
+
+    def forget_detections(self, camera_id: str) -> None:
+        """Drop what this instance counted of a camera's detections, its hotspots and plates
+        held: another instance judged them since (a partition moved). The book's open ones
+        are then taken up again (`resume`), as after a restart."""
+        camera = self._cameras.get(camera_id)
+        if camera is None:
+            return
+        camera.seen_ids, camera.hits, camera.hotspots, camera.plates = {}, {}, {}, {}
 
     def resume(self, alert: Alert) -> None:
         """Take up an open camera alert restored from the alert book after a restart."""
@@ -645,10 +665,15 @@ def _row_labels(row: Mapping[str, str]) -> dict[str, str]:
     return labels
 
 
+def detection_prefix(camera_id: str) -> str:
+    """What the subjects of a camera's DETECTION_RULES alerts start with."""
+    return f"{camera_id}/"
+
+
 def _hotspot_subject(camera_id: str, label: str, zone: str) -> str:
-    return f"{camera_id}/{label}/{zone}"
+    return f"{detection_prefix(camera_id)}{label}/{zone}"
 
 
 def _plate_subject(camera_id: str, plate: str) -> str:
-    return f"{camera_id}/plate={plate}"
+    return f"{detection_prefix(camera_id)}plate={plate}"
 

@@ -136,6 +136,19 @@ class RuleEngine:
                 self._memories.pop((condition.name, device_id), None)
         self._seed(alerts, subjects)
 
+    def reload_under(self, rules: Collection[str], prefixes: Collection[str],
+                     alerts: Iterable[Alert]) -> None:
+        """Take the open alerts of `rules` whose subjects start with one of `prefixes` from
+        the book again (`alerts`), dropping what the engine held on such subjects: a
+        camera's hotspots and plates, which have subjects of their own (`camera-id/...`),
+        when another instance judged the camera since this one did (issue 18)."""
+        starts = tuple(prefixes)
+        for key in [key for key in self._alerts if key[0] in rules and key[1].startswith(starts)]:
+            del self._alerts[key]
+            self._notes.pop(key, None)
+        self._seed((alert for alert in alerts
+                    if alert.rule in rules and alert.subject.startswith(starts)), None)
+
     def reload_rules(self, rules: Collection[str], alerts: Iterable[Alert]) -> None:
         """Take the open alerts of `rules` from the book again (this instance now runs the
         rules city-wide checks raise, e.g. DeviceOffline, as the cluster's leader)."""

@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from rules.alert import AlertStatus, Notification, fingerprint
+from rules.alert import Alert, AlertStatus, Notification, fingerprint
 from rules.alertbook import AlertBook
 from rules.silences import Matcher
 from siaga_core.errors import ConfigurationError
@@ -229,3 +230,28 @@ def test_a_change_older_than_the_books_is_dropped(book_place: BookPlace, clock: 
         assert sent.reasons() == ["new"]
         view = a.get(fingerprint("FloodLevel", "manggarai"))
         assert view is not None and view.alert.labels["level"] == "siaga-2"
+
+
+def hotspot(subject: str, at: int, status: AlertStatus = AlertStatus.FIRING) -> Alert:
+    """An alert of a rule whose subjects are a camera's own (`camera-id/...`)."""
+    return replace(flood(status, at=at), fingerprint=fingerprint("ViolationHotspot", subject),
+                   rule="ViolationHotspot", subject=subject)
+
+
+def test_under_gives_the_alerts_under_a_prefix_in_any_status_and_no_others(
+    book_place: BookPlace, clock: Clock
+) -> None:
+    with book_place.open(clock) as book:
+        # `_` is a LIKE wildcard: "cam_a/" must not find "camxa/".
+        for subject in ("cam_a/illegal-parking/bus-stop", "cam_a/plate=B1",
+                        "camxa/illegal-parking/bus-stop", "cam_ab/illegal-parking/x"):
+            book.apply(move("firing", hotspot(subject, T0), AlertStatus.PENDING))
+        book.apply(move("resolved", hotspot("cam_a/plate=B1", T0 + MINUTE, AlertStatus.RESOLVED),
+                        AlertStatus.FIRING))
+        book.apply(fire(T0, device="cam_a"))  # another rule's alert on the camera itself
+        found = book.under(["cam_a/"], {"ViolationHotspot"})
+        assert sorted((alert.subject, alert.status.value) for alert in found) == [
+            ("cam_a/illegal-parking/bus-stop", "firing"), ("cam_a/plate=B1", "resolved")]
+        assert book.under(["cam%/"], {"ViolationHotspot"}) == []
+        assert len(book.under(["cam_a/", "camxa/"], {"ViolationHotspot"})) == 3
+        assert book.under([], {"ViolationHotspot"}) == book.under(["cam_a/"], set()) == []

@@ -6,7 +6,10 @@ instance's to judge, after its refresh of the shared gauges. After partitions ma
 next reading on. A takeover may leave gauges' notes of the cameras seeing water still to
 write; the next watched gauge's run writes them, judged at once or reading by reading. A
 camera coming back to an instance that judged it before is judged from what the other
-instance left in the book, not from what the first instance held.
+instance left in the book, not from what the first instance held. So are its hotspots and
+listed plates, whose alerts have subjects of their own: one raised by the other instance is
+carried on (not raised again) and ended here, and one the other instance ended is not ended
+again.
 
 The instances' scheduled jobs do not run: the test calls the shared-book refresh the 2-s job
 makes (`refresh_shared_gauges`) itself, so that what each instance has read is known at every
@@ -27,6 +30,7 @@ from rules.alerting import Alerting, Cluster
 from rules.config import RulesFile
 from tests.rules.books import MINUTE, T0, Clock
 from tests.rules.test_cameras import CAM, camera, flood_of, gauge, severities
+from tests.rules.test_cameras_events import HOTSPOT, KUNINGAN, counts, detect, event
 
 GAUGE = "manggarai"  # CAM watches it: Siaga 3 at 751 cm, Siaga 2 at 851, Siaga 1 at 950
 OTHER_GAUGE = "karet"  # watched by two other cameras, none near GAUGE; Siaga 3 at 451 cm
@@ -191,3 +195,57 @@ async def test_readings_the_other_instance_judged_are_late_when_the_camera_comes
         camera(a, clock, 3.5, 6, water_score=0.9)
         assert judged_here(a) is None
         assert severities(a) == [("firing", "warning"), ("resolved", "warning")]
+
+
+PLATE = "B1234XYZ"
+PLATE_SEEN = fingerprint("WatchlistVehicleSeen", f"{KUNINGAN}/plate={PLATE}")
+
+
+def changes(service: Alerting, alert_fingerprint: str) -> list[str]:
+    """The alert's changes in the shared book, oldest first (firing, resolved...)."""
+    return [entry.change for entry in reversed(service.book.history(alert_fingerprint))]
+
+
+async def test_a_listed_plate_another_instance_raised_ends_here_when_no_longer_seen(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
+        detect(a, clock, event("p1", 0, label="plate", zone=None, plate=PLATE))
+        assert changes(a, PLATE_SEEN) == ["firing"]
+        a.ownership_changed()
+        # The camera's counts now come to the other instance: 36 minutes without the plate.
+        counts(b, clock, 31, 36, KUNINGAN, vehicles_per_min=10)
+        assert changes(b, PLATE_SEEN) == ["firing", "resolved"]
+
+
+async def test_a_hotspot_another_instance_raised_is_carried_on_here_not_raised_again(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
+        detect(a, clock, *(event(f"e{n}", n) for n in range(10)))
+        assert changes(a, HOTSPOT) == ["firing"]
+        a.ownership_changed()
+        detect(b, clock, *(event(f"f{n}", 20 + n) for n in range(10)))  # still a hotspot
+        assert changes(b, HOTSPOT) == ["firing"]
+        view = b.book.get(HOTSPOT)
+        assert view is not None and view.alert.status.value == "firing"
+        counts(b, clock, 90, 95, KUNINGAN, vehicles_per_min=10)  # an hour without any
+        assert changes(b, HOTSPOT) == ["firing", "resolved"]
+
+
+async def test_a_hotspot_the_other_instance_ended_is_not_ended_again_when_the_camera_is_back(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
+        detect(a, clock, *(event(f"e{n}", n) for n in range(10)))
+        a.ownership_changed()
+        counts(b, clock, 80, 85, KUNINGAN, vehicles_per_min=10)  # quiet for over an hour
+        assert changes(b, HOTSPOT) == ["firing", "resolved"]
+        b.ownership_changed()
+        counts(a, clock, 90, 95, KUNINGAN, vehicles_per_min=10)
+        assert a.engine.current("ViolationHotspot", f"{KUNINGAN}/illegal-parking/bus-stop") \
+            is None
+        assert changes(a, HOTSPOT) == ["firing", "resolved"]
+        # New detections here make a new hotspot, raised once.
+        detect(a, clock, *(event(f"g{n}", 100 + n) for n in range(10)))
+        assert changes(a, HOTSPOT) == ["firing", "resolved", "firing"]
