@@ -12,10 +12,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from functools import partial
+from typing import TYPE_CHECKING
 
 from devices.registry import Registry, load_catalog
 from devices.topics import TopicScheme
-from ingest.amqp import AmqpSubscriber
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoder
 from ingest.frigate import FrigateMapper
@@ -40,6 +40,9 @@ from siaga.console.mount import mount
 from siaga.console.series import make_reader
 from siaga.settings import Settings
 from siaga_core.redaction import redact_userinfo
+
+if TYPE_CHECKING:
+    from ingest.amqp import AmqpSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +170,9 @@ class Service:
         """
         settings = self.settings
         if settings.ingest.input == "amqp":
+            # Imported here: aiormq and pamqp are 2 MB of a process that reads MQTT.
+            from ingest.amqp import AmqpSubscriber
+
             # A partition that may have moved here: its devices' state comes from the book.
             return AmqpSubscriber(settings.amqp, self._subscriptions, self.clock_ns,
                                   on_connection=on_connection, on_takeover=on_takeover)
