@@ -351,8 +351,6 @@ class Alerting:
         stale.update(d.device_id for d in detections if loaded.get(d.device_id) != epoch)
         if not stale:
             return
-        for device_id in stale:
-            loaded[device_id] = epoch
         # Which of them another instance judged since this one did (the book holds a newer
         # change): only those are reloaded, so a device that stayed here keeps its windows
         # and notes when another partition moves in. Two reads, not one transaction: the
@@ -376,6 +374,11 @@ class Alerting:
         cameras = [device_id for device_id in stale if self.cameras.is_camera(device_id)]
         if cameras:
             self._take_over_detections(cameras)
+        # Only now: when the book cannot be read (StorageError), the batch comes again and
+        # so does the takeover. A step already done is found done (its device's latest
+        # judged is the book's), so doing the rest again changes nothing twice.
+        for device_id in stale:
+            loaded[device_id] = epoch
 
     def _take_over_detections(self, camera_ids: Collection[str]) -> None:
         """The cameras' hotspots and plates, from the book, when another instance changed

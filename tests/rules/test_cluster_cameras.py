@@ -9,7 +9,7 @@ camera coming back to an instance that judged it before is judged from what the 
 instance left in the book, not from what the first instance held. So are its hotspots and
 listed plates, whose alerts have subjects of their own: one raised by the other instance is
 carried on (not raised again) and ended here, and one the other instance ended is not ended
-again.
+again. A takeover the book could not read is done when the batch comes again.
 
 The instances' scheduled jobs do not run: the test calls the shared-book refresh the 2-s job
 makes (`refresh_shared_gauges`) itself, so that what each instance has read is known at every
@@ -22,12 +22,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import psycopg
+import pytest
+
 from devices.kinds import Kind
 from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from rules.alert import fingerprint
 from rules.alerting import Alerting, Cluster
 from rules.config import RulesFile
+from siaga_core.errors import StorageError
 from tests.rules.books import MINUTE, T0, Clock
 from tests.rules.test_cameras import CAM, camera, flood_of, gauge, severities
 from tests.rules.test_cameras_events import HOTSPOT, KUNINGAN, counts, detect, event
@@ -195,6 +199,25 @@ async def test_readings_the_other_instance_judged_are_late_when_the_camera_comes
         camera(a, clock, 3.5, 6, water_score=0.9)
         assert judged_here(a) is None
         assert severities(a) == [("firing", "warning"), ("resolved", "warning")]
+
+
+async def test_a_takeover_the_book_could_not_read_is_tried_again_with_the_batch(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
+        camera(a, clock, 0, 3, water_score=0.9)
+        a.ownership_changed()
+        camera(b, clock, 3.5, 8, water_score=0.1)  # resolved there
+        b.ownership_changed()
+        with psycopg.connect(database, autocommit=True) as db:
+            # The book fails the first instance's takeover read (a real error of the real
+            # server: its table is not there for a moment).
+            db.execute("ALTER TABLE alerts RENAME TO alerts_away")
+            with pytest.raises(StorageError):
+                camera(a, clock, 8.5, 8.5, water_score=0.1)
+            db.execute("ALTER TABLE alerts_away RENAME TO alerts")
+        camera(a, clock, 8.5, 9, water_score=0.1)  # the batch again, unacknowledged
+        assert judged_here(a) is None  # it took the camera over: the flood ended there
 
 
 PLATE = "B1234XYZ"
