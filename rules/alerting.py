@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -177,6 +177,10 @@ class Alerting:
         # reading after each possible move of partitions (cluster only).
         self._epoch = 1
         self._loaded: dict[str, int] = {}  # device id -> the epoch its state was loaded in
+        # camera id -> the epoch its detections (the events topic) were last heard in: a
+        # camera's events and its counts may be in different partitions, read by different
+        # instances, so its hotspots and plates have an owner of their own.
+        self._events_loaded: dict[str, int] = {}
         self._shared: dict[str, int] = {}  # device id -> the wall ns the board last got
         self._statuses_heard: dict[str, tuple[bool, int]] = {}  # since the last publish
         self._leader_alerts_loaded = True  # False from gaining leadership to the reload
@@ -316,7 +320,8 @@ class Alerting:
             for transition in engine.evaluate(reading):
                 self._judged(transition)
             if reading.kind is Kind.CAMERA:
-                self._camera_signals(cameras.reading(reading, self._lookup, self._latest_here))
+                self._camera_signals(cameras.reading(reading, self._lookup, self._latest_here,
+                                                     self._hears_events(device_id)))
             elif device_id in cameras.gauge_cameras:  # corroboration may change
                 self._camera_signals(cameras.rejudge(self._own_cameras(device_id),
                                                      self._lookup, self._latest_here))
@@ -341,14 +346,12 @@ class Alerting:
         device's state is taken from the shared book again before its next reading."""
         self._epoch += 1
 
-    def _take_over(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
-                   detections: Sequence[Detection] = ()) -> None:
+    def _take_over(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate]) -> None:
         for status in statuses:  # for the board: the leader judges silence city-wide
             self._statuses_heard[status.device_id] = (status.online, status.received_ns)
         epoch, loaded = self._epoch, self._loaded
         stale = {r.device_id for r in readings if loaded.get(r.device_id) != epoch}
         stale.update(s.device_id for s in statuses if loaded.get(s.device_id) != epoch)
-        stale.update(d.device_id for d in detections if loaded.get(d.device_id) != epoch)
         if not stale:
             return
         # Which of them another instance judged since this one did (the book holds a newer
@@ -371,40 +374,52 @@ class Alerting:
                 self.cameras.forget(device_id, judged.get(device_id))
             self._resume(alert for alert in engine.alerts.values()
                          if alert.subject in engine.subjects_of(moved))
-        cameras = [device_id for device_id in stale if self.cameras.is_camera(device_id)]
-        if cameras:
-            self._take_over_detections(cameras)
         # Only now: when the book cannot be read (StorageError), the batch comes again and
         # so does the takeover. A step already done is found done (its device's latest
         # judged is the book's), so doing the rest again changes nothing twice.
         for device_id in stale:
             loaded[device_id] = epoch
 
-    def _take_over_detections(self, camera_ids: Collection[str]) -> None:
+    def _take_over_events(self, detections: Sequence[Detection]) -> None:
         """The cameras' hotspots and plates, from the book, when another instance changed
-        one since this instance last heard the camera. Their alerts have subjects of their
-        own (`camera-id/...`), which the readings' takeover does not look up: without this,
-        a hotspot or a plate the other instance raised would be raised here again as new,
-        or never ended (nothing here held it), and one it ended would be ended again.
-        What this instance counted of the camera's detections is dropped; the open alerts
-        hold as after a restart (`CameraRules.resume`)."""
+        one since this instance last heard the camera's detections. They are the events
+        reader's: the events topic is partitioned apart from the counts', so the readings'
+        takeover neither looks them up nor makes this instance their owner. Their alerts
+        have subjects of their own (`camera-id/...`): without this, a hotspot or a plate the
+        other instance raised would be raised here again as new, or never ended (nothing
+        here held it), and one it ended would be ended again. What this instance counted of
+        the camera's detections is dropped; the open alerts hold as after a restart
+        (`CameraRules.resume`). Marked as heard only once the book was read, as above."""
+        epoch, heard = self._epoch, self._events_loaded
+        stale = {d.device_id for d in detections if heard.get(d.device_id) != epoch}
+        if not stale:
+            return
+        cameras = self.cameras
+        camera_ids = [device_id for device_id in stale if cameras.is_camera(device_id)]
         prefixes = {camera_id: detection_prefix(camera_id) for camera_id in camera_ids}
         found = self.book.under(prefixes.values(), DETECTION_RULES)
         newest: dict[str, int] = {}
         for alert in found:
             camera_id = alert.subject.split("/", 1)[0]  # device ids hold no slash
             newest[camera_id] = max(newest.get(camera_id, 0), alert.evaluated_at_ns)
-        cameras = self.cameras
         moved = tuple(prefixes[camera_id] for camera_id in camera_ids
-                      if camera_id in newest and ((mine := cameras.clock_of(camera_id)) is None
+                      if camera_id in newest and ((mine := cameras.events_ns(camera_id)) is None
                                                   or newest[camera_id] > mine))
-        if not moved:
-            return
-        self.engine.reload_under(DETECTION_RULES, moved, found)
-        for prefix in moved:
-            cameras.forget_detections(prefix.removesuffix("/"))
-        self._resume(alert for alert in self.engine.alerts.values()
-                     if alert.rule in DETECTION_RULES and alert.subject.startswith(moved))
+        if moved:
+            self.engine.reload_under(DETECTION_RULES, moved, found)
+            for prefix in moved:
+                cameras.forget_detections(prefix.removesuffix("/"))
+            self._resume(alert for alert in self.engine.alerts.values()
+                         if alert.rule in DETECTION_RULES and alert.subject.startswith(moved))
+        for device_id in stale:
+            heard[device_id] = epoch
+
+    def _hears_events(self, camera_id: str) -> bool:
+        """Whether this instance reads the camera's detections now: always when alone; in a
+        cluster, once one came since partitions last moved. Only then do its hotspots and
+        plates end here on the camera's counts, or name residents' reports: an instance
+        reading only the counts would end what the events' reader keeps alive."""
+        return self.cluster is None or self._events_loaded.get(camera_id) == self._epoch
 
     def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
         """Judge cameras' detections (the events channel): ViolationHotspot and
@@ -414,7 +429,7 @@ class Alerting:
         if not self.cameras.active:
             return
         if self.cluster is not None:
-            self._take_over((), (), detections)
+            self._take_over_events(detections)
         seen, changed = self.devices_seen, self.changed
         for detection in detections:
             seen[detection.device_id] = received_ns
@@ -628,7 +643,7 @@ class Alerting:
         """A parkir-liar report is named in the hotspots near it: their fingerprints."""
         linked = []
         for camera_id in self.cameras.report(report, now):  # every instance keeps it
-            if not self._owns(camera_id):
+            if not self._hears_events(camera_id):  # the hotspots are its events reader's
                 continue
             device = self.registry.get(camera_id)
             notes = {} if device is None else self.cameras.parking_notes(device)

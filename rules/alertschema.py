@@ -98,6 +98,10 @@ CREATE INDEX history_at ON history (at);
 """
 # 3: a partition's new owner restores the alerts of its devices (`rows(subjects=...)`).
 _SUBJECT_INDEX = "CREATE INDEX IF NOT EXISTS alerts_subject ON alerts (subject)"
+# 4 (PostgreSQL's 2): the instance taking a camera's detections over reads its hotspots and
+# plates (`rows_under`: two rules, subjects by prefix). A LIKE cannot use a text index under
+# a database's usual collation; the rule can, so the scan is of those two rules' rows only.
+_RULE_INDEX = "CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule)"
 
 # PostgreSQL, shared by several instances, starts at the schema SQLite reached in three steps.
 # Times are nanoseconds since the epoch: BIGINT, as SQLite's INTEGER is 64-bit already.
@@ -154,7 +158,7 @@ CREATE TABLE silences (
 );
 CREATE INDEX silences_ends ON silences (ends_at);
 """
-POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA,)
+POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA, _RULE_INDEX)
 SCHEMA_TABLE = "alert_book_schema"  # PostgreSQL's stand-in for SQLite's user_version
 LOCK_PREFIX = "siaga.alerts"  # keeps the book's advisory locks apart from other stores'
 SETTING = "alerting.database_url"
@@ -169,8 +173,8 @@ class AlertStore(SqliteBackend):
 
     # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
     # just gains version 1. 2: history by event time, and what an alert said then.
-    # 3: alerts by subject, for restoring one partition's devices.
-    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _HISTORY_AT, _SUBJECT_INDEX)
+    # 3: alerts by subject, for restoring one partition's devices. 4: alerts by rule.
+    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _HISTORY_AT, _SUBJECT_INDEX, _RULE_INDEX)
 
 
 def open_backend(database_url: str | None, path: Path) -> Backend:

@@ -197,7 +197,6 @@ class AlertTables:
                      f" AND ({likes})")
             params = [*rules, *(_like_prefix(prefix) for prefix in chunk)]
             found += (_alert_row(row) for row in self._tx.execute(query, params))
-        found.sort(key=lambda row: row.alert.fingerprint)
         return found
 
     def resolved_since(self, since_ns: int, limit: int) -> list[AlertRow]:

@@ -205,6 +205,7 @@ class _Camera:
     near_gauges: tuple[str, ...]  # gauges whose flood alert it is named in
     latest_ns: int | None = None  # event time of its newest reading judged
     clock_ns: int | None = None  # its newest event time (reading or detection)
+    events_ns: int | None = None  # the event time of its newest detection judged here
     flood: Hold = field(default_factory=Hold)
     jam: Hold = field(default_factory=Hold)
     counts: tuple[float | None, ...] = ()
@@ -268,9 +269,11 @@ class CameraRules:
 
     # --- readings ------------------------------------------------------------------------
 
-    def reading(self, reading: Reading, lookup: Lookup,
-                latest: Mapping[str, Reading]) -> list[Signal]:
-        """The signals of one camera reading (late ones, as the engine's, judge nothing)."""
+    def reading(self, reading: Reading, lookup: Lookup, latest: Mapping[str, Reading],
+                detections_here: bool = True) -> list[Signal]:
+        """The signals of one camera reading (late ones, as the engine's, judge nothing).
+        Its time ends the hotspots and plates held here only if `detections_here`: in a
+        cluster, another instance may read the camera's detections and keep them alive."""
         camera = self._cameras.get(reading.device_id)
         if camera is None or (camera.latest_ns is not None and reading.ts_ns <= camera.latest_ns):
             return []
@@ -287,7 +290,8 @@ class CameraRules:
         speed, flow = values.get("mean_speed_kmh"), values.get("vehicles_per_min")
         if speed is not None and flow is not None and self.config.congestion.enabled:
             signals += self._judge_jam(camera, speed, flow, at)
-        signals += self._expire(camera, at)
+        if detections_here:
+            signals += self._expire(camera, at)
         return signals
 
     def _judge_flood(self, camera: _Camera, water: float, at_ns: int, lookup: Lookup,
@@ -441,6 +445,7 @@ class CameraRules:
             return []
         at = detection.ts_ns
         camera.clock_ns = max(at, camera.clock_ns or at)
+        camera.events_ns = max(at, camera.events_ns or at)
         signals: list[Signal] = []
         if detection.plate is not None and self.config.watchlist.enabled:
             signals.append(self._plate(camera, detection.plate, at))
@@ -565,10 +570,10 @@ class CameraRules:
         if judged_ns is not None:
             camera.latest_ns = max(camera.latest_ns or judged_ns, judged_ns)
 
-    def clock_of(self, camera_id: str) -> int | None:
-        """The camera's newest event time judged here (a reading or a detection), if any."""
+    def events_ns(self, camera_id: str) -> int | None:
+        """The event time of the camera's newest detection judged here, if any."""
         camera = self._cameras.get(camera_id)
-        return None if camera is None else camera.clock_ns
+        return None if camera is None else camera.events_ns
 
     def is_camera(self, device_id: str) -> bool:
         return device_id in self._cameras

@@ -155,7 +155,7 @@ class VersionTwoStore(AlertStore):
     MIGRATIONS = AlertStore.MIGRATIONS[:2]
 
 
-def test_a_version_two_file_gains_the_subject_index_and_keeps_its_alerts(
+def test_a_version_two_file_gains_the_subject_and_rule_indexes_and_keeps_its_alerts(
     tmp_path: Path, clock: Clock
 ) -> None:
     with VersionTwoStore(tmp_path / "alerts.db") as old:
@@ -169,7 +169,9 @@ def test_a_version_two_file_gains_the_subject_index_and_keeps_its_alerts(
         assert [a.subject for a in book.restore(["depok"])] == ["depok"]
         assert [v.alert.fingerprint for v in book.as_of(T0, WEEK)] == [DEPOK, FLOOD]
     with closing(sqlite3.connect(tmp_path / "alerts.db")) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (len(AlertStore.MIGRATIONS),)
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(alerts)")}
+        assert {"alerts_subject", "alerts_rule"} <= indexes  # 3 and 4: by subject, by rule
         plan = db.execute(
             "EXPLAIN QUERY PLAN SELECT fingerprint FROM alerts WHERE subject IN ('a', 'b')"
         ).fetchall()

@@ -30,11 +30,20 @@ from devices.readings import Reading, StatusUpdate
 from devices.registry import Registry
 from rules.alert import fingerprint
 from rules.alerting import Alerting, Cluster
+from rules.citizens import CitizenReport
 from rules.config import RulesFile
 from siaga_core.errors import StorageError
 from tests.rules.books import MINUTE, T0, Clock
 from tests.rules.test_cameras import CAM, camera, flood_of, gauge, severities
-from tests.rules.test_cameras_events import HOTSPOT, KUNINGAN, counts, detect, event
+from tests.rules.test_cameras_events import (
+    HOTSPOT,
+    KUNINGAN,
+    KUNINGAN_AT,
+    M_PER_DEG,
+    counts,
+    detect,
+    event,
+)
 
 GAUGE = "manggarai"  # CAM watches it: Siaga 3 at 751 cm, Siaga 2 at 851, Siaga 1 at 950
 OTHER_GAUGE = "karet"  # watched by two other cameras, none near GAUGE; Siaga 3 at 451 cm
@@ -220,8 +229,10 @@ async def test_a_takeover_the_book_could_not_read_is_tried_again_with_the_batch(
         assert judged_here(a) is None  # it took the camera over: the flood ended there
 
 
+
 PLATE = "B1234XYZ"
 PLATE_SEEN = fingerprint("WatchlistVehicleSeen", f"{KUNINGAN}/plate={PLATE}")
+HOTSPOT_SUBJECT = f"{KUNINGAN}/illegal-parking/bus-stop"
 
 
 def changes(service: Alerting, alert_fingerprint: str) -> list[str]:
@@ -229,19 +240,28 @@ def changes(service: Alerting, alert_fingerprint: str) -> list[str]:
     return [entry.change for entry in reversed(service.book.history(alert_fingerprint))]
 
 
-async def test_a_listed_plate_another_instance_raised_ends_here_when_no_longer_seen(
+def car(service: Alerting, clock: Clock, minute: float) -> None:
+    """A detection of no rule's label: it only moves the camera's event time on."""
+    detect(service, clock, event(f"car-{minute}", minute, label="car", zone=None))
+
+
+async def test_a_listed_plate_another_instance_raised_ends_with_the_events_new_reader(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
         detect(a, clock, event("p1", 0, label="plate", zone=None, plate=PLATE))
         assert changes(a, PLATE_SEEN) == ["firing"]
         a.ownership_changed()
-        # The camera's counts now come to the other instance: 36 minutes without the plate.
+        # The camera's partitions now come to the other instance: its counts alone (its
+        # events may be another partition's) end nothing of the detections...
         counts(b, clock, 31, 36, KUNINGAN, vehicles_per_min=10)
+        assert changes(b, PLATE_SEEN) == ["firing"]
+        # ... its events do: 37 minutes without the plate.
+        car(b, clock, 37)
         assert changes(b, PLATE_SEEN) == ["firing", "resolved"]
 
 
-async def test_a_hotspot_another_instance_raised_is_carried_on_here_not_raised_again(
+async def test_a_hotspot_another_instance_raised_is_carried_on_not_raised_again(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
@@ -250,9 +270,8 @@ async def test_a_hotspot_another_instance_raised_is_carried_on_here_not_raised_a
         a.ownership_changed()
         detect(b, clock, *(event(f"f{n}", 20 + n) for n in range(10)))  # still a hotspot
         assert changes(b, HOTSPOT) == ["firing"]
-        view = b.book.get(HOTSPOT)
-        assert view is not None and view.alert.status.value == "firing"
-        counts(b, clock, 90, 95, KUNINGAN, vehicles_per_min=10)  # an hour without any
+        assert b.engine.current("ViolationHotspot", HOTSPOT_SUBJECT) is not None
+        car(b, clock, 90)  # an hour without a violation
         assert changes(b, HOTSPOT) == ["firing", "resolved"]
 
 
@@ -262,13 +281,60 @@ async def test_a_hotspot_the_other_instance_ended_is_not_ended_again_when_the_ca
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
         detect(a, clock, *(event(f"e{n}", n) for n in range(10)))
         a.ownership_changed()
-        counts(b, clock, 80, 85, KUNINGAN, vehicles_per_min=10)  # quiet for over an hour
+        car(b, clock, 80)  # quiet for over an hour: the other instance ends it
         assert changes(b, HOTSPOT) == ["firing", "resolved"]
         b.ownership_changed()
-        counts(a, clock, 90, 95, KUNINGAN, vehicles_per_min=10)
-        assert a.engine.current("ViolationHotspot", f"{KUNINGAN}/illegal-parking/bus-stop") \
-            is None
+        counts(a, clock, 90, 95, KUNINGAN, vehicles_per_min=10)  # its counts, back here
+        car(a, clock, 96)  # and its events
+        assert a.engine.current("ViolationHotspot", HOTSPOT_SUBJECT) is None
         assert changes(a, HOTSPOT) == ["firing", "resolved"]
-        # New detections here make a new hotspot, raised once.
+        # New violations here make a new hotspot, raised once.
         detect(a, clock, *(event(f"g{n}", 100 + n) for n in range(10)))
         assert changes(a, HOTSPOT) == ["firing", "resolved", "firing"]
+
+
+async def test_the_counts_reader_leaves_alone_a_hotspot_the_events_reader_keeps_alive(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    # The camera's telemetry and events topics hash to different partitions (docs/
+    # scaling.md 2.1): one instance reads its counts, the other its detections. The first
+    # read both before partitions moved, so it still holds the hotspot it raised.
+    clock = Clock(T0)
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
+        detect(a, clock, *(event(f"e{n}", n) for n in range(10)))
+        a.ownership_changed()
+        for minute in range(10, 100):  # a violation a minute, and the counts
+            detect(b, clock, event(f"k{minute}", minute))
+            counts(a, clock, minute + 0.5, minute + 0.5, KUNINGAN, vehicles_per_min=10)
+        assert changes(b, HOTSPOT) == ["firing"]
+
+
+async def test_a_camera_whose_events_come_here_is_still_judged_by_its_counts_reader(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    flood_level = fingerprint("FloodLevel", GAUGE)
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
+        gauge(b, clock, -5, 860)  # Siaga 2, read by the second instance
+        # ... which also reads the camera's events; its counts come to the first.
+        detect(b, clock, event("x1", -4, device=CAM, label="car", zone=None))
+        camera(a, clock, 0, 3, water_score=0.9)
+        await b.refresh_shared_gauges()  # as every 2 s
+        gauge(b, clock, 3.2, 860)
+        # The gauge's alert names the camera the first instance sees water on: the second
+        # does not judge it from what it holds of the camera itself.
+        assert seeing_water(b, flood_level) == CAM
+
+
+async def test_a_parkir_liar_report_is_named_in_a_hotspot_by_the_cameras_events_reader(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
+        counts(a, clock, 0, 0, KUNINGAN, vehicles_per_min=10)  # the first reads its counts
+        detect(b, clock, *(event(f"e{n}", n) for n in range(10)))  # the second its events
+        clock.now = T0 + 11 * MINUTE
+        report = CitizenReport("p1", "parkir-liar", KUNINGAN_AT[0] + 100 / M_PER_DEG,
+                               KUNINGAN_AT[1], clock.now, "Dinas Perhubungan",
+                               "Mobil parkir di trotoar")
+        assert a.observe_report(report) == []  # every instance hears it, as it follows
+        assert b.observe_report(report) == [HOTSPOT]
+        view = b.book.get(HOTSPOT)
+        assert view is not None and view.alert.annotations["parking_report_ids"] == "p1"
