@@ -240,6 +240,11 @@ def changes(service: Alerting, alert_fingerprint: str) -> list[str]:
     return [entry.change for entry in reversed(service.book.history(alert_fingerprint))]
 
 
+def violations(service: Alerting, clock: Clock, start: int, name: str) -> None:
+    """Ten illegal-parking detections in the bus-stop zone, a minute apart: a hotspot."""
+    detect(service, clock, *(event(f"{name}{n}", start + n) for n in range(10)))
+
+
 def car(service: Alerting, clock: Clock, minute: float) -> None:
     """A detection of no rule's label: it only moves the camera's event time on."""
     detect(service, clock, event(f"car-{minute}", minute, label="car", zone=None))
@@ -265,10 +270,10 @@ async def test_a_hotspot_another_instance_raised_is_carried_on_not_raised_again(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
-        detect(a, clock, *(event(f"e{n}", n) for n in range(10)))
+        violations(a, clock, 0, "e")
         assert changes(a, HOTSPOT) == ["firing"]
         a.ownership_changed()
-        detect(b, clock, *(event(f"f{n}", 20 + n) for n in range(10)))  # still a hotspot
+        violations(b, clock, 20, "f")  # still a hotspot
         assert changes(b, HOTSPOT) == ["firing"]
         assert b.engine.current("ViolationHotspot", HOTSPOT_SUBJECT) is not None
         car(b, clock, 90)  # an hour without a violation
@@ -279,7 +284,7 @@ async def test_a_hotspot_the_other_instance_ended_is_not_ended_again_when_the_ca
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
-        detect(a, clock, *(event(f"e{n}", n) for n in range(10)))
+        violations(a, clock, 0, "e")
         a.ownership_changed()
         car(b, clock, 80)  # quiet for over an hour: the other instance ends it
         assert changes(b, HOTSPOT) == ["firing", "resolved"]
@@ -289,7 +294,7 @@ async def test_a_hotspot_the_other_instance_ended_is_not_ended_again_when_the_ca
         assert a.engine.current("ViolationHotspot", HOTSPOT_SUBJECT) is None
         assert changes(a, HOTSPOT) == ["firing", "resolved"]
         # New violations here make a new hotspot, raised once.
-        detect(a, clock, *(event(f"g{n}", 100 + n) for n in range(10)))
+        violations(a, clock, 100, "g")
         assert changes(a, HOTSPOT) == ["firing", "resolved", "firing"]
 
 
@@ -300,7 +305,7 @@ async def test_the_counts_reader_leaves_alone_a_hotspot_the_events_reader_keeps_
     # read both before partitions moved, so it still holds the hotspot it raised.
     clock = Clock(T0)
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
-        detect(a, clock, *(event(f"e{n}", n) for n in range(10)))
+        violations(a, clock, 0, "e")
         a.ownership_changed()
         for minute in range(10, 100):  # a violation a minute, and the counts
             detect(b, clock, event(f"k{minute}", minute))
@@ -329,7 +334,7 @@ async def test_a_parkir_liar_report_is_named_in_a_hotspot_by_the_cameras_events_
     clock = Clock(T0)
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
         counts(a, clock, 0, 0, KUNINGAN, vehicles_per_min=10)  # the first reads its counts
-        detect(b, clock, *(event(f"e{n}", n) for n in range(10)))  # the second its events
+        violations(b, clock, 0, "e")  # the second its events
         clock.now = T0 + 11 * MINUTE
         report = CitizenReport("p1", "parkir-liar", KUNINGAN_AT[0] + 100 / M_PER_DEG,
                                KUNINGAN_AT[1], clock.now, "Dinas Perhubungan",
