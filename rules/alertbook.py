@@ -255,7 +255,7 @@ class AlertBook:
     def under(self, prefixes: Collection[str], rules: Collection[str]) -> list[Alert]:
         """The alerts of `rules`, in any status (the latest episode of each), whose subject
         starts with one of `prefixes`: a camera's hotspots and plates, whose subjects are
-        `camera-id/...`, for an instance taking the camera over (`Alerting._take_over`)."""
+        `camera-id/...`, for an instance taking its events over (`Alerting._take_over_events`)."""
         if not prefixes or not rules:
             return []
         with self._tables() as tables:

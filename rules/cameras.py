@@ -205,7 +205,9 @@ class _Camera:
     near_gauges: tuple[str, ...]  # gauges whose flood alert it is named in
     latest_ns: int | None = None  # event time of its newest reading judged
     clock_ns: int | None = None  # its newest event time (reading or detection)
-    events_ns: int | None = None  # the event time of its newest detection judged here
+    # The newest time its detection rules were judged here (a detection, or a count that
+    # may end its hotspots and plates): their changes in the book are never later.
+    events_ns: int | None = None
     flood: Hold = field(default_factory=Hold)
     jam: Hold = field(default_factory=Hold)
     counts: tuple[float | None, ...] = ()
@@ -292,6 +294,7 @@ class CameraRules:
             signals += self._judge_jam(camera, speed, flow, at)
         if detections_here:
             signals += self._expire(camera, at)
+            camera.events_ns = max(at, camera.events_ns or at)
         return signals
 
     def _judge_flood(self, camera: _Camera, water: float, at_ns: int, lookup: Lookup,
@@ -445,7 +448,7 @@ class CameraRules:
             return []
         at = detection.ts_ns
         camera.clock_ns = max(at, camera.clock_ns or at)
-        camera.events_ns = max(at, camera.events_ns or at)
+        camera.events_ns = camera.clock_ns  # what its signals below are stamped with
         signals: list[Signal] = []
         if detection.plate is not None and self.config.watchlist.enabled:
             signals.append(self._plate(camera, detection.plate, at))
@@ -571,7 +574,8 @@ class CameraRules:
             camera.latest_ns = max(camera.latest_ns or judged_ns, judged_ns)
 
     def events_ns(self, camera_id: str) -> int | None:
-        """The event time of the camera's newest detection judged here, if any."""
+        """The newest time the camera's hotspots and plates were judged here, if ever: any
+        change of theirs in the book made later was another instance's."""
         camera = self._cameras.get(camera_id)
         return None if camera is None else camera.events_ns
 

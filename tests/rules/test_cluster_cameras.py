@@ -329,17 +329,60 @@ async def test_a_camera_whose_events_come_here_is_still_judged_by_its_counts_rea
         assert seeing_water(b, flood_level) == CAM
 
 
-async def test_a_parkir_liar_report_is_named_in_a_hotspot_by_the_cameras_events_reader(
+async def test_a_parkir_liar_report_is_named_in_a_hotspot_by_its_events_reader_only(
         rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
     clock = Clock(T0)
     async with two_instances(rules_file, registry, tmp_path, database, clock) as (a, b):
-        counts(a, clock, 0, 0, KUNINGAN, vehicles_per_min=10)  # the first reads its counts
-        violations(b, clock, 0, "e")  # the second its events
+        counts(a, clock, 0, 0, KUNINGAN, vehicles_per_min=10)
+        violations(a, clock, 0, "e")  # raised where both the counts and events were read
+        a.ownership_changed()
+        counts(a, clock, 10, 10, KUNINGAN, vehicles_per_min=10)  # the counts stay here,
+        detect(b, clock, event("k10", 10.2))  # the events go to the other instance
         clock.now = T0 + 11 * MINUTE
         report = CitizenReport("p1", "parkir-liar", KUNINGAN_AT[0] + 100 / M_PER_DEG,
                                KUNINGAN_AT[1], clock.now, "Dinas Perhubungan",
                                "Mobil parkir di trotoar")
-        assert a.observe_report(report) == []  # every instance hears it, as it follows
+        # Every instance hears the report as it follows; the first still holds the hotspot
+        # it raised, but it is the events reader's now.
+        assert a.observe_report(report) == []
         assert b.observe_report(report) == [HOTSPOT]
         view = b.book.get(HOTSPOT)
         assert view is not None and view.alert.annotations["parking_report_ids"] == "p1"
+
+
+GATOT = fingerprint("ViolationHotspot", f"{KUNINGAN}/illegal-parking/gatot-subroto")
+
+
+def gatot(service: Alerting, clock: Clock, minutes: list[float]) -> None:
+    detect(service, clock, *(event(f"g{minute}", minute, zone="gatot-subroto")
+                             for minute in minutes))
+
+
+async def test_a_camera_that_stayed_keeps_its_counted_violations_when_partitions_move(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with instance("a", rules_file, registry, tmp_path, database, clock) as a:
+        counts(a, clock, 0, 0, KUNINGAN, vehicles_per_min=10)  # its counts and its events
+        gatot(a, clock, [1 + n for n in range(9)])  # nine in one zone
+        detect(a, clock, *(event(f"e{n}", 10 + n) for n in range(9)))
+        counts(a, clock, 19.5, 19.5, KUNINGAN, vehicles_per_min=10)
+        detect(a, clock, event("e9", 19.2))  # a bus-stop hotspot, behind the counts
+        assert changes(a, HOTSPOT) == ["firing"]  # recorded at the camera's time, 19.5
+        a.ownership_changed()  # another partition moved in; this camera's stayed
+        counts(a, clock, 20, 20, KUNINGAN, vehicles_per_min=10)
+        gatot(a, clock, [20.1])  # the tenth in the zone within 20 minutes
+        assert changes(a, GATOT) == ["firing"]
+
+
+async def test_a_camera_that_stayed_keeps_its_violations_after_a_plate_ended_on_its_counts(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str) -> None:
+    clock = Clock(T0)
+    async with instance("a", rules_file, registry, tmp_path, database, clock) as a:
+        detect(a, clock, event("p1", 0, label="plate", zone=None, plate=PLATE))
+        gatot(a, clock, [1 + n for n in range(9)])
+        counts(a, clock, 9.5, 40, KUNINGAN, vehicles_per_min=10)  # the plate ends at 30
+        assert changes(a, PLATE_SEEN) == ["firing", "resolved"]
+        a.ownership_changed()
+        counts(a, clock, 40.5, 40.5, KUNINGAN, vehicles_per_min=10)
+        gatot(a, clock, [41])  # the tenth within the hour
+        assert changes(a, GATOT) == ["firing"]
