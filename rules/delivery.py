@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from rules.outbox import Delivery, Outbox
-from rules.routing import Receiver, Router
+from rules.outbox import Delivery, Outbox, Scope
+from rules.routing import DEFAULT_MAX_AGE, Receiver, Router
 from rules.webhook import Outcome, describe, post
 from siaga_core.durations import format_duration, to_ns
 from siaga_core.errors import StorageError
@@ -102,6 +102,12 @@ class Deliverer:
         self._policy = policy or DeliveryPolicy()
         configured = receivers.receivers if isinstance(receivers, Router) else receivers
         self._lease_ns = self._policy.lease_ns(configured.values())
+        # Several instances share the outbox: each takes only what it can send (see Scope);
+        # another receiver's deliveries once older than any receiver keeps trying.
+        self._names = frozenset(configured)
+        self._foreign_after_ns = to_ns(max([DEFAULT_MAX_AGE, *(
+            receiver.max_age for receiver in configured.values())]))
+        self._shared = outbox.dialect == "postgresql"
         # From a notification's creation (its alert raised, changed or resolved) to its
         # receiver's 2xx, retries included: the latency an operator pages on.
         self.latency = Histogram()
@@ -148,8 +154,9 @@ class Deliverer:
         free = self._policy.concurrency - len(self._in_flight)
         if free <= 0:
             return
-        claimed = await asyncio.to_thread(self._outbox.claim, self._clock_ns(), free,
-                                          self._lease_ns, tuple(self._in_flight))
+        now = self._clock_ns()
+        claimed = await asyncio.to_thread(self._outbox.claim, now, free, self._lease_ns,
+                                          tuple(self._in_flight), self._scope(now))
         for delivery in claimed:
             self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
 
@@ -157,12 +164,19 @@ class Deliverer:
         """Seconds until the outbox next needs a look (a free slot and something due)."""
         timeout = self._policy.idle_s
         if len(self._in_flight) < self._policy.concurrency:
-            next_ns = await asyncio.to_thread(self._outbox.next_due_ns, self._clock_ns(),
-                                              tuple(self._in_flight))
+            now = self._clock_ns()
+            next_ns = await asyncio.to_thread(self._outbox.next_due_ns, now,
+                                              tuple(self._in_flight), self._scope(now))
             if next_ns is not None:
                 wait_s = (next_ns - self._clock_ns()) / _NS_PER_S
                 timeout = min(self._policy.idle_s, max(0.0, wait_s))
         return timeout
+
+    def _scope(self, now_ns: int) -> Scope | None:
+        """What this instance may claim; everything when the outbox is its own (SQLite)."""
+        if not self._shared:
+            return None
+        return Scope(self._names, now_ns - self._foreign_after_ns)
 
     def _store_fails(self, exc: StorageError) -> None:
         if not self._store_failing:  # once per outage, not once per look

@@ -139,6 +139,22 @@ def open_backend(database_url: str | None, path: Path) -> Backend:
         "the outbox", POSTGRES_MIGRATIONS, SCHEMA_TABLE, LOCK_PREFIX, SETTING))
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one instance of several may claim: deliveries to the receivers it knows, and
+    those to any other receiver once created at or before `foreign_before_ns`.
+
+    Instances are restarted one at a time when a receiver is added, so for a while some
+    enqueue deliveries to a receiver others have not heard of. One of those others must not
+    take such a delivery and mark it dead as "no longer configured": it leaves it to the
+    instances that know the receiver, and marks it dead only once it is older than any
+    receiver's `max_age`, when nobody will send it (the receiver was removed everywhere).
+    """
+
+    receivers: frozenset[str]
+    foreign_before_ns: int
+
+
 def default_owner() -> str:
     """A claimer's id: host and process for operators reading the table, and a random part
     so that a restarted process (same pid in a container) never passes for the dead one."""
@@ -214,8 +230,8 @@ class Outbox:
         self._backend.run(insert)
         return ids
 
-    def claim(self, now_ns: int, limit: int, lease_ns: int, exclude: Collection[str] = ()
-              ) -> list[Delivery]:
+    def claim(self, now_ns: int, limit: int, lease_ns: int, exclude: Collection[str] = (),
+              scope: Scope | None = None) -> list[Delivery]:
         """Claim up to `limit` deliveries to attempt now, for `lease_ns`; earliest due first.
 
         Per (receiver, alert) only the oldest pending one, and none that a live lease
@@ -225,14 +241,16 @@ class Outbox:
 
         `exclude` names this instance's attempts still in flight, left out as leased ones
         are: a finishing attempt clears its claim a moment before its worker forgets it, and
-        an attempt stuck past its lease still holds its alert's place in line.
+        an attempt stuck past its lease still holds its alert's place in line. `scope`, when
+        given, leaves out the deliveries this instance cannot send (see `Scope`).
         """
         until = now_ns + lease_ns
+        where, scoped = _scoped(scope)
 
         def take(tx: Tx) -> list[Delivery]:
             locking = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgresql" else ""
-            rows = tx.execute(_DUE + _not_in(exclude) + _EARLIEST + locking,
-                              (now_ns, now_ns, *exclude, limit))
+            rows = tx.execute(_DUE + _not_in(exclude) + where + _EARLIEST + locking,
+                              (now_ns, now_ns, *exclude, *scoped, limit))
             if rows:
                 tx.execute(f"UPDATE deliveries SET claimed_by = ?, claimed_until = ?"
                            f" WHERE seq IN ({_marks(len(rows))})",
@@ -256,17 +274,21 @@ class Outbox:
         rows = self._backend.read(_DUE + _EARLIEST, (now_ns, now_ns, limit))
         return [_delivery(row[1:]) for row in rows]
 
-    def next_due_ns(self, now_ns: int | None = None, exclude: Collection[str] = ()
-                    ) -> int | None:
-        """When the next attempt is due (outside `exclude`), or None when nothing waits.
+    def next_due_ns(self, now_ns: int | None = None, exclude: Collection[str] = (),
+                    scope: Scope | None = None) -> int | None:
+        """When the next attempt is due (outside `exclude`, inside `scope` as `claim` takes
+        it), or None when nothing waits.
 
         A head under a live lease counts as due when its lease runs out: if its claimer
-        died, that is when another instance takes it over.
+        died, that is when another instance takes it over. A delivery `scope` leaves out
+        for now is not counted: the caller's idle look finds it once it is old enough.
         """
         now = self._clock_ns() if now_ns is None else now_ns
+        where, scoped = _scoped(scope)
         rows = self._backend.read(
             "SELECT MIN(CASE WHEN claimed_until > ? THEN claimed_until ELSE next_attempt_at END)"
-            f" FROM ({_HEADS} WHERE TRUE{_not_in(exclude)}) AS h", (now, *exclude))
+            f" FROM ({_HEADS} WHERE TRUE{_not_in(exclude)}{where}) AS h",
+            (now, *exclude, *scoped))
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
     def get(self, delivery_id: str) -> Delivery | None:
@@ -371,6 +393,15 @@ def _marks(count: int) -> str:
 
 def _not_in(delivery_ids: Collection[str]) -> str:
     return f" AND d.id NOT IN ({_marks(len(delivery_ids))})" if delivery_ids else ""
+
+
+def _scoped(scope: Scope | None) -> tuple[str, tuple[object, ...]]:
+    """The condition (appended to a WHERE on `d`) and parameters of `scope`."""
+    if scope is None:
+        return "", ()
+    known = tuple(scope.receivers)
+    inside = f"d.receiver IN ({_marks(len(known))}) OR " if known else ""
+    return f" AND ({inside}d.created_at <= ?)", (*known, scope.foreign_before_ns)
 
 
 def _count(tx: Tx, outcome: str, changed: int) -> None:

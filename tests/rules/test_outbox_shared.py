@@ -172,6 +172,47 @@ async def test_a_dead_claimers_delivery_is_delivered_by_another_after_its_lease(
             "delivered", 1, None)
 
 
+async def test_an_instance_leaves_a_receiver_it_does_not_know_to_those_that_do(
+    shared: OutboxPlace, server: RecordingReceiver
+) -> None:
+    # A receiver added to siaga.yaml, instances restarted one at a time: the old one must
+    # not take the new receiver's deliveries and mark them dead as "no longer configured".
+    clock = ManualClock()
+    with shared.open(clock, owner="new") as new, shared.open(clock, owner="old") as old:
+        fresh = new.enqueue("pusdalops", "fp1", body("fp1", 0), clock())
+        known = new.enqueue("bpbd", "fp1", body("fp1", 0), clock())
+        old_one = deliverer(old, server, clock)
+        async with running(old_one):
+            await eventually(lambda: old.get(known).state == "delivered",  # type: ignore[union-attr]
+                             what="the old instance's own receiver served")
+            assert old.next_due_ns(clock(), scope=old_one._scope(clock())) is None
+        assert [r.delivery for r in server.requests] == [known]
+        left = old.get(fresh)
+        assert left is not None and (left.state, left.attempts) == ("pending", 0)
+        receivers = {"pusdalops": Receiver(name="pusdalops", url=server.url)}
+        new_one = Deliverer(new, receivers, clock_ns=clock, policy=FAST, rng=random.Random(7))
+        async with running(new_one):
+            await eventually(lambda: new.pending_count() == 0, what="the new receiver served")
+        assert [r.delivery for r in server.requests] == [known, fresh]
+
+
+async def test_a_receiver_no_instance_knows_is_given_up_once_older_than_any_max_age(
+    shared: OutboxPlace, server: RecordingReceiver
+) -> None:
+    clock = ManualClock()
+    with shared.open(clock, owner="siaga-a") as outbox:
+        removed = outbox.enqueue("retired", "fp1", body("fp1", 0), clock())
+        assert outbox.claim(clock(), 10, SECOND_NS, scope=deliverer(outbox, server, clock)
+                            ._scope(clock())) == []
+        clock.now_ns += 24 * 3600 * SECOND_NS  # a day: the default max_age, the longest here
+        async with running(deliverer(outbox, server, clock)):
+            await eventually(lambda: outbox.pending_count() == 0, what="given up")
+        gone = outbox.get(removed)
+        assert gone is not None and gone.state == "dead"
+        assert gone.last_error == "receiver 'retired' is no longer configured"
+        assert server.requests == []
+
+
 async def test_one_alerts_news_reach_a_receiver_in_order_across_two_deliverers(
     shared: OutboxPlace, server: RecordingReceiver
 ) -> None:
