@@ -186,6 +186,10 @@ class Alerting:
         self._leader_alerts_loaded = True  # False from gaining leadership to the reload
         self._leader_loading = asyncio.Lock()  # the offline check's and the reports' turns
         self._leadership_changes = 0  # a reload is used only if leadership held meanwhile
+        # Cluster: whether this instance reads its broker now. One cut off from it while the
+        # database is fine would judge every device silent, and the city by its own lost
+        # connection: it gives the lead to an instance that reads (`Leadership`'s eager).
+        self._input_up = False
         # Cluster: the gauges' open alerts in the shared book, whichever instance reads each
         # gauge, as of the last `refresh_shared_gauges` (every SHARE_SEEN_S).
         self._gauges = frozenset(device.id for device in registry.by_kind(Kind.WATER_LEVEL))
@@ -228,7 +232,7 @@ class Alerting:
 
             self.board = self._stack.enter_context(SeenBoard(self.cluster.database_url))
             self.leadership = Leadership(self.cluster.database_url, "alerting",
-                                         self._leading_changed)
+                                         self._leading_changed, eager=lambda: self._input_up)
         # Alerts persisted by the last run: pending timers resume, firing ones stay firing.
         restored = self.book.restore()
         if self.cluster is not None:  # what the book says of others' gauges and cameras
@@ -475,7 +479,15 @@ class Alerting:
 
     def _apply(self, transition: Transition) -> None:
         alert = transition.alert
-        notification = self.book.apply(transition)  # dispatched by the book when paged
+        try:
+            notification = self.book.apply(transition)  # dispatched by the book when paged
+        except StorageError:
+            if self.cluster is not None and alert.rule in LEADER_RULES:
+                # The engine took the step the book refused: the leader's checks would not
+                # take it again (a resolved alert is no longer held), and the book would
+                # keep it firing and repeating. Its alerts are read again at its next turn.
+                self._leader_alerts_loaded = False
+            raise
         log.info("alert %s %s %s (%s)%s", alert.rule, alert.subject, transition.change,
                  alert.labels.get("level", alert.severity),
                  f": notifying ({notification.reason})" if notification else "")
@@ -702,6 +714,7 @@ class Alerting:
         cluster its partitions go to other instances meanwhile: no device is this
         instance's until a reading of it comes again (`_owns`)."""
         self.tracker.broker_connection_changed(up, self._clock_ns())
+        self._input_up = up
         if not up and self.cluster is not None:
             self._epoch += 1
 

@@ -27,6 +27,10 @@ from psycopg.conninfo import make_conninfo
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 1.0  # how soon a standby notices the leader gone
+# How often an instance that should not lead now (`eager` false) still tries for the lock:
+# long enough for an eager standby to take it first, short beside the alerts' graces.
+RELUCTANT_EVERY_S = 10.0
+YIELD_AGAIN = 6  # an unfit leader gives the lock up again after this many of those
 QUERY_TIMEOUT_S = 5.0  # a session that does not answer a trivial query in 5 s is lost
 RETRY_MAX_S = 30.0
 # The client's TCP keepalives notice a dead server; the server must notice a dead leader
@@ -44,14 +48,26 @@ class Leadership:
 
     `on_change(leading)` is called in the event loop each time that flips, and with False
     when `run` ends while leading. It must be quick; it may raise only to report a bug.
+
+    `eager()` says whether this instance is fit to lead now (default: always). One that is
+    not (a Siaga cut off from its broker judges the city by a connection it lost) gives the
+    lock up and then tries for it only every `reluctant_every_s`, so a fit standby takes it
+    first; when none is fit (every instance cut off), one of them leads again, and gives
+    the lock up again every `YIELD_AGAIN` tries while it stays unfit.
     """
 
     def __init__(self, url: str, key: str, on_change: Callable[[bool], None] | None = None,
-                 *, check_every_s: float = CHECK_EVERY_S) -> None:
+                 *, check_every_s: float = CHECK_EVERY_S,
+                 eager: Callable[[], bool] | None = None,
+                 reluctant_every_s: float = RELUCTANT_EVERY_S) -> None:
         self._url = url
         self._key = f"siaga.leader:{key}"
         self._on_change = on_change
         self._check_every_s = check_every_s
+        self._eager = eager or (lambda: True)
+        self._reluctant_every_s = reluctant_every_s
+        self._yielded_at: float | None = None  # loop time it last gave the lock up unfit
+        self._tried_at: float | None = None  # loop time of the last try for the lock
         self.leading = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -75,11 +91,22 @@ class Leadership:
 
     async def _hold(self, conn: psycopg.AsyncConnection[tuple[object, ...]],
                     stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            if self.leading:
+            eager, now = self._eager(), loop.time()
+            if eager:
+                self._yielded_at = None
+            if self.leading and not eager and (self._yielded_at is None or (
+                    now - self._yielded_at >= YIELD_AGAIN * self._reluctant_every_s)):
+                # Again now and then: a standby may have become fit since.
+                self._yielded_at = self._tried_at = now
+                await self._unlock(conn)
+            elif self.leading:
                 # Still our session, so still our lock; a lost session raises or times out.
                 await asyncio.wait_for(conn.execute("SELECT 1"), QUERY_TIMEOUT_S)
-            else:
+            elif eager or self._tried_at is None or (
+                    now - self._tried_at >= self._reluctant_every_s):
+                self._tried_at = now
                 cursor = await asyncio.wait_for(conn.execute(
                     "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self._key,)),
                     QUERY_TIMEOUT_S)
@@ -88,9 +115,13 @@ class Leadership:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._check_every_s)
         if self.leading:  # leave at once on a graceful stop: a standby need not wait
-            await asyncio.wait_for(conn.execute(
-                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self._key,)),
-                QUERY_TIMEOUT_S)
+            await self._unlock(conn)
+
+    async def _unlock(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        await asyncio.wait_for(conn.execute(
+            "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self._key,)),
+            QUERY_TIMEOUT_S)
+        self._set(False)
 
     def _set(self, leading: bool) -> None:
         if leading == self.leading:

@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from devices.kinds import Kind
 from devices.readings import Reading
 from devices.registry import Registry
 from rules.alert import AlertStatus, fingerprint
 from rules.alerting import Alerting, Cluster
 from rules.config import RulesFile
+from siaga_core.errors import StorageError
 from tests.polling import eventually
 from tests.rules.books import Clock
 
@@ -111,3 +114,57 @@ async def test_a_partition_moving_in_leaves_the_devices_that_stayed_untouched(
         one.observe([gauge("manggarai", clock.now + minute, 960)], [], clock.now)
         kept = one.engine.current("FloodLevel", "manggarai")
         assert kept is not None and kept.annotations.get("reports") == "2 residents' reports"
+
+
+async def test_a_leader_cut_off_from_its_broker_hands_the_city_to_an_instance_that_reads(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str,
+        clock: Clock) -> None:
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (leader, other):
+        # The leader alone loses RabbitMQ; its partitions go to the other instance, and
+        # PostgreSQL is fine. Judged by its own lost connection, it would page the whole city
+        # as unreachable and nothing else (the review's reproduction).
+        leader.broker_connection_changed(False)
+        await eventually(lambda: other.leading and not leader.leading, WITHIN_S,
+                         "the instance that reads leading")
+        clock.now += 3 * HOUR  # every gauge silent but manggarai, which the other hears
+        other.observe([gauge("manggarai", clock.now, 100)], [], clock.now)
+        await other._share_seen()
+        await other._check_offline()
+        firing = {(view.alert.rule, view.alert.subject, view.alert.labels.get("connection"))
+                  for view in other.book.alerts(AlertStatus.FIRING)}
+        assert {"DeviceOffline", "AreaOffline"} <= {rule for rule, _, _ in firing}  # silence
+        assert ("DeviceOffline", "manggarai", None) not in firing  # heard by the other
+        assert not [entry for entry in firing if entry[2] is not None]  # no "cannot reach"
+
+
+async def test_a_step_the_book_refused_is_taken_again_at_the_leaders_next_check(
+        rules_file: RulesFile, registry: Registry, tmp_path: Path, database: str,
+        clock: Clock) -> None:
+    silent = fingerprint("DeviceOffline", "manggarai")
+    minute = 60 * 10**9
+    async with two_instances(rules_file, registry, tmp_path, database, clock) as (leader, other):
+        clock.now += 3 * HOUR  # every device heard by the other instance but manggarai
+        other.devices_seen.update((device.id, clock.now) for device in registry
+                                  if device.id != "manggarai")
+        await other._share_seen()
+        await leader._check_offline()
+        view = leader.book.get(silent)
+        assert view is not None and view.alert.status is AlertStatus.FIRING
+        clock.now += minute  # manggarai is heard again; the book refuses the resolution once
+        other.devices_seen.update((device.id, clock.now) for device in registry)
+        await other._share_seen()
+        original = leader.book.apply
+
+        def refusing(transition, now_ns=None):  # type: ignore[no-untyped-def]
+            if transition.alert.fingerprint == silent:
+                leader.book.apply = original  # type: ignore[method-assign]
+                raise StorageError("PostgreSQL: server closed the connection unexpectedly")
+            return original(transition, now_ns)
+
+        leader.book.apply = refusing  # type: ignore[method-assign]
+        with pytest.raises(StorageError):  # the scheduler logs it
+            await leader._check_offline()
+        clock.now += minute
+        await leader._check_offline()
+        view = leader.book.get(silent)
+        assert view is not None and view.alert.status is AlertStatus.RESOLVED

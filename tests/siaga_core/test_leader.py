@@ -22,7 +22,9 @@ WITHIN_S = 30
 class Member:
     def __init__(self, url: str, key: str) -> None:
         self.changes: list[bool] = []
-        self.leadership = Leadership(url, key, self.changes.append, check_every_s=0.1)
+        self.fit = True  # what `eager` answers: a Siaga instance's broker connection
+        self.leadership = Leadership(url, key, self.changes.append, check_every_s=0.1,
+                                     eager=lambda: self.fit, reluctant_every_s=1.0)
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -88,3 +90,27 @@ async def test_no_server_means_no_leader_and_no_crash(caplog: pytest.LogCaptureF
     member.stop.set()
     await asyncio.wait_for(task, WITHIN_S)
     assert member.changes == []
+
+
+async def test_a_leader_unfit_to_lead_hands_over_to_a_fit_standby(postgres: PostgreSQL) -> None:
+    # A Siaga cut off from RabbitMQ while PostgreSQL is fine must not judge the city alone.
+    async with members(postgres.url, 2) as group:
+        await eventually(lambda: sum(m.leading for m in group) == 1, WITHIN_S, "one leader")
+        leader = next(m for m in group if m.leading)
+        other = next(m for m in group if m is not leader)
+        leader.fit = False
+        await eventually(lambda: other.leading, WITHIN_S, "the fit standby leading")
+        assert leader.changes == [True, False] and not leader.leading  # never two at once
+
+
+async def test_when_none_is_fit_one_still_leads(postgres: PostgreSQL) -> None:
+    # Every instance cut off from the broker: one must still lead, to page that Siaga cannot
+    # reach its broker.
+    async with members(postgres.url, 2) as group:
+        await eventually(lambda: sum(m.leading for m in group) == 1, WITHIN_S, "one leader")
+        first = next(m for m in group if m.leading)
+        for member in group:
+            member.fit = False
+        await eventually(lambda: first.changes[:2] == [True, False], WITHIN_S, "it gave up")
+        await eventually(lambda: sum(m.leading for m in group) == 1, WITHIN_S,
+                         "an unfit one leading again")
