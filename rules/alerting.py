@@ -889,7 +889,7 @@ class Alerting:
             except StorageError:
                 log.exception("the cluster's database: offline checks wait for the next turn")
                 return
-        if not self.leading:
+        if not self.raises_city_alerts:  # not leading, or leading again since the reload
             return
         for signal in self.checker.check(self._clock_ns()):
             transition = self.engine.signal(signal, self.checker.resolution)
