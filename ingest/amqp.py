@@ -38,6 +38,15 @@ causes no call until its first message. Each call comes before any message of th
 partition on that channel is in the inbox, but messages of other partitions, or of the
 same partition on an older channel, may already be waiting or in the pipeline's batch.
 
+A partition may also move away from a channel and come back to it without a word to the
+channel: RabbitMQ moves a single active consumer to the waiting list when it loses the
+link to the consumer's node for a while, and makes it the reader again once the reader
+that took over goes. What that reader had not acknowledged then comes again, marked
+redelivered, where on a channel that kept the partition a message comes once only. So a
+redelivered message after one that was not also calls `on_takeover()` (once for a run of
+redelivered messages): messages of that partition from before it moved away may then still
+be waiting. A partition that comes back with nothing redelivered is not noticed.
+
 The inbox is bounded as the MQTT input's (ingest.inbox: 20,000 messages or 16 MiB):
 RabbitMQ's prefetch counts messages only (it implements neither `prefetch_size` nor
 `channel.flow`), so when the inbox is full the wire reader leaves its socket unread until
@@ -101,6 +110,12 @@ HASH_EXCHANGE_TYPE = "x-consistent-hash"  # plugin rabbitmq_consistent_hash_exch
 PARTITION_WEIGHT = "1"
 CONNECT_TIMEOUT_S = 10.0  # a node that accepts TCP but does not answer AMQP: try the next
 CLOSE_TIMEOUT_S = 5.0  # the goodbye to a node at shutdown; past it the socket is just closed
+# A session that consumed for less than this backs off before the next, as a refused
+# connection does. A node that goes away after serving for a while is rare, and its
+# successor is tried at once; a session that ends within seconds each time is more likely
+# ended by what it reads (a message that ends every connection it comes to, redelivered
+# to each), and reconnecting at once would spin every instance against the broker.
+BRIEF_SESSION_S = 5.0
 # How often the partitions consumed are looked up on the channel (a passive declare each).
 # In tests, RabbitMQ 3.10 told the channel nothing in 5 of about 400 deletions of a quorum
 # queue just consumed (no Basic.Cancel, no Channel.Close) and kept no consumer: without a
@@ -258,7 +273,8 @@ class _AiormqLink:
             # aiormq runs this as a task per delivery, in delivery order; it never awaits.
             delivery = message.delivery
             assert isinstance(delivery, spec.Basic.Deliver)  # basic_consume gives no other
-            deliver(delivery.routing_key or "", message.body, delivery.delivery_tag or 0)
+            deliver(delivery.routing_key or "", message.body, delivery.delivery_tag or 0,
+                    bool(delivery.redelivered))
 
         await self._channel.basic_consume(queue, on_message, no_ack=False,
                                           consumer_tag=consumer_tag)
@@ -379,24 +395,26 @@ class AmqpSubscriber:
         while not self._closing:
             url = s.urls[attempt % len(s.urls)]
             attempt += 1  # the next node next time, whether this one fails now or later
-            consumed = await self._session(url)
+            consumed_s = await self._session(url)
             if self._closing:
                 return
-            if consumed:  # a node went away: the others are likely up, try the next now
+            if consumed_s is not None and consumed_s >= BRIEF_SESSION_S:
+                # A node went away: the others are likely up, try the next now.
                 delay, failures = float(s.reconnect_min_s), 0
                 continue
-            failures += 1
+            failures += 1  # refused, or consumed only briefly (see BRIEF_SESSION_S)
             if failures % len(s.urls) == 0:  # every node refused: wait before another round
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, float(s.reconnect_max_s))
 
-    async def _session(self, url: str) -> bool:
-        """Connect to `url` and consume until the connection ends; whether it consumed."""
+    async def _session(self, url: str) -> float | None:
+        """Connect to `url` and consume until the connection ends; for how long it consumed
+        (seconds), None if it could not start."""
         try:
             connection = await asyncio.wait_for(aiormq.connect(url), CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
             log.warning("AMQP connection to %s failed: %s", redact_userinfo(url), exc)
-            return False
+            return None
         try:
             return await self._while_connected(connection, url)
         finally:
@@ -404,9 +422,10 @@ class AmqpSubscriber:
             with contextlib.suppress(Exception):  # the socket is closed either way
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
 
-    async def _while_connected(self, connection: AbstractConnection, url: str) -> bool:
+    async def _while_connected(self, connection: AbstractConnection,
+                               url: str) -> float | None:
         """Declare and consume, sending acknowledgements until the channel or node is gone;
-        False if it could not start consuming."""
+        for how long it consumed, None if it could not start consuming."""
         s = self._settings
         lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         _, queues = partition_names(s.name, s.partitions)
@@ -426,7 +445,7 @@ class AmqpSubscriber:
             log.warning("AMQP consuming through %s failed: %s", redact_userinfo(url), exc)
             if link is not None:
                 await link.close()
-            return False
+            return None
         except BaseException:  # cancelled while starting: no connection left behind
             if link is not None:
                 link.abort()
@@ -465,8 +484,10 @@ class AmqpSubscriber:
         return _AiormqLink(connection, channel, on_cancel)
 
     async def _consuming(self, link: _Link, url: str, homes: Sequence[str],
-                         others: Sequence[str], lost: asyncio.Future[None]) -> bool:
+                         others: Sequence[str], lost: asyncio.Future[None]) -> float:
         s = self._settings
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         self.connects += 1
         self.url = redact_userinfo(url)
         log.info("AMQP instance %d of %d consuming its %d home partitions of %s through %s "
@@ -497,7 +518,7 @@ class AmqpSubscriber:
                 end.cancel()
         if not self._closing:
             log.warning("AMQP connection through %s lost; connecting to the next node", self.url)
-        return True
+        return loop.time() - started
 
     async def _consume(self, link: _Link, queues: Sequence[str]) -> None:
         for queue in queues:
@@ -581,7 +602,8 @@ class AmqpSubscriber:
             self._on_connection(False)
 
     def _took_over(self, queue: str) -> None:
-        """`queue` delivers to this channel for the first time: say so before its message."""
+        """`queue` delivers to this channel for the first time, or again after it moved
+        away (see the module docstring): say so before its message."""
         self.reading.add(queue)
         log.info("AMQP partition %s now read by instance %d", queue, self._settings.instance)
         if self.on_takeover is not None:
@@ -590,16 +612,20 @@ class AmqpSubscriber:
     def _receiver(self, generation: int, queue: str) -> Deliver:
         clock_ns, inbox = self._clock_ns, self._inbox
         first = True
+        # The last delivery was not redelivered: a redelivered one now means the partition
+        # moved away and came back (see the module docstring).
+        after_new = False
 
-        def deliver(key: str, body: bytes, tag: int) -> None:
+        def deliver(key: str, body: bytes, tag: int, redelivered: bool) -> None:
             # Called in delivery order, in the event loop; it must not block.
-            nonlocal first
+            nonlocal first, after_new
             if self._generation != generation or self._closing:
                 # Its channel is gone, or the pipeline is: it comes again on the next one.
                 return
-            if first:
+            if first or (redelivered and after_new):
                 first = False
                 self._took_over(queue)
+            after_new = not redelivered
             inbox.put(Message(key.translate(_TO_MQTT), body, tag, QOS, generation, clock_ns()))
             inbox.wake()
             if inbox.full:

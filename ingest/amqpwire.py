@@ -48,16 +48,24 @@ MISSED_HEARTBEATS = 3  # silence for this many intervals means the peer is gone
 DELIVER = spec.Basic.Deliver.index  # 0x003C003C: class 60, method 60
 _HEAD = struct.Struct(">BHI")  # frame type, channel, payload size
 _INDEX = struct.Struct(">I")  # a method frame's class and method
-_TAG = struct.Struct(">QB")  # Basic.Deliver: delivery tag, redelivered
+_TAG = struct.Struct(">QB")  # Basic.Deliver: delivery tag, the octet of its redelivered bit
 _BODY_SIZE = struct.Struct(">Q")  # a content header's body size, after class and weight
 _ACK = struct.Struct(">BHIIQBB")  # a whole Basic.Ack frame: head, index, tag, multiple, end
 _ACK_SIZE = 4 + 8 + 1
+# How the shortstrs of a delivery are decoded. RabbitMQ passes a routing key on unchecked,
+# and its MQTT plugin takes a topic that is not UTF-8: decoded strictly, such a key would
+# end the connection, and then each next one, of every instance, that the quorum queue
+# redelivers the message to. Escaped (a byte 0xff becomes `\xff`), it cannot pass for a
+# device's topic, whose levels have no backslash: the decoder dead-letters it (bad topic)
+# and the pipeline acknowledges it. The consumer tag, ours, is decoded alike.
+SHORT_STR_ERRORS = "backslashreplace"
 
 F = TypeVar("F", bound=Frame)  # the reply a call expects
 
-# The consumer's callback: routing key, body, delivery tag. It runs inside the socket's
-# read and must not block; deliveries come to it in the order the server sent them.
-Deliver = Callable[[str, bytes, int], None]
+# The consumer's callback: routing key, body, delivery tag, redelivered (the server gave
+# the message out before, to this consumer or another). It runs inside the socket's read
+# and must not block; deliveries come to it in the order the server sent them.
+Deliver = Callable[[str, bytes, int, bool], None]
 
 
 class WireError(DeliveryError):
@@ -75,10 +83,12 @@ class FrameReader:
         self.consumers: dict[str, Deliver] = {}
         self._on_method = on_method
         self._buffer = bytearray()
-        # The delivery whose content is being read: callback, routing key, tag, size, parts.
+        # The delivery whose content is being read: callback, routing key, tag, redelivered,
+        # size, parts.
         self._deliver: Deliver | None = None
         self._key = ""
         self._tag = 0
+        self._redelivered = False
         self._size = 0
         self._parts: list[bytes] = []
 
@@ -122,13 +132,14 @@ class FrameReader:
         # consumer-tag shortstr, delivery-tag longlong, redelivered bit, exchange shortstr,
         # routing-key shortstr (AMQP 0-9-1, basic.deliver).
         length = buf[at]
-        tag = bytes(buf[at + 1:at + 1 + length]).decode()
+        tag = bytes(buf[at + 1:at + 1 + length]).decode("utf-8", SHORT_STR_ERRORS)
         at += 1 + length
-        self._tag = _TAG.unpack_from(buf, at)[0]
+        self._tag, bits = _TAG.unpack_from(buf, at)
+        self._redelivered = bool(bits & 1)
         at += 9
         at += 1 + buf[at]  # the exchange
         length = buf[at]
-        self._key = bytes(buf[at + 1:at + 1 + length]).decode()
+        self._key = bytes(buf[at + 1:at + 1 + length]).decode("utf-8", SHORT_STR_ERRORS)
         deliver = self.consumers.get(tag)
         if deliver is None:
             raise WireError(f"AMQP delivery for unknown consumer {tag!r}")
@@ -155,7 +166,7 @@ class FrameReader:
     def _done(self, body: bytes) -> None:
         deliver, self._deliver = self._deliver, None
         assert deliver is not None  # checked by the caller
-        deliver(self._key, body, self._tag)
+        deliver(self._key, body, self._tag, self._redelivered)
 
     def _method(self, channel: int, index: int, payload: bytes) -> None:
         try:
@@ -244,13 +255,17 @@ class WireConnection(asyncio.Protocol):
         transport.write(ProtocolHeader().marshal())
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            # Nothing is read once the connection ends: a failed read left its frames in the
+            # reader's buffer, those already handed over among them, to be handed over again.
+            return
         self._heard = self._loop.time()
         try:
             self._reader.feed(data)
         except WireError as exc:
-            self._end(str(exc))
+            self._drop(str(exc))  # a peer out of step: nothing more it sends can be read
         except Exception as exc:  # from the consumer's callback: end here, not in asyncio's log
-            self._end(f"handling a delivery failed: {exc!r}")
+            self._drop(f"handling a delivery failed: {exc!r}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

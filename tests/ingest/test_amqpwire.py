@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
@@ -59,14 +59,16 @@ HEARTBEAT = pframe.marshal(Heartbeat(), 0)
 class Recorder:
     def __init__(self, consumers: tuple[str, ...] = ("c0", "c1")) -> None:
         self.delivered: list[Delivered] = []
+        self.redelivered: list[bool] = []  # each delivery's bit, in order
         self.methods: list[tuple[int, Frame]] = []
         self.reader = FrameReader(lambda channel, method: self.methods.append((channel, method)))
         for consumer in consumers:
             self.reader.consumers[consumer] = self._consumer(consumer)
 
     def _consumer(self, consumer: str) -> Deliver:
-        def deliver(key: str, body: bytes, tag: int) -> None:
+        def deliver(key: str, body: bytes, tag: int, redelivered: bool) -> None:
             self.delivered.append((consumer, key, body, tag))
+            self.redelivered.append(redelivered)
         return deliver
 
     def feed(self, data: bytes, *cuts: int) -> None:
@@ -92,6 +94,7 @@ def test_several_frames_in_one_read_are_delivered_in_order() -> None:
     recorder = Recorder()
     recorder.feed(STREAM)
     assert recorder.delivered == EXPECTED
+    assert recorder.redelivered == [False, True, False]
     assert [(channel, type(method)) for channel, method in recorder.methods] == [
         (CHANNEL, spec.Basic.Cancel)]
 
@@ -166,28 +169,91 @@ def test_an_acknowledgement_is_the_frame_pamqp_would_send() -> None:
 
 
 @given(st.lists(st.tuples(st.text(max_size=40).map(lambda t: t.replace(".", "/")),
-                          st.binary(max_size=300), st.integers(1, 2**63 - 1)),
+                          st.binary(max_size=300), st.integers(1, 2**63 - 1), st.booleans()),
                 max_size=8),
        st.lists(st.integers(0, 4000), max_size=6), st.integers(1, 120))
 def test_any_deliveries_cut_anywhere_come_out_as_pamqp_wrote_them(
-        messages: list[tuple[str, bytes, int]], cuts: list[int], frame_max: int) -> None:
-    data = b"".join(delivery("c0", key, body, tag, frame_max=frame_max)
-                    for key, body, tag in messages)
+        messages: list[tuple[str, bytes, int, bool]], cuts: list[int], frame_max: int) -> None:
+    data = b"".join(delivery("c0", key, body, tag, frame_max=frame_max, redelivered=again)
+                    for key, body, tag, again in messages)
     recorder = Recorder()
     recorder.feed(data, *sorted({cut for cut in cuts if 0 < cut < len(data)}))
-    assert recorder.delivered == [("c0", key, body, tag) for key, body, tag in messages]
+    assert recorder.delivered == [("c0", key, body, tag) for key, body, tag, _ in messages]
+    assert recorder.redelivered == [again for *_, again in messages]
+
+
+def test_a_routing_key_that_is_not_utf8_is_delivered_escaped() -> None:
+    # RabbitMQ's MQTT plugin takes such a topic. Refused, it would end every connection
+    # the quorum queue redelivers it to; escaped, the decoder dead-letters it.
+    poison = delivery("c0", "siaga.water-level.XY.telemetry", b"{}", 1).replace(
+        b".XY.", b".\xff\xfe.")  # the same length
+    recorder = Recorder()
+    recorder.feed(poison + delivery("c0", "siaga.water-level.a.telemetry", b"{}", 2))
+    assert recorder.delivered == [("c0", "siaga.water-level.\\xff\\xfe.telemetry", b"{}", 1),
+                                  ("c0", "siaga.water-level.a.telemetry", b"{}", 2)]
 
 
 async def test_a_failing_consumer_ends_the_connection_with_the_reason() -> None:
     connection = WireConnection("amqp://guest:guest@127.0.0.1:1/", prefetch=10)
 
-    def broken(key: str, body: bytes, tag: int) -> None:
+    def broken(key: str, body: bytes, tag: int, redelivered: bool) -> None:
         raise ValueError("the pipeline refused")
 
     connection._reader.consumers["c0"] = broken
     connection.data_received(delivery("c0", "k", b"x", 1))
     assert connection.ended.done() and connection.is_closed
     assert connection.error is not None and "the pipeline refused" in connection.error
+
+
+class Transport(asyncio.Transport):
+    """A socket that records how it was closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.aborted = self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def unterminated(consumer: str, tag: int) -> bytes:
+    frames = bytearray(delivery(consumer, "k", b"x", tag))
+    frames[-1] = 0  # the body frame's end octet
+    return bytes(frames)
+
+
+@pytest.mark.parametrize(("failing", "reason"), [
+    (lambda consumer, tag: delivery(consumer, "k", b"x", tag), "on_takeover failed"),
+    (unterminated, "end octet"),
+])
+async def test_a_failed_read_drops_the_connection_and_hands_nothing_over_again(
+        failing: Callable[[str, int], bytes], reason: str) -> None:
+    connection = WireConnection("amqp://guest:guest@127.0.0.1:1/", prefetch=10)
+    transport = Transport()
+    connection.connection_made(transport)
+    tags: list[int] = []
+
+    def deliver(key: str, body: bytes, tag: int, redelivered: bool) -> None:
+        tags.append(tag)
+        if tag == 3:
+            raise RuntimeError("on_takeover failed")
+
+    connection._reader.consumers["c0"] = deliver
+    connection.data_received(delivery("c0", "k", b"a", 1) + delivery("c0", "k", b"b", 2)
+                             + failing("c0", 3))
+    assert connection.is_closed and reason in (connection.error or "")
+    # Dropped, not closed gracefully: the peer is out of step, or we are.
+    assert transport.aborted and not transport.closed
+    # What the socket had read already comes before connection_lost: none of it is read.
+    connection.data_received(delivery("c0", "k", b"d", 4))
+    assert tags == ([1, 2, 3] if reason == "on_takeover failed" else [1, 2])
 
 
 def test_amqps_options_are_read_as_aiormq_reads_them() -> None:

@@ -159,7 +159,7 @@ async def test_the_wire_connection_refuses_a_wrong_password(
         await WireConnection.connect(url, 10)
 
 
-def ignore(key: str, body: bytes, tag: int) -> None:
+def ignore(key: str, body: bytes, tag: int, redelivered: bool) -> None:
     """A consumer's callback for a test that reads nothing."""
 
 
