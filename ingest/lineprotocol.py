@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import re
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, cast
+
+import orjson
 
 # The escape tables of influxdb_client/client/write/point.py. Point is the reference: the
 # property test compares our lines with its, so a change there fails a test, not a write.
@@ -106,6 +108,45 @@ def encode_many(key: str, points: Iterable[Encodable]) -> list[str]:
 
 def _no_layout(key: str, values: Mapping[str, float], seq: int | None, ts_ns: int) -> None:
     return None
+
+
+# A name `encode_plain` may write as orjson does: nothing to escape in line protocol or JSON.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# In orjson's output, a value that is not a number: true, false, null, a string, an array or
+# an object (names are plain, so `":` only ever opens a value).
+_NOT_A_NUMBER = re.compile(r'":[^-0-9]')
+
+
+def plain_names(names: Iterable[str]) -> bool:
+    """Whether `encode_plain` may take points with these value names (a kind's fields)."""
+    return all(_PLAIN_NAME.fullmatch(name) and name != SEQ_FIELD for name in names)
+
+
+def encode_plain(key: str, points: Sequence[Encodable]) -> list[str]:
+    """The lines of `points`, as points equal to `encode_many`'s, not byte for byte.
+
+    For points whose value names are `plain_names` (the caller knows: a kind's model
+    fields). A batch's values become text in one C call (orjson), not one `repr` per
+    value: for batches of 100 readings of 1 to 3 fields, 440 to 610 ns a reading against
+    `encode_many`'s 770 to 1,430 (timeit, 2 cores shared, at the commit that added it).
+    The numbers are orjson's shortest round-trip text, as `repr`'s but for the form:
+    `700.0` for 700, `1e-7` for 1e-07, ints as they are; InfluxDB parses each to the same
+    float (tests/ingest/test_lineprotocol_plain.py holds the two encoders to the same
+    points, and tests/integration/test_lineprotocol_influx.py the server). Fields keep
+    the values' order, `seq` last; InfluxDB sorts them. A batch with anything else (a
+    value that is not a finite number: NaN, a bool, a huge int; or a point with no field)
+    is `encode_many`'s.
+    """
+    try:
+        text = orjson.dumps([point.values for point in points]).decode()
+    except TypeError:  # an int beyond 64 bits, a float subclass, a name not a str
+        return encode_many(key, points)
+    if _NOT_A_NUMBER.search(text) or "{}" in text:  # NaN and infinities are null here
+        return encode_many(key, points)
+    fields = text[2:-2].replace('"', "").replace(":", "=").split("},{")
+    return [f"{key} {part} {point.ts_ns}" if point.seq is None
+            else f"{key} {part},{SEQ_FIELD}={point.seq}i {point.ts_ns}"
+            for part, point in zip(fields, points, strict=True)]
 
 
 @functools.lru_cache(maxsize=_LAYOUT_CACHE_SIZE)

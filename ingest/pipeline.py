@@ -18,17 +18,24 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, groupby, repeat
+from itertools import groupby, repeat
 from operator import attrgetter
 from typing import Protocol
 
 from devices.detections import Detection
 from devices.kinds import EVENT_MEASUREMENT, MEASUREMENTS
-from devices.readings import Reading, StatusUpdate
+from devices.readings import NUMERIC_FIELDS, Reading, StatusUpdate
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoded, Decoder
 from ingest.inbox import Message
-from ingest.lineprotocol import encode_event, encode_many, event_series_key, series_key
+from ingest.lineprotocol import (
+    encode_event,
+    encode_many,
+    encode_plain,
+    event_series_key,
+    plain_names,
+    series_key,
+)
 from ingest.settings import IngestSettings
 from ingest.stats import IngestStats
 from ingest.storage import NotDurable, Storage, StoreOutcome
@@ -56,6 +63,9 @@ TAKE_READINGS = 512
 RECENT_EVENTS_MAX = 100_000
 EventKey = tuple[str, str, str, str | None]  # device_id, label, type, zone: one series
 _DEVICE_ID = attrgetter("device_id")  # groups a message's readings by device
+# The kinds whose readings `encode_plain` may write: a reading's values are its model's
+# fields (devices.readings), so their names are known here. Every kind today.
+_PLAIN_KINDS = frozenset(kind for kind, names in NUMERIC_FIELDS.items() if plain_names(names))
 
 
 class Inbox(Protocol):
@@ -262,12 +272,13 @@ class Pipeline:
     def _encode_readings(self, readings: list[Reading], lines: list[str]) -> None:
         """Append one line per reading (an empty one when no field is left), in order."""
         # A message is one device's as a rule (its topic names it); a run per device keeps
-        # a mixed one right for one C-level step per reading.
+        # a mixed one right, each run's values made text at once.
         for _, run in groupby(readings, _DEVICE_ID):
-            head = next(run)
+            points = list(run)
+            head = points[0]
             key = self._series.get(head.device_id) or self._series_key(head)
-            # B031 warns of a group read twice; this one is read once, its head then the rest.
-            lines.extend(encode_many(key, chain((head,), run)))  # noqa: B031
+            lines.extend(encode_plain(key, points) if head.kind in _PLAIN_KINDS
+                         else encode_many(key, points))
 
     def _encode_detections(self, detections: Sequence[Detection], topic: str,
                            batch: Batch) -> None:
