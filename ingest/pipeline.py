@@ -23,7 +23,7 @@ from operator import attrgetter
 from typing import Protocol
 
 from devices.detections import Detection
-from devices.kinds import EVENT_MEASUREMENT, MEASUREMENTS
+from devices.kinds import EVENT_MEASUREMENT, MEASUREMENTS, Kind
 from devices.readings import NUMERIC_FIELDS, Reading, StatusUpdate
 from ingest.deadletters import DeadLetter, DeadLetterStore
 from ingest.decode import Decoded, Decoder
@@ -162,7 +162,7 @@ class Pipeline:
         self._stats = stats
         self._settings = settings
         self._clock_ns = clock_ns
-        self._series: dict[str, str] = {}
+        self._series: dict[str, tuple[Kind, str]] = {}
         self._event_series: dict[EventKey, str] = {}
         self._recent_events = RecentEvents()
         self._per_message = 1.0  # lines per message in the latest step
@@ -276,7 +276,9 @@ class Pipeline:
         for _, run in groupby(readings, _DEVICE_ID):
             points = list(run)
             head = points[0]
-            key = self._series.get(head.device_id) or self._series_key(head)
+            cached = self._series.get(head.device_id)
+            key = cached[1] if cached is not None and cached[0] is head.kind else (
+                self._series_key(head))
             lines.extend(encode_plain(key, points) if head.kind in _PLAIN_KINDS
                          else encode_many(key, points))
 
@@ -307,7 +309,9 @@ class Pipeline:
         key = series_key(MEASUREMENTS[reading.kind], tags)
         if len(self._series) >= SERIES_CACHE_MAX:
             self._series.clear()
-        self._series[reading.device_id] = key
+        # With its kind: a device the catalog does not list may send under two kinds, and
+        # each kind's readings go to that kind's measurement.
+        self._series[reading.device_id] = (reading.kind, key)
         return key
 
     async def _flush_loop(self, queue: asyncio.Queue[Batch | None], stop: asyncio.Event) -> None:

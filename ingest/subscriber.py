@@ -36,6 +36,7 @@ import contextlib
 import logging
 import ssl
 import struct
+from collections import deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -55,6 +56,10 @@ READ_BURST = 2000  # packets per reader wake-up, so timers and the HTTP API get 
 PUBACK = 0x40
 _PUBLISH = 0x30  # the packet type's high nibble
 PINGREQ_PACKET = b"\xc0\x00"
+# How long after a reconnect a message the lost connection delivered unacknowledged is
+# looked for among the new one's: the broker resends its session's messages at once.
+REPLAY_WINDOW_NS = 60 * 10**9
+_UNTIL_CONNECTED = 2**63 - 1
 # A PUBACK of MQTT 3.1.1: fixed header 0x40, remaining length 2, then the packet id.
 _PUBACK_BASE = (PUBACK << 24) | (2 << 16)
 
@@ -202,6 +207,14 @@ class Subscriber:
         self._clock_ns = clock_ns
         self._inbox = Inbox(inbox_max, inbox_max_bytes)
         self._generation = 0
+        # QoS 1 messages of this connection not acknowledged yet, in receive order (acks go
+        # in that order). When the connection is lost the broker sends them again; one
+        # without `ts` is stamped with its time of receipt, so its copy must get the first
+        # copy's time, or it is stored as a second point. `_replays` keeps those times
+        # for a while after a reconnect, by topic and payload.
+        self._unacked: deque[Message] = deque()
+        self._replays: dict[tuple[str, bytes], int] = {}
+        self._replays_until_ns = 0
         self._closing = False
         self._stack = AsyncExitStack()
         self.connected = asyncio.Event()
@@ -304,6 +317,10 @@ class Subscriber:
             return
         self._generation += 1
         self.connects += 1
+        if self._replays:
+            # The broker resends what it kept at once; without the session it resends none.
+            self._replays_until_ns = (self._clock_ns() + REPLAY_WINDOW_NS
+                                      if flags.session_present else 0)
         # Subscribe on every connect: a broker that lost its state lost our subscriptions.
         qos = int(self._settings.qos)
         client.subscribe([(topic, qos) for topic in self._topics])
@@ -326,6 +343,7 @@ class Subscriber:
         # Packet ids belong to the connection: messages it delivered can no longer be
         # acknowledged (the broker redelivers them on the next one).
         self._generation += 1
+        self._remember_replays()
         self.connected.clear()
         self.subscribed.clear()
         if self._on_connection is not None:
@@ -333,13 +351,37 @@ class Subscriber:
         if reason.is_failure and not self._closing:
             log.warning("MQTT connection lost (%s); reconnecting", reason)
 
+    def _remember_replays(self) -> None:
+        unacked = self._unacked
+        if not unacked:
+            return
+        now = self._clock_ns()
+        if now >= self._replays_until_ns:
+            self._replays.clear()
+        self._replays.update(((m.topic, m.payload), m.received_ns) for m in unacked)
+        unacked.clear()
+        self._replays_until_ns = _UNTIL_CONNECTED  # the window starts at the next connect
+
+    def _received_ns(self, topic: str, payload: bytes) -> int:
+        """When this message came first: now, or, for a copy of one a lost connection
+        delivered and nobody acknowledged, that one's time (so it is the same point)."""
+        now: int = self._clock_ns()
+        if now >= self._replays_until_ns:
+            self._replays.clear()  # what has not come again by now was not redelivered
+            return now
+        return self._replays.pop((topic, payload), now)
+
     def _on_publish_message(self, raw_topic: bytes, payload: bytes, mid: int, qos: int) -> bool:
         try:
             topic = raw_topic.decode()
         except UnicodeDecodeError:  # Mosquitto refuses these; if one came, dead-letter it
             topic = raw_topic.decode("utf-8", "backslashreplace")
         inbox = self._inbox
-        inbox.put(Message(topic, payload, mid, qos, self._generation, self._clock_ns()))
+        received_ns = self._received_ns(topic, payload) if self._replays else self._clock_ns()
+        message = Message(topic, payload, mid, qos, self._generation, received_ns)
+        inbox.put(message)
+        if qos:
+            self._unacked.append(message)
         if inbox.full:
             self._pause()
             return True
@@ -397,6 +439,9 @@ class Subscriber:
         generation = self._generation
         mids = [message.mid for message in messages
                 if message.qos and message.generation == generation]
+        unacked = self._unacked
+        for _ in range(min(len(mids), len(unacked))):  # the oldest, as acks go in order
+            unacked.popleft()
         if mids:
             packet = struct.pack(f">{len(mids)}I", *[_PUBACK_BASE | mid for mid in mids])
             self._client.queue_packet(PUBACK, packet)

@@ -305,3 +305,19 @@ async def test_on_durability_is_told_once_per_change(tmp_path: Path,
     [durable, refused, durable_again] = rig.durability
     assert (durable, durable_again) == (None, None)
     assert refused is not None and refused.startswith("spool full")
+
+
+async def test_a_device_not_in_the_catalog_sending_two_kinds_writes_each_to_its_own(
+        rig: Rig) -> None:
+    # Accepted unknown devices have no kind of record: the series key remembered for a
+    # device must be its kind's, or a water level lands in `traffic` (the review's case).
+    inbox = ListInbox(rig.stored)
+    pipeline = Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga"), unknown_devices="accept"),
+                        rig.storage, rig.dead_letters, rig.stats, PROMPT, Unobserved())
+    async with running(pipeline):
+        inbox.put(b'{"ts": 1700000000, "speed_kmh": 30, "vehicles_per_min": 5}',
+                  "siaga/traffic/dev-x/telemetry")
+        inbox.put(b'{"ts": 1700000001, "level_cm": 150}', "siaga/water-level/dev-x/telemetry")
+        await acked(inbox, 2)
+    assert [line.split(" ")[0] for line in rig.stored()] == [
+        "traffic,device_id=dev-x", "water_level,device_id=dev-x"]

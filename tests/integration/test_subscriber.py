@@ -10,6 +10,8 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
+import itertools
+import socket
 import termios
 from contextlib import AsyncExitStack
 
@@ -195,3 +197,36 @@ async def test_qos_0_messages_and_empty_payloads_arrive_and_need_no_ack(
     assert [(m.payload, m.qos, m.mid) for m in taken] == [
         (b"", 0, 0), (b"x" * 200, 0, 0), ("ü".encode(), 0, 0)]
     assert subscriber.ack(taken) == 0
+
+
+async def test_a_message_a_lost_connection_left_unacknowledged_keeps_its_first_time(
+    mosquitto: Mosquitto, settings: MqttSettings, topic: str,
+) -> None:
+    # A reading without `ts` is stamped with its time of receipt: its redelivered copy must
+    # get the first copy's, or it is stored again as a second point (as the review found).
+    ticks = itertools.count(1_000)
+    async with AsyncExitStack() as stack:
+        subscriber = await stack.enter_async_context(
+            Subscriber(settings, [topic], clock_ns=lambda: next(ticks)))
+        await asyncio.wait_for(subscriber.subscribed.wait(), 10)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 10)
+        first = await take_all(subscriber, 10)
+        assert subscriber.ack(first[:4]) == 4
+        await eventually(lambda: not subscriber._client.want_write(), what="the PUBACKs sent")
+        sock = subscriber._client.socket()
+        assert sock is not None
+        sock.shutdown(socket.SHUT_RDWR)  # the connection is lost with 6 in the pipeline
+        await eventually(lambda: subscriber.connects >= 2 and subscriber.subscribed.is_set(),
+                         what="connected again")
+        # After the redeliveries: a new message, and one whose payload an acknowledged
+        # message had (its copy is no replay).
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 1, 0, 10)
+        await asyncio.to_thread(publish_numbered, mosquitto, topic, 1, 0, 2)
+        again = await take_all(subscriber, 8)
+        assert subscriber.ack(again) == 8
+    first_time = {m.payload: m.received_ns for m in first}
+    assert [(m.payload, m.received_ns) for m in again[:6]] == [
+        (str(number).encode(), first_time[str(number).encode()]) for number in range(4, 10)]
+    newest = max(first_time.values())
+    assert [m.payload for m in again[6:]] == [b"10", b"2"]
+    assert all(m.received_ns > newest for m in again[6:])
