@@ -245,7 +245,9 @@ class ReportBook:
 
     def add_update(self, report_id: str, state: State, note: str, officer: str,
                    at_ns: int) -> Update:
-        """Record an officer's change of state and apply it to the report."""
+        """Record an officer's change of state and apply it to the report, unless one made
+        later is recorded already: then it only joins the history (and may be the first
+        response). Of two made at the same time, the one recorded last applies."""
         if state not in UPDATE_STATES:
             raise ReportRefused("state must be one of "
                                 + ", ".join(s.value for s in UPDATE_STATES))
@@ -256,25 +258,28 @@ class ReportBook:
             # (two instances on PostgreSQL) take turns, or the first response could be lost.
             tx.serialize(f"report:{number}")
             rows = tx.execute(
-                "SELECT requested_ns, updated_ns, status, status_notes, first_response_ns,"
-                " closed_ns FROM reports WHERE id = ?", (number,))
+                "SELECT requested_ns, received_ns, updated_ns, status, status_notes,"
+                " first_response_ns, closed_ns FROM reports WHERE id = ?", (number,))
             if not rows:
                 raise UnknownReport(f"no report {report_id}")
-            requested_ns, updated_ns, status, notes, first_ns, closed_ns = rows[0]
-            if at_ns < requested_ns:
+            requested_ns, received_ns, updated_ns, status, notes, first_ns, closed_ns = rows[0]
+            # A resident's clock may run up to intake's future bound ahead of ours: an
+            # update made at once, stamped by our clock, is not earlier than such a report.
+            if at_ns < min(requested_ns, received_ns):
                 raise ReportRefused(f"an update of report {report_id} cannot be earlier"
                                     " than the report")
-            # Closed once, a later closing state (fixed, then confirmed duplicate) does not
-            # move the time it was closed; reopening clears it.
-            if not state.closes:
-                closed_ns = None
-            elif status != "closed":
-                closed_ns = at_ns
-            tx.execute(
-                "UPDATE reports SET state = ?, status = ?, status_notes = ?, updated_ns = ?,"
-                " first_response_ns = ?, closed_ns = ? WHERE id = ?",
-                (state.value, state.status, note or notes, max(updated_ns, at_ns),
-                 at_ns if first_ns is None else min(first_ns, at_ns), closed_ns, number))
+            latest_ns = tx.execute("SELECT MAX(at_ns) FROM updates WHERE report_id = ?",
+                                   (number,))[0][0]
+            first_ns = at_ns if first_ns is None else min(first_ns, at_ns)
+            if latest_ns is None or at_ns >= latest_ns:
+                _apply(tx, number, state, note or notes, max(updated_ns, at_ns), first_ns,
+                       _closed_ns(state, status, closed_ns, at_ns))
+            else:
+                # Backdated (an officer's device that was offline): it happened before what
+                # the report already shows, so it must not undo a later change (reopen a
+                # fixed report); it only counts as a response.
+                tx.execute("UPDATE reports SET first_response_ns = ? WHERE id = ?",
+                           (first_ns, number))
             inserted = tx.execute(
                 "INSERT INTO updates (report_id, state, note, officer, at_ns)"
                 " VALUES (?, ?, ?, ?, ?) RETURNING id", (number, state.value, note, officer,
@@ -369,6 +374,22 @@ class ReportBook:
         """The photo kept under `name`, or None."""
         rows = self._backend.read("SELECT body FROM photos WHERE name = ?", (name,))
         return bytes(rows[0][0]) if rows else None
+
+    def forget_photo(self, name: str) -> bool:
+        """Forget the photo `name` unless a report shows it (its own could not be stored):
+        True when none does, so the photo may go from the disk too. On SQLite, which keeps
+        no photos, this only answers."""
+        def work(tx: Tx) -> bool:
+            # No index on `photo`: a scan, on the rare path of a report that failed.
+            if tx.execute("SELECT 1 FROM reports WHERE photo = ? LIMIT 1", (name,)):
+                return False
+            # Another instance storing a report of these very bytes right now would lose
+            # them from the book; it still has its file, and keeps it in the book again at
+            # its next start (`PhotoStore.share_local`).
+            tx.execute("DELETE FROM photos WHERE name = ?", (name,))
+            return True
+
+        return self._backend.run(work)
 
     def missing_photos(self, names: Sequence[str]) -> list[str]:
         """Those of `names` not kept, in their order; asked by the name only, a few hundred
@@ -510,6 +531,23 @@ def _number(report_id: str) -> int:
     if not _ID.fullmatch(report_id):
         raise UnknownReport(f"no report {report_id}")
     return int(report_id)
+
+
+def _closed_ns(state: State, status: str, closed_ns: int | None, at_ns: int) -> int | None:
+    # Closed once, a later closing state (fixed, then confirmed duplicate) does not move the
+    # time it was closed; reopening clears it.
+    if not state.closes:
+        return None
+    return at_ns if status != "closed" else closed_ns
+
+
+def _apply(tx: Tx, number: int, state: State, notes: str | None, updated_ns: int,
+           first_ns: int, closed_ns: int | None) -> None:
+    """Make `state` the report's current one."""
+    tx.execute(
+        "UPDATE reports SET state = ?, status = ?, status_notes = ?, updated_ns = ?,"
+        " first_response_ns = ?, closed_ns = ? WHERE id = ?",
+        (state.value, state.status, notes, updated_ns, first_ns, closed_ns, number))
 
 
 def _contact_json(contact: Contact) -> dict[str, str]:

@@ -60,11 +60,14 @@ _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_BUT_LINES: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# How far ahead of Siaga's clock a resident's or an officer's time may be: a phone's clock
+# a few minutes fast is common, an hour is a wrong time zone.
+MAX_FUTURE_S: Final = 300.0
 
 
 def parse_report(fields: Sequence[tuple[str, str]], *, categories: Mapping[str, Category],
                  jurisdiction: JurisdictionSettings, received_ns: int, key_name: str,
-                 photo: str | None = None, max_future_s: float = 300) -> NewReport:
+                 photo: str | None = None, max_future_s: float = MAX_FUTURE_S) -> NewReport:
     """The report these form fields describe, or `ReportRefused` naming what to fix."""
     values = single_values(fields)
     category = _category(values.get("service_code"), categories)
@@ -249,11 +252,18 @@ def _requested_ns(value: str | None, received_ns: int, max_future_s: float) -> i
     if value is None or not value.strip():
         return received_ns
     requested_ns = _datetime_ns("requested_datetime", value.strip())
-    ahead_s = (requested_ns - received_ns) / 1e9
-    if ahead_s > max_future_s:
-        raise ReportRefused(f"requested_datetime {_shown(value)} is {ahead_s:,.0f} s in the "
-                            f"future (at most {max_future_s:g} s): check the device's clock")
+    refuse_future(f"requested_datetime {_shown(value)}", requested_ns, received_ns,
+                  max_future_s)
     return requested_ns
+
+
+def refuse_future(what: str, at_ns: int, now_ns: int,
+                  max_future_s: float = MAX_FUTURE_S) -> None:
+    """`ReportRefused` naming `what` when `at_ns` is more than `max_future_s` after now."""
+    ahead_s = (at_ns - now_ns) / 1e9
+    if ahead_s > max_future_s:
+        raise ReportRefused(f"{what} is {ahead_s:,.0f} s in the future (at most "
+                            f"{max_future_s:g} s): check the device's clock")
 
 
 def _datetime_ns(name: str, text: str) -> int:

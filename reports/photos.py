@@ -24,6 +24,8 @@ import os
 import re
 import struct
 import tempfile
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +98,9 @@ class PhotoStore:
     """Photos on disk under `directory/<first 2 hex>/<sha256>.<ext>`, each written atomically,
     and in `shared` too when instances share them.
 
-    Holds no state but its settings: `accept` and `path` may run in several threads at once
-    (they block on files and the shared book; the HTTP layer runs them off the event loop).
+    `accept` and `path` may run in several threads at once (they block on files and the
+    shared book; the HTTP layer runs them off the event loop). Beside its settings it holds
+    one thing: the photos accepted for reports not stored yet, which `discard` leaves alone.
     """
 
     def __init__(self, directory: Path, max_bytes: int, max_pixels: int,
@@ -106,9 +109,13 @@ class PhotoStore:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.shared = shared
+        self._held: Counter[str] = Counter()  # photo -> reports on their way to the book
+        self._holding = threading.Lock()
 
     def accept(self, data: bytes) -> StoredPhoto:
-        """Check, clean and store a photo; `PhotoTooLarge` or `ReportRefused` saying why not."""
+        """Check, clean and store a photo; `PhotoTooLarge` or `ReportRefused` saying why not,
+        `StorageError` when it cannot be written. The photo is held for its report until
+        `release` (the report is stored) or `discard` (it could not be)."""
         if len(data) > self.max_bytes:
             in_mib = f" ({self.max_bytes / MIB:g} MiB)" if self.max_bytes >= MIB else ""
             raise PhotoTooLarge(f"photo is {len(data):,} bytes; at most "
@@ -120,8 +127,44 @@ class PhotoStore:
         body = _encode(image, pillow_format)
         extension, media_type = FORMATS[pillow_format]
         name = f"{hashlib.sha256(body).hexdigest()}.{extension}"
-        self._store(name, body)
+        with self._holding:  # before the file is there: `discard` must see it is wanted
+            self._held[name] += 1
+        try:
+            self._store(name, body)
+        except BaseException:
+            self.release(name)
+            raise
         return StoredPhoto(name, media_type, image.width, image.height)
+
+    def release(self, name: str) -> None:
+        """The report `accept` held photo `name` for is stored: it holds it no more."""
+        with self._holding:
+            self._let_go(name)
+
+    def discard(self, name: str, forget: Callable[[str], bool]) -> bool:
+        """Let go of photo `name`, whose report could not be stored, and remove it from this
+        disk unless another report wants it: one on its way (held here), or a stored one.
+        `forget` (`ReportBook.forget_photo`) answers for those: False when a report shows
+        the photo, else True once it forgot it in a shared book. Whether it was removed.
+        Blocking; `StorageError` when the book cannot answer or the file cannot be removed
+        (the photo stays)."""
+        # Locked throughout, the book's answer too: a report accepting this very photo
+        # meanwhile (the same upload sent again) waits rather than lose the file under it.
+        with self._holding:
+            self._let_go(name)
+            if self._held[name] > 0 or not forget(name):
+                return False
+            try:
+                (self.directory / name[:2] / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"photo {name} could not be removed from "
+                                   f"{self.directory}: {exc.strerror or exc}") from exc
+            return True
+
+    def _let_go(self, name: str) -> None:
+        self._held[name] -= 1
+        if self._held[name] <= 0:
+            del self._held[name]
 
     def path(self, name: str) -> Path:
         """Where the photo `name` is on disk (copied from `shared` first when only another
@@ -230,7 +273,11 @@ class PhotoStore:
             raise ReportRefused(f"photo is not a valid {kind}") from exc
 
     def _store(self, name: str, body: bytes) -> None:
-        self._write(name, body)
+        try:
+            self._write(name, body)
+        except OSError as exc:  # a full or failing disk: the caller answers 503, not a 500
+            raise StorageError(f"photo {name} could not be written to {self.directory}: "
+                               f"{exc.strerror or exc}") from exc
         if self.shared is not None:  # before its report is stored, which names it
             self.shared.keep_photo(name, body)
 

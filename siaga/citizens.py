@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Final
 
 from reports.book import ApiKey, ReportBook, ReportQuery
 from reports.errors import KeyRefused
-from reports.intake import parse_report
-from reports.model import Report, State, Update
+from reports.intake import parse_report, refuse_future
+from reports.model import NewReport, Report, State, Update
 from reports.photos import PhotoStore, StoredPhoto
 from reports.ratelimit import RateLimiter
 from reports.settings import ReportsSettings
@@ -144,7 +144,7 @@ class CitizenDesk:
             async with self._decoding:
                 stored: StoredPhoto = await asyncio.to_thread(self.photos.accept, photo)
             new = replace(new, photo=stored.name)
-        report = await asyncio.to_thread(self.book.add, new)
+        report = await self._store(new)
         self.received += 1
         log.info("report %s (%s) from %s at %.5f,%.5f%s", report.id, report.service_code,
                  key_name, report.lat, report.lon,
@@ -157,6 +157,30 @@ class CitizenDesk:
                       f"within {self.settings.duplicate_radius_m:g} m and "
                       f"{self.settings.duplicate_window}); an officer will confirm.")
         return Submitted(report, notice)
+
+    async def _store(self, new: NewReport) -> Report:
+        """Add the report to the book. When that fails its photo goes too, unless another
+        report shows it: it would be served at a URL no report names."""
+        try:
+            report = await asyncio.to_thread(self.book.add, new)
+        except Exception:  # not a cancellation: the add may yet commit in its thread
+            if new.photo is not None:
+                await self._discard_photo(new.photo)
+            raise
+        if new.photo is not None:
+            self.photos.release(new.photo)
+        return report
+
+    async def _discard_photo(self, name: str) -> None:
+        try:
+            removed = await asyncio.to_thread(self.photos.discard, name,
+                                              self.book.forget_photo)
+        except StorageError as exc:  # the report's own failure is what the caller hears
+            log.warning("photo %s of a report that could not be stored is kept: %s", name,
+                        exc)
+            return
+        if removed:
+            log.info("photo %s removed: its report could not be stored", name)
 
     async def _correlate(self, report: Report) -> Report:
         """Tell the rules; record the alerts they linked the report to.
@@ -201,10 +225,21 @@ class CitizenDesk:
 
     async def update(self, report_id: str, state: State, note: str, officer: str,
                      at_ns: int | None) -> Update:
+        """Record an officer's update (`at_ns`: when it happened, if not now), then tell the
+        rules and the listeners. Answered once it is stored, whatever follows fails."""
+        now_ns = self.clock_ns()
+        if at_ns is not None:
+            refuse_future("at", at_ns, now_ns)
         update = await asyncio.to_thread(self.book.add_update, report_id, state, note, officer,
-                                         self.clock_ns() if at_ns is None else at_ns)
+                                         now_ns if at_ns is None else at_ns)
         if self.alerting is not None:
-            self.alerting.report_answered(report_id)
+            try:
+                self.alerting.report_answered(report_id)
+            except StorageError:
+                # The update is stored: a 503 would have it sent, and stored, again. The
+                # ReportOverdue stays firing meanwhile; in a cluster the leader's next
+                # overdue check finds the report answered and ends it.
+                log.exception("could not resolve report %s's overdue alert", report_id)
         log.info("report %s %s by %s", report_id, state, officer)
         if self._listeners:  # the report as it now reads: one more read, only when watched
             try:

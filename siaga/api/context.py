@@ -6,6 +6,9 @@ Errors (all answered as `{"error": "..."}` by `errors_as_json`):
     web.HTTPException            aiohttp's own (unknown route 404, wrong method 405, body 413)
     a class in STATUS_OF         raised on purpose below the API (siaga_core.errors): an
                                  InputError 400, 404 or 409, a StorageError 503
+    RequestPayloadError          aiohttp's: a body that cannot be read as sent (its
+                                 Content-Encoding is not what it says): 400
+    ConnectionResetError         the client went away mid-request: logged at info, unanswered
     any other Exception          a bug: logged with its traceback, answered 500
 """
 
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from devices.readings import Reading
@@ -146,7 +150,21 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         kept = {k: v for k, v in exc.headers.items()
                 if k.lower() not in ("content-type", "content-length")}
         return respond(request, exc.status, _routing_message(request, exc), kept)
+    except RequestPayloadError as exc:
+        answer = respond(request, 400, f"the request body cannot be read: {_last_line(exc)}",
+                         None)
+        # What is left of the body is unreadable too: aiohttp, which reads it out after
+        # the answer to keep the connection, would log that as an unhandled exception.
+        # The body is over, and so is the connection.
+        request.content.feed_eof()
+        answer.force_close()
+        return answer
     except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # Not a bug, so no traceback: a resident's phone lost its signal mid-upload.
+            log.info("HTTP API: %s %s: the client went away mid-request", request.method,
+                     request.path)
+            return respond(request, 400, "the connection was lost mid-request", None)
         status = status_of(exc)
         if status is None:
             log.exception("HTTP API: %s %s failed", request.method, request.path)
@@ -157,6 +175,17 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         headers = ({"Retry-After": str(exc.retry_after_s)}
                    if isinstance(exc, TooManyReports) else None)
         return respond(request, status, str(exc), headers)
+
+
+def _last_line(exc: Exception) -> str:
+    # aiohttp's payload errors read "400, message:\n  Can not decode content-encoding: gzip".
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport  # aiohttp drops it when the connection is lost
+    return transport is None or transport.is_closing()
 
 
 def _plain_error(request: web.Request, status: int, message: str,

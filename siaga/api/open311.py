@@ -19,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from reports.book import ReportQuery
 from reports.categories import Category
@@ -174,6 +175,8 @@ async def _read_multipart(request: web.Request, max_photo: int
             part = await reader.next()
         except ValueError as exc:
             raise ReportRefused(f"the multipart body is malformed: {exc}") from None
+        except BadHttpMessage as exc:  # a part's header line that is no header
+            raise ReportRefused(f"the multipart body is malformed: {exc.message}") from None
         if part is None:
             return fields, photo
         parts += 1
@@ -186,7 +189,11 @@ async def _read_multipart(request: web.Request, max_photo: int
         if name == PHOTO_FIELD and part.filename is not None:
             if photo is not None:
                 raise ReportRefused(f"more than one {PHOTO_FIELD!r} photo: send one")
-            photo = await _read_part(part, max_photo, photo=True)
+            data = await _read_part(part, max_photo, photo=True)
+            # A browser's form sends its file input empty, and nameless, when no file was
+            # chosen: the photo is optional, so that is no photo.
+            if data or part.filename:
+                photo = data
             continue
         raw = await _read_part(part, FORM_MAX_BYTES, photo=False)
         try:

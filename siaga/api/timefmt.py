@@ -9,6 +9,9 @@ from siaga_core.errors import InputError
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_S: Final = 1_000_000_000
+# The years a time may name: nanoseconds since 1970 in a signed 64-bit integer (the stores'
+# BIGINT) reach 1677 to 2262; Siaga's data begins in 1970 and needs no far future.
+YEARS: Final = (1970, 2200)
 # GeoReport shows times with the city's offset, as its residents read them.
 WIB: Final = timezone(timedelta(hours=7), "WIB")
 
@@ -23,6 +26,8 @@ def parse_time(text: str, name: str) -> int:
     if moment is None or moment.tzinfo is None or "T" not in text.upper():
         raise InputError(f"{name} must be RFC 3339 with an offset, "
                          f"e.g. 2024-01-31T08:00:00+07:00, got {text!r}")
+    if not YEARS[0] <= moment.year <= YEARS[1]:
+        raise InputError(f"{name} must be a time from {YEARS[0]} to {YEARS[1]}, got {text!r}")
     return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
 
 

@@ -16,6 +16,7 @@ from PIL.ExifTags import IFD
 from reports.errors import PhotoTooLarge, ReportRefused, UnknownReport
 from reports.photos import PhotoStore, StoredPhoto
 from reports.settings import MIB
+from siaga_core.errors import StorageError
 from tests.reports import images
 from tests.reports.hostile import PHOTO_CASES, PhotoCase
 
@@ -122,6 +123,34 @@ def test_the_same_photo_from_many_threads_is_one_whole_file(store: PhotoStore) -
     (photo,) = photos
     (path,) = files_in(store)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == photo.name.split(".")[0]
+
+
+def test_a_discarded_photo_goes_unless_another_report_wants_it(store: PhotoStore) -> None:
+    # `forget` stands for the book's answer (ReportBook.forget_photo): True, no stored
+    # report shows the photo; False, one does.
+    data = images.jpeg()
+    first, second = store.accept(data), store.accept(data)  # two reports on their way
+    assert not store.discard(first.name, lambda name: True)  # the second still wants it
+    assert store.local(first.name) is not None
+    assert store.discard(second.name, lambda name: True)
+    assert store.local(first.name) is None and files_in(store) == []
+    shown = store.accept(images.png())
+    assert not store.discard(shown.name, lambda name: False)  # a stored report shows it
+    assert store.local(shown.name) is not None
+
+
+def test_a_released_photo_is_not_held_for_its_report_any_more(store: PhotoStore) -> None:
+    stored, failed = store.accept(images.webp()), store.accept(images.webp())
+    store.release(stored.name)  # its report is in the book: the book answers for it now
+    assert store.discard(failed.name, lambda name: True)
+    assert store.local(stored.name) is None
+
+
+def test_a_photo_that_cannot_be_written_is_a_storage_error_not_a_bug(tmp_path: Path) -> None:
+    (tmp_path / "photos").write_bytes(b"")  # the directory is a file: nothing is written
+    store = PhotoStore(tmp_path / "photos", 10 * MIB, MAX_PIXELS)
+    with pytest.raises(StorageError, match="could not be written"):
+        store.accept(images.jpeg())
 
 
 def test_a_crashed_write_is_never_served(store: PhotoStore) -> None:

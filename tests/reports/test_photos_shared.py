@@ -22,6 +22,7 @@ from reports.settings import MIB, ReportsSettings
 from siaga.sandbox.postgres import PostgreSQL
 from siaga_core.errors import StorageError
 from tests.reports import images
+from tests.reports.conftest import new_report
 
 MAX_PIXELS = 40_000_000
 
@@ -141,3 +142,17 @@ def test_a_photo_damaged_on_this_disk_is_not_kept_and_the_others_are(
     alone.path(damaged.name).write_bytes(b"not the photo any more")
     assert store_at(tmp_path / "a", shared_book).share_local() == 1
     assert shared_book.missing_photos([damaged.name, sound.name]) == [damaged.name]
+
+
+def test_a_photo_whose_report_failed_is_forgotten_unless_a_report_shows_it(
+        shared_book: ReportBook, tmp_path: Path) -> None:
+    taker = store_at(tmp_path / "a", shared_book)
+    failed = taker.accept(images.jpeg())
+    assert taker.discard(failed.name, shared_book.forget_photo)
+    assert shared_book.photo(failed.name) is None and taker.local(failed.name) is None
+    shown = taker.accept(images.png())
+    shared_book.add(new_report(photo=shown.name))
+    taker.release(shown.name)
+    again = taker.accept(images.png())  # the same photo, for a report that failed
+    assert not taker.discard(again.name, shared_book.forget_photo)
+    assert shared_book.photo(shown.name) is not None and taker.local(shown.name) is not None

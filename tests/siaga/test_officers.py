@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from siaga.api.timefmt import format_wib
 from tests.siaga.apirig import World
 from tests.siaga.reportrig import MANGGARAI, MONAS, ReportApi, open_desk, serving
 
@@ -147,3 +148,57 @@ async def test_the_updates_feed_pages(reports: ReportApi, world: World) -> None:
                                        page=page, page_size="2")
         pages.append([u["external_status_code"] for u in updates])
     assert pages == [["acknowledged", "in-progress"], ["fixed"], []]
+
+
+async def test_an_update_sent_late_goes_into_the_history_without_reopening(
+        reports: ReportApi, world: World) -> None:
+    report_id = await post(reports, "pohon", MONAS)
+    half_an_hour_ago = format_wib(world.clock.now_ns)
+    world.clock.now_ns += 1800 * 10**9
+    status, _ = await reports.officer("POST", f"/api/reports/{report_id}/updates",
+                                      {"state": "fixed", "officer": "A", "note": "Selesai"})
+    assert status == 201
+    # From an officer's device that was offline: it was on its way before the fix.
+    status, body = await reports.officer("POST", f"/api/reports/{report_id}/updates",
+                                         {"state": "in-progress", "officer": "B",
+                                          "note": "Menuju lokasi", "at": half_an_hour_ago})
+    assert status == 201, body
+    _, shown = await reports.officer("GET", f"/api/reports/{report_id}")
+    assert (shown["state"], shown["status_notes"]) == ("fixed", "Selesai")
+    assert shown["closed_at"] is not None
+    assert [h["state"] for h in shown["history"]] == ["in-progress", "fixed"]
+
+
+async def test_an_update_stamped_in_the_future_is_400_saying_so(
+        reports: ReportApi, world: World) -> None:
+    report_id = await post(reports, "pohon", MONAS)
+    path = f"/api/reports/{report_id}/updates"
+    status, body = await reports.officer("POST", path, {
+        "state": "fixed", "officer": "A", "at": format_wib(world.clock.now_ns + 3600 * 10**9)})
+    assert status == 400
+    assert "at is 3,600 s in the future (at most 300 s)" in body["error"]
+    status, body = await reports.officer("POST", path, {
+        "state": "fixed", "officer": "A", "at": "2300-01-01T00:00:00Z"})
+    assert status == 400 and "from 1970 to 2200" in body["error"]
+    _, shown = await reports.officer("GET", f"/api/reports/{report_id}")
+    assert (shown["state"], shown["history"]) == ("open", [])
+    status, body = await reports.officer("POST", path, {
+        "state": "acknowledged", "officer": "A",
+        "at": format_wib(world.clock.now_ns + 300 * 10**9)})
+    assert status == 201, body
+
+
+async def test_an_update_right_after_a_report_stamped_a_little_ahead_is_taken(
+        reports: ReportApi, world: World) -> None:
+    # The resident's phone runs two minutes fast; the officer answers at once.
+    report_id = await post(reports, "pohon", MONAS,
+                           requested_datetime=format_wib(world.clock.now_ns + 120 * 10**9))
+    status, body = await reports.officer("POST", f"/api/reports/{report_id}/updates",
+                                         {"state": "acknowledged", "officer": "A"})
+    assert status == 201, body
+
+
+async def test_times_beyond_what_the_stores_hold_are_400_naming_the_years(
+        reports: ReportApi) -> None:
+    status, body = await reports.officer("GET", "/api/reports", since="2300-01-01T00:00:00Z")
+    assert status == 400 and "since must be a time from 1970 to 2200" in body["error"]
