@@ -482,10 +482,11 @@ class Alerting:
         try:
             notification = self.book.apply(transition)  # dispatched by the book when paged
         except StorageError:
-            if self.cluster is not None and alert.rule in LEADER_RULES:
+            if alert.rule in LEADER_RULES:
                 # The engine took the step the book refused: the leader's checks would not
                 # take it again (a resolved alert is no longer held), and the book would
-                # keep it firing and repeating. Its alerts are read again at its next turn.
+                # keep it firing and repeating. Its alerts are read again at its next turn
+                # (`take_up_leadership`), in a cluster or not.
                 self._leader_alerts_loaded = False
             raise
         log.info("alert %s %s %s (%s)%s", alert.rule, alert.subject, transition.change,
@@ -630,8 +631,9 @@ class Alerting:
         """Whether this instance raises the alerts of the reports city-wide (the flood
         clusters, ReportOverdue): always, unless in a cluster. A cluster's other instances
         keep the clusters without raising them; a new leader raises them once it holds its
-        predecessor's alerts (`take_up_leadership`)."""
-        return self.cluster is None or (self.leading and self._leader_alerts_loaded)
+        predecessor's alerts (`take_up_leadership`), as any instance does once it read them
+        again after the book refused one of their changes."""
+        return self.leading and self._leader_alerts_loaded
 
     def _report_to_flood_cameras(self, report: CitizenReport) -> list[str]:
         """A banjir report may corroborate cameras seeing water near it: the fingerprints of
@@ -880,15 +882,15 @@ class Alerting:
                     self.book.observe(alert, now)  # reports joined since the book's count
 
     async def _check_offline(self) -> None:
-        if self.cluster is not None:
-            try:
+        try:
+            if self.cluster is not None:
                 # Every instance hears the whole city (its console shows who is silent);
                 # only the leader raises the alerts.
                 self._hear_board(await asyncio.to_thread(self.board.read))
-                await self.take_up_leadership()
-            except StorageError:
-                log.exception("the cluster's database: offline checks wait for the next turn")
-                return
+            await self.take_up_leadership()
+        except StorageError:
+            log.exception("the alert book: offline checks wait for the next turn")
+            return
         if not self.raises_city_alerts:  # not leading, or leading again since the reload
             return
         for signal in self.checker.check(self._clock_ns()):

@@ -237,8 +237,8 @@ class CitizenDesk:
                 self.alerting.report_answered(report_id)
             except StorageError:
                 # The update is stored: a 503 would have it sent, and stored, again. The
-                # ReportOverdue stays firing meanwhile; in a cluster the leader's next
-                # overdue check finds the report answered and ends it.
+                # ReportOverdue stays firing meanwhile; the next overdue check reads the
+                # alerts again (`take_up_leadership`), finds the report answered and ends it.
                 log.exception("could not resolve report %s's overdue alert", report_id)
         log.info("report %s %s by %s", report_id, state, officer)
         if self._listeners:  # the report as it now reads: one more read, only when watched
@@ -385,9 +385,9 @@ class CitizenDesk:
         alerting = self.alerting
         if alerting is None:
             return 0
-        if alerting.cluster is not None:
-            # A new leader takes its predecessor's ReportOverdue alerts before it judges.
-            await alerting.take_up_leadership()
+        # A new leader takes its predecessor's ReportOverdue alerts before it judges, and
+        # any instance reads them again after the book refused one of their changes.
+        await alerting.take_up_leadership()
         if not alerting.raises_city_alerts:
             return 0
         overdue = await asyncio.to_thread(self.book.overdue, self.clock_ns())

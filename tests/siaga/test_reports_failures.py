@@ -103,9 +103,6 @@ async def test_an_update_is_answered_once_stored_though_its_overdue_alert_cannot
     assert [(r.id, r.state.value) for r in told[-1:]] == [(report_id, "fixed")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rules/alerting.py: outside a cluster, an alert the book refused to resolve is dropped "
-    "by the engine, so no later check ends it (the book keeps it firing until a restart)"))
 async def test_an_overdue_alert_the_book_could_not_end_ends_at_the_next_check(
         world: World, tmp_path: Path, desk_with_rules: CitizenDesk) -> None:
     desk = desk_with_rules
