@@ -141,7 +141,7 @@ class AlertBook:
         the book goes on.
 
         Listeners are this process's: a change another instance makes to a shared book is
-        not heard here (the console reads the book when it asks).
+        not heard here (the console asks `changed_since` every few seconds).
         """
         with self._listeners_lock:
             self._listeners = (*self._listeners, callback)
@@ -367,6 +367,12 @@ class AlertBook:
             silences = tables.silences(now)
         chosen = [row for row in rows if matches_all(matchers, row.alert.labels)][:limit]
         return [self._view(row, silences, now) for row in chosen]
+
+    def changed_since(self, since_ns: int, limit: int = 5000) -> list[str]:
+        """The alerts whose history grew after `since_ns` (wall time of the write), latest
+        first: what any instance sharing the book changed (`listen` hears this one only)."""
+        with self._tables() as tables:
+            return tables.changed_since(since_ns, limit)
 
     def resolved_since(self, since_ns: int, limit: int = 5000) -> list[AlertView]:
         """Alerts resolved at or after `since_ns` (event time of their end), latest first."""

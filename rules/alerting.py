@@ -850,6 +850,8 @@ class Alerting:
             seen = heard.seen_ns
             if seen is not None and seen >= started and (last is None or seen > last):
                 tracker.seen(device_id, seen)
+                if device_id not in self.devices_seen:
+                    self.changed.add(device_id)  # heard at last: the console's no-data ends
                 self.devices_seen[device_id] = seen
                 self._shared[device_id] = seen  # the board has it: not news to publish
             if heard.status is not None and heard.status[1] >= max(seen or 0, started):

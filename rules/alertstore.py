@@ -199,6 +199,13 @@ class AlertTables:
             found += (_alert_row(row) for row in self._tx.execute(query, params))
         return found
 
+    def changed_since(self, since_ns: int, limit: int) -> list[str]:
+        """The fingerprints with a history entry recorded after `since_ns` (wall time),
+        latest first (by the `history_recorded` index)."""
+        query = ("SELECT fingerprint, MAX(recorded_at) AS last FROM history"
+                 " WHERE recorded_at > ? GROUP BY fingerprint ORDER BY last DESC LIMIT ?")
+        return [str(row[0]) for row in self._tx.execute(query, (since_ns, limit))]
+
     def resolved_since(self, since_ns: int, limit: int) -> list[AlertRow]:
         """Resolved alerts whose episode ended at or after `since_ns`, latest end first."""
         query = (f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE status = ? AND ends_at >= ?"

@@ -34,7 +34,7 @@ from devices.registry import Device, Registry
 from ingest.deadletters import format_time
 from reports.book import ReportQuery
 from reports.model import Report
-from rules.alert import AlertStatus
+from rules.alert import Alert, AlertStatus
 from rules.alertbook import ALL, AlertView
 from rules.alerting import Alerting
 from rules.ruletypes import SelectingRule
@@ -45,6 +45,7 @@ from siaga.console.status import (
     NO_DATA,
     StatusRules,
     device_status,
+    heard_status,
     main_value,
 )
 from siaga.settings import ConsoleSettings
@@ -65,6 +66,12 @@ MAX_ALERTS_READ: Final = 100_000  # every open alert: a limit only because the b
 MAX_RESOLVED_READ: Final = 5_000  # resolved alerts read at start, to keep the last day's
 TIME_CACHE_SECONDS: Final = 100_000  # a day of distinct seconds; cleared when full
 SNAPSHOT_MAX_AGE_S: Final = 1.0  # 50 consoles reloading at once build the state once
+# Cluster: the shared book is asked every this often what any instance changed (the book's
+# listener hears this process only), over a window reaching this far back before the last
+# ask: another instance's clock and a commit that took a while still land in it, and an
+# alert read twice unchanged is not published again.
+SHARED_EVERY_NS: Final = 2 * _S
+SHARED_OVERLAP_NS: Final = 10 * _S
 
 
 class ConsoleHub:
@@ -97,6 +104,12 @@ class ConsoleHub:
         self._status: dict[str, str] = dict.fromkeys(self._static, NO_DATA)
         self._offline: set[str] = set()
         self._alerts: dict[str, dict[str, Any]] = {}  # fingerprint -> alert_json
+        # Cluster: the devices' open alerts as the shared book has them, by (rule, subject),
+        # for the statuses: this instance's engine holds only the devices it reads.
+        self._shared = alerting.cluster is not None
+        self._open: dict[tuple[str, str], Alert] = {}
+        self._shared_since_ns: int | None = None  # wall time of the last ask
+        self._next_shared_ns = 0
         self._resolved_ns: dict[str, int] = {}  # fingerprint -> when it was seen resolved
         self._reports: dict[str, tuple[Report, dict[str, Any]]] = {}
         # Handed over by the listeners, taken by the next tick.
@@ -281,6 +294,9 @@ class ConsoleHub:
     async def tick(self) -> None:
         """Publish what changed since the last tick and wake the streams."""
         now = self._clock_ns()
+        if self._shared and now >= self._next_shared_ns:
+            await self._ask_shared_book(now)
+            self._next_shared_ns = now + SHARED_EVERY_NS
         touched = await self._read_alerts(now)
         self._take_reports(now)
         touched |= self._take_changed()
@@ -333,9 +349,18 @@ class ConsoleHub:
                 self._offline.add(device_id)
             else:
                 self._offline.discard(device_id)
-            alerts = [alert for rule in self._rules_of[device_id]
-                      if (alert := engine.current(rule, device_id)) is not None]
-            status = device_status(device, latest.get(device_id), alerts, offline, self._rules)
+            if self._shared:
+                alerts = [alert for rule in self._rules_of[device_id]
+                          if (alert := self._open.get((rule, device_id))) is not None]
+            else:
+                alerts = [alert for rule in self._rules_of[device_id]
+                          if (alert := engine.current(rule, device_id)) is not None]
+            reading = latest.get(device_id)
+            if reading is None and self._shared and not offline and (
+                    device_id in self._alerting.devices_seen):
+                status = heard_status(device, alerts, self._rules)  # read by another instance
+            else:
+                status = device_status(device, reading, alerts, offline, self._rules)
             if status != self._status[device_id]:
                 self._status[device_id] = status
                 entries.append({"id": device_id} | self._live(device, status))
@@ -398,21 +423,46 @@ class ConsoleHub:
             return set()
         devices: set[str] = set()
         for view in {view.alert.fingerprint: view for view in views}.values():
+            before = self._alerts.get(view.alert.fingerprint)
             shown = self._keep_alert(view, now)
+            if shown == before:
+                continue  # read again unchanged (the shared book's asks overlap)
             self.publish("alert", shown)
             device_id = view.alert.labels.get("device_id")
             if device_id is not None:
                 devices.add(device_id)
         return devices
 
+    async def _ask_shared_book(self, now: int) -> None:
+        """Cluster: take the alerts any instance changed since the last ask as changed."""
+        since = self._shared_since_ns
+        if since is None:  # the first ask: `_load` read the book just before
+            self._shared_since_ns = now
+            return
+        book = self._alerting.book
+        try:
+            changed = await asyncio.to_thread(book.changed_since, since - SHARED_OVERLAP_NS,
+                                              MAX_RESOLVED_READ)
+        except StorageError:
+            log.exception("console: could not ask the shared book what changed; trying "
+                          "again in %d s", SHARED_EVERY_NS // _S)
+            return
+        self._shared_since_ns = now
+        self._fingerprints.update(changed)
+
     def _keep_alert(self, view: AlertView, now: int) -> dict[str, Any]:
         shown = alert_json(view)
-        fingerprint = view.alert.fingerprint
+        alert = view.alert
+        fingerprint = alert.fingerprint
         self._alerts[fingerprint] = shown
-        if view.alert.status is AlertStatus.RESOLVED:
+        key = (alert.rule, alert.subject)
+        if alert.status is AlertStatus.RESOLVED:
             self._resolved_ns.setdefault(fingerprint, now)
+            if (held := self._open.get(key)) is not None and held.fingerprint == fingerprint:
+                del self._open[key]
         else:
             self._resolved_ns.pop(fingerprint, None)
+            self._open[key] = alert
         return shown
 
     def _take_reports(self, now: int) -> None:

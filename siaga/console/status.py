@@ -17,6 +17,10 @@ a past moment is drawn by the same rules as the live one.
                      camera while its CameraCongestion alert fires
     water            a camera while its FloodDetected alert fires, or its latest
                      water_score is at least 0.8 (what that rule waits two minutes on)
+
+In a cluster an instance holds the readings of the devices it reads only; a device another
+instance reads (heard, by the board of devices heard) is coloured by its firing alerts in
+the shared book alone, and is `ok` without one (`heard_status`).
 """
 
 from __future__ import annotations
@@ -102,6 +106,26 @@ def device_status(device: Device, reading: Reading | None, alerts: Iterable[Aler
     if device.kind is Kind.CAMERA:
         return _camera(reading, firing)
     return OK  # a kind without colours of its own
+
+
+def heard_status(device: Device, alerts: Iterable[Alert], rules: StatusRules) -> str:
+    """The status of a device heard but whose latest reading is not here (another instance
+    of a cluster reads it): what its firing alerts say, else `ok`. A gauge below Siaga 3
+    has no ladder alert, so `ok` is its colour; an air monitor's `baik` or `sedang` and a
+    camera's water score under its rule's wait are not told apart from `ok`."""
+    said = [OK]
+    for alert in alerts:
+        if alert.status is not AlertStatus.FIRING:
+            continue
+        level = alert.labels.get("level", "")
+        if (alert.rule in rules.ladder and level in SIAGA_LEVELS) or (
+                alert.rule in rules.ispu and level in ISPU_LEVELS):
+            said.append(level)
+        elif alert.rule == CAMERA_WATER_RULE:
+            said.append(WATER)
+        elif alert.rule in rules.window or alert.rule == CAMERA_JAM_RULE:
+            said.append(CONGESTED)
+    return max(said, key=rank)
 
 
 def rank(status: str) -> int:
