@@ -386,6 +386,13 @@ class Decoder:
         if refusal is not None:
             out.dead.append(DeadLetter(topic, payload, refusal, received_ns, "invalid-event"))
             return
+        ahead = max((d.ts_ns - received_ns for d in detections), default=0)
+        if ahead > self._max_future_ns:
+            # As for Siaga's own events: a camera's clock years ahead would hold its rules'
+            # clock there (no hotspot would ever fill its window again).
+            reason = f"frame_time: {ahead / 1e9:.0f} s in the future (camera clock wrong?)"
+            out.dead.append(DeadLetter(topic, payload, reason, received_ns, "future-ts"))
+            return
         for detection in detections:
             if detection.plate is not None:
                 detection = detection._replace(plate=self._listed(detection.plate, out))

@@ -253,6 +253,7 @@ def encode(
 # Point's escapes inside a string field value: a quote and a backslash.
 _ESCAPE_STRING = str.maketrans({'"': r"\"", "\\": r"\\"})
 _NS_PER_MS = 1_000_000
+_NS_PER_US = 1_000
 
 
 def event_series_key(measurement: str, device_tags: Mapping[str, str], label: str,
@@ -283,11 +284,16 @@ def event_time_ns(ts_ns: int, event_id: str) -> int:
     """The time a detection is stored at: its `ts`, made distinct per event.
 
     Two events of one camera with the same label, zone and type at the same time are one
-    series and one timestamp, so InfluxDB would keep only the last; cameras often stamp
-    whole seconds or milliseconds. A time with nothing below the millisecond gets an offset
-    below it, from the event id (CRC-32, the same in every process): distinct events stay
-    distinct, and a redelivered event is the same point again (idempotent).
+    series and one timestamp, so InfluxDB would keep only the last: cameras often stamp
+    whole seconds or milliseconds, two objects of one Frigate frame share its time, and a
+    batch of events without `ts` shares its time of receipt. The time gets an offset from
+    the event id (CRC-32, the same in every process) in the digits below what it carries:
+    below the millisecond for a whole millisecond, else in the nanoseconds, which `ts`
+    never carries (`parse_ts` keeps microseconds). Distinct events stay distinct (one
+    chance in a thousand, or a million, of two colliding), and a redelivered event is the
+    same point again (idempotent).
     """
+    crc = zlib.crc32(event_id.encode())
     if ts_ns % _NS_PER_MS:
-        return ts_ns
-    return ts_ns + zlib.crc32(event_id.encode()) % _NS_PER_MS
+        return ts_ns - ts_ns % _NS_PER_US + crc % _NS_PER_US
+    return ts_ns + crc % _NS_PER_MS

@@ -104,13 +104,17 @@ class RecentEvents:
 
     def __init__(self, size: int = RECENT_EVENTS_MAX) -> None:
         self._size = size
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, str, int], None] = OrderedDict()
 
     def fresh(self, detections: Sequence[Detection]) -> list[Detection]:
-        """The detections whose key was not seen recently (nor earlier in `detections`)."""
+        """The detections whose key was not seen recently (nor earlier in `detections`).
+
+        The key has the detection's time: Frigate sends many updates of one event, each of
+        its own frame, and each must reach the rules (a listed plate read at the third
+        update, a car seen for an hour); a redelivered one has the same time."""
         seen, fresh = self._seen, []
         for detection in detections:
-            key = (detection.device_id, detection.event_id, detection.type)
+            key = (detection.device_id, detection.event_id, detection.type, detection.ts_ns)
             if key in seen:
                 seen.move_to_end(key)
                 continue

@@ -40,6 +40,10 @@ SENML_LABELS: Final = BASE_LABELS | REGULAR_LABELS
 _VALUE_LABELS: Final = ("v", "vs", "vb", "vd", "s")
 SENML_VERSION: Final = 10  # RFC 8428 section 4.4: a pack of a newer version must not be used
 RELATIVE_BELOW_S: Final = 2**28  # RFC 8428 section 4.5.3: smaller times are relative to now
+# A record's time beyond this either way is refused here; a time within it but outside what
+# Siaga stores is refused by the timestamp check with its own reason. 1e308 (valid JSON)
+# would overflow when made microseconds.
+MAX_TIME_S: Final = 1e12
 # RFC 8428 section 4.5.1: the concatenated name's characters.
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][-:./_A-Za-z0-9]*")
 _SEGMENT_RE: Final = re.compile(r"[:/]")
@@ -164,6 +168,9 @@ def resolve(pack: list[object]) -> list[Record]:
         if label == "v" and base_value is not None:
             value = base_value + cast(float, value)
         time_s = base_time + cast(float, record.get("t", 0))
+        if not -MAX_TIME_S < time_s < MAX_TIME_S:  # 1e308 would overflow on the way to ns
+            raise SenmlRefused(f"SenML record {index}: time (base time + time) {time_s:g} "
+                               f"is out of range: at most {MAX_TIME_S:g} seconds either way")
         unit = cast("str | None", record.get("u", base_unit))
         records.append(Record(index, name, unit, time_s, label, value))
     return records

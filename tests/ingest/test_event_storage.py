@@ -64,11 +64,16 @@ def test_an_event_line_is_points_line(event_id: str, plate: str | None) -> None:
     ts_ns = TS_S * 10**9 + 123
     assert encode_event(key, event_id, 0.5, plate, ts_ns) == point_line(
         {**tags, "label": "plate", "type": "new", "zone": "loop-ramp"}, event_id, 0.5, plate,
-        ts_ns)
+        event_time_ns(ts_ns, event_id))
 
 
-def test_a_time_below_the_millisecond_is_kept_as_sent() -> None:
-    assert event_time_ns(TS_S * 10**9 + 1, "e1") == TS_S * 10**9 + 1
+def test_events_of_one_microsecond_get_distinct_stable_times_within_it() -> None:
+    # Two objects of one Frigate frame, or a batch of events stamped with their receipt:
+    # one series and one time, unless made distinct (a review found the later overwrote).
+    ts_ns = TS_S * 10**9 + 123_456_789
+    times = {event_time_ns(ts_ns, f"e{index}") for index in range(30)}
+    assert len(times) == 30 and all(ts_ns - 789 <= t < ts_ns - 789 + 1000 for t in times)
+    assert event_time_ns(ts_ns, "e7") == event_time_ns(ts_ns, "e7")
 
 
 def test_events_stamped_in_whole_seconds_get_distinct_stable_times_within_a_millisecond() -> None:
@@ -90,6 +95,20 @@ def test_the_recent_events_pass_each_key_once_and_forget_the_oldest() -> None:
     assert recent.fresh([detection("a"), detection("b")]) == [detection("b")]
     assert recent.fresh([detection("a", "end")]) == [detection("a", "end")]
     assert recent.fresh([detection("b")]) == []
+
+
+def test_each_update_of_an_event_reaches_the_rules_and_a_redelivered_one_does_not() -> None:
+    # Frigate sends an update per frame; only the first reached the rules, so a listed
+    # plate read at a later update, or a car seen for an hour, was missed (a review).
+    recent = RecentEvents()
+
+    def update(frame_s: int) -> Detection:
+        return Detection(CAMERA, frame_s * 10**9, "ev1", "update", "plate", 0.9,  # type: ignore[arg-type]
+                         None, "B1234XYZ")
+
+    assert recent.fresh([update(1), update(2), update(2), update(3)]) == [
+        update(1), update(2), update(3)]
+    assert recent.fresh([update(2)]) == []  # the same frame again: a redelivery
 
 
 # --- the real InfluxDB -------------------------------------------------------------------

@@ -61,3 +61,15 @@ def test_without_a_frigate_input_its_topic_is_a_bad_topic() -> None:
     Decoder(REGISTRY, TopicScheme("siaga")).decode(TOPIC, published(message("car_new.json")),
                                                    NOW_NS, out)
     assert [letter.code for letter in out.dead] == ["bad-topic"]
+
+
+def test_a_frigate_frame_time_years_ahead_is_a_dead_letter() -> None:
+    # Siaga's own events are held to max_future_s; Frigate's were not, and a camera's
+    # clock in 2096 held its rules' clock there (no hotspot would fill its window again).
+    document = message("car_new.json")
+    document["after"]["frame_time"] = 4_000_000_000.0
+    out = decode(published(document))
+    assert out.detections == []
+    assert [(letter.code, "in the future" in letter.reason) for letter in out.dead] == [
+        ("future-ts", True)]
+    assert len(decode(published(message("car_new.json"))).detections) == 1  # as sent: taken

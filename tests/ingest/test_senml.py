@@ -352,3 +352,15 @@ def test_to_items_groups_records_by_time_in_first_seen_order() -> None:
 def test_to_items_refuses_a_bad_pack_with_an_input_error() -> None:
     with pytest.raises(SenmlRefused, match="record 0: expected a JSON object"):
         to_items([1], Kind.WATER_LEVEL, NOW_S)
+
+
+def test_a_time_too_large_for_a_clock_is_a_dead_letter_not_a_crash() -> None:
+    # 1e308 is valid JSON; made microseconds it overflowed, raised out of the decoder and
+    # stopped ingestion, again at each redelivery (a review's reproduction).
+    for pack in ('[{"bn": "urn:dev:x:", "bt": 1e308, "n": "level", "u": "cm", "v": 1}]',
+                 '[{"bt": 1700000000, "n": "level", "u": "cm", "v": 1},'
+                 ' {"t": 1e303, "n": "level", "u": "cm", "v": 2}]'):
+        out = decode(GAUGE, pack)
+        assert out.readings == []
+        assert [(letter.code, "out of range" in letter.reason) for letter in out.dead] == [
+            ("invalid-reading", True)]
