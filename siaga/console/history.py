@@ -7,6 +7,9 @@ statuses come from `status.py`, as live ones do. The answer has the shape of
 `/console/api/state` (devices, alerts, reports, config) plus `at`; it has no `epoch` or
 `last_id`, as no stream follows a past moment.
 
+T is taken to its minute (`series.to_minute`), as the page's input gives it: the answer's
+`at` says the moment shown, and times within one minute share one InfluxDB query.
+
 What is not rebuilt (plan section 10, item 11): acks and silences at T, a report's state
 at T (its current one is shown), and the devices' `last_seen` (their reading's time is).
 """
@@ -35,7 +38,7 @@ from siaga.api.context import CONTEXT, error_response, json_response
 from siaga.api.timefmt import parse_time
 from siaga.console.context import CONSOLE
 from siaga.console.hub import MAX_REPORTS, device_json, report_json
-from siaga.console.series import NO_READER_MESSAGE, LastPoint
+from siaga.console.series import NO_READER_MESSAGE, LastPoint, to_minute
 from siaga.console.status import StatusRules, device_status, main_value
 from siaga_core.errors import InputError
 
@@ -69,6 +72,7 @@ async def history(request: web.Request) -> web.Response:
     if at_ns > now_ns:
         raise InputError(f"at must not be after now ({format_time(now_ns)}); "
                          "/console/api/state shows the present")
+    at_ns = to_minute(at_ns)
     reader = console.reader
     if reader is None:
         return error_response(501, NO_READER_MESSAGE)

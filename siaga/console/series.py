@@ -9,7 +9,10 @@ InfluxQL nor Flux, so charts and history answer 501.
 Every query is built here from the catalog's names only: measurements and fields from
 `devices.kinds`, device ids that are in the catalog and match DEVICE_ID_PATTERN, and quoted
 all the same. A semaphore bounds the queries one service sends at once, and answers are
-kept a minute, so 50 consoles opening the same chart ask InfluxDB once.
+kept a minute, so 50 consoles opening the same chart ask InfluxDB once. A past moment is
+taken to the minute (the page's input has no seconds), so requests for times a microsecond
+apart are one query, and the answers kept are bounded by their size: whoever asks, for
+whatever moments, the cache never holds more than CACHE_BYTES of InfluxDB's JSON.
 
 Errors: `SeriesUnavailable` (a StorageError: the API answers 503) when InfluxDB cannot
 answer; a database that does not exist yet is no readings, not an error.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
@@ -48,7 +52,10 @@ HOURS_DEFAULT: Final = 24
 HOURS_MAX: Final = 24 * 7  # a week of 5-minute means is 2,016 points: one quick query
 CONCURRENT_QUERIES: Final = 4  # InfluxDB 1.x runs queries on all cores; leave it room to write
 CACHE_S: Final = 60.0  # as old as a chart may be; consoles reloading together ask once
-CACHE_ENTRIES: Final = 1000  # about a chart per device of a large city's busy minute
+# InfluxDB's answers kept, counted as the JSON they came as (and their query): parsed, they
+# take about six times that (measured: 660 bytes for an air-quality station's latest point,
+# sent as 100). 8 MiB holds five moments of a 10,000-device city, or a thousand day charts.
+CACHE_BYTES: Final = 8 * 1024 * 1024
 UNITS: Final[Mapping[str, str]] = MappingProxyType({
     "level_cm": "cm", "speed_kmh": "km/h", "volume_vph": "veh/h", "occupancy_pct": "%",
     "pm25": "µg/m³", "pm10": "µg/m³", "o3": "µg/m³", "no2": "µg/m³", "so2": "µg/m³",
@@ -72,6 +79,15 @@ class Series:
     tags: Mapping[str, str]
     columns: Sequence[str]
     values: Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A cached answer: until when it may be served, and what it counts against the cap."""
+
+    until: float
+    answer: list[Series]
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +152,9 @@ class InfluxReader:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._turns = asyncio.Semaphore(CONCURRENT_QUERIES)
-        self._cache: dict[str, tuple[float, list[Series]]] = {}
+        # Oldest first: every answer is kept CACHE_S, so the first to expire lead.
+        self._cache: OrderedDict[str, _Kept] = OrderedDict()
+        self._cached_bytes = 0
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(timeout=self._timeout, auth=self._auth)
@@ -177,28 +195,42 @@ class InfluxReader:
             found[device_id] = LastPoint(int(row[0]) * NS_PER_MS, values)
         return found
 
+    @property
+    def cached(self) -> tuple[int, int]:
+        """What the cache holds: (answers, their bytes as counted against CACHE_BYTES)."""
+        return len(self._cache), self._cached_bytes
+
     async def query(self, query: str) -> list[Series]:
         """One InfluxQL SELECT; the series of its answer, from the cache while fresh."""
         if not query.startswith("SELECT ") or "\n" in query:
             raise ValueError(f"the console reads with one SELECT only, not {query[:80]!r}")
         now = self._clock()
         cached = self._cache.get(query)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None and cached.until > now:
+            return cached.answer
         async with self._turns:
-            answer = await self._get(query)
-        self._keep(query, answer, now + CACHE_S)
+            answer, body_bytes = await self._get(query)
+        self._keep(query, _Kept(now + CACHE_S, answer, body_bytes + len(query)), now)
         return answer
 
-    def _keep(self, query: str, answer: list[Series], until: float) -> None:
+    def _keep(self, query: str, kept: _Kept, now: float) -> None:
+        """Cache an answer: the expired go first, then the oldest while the cap needs room."""
         cache = self._cache
-        cache.pop(query, None)
-        cache[query] = (until, answer)
-        if len(cache) > CACHE_ENTRIES:  # dicts keep insertion order: the oldest go first
-            for stale in list(cache)[: len(cache) - CACHE_ENTRIES]:
-                del cache[stale]
+        stale = cache.pop(query, None)
+        if stale is not None:
+            self._cached_bytes -= stale.size
+        room = kept.size if kept.size <= CACHE_BYTES else 0  # one larger is served, not kept
+        while cache:
+            oldest = next(iter(cache.values()))
+            if oldest.until > now and self._cached_bytes + room <= CACHE_BYTES:
+                break
+            self._cached_bytes -= cache.popitem(last=False)[1].size
+        if room:
+            cache[query] = kept
+            self._cached_bytes += room
 
-    async def _get(self, query: str) -> list[Series]:
+    async def _get(self, query: str) -> tuple[list[Series], int]:
+        """The answer's series, and the size of the JSON it came as."""
         if self._session is None:
             raise RuntimeError("InfluxReader used outside `async with`")
         params = {"db": self._database, "q": query, "epoch": "ms"}
@@ -208,7 +240,7 @@ class InfluxReader:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SeriesUnavailable(f"{self.describe()} did not answer: {exc!r}") from exc
-        return _series_of(status, body, self.describe())
+        return _series_of(status, body, self.describe()), len(body)
 
 
 def _series_of(status: int, body: bytes, where: str) -> list[Series]:
@@ -270,12 +302,19 @@ def hours_param(request: web.Request) -> int:
     return hours
 
 
+def to_minute(ns: int) -> int:
+    """A past moment as the console shows it: down to its minute, as the page's input reads
+    it. Times a second apart are one query and one cached answer, not one each."""
+    return ns - ns % MINUTE_NS
+
+
 def window_end(request: web.Request) -> int:
-    """The end of the window asked for: `at`, else now rounded up to the next minute (the
-    same query for a minute, so the cache answers consoles opening the chart meanwhile)."""
+    """The end of the window asked for: `at` to its minute (as the history shows it), else
+    now rounded up to the next minute (the same query for a minute, so the cache answers
+    consoles opening the chart meanwhile)."""
     at = request.query.get("at")
     if at is not None:
-        return parse_time(at, "at")
+        return to_minute(parse_time(at, "at"))
     now = request.app[CONTEXT].clock_ns()
     return -(-now // MINUTE_NS) * MINUTE_NS
 

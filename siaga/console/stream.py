@@ -1,9 +1,11 @@
 """`GET /console/stream`: the hub's events as Server-Sent Events, one cursor per console.
 
-Written on a plain StreamResponse: every stream writes the same pre-serialized bytes, and a
-console that stops reading is dropped once 4 MiB wait in its socket's buffer, never waited
-for. A page reconnecting sends the last id it saw (`Last-Event-ID`, or `?last_event_id=` when
-it reopens the stream itself); the hub replays what followed, or sends `reset`.
+Written on a plain StreamResponse: every stream writes the same pre-serialized bytes. Past
+1 MiB unsent, a stream waits for its console to read (a burst larger than a socket's buffers
+is sent as fast as the console takes it); a console that has not read enough within
+DRAIN_S is dropped, so a stalled one costs a handler 1 MiB and ten seconds, no more. A page
+reconnecting sends the last id it saw (`Last-Event-ID`, or `?last_event_id=` when it
+reopens the stream itself); the hub replays what followed, or sends `reset`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from siaga.console.hub import ConsoleHub
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S: Final = 15.0  # the page reopens a stream quiet for longer (stream.js: a minute)
-MAX_BUFFERED: Final = 4 * 1024 * 1024  # a console this far behind is dropped; it reconnects
+# Unsent bytes past which a stream waits for its console to read: a socket's buffers and then
+# some, so a reading console rarely waits, and a stalled one holds about this much.
+MAX_BUFFERED: Final = 1024 * 1024
+DRAIN_S: Final = 10.0  # a stream waiting this long for its console to read drops it
+# A console that goes away is noticed this soon even when no events flow, so its place under
+# max_streams is free again before it reconnects.
+GONE_CHECK_S: Final = 1.0
 RETRY: Final = b"retry: 1000\n\n"  # EventSource's reconnection delay, in ms
 # An event rather than an SSE comment: a comment never reaches the page's script, whose
 # watchdog reopens a stream that has been quiet too long. No id: the page's last id stays.
@@ -32,7 +40,8 @@ RETRY_AFTER_S: Final = "5"  # a console refused for the cap asks again this much
 
 
 def routes() -> list[web.RouteDef]:
-    return [web.get("/console/stream", stream)]
+    # No HEAD: aiohttp would run the handler and send the stream's body all the same.
+    return [web.get("/console/stream", stream, allow_head=False)]
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -57,9 +66,9 @@ async def _serve(request: web.Request, hub: ConsoleHub) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         return response
-    # aiohttp waits for the socket to drain above the transport's high-water mark: raised
-    # past our limit, a slow console is dropped below instead of making its handler wait.
-    transport.set_write_buffer_limits(high=2 * MAX_BUFFERED)
+    # aiohttp waits for the socket to drain above the transport's high-water mark: each
+    # write then waits until the console has read the buffer down, or DRAIN_S have passed.
+    transport.set_write_buffer_limits(high=MAX_BUFFERED)
     last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     cursor, reset = hub.resume(last_id)
     try:
@@ -74,19 +83,31 @@ async def _serve(request: web.Request, hub: ConsoleHub) -> web.StreamResponse:
             else:
                 cursor, events = found
             for event in events:
-                buffered = transport.get_write_buffer_size()
-                if buffered > MAX_BUFFERED:
-                    log.warning("console stream of %s dropped: %d bytes it did not read",
-                                request.remote, buffered)
-                    transport.abort()  # not close(): that would wait to send what is queued
-                    return response
-                await response.write(event)
+                await _send(response, event)
             if time.monotonic() >= next_heartbeat:
-                await response.write(HEARTBEAT)
+                await _send(response, HEARTBEAT)
                 next_heartbeat = time.monotonic() + HEARTBEAT_S
+            until = min(next_heartbeat, time.monotonic() + GONE_CHECK_S)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_heartbeat - time.monotonic())):
+                async with asyncio.timeout(max(0.0, until - time.monotonic())):
                     await wake.wait()
     except ConnectionResetError:  # the console went away: nothing to finish
         pass
+    except Stalled:
+        log.warning("console stream of %s dropped: %d bytes unsent, it read too little of "
+                    "them in %g s", request.remote, transport.get_write_buffer_size(), DRAIN_S)
+        transport.abort()  # not close(): that would wait to send what is queued
     return response
+
+
+class Stalled(Exception):
+    """The console did not read its stream down within DRAIN_S."""
+
+
+async def _send(response: web.StreamResponse, data: bytes) -> None:
+    """Write; above MAX_BUFFERED unsent, wait DRAIN_S at most for the console to read."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            await response.write(data)
+    except TimeoutError as exc:
+        raise Stalled from exc

@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from devices.kinds import Kind
 from devices.readings import Reading, StatusUpdate
@@ -190,7 +189,9 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serving(rig: Rig) -> AsyncIterator[Served]:
-    """The stream and the state on a loopback port, as mount.py would put them."""
+    """The stream and the state on a loopback port, as mount.py would put them, run as the
+    service runs its server: a handler is not cancelled when its client goes away (aiohttp's
+    TestServer would cancel it, and hide a stream that outlives its console)."""
     with api_context(rig) as context:
         app = web.Application()
         app[CONTEXT] = context
@@ -201,11 +202,15 @@ async def serving(rig: Rig) -> AsyncIterator[Served]:
             rig.hub.close()
 
         app.on_shutdown.append(end_streams)
-        async with (TestServer(app, host="127.0.0.1") as server,
-                    aiohttp.ClientSession() as session):
-            url = str(server.make_url("")).rstrip("/")
-            assert server.port is not None
-            yield Served(session, url, "127.0.0.1", server.port)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port: int = runner.addresses[0][1]
+            async with aiohttp.ClientSession() as session:
+                yield Served(session, f"http://127.0.0.1:{port}", "127.0.0.1", port)
+        finally:
+            await runner.cleanup()
 
 
 class SseReader:

@@ -22,7 +22,7 @@ from siaga.console.hub import ConsoleHub
 from siaga.sandbox.postgres import PostgreSQL
 from siaga.settings import ConsoleSettings
 from tests.integration.support import unique_name
-from tests.siaga.console.hubrig import REGISTRY, S, Clock, load, published
+from tests.siaga.console.hubrig import REGISTRY, Clock, S, load, published
 
 FLOOD = fingerprint("FloodLevel", "pa-manggarai")
 

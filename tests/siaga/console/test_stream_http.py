@@ -1,5 +1,6 @@
 """Tests of `GET /console/stream` over loopback HTTP: the events as EventSource reads them,
-catching up after an id, the cap on streams, shutdown, heartbeats and the slow console."""
+catching up after an id, the cap on streams, shutdown, heartbeats, a burst larger than the
+socket's buffers, the stalled console and the one that went away."""
 
 from __future__ import annotations
 
@@ -117,9 +118,56 @@ async def test_a_quiet_stream_sends_heartbeats(tmp_path: Path,
     assert events == [Event(None, "hb", {})] * 2  # no id: the page's last id stays
 
 
+async def test_a_console_reading_a_burst_larger_than_the_buffers_gets_all_of_it(
+        tmp_path: Path) -> None:
+    async with (open_rig(tmp_path) as rig, running(rig), serving(rig) as served,
+                served.session.get(served.url + PATH) as response):
+        reader = SseReader(response)
+        await reader.until(lambda _events: reader.raw.startswith(b"retry"))
+        start = rig.hub.seq
+        for n in range(80):  # one wake with 20 MiB to send: past the kernel's buffers
+            # `n` last, so each event ends differently and the end of the last is unique.
+            rig.hub.publish("devices", {"pad": "x" * (256 * 1024), "n": n})
+        rig.hub.notify()
+        found = rig.hub.events_after(start)
+        assert found is not None
+        sent = b"".join(found[1])
+        received = bytearray(reader.raw)
+        async with asyncio.timeout(20):
+            while not received.endswith(sent[-64:]):
+                chunk = await response.content.readany()
+                if not chunk:
+                    break  # dropped: the comparison below says how far it got
+                received += chunk
+    assert len(received) >= len(sent), f"{len(received)} of {len(sent)} bytes, then dropped"
+    assert received.endswith(sent)
+
+
+async def test_head_of_the_stream_is_refused_and_takes_no_place(tmp_path: Path) -> None:
+    async with (open_rig(tmp_path) as rig, running(rig), serving(rig) as served,
+                served.session.head(served.url + PATH) as response):
+        status = response.status
+        streams = rig.hub.streams
+    assert (status, streams) == (405, 0)
+
+
+async def test_a_console_that_went_away_frees_its_place_although_nothing_is_sent(
+        tmp_path: Path) -> None:
+    async with open_rig(tmp_path) as rig, running(rig), serving(rig) as served:
+        async with served.session.get(served.url + PATH) as response:
+            reader = SseReader(response)
+            await reader.until(lambda _events: reader.raw.startswith(b"retry"))
+            assert rig.hub.streams == 1
+        # Closed by the client; no event and no heartbeat (15 s) is due to find it gone.
+        await eventually(lambda: rig.hub.streams == 0, within=5 * stream.GONE_CHECK_S,
+                         what="the stream's place freed")
+
+
 async def test_a_console_that_stops_reading_is_dropped_not_waited_for(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.WARNING, logger="siaga.console.stream")
+    monkeypatch.setattr(stream, "DRAIN_S", 1.0)  # the real 10 s, shortened for the test
     async with open_rig(tmp_path) as rig, running(rig), serving(rig) as served:
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
@@ -130,12 +178,12 @@ async def test_a_console_that_stops_reading_is_dropped_not_waited_for(
         try:
             await eventually(lambda: rig.hub.streams == 1, what="the stream open")
             large = {"pad": "x" * (256 * 1024)}
-            for _ in range(80):  # 20 MiB: past the kernel's buffers and our 4 MiB
+            for _ in range(80):  # 20 MiB: past the kernel's buffers and our 1 MiB
                 rig.hub.publish("devices", large)
                 rig.hub.notify()
                 await asyncio.sleep(0)  # let the stream write (this is not a wait on time)
-            await eventually(lambda: rig.hub.streams == 0, within=20,
-                             what="the slow console dropped")
+            await eventually(lambda: rig.hub.streams == 0, within=10 * stream.DRAIN_S,
+                             what="the stalled console dropped")
             # A console that reads is served meanwhile and after.
             async with served.session.get(served.url + PATH) as response:
                 reader = SseReader(response)

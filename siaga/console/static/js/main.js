@@ -15,6 +15,7 @@ import { clock, clockSeconds, dateTime, wibInput } from './time.js';
 
 const wall = new URLSearchParams(window.location.search).get('wall') === '1';
 const TOAST_MS = 6000;
+const RELOAD_MS = [1000, 2000, 5000, 10000]; // a state that failed to load is asked again
 
 class Console {
   constructor() {
@@ -52,6 +53,7 @@ class Console {
       onDown: () => this.connection(false),
     });
     this.silencing = null;
+    this.reloading = null; // the live state's load under way, which a second asker joins
     this.wire();
   }
 
@@ -125,17 +127,32 @@ class Console {
     this.touched();
   }
 
-  async reload() {
-    try {
-      const state = await this.fetchState();
-      if (this.history.active) return; // a past moment was chosen meanwhile: it stays
-      this.apply(state);
-      // The snapshot may be older than the event that asked for it (it is cached for a
-      // second, and events arrive while it loads): the stream starts again from the
-      // snapshot's own id, so every change after it is applied on top, none lost.
-      this.stream.start(state.last_id);
-    } catch {
-      this.toast(t('error.state'));
+  // The live state again (after `reset`, or back from a past moment). The stream is held
+  // until it has loaded: the events after a reset assume the state they follow, and a page
+  // applying them to its old one would look current while missing what it never heard.
+  // A failed load (a flaky link, a 503 while the service starts) is asked again, less often.
+  reload() {
+    this.reloading ??= this.loadLive().finally(() => { this.reloading = null; });
+    return this.reloading;
+  }
+
+  async loadLive() {
+    this.stream.hold();
+    for (let attempt = 0; !this.history.active; attempt += 1) {
+      try {
+        const state = await this.fetchState();
+        if (this.history.active) return; // a past moment was chosen meanwhile: it stays
+        this.apply(state);
+        // The snapshot may be older than the event that asked for it (it is cached for a
+        // second): the stream starts again from the snapshot's own id, so every change
+        // after it is applied on top, none lost.
+        this.stream.start(state.last_id);
+        return;
+      } catch (error) {
+        this.stream.lost(); // the banner: what the page shows is no longer current
+        this.toast(`${t('error.state')}: ${error.message}`);
+        await pause(RELOAD_MS[Math.min(attempt, RELOAD_MS.length - 1)]);
+      }
     }
   }
 
@@ -389,6 +406,10 @@ class Console {
         item('status-water', '≈', 'status.water'),
         item('status-offline', '○', 'status.offline')));
   }
+}
+
+function pause(ms) {
+  return new Promise((resolve) => { window.setTimeout(resolve, ms); });
 }
 
 // The silence's matchers: the alert's name and, when it is one device's, that device.

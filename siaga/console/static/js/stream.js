@@ -17,6 +17,7 @@ export class Stream {
     this.timer = null;
     this.watchdog = null;
     this.up = null; // neither yet: the first open or error decides
+    this.held = false; // closed until start(): the page has no state to apply events to
     window.addEventListener('offline', () => this.lost());
     window.addEventListener('online', () => this.open());
   }
@@ -24,10 +25,19 @@ export class Stream {
   // `since`: the snapshot's last_id, so the stream starts where the state left off.
   start(since) {
     if (since) this.lastId = since;
+    this.held = false;
     this.open();
   }
 
+  // Closed, and not reopened by anything (a watchdog, the browser coming online) until
+  // start(): after `reset` the events that follow assume a state the page has not loaded.
+  hold() {
+    this.held = true;
+    this.close();
+  }
+
   open() {
+    if (this.held) return;
     this.close();
     const query = this.lastId ? `?last_event_id=${encodeURIComponent(this.lastId)}` : '';
     const source = new EventSource(`/console/stream${query}`);

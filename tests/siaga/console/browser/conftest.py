@@ -45,7 +45,8 @@ LIVE_S: Final = 10  # a ceiling for a change to show; the 2 s target is measured
 
 # Each test uses its own devices, so tests do not depend on each other's order. Each has
 # its own `kota` (and no river), so no three fall silent together as one AreaOffline.
-GAUGES: Final = ("naik", "ack", "diam", "sunyi", "putus", "riwayat", "grafik", "senyap")
+GAUGES: Final = ("naik", "ack", "diam", "sunyi", "putus", "riwayat", "grafik", "senyap",
+                  "ulang")
 
 
 def _gauge(name: str, interval_s: int = 3600) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, Route, expect
 
 from tests.polling import wait_until
 from tests.siaga.console.browser.conftest import (
@@ -223,6 +223,47 @@ def test_a_device_gone_silent_or_saying_offline_turns_grey(
     expect(said).to_have_attribute("data-status", "ok", timeout=LIVE_MS)
     console.publisher.publish(console.topic("uji-putus", leaf="status"), b"offline")
     expect(said).to_have_attribute("data-status", "offline", timeout=LIVE_MS)
+
+
+def test_a_state_that_fails_to_load_after_a_reset_is_loaded_again(
+        page: Page, console: Console) -> None:
+    # The stream is cut while the gauge turns siaga-2, so the page never hears of it; then
+    # it reopens on an id the service does not know, whose answer is `reset`, and the state
+    # the page asks for next fails once, as a 503 while the service starts would.
+    plan: dict[str, Any] = {"stream": "cut", "state_failures": 0}
+
+    def stream(route: Route, request: Request) -> None:
+        if plan["stream"] == "cut":
+            route.abort()
+        elif plan["stream"] == "unknown id":
+            plan["stream"] = "open"
+            route.continue_(url=f"{console.base}/console/stream?last_event_id=0badc0de-1",
+                            headers=request.headers | {"last-event-id": "0badc0de-1"})
+        else:
+            route.continue_()
+
+    def state(route: Route, request: Request) -> None:
+        if plan["state_failures"]:
+            plan["state_failures"] -= 1
+            route.fulfill(status=503, content_type="application/json",
+                          body='{"error": "the console is still reading the alert book"}')
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/console/stream(\?|$)"), stream)
+    page.route(re.compile(r"/console/api/state$"), state)
+    open_console(page, console)
+    row = device_row(page, "uji-ulang")
+    expect(page.locator("body")).to_have_attribute("data-connection", "down", timeout=LIVE_MS)
+    console.publish("uji-ulang", {"level_cm": 175})  # siaga-2
+    value_of(lambda: next((True for device in console.get("/console/api/state")["devices"]
+                           if device["id"] == "uji-ulang" and device["status"] == "siaga-2"),
+                          None), "uji-ulang at siaga-2 in the service's state")
+    plan.update({"stream": "unknown id", "state_failures": 1})
+    page.evaluate("window.dispatchEvent(new Event('online'))")  # the stream reopens now
+    expect(row).to_have_attribute("data-status", "siaga-2", timeout=LIVE_MS)
+    expect(page.locator("body")).to_have_attribute("data-connection", "up", timeout=LIVE_MS)
+    assert (plan["stream"], plan["state_failures"]) == ("open", 0)  # the reset, the failure
 
 
 # --- safety ------------------------------------------------------------------------------
