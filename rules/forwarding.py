@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from rules.alert import Alert, AlertStatus
-from rules.alertbook import ALL, AlertBook
+from rules.alertbook import ALL, AlertBook, AlertView
 from rules.alertmanager import (
     ENDS_AFTER_RESENDS,
     RESOLVED_RETENTION_S,
@@ -29,6 +29,7 @@ from rules.alertmanager import (
     postable,
 )
 from rules.webhook import REASON_MAX_CHARS, format_rfc3339, redact_url
+from siaga_core.errors import StorageError
 from siaga_core.histogram import Histogram
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 _NS_PER_S = 1_000_000_000
 BATCH_MAX = 256  # alerts per POST, as Prometheus' notifier (maxBatchSize 64) x 4: few POSTs
 FIRING_MAX = 100_000  # firing alerts read per re-send: far above any city's worst day
+BOOK_RETRY_S = 5.0  # a re-send the alert book could not be read for is tried again this soon
 
 Payload = dict[str, object]
 LabelKey = tuple[tuple[str, str], ...]
@@ -74,6 +76,7 @@ class Forwarder:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failing: str | None = None  # the last failure's reason until a POST succeeds
+        self._book_failing = False  # the alert book could not be read, until it can again
         self.sent_total = 0  # alerts Alertmanager accepted (a re-send counts again)
         # Alerts in POSTs it did not take (no answer, or not 2xx), as Prometheus' notifier
         # counts its errors: in alerts, so a failed share is failed / (sent + failed).
@@ -106,11 +109,19 @@ class Forwarder:
                 resend_at = loop.time()  # at once: an Alertmanager learns what fires now
                 while not stop.is_set():
                     self._wakeup.clear()
-                    if loop.time() >= resend_at:
-                        resend_at = loop.time() + interval
-                        await self._send(session, await self._resend_payloads())
-                    elif self._changed:
-                        await self._send(session, *await self._change_payloads())
+                    try:
+                        if loop.time() >= resend_at:
+                            resend_at = loop.time() + interval
+                            await self._send(session, await self._resend_payloads())
+                        elif self._changed:
+                            await self._send(session, *await self._change_payloads())
+                        self._book_reads()
+                    except StorageError as exc:
+                        # The book could not be read (a database restarting): what changed
+                        # is kept, and the next turn reads again. The service, and the
+                        # webhooks' deliveries beside this, must not end for it.
+                        self._book_fails(exc)
+                        resend_at = min(resend_at, loop.time() + BOOK_RETRY_S)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(max(0.0, resend_at - loop.time())):
                             await self._wakeup.wait()
@@ -124,25 +135,49 @@ class Forwarder:
         await stop.wait()
         self._wakeup.set()
 
+    def _book_fails(self, exc: StorageError) -> None:
+        if not self._book_failing:  # once per outage
+            log.error("alertmanager %s: the alert book cannot be read (%s); trying again",
+                      self.describe(), exc)
+        self._book_failing = True
+
+    def _book_reads(self) -> None:
+        if self._book_failing:
+            log.info("alertmanager %s: the alert book can be read again", self.describe())
+        self._book_failing = False
+
     async def _change_payloads(self) -> tuple[list[Payload], set[str]]:
-        """The payloads of the changed alerts, and which fingerprints they cover."""
+        """The payloads of the changed alerts, and which fingerprints they cover. Raises
+        StorageError, with the changes kept for the next turn."""
         changed, self._changed = self._changed, set()
+        book = self._book
+        try:  # read everything first: a failure then leaves nothing half tracked
+            views = await asyncio.to_thread(lambda: {fp: book.get(fp) for fp in changed})
+        except StorageError:
+            self._changed |= changed
+            raise
         payloads: list[Payload] = []
-        for fingerprint in changed:
-            view = await asyncio.to_thread(self._book.get, fingerprint)
+        for fingerprint, view in views.items():
             payloads += self._track(fingerprint, None if view is None else view.alert)
         return payloads + self._take_resolutions(every=False), changed
 
     async def _resend_payloads(self) -> list[Payload]:
-        self._changed.clear()  # everything below is read afresh
-        views = await asyncio.to_thread(self._book.alerts, AlertStatus.FIRING, (), FIRING_MAX)
+        """Everything firing, and the end of what was told and ended. Raises StorageError
+        before anything is tracked."""
+        book, told = self._book, list(self._firing)
+
+        def read() -> tuple[list[AlertView], dict[str, AlertView | None]]:
+            views = book.alerts(AlertStatus.FIRING, (), FIRING_MAX)
+            firing = {view.alert.fingerprint for view in views}
+            return views, {fp: book.get(fp) for fp in told if fp not in firing}  # ended
+
+        views, ended = await asyncio.to_thread(read)
+        self._changed.clear()  # everything is read afresh
         payloads: list[Payload] = []
         for view in views:
             payloads += self._track(view.alert.fingerprint, view.alert)
-        firing = {view.alert.fingerprint for view in views}
-        for fingerprint in [fp for fp in self._firing if fp not in firing]:
-            ended = await asyncio.to_thread(self._book.get, fingerprint)  # ended meanwhile
-            payloads += self._track(fingerprint, None if ended is None else ended.alert)
+        for fingerprint, gone in ended.items():
+            payloads += self._track(fingerprint, None if gone is None else gone.alert)
         self._heard_at.clear()  # changes that were nothing to send (e.g. pending)
         return payloads + self._take_resolutions(every=True)
 
