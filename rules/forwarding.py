@@ -171,8 +171,12 @@ class Forwarder:
             firing = {view.alert.fingerprint for view in views}
             return views, {fp: book.get(fp) for fp in told if fp not in firing}  # ended
 
-        views, ended = await asyncio.to_thread(read)
-        self._changed.clear()  # everything is read afresh
+        covered, self._changed = self._changed, set()  # everything is read afresh below
+        try:
+            views, ended = await asyncio.to_thread(read)
+        except StorageError:
+            self._changed |= covered
+            raise
         payloads: list[Payload] = []
         for view in views:
             payloads += self._track(view.alert.fingerprint, view.alert)
