@@ -271,7 +271,10 @@ class Deliverer:
             return await self._dead(delivery, late, attempted=True)
         log.warning("delivery %s to %s failed (attempt %d): %s; retrying in %.1fs",
                     delivery.id, describe(receiver), attempt, outcome.reason, delay_s)
-        await asyncio.to_thread(self._outbox.mark_retry, delivery.id, next_ns, outcome.reason)
+        asked = outcome.retry_after_s
+        not_before = None if not asked else self._clock_ns() + int(asked * _NS_PER_S)
+        await asyncio.to_thread(self._outbox.mark_retry, delivery.id, next_ns, outcome.reason,
+                                not_before)
 
     async def _dead(self, delivery: Delivery, error: str, *, attempted: bool) -> None:
         log.error("delivery %s to %s is dead: %s", delivery.id, delivery.receiver, error)

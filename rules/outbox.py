@@ -56,6 +56,10 @@ _CLAIMS = """
 ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
 ALTER TABLE deliveries ADD COLUMN claimed_until INTEGER;
 """
+# SQLite 3, PostgreSQL 2: the earliest time a receiver's Retry-After allows the next attempt
+# (wall ns; NULL: no such request). `hurry` keeps it: a receiver back for one alert may
+# still be rate-limiting another.
+_NOT_BEFORE = "ALTER TABLE deliveries ADD COLUMN not_before {bigint}"
 # PostgreSQL 1: the schema as SQLite has it after its migrations (BIGINT for wall ns).
 _POSTGRES_SCHEMA = """
 CREATE TABLE deliveries (
@@ -77,7 +81,8 @@ CREATE INDEX deliveries_queue ON deliveries (state, receiver, fingerprint, seq);
 CREATE INDEX deliveries_finished ON deliveries (state, finished_at);
 CREATE TABLE delivery_outcomes (outcome TEXT PRIMARY KEY, count BIGINT NOT NULL);
 """
-POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA,)
+POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA,
+                                                _NOT_BEFORE.format(bigint="BIGINT"))
 
 _COLUMNS = ("id, receiver, fingerprint, body, created_at, state, attempts, next_attempt_at,"
             " last_error, finished_at, claimed_by, claimed_until")
@@ -129,7 +134,8 @@ class OutboxSqlite(SqliteBackend):
     synchronous=FULL, so a power loss cannot take it back.
     """
 
-    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _CLAIMS)
+    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _CLAIMS,
+                                             _NOT_BEFORE.format(bigint="INTEGER"))
 
 
 def open_backend(database_url: str | None, path: Path) -> Backend:
@@ -300,24 +306,29 @@ class Outbox:
         self._finish(delivery_id, "delivered", None, now_ns, attempted=True)
 
     def hurry(self, receiver_name: str, now_ns: int) -> int:
-        """Make every delivery to `receiver_name` waiting on a backoff due now; how many.
+        """Make every delivery to `receiver_name` waiting on a backoff due now, or when its
+        Retry-After allows; how many.
 
         Called when the receiver took a delivery: it is back, and what piled up while it
-        was down should not wait out backoffs grown during the outage.
+        was down should not wait out backoffs grown during the outage. What it asked to wait
+        for (a 429 or 503 with Retry-After) it still waits for.
         """
         return self._backend.run(lambda tx: len(tx.execute(
-            "UPDATE deliveries SET next_attempt_at = ? WHERE receiver = ?"
-            " AND state = 'pending' AND next_attempt_at > ? RETURNING seq",
-            (now_ns, receiver_name, now_ns))))
+            "UPDATE deliveries SET next_attempt_at = CASE WHEN not_before > ? THEN not_before"
+            " ELSE ? END WHERE receiver = ? AND state = 'pending' AND next_attempt_at > ?"
+            " AND (not_before IS NULL OR not_before < next_attempt_at) RETURNING seq",
+            (now_ns, now_ns, receiver_name, now_ns))))
 
-    def mark_retry(self, delivery_id: str, next_attempt_ns: int, error: str) -> None:
-        """An attempt failed and may succeed later: try again at `next_attempt_ns`."""
+    def mark_retry(self, delivery_id: str, next_attempt_ns: int, error: str,
+                   not_before_ns: int | None = None) -> None:
+        """An attempt failed and may succeed later: try again at `next_attempt_ns`, and
+        never before `not_before_ns` (what the receiver's Retry-After asked), if given."""
 
         def retry(tx: Tx) -> None:
             changed = tx.execute(
                 f"UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?,"
-                f" last_error = ?, {_UNCLAIM} WHERE {_MINE} RETURNING seq",
-                (next_attempt_ns, error, delivery_id, self.owner))
+                f" last_error = ?, not_before = ?, {_UNCLAIM} WHERE {_MINE} RETURNING seq",
+                (next_attempt_ns, error, not_before_ns, delivery_id, self.owner))
             _count(tx, "retried", len(changed))
 
         self._backend.run(retry)

@@ -254,9 +254,10 @@ def test_a_file_from_before_schema_versions_opens_with_its_deliveries(tmp_path: 
     with closing(sqlite3.connect(path)) as db:  # as a release before versions left it
         db.execute("ALTER TABLE deliveries DROP COLUMN claimed_by")
         db.execute("ALTER TABLE deliveries DROP COLUMN claimed_until")
+        db.execute("ALTER TABLE deliveries DROP COLUMN not_before")
         db.execute("PRAGMA user_version = 0")  # every file written before versions says 0
     with Outbox(path) as after:
-        assert (after.schema_version, ids(after)) == (2, [pending])
+        assert (after.schema_version, ids(after)) == (3, [pending])
 
 
 def test_a_file_at_version_1_gains_claims_and_keeps_its_deliveries(tmp_path: Path) -> None:
@@ -266,9 +267,10 @@ def test_a_file_at_version_1_gains_claims_and_keeps_its_deliveries(tmp_path: Pat
     with closing(sqlite3.connect(path)) as db:  # the file as the release before claims left it
         db.execute("ALTER TABLE deliveries DROP COLUMN claimed_by")
         db.execute("ALTER TABLE deliveries DROP COLUMN claimed_until")
+        db.execute("ALTER TABLE deliveries DROP COLUMN not_before")
         db.execute("PRAGMA user_version = 1")
     with Outbox(path, owner="siaga-a") as after:
-        assert after.schema_version == 2
+        assert after.schema_version == 3
         (taken,) = after.claim(NOW, 10, LEASE)
     assert (taken.id, taken.body, taken.claimed_by) == (pending, b"body", "siaga-a")
 
@@ -284,13 +286,13 @@ def test_claims_found_in_a_sqlite_file_at_open_are_a_dead_runs_and_given_back(
         assert claimed(after) == [pending]  # at once, not at the end of the lease
 
 
-def test_a_postgresql_outbox_opens_at_its_one_schema_version(
+def test_a_postgresql_outbox_opens_at_its_newest_schema_version(
     postgres: PostgreSQL, tmp_path: Path
 ) -> None:
     with fresh_database(postgres, "outbox") as url:
         place = OutboxPlace(tmp_path / "unused.sqlite", url)
         with place.open() as first, place.open() as second:  # the second finds it made
-            assert (first.schema_version, second.schema_version) == (1, 1)
+            assert (first.schema_version, second.schema_version) == (2, 2)
             assert first.describe().startswith("PostgreSQL ")
     assert not (tmp_path / "unused.sqlite").exists()
 
@@ -365,3 +367,17 @@ def test_hurry_makes_a_receivers_waiting_deliveries_due_now(outbox: Outbox) -> N
         outbox.mark_retry(delivery_id, NOW + 60 * SECOND, "connection refused")
     assert outbox.hurry("bpbd", NOW + SECOND) == 1
     assert ids(outbox, NOW + SECOND) == [waiting]
+
+
+def test_hurry_leaves_what_a_receiver_asked_to_wait_for_waiting(outbox: Outbox) -> None:
+    # A 429 with Retry-After: 120 on one alert, another alert delivered meanwhile: the first
+    # was made due at once and met the limit again (a review's reproduction).
+    limited = outbox.enqueue("bpbd", "fp1", b"1", NOW)
+    backed_off = outbox.enqueue("bpbd", "fp2", b"2", NOW)
+    outbox.mark_retry(limited, NOW + 120 * SECOND, "HTTP 429", not_before_ns=NOW + 120 * SECOND)
+    outbox.mark_retry(backed_off, NOW + 300 * SECOND, "HTTP 503",
+                      not_before_ns=NOW + 30 * SECOND)  # the backoff outgrew its Retry-After
+    assert outbox.hurry("bpbd", NOW + SECOND) == 1
+    assert ids(outbox, NOW + SECOND) == []
+    assert ids(outbox, NOW + 30 * SECOND) == [backed_off]
+    assert ids(outbox, NOW + 120 * SECOND) == [backed_off, limited]

@@ -272,5 +272,5 @@ async def test_one_sqlite_instance_delivers_as_before_and_leaves_no_claim(
         async with running(deliverer(outbox, server)):
             await eventually(lambda: outbox.pending_count() == 0, what="everything delivered")
         assert [r.delivery for r in server.requests] == ids
-        assert outbox.schema_version == 2
+        assert outbox.schema_version == 3
         assert all((d := outbox.get(i)) is not None and d.claimed_by is None for i in ids)
