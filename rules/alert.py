@@ -204,3 +204,7 @@ class Notification:
     annotations: Mapping[str, str]
     starts_at_ns: int
     ends_at_ns: int | None
+    # The receivers told, earlier in this episode, that it fires: it goes to them as well as
+    # to those its labels route to now, so a flood that drops back below critical still
+    # ends for the monitoring room that heard it was critical.
+    also_to: frozenset[str] = frozenset()

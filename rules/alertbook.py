@@ -39,7 +39,7 @@ from siaga_core.errors import InputError
 
 __all__ = [
     "ALL", "Ack", "AlertBook", "AlertBookError", "AlertNotActive", "AlertView", "Decision",
-    "HistoryEntry", "Notified", "Pruned", "UnknownSilence", "decide", "decide_news",
+    "HistoryEntry", "Notified", "Pruned", "Send", "UnknownSilence", "decide", "decide_news",
     "decide_repeat",
 ]
 
@@ -52,6 +52,9 @@ _SCHEDULED = "scheduled-jobs"
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str], None]
+# The dispatcher: takes a notification, says which receivers it went to (None: it does not say,
+# and the book remembers none).
+Send = Callable[[Notification], Iterable[str] | None]
 
 
 class AlertBookError(InputError):
@@ -106,12 +109,15 @@ class AlertBook:
         page_max_age_ns: int,
         repeat_interval_ns: int,
         clock_ns: Callable[[], int] = time.time_ns,
-        send: Callable[[Notification], object] | None = None,
+        send: Send | None = None,
         database_url: str | None = None,
     ) -> None:
         """`send` (the dispatcher) gets each notification inside the transaction that
         records it as told: if the process dies before the commit, the notification may
-        go out twice, never zero times (at least once, SPEC section 3).
+        go out twice, never zero times (at least once, SPEC section 3). It returns the
+        receivers it went to: the book keeps those of the pages that say the alert fires, and
+        hands them back with each later notification of the episode (`Notification.also_to`),
+        so whoever heard an alert fire hears it end, whatever its labels say by then.
 
         With `database_url` (postgresql://...) the book lives in that database and `path`
         is not used; a malformed URL is a ConfigurationError naming `alerting.database_url`.
@@ -182,9 +188,9 @@ class AlertBook:
             silence = silencing(tables.silences(now), alert.labels, now)
             decision = decide(transition, notified, silence is not None, now,
                               self._page_max_age_ns)
-            row = AlertRow(alert, notified, kept_ack(old, transition))
-            self._record(tables, row, transition.change, decision, now, silence)
-            sent = self._told(notification(alert, decision.reason)) if decision.page else None
+            row = AlertRow(alert, notified, kept_ack(old, transition),
+                           told=frozenset() if old is None else old.told)
+            sent = self._record(tables, row, transition.change, decision, now, silence)
         self._tell((alert.fingerprint,))
         return sent
 
@@ -216,17 +222,11 @@ class AlertBook:
             decision = decide_firing(alert, row.notified, silence is not None,
                                       now - self._page_max_age_ns)
             recorded = decision.page or bool(note)
-            self._record(tables, row, "refresh", decision, now, silence, history=recorded,
-                         note=note)
-            sent = self._told(notification(alert, decision.reason)) if decision.page else None
+            sent = self._record(tables, row, "refresh", decision, now, silence,
+                                history=recorded, note=note)
         if recorded:
             self._tell((alert.fingerprint,))
         return sent
-
-    def _told(self, told: Notification) -> Notification:
-        if self._send is not None:
-            self._send(told)
-        return told
 
     def restore(self, subjects: Collection[str] | None = None) -> list[Alert]:
         """The pending and firing alerts, for the engine to resume after a restart; only
@@ -276,9 +276,10 @@ class AlertBook:
                     continue
                 silence = silencing(silences, row.alert.labels, now)
                 decision = self._repeat(row, silences, now)
-                if decision.page:
-                    self._record(tables, row, "repeat", decision, now, silence)
-                    sent.append(self._told(notification(row.alert, "repeat")))
+                told = (self._record(tables, row, "repeat", decision, now, silence)
+                        if decision.page else None)
+                if told is not None:
+                    sent.append(told)
         self._tell(told.fingerprint for told in sent)
         return sent
 
@@ -312,11 +313,11 @@ class AlertBook:
                 if row is None or not _held_back(row, silences, now):
                     continue
                 decision = decide_news(row.alert, row.notified)
-                self._record(tables, row, "refresh", decision, now, None,
-                             history=decision.page)
+                told = self._record(tables, row, "refresh", decision, now, None,
+                                    history=decision.page)
                 changed.append(row.alert.fingerprint)
-                if decision.page:
-                    sent.append(self._told(notification(row.alert, decision.reason)))
+                if told is not None:
+                    sent.append(told)
         # Run on a schedule too: listeners hear of it only when the active silences differ
         # from the last look (one began or ended by itself) or a withheld alert came out.
         active = frozenset(silence.id for silence in silences if silence.starts_at_ns <= now)
@@ -333,7 +334,7 @@ class AlertBook:
         """Mark an alert as being handled (no more repeats); None if there is no such alert.
 
         Raises AlertNotActive for an alert that is over. The ack lasts until the alert
-        resolves or escalates to a higher severity.
+        resolves or escalates above the severity it had when acknowledged.
         """
         if not by.strip():
             raise ValueError("an acknowledgement needs who gives it")
@@ -345,7 +346,7 @@ class AlertBook:
                 return None
             if row.alert.status is AlertStatus.RESOLVED:
                 raise AlertNotActive(f"alert {fingerprint} is resolved: nothing to acknowledge")
-            row = replace(row, ack=Ack(now, by, comment))
+            row = replace(row, ack=Ack(now, by, comment, row.alert.severity))
             tables.save(row, now)
             tables.add_history(row.alert, "acknowledged", recorded_at_ns=now, paged=False,
                                reason="acknowledged", note=f"{by}: {comment}")
@@ -497,13 +498,19 @@ class AlertBook:
         *,
         history: bool = True,
         note: str = "",
-    ) -> None:
-        """Save the row with what operators now know, and the decision in the history."""
+    ) -> Notification | None:
+        """Save the row with what operators now know, and the decision in the history; when
+        it pages, the notification, handed to `send` first (in this transaction)."""
         alert = row.alert
+        told = None
         if decision.page:
+            told = notification(alert, decision.reason, row.told)
+            sent_to = self._sent_to(told)
             status: NotifiedStatus = "resolved" if decision.reason == "resolved" else "firing"
+            # Whoever hears that it fires is owed its end; once told the end, nothing more.
+            receivers = frozenset() if status == "resolved" else row.told | sent_to
             row = replace(row, notified=Notified(status, content_digest(alert), now_ns),
-                          withheld=None)
+                          withheld=None, told=receivers)
         elif alert.status is AlertStatus.FIRING and decision.reason in _WITHHELD:
             row = replace(row, withheld=decision.reason)
         else:
@@ -514,6 +521,14 @@ class AlertBook:
                 note = "; ".join(filter(None, (note, f"silence {silence.id}")))
             tables.add_history(alert, change, recorded_at_ns=now_ns, paged=decision.page,
                                reason=decision.reason, note=note)
+        return told
+
+    def _sent_to(self, told: Notification) -> frozenset[str]:
+        """Hand `told` to `send`; the receivers it went to, as far as `send` says."""
+        if self._send is None:
+            return frozenset()
+        receivers = self._send(told)
+        return frozenset() if receivers is None else frozenset(receivers)
 
     def _view(self, row: AlertRow, silences: Sequence[Silence], now_ns: int) -> AlertView:
         silence = silencing(silences, row.alert.labels, now_ns)

@@ -102,6 +102,53 @@ _SUBJECT_INDEX = "CREATE INDEX IF NOT EXISTS alerts_subject ON alerts (subject)"
 # plates (`rows_under`: two rules, subjects by prefix). A LIKE cannot use a text index under
 # a database's usual collation; the rule can, so the scan is of those two rules' rows only.
 _RULE_INDEX = "CREATE INDEX IF NOT EXISTS alerts_rule ON alerts (rule)"
+# 5 (PostgreSQL's 3): `told`, the receivers told an alert fires in its episode (a JSON list:
+# its changes, repeats and end go to them whatever its labels say later), and
+# `acked_severity`, the severity an ack was given at (the ack holds while the alert is no
+# worse). NULL in the rows from before: nobody told yet, and the ack's severity taken as
+# the row's. Rebuilt, as 2 was, for a file whose version was set back (ADD COLUMN would
+# fail on the columns it already has; it keeps its rows but loses what they said there).
+_TOLD = """
+CREATE TABLE alerts_5 (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER,
+    active_at INTEGER NOT NULL,
+    evaluated_at INTEGER NOT NULL,
+    acked_at INTEGER,
+    acked_by TEXT,
+    ack_comment TEXT,
+    notified_status TEXT CHECK (notified_status IN ('firing', 'resolved')),
+    notified_at INTEGER,
+    notified_digest TEXT,
+    withheld TEXT,
+    updated_at INTEGER NOT NULL,
+    told TEXT,
+    acked_severity TEXT
+);
+INSERT INTO alerts_5 (fingerprint, rule, subject, status, severity, labels, annotations,
+                      starts_at, ends_at, active_at, evaluated_at, acked_at, acked_by,
+                      ack_comment, notified_status, notified_at, notified_digest, withheld,
+                      updated_at)
+    SELECT fingerprint, rule, subject, status, severity, labels, annotations, starts_at,
+           ends_at, active_at, evaluated_at, acked_at, acked_by, ack_comment, notified_status,
+           notified_at, notified_digest, withheld, updated_at FROM alerts;
+DROP TABLE alerts;
+ALTER TABLE alerts_5 RENAME TO alerts;
+CREATE INDEX alerts_status ON alerts (status);
+CREATE INDEX alerts_subject ON alerts (subject);
+CREATE INDEX alerts_rule ON alerts (rule);
+"""
+_POSTGRES_TOLD = """
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS told TEXT;
+ALTER TABLE alerts ADD COLUMN IF NOT EXISTS acked_severity TEXT;
+"""
 
 # PostgreSQL, shared by several instances, starts at the schema SQLite reached in three steps.
 # Times are nanoseconds since the epoch: BIGINT, as SQLite's INTEGER is 64-bit already.
@@ -158,7 +205,7 @@ CREATE TABLE silences (
 );
 CREATE INDEX silences_ends ON silences (ends_at);
 """
-POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA, _RULE_INDEX)
+POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA, _RULE_INDEX, _POSTGRES_TOLD)
 SCHEMA_TABLE = "alert_book_schema"  # PostgreSQL's stand-in for SQLite's user_version
 LOCK_PREFIX = "siaga.alerts"  # keeps the book's advisory locks apart from other stores'
 SETTING = "alerting.database_url"
@@ -174,7 +221,9 @@ class AlertStore(SqliteBackend):
     # 1: the schema as first written; IF NOT EXISTS, so a file from before versions (0)
     # just gains version 1. 2: history by event time, and what an alert said then.
     # 3: alerts by subject, for restoring one partition's devices. 4: alerts by rule.
-    MIGRATIONS: ClassVar[tuple[str, ...]] = (_SCHEMA, _HISTORY_AT, _SUBJECT_INDEX, _RULE_INDEX)
+    # 5: who was told an alert fires, and the severity of its ack.
+    MIGRATIONS: ClassVar[tuple[str, ...]] = (
+        _SCHEMA, _HISTORY_AT, _SUBJECT_INDEX, _RULE_INDEX, _TOLD)
 
 
 def open_backend(database_url: str | None, path: Path) -> Backend:

@@ -40,19 +40,19 @@ ORDER BY last.at DESC, last.fingerprint
 
 _ALERT_COLUMNS = (
     "fingerprint, rule, subject, status, severity, labels, annotations, starts_at, ends_at,"
-    " active_at, evaluated_at, acked_at, acked_by, ack_comment, notified_status, notified_at,"
-    " notified_digest, withheld"
+    " active_at, evaluated_at, acked_at, acked_by, ack_comment, acked_severity, notified_status,"
+    " notified_at, notified_digest, withheld, told"
 )
 _HISTORY_COLUMNS = (
     "id, fingerprint, change, status, severity, labels, at, recorded_at, paged, reason, note"
 )
 _SILENCE_COLUMNS = "id, matchers, starts_at, ends_at, created_by, comment"
 # One row per alert, written whole: an upsert, which SQLite and PostgreSQL both speak.
+_ALERT_WRITTEN = [*_ALERT_COLUMNS.split(", "), "updated_at"]
 _UPSERT = (
-    f"INSERT INTO alerts ({_ALERT_COLUMNS}, updated_at)"
-    f" VALUES ({', '.join('?' * 19)}) ON CONFLICT (fingerprint) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}"
-                for column in [*_ALERT_COLUMNS.split(", ")[1:], "updated_at"])
+    f"INSERT INTO alerts ({', '.join(_ALERT_WRITTEN)})"
+    f" VALUES ({', '.join('?' * len(_ALERT_WRITTEN))}) ON CONFLICT (fingerprint) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _ALERT_WRITTEN[1:])
 )
 
 
@@ -81,6 +81,7 @@ class Ack:
     at_ns: int  # wall clock
     by: str
     comment: str
+    severity: Severity  # the alert's when acknowledged: the ack holds while it is no worse
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,9 @@ class AlertRow:
     notified: Notified = Notified()
     ack: Ack | None = None
     withheld: str | None = None  # why the current firing state was not paged: silenced, stale
+    # The receivers told, in this episode, that it fires: its later news goes to them too,
+    # whatever its labels say by then (`rules.paging`: a fire told is always told to be out).
+    told: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +226,9 @@ class AlertTables:
                 _json(a.labels), _json(a.annotations), a.starts_at_ns, a.ends_at_ns,
                 a.active_at_ns, a.evaluated_at_ns,
                 None if ack is None else ack.at_ns, None if ack is None else ack.by,
-                None if ack is None else ack.comment,
-                n.status, n.at_ns, n.digest, row.withheld, now_ns,
+                None if ack is None else ack.comment, None if ack is None else ack.severity.value,
+                n.status, n.at_ns, n.digest, row.withheld,
+                orjson.dumps(sorted(row.told)).decode(), now_ns,
             ),
         )
 
@@ -334,7 +339,8 @@ def _labels(text: str) -> dict[str, str]:
 
 def _alert_row(found: tuple[object, ...]) -> AlertRow:
     (fp, rule, subject, status, severity, labels, annotations, starts_at, ends_at, active_at,
-     evaluated_at, acked_at, acked_by, ack_comment, n_status, n_at, n_digest, withheld) = found
+     evaluated_at, acked_at, acked_by, ack_comment, acked_severity, n_status, n_at, n_digest,
+     withheld, told) = found
     alert = Alert(
         fingerprint=str(fp), rule=str(rule), subject=str(subject),
         status=AlertStatus(str(status)), severity=Severity(str(severity)),
@@ -342,13 +348,25 @@ def _alert_row(found: tuple[object, ...]) -> AlertRow:
         starts_at_ns=_int(starts_at), ends_at_ns=None if ends_at is None else _int(ends_at),
         active_at_ns=_int(active_at), evaluated_at_ns=_int(evaluated_at),
     )
-    ack = None if acked_at is None else Ack(_int(acked_at), str(acked_by), str(ack_comment))
+    ack = None if acked_at is None else Ack(
+        _int(acked_at), str(acked_by), str(ack_comment),
+        # An ack from before migration 5: the row's severity is the best guess left.
+        alert.severity if acked_severity is None else Severity(str(acked_severity)))
     notified = Notified(
         status=_NOTIFIED_STATUS.get(str(n_status)),
         digest=None if n_digest is None else str(n_digest),
         at_ns=None if n_at is None else _int(n_at),
     )
-    return AlertRow(alert, notified, ack, None if withheld is None else str(withheld))
+    return AlertRow(alert, notified, ack, None if withheld is None else str(withheld),
+                    _names(told))
+
+
+def _names(text: object) -> frozenset[str]:
+    """A stored JSON list of receiver names; NULL (a row from before migration 5) is none."""
+    if text is None:
+        return frozenset()
+    loaded: list[str] = orjson.loads(str(text))
+    return frozenset(loaded)
 
 
 def _past_alert(found: tuple[object, ...]) -> Alert:

@@ -12,7 +12,8 @@ from rules.webhook import build_body
 
 
 class Dispatcher:
-    """Routes a notification by its labels and enqueues one delivery per receiver.
+    """Routes a notification by its labels (and to whoever was told of its alert before) and
+    enqueues one delivery per receiver.
 
     Bodies are built here, at enqueue time, so every retry sends the same bytes; only the
     timestamp and signature headers are made per attempt. Blocking (one SQLite commit):
@@ -33,11 +34,13 @@ class Dispatcher:
         self._external_url = external_url
         self._clock_ns = clock_ns
 
-    def dispatch(self, notification: Notification) -> list[str]:
-        """Enqueue the notification for each of its receivers; the delivery ids, in order."""
-        receivers = self._router.receivers_for(notification.labels)
+    def dispatch(self, notification: Notification) -> dict[str, str]:
+        """Enqueue the notification for each of its receivers: those its labels route to,
+        and those of `also_to`. The delivery id of each, by receiver name, in that order:
+        the book keeps the names (`AlertBook`'s `send`), a test the ids."""
+        receivers = self._router.receivers_for(notification.labels, notification.also_to)
         if not receivers:
-            return []
+            return {}
         items = [
             (receiver.name, notification.fingerprint,
              build_body(notification, receiver.name, self._external_url))
@@ -46,4 +49,5 @@ class Dispatcher:
         # One transaction: a crash leaves every receiver's delivery stored, or none.
         ids = self._outbox.enqueue_many(items, self._clock_ns())
         self._wakeup()
-        return ids
+        return {receiver.name: delivery_id
+                for receiver, delivery_id in zip(receivers, ids, strict=True)}

@@ -83,20 +83,23 @@ def decide_firing(
 
 
 def kept_ack(old: AlertRow | None, transition: Transition) -> Ack | None:
-    """An ack belongs to one episode, at one severity or below."""
+    """An ack belongs to one episode, at the severity acknowledged or below."""
     if old is None or old.ack is None:
         return None
     if transition.previous in (None, AlertStatus.RESOLVED):
         return None  # a new episode: nobody has looked at it yet
-    if transition.alert.severity.rank > old.alert.severity.rank:
-        return None  # worse than what was acknowledged: repeats resume until acked again
+    if transition.alert.severity.rank > old.ack.severity.rank:
+        # Worse than what was acknowledged: repeats resume until acked again. Back at that
+        # severity after a dip below it is what the operator already took on: still acked.
+        return None
     return old.ack
 
 
-def notification(alert: Alert, reason: str) -> Notification:
-    """What operators are told, for a decision that pages with `reason`."""
+def notification(alert: Alert, reason: str, told: frozenset[str] = frozenset()) -> Notification:
+    """What operators are told, for a decision that pages with `reason`; also to the
+    receivers `told` it fires in this episode (`AlertRow.told`)."""
     if reason == "resolved":
         return Notification(alert.fingerprint, "resolved", "resolved", alert.labels,
-                            alert.annotations, alert.starts_at_ns, alert.ends_at_ns)
+                            alert.annotations, alert.starts_at_ns, alert.ends_at_ns, told)
     return Notification(alert.fingerprint, "firing", _FIRING_REASONS[reason], alert.labels,
-                        alert.annotations, alert.starts_at_ns, None)
+                        alert.annotations, alert.starts_at_ns, None, told)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -184,13 +184,20 @@ class Router:
     def receiver(self, name: str) -> Receiver | None:
         return self._receivers.get(name)
 
-    def receivers_for(self, labels: Mapping[str, str]) -> list[Receiver]:
-        """The receivers of every matching route, each once, in the order routes name them."""
+    def receivers_for(self, labels: Mapping[str, str], also: Collection[str] = ()
+                      ) -> list[Receiver]:
+        """The receivers of every matching route, each once, in the order routes name them;
+        then those named in `also` (told of the alert before) that are still configured (a
+        reload may have removed one)."""
         chosen: dict[str, Receiver] = {}
         for route in self._routes:
             if route.matches(labels):
                 for name in route.receivers:
                     chosen.setdefault(name, self._receivers[name])
+        for name in sorted(also):
+            receiver = self._receivers.get(name)
+            if receiver is not None and receiver is not self._extra:  # which comes last
+                chosen.setdefault(name, receiver)
         if self._extra is not None:
             chosen.setdefault(self._extra.name, self._extra)
         return list(chosen.values())

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.alert import Alert, AlertStatus, Change, Notification, Severity, Transition, fingerprint
-from rules.alertbook import AlertBook, Notified
+from rules.alert import Alert, AlertStatus, Change, Severity, Transition, fingerprint
+from rules.alertbook import AlertBook, Notified, Send
 from rules.alertstore import content_digest
 from rules.outbox import Outbox
 from siaga.sandbox.postgres import PostgreSQL
@@ -62,7 +62,7 @@ class BookPlace:
     path: Path
     database_url: str | None
 
-    def open(self, clock: Clock, send: Callable[[Notification], object] | None = None
+    def open(self, clock: Clock, send: Send | None = None
              ) -> AlertBook:
         return AlertBook(self.path, page_max_age_ns=MAX_AGE, repeat_interval_ns=REPEAT,
                          clock_ns=clock, send=send, database_url=self.database_url)

@@ -213,6 +213,20 @@ def test_a_deescalation_keeps_the_ack(book: AlertBook) -> None:
     assert book.due_repeats(T0 + REPEAT) == []
 
 
+def test_an_ack_holds_when_the_alert_comes_back_to_the_severity_acknowledged(
+    book: AlertBook,
+) -> None:
+    book.apply(fire(T0, level="siaga-2"))
+    book.acknowledge(FLOOD, "budi", "pumps on")
+    book.apply(change("siaga-3", T0 + MINUTE))
+    book.apply(change("siaga-2", T0 + 2 * MINUTE))  # no worse than what budi took on
+    view = book.get(FLOOD)
+    assert view is not None and view.ack is not None and view.ack.by == "budi"
+    assert book.due_repeats(T0 + REPEAT) == []
+    book.apply(change("siaga-1", T0 + 3 * MINUTE))  # worse: repeats resume
+    assert [n.labels["level"] for n in book.due_repeats(T0 + REPEAT)] == ["siaga-1"]
+
+
 def test_a_new_episode_is_not_acknowledged(book: AlertBook) -> None:
     book.apply(fire(T0))
     book.acknowledge(FLOOD, "budi", "")

@@ -102,7 +102,7 @@ class Siaga:
     dispatcher: Dispatcher
 
     def dispatch(self, *notifications: Notification) -> list[str]:
-        return [i for n in notifications for i in self.dispatcher.dispatch(n)]
+        return [i for n in notifications for i in self.dispatcher.dispatch(n).values()]
 
     def delivery(self, delivery_id: str) -> Delivery:
         found = self.outbox.get(delivery_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rules.alert import AlertStatus
+from rules.alert import AlertStatus, Severity
 from rules.alertbook import (
     Decision,
     Notified,
@@ -10,6 +10,7 @@ from rules.alertbook import (
     decide_repeat,
 )
 from rules.alertstore import Ack, AlertRow
+from rules.paging import kept_ack
 from tests.rules.books import (
     HOUR,
     MAX_AGE,
@@ -95,7 +96,7 @@ def test_a_repeat_is_due_once_the_interval_has_passed() -> None:
 
 def test_no_repeat_for_acknowledged_silenced_or_never_told_alerts() -> None:
     later = T0 + 2 * REPEAT
-    acked = AlertRow(flood(), TOLD_FIRING, ack=Ack(T0, "budi", "on it"))
+    acked = AlertRow(flood(), TOLD_FIRING, ack=Ack(T0, "budi", "on it", Severity.WARNING))
     assert decide_repeat(acked, False, later, REPEAT) == Decision(False, "acknowledged")
     told = AlertRow(flood(), TOLD_FIRING)
     assert decide_repeat(told, True, later, REPEAT) == Decision(False, "silenced")
@@ -103,3 +104,10 @@ def test_no_repeat_for_acknowledged_silenced_or_never_told_alerts() -> None:
     assert decide_repeat(untold, False, later, REPEAT) == Decision(False, "never-paged")
 
 
+
+
+def test_an_ack_is_kept_up_to_the_severity_acknowledged_not_the_last_one() -> None:
+    dipped = AlertRow(flood(level="siaga-3"), TOLD_FIRING,
+                      ack=Ack(T0, "budi", "on it", Severity.MAJOR))
+    assert kept_ack(dipped, change("siaga-2")) == dipped.ack
+    assert kept_ack(dipped, change("siaga-1")) is None

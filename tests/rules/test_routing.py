@@ -99,6 +99,13 @@ def test_the_webhook_url_receiver_gets_every_notification_after_the_routed_ones(
     assert router.receiver(DEFAULT_RECEIVER) is chosen[-1]
 
 
+def test_receivers_told_before_are_added_once_and_only_while_configured() -> None:
+    router = city_router("https://siaga-sink.example/")
+    told = {"monitoring", "bpbd", "removed-by-a-reload", DEFAULT_RECEIVER}
+    assert names(router.receivers_for(FLOOD_WARNING, also=told)) == [
+        "bpbd", "monitoring", DEFAULT_RECEIVER]
+
+
 def test_the_webhook_url_cannot_clash_with_a_receiver_named_default() -> None:
     with pytest.raises(ValueError, match="already has one"):
         Router([receiver(DEFAULT_RECEIVER)], [], "https://ops.example/all")
