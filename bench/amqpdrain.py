@@ -165,7 +165,7 @@ def base_config(workdir: Path, influx: Influx, database: str, prefix: str, catal
     return {"mqtt": {"url": "mqtt://127.0.0.1:1", "client_id": "siaga-drain",
                      "topic_prefix": prefix, "qos": 1},
             "influx": {"api": "v1", "url": influx.url, "database": database},
-            "ingest": {"batch_size": 5000, "flush_interval_s": 1.0},
+            "ingest": {"batch_size": 20000, "batch_messages": 5000, "flush_interval_s": 1.0},
             "http": {"host": "127.0.0.1", "port": free_port()},
             "data_dir": str(workdir / "data"), "catalog": str(catalog)}
 

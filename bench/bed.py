@@ -64,7 +64,7 @@ class Bed:
             "mqtt": {"url": self.mqtt_url, "client_id": client_id, "topic_prefix": self.prefix,
                      "qos": 1},
             "influx": {"api": "v1", "url": self.influx.url, "database": self.database},
-            "ingest": {"batch_size": 5000, "flush_interval_s": 1.0},
+            "ingest": {"batch_size": 20000, "batch_messages": 5000, "flush_interval_s": 1.0},
             "http": {"host": "127.0.0.1", "port": http_port},
             "data_dir": str(self.workdir / f"{name}-data"),
             "catalog": str(self.catalog),

@@ -212,7 +212,7 @@ class Pipeline:
         within tens of milliseconds at a modest rate; a busy one lets the next batch grow,
         so a high rate gets large batches and InfluxDB few requests.
         """
-        if len(batch.lines) >= size or len(batch.messages) >= size:
+        if len(batch.lines) >= size or len(batch.messages) >= self._settings.batch_messages:
             return True
         age = time.monotonic() - batch.started
         settings = self._settings
@@ -237,7 +237,8 @@ class Pipeline:
         # Judged by the latest messages' readings: a step stays short (TAKE_READINGS), and
         # messages of 100 readings do not overshoot the batch by 100x the messages taken.
         room = max(1.0, min(size - len(batch.lines), TAKE_READINGS))
-        return max(1, min(TAKE_CHUNK, int(room / self._per_message)))
+        messages = self._settings.batch_messages - len(batch.messages)
+        return max(1, min(TAKE_CHUNK, int(room / self._per_message), messages))
 
     def _add(self, batch: Batch, messages: list[Message]) -> None:
         decode, decoded = self._decoder.decode, batch.decoded

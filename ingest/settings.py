@@ -165,9 +165,13 @@ class IngestSettings(Section):
     # Where readings come from: MQTT (the `mqtt` section's broker) or RabbitMQ's partition
     # queues over AMQP (the `amqp` section), for several instances sharing the devices.
     input: Literal["mqtt", "amqp"] = "mqtt"
-    # 5000 lines is InfluxDB's recommended batch size; the MQTT in-flight window
-    # (max_inflight_messages 20000 in mosquitto.conf) must hold a few batches.
-    batch_size: int = Field(default=5000, ge=1, le=20000)
+    # Readings (lines) per InfluxDB write, and messages per write: the MQTT in-flight window
+    # (max_inflight_messages 20000 in mosquitto.conf) must hold a few batches of messages.
+    # Single readings make 5000-line writes, as InfluxDB recommends; batched messages (100
+    # readings each) 20000-line ones: a write a backlog waits on carries four times the
+    # readings (batched drains +3 to +22 % in alternated runs, with the core busier).
+    batch_size: int = Field(default=20000, ge=1, le=20000)
+    batch_messages: int = Field(default=5000, ge=1, le=20000)
     flush_interval_s: float = Field(default=1.0, gt=0, le=60)
     # While no write is under way a batch goes out once its first reading waited this
     # long: readings are queryable sooner, and a high rate still makes large batches.

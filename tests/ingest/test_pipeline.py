@@ -321,3 +321,17 @@ async def test_a_device_not_in_the_catalog_sending_two_kinds_writes_each_to_its_
         await acked(inbox, 2)
     assert [line.split(" ")[0] for line in rig.stored()] == [
         "traffic,device_id=dev-x", "water_level,device_id=dev-x"]
+
+
+async def test_a_write_carries_at_most_batch_messages_messages(rig: Rig) -> None:
+    # Lines are bounded by batch_size, messages by batch_messages: single readings must not
+    # wait for 20,000 of them, a broker's whole in-flight window, before a write.
+    settings = IngestSettings(batch_size=1000, batch_messages=2, flush_interval_s=60,
+                              linger_s=60)
+    inbox = ListInbox(rig.stored)
+    async with running(rig.pipeline(inbox, settings)):
+        for seq in range(4):
+            inbox.put(payload(seq))
+        await acked(inbox, 4)
+        assert rig.endpoint.attempts == 2
+        assert [len(ack.messages) for ack in inbox.acks] == [2, 2]
