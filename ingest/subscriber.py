@@ -55,18 +55,21 @@ READ_CHUNK = 65536  # bytes per recv(): hundreds of small messages
 READ_BURST = 2000  # packets per reader wake-up, so timers and the HTTP API get their turn
 PUBACK = 0x40
 _PUBLISH = 0x30  # the packet type's high nibble
+_DUP = 0x08  # a PUBLISH's flag: the broker sent this message before (MQTT 3.1.1 3.3.1.1)
 PINGREQ_PACKET = b"\xc0\x00"
 # How long after a reconnect a message the lost connection delivered unacknowledged is
-# looked for among the new one's: the broker resends its session's messages at once.
-REPLAY_WINDOW_NS = 60 * 10**9
+# looked for among the new one's DUP messages: the broker resends its session's at once, but
+# a full inbox may pause reading for minutes while a slow InfluxDB takes the backlog.
+REPLAY_WINDOW_NS = 600 * 10**9
+REPLAYS_MAX = 100_000  # distinct payloads kept for it; an inbox and a window hold 40,000
 _UNTIL_CONNECTED = 2**63 - 1
 # A PUBACK of MQTT 3.1.1: fixed header 0x40, remaining length 2, then the packet id.
 _PUBACK_BASE = (PUBACK << 24) | (2 << 16)
 
 
-# What the client hands over per PUBLISH: topic (raw bytes), payload, packet id, QoS; it
+# What the client hands over per PUBLISH: topic (raw bytes), payload, packet id, QoS, DUP; it
 # answers whether reading must stop (the inbox is full).
-Deliver = Callable[[bytes, bytes, int, int], bool]
+Deliver = Callable[[bytes, bytes, int, int, bool], bool]
 
 
 class _Client(mqtt.Client):
@@ -141,7 +144,7 @@ class _Client(mqtt.Client):
             pos = self._chunk_pos = end
             count += 1
             if deliver(chunk[at + 2:topic_end], chunk[body:end],
-                       int.from_bytes(chunk[topic_end:body], "big"), qos):
+                       int.from_bytes(chunk[topic_end:body], "big"), qos, bool(header & _DUP)):
                 break
         if count:  # what paho notes after each packet (its keepalive reads it)
             with self._msgtime_mutex:
@@ -164,13 +167,14 @@ class _Client(mqtt.Client):
         body = end + 2 * qos
         if body > len(packet):
             return MQTTErrorCode.MQTT_ERR_PROTOCOL  # what paho's decoder would say
-        self._deliver(bytes(packet[2:end]), bytes(packet[body:]), mid, qos)
+        self._deliver(bytes(packet[2:end]), bytes(packet[body:]), mid, qos, bool(header & _DUP))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         # paho's own path (see _handle_publish); it would look the topic up among
         # per-filter callbacks first, and we have none.
-        self._deliver(message._topic, cast(bytes, message.payload), message.mid, message.qos)
+        self._deliver(message._topic, cast(bytes, message.payload), message.mid, message.qos,
+                      bool(message.dup))
 
     def queue_packet(self, command: int, packet: bytes) -> None:
         """Queue raw packet bytes behind paho's own; the writer callback sends them."""
@@ -208,12 +212,13 @@ class Subscriber:
         self._inbox = Inbox(inbox_max, inbox_max_bytes)
         self._generation = 0
         # QoS 1 messages of this connection not acknowledged yet, in receive order (acks go
-        # in that order). When the connection is lost the broker sends them again; one
-        # without `ts` is stamped with its time of receipt, so its copy must get the first
-        # copy's time, or it is stored as a second point. `_replays` keeps those times
-        # for a while after a reconnect, by topic and payload.
+        # in that order). When the connection is lost the broker sends them again, marked
+        # DUP; one without `ts` is stamped with its time of receipt, so its copy must get
+        # the first copy's time, or it is stored as a second point. `_replays` keeps those
+        # times by topic and payload (in order: a device may send one payload twice) for a
+        # while after a reconnect; only a DUP message takes one.
         self._unacked: deque[Message] = deque()
-        self._replays: dict[tuple[str, bytes], int] = {}
+        self._replays: dict[tuple[str, bytes], deque[int]] = {}
         self._replays_until_ns = 0
         self._closing = False
         self._stack = AsyncExitStack()
@@ -358,7 +363,12 @@ class Subscriber:
         now = self._clock_ns()
         if now >= self._replays_until_ns:
             self._replays.clear()
-        self._replays.update(((m.topic, m.payload), m.received_ns) for m in unacked)
+        replays = self._replays
+        if len(replays) > REPLAYS_MAX:  # a broker that kept none of them, again and again
+            replays.clear()
+        for message in unacked:
+            replays.setdefault((message.topic, message.payload), deque()).append(
+                message.received_ns)
         unacked.clear()
         self._replays_until_ns = _UNTIL_CONNECTED  # the window starts at the next connect
 
@@ -369,15 +379,24 @@ class Subscriber:
         if now >= self._replays_until_ns:
             self._replays.clear()  # what has not come again by now was not redelivered
             return now
-        return self._replays.pop((topic, payload), now)
+        key = (topic, payload)
+        times = self._replays.get(key)
+        if times is None:
+            return now
+        first = times.popleft()
+        if not times:
+            del self._replays[key]
+        return first
 
-    def _on_publish_message(self, raw_topic: bytes, payload: bytes, mid: int, qos: int) -> bool:
+    def _on_publish_message(self, raw_topic: bytes, payload: bytes, mid: int, qos: int,
+                            dup: bool) -> bool:
         try:
             topic = raw_topic.decode()
         except UnicodeDecodeError:  # Mosquitto refuses these; if one came, dead-letter it
             topic = raw_topic.decode("utf-8", "backslashreplace")
         inbox = self._inbox
-        received_ns = self._received_ns(topic, payload) if self._replays else self._clock_ns()
+        received_ns = (self._received_ns(topic, payload) if dup and self._replays
+                       else self._clock_ns())
         message = Message(topic, payload, mid, qos, self._generation, received_ns)
         inbox.put(message)
         if qos:

@@ -25,7 +25,7 @@ from ingest.subscriber import READ_CHUNK, _Client
 from siaga.broker.config import remaining_length
 
 PINGRESP = b"\xd0\x00"  # another packet type between the PUBLISHes: paho reads it
-Delivered = tuple[bytes, bytes, int, int]  # topic, payload, packet id, QoS
+Delivered = tuple[bytes, bytes, int, int, bool]  # topic, payload, packet id, QoS, DUP
 
 
 def publish(topic: bytes, payload: bytes, qos: int, mid: int, flags: int = 0) -> bytes:
@@ -40,8 +40,8 @@ def client_on_socket(delivered: list[Delivered], stop_after: int | None = None
                      ) -> Iterator[tuple[_Client, socket.socket]]:
     """A client reading one end of a socketpair (set where paho's connect sets it); the
     other end is the broker's."""
-    def deliver(topic: bytes, payload: bytes, mid: int, qos: int) -> bool:
-        delivered.append((topic, payload, mid, qos))
+    def deliver(topic: bytes, payload: bytes, mid: int, qos: int, dup: bool) -> bool:
+        delivered.append((topic, payload, mid, qos, dup))
         return stop_after is not None and len(delivered) % stop_after == 0
 
     client = _Client(deliver, callback_api_version=CallbackAPIVersion.VERSION2,
@@ -108,7 +108,7 @@ def test_the_same_stream_delivers_the_same_messages_as_paho_alone(
         topic, size, qos, mid, flags = packet
         payload = index.to_bytes(2, "big") * (size // 2) + b"x" * (size % 2)
         stream += publish(topic, payload, qos, mid, flags)
-        expected.append((topic, payload, mid if qos else 0, qos))
+        expected.append((topic, payload, mid if qos else 0, qos, bool(flags & 0x08)))
     cuts = [cut for cut in cuts if cut < len(stream)]
 
     ours, our_code = stream_through(stream, cuts, own_reads=True)
@@ -123,7 +123,7 @@ def test_a_malformed_publish_is_refused_as_paho_refuses_it() -> None:
     bad = bytes([0x32, 3]) + (200).to_bytes(2, "big") + b"t"
     for own_reads in (True, False):
         delivered, code = stream_through(good + bad + good, [], own_reads=own_reads)
-        assert delivered == [(b"a/b", b"1", 7, 1)]
+        assert delivered == [(b"a/b", b"1", 7, 1, False)]
         assert code == MQTTErrorCode.MQTT_ERR_PROTOCOL
 
 
@@ -136,7 +136,7 @@ def test_reading_stops_when_the_inbox_fills_and_goes_on_from_there() -> None:
         assert client.read_publishes(100) == 3
         assert client.read_publishes(100) == 1
         assert client.read_publishes(100) == 0 and not client.buffered
-    assert [payload for _, payload, _, _ in delivered] == [bytes([n]) for n in range(7)]
+    assert [payload for _, payload, _, _, _ in delivered] == [bytes([n]) for n in range(7)]
 
 
 def test_qos_2_and_other_packets_are_left_to_paho() -> None:
@@ -145,7 +145,7 @@ def test_qos_2_and_other_packets_are_left_to_paho() -> None:
         broker.send(publish(b"t", b"0", 1, 1) + publish(b"t", b"2", 2, 2) + PINGRESP)
         client.loop_read()  # paho reads the first and fills the buffer with the rest
         assert client.read_publishes(100) == 0 and client.buffered  # QoS 2: paho's
-        assert delivered == [(b"t", b"0", 1, 1)]
+        assert delivered == [(b"t", b"0", 1, 1, False)]
 
 
 def test_nothing_read_before_the_connection_closed_is_delivered_after_it() -> None:
