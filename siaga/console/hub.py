@@ -358,7 +358,7 @@ class ConsoleHub:
             reading = latest.get(device_id)
             if reading is None and self._shared and not offline and (
                     device_id in self._alerting.devices_seen):
-                status = heard_status(device, alerts, self._rules)  # read by another instance
+                status = heard_status(alerts, self._rules)  # read by another instance
             else:
                 status = device_status(device, reading, alerts, offline, self._rules)
             if status != self._status[device_id]:

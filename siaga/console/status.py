@@ -108,7 +108,7 @@ def device_status(device: Device, reading: Reading | None, alerts: Iterable[Aler
     return OK  # a kind without colours of its own
 
 
-def heard_status(device: Device, alerts: Iterable[Alert], rules: StatusRules) -> str:
+def heard_status(alerts: Iterable[Alert], rules: StatusRules) -> str:
     """The status of a device heard but whose latest reading is not here (another instance
     of a cluster reads it): what its firing alerts say, else `ok`. A gauge below Siaga 3
     has no ladder alert, so `ok` is its colour; an air monitor's `baik` or `sedang` and a
