@@ -213,8 +213,8 @@ class Alerting:
             self._data_dir / "outbox.sqlite", clock_ns=self._clock_ns, database_url=shared))
         router = Router(self.rules_file.receivers, self.rules_file.routes, self._webhook_url)
         self.deliverer = Deliverer(self.outbox, router, clock_ns=self._clock_ns)
-        self.dispatcher = Dispatcher(router, self.outbox, self.deliverer.wake,
-                                     self._external_url, clock_ns=self._clock_ns)
+        self.dispatcher = Dispatcher(router, self.deliverer.enqueue, self._external_url,
+                                     clock_ns=self._clock_ns)
         # The book hands each notification to the dispatcher before it commits "told".
         self.book = self._stack.enter_context(AlertBook(
             self._data_dir / "alerts.sqlite", database_url=shared,

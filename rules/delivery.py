@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -115,6 +115,9 @@ class Deliverer:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        # While delivering (not draining): where an attempt handed over by `enqueue` runs.
+        self._attempts: tuple[aiohttp.ClientSession, asyncio.TaskGroup] | None = None
+        self._claiming = 0  # slots a claim in a worker thread may fill when it returns
         self._pruned_ns: int | None = None
         self._store_failing = False
 
@@ -123,12 +126,50 @@ class Deliverer:
         if self._loop is not None:  # not running: run() starts by looking at the outbox
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
+    def enqueue(self, items: Sequence[tuple[str, str, bytes]], created_ns: int) -> list[str]:
+        """Store (receiver, fingerprint, body) deliveries, all or none (the dispatcher's
+        way in); their ids. Blocking: one outbox transaction.
+
+        Called in the delivering loop (a rule's change, at a reading) with slots free, the
+        due ones are claimed in that same transaction and attempted at once. The other way,
+        a wake, a look at the outbox and a claim in a worker thread, took 12 ms at the
+        median and 40 ms at the 99th percentile from a page's commit to its POST, under a
+        background of 99,000 readings/s on one core (bench/cores.py's alert probes).
+        Elsewhere (a scheduled job in a worker thread) the deliverer is woken to look.
+        """
+        slots = self._slots_here()
+        if slots <= 0 or self._attempts is None:
+            ids = self._outbox.enqueue_many(items, created_ns)
+            self.wake()
+            return ids
+        session, group = self._attempts
+        ids, claimed = self._outbox.enqueue_claimed(items, created_ns, self._clock_ns(), slots,
+                                                    self._lease_ns)
+        for delivery in claimed:
+            self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
+        if len(claimed) < len(ids):
+            self._wakeup.set()  # one waits behind its alert's older delivery: a look decides
+        return ids
+
+    def _slots_here(self) -> int:
+        """Attempts `enqueue` may start: none unless called in the delivering loop's thread,
+        where nothing else runs meanwhile."""
+        if self._attempts is None or self._loop is None:
+            return 0
+        try:
+            if asyncio.get_running_loop() is not self._loop:
+                return 0
+        except RuntimeError:  # a worker thread
+            return 0
+        return self._policy.concurrency - len(self._in_flight) - self._claiming
+
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then give attempts in flight `drain_s` to finish."""
         self._loop = asyncio.get_running_loop()
         try:
             async with self._session_factory() as session, asyncio.TaskGroup() as group:
                 group.create_task(self._wake_on(stop))
+                self._attempts = session, group
                 while not stop.is_set():
                     self._wakeup.clear()
                     try:
@@ -142,8 +183,10 @@ class Deliverer:
                         self._store_fails(exc)
                         timeout = self._policy.store_retry_s
                     await self._sleep(timeout)
+                self._attempts = None
                 await self._drain()
         finally:
+            self._attempts = None
             self._loop = None
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
@@ -155,8 +198,12 @@ class Deliverer:
         if free <= 0:
             return
         now = self._clock_ns()
-        claimed = await asyncio.to_thread(self._outbox.claim, now, free, self._lease_ns,
-                                          tuple(self._in_flight), self._scope(now))
+        self._claiming = free  # `enqueue` meanwhile starts attempts only beside these
+        try:
+            claimed = await asyncio.to_thread(self._outbox.claim, now, free, self._lease_ns,
+                                              tuple(self._in_flight), self._scope(now))
+        finally:
+            self._claiming = 0
         for delivery in claimed:
             self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rules.alert import Notification
-from rules.outbox import Outbox
 from rules.routing import Router
 from rules.webhook import build_body
+
+# Stores (receiver, fingerprint, body) deliveries created at a time, all or none: their ids.
+# The deliverer's `enqueue` (which may start them at once), or an outbox's `enqueue_many`.
+Enqueue = Callable[[Sequence[tuple[str, str, bytes]], int], list[str]]
 
 
 class Dispatcher:
@@ -16,21 +19,19 @@ class Dispatcher:
     enqueues one delivery per receiver.
 
     Bodies are built here, at enqueue time, so every retry sends the same bytes; only the
-    timestamp and signature headers are made per attempt. Blocking (one SQLite commit):
-    from async code call `dispatch` through `asyncio.to_thread`.
+    timestamp and signature headers are made per attempt. Blocking: one outbox transaction
+    (called in the delivering loop, the deliverer's `enqueue` starts the attempts at once).
     """
 
     def __init__(
         self,
         router: Router,
-        outbox: Outbox,
-        deliverer_wakeup: Callable[[], None],
+        enqueue: Enqueue,
         external_url: str,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._router = router
-        self._outbox = outbox
-        self._wakeup = deliverer_wakeup
+        self._enqueue = enqueue
         self._external_url = external_url
         self._clock_ns = clock_ns
 
@@ -47,7 +48,6 @@ class Dispatcher:
             for receiver in receivers
         ]
         # One transaction: a crash leaves every receiver's delivery stored, or none.
-        ids = self._outbox.enqueue_many(items, self._clock_ns())
-        self._wakeup()
+        ids = self._enqueue(items, self._clock_ns())
         return {receiver.name: delivery_id
                 for receiver, delivery_id in zip(receivers, ids, strict=True)}

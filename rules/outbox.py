@@ -220,21 +220,28 @@ class Outbox:
     def enqueue_many(self, items: Sequence[tuple[str, str, bytes]], created_ns: int) -> list[str]:
         """Store (receiver, fingerprint, body) deliveries in one transaction: all or none."""
         ids = [uuid.uuid4().hex for _ in items]
-
-        def insert(tx: Tx) -> None:
-            # On PostgreSQL a sequence number is taken at INSERT but seen at COMMIT, so two
-            # instances enqueueing news of one alert at once could commit the later number
-            # first, and it would be delivered first. Taking turns per alert (in sorted
-            # order: no deadlock) keeps numbers in commit order. SQLite: one writer anyway.
-            for fingerprint in sorted({fingerprint for _, fingerprint, _ in items}):
-                tx.serialize(f"enqueue:{fingerprint}")
-            for delivery_id, (receiver, fingerprint, body) in zip(ids, items, strict=True):
-                tx.execute("INSERT INTO deliveries (id, receiver, fingerprint, body, created_at,"
-                           " state, next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                           (delivery_id, receiver, fingerprint, body, created_ns, created_ns))
-
-        self._backend.run(insert)
+        self._backend.run(lambda tx: _insert(tx, ids, items, created_ns))
         return ids
+
+    def enqueue_claimed(self, items: Sequence[tuple[str, str, bytes]], created_ns: int,
+                        now_ns: int, limit: int, lease_ns: int) -> tuple[list[str], list[Delivery]]:
+        """`enqueue_many`, and in the same transaction `claim` (at `now_ns`, up to `limit`)
+        those of the new deliveries that are due: the ids, and what was claimed.
+
+        A page then goes from its rule to its POST with one commit and no look at the
+        outbox between them. A new delivery behind an older pending one of its alert to
+        the same receiver is not due (`claim`'s order), and is left for a later claim.
+        """
+        if limit <= 0:
+            return self.enqueue_many(items, created_ns), []
+        ids = [uuid.uuid4().hex for _ in items]
+
+        def insert_and_take(tx: Tx) -> list[Delivery]:
+            _insert(tx, ids, items, created_ns)
+            return _take(tx, self.owner, now_ns, limit, now_ns + lease_ns,
+                         f" AND d.id IN ({_marks(len(ids))})", tuple(ids))
+
+        return ids, self._backend.run(insert_and_take)
 
     def claim(self, now_ns: int, limit: int, lease_ns: int, exclude: Collection[str] = (),
               scope: Scope | None = None) -> list[Delivery]:
@@ -250,21 +257,10 @@ class Outbox:
         an attempt stuck past its lease still holds its alert's place in line. `scope`, when
         given, leaves out the deliveries this instance cannot send (see `Scope`).
         """
-        until = now_ns + lease_ns
         where, scoped = _scoped(scope)
-
-        def take(tx: Tx) -> list[Delivery]:
-            locking = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgresql" else ""
-            rows = tx.execute(_DUE + _not_in(exclude) + where + _EARLIEST + locking,
-                              (now_ns, now_ns, *exclude, *scoped, limit))
-            if rows:
-                tx.execute(f"UPDATE deliveries SET claimed_by = ?, claimed_until = ?"
-                           f" WHERE seq IN ({_marks(len(rows))})",
-                           (self.owner, until, *(row[0] for row in rows)))
-            return [replace(_delivery(row[1:]), claimed_by=self.owner, claimed_until_ns=until)
-                    for row in rows]
-
-        return self._backend.run(take)
+        return self._backend.run(lambda tx: _take(
+            tx, self.owner, now_ns, limit, now_ns + lease_ns,
+            _not_in(exclude) + where, (*exclude, *scoped)))
 
     def release(self, delivery_ids: Collection[str]) -> int:
         """Give back this owner's claims on `delivery_ids` unattempted (a shutdown); how many."""
@@ -392,6 +388,34 @@ class Outbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _insert(tx: Tx, ids: Sequence[str], items: Sequence[tuple[str, str, bytes]],
+            created_ns: int) -> None:
+    # On PostgreSQL a sequence number is taken at INSERT but seen at COMMIT, so two
+    # instances enqueueing news of one alert at once could commit the later number first,
+    # and it would be delivered first. Taking turns per alert (in sorted order: no
+    # deadlock) keeps numbers in commit order. SQLite: one writer anyway.
+    for fingerprint in sorted({fingerprint for _, fingerprint, _ in items}):
+        tx.serialize(f"enqueue:{fingerprint}")
+    for delivery_id, (receiver, fingerprint, body) in zip(ids, items, strict=True):
+        tx.execute("INSERT INTO deliveries (id, receiver, fingerprint, body, created_at,"
+                   " state, next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                   (delivery_id, receiver, fingerprint, body, created_ns, created_ns))
+
+
+def _take(tx: Tx, owner: str, now_ns: int, limit: int, until_ns: int, where: str,
+          parameters: tuple[object, ...]) -> list[Delivery]:
+    """Claim for `owner` until `until_ns` up to `limit` due heads (`_DUE`) that also meet
+    `where`, earliest first, in the transaction that found them."""
+    locking = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgresql" else ""
+    rows = tx.execute(_DUE + where + _EARLIEST + locking, (now_ns, now_ns, *parameters, limit))
+    if rows:
+        tx.execute(f"UPDATE deliveries SET claimed_by = ?, claimed_until = ?"
+                   f" WHERE seq IN ({_marks(len(rows))})",
+                   (owner, until_ns, *(row[0] for row in rows)))
+    return [replace(_delivery(row[1:]), claimed_by=owner, claimed_until_ns=until_ns)
+            for row in rows]
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:

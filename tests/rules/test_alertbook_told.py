@@ -77,7 +77,7 @@ def heard(book_place: BookPlace, clock: Clock) -> Iterator[Heard]:
     """A dispatcher over an outbox on the book's backend (its database, on PostgreSQL)."""
     place = OutboxPlace(book_place.path.with_name("outbox.sqlite"), book_place.database_url)
     with place.open(clock) as outbox:
-        yield Heard(Dispatcher(Router(RECEIVERS, ROUTES), outbox, lambda: None, EXTERNAL_URL,
+        yield Heard(Dispatcher(Router(RECEIVERS, ROUTES), outbox.enqueue_many, EXTERNAL_URL,
                                clock), outbox)
 
 

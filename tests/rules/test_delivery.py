@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -122,7 +122,7 @@ def wire(outbox_place: OutboxPlace) -> Iterator[Callable[..., Siaga]]:
         # A seeded jitter: a run that fails can be run again the same way.
         deliverer = Deliverer(outbox, router, clock_ns=clock, policy=policy,
                               rng=random.Random(7))
-        dispatcher = Dispatcher(router, outbox, deliverer.wake, EXTERNAL_URL,
+        dispatcher = Dispatcher(router, deliverer.enqueue, EXTERNAL_URL,
                                 enqueue_clock or clock)
         return Siaga(outbox, deliverer, dispatcher)
 
@@ -505,6 +505,46 @@ async def test_a_slow_receiver_does_not_hold_up_another(
         assert siaga.delivery(slow_id).state == "pending"  # sent, and still unanswered
         held.release.set()
         await eventually(lambda: siaga.outbox.pending_count() == 0, what="nothing pending")
+
+
+async def test_a_notification_dispatched_in_the_delivering_loop_is_claimed_as_it_is_stored(
+    wire: Callable[..., Siaga], held: HeldReceiver
+) -> None:
+    siaga = wire(one_route(Receiver(name="bpbd", url=held.url)))
+    async with delivering(siaga):
+        (first,) = siaga.dispatch(flood(MANGGARAI))
+        await eventually(lambda: len(held.requests) == 1, what="the first attempt arriving")
+        # The deliverer runs: a rule's change (in its loop) is claimed in the transaction that
+        # stores it, and attempted without a look at the outbox.
+        (second,) = siaga.dispatch(flood(KATULAMPA))
+        assert siaga.delivery(second).claimed_by == siaga.outbox.owner
+        # Behind its alert's delivery still in flight: stored unclaimed, for a later look.
+        (third,) = siaga.dispatch(flood(MANGGARAI, "siaga-2", reason="changed"))
+        assert siaga.delivery(third).claimed_by is None
+        await eventually(lambda: len(held.requests) == 2, what="the second attempt arriving")
+        held.release.set()
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="nothing pending")
+    assert_each_delivered_once_in_order(held, [first, second, third])
+
+
+async def test_a_dispatch_takes_no_slot_beyond_the_concurrency_nor_from_another_thread(
+    wire: Callable[..., Siaga], held: HeldReceiver
+) -> None:
+    siaga = wire(one_route(Receiver(name="bpbd", url=held.url)),
+                 policy=replace(FAST, concurrency=1))
+    async with delivering(siaga):
+        (first,) = siaga.dispatch(flood(MANGGARAI))
+        await eventually(lambda: len(held.requests) == 1, what="the first attempt arriving")
+        (second,) = siaga.dispatch(flood(KATULAMPA))
+        assert siaga.delivery(second).claimed_by is None  # the one slot is taken
+        held.release.set()
+        await eventually(lambda: siaga.outbox.pending_count() == 0, what="nothing pending")
+        # A scheduled job's page comes from a worker thread: it wakes the deliverer, which
+        # sends it long before its 30 s idle look.
+        (third,) = await asyncio.to_thread(siaga.dispatch, flood(MANGGARAI, "siaga-2"))
+        await eventually(lambda: siaga.delivery(third).state == "delivered",
+                         what="the worker thread's page delivered")
+    assert_each_delivered_once_in_order(held, [first, second, third])
 
 
 def test_a_notification_no_route_takes_is_not_enqueued(wire: Callable[..., Siaga]) -> None:
