@@ -2,8 +2,10 @@
 
 For each count of cores N (1, 2 and all, deduplicated: `core_counts`), each system runs as a
 user would run it on N cores, its processes started under `taskset -c 0-(N-1)` (so every
-thread and child they start is confined too); the broker, InfluxDB, PostgreSQL and the
-load stay unconfined:
+thread and child they start is confined too); the broker, InfluxDB and PostgreSQL stay
+unconfined. A live load (the memory and latency runs) runs on the cores after the first N
+when there are any (`spare_cpus`): the load generator is not the system measured, and on
+Siaga's core it was most of the alert p99 (run-queue waits, bench/README.md):
 
 - `siaga`: one `siaga run` reading Mosquitto (MQTT input, as today), at 1 core only: one
   process is one event loop.
@@ -75,6 +77,16 @@ def core_counts(total: int) -> list[int]:
 def cpu_list(cores: int) -> str:
     """The `taskset -c` list of the first `cores` cores."""
     return "0" if cores == 1 else f"0-{cores - 1}"
+
+
+def spare_cpus(cores: int, total: int | None = None) -> str | None:
+    """The `taskset -c` list of the cores after the first `cores`, where the live load runs
+    (None when the setup has them all: the load then runs anywhere)."""
+    if total is None:
+        total = os.cpu_count() or 1
+    if cores >= total:
+        return None
+    return str(cores) if cores == total - 1 else f"{cores}-{total - 1}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +362,8 @@ def steady(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Share
                 samples: list[tuple[float, int, Usage]] = []
                 brokers: list[Usage] = []  # after the warm-up
                 with feed.live(group.feed_config(), bed.workdir / "feed.log", devices=devices,
-                               rate=rate, batch=batch, max_duration_s=duration_s + 60) as load:
+                               rate=rate, batch=batch, max_duration_s=duration_s + 60,
+                               cpus=spare_cpus(setup.cores)) as load:
                     started = time.monotonic()
                     while (elapsed := time.monotonic() - started) < duration_s:
                         time.sleep(live.SAMPLE_S)  # the sampling interval
@@ -372,7 +385,8 @@ def steady(root: Path, influx: Influx, catalog: Path, setup: Setup, share: Share
     figures = live.summarise(setup.system, rate, fed, samples, at_stop, landed, warm_up_s,
                              duration_s, end)
     return {"kind": "live", **_identity(setup, _shape(batch)), "allowed": allowed,
-            "batch": batch, **figures.as_dict(), "broker": _broker_name(share),
+            "load_cpus": spare_cpus(setup.cores), "batch": batch, **figures.as_dict(),
+            "broker": _broker_name(share),
             "broker_median_rss_mb": statistics.median(u.rss_mb for u in brokers)
             if brokers else None,
             "broker_cpu_percent": cpu_percent(brokers[0], brokers[-1])
@@ -392,7 +406,7 @@ def probes(root: Path, influx: Influx, catalog: Path, *, what: str, samples: int
         with group.running() as runs:
             runs[0].wait_ready()
             with feed.live(group.feed_config(), bed.workdir / "feed.log", devices=devices,
-                           rate=rate, batch=batch) as load:
+                           rate=rate, batch=batch, cpus=spare_cpus(setup.cores)) as load:
                 time.sleep(latency.WARM_UP_S)
                 probe = latency.Probe(bed)
                 try:
@@ -407,7 +421,8 @@ def probes(root: Path, influx: Influx, catalog: Path, *, what: str, samples: int
                 fed = load.finish()
     figures = latency.Latencies(what, fed.rate, measured, lost).as_dict()
     return {"kind": "latency", **_identity(setup, _shape(batch)), "drain_rate": drain_rate,
-            "asked_rate": rate, "share": LATENCY_SHARE, **figures}
+            "load_cpus": spare_cpus(setup.cores), "asked_rate": rate, "share": LATENCY_SHARE,
+            **figures}
 
 
 # --- helpers ------------------------------------------------------------------------------------

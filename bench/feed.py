@@ -132,9 +132,12 @@ class LiveFeed:
 
 @contextlib.contextmanager
 def live(config: Path, log: Path, *, devices: int, rate: float, batch: int = 1,
-         max_duration_s: float = 600.0) -> Iterator[LiveFeed]:
-    """Steady load in the background; bounded by `max_duration_s` even if never finished."""
+         max_duration_s: float = 600.0, cpus: str | None = None) -> Iterator[LiveFeed]:
+    """Steady load in the background; bounded by `max_duration_s` even if never finished.
+    With `cpus` (a `taskset -c` list) the load runs on those cores only."""
     command = _command(config, devices, rate, batch, max_duration_s)
+    if cpus is not None:
+        command = ["taskset", "-c", cpus, *command]  # execs in place, threads inherit it
     with child(command, log, stop_signal=signal.SIGINT) as process:
         feed = LiveFeed(process, log)
         yield feed

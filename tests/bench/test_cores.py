@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from bench import cores_chart, report
-from bench.cores import Setup, children, core_counts, cpu_list, descendants, setups
+from bench.cores import Setup, children, core_counts, cpu_list, descendants, setups, spare_cpus
 from tests.polling import wait_until
 
 
@@ -26,6 +26,14 @@ def test_core_counts_are_one_two_and_all_without_repeats() -> None:
 
 def test_cpu_lists_name_the_first_cores() -> None:
     assert [cpu_list(n) for n in (1, 2, 8)] == ["0", "0-1", "0-7"]
+
+
+def test_the_live_load_gets_the_cores_the_setup_leaves() -> None:
+    assert spare_cpus(1, total=2) == "1"
+    assert spare_cpus(1, total=8) == "1-7"
+    assert spare_cpus(2, total=8) == "2-7"
+    assert spare_cpus(2, total=2) is None  # all of them: the load runs anywhere
+    assert spare_cpus(8, total=8) is None
 
 
 def test_siaga_on_mqtt_is_one_process_at_every_count_and_the_others_one_per_core() -> None:
