@@ -31,7 +31,7 @@ from ingest.inbox import Message
 from ingest.lineprotocol import (
     encode_event,
     encode_many,
-    encode_plain,
+    encode_plain_keyed,
     event_series_key,
     plain_names,
     series_key,
@@ -278,14 +278,26 @@ class Pipeline:
         """Append one line per reading (an empty one when no field is left), in order."""
         # A message is one device's as a rule (its topic names it); a run per device keeps
         # a mixed one right, each run's values made text at once.
+        # The plain kinds' runs, in order, take one `encode_plain_keyed` call between
+        # the others' runs: a step of single readings is one call, not one a reading.
+        keys: list[str] = []
+        plain: list[Reading] = []
         for _, run in groupby(readings, _DEVICE_ID):
             points = list(run)
             head = points[0]
             cached = self._series.get(head.device_id)
             key = cached[1] if cached is not None and cached[0] is head.kind else (
                 self._series_key(head))
-            lines.extend(encode_plain(key, points) if head.kind in _PLAIN_KINDS
-                         else encode_many(key, points))
+            if head.kind in _PLAIN_KINDS:
+                keys += repeat(key, len(points))
+                plain += points
+                continue
+            if plain:
+                lines.extend(encode_plain_keyed(keys, plain))
+                keys, plain = [], []
+            lines.extend(encode_many(key, points))
+        if plain:
+            lines.extend(encode_plain_keyed(keys, plain))
 
     def _encode_detections(self, detections: Sequence[Detection], topic: str,
                            batch: Batch) -> None:

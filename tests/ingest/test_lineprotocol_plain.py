@@ -13,22 +13,29 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from devices.readings import NUMERIC_FIELDS
-from ingest.lineprotocol import SEQ_FIELD, encode_many, encode_plain, plain_names
+from ingest.lineprotocol import (
+    SEQ_FIELD,
+    encode_many,
+    encode_plain,
+    encode_plain_keyed,
+    plain_names,
+)
 from tests.ingest.test_lineprotocol_fast import FloatSubclass, Sample
 
 KEY = "water_level,device_id=manggarai,kota=Jakarta\\ Selatan"
+KEY2 = "air_quality,device_id=bundaran-hi,kota=Jakarta\\ Pusat"
 TS = 1_700_000_000_123_456_789
 MANY = settings(max_examples=300, deadline=None)
 
 Parsed = tuple[dict[str, float | int], int] | None
 
 
-def parse(line: str) -> Parsed:
-    """A line of KEY's as InfluxDB reads it: fields (ints for `i`), time. None: no line."""
+def parse(line: str, key: str = KEY) -> Parsed:
+    """A line of `key`'s as InfluxDB reads it: fields (ints for `i`), time. None: no line."""
     if line == "":
         return None
-    assert line.startswith(KEY + " ")
-    fields, _, ts = line[len(KEY) + 1:].rpartition(" ")
+    assert line.startswith(key + " ")
+    fields, _, ts = line[len(key) + 1:].rpartition(" ")
     parsed: dict[str, float | int] = {}
     for field in fields.split(","):
         name, _, text = field.partition("=")
@@ -92,3 +99,33 @@ def test_plain_names_are_those_needing_no_escape_and_not_seq() -> None:
     assert all(plain_names(names) for names in NUMERIC_FIELDS.values())
     for name in ("a b", "x,=y", "é", '"', "a:b", "{}", SEQ_FIELD, "", "1a"):
         assert not plain_names(["level_cm", name]), name
+
+
+def keyed(points: list[Sample], data: st.DataObject) -> list[str]:
+    return data.draw(st.lists(st.sampled_from([KEY, KEY2]), min_size=len(points),
+                              max_size=len(points)))
+
+
+def parsed_each(keys: list[str], lines: list[str]) -> list[Parsed]:
+    assert len(lines) == len(keys)  # a line a point, in order: each under its own key
+    return [parse(line, key) for key, line in zip(keys, lines, strict=True)]
+
+
+@MANY
+@given(batches(numbers, fields=1), st.data())
+def test_points_of_several_series_make_each_its_own_point(points: list[Sample],
+                                                          data: st.DataObject) -> None:
+    keys = keyed(points, data)
+    assert parsed_each(keys, encode_plain_keyed(keys, points)) == [
+        parse(line, key) for key, point in zip(keys, points, strict=True)
+        for line in encode_many(key, [point])]
+
+
+@MANY
+@given(batches(anything), st.data())
+def test_points_of_several_series_with_anything_else_too(points: list[Sample],
+                                                         data: st.DataObject) -> None:
+    keys = keyed(points, data)
+    assert parsed_each(keys, encode_plain_keyed(keys, points)) == [
+        parse(line, key) for key, point in zip(keys, points, strict=True)
+        for line in encode_many(key, [point])]
