@@ -62,7 +62,9 @@ TAKE_READINGS = 512
 # keys are 20 minutes of 5,000 cameras at one event a minute, about 20 MB.
 RECENT_EVENTS_MAX = 100_000
 EventKey = tuple[str, str, str, str | None]  # device_id, label, type, zone: one series
-_DEVICE_ID = attrgetter("device_id")  # groups a message's readings by device
+# Groups a step's readings into one series key's runs: an unknown device (accepted by
+# policy) may send under two kinds, each its own measurement.
+_SERIES_RUN = attrgetter("device_id", "kind")
 # The kinds whose readings `encode_plain` may write: a reading's values are its model's
 # fields (devices.readings), so their names are known here. Every kind today.
 _PLAIN_KINDS = frozenset(kind for kind, names in NUMERIC_FIELDS.items() if plain_names(names))
@@ -248,14 +250,22 @@ class Pipeline:
         detections_before, unlisted_before = len(detections), decoded.plates_unlisted
         listed_before = decoded.plates_listed
         lines_before = len(lines)
+        # The step's readings are made lines at once (one orjson call for many devices'
+        # single readings, `_encode_readings`); a camera's detections take their place in
+        # message order, so the readings before them are made lines first.
+        unencoded = decoded_before
         for message in messages:
             first, first_detection = len(readings), len(detections)
             decode(message.topic, message.payload, message.received_ns, decoded)
             if len(readings) > first:
-                self._encode_readings(readings[first:], lines)
                 line_topics.extend(repeat(message.topic, len(readings) - first))
             if len(detections) > first_detection:
+                if len(readings) > unencoded:
+                    self._encode_readings(readings[unencoded:], lines)
+                    unencoded = len(readings)
                 self._encode_detections(detections[first_detection:], message.topic, batch)
+        if len(readings) > unencoded:
+            self._encode_readings(readings[unencoded:], lines)
         batch.messages.extend(messages)
         self._per_message = max(1.0, (len(lines) - lines_before) / len(messages))
         stats = self._stats
@@ -276,13 +286,12 @@ class Pipeline:
 
     def _encode_readings(self, readings: list[Reading], lines: list[str]) -> None:
         """Append one line per reading (an empty one when no field is left), in order."""
-        # A message is one device's as a rule (its topic names it); a run per device keeps
-        # a mixed one right, each run's values made text at once.
-        # The plain kinds' runs, in order, take one `encode_plain_keyed` call between
-        # the others' runs: a step of single readings is one call, not one a reading.
+        # A run per device (a message is one device's as a rule; a step, many messages):
+        # the plain kinds' runs, in order, take one `encode_plain_keyed` call between the
+        # others' runs, so a step of single readings is one call, not one a reading.
         keys: list[str] = []
         plain: list[Reading] = []
-        for _, run in groupby(readings, _DEVICE_ID):
+        for _, run in groupby(readings, _SERIES_RUN):
             points = list(run)
             head = points[0]
             cached = self._series.get(head.device_id)

@@ -50,6 +50,7 @@ PROMPT = IngestSettings(batch_size=100, flush_interval_s=60, linger_s=0)
 # A batch that is never due while a test runs: only the stop sends it.
 NEVER_DUE = IngestSettings(batch_size=100, flush_interval_s=60, linger_s=60)
 _SEQ = re.compile(r",seq=(\d+)i ")
+_SERIES = re.compile(r"(\w+),(?:.*,)?device_id=([^, ]+)")
 
 Seen = TypeVar("Seen")
 
@@ -335,3 +336,23 @@ async def test_a_write_carries_at_most_batch_messages_messages(rig: Rig) -> None
         await acked(inbox, 4)
         assert rig.endpoint.attempts == 2
         assert [len(ack.messages) for ack in inbox.acks] == [2, 2]
+
+
+async def test_a_step_of_several_devices_and_a_camera_writes_lines_in_message_order(
+        rig: Rig) -> None:
+    # One step takes all four messages: its readings are made lines at once, and the
+    # camera's detection keeps its place between them (line i stays message i's, which is
+    # how a line InfluxDB refuses is dead-lettered under its topic).
+    inbox = ListInbox(rig.stored)
+    inbox.put(payload(1), "siaga/water-level/katulampa/telemetry")
+    inbox.put(b'{"pm25": 80.5}', "siaga/air-quality/dki1-bundaran-hi/telemetry")
+    inbox.put(orjson.dumps({"event_id": "e1", "type": "new", "label": "illegal-parking",
+                            "score": 0.75, "zone": "loop-ramp"}),
+              "siaga/camera/cam-semanggi/events")
+    inbox.put(payload(2), TOPIC)
+    async with running(rig.pipeline(inbox, NEVER_DUE)):
+        await eventually(lambda: rig.stats.messages == 4, what="the four messages taken")
+    assert len(inbox.acks) == 1  # one batch
+    assert [_SERIES.match(line).groups() for line in rig.stored()] == [  # type: ignore[union-attr]
+        ("water_level", "katulampa"), ("air_quality", "dki1-bundaran-hi"),
+        ("camera_event", "cam-semanggi"), ("water_level", "manggarai")]
