@@ -135,7 +135,8 @@ class Deliverer:
         a wake, a look at the outbox and a claim in a worker thread, took 12 ms at the
         median and 40 ms at the 99th percentile from a page's commit to its POST, under a
         background of 99,000 readings/s on one core (bench/cores.py's alert probes).
-        Elsewhere (a scheduled job in a worker thread) the deliverer is woken to look.
+        From another thread, with no slot free, or while the deliverer is not delivering
+        (stopping, cancelled), the deliveries are stored unclaimed and the deliverer woken.
         """
         slots = self._slots_here()
         if slots <= 0 or self._attempts is None:
@@ -145,8 +146,13 @@ class Deliverer:
         session, group = self._attempts
         ids, claimed = self._outbox.enqueue_claimed(items, created_ns, self._clock_ns(), slots,
                                                     self._lease_ns)
-        for delivery in claimed:
-            self._in_flight[delivery.id] = group.create_task(self._attempt(session, delivery))
+        for started, delivery in enumerate(claimed):
+            try:
+                task = group.create_task(self._attempt(session, delivery))
+            except RuntimeError:  # the group is closing (a child failed): no attempt now
+                self._outbox.release([later.id for later in claimed[started:]])
+                return ids
+            self._in_flight[delivery.id] = task
         if len(claimed) < len(ids):
             self._wakeup.set()  # one waits behind its alert's older delivery: a look decides
         return ids
@@ -170,24 +176,31 @@ class Deliverer:
             async with self._session_factory() as session, asyncio.TaskGroup() as group:
                 group.create_task(self._wake_on(stop))
                 self._attempts = session, group
-                while not stop.is_set():
-                    self._wakeup.clear()
-                    try:
-                        await self._start_due(session, group)
-                        await self._maybe_prune()
-                        timeout = await self._until_next()
-                        self._store_works()
-                    except StorageError as exc:
-                        # Claiming writes, so a full disk or a database away is met here:
-                        # it must not end delivery, only pause it.
-                        self._store_fails(exc)
-                        timeout = self._policy.store_retry_s
-                    await self._sleep(timeout)
-                self._attempts = None
+                try:
+                    await self._deliver(session, group, stop)
+                finally:
+                    # Before the group closes, also when cancelled: a page made meanwhile
+                    # is stored unclaimed, for the next start (or another instance).
+                    self._attempts = None
                 await self._drain()
         finally:
-            self._attempts = None
             self._loop = None
+
+    async def _deliver(self, session: aiohttp.ClientSession, group: asyncio.TaskGroup,
+                       stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wakeup.clear()
+            try:
+                await self._start_due(session, group)
+                await self._maybe_prune()
+                timeout = await self._until_next()
+                self._store_works()
+            except StorageError as exc:
+                # Claiming writes, so a full disk or a database away is met here: it must
+                # not end delivery, only pause it.
+                self._store_fails(exc)
+                timeout = self._policy.store_retry_s
+            await self._sleep(timeout)
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

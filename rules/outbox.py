@@ -86,13 +86,13 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (_POSTGRES_SCHEMA,
 
 _COLUMNS = ("id, receiver, fingerprint, body, created_at, state, attempts, next_attempt_at,"
             " last_error, finished_at, claimed_by, claimed_until")
+_ROW = f"d.seq, {', '.join('d.' + name.strip() for name in _COLUMNS.split(','))}"
 # The oldest pending delivery of each (receiver, alert): only it may be attempted, so one
 # alert's notifications reach a receiver in order. `seq` first, then a Delivery's columns.
 _HEADS = (
     "WITH heads AS (SELECT MIN(seq) AS seq FROM deliveries WHERE state = 'pending'"
     " GROUP BY receiver, fingerprint)"
-    f" SELECT d.seq, {', '.join('d.' + name.strip() for name in _COLUMNS.split(','))}"
-    " FROM deliveries AS d JOIN heads USING (seq)"
+    f" SELECT {_ROW} FROM deliveries AS d JOIN heads USING (seq)"
 )
 # A head is due when its time has come and no live lease holds it. `state` is asked again
 # on `d` itself: PostgreSQL re-reads a row another instance changed meanwhile before it
@@ -100,6 +100,17 @@ _HEADS = (
 _DUE = (f"{_HEADS} WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
         " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)")
 _EARLIEST = " ORDER BY d.next_attempt_at, d.seq LIMIT ?"
+# `_DUE` for rows the caller names (`d.id IN ...`, just stored): each asked whether an
+# older pending delivery of its (receiver, alert) is ahead of it, which the queue index
+# answers, rather than through `_HEADS`, which reads every pending row. A receiver down
+# for hours leaves thousands, and this runs at each page: 56 ms at 50,000 pending
+# deliveries, 0.25 ms this way (SQLite, a review's measurement).
+_NEW_DUE = (
+    f"SELECT {_ROW} FROM deliveries AS d WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
+    " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)"
+    " AND NOT EXISTS (SELECT 1 FROM deliveries AS o WHERE o.state = 'pending'"
+    " AND o.receiver = d.receiver AND o.fingerprint = d.fingerprint AND o.seq < d.seq)"
+)
 # A finish counts only while the delivery is pending and no other instance holds it: a
 # late finisher whose lease ran out and whose delivery another instance claimed since
 # changes nothing (that one's own attempt decides), so no outcome is counted twice.
@@ -239,7 +250,7 @@ class Outbox:
         def insert_and_take(tx: Tx) -> list[Delivery]:
             _insert(tx, ids, items, created_ns)
             return _take(tx, self.owner, now_ns, limit, now_ns + lease_ns,
-                         f" AND d.id IN ({_marks(len(ids))})", tuple(ids))
+                         f" AND d.id IN ({_marks(len(ids))})", tuple(ids), _NEW_DUE)
 
         return ids, self._backend.run(insert_and_take)
 
@@ -405,11 +416,12 @@ def _insert(tx: Tx, ids: Sequence[str], items: Sequence[tuple[str, str, bytes]],
 
 
 def _take(tx: Tx, owner: str, now_ns: int, limit: int, until_ns: int, where: str,
-          parameters: tuple[object, ...]) -> list[Delivery]:
-    """Claim for `owner` until `until_ns` up to `limit` due heads (`_DUE`) that also meet
-    `where`, earliest first, in the transaction that found them."""
+          parameters: tuple[object, ...], due: str = _DUE) -> list[Delivery]:
+    """Claim for `owner` until `until_ns` up to `limit` due heads (`due`: `_DUE`, or
+    `_NEW_DUE` for named rows) that also meet `where`, earliest first, in the transaction
+    that found them."""
     locking = " FOR UPDATE OF d SKIP LOCKED" if tx.dialect == "postgresql" else ""
-    rows = tx.execute(_DUE + where + _EARLIEST + locking, (now_ns, now_ns, *parameters, limit))
+    rows = tx.execute(due + where + _EARLIEST + locking, (now_ns, now_ns, *parameters, limit))
     if rows:
         tx.execute(f"UPDATE deliveries SET claimed_by = ?, claimed_until = ?"
                    f" WHERE seq IN ({_marks(len(rows))})",

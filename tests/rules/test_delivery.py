@@ -547,6 +547,24 @@ async def test_a_dispatch_takes_no_slot_beyond_the_concurrency_nor_from_another_
     assert_each_delivered_once_in_order(held, [first, second, third])
 
 
+async def test_a_page_made_while_the_deliverer_is_cancelled_is_stored_for_later(
+    wire: Callable[..., Siaga], held: HeldReceiver
+) -> None:
+    siaga = wire(one_route(Receiver(name="bpbd", url=held.url)))
+    run = asyncio.create_task(siaga.deliverer.run(asyncio.Event()))
+    (first,) = siaga.dispatch(flood(MANGGARAI))
+    await eventually(lambda: len(held.requests) == 1, what="the attempt arriving")
+    run.cancel()  # a sibling task failed: the deliverer's group aborts its attempts
+    await asyncio.sleep(0)  # ... and waits for the one held in flight
+    assert not run.done()
+    (later,) = siaga.dispatch(flood(KATULAMPA))  # a rule's change meanwhile
+    assert siaga.delivery(later).claimed_by is None  # no attempt to start: left for a look
+    held.release.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    assert [siaga.delivery(i).state for i in (first, later)] == ["pending", "pending"]
+
+
 def test_a_notification_no_route_takes_is_not_enqueued(wire: Callable[..., Siaga]) -> None:
     siaga = wire(Router([Receiver(name="a", url="http://127.0.0.1:9/")],
                         [Route(receivers=["a"], match={"kind": "traffic"})]))
