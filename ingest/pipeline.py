@@ -286,9 +286,10 @@ class Pipeline:
 
     def _encode_readings(self, readings: list[Reading], lines: list[str]) -> None:
         """Append one line per reading (an empty one when no field is left), in order."""
-        # A run per device (a message is one device's as a rule; a step, many messages):
-        # the plain kinds' runs, in order, take one `encode_plain_keyed` call between the
-        # others' runs, so a step of single readings is one call, not one a reading.
+        # A run per device and kind, one series key each (a message is one device's as a
+        # rule; a step, many messages): the plain kinds' runs, in order, take one
+        # `encode_plain_keyed` call between the others' runs, so a step of single readings
+        # is one call, not one a reading.
         keys: list[str] = []
         plain: list[Reading] = []
         for _, run in groupby(readings, _SERIES_RUN):
