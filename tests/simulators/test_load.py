@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -16,10 +17,11 @@ from devices.detections import validate_event
 from devices.kinds import Kind
 from devices.readings import READING_MODELS
 from devices.registry import load_catalog
+from devices.topics import TopicScheme
 from siaga.sandbox.mosquitto import Mosquitto
 from simulators.cameraload import synthetic_cameras
 from simulators.fleet import FleetConfigError
-from simulators.load import LoadConfig, LoadRun, synthetic_devices, write_catalog
+from simulators.load import LoadConfig, LoadRun, _stream, synthetic_devices, write_catalog
 from simulators.summary import Count
 from tests.integration.support import simulator_address
 from tests.polling import eventually
@@ -107,6 +109,23 @@ async def test_readings_are_valid_with_contiguous_seqs_per_device() -> None:
         READING_MODELS[Kind(kind)].model_validate(body)
         seqs[device].append(body["seq"])
     assert seqs == {device: list(range(last + 1)) for device, last in run.last_seq().items()}
+
+
+def test_a_stream_stamps_microseconds_a_microsecond_apart_at_least() -> None:
+    for device in synthetic_devices(3):  # one of each kind
+        stream = _stream(device, TopicScheme("t"))
+        times = [NOW, NOW, NOW + 4e-7, NOW + 0.0123456789, NOW + 0.0123456789]
+        made = [*stream.readings(times, random.Random(1)), stream.reading(NOW, random.Random(2))]
+        micros = [round(reading["ts"] * 1e6) for reading in made]  # type: ignore[operator]
+        assert [reading["ts"] for reading in made] == [micro / 1e6 for micro in micros]
+        assert micros == [round(NOW * 1e6) + step for step in (0, 1, 2)] + [
+            round((NOW + 0.0123456789) * 1e6) + step for step in (0, 1, 2)]
+        assert [reading["seq"] for reading in made] == list(range(6))
+        for reading in made:
+            model = READING_MODELS[device.kind].model_validate(reading)
+            value = next(v for k, v in reading.items() if k not in ("ts", "seq"))
+            assert isinstance(value, float), model
+            assert stream.low <= value <= stream.high and round(value, 1) == value
 
 
 async def test_the_same_seed_gives_the_same_payloads() -> None:
