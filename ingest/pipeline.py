@@ -42,10 +42,16 @@ from ingest.storage import NotDurable, Storage, StoreOutcome
 
 log = logging.getLogger(__name__)
 
-# Batches queued for the writer. With 2, a burst of messages of 100 readings left the
-# collector waiting 5-12 % of the time on InfluxDB's slower answers; with 4, a drain of
-# 3.9 million readings ran at 104,500 and 98,400/s against 97,800 and 93,600/s.
-QUEUED_BATCHES = 4
+# Batches queued for the writer: how far the rules may run ahead of a slow write. With 2,
+# a burst of messages of 100 readings left the collector waiting 5-12 % of the time on
+# InfluxDB's slower answers; with 4, a drain of 3.9 million readings ran at 104,500 and
+# 98,400/s against 97,800 and 93,600/s. With 4 (80,000 readings, under a second at
+# 92,700 readings/s), a write of InfluxDB's slow seconds on a shared machine stopped the
+# collector, and a flood reading waited in the inbox behind the rest: the alert p99 of
+# the benchmark's probes was 83 to 408 ms in three runs; with 12, 97 to 131 ms
+# (alternated runs). The bound, 12 batches of at most `batch_size` readings (240,000
+# by default), is memory only a slow InfluxDB fills.
+QUEUED_BATCHES = 12
 COLLECT_POLL_S = 0.2  # how often the collector looks at the stop flag while idle
 BUSY_POLL_S = 0.01  # how often a lingering batch looks whether the writer is done
 UNAVAILABLE_RETRY_MAX_S = 30.0  # backoff cap while neither InfluxDB nor the spool takes data

@@ -34,7 +34,7 @@ from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.inbox import Message
 from ingest.influx import V1Writer
-from ingest.pipeline import Pipeline
+from ingest.pipeline import QUEUED_BATCHES, Pipeline
 from ingest.settings import IngestSettings
 from ingest.spool import SEGMENT_SUFFIX, Spool
 from ingest.stats import IngestStats
@@ -97,6 +97,10 @@ class ListInbox(Generic[Seen]):
         return message
 
     @property
+    def waiting(self) -> list[Message]:
+        return list(self._waiting)
+
+    @property
     def acked(self) -> list[Message]:
         return [message for ack in self.acks for message in ack.messages]
 
@@ -123,10 +127,13 @@ class WriteEndpoint:
         self.lines: list[str] = []
         self.attempts = 0
         self.url = ""
+        self.gate: asyncio.Event | None = None  # when set, writes wait until it opens
 
     async def write(self, request: web.Request) -> web.Response:
         self.attempts += 1
         body = await request.text()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.status != 204:
             return web.json_response({"error": "unavailable"}, status=self.status)
         self.lines.extend(body.split("\n"))
@@ -142,6 +149,17 @@ class Unobserved:
 
     def observe_detections(self, detections: Sequence[Detection], received_ns: int) -> None:
         pass
+
+
+class Observed(Unobserved):
+    """The rules' side: the seqs of the readings handed to them, in order."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+
+    def observe(self, readings: Sequence[Reading], statuses: Sequence[StatusUpdate],
+                received_ns: int) -> None:
+        self.seqs.extend(reading.seq for reading in readings if reading.seq is not None)
 
 
 @dataclass
@@ -336,6 +354,30 @@ async def test_a_write_carries_at_most_batch_messages_messages(rig: Rig) -> None
         await acked(inbox, 4)
         assert rig.endpoint.attempts == 2
         assert [len(ack.messages) for ack in inbox.acks] == [2, 2]
+
+
+async def test_the_rules_judge_the_queued_batches_while_a_write_hangs(rig: Rig) -> None:
+    # Alerts must not wait for a slow InfluxDB: while the first write hangs, the collector
+    # hands the rules every batch the queue holds, and the one it waits to queue; only
+    # then does it stop taking messages (the bound on what is held).
+    settings = IngestSettings(batch_size=1, flush_interval_s=60, linger_s=0)
+    rig.endpoint.gate = asyncio.Event()
+    inbox = ListInbox(rig.stored)
+    observed = Observed()
+    pipeline = Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga")), rig.storage,
+                        rig.dead_letters, rig.stats, settings, observed)
+    held = 1 + QUEUED_BATCHES + 1  # the write's, the queue's, the collector's
+    async with running(pipeline):
+        for seq in range(held + 3):
+            inbox.put(payload(seq))
+        await eventually(lambda: len(observed.seqs) >= held, what=f"{held} readings judged")
+        assert rig.endpoint.attempts == 1 and not inbox.acks
+        assert observed.seqs == list(range(held))
+        assert len(inbox.waiting) == 3  # not taken: the collector waits to queue its batch
+        rig.endpoint.gate.set()
+        await acked(inbox, held + 3)
+    assert observed.seqs == list(range(held + 3))
+    assert seqs(rig.endpoint.lines) == list(range(held + 3))
 
 
 async def test_a_step_of_several_devices_and_a_camera_writes_lines_in_message_order(
