@@ -64,8 +64,11 @@ class Plan:
     cameras_probe_every_s: float = 1.0  # an alert probe about this often through the span
     # Cores (issue 18, bench/cores.py): each system's consumers confined to 1, 2 and all cores.
     # Smaller than the throughput scenario's backlogs: 7 setups x 2 shapes on 2 cores, with
-    # the live rate and the latency probes, in about 15 minutes a run.
-    cores_single_backlog: int = 300_000  # ~7 s at Siaga's ~45,000/s
+    # the live rate and the latency probes, in about 18 minutes a run.
+    # Readings/s are timed between polls 0.5 s apart (bench/throughput.py): 300,000 single
+    # readings drained in about 5 s at 20261208-025209's rates, so the end poll alone
+    # moved a rate by up to 10 %; 600,000 take about 10 s.
+    cores_single_backlog: int = 600_000
     # One unrecorded drain of single readings by the first system before the cores drains:
     # here the first drain after a quiet spell ran 20-25 % slower than the next ones, on the
     # same code (38,253 then 45,167 and 49,063/s, at f7c15d3), and the first slot is
