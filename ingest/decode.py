@@ -78,7 +78,9 @@ class ReadingSource(Protocol):
 
 @dataclass(slots=True)
 class Decoded:
-    """What a run of messages decoded to; the pipeline empties it at each flush."""
+    """What a run of messages decoded to. The pipeline lets go of the readings and the
+    detections once a step has handed them to the rules and made them lines, and of the
+    rest at each flush."""
 
     readings: list[Reading] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
