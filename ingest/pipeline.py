@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 # (alternated runs). The bound, 12 batches of at most `batch_size` readings (240,000
 # by default), is memory only a slow InfluxDB fills.
 QUEUED_BATCHES = 12
+# On stop, InfluxDB has this long in all for the batches collected; those after it go to
+# the spool (written at the next start, in order). Without it a slow InfluxDB, answering
+# each write just inside its time-out, held a stop for up to 14 writes.
+STOP_WRITES_S = 10.0
 COLLECT_POLL_S = 0.2  # how often the collector looks at the stop flag while idle
 BUSY_POLL_S = 0.01  # how often a lingering batch looks whether the writer is done
 UNAVAILABLE_RETRY_MAX_S = 30.0  # backoff cap while neither InfluxDB nor the spool takes data
@@ -159,6 +163,7 @@ class Pipeline:
         clock_ns: Callable[[], int] = time.time_ns,
         *,
         on_durability: Callable[[str | None], None] | None = None,
+        stop_writes_s: float = STOP_WRITES_S,
     ) -> None:
         """`on_durability` hears why readings cannot be made durable, or None once they can.
 
@@ -181,6 +186,8 @@ class Pipeline:
         self._writing = False  # the flusher is making a batch durable
         self._on_durability = on_durability
         self._durable: bool | None = None  # as last told to `on_durability`; None: not yet
+        self._stop_writes_s = stop_writes_s
+        self._spool_after: float | None = None  # monotonic; set when the flusher sees stop
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then flush what was collected and return."""
@@ -363,7 +370,10 @@ class Pipeline:
         decoded = batch.decoded
         if decoded.dead:
             await asyncio.to_thread(self._dead_letters.add_many, decoded.dead)
-        outcome = await self._store(batch.lines, stop)
+        if stop.is_set() and self._spool_after is None:
+            self._spool_after = time.monotonic() + self._stop_writes_s
+        late = self._spool_after is not None and time.monotonic() >= self._spool_after
+        outcome = await self._store(batch.lines, stop, spool=late)
         if outcome is None:
             log.error("shutting down with %d messages not durable; the broker redelivers them",
                       len(batch.messages))
@@ -380,8 +390,10 @@ class Pipeline:
         for letter in decoded.dead:
             stats.dead_letters[letter.code] += 1
 
-    async def _store(self, lines: list[str], stop: asyncio.Event) -> StoreOutcome | None:
-        """Store the lines; while neither InfluxDB nor the spool takes them, wait and retry.
+    async def _store(self, lines: list[str], stop: asyncio.Event, *,
+                     spool: bool = False) -> StoreOutcome | None:
+        """Store the lines (`spool`: to the spool only); while neither InfluxDB nor the
+        spool takes them, wait and retry.
 
         Waiting here holds back the acks, so the broker keeps the messages: nothing is lost
         and nothing is acknowledged that is not durable. Returns None if stopped first.
@@ -391,7 +403,8 @@ class Pipeline:
         tell = self._on_durability
         while True:
             try:
-                outcome = await self._storage.store(lines)
+                outcome = await (self._storage.spool(lines) if spool
+                                 else self._storage.store(lines))
             except NotDurable as exc:
                 log.error("cannot make readings durable (%s); retrying in %.0f s", exc, delay)
                 reason = exc.reason

@@ -179,6 +179,16 @@ class Storage:
             self._unavailable = None  # durable again: InfluxDB or the spool took the lines
             return outcome
 
+    async def spool(self, lines: list[str]) -> StoreOutcome:
+        """Make `lines` durable in the spool alone (a stop out of time for InfluxDB); the
+        drain writes them, after what the spool already holds. `NotDurable` as `store`."""
+        if not lines:
+            return StoreOutcome()
+        async with self._store_lock:
+            await self._append(lines)
+            self._unavailable = None
+            return StoreOutcome(spooled=len(lines))
+
     async def _store(self, lines: list[str]) -> StoreOutcome:
         if not self._spool.empty:
             await self._append(lines)

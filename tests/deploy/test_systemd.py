@@ -18,6 +18,7 @@ from typing import Final
 
 import pytest
 
+from ingest.pipeline import STOP_WRITES_S
 from ingest.settings import InfluxSettings
 from rules.alertmanager import AlertmanagerSettings
 from rules.delivery import DeliveryPolicy
@@ -176,9 +177,10 @@ def test_it_restarts_on_failure_and_starts_after_the_broker_and_database(shipped
 
 
 def test_the_stop_timeout_outlasts_the_graceful_flush(shipped: str) -> None:
-    # SIGTERM: one InfluxDB write (then the spool), the notifications' drain, and the last
-    # send to Alertmanagers, each bounded by its default; twice their sum leaves room.
-    flush_s = (InfluxSettings().timeout_s + DeliveryPolicy().drain_s
+    # SIGTERM: InfluxDB's time for the batches collected and the write in flight at its
+    # end (then the spool), the notifications' drain, and the last send to Alertmanagers,
+    # each bounded by its default; twice their sum leaves room.
+    flush_s = (STOP_WRITES_S + InfluxSettings().timeout_s + DeliveryPolicy().drain_s
                + float(AlertmanagerSettings.model_fields["timeout_s"].default))
     (timeout,) = directives(shipped)["Service.TimeoutStopSec"]
     assert timeout.endswith("s")

@@ -34,7 +34,7 @@ from ingest.deadletters import DeadLetterStore
 from ingest.decode import Decoder
 from ingest.inbox import Message
 from ingest.influx import V1Writer
-from ingest.pipeline import QUEUED_BATCHES, Pipeline
+from ingest.pipeline import QUEUED_BATCHES, STOP_WRITES_S, Pipeline
 from ingest.settings import IngestSettings
 from ingest.spool import SEGMENT_SUFFIX, Spool
 from ingest.stats import IngestStats
@@ -356,28 +356,56 @@ async def test_a_write_carries_at_most_batch_messages_messages(rig: Rig) -> None
         assert [len(ack.messages) for ack in inbox.acks] == [2, 2]
 
 
+def one_message_batches_behind_a_gate(
+        rig: Rig, *, stop_writes_s: float = STOP_WRITES_S
+) -> tuple[ListInbox[list[str]], Observed, Pipeline, asyncio.Event]:
+    """A pipeline whose batches are one message each, seen by an `Observed`; its writes
+    wait until the gate returned (closed) is set."""
+    rig.endpoint.gate = gate = asyncio.Event()
+    inbox = ListInbox(rig.stored)
+    observed = Observed()
+    settings = IngestSettings(batch_size=1, flush_interval_s=60, linger_s=0)
+    pipeline = Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga")), rig.storage,
+                        rig.dead_letters, rig.stats, settings, observed,
+                        stop_writes_s=stop_writes_s)
+    return inbox, observed, pipeline, gate
+
+
 async def test_the_rules_judge_the_queued_batches_while_a_write_hangs(rig: Rig) -> None:
     # Alerts must not wait for a slow InfluxDB: while the first write hangs, the collector
     # hands the rules every batch the queue holds, and the one it waits to queue; only
     # then does it stop taking messages (the bound on what is held).
-    settings = IngestSettings(batch_size=1, flush_interval_s=60, linger_s=0)
-    rig.endpoint.gate = asyncio.Event()
-    inbox = ListInbox(rig.stored)
-    observed = Observed()
-    pipeline = Pipeline(inbox, Decoder(CATALOG, TopicScheme("siaga")), rig.storage,
-                        rig.dead_letters, rig.stats, settings, observed)
+    inbox, observed, pipeline, gate = one_message_batches_behind_a_gate(rig)
     held = 1 + QUEUED_BATCHES + 1  # the write's, the queue's, the collector's
     async with running(pipeline):
         for seq in range(held + 3):
             inbox.put(payload(seq))
-        await eventually(lambda: len(observed.seqs) >= held, what=f"{held} readings judged")
-        assert rig.endpoint.attempts == 1 and not inbox.acks
+        await eventually(lambda: len(observed.seqs) >= held and rig.endpoint.attempts == 1,
+                         what=f"{held} readings judged and the first write begun")
+        assert not inbox.acks
         assert observed.seqs == list(range(held))
         assert len(inbox.waiting) == 3  # not taken: the collector waits to queue its batch
-        rig.endpoint.gate.set()
+        gate.set()
         await acked(inbox, held + 3)
     assert observed.seqs == list(range(held + 3))
     assert seqs(rig.endpoint.lines) == list(range(held + 3))
+
+
+async def test_a_stop_out_of_time_for_influxdb_spools_the_batches_left(rig: Rig) -> None:
+    # On stop InfluxDB has `stop_writes_s` in all (none here): the write in flight ends,
+    # the batches after it go to the spool, and each message is acked once durable.
+    inbox, observed, pipeline, gate = one_message_batches_behind_a_gate(rig, stop_writes_s=0.0)
+    async with running(pipeline) as stop:
+        for seq in range(3):
+            inbox.put(payload(seq))
+        await eventually(lambda: len(observed.seqs) == 3 and rig.endpoint.attempts == 1,
+                         what="3 readings judged and the first write begun")
+        stop.set()
+        gate.set()
+    assert seqs(rig.endpoint.lines) == [0]
+    assert seqs(rig.spooled()) == [1, 2]
+    assert [seq_of(message) for message in inbox.acked] == [0, 1, 2]
+    assert rig.endpoint.attempts == 1
 
 
 async def test_a_step_of_several_devices_and_a_camera_writes_lines_in_message_order(
