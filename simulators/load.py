@@ -106,8 +106,8 @@ US_PER_S = 1_000_000
 
 
 def _tenths(value: float) -> float:
-    """`value` (>= 0) to one decimal place."""
-    return int(value * 10 + 0.5) / 10
+    """`value` to one decimal place (halves up: a reservoir's band is below zero)."""
+    return math.floor(value * 10 + 0.5) / 10
 
 
 def _water_level(ts: float, seq: int, value: float) -> dict[str, object]:

@@ -21,7 +21,14 @@ from devices.topics import TopicScheme
 from siaga.sandbox.mosquitto import Mosquitto
 from simulators.cameraload import synthetic_cameras
 from simulators.fleet import FleetConfigError
-from simulators.load import LoadConfig, LoadRun, _stream, synthetic_devices, write_catalog
+from simulators.load import (
+    LoadConfig,
+    LoadRun,
+    _stream,
+    _tenths,
+    synthetic_devices,
+    write_catalog,
+)
 from simulators.summary import Count
 from tests.integration.support import simulator_address
 from tests.polling import eventually
@@ -112,7 +119,10 @@ async def test_readings_are_valid_with_contiguous_seqs_per_device() -> None:
 
 
 def test_a_stream_stamps_microseconds_a_microsecond_apart_at_least() -> None:
-    for device in synthetic_devices(3):  # one of each kind
+    # One of each kind, and a reservoir gauge whose normal band is below zero.
+    pluit = synthetic_devices(1)[0].model_copy(
+        update={"thresholds": {"normal_low_cm": -190.0, "normal_high_cm": -110.0}})
+    for device in [*synthetic_devices(3), pluit]:
         stream = _stream(device, TopicScheme("t"))
         times = [NOW, NOW, NOW + 4e-7, NOW + 0.0123456789, NOW + 0.0123456789]
         made = [*stream.readings(times, random.Random(1)), stream.reading(NOW, random.Random(2))]
@@ -126,6 +136,11 @@ def test_a_stream_stamps_microseconds_a_microsecond_apart_at_least() -> None:
             value = next(v for k, v in reading.items() if k not in ("ts", "seq"))
             assert isinstance(value, float), model
             assert stream.low <= value <= stream.high and round(value, 1) == value
+
+
+def test_values_are_rounded_to_the_nearest_tenth_either_side_of_zero() -> None:
+    assert [_tenths(v) for v in (-150.06, -150.04, 150.06, 150.04, -0.04)] == [
+        -150.1, -150.0, 150.1, 150.0, 0.0]
 
 
 async def test_the_same_seed_gives_the_same_payloads() -> None:
