@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 # 92,700 readings/s), a write of InfluxDB's slow seconds on a shared machine stopped the
 # collector, and a flood reading waited in the inbox behind the rest: the alert p99 of
 # the benchmark's probes was 83 to 408 ms in three runs; with 12, 97 to 131 ms
-# (alternated runs). The bound, 12 batches of at most `batch_size` readings (240,000
-# by default), is memory only a slow InfluxDB fills.
+# (alternated runs; three later ones 95 to 357 ms, Siaga's core shared with InfluxDB's
+# threads). The bound, 12 batches of at most `batch_size` readings (240,000 by default),
+# is memory only a slow InfluxDB fills: a queued batch keeps its lines alone.
 QUEUED_BATCHES = 12
 # On stop, InfluxDB has this long in all for the batches collected; those after it go to
 # the spool (written at the next start, in order). Without it a slow InfluxDB, answering
