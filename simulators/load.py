@@ -30,8 +30,6 @@ MAX_BATCH = 1000  # SPEC section 1: a batch holds at most 1000 readings
 DEFAULT_WINDOW = 10_000  # unacknowledged messages: ample for a local broker, far below paho's
 DRAIN_TIMEOUT_S = 10.0  # at the end, how long to wait for the broker's last PUBACKs
 KINDS = (Kind.WATER_LEVEL, Kind.AIR_QUALITY, Kind.TRAFFIC)  # the round-robin of synthetic ids
-# InfluxDB keeps one point per series and timestamp: a device's readings are stamped at
-# least a microsecond apart (the precision Siaga keeps) so none overwrites another.
 JAKARTA = (-6.2088, 106.8456)  # synthetic devices sit on a grid around Monas
 GRID_STEP_DEG = 0.002  # ~220 m between neighbours; 10,000 devices span ~22 km
 
@@ -145,7 +143,8 @@ class _Stream:
 
     def readings(self, times: Iterable[float], rng: random.Random) -> list[dict[str, object]]:
         """One reading at each of `times` (epoch seconds), in order: each at least a
-        microsecond after the one before, so InfluxDB overwrites none."""
+        microsecond (the precision Siaga keeps) after the one before, since InfluxDB keeps
+        one point per series and timestamp."""
         make, random_ = _READING[self.device.kind], rng.random
         low, span = self.low, self.high - self.low
         last, seq = self.last_us, self.seq
